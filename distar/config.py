@@ -1,0 +1,367 @@
+"""One typed, validated configuration tree for a DI* run.
+
+Every section is a frozen dataclass validated on construction. The whole tree round-trips to a
+flat ``{"loss.reward_scale": 10.0, ...}`` dict (Tune's ``param_space``, MLflow params) and to YAML.
+Any unknown key or out-of-range value raises :class:`ConfigError` naming the field and what is
+allowed, so a bad sweep fails before a single trial starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import yaml
+
+# The names below are the keys of the registries in distar.losses / distar.sigmas / distar.worlds;
+# tests/test_config.py holds them equal, so the config can validate without importing torch.
+DIVERGENCES = ("kl", "score")
+DISTANCES = ("l2", "pseudo_huber")
+DISTANCE_UNITS = ("score", "x0")
+GUIDANCE_MODES = ("in", "out")
+GRADIENT_PATHS = ("detached", "exact")
+GENERATOR_WEIGHTINGS = ("dmd_normalised", "uniform")
+SIGMA_DISTRIBUTIONS = ("loguniform", "lognormal")
+ASSISTANT_WEIGHTINGS = ("edm", "uniform")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown or out of range."""
+
+
+def _fail(path: str, value: Any, allowed: str) -> None:
+    raise ConfigError(f"{path}: got {value!r}; allowed: {allowed}")
+
+
+def check_choice(path: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        _fail(path, value, "one of " + ", ".join(repr(a) for a in allowed))
+
+
+def check_range(path: str, value: float, low: float | None = None, high: float | None = None,
+                low_open: bool = False) -> None:
+    if value != value:  # NaN compares unequal to itself and would slip through every bound
+        _fail(path, value, "a finite number")
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and value > high
+    if too_low or too_high:
+        lo = "-inf" if low is None else f"{low}"
+        hi = "inf" if high is None else f"{high}"
+        _fail(path, value, f"{'(' if low_open else '['}{lo}, {hi}]")
+
+
+class Section:
+    """Base of every config section: type coercion, then the section's own checks."""
+
+    section: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            path = f"{self.section}.{f.name}"
+            kind = _SCALAR_TYPES.get(f.type)
+            if kind is None:  # a nested section
+                if not isinstance(value, Section):
+                    _fail(path, value, f"a {f.type} section")
+                continue
+            object.__setattr__(self, f.name, _coerce(path, value, kind))
+        self.validate()
+
+    def validate(self) -> None:
+        """Range and choice checks; each section overrides this."""
+
+
+_SCALAR_TYPES = {"float": float, "int": int, "str": str, "bool": bool}
+
+
+def _coerce(path: str, value: Any, kind: type) -> Any:
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, kind) and not (kind is not bool and isinstance(value, bool)):
+        return value
+    _fail(path, value, f"a value of type {kind.__name__}")
+    return None  # unreachable: _fail raises
+
+
+@dataclass(frozen=True)
+class LossConfig(Section):
+    """Which DI* loss: divergence, distance, reward and CFG (see distar.losses)."""
+
+    section: ClassVar[str] = "loss"
+    divergence: str = "score"  # "score": DI*/SIM (eq. 3.4); "kl": Diff-Instruct / DI++
+    distance: str = "pseudo_huber"
+    huber_c: float = 0.1
+    units: str = "x0"  # distance applied to D_psi - D_ref ("x0") or to the score difference
+    reward_scale: float = 0.0
+    cfg_scale: float = 0.0
+    guidance: str = "in"
+    gradient_path: str = "exact"  # "detached" reproduces the printed pseudo-code, for comparison
+    weighting: str = "uniform"  # generator weighting w(sigma)
+
+    def validate(self) -> None:
+        check_choice("loss.divergence", self.divergence, DIVERGENCES)
+        check_choice("loss.distance", self.distance, DISTANCES)
+        check_range("loss.huber_c", self.huber_c, 0.0, low_open=True)
+        check_choice("loss.units", self.units, DISTANCE_UNITS)
+        check_range("loss.reward_scale", self.reward_scale, 0.0)
+        check_range("loss.cfg_scale", self.cfg_scale, 0.0)
+        check_choice("loss.guidance", self.guidance, GUIDANCE_MODES)
+        check_choice("loss.gradient_path", self.gradient_path, GRADIENT_PATHS)
+        check_choice("loss.weighting", self.weighting, GENERATOR_WEIGHTINGS)
+
+
+@dataclass(frozen=True)
+class SigmaConfig(Section):
+    """A noise-level distribution pi(sigma), clamped to [sigma_min, sigma_max]."""
+
+    section: ClassVar[str] = "sigma.*"
+    kind: str = "lognormal"  # lognormal: log sigma ~ N(p_mean, p_std^2)
+    p_mean: float = -1.2
+    p_std: float = 1.2
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+
+    def validate(self) -> None:
+        check_choice(f"{self.section}.kind", self.kind, SIGMA_DISTRIBUTIONS)
+        check_range(f"{self.section}.p_std", self.p_std, 0.0, low_open=True)
+        check_range(f"{self.section}.sigma_min", self.sigma_min, 0.0, low_open=True)
+        check_range(f"{self.section}.sigma_max", self.sigma_max, self.sigma_min, low_open=True)
+
+
+@dataclass(frozen=True)
+class NoiseConfig(Section):
+    """pi_g, pi_a and the assistant's denoising weighting lambda(sigma)."""
+
+    section: ClassVar[str] = "noise"
+    generator: SigmaConfig = field(default_factory=lambda: SigmaConfig(p_mean=-1.0, p_std=1.5))
+    assistant: SigmaConfig = field(default_factory=SigmaConfig)
+    assistant_weighting: str = "edm"
+
+    def validate(self) -> None:
+        check_choice("noise.assistant_weighting", self.assistant_weighting, ASSISTANT_WEIGHTINGS)
+
+
+@dataclass(frozen=True)
+class AdamConfig(Section):
+    section: ClassVar[str] = "optim.*"
+    lr: float = 1e-4
+    beta1: float = 0.0
+    beta2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    grad_clip: float = 0.0  # 0 disables clipping
+
+    def validate(self) -> None:
+        check_range(f"{self.section}.lr", self.lr, 0.0, low_open=True)
+        check_range(f"{self.section}.beta1", self.beta1, 0.0, 0.999999)
+        check_range(f"{self.section}.beta2", self.beta2, 0.0, 0.999999)
+        check_range(f"{self.section}.eps", self.eps, 0.0, low_open=True)
+        check_range(f"{self.section}.weight_decay", self.weight_decay, 0.0)
+        check_range(f"{self.section}.grad_clip", self.grad_clip, 0.0)
+
+
+@dataclass(frozen=True)
+class OptimConfig(Section):
+    section: ClassVar[str] = "optim"
+    generator: AdamConfig = field(default_factory=AdamConfig)
+    assistant: AdamConfig = field(default_factory=lambda: AdamConfig(lr=3e-4))
+    assistant_rounds: int = 2  # K assistant updates per generator update
+
+    def validate(self) -> None:
+        check_range("optim.assistant_rounds", self.assistant_rounds, 1, 1000)
+
+
+@dataclass(frozen=True)
+class TrainConfig(Section):
+    section: ClassVar[str] = "train"
+    steps: int = 1000  # generator steps
+    batch_size: int = 256
+    seed: int = 0
+    device: str = "auto"
+    log_every: int = 25
+    eval_every: int = 0  # 0: evaluate only at the end
+    checkpoint_every: int = 0  # 0: checkpoint only at the end
+    out_dir: str = "runs/default"
+    init: str = "stage0"  # generator start: the world's stage-0 model, or "random"
+
+    def validate(self) -> None:
+        check_range("train.steps", self.steps, 0)
+        check_range("train.batch_size", self.batch_size, 1)
+        check_range("train.seed", self.seed, 0, 2**63 - 1)
+        check_choice("train.device", self.device, DEVICES)
+        check_range("train.log_every", self.log_every, 1)
+        check_range("train.eval_every", self.eval_every, 0)
+        check_range("train.checkpoint_every", self.checkpoint_every, 0)
+        check_choice("train.init", self.init, ("random", "stage0"))
+
+
+@dataclass(frozen=True)
+class EvalConfig(Section):
+    section: ClassVar[str] = "eval"
+    samples_per_prompt: int = 2000
+    plot: bool = True
+
+    def validate(self) -> None:
+        check_range("eval.samples_per_prompt", self.samples_per_prompt, 2)
+
+
+@dataclass(frozen=True)
+class WorldConfig(Section):
+    """Base of every world's parameters; the subclass is chosen by ``name``."""
+
+    section: ClassVar[str] = "world"
+    name: str = ""
+
+
+WORLD_CONFIGS: dict[str, type[WorldConfig]] = {}
+
+
+def register_world_config(name: str):
+    def add(cls: type[WorldConfig]) -> type[WorldConfig]:
+        WORLD_CONFIGS[name] = cls
+        return cls
+
+    return add
+
+
+@register_world_config("gmm")
+@dataclass(frozen=True)
+class GMMWorldConfig(WorldConfig):
+    """The embedded world: a conditional Gaussian mixture with an exact reference denoiser."""
+
+    name: str = "gmm"
+    dim: int = 2
+    n_prompts: int = 4
+    modes_per_prompt: int = 2
+    radius: float = 3.0
+    mode_std: float = 0.25
+    geometry_seed: int = 0  # lays out the modes; independent of the training seed
+    reward: str = "directional"
+    reward_sharpness: float = 1.0
+    generator_width: int = 128
+    assistant_width: int = 256
+    depth: int = 3
+    stage0_steps: int = 3000
+    assistant_fit_steps: int = 3000
+    ode_steps: int = 48
+    cache_dir: str = ""  # "": $DISTAR_CACHE or ~/.cache/distar
+
+    def validate(self) -> None:
+        check_range("world.dim", self.dim, 2, 4096)
+        check_range("world.n_prompts", self.n_prompts, 1, 1000)
+        check_range("world.modes_per_prompt", self.modes_per_prompt, 1, 1000)
+        check_range("world.radius", self.radius, 0.0, low_open=True)
+        check_range("world.mode_std", self.mode_std, 0.0, low_open=True)
+        check_range("world.geometry_seed", self.geometry_seed, 0)
+        check_choice("world.reward", self.reward, ("bump", "directional"))
+        check_range("world.reward_sharpness", self.reward_sharpness, 0.0, low_open=True)
+        for name in ("generator_width", "assistant_width", "depth", "ode_steps"):
+            check_range(f"world.{name}", getattr(self, name), 1)
+        check_range("world.stage0_steps", self.stage0_steps, 0)
+        check_range("world.assistant_fit_steps", self.assistant_fit_steps, 0)
+
+
+@dataclass(frozen=True)
+class Config(Section):
+    section: ClassVar[str] = "config"
+    world: WorldConfig = field(default_factory=GMMWorldConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def validate(self) -> None:
+        check_choice("world.name", self.world.name, tuple(sorted(WORLD_CONFIGS)))
+
+    # ---- round trips -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_flat(self) -> dict[str, Any]:
+        return flatten(self.to_dict())
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, tree: dict[str, Any]) -> "Config":
+        return cls.from_flat(flatten(tree))
+
+    @classmethod
+    def from_yaml(cls, text: str) -> "Config":
+        return cls.from_dict(yaml.safe_load(text) or {})
+
+    @classmethod
+    def from_flat(cls, flat: dict[str, Any]) -> "Config":
+        """Build from dotted keys; missing keys take defaults, unknown keys fail."""
+        world_name = flat.get("world.name", GMMWorldConfig.name)
+        check_choice("world.name", world_name, tuple(sorted(WORLD_CONFIGS)))
+        defaults = dataclasses.replace(cls(), world=WORLD_CONFIGS[world_name]())
+        known = flatten(dataclasses.asdict(defaults))
+        unknown = sorted(set(flat) - set(known))
+        if unknown:
+            hints = [difflib.get_close_matches(k, known, n=1) for k in unknown]
+            said = ", ".join(f"{k!r}" + (f" (did you mean {h[0]!r}?)" if h else "")
+                             for k, h in zip(unknown, hints))
+            raise ConfigError(f"unknown config key(s): {said}; known keys: {', '.join(known)}")
+        return _build(type(defaults), unflatten({**known, **flat}), world_name, "")
+
+    def with_overrides(self, flat: dict[str, Any]) -> "Config":
+        return Config.from_flat({**self.to_flat(), **flat})
+
+
+def _build(cls: type, tree: dict[str, Any], world_name: str, path: str) -> Any:
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        value = tree[f.name]
+        if f.name == "world" and cls is Config:
+            kwargs[f.name] = _build(WORLD_CONFIGS[world_name], value, world_name, "world")
+        elif isinstance(value, dict):
+            sub = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            kwargs[f.name] = _build(type(sub), value, world_name, f"{path}.{f.name}".lstrip("."))
+        else:
+            kwargs[f.name] = value
+    try:
+        return cls(**kwargs)
+    except ConfigError as error:
+        # nested sections name themselves generically (f"{self.section}."); say which one failed
+        generic = f"{cls.section}."
+        message = str(error)
+        if path and message.startswith(generic):
+            message = f"{path}.{message[len(generic):]}"
+        raise ConfigError(message) from None
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for key, value in flat.items():
+        *parents, leaf = key.split(".")
+        node = tree
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return tree
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"loss.reward_scale=10"`` -> ``("loss.reward_scale", 10)``; values parsed as YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. loss.reward_scale=10")
+    return key.strip(), yaml.safe_load(raw)

@@ -1,0 +1,237 @@
+"""The DI* losses as pure functions (Luo et al., "Diff-Instruct*"; see shared/ALGORITHM.md).
+
+Conventions (EDM / VE form): ``x = x0 + sigma * eps``; a denoiser ``D(x, sigma, cond)``
+approximates ``E[x0 | x]`` and its score is ``s = (D - x) / sigma**2``. Batched tensors carry the
+sample on dim 0, ``sigma`` and ``cond`` are ``[B]``; every loss returns one value per sample.
+
+Units of the distance: ``Delta = D_psi - D_ref = sigma**2 (s_psi - s_ref)``. With
+``units="x0"`` the distance acts on ``Delta`` (the paper's pseudo-code); with ``units="score"`` it
+acts on the score difference ``y = Delta / sigma**2`` (the paper's equations), which makes a fixed
+``c`` effectively sigma-dependent. Either way the generator loss below is, in gradient, the
+divergence ``E_sigma w(sigma) E_{x ~ p_theta,sigma} d(Delta / scale)`` with
+``scale = 1`` or ``sigma**2`` (Theorem 3.1), when ``D_psi`` is the generator's exact denoiser.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from distar.config import LossConfig
+from distar.registry import Registry
+
+Denoiser = Callable[[Tensor, Tensor, Tensor], Tensor]  # D(x, sigma, cond) -> x0 estimate
+
+
+def per_sample_sum(t: Tensor) -> Tensor:
+    return t.flatten(1).sum(1)
+
+
+def per_sample_norm(t: Tensor) -> Tensor:
+    return t.flatten(1).norm(dim=1)
+
+
+def expand_like(v: Tensor, like: Tensor) -> Tensor:
+    """A ``[B]`` tensor viewed as ``[B, 1, ..., 1]`` so it broadcasts against ``like``."""
+    return v.reshape(-1, *([1] * (like.dim() - 1)))
+
+
+# ---- distances d(y; c) and their derivatives d'(y; c) -------------------------------------------
+@dataclass(frozen=True)
+class Distance:
+    value: Callable[[Tensor, Tensor], Tensor]  # d(y; c), per sample
+    grad: Callable[[Tensor, Tensor], Tensor]  # d'(y; c), shaped like y
+
+
+def pseudo_huber(y: Tensor, c: Tensor) -> Tensor:
+    """Pseudo-Huber distance ``d(y) = sqrt(||y||^2 + c^2) - c`` (paper §3.4, eq. B.1)."""
+    return torch.sqrt(per_sample_sum(y.square()) + c.square()) - c
+
+
+def pseudo_huber_grad(y: Tensor, c: Tensor) -> Tensor:
+    """``d'(y) = y / sqrt(||y||^2 + c^2)``, the norm taken per sample over all dimensions."""
+    return y / expand_like(torch.sqrt(per_sample_sum(y.square()) + c.square()), y)
+
+
+def squared_l2(y: Tensor, c: Tensor) -> Tensor:
+    """Squared distance ``d(y) = ||y||^2`` (SiD / SIM-L2, paper §B.2); ``c`` is unused."""
+    return per_sample_sum(y.square())
+
+
+def squared_l2_grad(y: Tensor, c: Tensor) -> Tensor:
+    """``d'(y) = 2 y``."""
+    return 2.0 * y
+
+
+DISTANCES: Registry[Distance] = Registry("distance")
+DISTANCES.add("pseudo_huber", Distance(pseudo_huber, pseudo_huber_grad))
+DISTANCES.add("l2", Distance(squared_l2, squared_l2_grad))
+
+
+def unit_scale(sigma: Tensor, units: str) -> Tensor:
+    """``Delta / unit_scale`` is the argument of ``d``: 1 for x0 units, sigma^2 for score units."""
+    return torch.ones_like(sigma) if units == "x0" else sigma.square()
+
+
+# ---- generator weightings w(sigma) --------------------------------------------------------------
+def uniform_weight(sigma: Tensor, x0: Tensor, target: Tensor) -> Tensor:
+    """``w(sigma) = 1``, the paper's practical choice (§B.1)."""
+    return torch.ones_like(sigma)
+
+
+def dmd_normalised_weight(sigma: Tensor, x0: Tensor, target: Tensor) -> Tensor:
+    """DMD2 / SiD normalisation ``w = 1 / mean|x0 - D_ref(x)|`` per sample (stop-gradient)."""
+    return 1.0 / (x0 - target).detach().abs().flatten(1).mean(1).clamp_min(1e-8)
+
+
+GENERATOR_WEIGHTINGS: Registry[Callable[[Tensor, Tensor, Tensor], Tensor]] = Registry("weighting")
+GENERATOR_WEIGHTINGS.add("uniform", uniform_weight)
+GENERATOR_WEIGHTINGS.add("dmd_normalised", dmd_normalised_weight)
+
+
+# ---- the terms ----------------------------------------------------------------------------------
+def guided_denoiser(reference: Denoiser, x: Tensor, sigma: Tensor, cond: Tensor, null: Tensor,
+                    cfg_scale: float) -> Tensor:
+    """CFG-enhanced reference, guidance ``in`` (§3.3, Choice 2):
+    ``D~ = D(x; c) + a_cfg (D(x; c) - D(x; null))``. On denoisers this equals CFG on scores,
+    because the ``-x / sigma^2`` parts cancel. ``cfg_scale = 0`` is the plain conditional."""
+    d_cond = reference(x, sigma, cond)
+    if cfg_scale == 0.0:
+        return d_cond
+    return d_cond + cfg_scale * (d_cond - reference(x, sigma, null))
+
+
+def assistant_loss(assistant: Denoiser, x0: Tensor, sigma: Tensor, noise: Tensor, cond: Tensor,
+                   weight: Tensor) -> Tensor:
+    """Assistant denoising loss (Alg. 1, step 1): ``lambda(sigma) ||D_psi(x0 + sigma eps) - x0||^2``
+    on stop-gradient generator samples ``x0``."""
+    x0 = x0.detach()
+    x = x0 + expand_like(sigma, x0) * noise
+    return weight * per_sample_sum((assistant(x, sigma, cond) - x0).square())
+
+
+def score_regulariser(x0: Tensor, x: Tensor, sigma: Tensor, assistant_x: Callable[[Tensor], Tensor],
+                      target_x: Callable[[Tensor], Tensor], distance: Distance, c: Tensor,
+                      scale: Tensor, weight: Tensor, exact: bool = True) -> tuple[Tensor, Tensor]:
+    """Score-divergence regulariser, eq. 3.4 / A.10 (Theorem 3.1):
+    ``L_reg = w / scale * d'(Delta(x) / scale) . (x0 - D_psi(x))`` with ``Delta = D_psi - D~``.
+
+    ``exact=True``: gradients flow from ``x`` (hence ``x0``, hence theta) through ``d'`` and
+    ``D_psi`` -- the path Theorem 3.1 needs. ``exact=False`` evaluates the networks under no_grad,
+    as the paper's printed pseudo-code does; kept only to show that it is a different estimator.
+    Returns the per-sample loss and ``Delta``."""
+    with torch.set_grad_enabled(exact and torch.is_grad_enabled()):
+        d_psi = assistant_x(x)
+        delta = d_psi - target_x(x)
+        u = distance.grad(delta / expand_like(scale, delta), c)
+    loss = expand_like(weight / scale, x0) * u * (x0 - d_psi)
+    return per_sample_sum(loss), delta.detach()
+
+
+def kl_regulariser(x: Tensor, sigma: Tensor, assistant_x: Callable[[Tensor], Tensor],
+                   target_x: Callable[[Tensor], Tensor], scale: Tensor,
+                   weight: Tensor) -> tuple[Tensor, Tensor]:
+    """Integral-KL loss of Diff-Instruct (DI++ with a reward):
+    ``L_KL = w / scale * sg[D_psi(x) - D~(x)] . x``; its gradient is
+    ``E w sigma^2 / scale (s_theta - s_ref) dx/dtheta``, the IKL gradient. Networks under no_grad.
+    Returns the per-sample loss and ``Delta``."""
+    with torch.no_grad():
+        delta = assistant_x(x) - target_x(x)
+    return per_sample_sum(expand_like(weight / scale, x) * delta * x), delta
+
+
+def cfg_reward_loss(x: Tensor, sigma: Tensor, reference: Denoiser, cond: Tensor, null: Tensor,
+                    cfg_scale: float, scale: Tensor, weight: Tensor) -> Tensor:
+    """Implicit CFG reward, guidance ``out`` (eq. 3.5 / A.14, Theorem 3.2):
+    ``L_cfg = -a_cfg w / scale * sg[D(x; c) - D(x; null)] . x``. Its gradient is
+    ``-a_cfg grad_theta r_cfg`` with ``r_cfg = E w sigma^2 / scale log p(x|c) / p(x|null)``.
+    (The printed pseudo-code adds ``+cfg_vector * x0``, which points the other way.)"""
+    with torch.no_grad():
+        direction = reference(x, sigma, cond) - reference(x, sigma, null)
+    return -cfg_scale * per_sample_sum(expand_like(weight / scale, x) * direction * x)
+
+
+def explicit_reward_loss(reward: Tensor, reward_scale: float) -> Tensor:
+    """Explicit reward term ``L_rew = -a_rew r(x0, c)`` (eq. 3.4, first term)."""
+    return -reward_scale * reward
+
+
+# One signature for interchangeable divergences: (cfg, x0, x, sigma, D_psi(.), D~(.), scale, w).
+DIVERGENCES: Registry[Callable[..., tuple[Tensor, Tensor]]] = Registry("divergence")
+
+
+@DIVERGENCES.register("score")
+def score_divergence(cfg: LossConfig, x0: Tensor, x: Tensor, sigma: Tensor, assistant_x, target_x,
+                     scale: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
+    """DI* / SIM: the score regulariser with the configured distance and gradient path."""
+    c = torch.full_like(sigma, cfg.huber_c)
+    return score_regulariser(x0, x, sigma, assistant_x, target_x, DISTANCES.get(cfg.distance), c,
+                             scale, weight, exact=cfg.gradient_path == "exact")
+
+
+@DIVERGENCES.register("kl")
+def kl_divergence(cfg: LossConfig, x0: Tensor, x: Tensor, sigma: Tensor, assistant_x, target_x,
+                  scale: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
+    """Diff-Instruct / DI++: the integral-KL loss."""
+    return kl_regulariser(x, sigma, assistant_x, target_x, scale, weight)
+
+
+# ---- the generator objective --------------------------------------------------------------------
+@dataclass
+class GeneratorLoss:
+    per_sample: Tensor  # [B], what the optimiser descends (mean over the batch)
+    terms: dict[str, Tensor]  # per-sample value of each term
+    diagnostics: dict[str, float] = field(default_factory=dict)
+
+
+def generator_loss(cfg: LossConfig, x0: Tensor, sigma: Tensor, noise: Tensor, cond: Tensor,
+                   null: Tensor, reference: Denoiser, assistant: Denoiser,
+                   reward_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+                   diagnose: bool = False) -> GeneratorLoss:
+    """``L_G = L_reg (score) or L_KL (kl) + L_cfg (guidance out) + L_rew`` for one batch.
+
+    ``x0 = g_theta(z, c)`` must carry gradients; ``x = x0 + sigma * noise`` is *not* detached.
+    Assistant and reference parameters must be frozen by the caller (requires_grad False)."""
+    x = x0 + expand_like(sigma, x0) * noise
+    guided_in = cfg.guidance == "in" and cfg.cfg_scale > 0
+
+    def target_x(xx: Tensor) -> Tensor:
+        return guided_denoiser(reference, xx, sigma, cond, null, cfg.cfg_scale if guided_in else 0.0)
+
+    def assistant_x(xx: Tensor) -> Tensor:
+        return assistant(xx, sigma, cond)
+
+    scale = unit_scale(sigma, cfg.units)
+    with torch.no_grad():
+        weight = GENERATOR_WEIGHTINGS.get(cfg.weighting)(sigma, x0, target_x(x))
+    terms: dict[str, Tensor] = {}
+    divergence = DIVERGENCES.get(cfg.divergence)
+    terms["divergence"], delta = divergence(cfg, x0, x, sigma, assistant_x, target_x, scale, weight)
+    if cfg.guidance == "out" and cfg.cfg_scale > 0:
+        terms["cfg"] = cfg_reward_loss(x, sigma, reference, cond, null, cfg.cfg_scale, scale, weight)
+    reward = None
+    if reward_fn is not None and (cfg.reward_scale > 0 or diagnose):
+        reward = reward_fn(x0, cond)
+        if cfg.reward_scale > 0:
+            terms["reward"] = explicit_reward_loss(reward, cfg.reward_scale)
+    total = torch.stack(list(terms.values())).sum(0)
+    diagnostics = {"delta_norm": per_sample_norm(delta).mean().item()}
+    if reward is not None:
+        diagnostics["reward"] = reward.detach().mean().item()
+    if diagnose:
+        diagnostics.update(term_gradient_norms(terms, x0))
+    return GeneratorLoss(total, terms, diagnostics)
+
+
+def term_gradient_norms(terms: dict[str, Tensor], x0: Tensor) -> dict[str, float]:
+    """Mean per-sample norm of each term's gradient with respect to the generator output x0."""
+    norms = {}
+    for name, term in terms.items():
+        (grad,) = torch.autograd.grad(term.sum(), x0, retain_graph=True, allow_unused=True)
+        norms[f"grad_norm/{name}"] = 0.0 if grad is None else per_sample_norm(grad).mean().item()
+    return norms
+
+

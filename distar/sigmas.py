@@ -1,0 +1,48 @@
+"""Noise-level distributions pi(sigma) and the assistant's denoising weighting lambda(sigma)."""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from distar.config import SigmaConfig
+from distar.registry import Registry
+
+SigmaSampler = Callable[[SigmaConfig, int, torch.Generator], Tensor]
+SIGMA_DISTRIBUTIONS: Registry[SigmaSampler] = Registry("sigma distribution")
+
+
+@SIGMA_DISTRIBUTIONS.register("lognormal")
+def lognormal_sigma(cfg: SigmaConfig, n: int, rng: torch.Generator) -> Tensor:
+    """``log sigma ~ N(p_mean, p_std^2)`` (EDM; the paper's ``exp(2 n - 2)`` is (-2, 2)), clamped."""
+    sigma = torch.exp(cfg.p_mean + cfg.p_std * torch.randn(n, generator=rng))
+    return sigma.clamp(cfg.sigma_min, cfg.sigma_max)
+
+
+@SIGMA_DISTRIBUTIONS.register("loguniform")
+def loguniform_sigma(cfg: SigmaConfig, n: int, rng: torch.Generator) -> Tensor:
+    """``log sigma`` uniform on ``[log sigma_min, log sigma_max]``."""
+    lo, hi = math.log(cfg.sigma_min), math.log(cfg.sigma_max)
+    return torch.exp(lo + (hi - lo) * torch.rand(n, generator=rng))
+
+
+def sample_sigma(cfg: SigmaConfig, n: int, rng: torch.Generator) -> Tensor:
+    return SIGMA_DISTRIBUTIONS.get(cfg.kind)(cfg, n, rng)
+
+
+AssistantWeighting = Callable[[Tensor, float], Tensor]
+ASSISTANT_WEIGHTINGS: Registry[AssistantWeighting] = Registry("assistant weighting")
+
+
+@ASSISTANT_WEIGHTINGS.register("edm")
+def edm_weight(sigma: Tensor, sigma_data: float) -> Tensor:
+    """EDM's ``lambda = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2``: unit loss at init."""
+    return (sigma.square() + sigma_data**2) / (sigma * sigma_data).square()
+
+
+@ASSISTANT_WEIGHTINGS.register("uniform")
+def uniform_assistant_weight(sigma: Tensor, sigma_data: float) -> Tensor:
+    return torch.ones_like(sigma)

@@ -1,0 +1,87 @@
+"""The embedded world ("gmm"): a conditional Gaussian mixture with an exact reference denoiser,
+an MLP one-step generator, an EDM-preconditioned MLP assistant, hackable rewards and exact metrics.
+Runs the whole DI* algorithm on a laptop CPU in minutes."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from distar.config import GMMWorldConfig
+from distar.nets import EDMDenoiser, OneStepGenerator
+from distar.worlds.base import WORLDS
+from distar.worlds.gmm import ConditionalGMM, build_mixture
+from distar.worlds.gmm_metrics import EvalSet, evaluate_samples
+from distar.worlds.gmm_rewards import GMM_REWARDS
+from distar.worlds.stage0 import load_or_fit
+
+
+def reference_sigma_data(mixture: ConditionalGMM) -> float:
+    """Per-coordinate std of the null-prompt reference: EDM's sigma_data."""
+    _, cov = mixture.moments(mixture.null)
+    return math.sqrt(torch.trace(cov).item() / mixture.dim)
+
+
+class GMMWorld:
+    def __init__(self, cfg: GMMWorldConfig, device: torch.device, init: str = "stage0") -> None:
+        self.config, self.device = cfg, device
+        self.mixture = build_mixture(cfg).to(device)
+        self.null_cond = self.mixture.null
+        self.sigma_data = reference_sigma_data(self.mixture)
+        n_conds = self.mixture.null + 1
+        self.generator = OneStepGenerator(cfg.dim, n_conds, cfg.generator_width, cfg.depth)
+        self.assistant = EDMDenoiser(cfg.dim, n_conds, self.sigma_data, cfg.assistant_width,
+                                     cfg.depth)
+        fresh = OneStepGenerator(cfg.dim, n_conds, cfg.generator_width, cfg.depth)
+        fitted = self.generator if init == "stage0" else fresh
+        self.stage0_path = load_or_fit(cfg, self.mixture, fitted, self.assistant)
+        self.generator.to(device)
+        self.assistant.to(device)
+        self._reward = GMM_REWARDS.get(cfg.reward)(self.mixture, cfg.reward_sharpness)
+
+    def reference(self, x: Tensor, sigma: Tensor, cond: Tensor) -> Tensor:
+        return self.mixture.denoise(x, sigma, cond)
+
+    def reward(self, x0: Tensor, cond: Tensor) -> Tensor:
+        return self._reward(x0, cond)
+
+    def sample_prompts(self, n: int, rng: torch.Generator) -> Tensor:
+        return torch.randint(0, self.mixture.n_prompts, (n,), generator=rng).to(self.device)
+
+    def sample_latents(self, n: int, rng: torch.Generator) -> Tensor:
+        return torch.randn(n, self.config.dim, generator=rng).to(self.device)
+
+    def eval_prompts(self, n_per_prompt: int) -> Tensor:
+        return torch.arange(self.mixture.n_prompts, device=self.device).repeat_interleave(n_per_prompt)
+
+    @torch.no_grad()
+    def generate(self, cond: Tensor, seed: int) -> Tensor:
+        rng = torch.Generator().manual_seed(seed)
+        return self.generator(self.sample_latents(len(cond), rng), cond)
+
+    def eval_set(self, samples: Tensor, cond: Tensor, seed: int) -> EvalSet:
+        reference = self.mixture.sample(cond, torch.Generator().manual_seed(seed + 1))
+        return EvalSet(samples, cond, reference, self.mixture, self.reward)
+
+    def evaluate(self, n_per_prompt: int, seed: int) -> dict[str, float]:
+        """Exact metrics of the current generator on ``n_per_prompt`` samples of every prompt."""
+        cond = self.eval_prompts(n_per_prompt)
+        return evaluate_samples(self.eval_set(self.generate(cond, seed), cond, seed))
+
+    def evaluate_reference(self, n_per_prompt: int, seed: int) -> dict[str, float]:
+        """The same metrics on exact reference samples: the best achievable fidelity."""
+        cond = self.eval_prompts(n_per_prompt)
+        samples = self.mixture.sample(cond, torch.Generator().manual_seed(seed + 2))
+        return evaluate_samples(self.eval_set(samples, cond, seed))
+
+    def plot(self, path: Path, n_per_prompt: int, seed: int) -> Path:
+        from distar.worlds.gmm_plot import plot_samples  # matplotlib only when plotting
+
+        cond = self.eval_prompts(n_per_prompt)
+        return plot_samples(self.mixture, self.generate(cond, seed), cond, Path(path))
+
+
+WORLDS.add("gmm", GMMWorld)
