@@ -1,0 +1,64 @@
+"""How the training loop reports: a small callback interface that Ray and MLflow plug into
+without the loop knowing them."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+
+class Callback:
+    """Override what you need; every hook is a no-op by default."""
+
+    def on_train_start(self, step: int, total_steps: int) -> None: ...
+
+    def on_step(self, step: int, metrics: dict[str, float]) -> None: ...
+
+    def on_eval(self, step: int, metrics: dict[str, float], artifacts: dict[str, Path]) -> None: ...
+
+    def on_checkpoint(self, step: int, path: Path) -> None: ...
+
+    def on_train_end(self, step: int, metrics: dict[str, float]) -> None: ...
+
+
+class ProgressBar(Callback):
+    """A tqdm bar over generator steps, showing the latest losses."""
+
+    def __init__(self) -> None:
+        self.bar: tqdm | None = None
+
+    def on_train_start(self, step: int, total_steps: int) -> None:
+        self.bar = tqdm(total=total_steps, initial=step, desc="DI* steps", dynamic_ncols=True)
+
+    def on_step(self, step: int, metrics: dict[str, float]) -> None:
+        if self.bar is not None:
+            self.bar.update(step - self.bar.n)
+            shown = {k: f"{v:.3g}" for k, v in metrics.items() if k.startswith("loss/")}
+            self.bar.set_postfix(shown, refresh=False)
+
+    def on_train_end(self, step: int, metrics: dict[str, float]) -> None:
+        if self.bar is not None:
+            self.bar.update(step - self.bar.n)
+            self.bar.close()
+
+
+class JsonlLogger(Callback):
+    """Appends every report to ``metrics.jsonl``: one JSON object a line, with its kind."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.path = Path(out_dir) / "metrics.jsonl"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def _write(self, kind: str, step: int, metrics: dict[str, float]) -> None:
+        clean = {k: (v if math.isfinite(v) else str(v)) for k, v in metrics.items()}
+        with self.path.open("a") as f:
+            f.write(json.dumps({"kind": kind, "step": step, **clean}) + "\n")
+
+    def on_step(self, step: int, metrics: dict[str, float]) -> None:
+        self._write("train", step, metrics)
+
+    def on_eval(self, step: int, metrics: dict[str, float], artifacts: dict[str, Path]) -> None:
+        self._write("eval", step, metrics)

@@ -1,0 +1,61 @@
+"""``python -m distar.train``: one DI* run on a world, without Ray."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from distar.config import Config, ConfigError, parse_override
+
+SMOKE_TEST = {
+    "train.steps": 20, "train.batch_size": 64, "train.log_every": 5,
+    "eval.samples_per_prompt": 200, "world.stage0_steps": 200, "world.assistant_fit_steps": 200,
+    "world.generator_width": 64, "world.assistant_width": 64, "world.depth": 2,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m distar.train", description=__doc__)
+    parser.add_argument("--config", type=Path, help="YAML config; defaults fill the rest")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override one field, e.g. loss.reward_scale=10")
+    parser.add_argument("--out", type=Path, help="output directory (train.out_dir)")
+    parser.add_argument("--resume", type=Path, help="checkpoint dir, or a run's checkpoints/ dir")
+    parser.add_argument("--dry-run", action="store_true", help="print the resolved config, exit")
+    parser.add_argument("--smoke-test", action="store_true", help="tiny and fast settings")
+    return parser
+
+
+def resolve_config(args: argparse.Namespace) -> Config:
+    base = Config.from_yaml(args.config.read_text()) if args.config else Config()
+    flat: dict = dict(SMOKE_TEST) if args.smoke_test else {}
+    flat.update(parse_override(text) for text in args.overrides)
+    if args.out is not None:
+        flat["train.out_dir"] = str(args.out)
+    return base.with_overrides(flat)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = resolve_config(args)
+    except ConfigError as error:
+        print(f"config error: {error}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        print(config.to_yaml(), end="")
+        return 0
+    from distar.callbacks import JsonlLogger, ProgressBar
+    from distar.train import Trainer
+
+    out = Path(config.train.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(config.to_yaml())
+    trainer = Trainer(config, callbacks=[ProgressBar(), JsonlLogger(out)])
+    if args.resume:
+        trainer.resume(args.resume)
+    final = trainer.train()
+    print(json.dumps({"step": trainer.step, **final}, indent=1))
+    return 0
