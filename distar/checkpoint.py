@@ -16,8 +16,9 @@ from distar.config import Config
 LATEST = "latest"
 
 
-def save_checkpoint(root: Path, step: int, modules: dict[str, nn.Module], state: dict[str, Any],
-                    config: Config) -> Path:
+def save_checkpoint(
+    root: Path, step: int, modules: dict[str, nn.Module], state: dict[str, Any], config: Config
+) -> Path:
     """Write ``root/step_XXXXXXX/`` and point ``root/latest`` at it; returns the directory."""
     path = Path(root) / f"step_{step:07d}"
     path.mkdir(parents=True, exist_ok=True)

@@ -10,17 +10,29 @@ from pathlib import Path
 from distar.config import Config, ConfigError, parse_override
 
 SMOKE_TEST = {
-    "train.steps": 20, "train.batch_size": 64, "train.log_every": 5,
-    "eval.samples_per_prompt": 200, "world.stage0_steps": 200, "world.assistant_fit_steps": 200,
-    "world.generator_width": 64, "world.assistant_width": 64, "world.depth": 2,
+    "train.steps": 20,
+    "train.batch_size": 64,
+    "train.log_every": 5,
+    "eval.samples_per_prompt": 200,
+    "world.stage0_steps": 200,
+    "world.assistant_fit_steps": 200,
+    "world.generator_width": 64,
+    "world.assistant_width": 64,
+    "world.depth": 2,
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m distar.train", description=__doc__)
     parser.add_argument("--config", type=Path, help="YAML config; defaults fill the rest")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE", help="override one field, e.g. loss.reward_scale=10")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one field, e.g. loss.reward_scale=10",
+    )
     parser.add_argument("--out", type=Path, help="output directory (train.out_dir)")
     parser.add_argument("--resume", type=Path, help="checkpoint dir, or a run's checkpoints/ dir")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config, exit")

@@ -23,7 +23,7 @@ DISTANCE_UNITS = ("score", "x0")
 GUIDANCE_MODES = ("in", "out")
 GRADIENT_PATHS = ("detached", "exact")
 GENERATOR_WEIGHTINGS = ("dmd_normalised", "uniform")
-SIGMA_DISTRIBUTIONS = ("loguniform", "lognormal")
+SIGMA_DISTRIBUTIONS = ("lognormal", "loguniform")
 ASSISTANT_WEIGHTINGS = ("edm", "uniform")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -41,8 +41,13 @@ def check_choice(path: str, value: Any, allowed: tuple[str, ...]) -> None:
         _fail(path, value, "one of " + ", ".join(repr(a) for a in allowed))
 
 
-def check_range(path: str, value: float, low: float | None = None, high: float | None = None,
-                low_open: bool = False) -> None:
+def check_range(
+    path: str,
+    value: float,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+) -> None:
     if value != value:  # NaN compares unequal to itself and would slip through every bound
         _fail(path, value, "a finite number")
     too_low = low is not None and (value <= low if low_open else value < low)
@@ -168,7 +173,7 @@ class AdamConfig(Section):
 @dataclass(frozen=True)
 class OptimConfig(Section):
     section: ClassVar[str] = "optim"
-    generator: AdamConfig = field(default_factory=AdamConfig)
+    generator: AdamConfig = field(default_factory=lambda: AdamConfig(lr=3e-5))
     assistant: AdamConfig = field(default_factory=lambda: AdamConfig(lr=3e-4))
     assistant_rounds: int = 2  # K assistant updates per generator update
 
@@ -246,6 +251,7 @@ class GMMWorldConfig(WorldConfig):
     generator_width: int = 128
     assistant_width: int = 256
     depth: int = 3
+    assistant_init: str = "copy"  # "copy": reference + zero-initialised residual; "fitted"
     stage0_steps: int = 3000
     assistant_fit_steps: int = 3000
     ode_steps: int = 48
@@ -259,6 +265,7 @@ class GMMWorldConfig(WorldConfig):
         check_range("world.mode_std", self.mode_std, 0.0, low_open=True)
         check_range("world.geometry_seed", self.geometry_seed, 0)
         check_choice("world.reward", self.reward, ("bump", "directional"))
+        check_choice("world.assistant_init", self.assistant_init, ("copy", "fitted"))
         check_range("world.reward_sharpness", self.reward_sharpness, 0.0, low_open=True)
         for name in ("generator_width", "assistant_width", "depth", "ode_steps"):
             check_range(f"world.{name}", getattr(self, name), 1)
@@ -290,15 +297,15 @@ class Config(Section):
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     @classmethod
-    def from_dict(cls, tree: dict[str, Any]) -> "Config":
+    def from_dict(cls, tree: dict[str, Any]) -> Config:
         return cls.from_flat(flatten(tree))
 
     @classmethod
-    def from_yaml(cls, text: str) -> "Config":
+    def from_yaml(cls, text: str) -> Config:
         return cls.from_dict(yaml.safe_load(text) or {})
 
     @classmethod
-    def from_flat(cls, flat: dict[str, Any]) -> "Config":
+    def from_flat(cls, flat: dict[str, Any]) -> Config:
         """Build from dotted keys; missing keys take defaults, unknown keys fail."""
         world_name = flat.get("world.name", GMMWorldConfig.name)
         check_choice("world.name", world_name, tuple(sorted(WORLD_CONFIGS)))
@@ -307,12 +314,14 @@ class Config(Section):
         unknown = sorted(set(flat) - set(known))
         if unknown:
             hints = [difflib.get_close_matches(k, known, n=1) for k in unknown]
-            said = ", ".join(f"{k!r}" + (f" (did you mean {h[0]!r}?)" if h else "")
-                             for k, h in zip(unknown, hints))
+            said = ", ".join(
+                f"{k!r}" + (f" (did you mean {h[0]!r}?)" if h else "")
+                for k, h in zip(unknown, hints, strict=True)
+            )
             raise ConfigError(f"unknown config key(s): {said}; known keys: {', '.join(known)}")
         return _build(type(defaults), unflatten({**known, **flat}), world_name, "")
 
-    def with_overrides(self, flat: dict[str, Any]) -> "Config":
+    def with_overrides(self, flat: dict[str, Any]) -> Config:
         return Config.from_flat({**self.to_flat(), **flat})
 
 
@@ -334,7 +343,7 @@ def _build(cls: type, tree: dict[str, Any], world_name: str, path: str) -> Any:
         generic = f"{cls.section}."
         message = str(error)
         if path and message.startswith(generic):
-            message = f"{path}.{message[len(generic):]}"
+            message = f"{path}.{message[len(generic) :]}"
         raise ConfigError(message) from None
 
 
@@ -364,4 +373,10 @@ def parse_override(text: str) -> tuple[str, Any]:
     key, sep, raw = text.partition("=")
     if not sep or not key:
         raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. loss.reward_scale=10")
-    return key.strip(), yaml.safe_load(raw)
+    value = yaml.safe_load(raw)
+    if isinstance(value, str):
+        try:  # YAML 1.1 reads "1e-5" (no dot) as a string; a number is what was meant
+            value = float(value)
+        except ValueError:
+            pass
+    return key.strip(), value

@@ -14,8 +14,8 @@ divergence ``E_sigma w(sigma) E_{x ~ p_theta,sigma} d(Delta / scale)`` with
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from torch import Tensor
@@ -93,8 +93,9 @@ GENERATOR_WEIGHTINGS.add("dmd_normalised", dmd_normalised_weight)
 
 
 # ---- the terms ----------------------------------------------------------------------------------
-def guided_denoiser(reference: Denoiser, x: Tensor, sigma: Tensor, cond: Tensor, null: Tensor,
-                    cfg_scale: float) -> Tensor:
+def guided_denoiser(
+    reference: Denoiser, x: Tensor, sigma: Tensor, cond: Tensor, null: Tensor, cfg_scale: float
+) -> Tensor:
     """CFG-enhanced reference, guidance ``in`` (§3.3, Choice 2):
     ``D~ = D(x; c) + a_cfg (D(x; c) - D(x; null))``. On denoisers this equals CFG on scores,
     because the ``-x / sigma^2`` parts cancel. ``cfg_scale = 0`` is the plain conditional."""
@@ -104,8 +105,9 @@ def guided_denoiser(reference: Denoiser, x: Tensor, sigma: Tensor, cond: Tensor,
     return d_cond + cfg_scale * (d_cond - reference(x, sigma, null))
 
 
-def assistant_loss(assistant: Denoiser, x0: Tensor, sigma: Tensor, noise: Tensor, cond: Tensor,
-                   weight: Tensor) -> Tensor:
+def assistant_loss(
+    assistant: Denoiser, x0: Tensor, sigma: Tensor, noise: Tensor, cond: Tensor, weight: Tensor
+) -> Tensor:
     """Assistant denoising loss (Alg. 1, step 1): ``lambda(sigma) ||D_psi(x0 + sigma eps) - x0||^2``
     on stop-gradient generator samples ``x0``."""
     x0 = x0.detach()
@@ -113,9 +115,18 @@ def assistant_loss(assistant: Denoiser, x0: Tensor, sigma: Tensor, noise: Tensor
     return weight * per_sample_sum((assistant(x, sigma, cond) - x0).square())
 
 
-def score_regulariser(x0: Tensor, x: Tensor, sigma: Tensor, assistant_x: Callable[[Tensor], Tensor],
-                      target_x: Callable[[Tensor], Tensor], distance: Distance, c: Tensor,
-                      scale: Tensor, weight: Tensor, exact: bool = True) -> tuple[Tensor, Tensor]:
+def score_regulariser(
+    x0: Tensor,
+    x: Tensor,
+    sigma: Tensor,
+    assistant_x: Callable[[Tensor], Tensor],
+    target_x: Callable[[Tensor], Tensor],
+    distance: Distance,
+    c: Tensor,
+    scale: Tensor,
+    weight: Tensor,
+    exact: bool = True,
+) -> tuple[Tensor, Tensor]:
     """Score-divergence regulariser, eq. 3.4 / A.10 (Theorem 3.1):
     ``L_reg = w / scale * d'(Delta(x) / scale) . (x0 - D_psi(x))`` with ``Delta = D_psi - D~``.
 
@@ -131,9 +142,14 @@ def score_regulariser(x0: Tensor, x: Tensor, sigma: Tensor, assistant_x: Callabl
     return per_sample_sum(loss), delta.detach()
 
 
-def kl_regulariser(x: Tensor, sigma: Tensor, assistant_x: Callable[[Tensor], Tensor],
-                   target_x: Callable[[Tensor], Tensor], scale: Tensor,
-                   weight: Tensor) -> tuple[Tensor, Tensor]:
+def kl_regulariser(
+    x: Tensor,
+    sigma: Tensor,
+    assistant_x: Callable[[Tensor], Tensor],
+    target_x: Callable[[Tensor], Tensor],
+    scale: Tensor,
+    weight: Tensor,
+) -> tuple[Tensor, Tensor]:
     """Integral-KL loss of Diff-Instruct (DI++ with a reward):
     ``L_KL = w / scale * sg[D_psi(x) - D~(x)] . x``; its gradient is
     ``E w sigma^2 / scale (s_theta - s_ref) dx/dtheta``, the IKL gradient. Networks under no_grad.
@@ -143,8 +159,16 @@ def kl_regulariser(x: Tensor, sigma: Tensor, assistant_x: Callable[[Tensor], Ten
     return per_sample_sum(expand_like(weight / scale, x) * delta * x), delta
 
 
-def cfg_reward_loss(x: Tensor, sigma: Tensor, reference: Denoiser, cond: Tensor, null: Tensor,
-                    cfg_scale: float, scale: Tensor, weight: Tensor) -> Tensor:
+def cfg_reward_loss(
+    x: Tensor,
+    sigma: Tensor,
+    reference: Denoiser,
+    cond: Tensor,
+    null: Tensor,
+    cfg_scale: float,
+    scale: Tensor,
+    weight: Tensor,
+) -> Tensor:
     """Implicit CFG reward, guidance ``out`` (eq. 3.5 / A.14, Theorem 3.2):
     ``L_cfg = -a_cfg w / scale * sg[D(x; c) - D(x; null)] . x``. Its gradient is
     ``-a_cfg grad_theta r_cfg`` with ``r_cfg = E w sigma^2 / scale log p(x|c) / p(x|null)``.
@@ -164,17 +188,43 @@ DIVERGENCES: Registry[Callable[..., tuple[Tensor, Tensor]]] = Registry("divergen
 
 
 @DIVERGENCES.register("score")
-def score_divergence(cfg: LossConfig, x0: Tensor, x: Tensor, sigma: Tensor, assistant_x, target_x,
-                     scale: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
+def score_divergence(
+    cfg: LossConfig,
+    x0: Tensor,
+    x: Tensor,
+    sigma: Tensor,
+    assistant_x,
+    target_x,
+    scale: Tensor,
+    weight: Tensor,
+) -> tuple[Tensor, Tensor]:
     """DI* / SIM: the score regulariser with the configured distance and gradient path."""
     c = torch.full_like(sigma, cfg.huber_c)
-    return score_regulariser(x0, x, sigma, assistant_x, target_x, DISTANCES.get(cfg.distance), c,
-                             scale, weight, exact=cfg.gradient_path == "exact")
+    return score_regulariser(
+        x0,
+        x,
+        sigma,
+        assistant_x,
+        target_x,
+        DISTANCES.get(cfg.distance),
+        c,
+        scale,
+        weight,
+        exact=cfg.gradient_path == "exact",
+    )
 
 
 @DIVERGENCES.register("kl")
-def kl_divergence(cfg: LossConfig, x0: Tensor, x: Tensor, sigma: Tensor, assistant_x, target_x,
-                  scale: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
+def kl_divergence(
+    cfg: LossConfig,
+    x0: Tensor,
+    x: Tensor,
+    sigma: Tensor,
+    assistant_x,
+    target_x,
+    scale: Tensor,
+    weight: Tensor,
+) -> tuple[Tensor, Tensor]:
     """Diff-Instruct / DI++: the integral-KL loss."""
     return kl_regulariser(x, sigma, assistant_x, target_x, scale, weight)
 
@@ -187,10 +237,18 @@ class GeneratorLoss:
     diagnostics: dict[str, float] = field(default_factory=dict)
 
 
-def generator_loss(cfg: LossConfig, x0: Tensor, sigma: Tensor, noise: Tensor, cond: Tensor,
-                   null: Tensor, reference: Denoiser, assistant: Denoiser,
-                   reward_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
-                   diagnose: bool = False) -> GeneratorLoss:
+def generator_loss(
+    cfg: LossConfig,
+    x0: Tensor,
+    sigma: Tensor,
+    noise: Tensor,
+    cond: Tensor,
+    null: Tensor,
+    reference: Denoiser,
+    assistant: Denoiser,
+    reward_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+    diagnose: bool = False,
+) -> GeneratorLoss:
     """``L_G = L_reg (score) or L_KL (kl) + L_cfg (guidance out) + L_rew`` for one batch.
 
     ``x0 = g_theta(z, c)`` must carry gradients; ``x = x0 + sigma * noise`` is *not* detached.
@@ -199,7 +257,9 @@ def generator_loss(cfg: LossConfig, x0: Tensor, sigma: Tensor, noise: Tensor, co
     guided_in = cfg.guidance == "in" and cfg.cfg_scale > 0
 
     def target_x(xx: Tensor) -> Tensor:
-        return guided_denoiser(reference, xx, sigma, cond, null, cfg.cfg_scale if guided_in else 0.0)
+        return guided_denoiser(
+            reference, xx, sigma, cond, null, cfg.cfg_scale if guided_in else 0.0
+        )
 
     def assistant_x(xx: Tensor) -> Tensor:
         return assistant(xx, sigma, cond)
@@ -211,7 +271,9 @@ def generator_loss(cfg: LossConfig, x0: Tensor, sigma: Tensor, noise: Tensor, co
     divergence = DIVERGENCES.get(cfg.divergence)
     terms["divergence"], delta = divergence(cfg, x0, x, sigma, assistant_x, target_x, scale, weight)
     if cfg.guidance == "out" and cfg.cfg_scale > 0:
-        terms["cfg"] = cfg_reward_loss(x, sigma, reference, cond, null, cfg.cfg_scale, scale, weight)
+        terms["cfg"] = cfg_reward_loss(
+            x, sigma, reference, cond, null, cfg.cfg_scale, scale, weight
+        )
     reward = None
     if reward_fn is not None and (cfg.reward_scale > 0 or diagnose):
         reward = reward_fn(x0, cond)
@@ -233,5 +295,3 @@ def term_gradient_norms(terms: dict[str, Tensor], x0: Tensor) -> dict[str, float
         (grad,) = torch.autograd.grad(term.sum(), x0, retain_graph=True, allow_unused=True)
         norms[f"grad_norm/{name}"] = 0.0 if grad is None else per_sample_norm(grad).mean().item()
     return norms
-
-

@@ -45,18 +45,44 @@ class FourierNoise(nn.Module):
 class EDMDenoiser(nn.Module):
     """EDM-preconditioned conditional denoiser ``D(x; sigma, c)`` (Karras et al. 2022, Table 1)."""
 
-    def __init__(self, dim: int, n_conds: int, sigma_data: float, width: int, depth: int,
-                 embed: int = 32) -> None:
+    def __init__(
+        self, dim: int, n_conds: int, sigma_data: float, width: int, depth: int, embed: int = 32
+    ) -> None:
         super().__init__()
         self.sigma_data = sigma_data
         self.noise = FourierNoise()
         self.embed = nn.Embedding(n_conds, embed)
         self.net = mlp(dim + 2 * 16 + 1 + embed, width, dim, depth)
 
-    def forward(self, x: Tensor, sigma: Tensor, cond: Tensor) -> Tensor:
+    def scalings(self, sigma: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         sd2, s = self.sigma_data**2, sigma.reshape(-1, 1)
         c_skip = sd2 / (s.square() + sd2)
         c_out = s * self.sigma_data / torch.sqrt(s.square() + sd2)
         c_in = 1 / torch.sqrt(s.square() + sd2)
+        return c_skip, c_out, c_in
+
+    def raw(self, x: Tensor, sigma: Tensor, cond: Tensor, c_in: Tensor) -> Tensor:
         features = torch.cat([c_in * x, self.noise(torch.log(sigma) / 4), self.embed(cond)], dim=1)
-        return c_skip * x + c_out * self.net(features)
+        return self.net(features)
+
+    def forward(self, x: Tensor, sigma: Tensor, cond: Tensor) -> Tensor:
+        c_skip, c_out, c_in = self.scalings(sigma)
+        return c_skip * x + c_out * self.raw(x, sigma, cond, c_in)
+
+
+class ResidualDenoiser(EDMDenoiser):
+    """``D(x; sigma, c) = D_base(x; sigma, c) + c_out F(c_in x, c_noise, c)`` with F's last layer
+    zero: at initialisation an exact copy of the frozen base (the paper copies the reference into
+    the assistant), trainable from there. The base is a callable, not a parameter."""
+
+    def __init__(
+        self, base, dim: int, n_conds: int, sigma_data: float, width: int, depth: int
+    ) -> None:
+        super().__init__(dim, n_conds, sigma_data, width, depth)
+        self.base = base
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, x: Tensor, sigma: Tensor, cond: Tensor) -> Tensor:
+        _, c_out, c_in = self.scalings(sigma)
+        return self.base(x, sigma, cond) + c_out * self.raw(x, sigma, cond, c_in)

@@ -1,8 +1,9 @@
-"""A tiny name -> object registry, so interchangeable parts are chosen by config, not `if` chains."""
+"""A tiny name -> object registry: interchangeable parts are chosen by config, not `if` chains."""
 
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -30,7 +31,9 @@ class Registry(Generic[T]):
         try:
             return self._items[name]
         except KeyError:
-            raise KeyError(f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}") from None
+            raise KeyError(
+                f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}"
+            ) from None
 
     def names(self) -> tuple[str, ...]:
         return tuple(sorted(self._items))

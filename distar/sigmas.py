@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -17,7 +17,7 @@ SIGMA_DISTRIBUTIONS: Registry[SigmaSampler] = Registry("sigma distribution")
 
 @SIGMA_DISTRIBUTIONS.register("lognormal")
 def lognormal_sigma(cfg: SigmaConfig, n: int, rng: torch.Generator) -> Tensor:
-    """``log sigma ~ N(p_mean, p_std^2)`` (EDM; the paper's ``exp(2 n - 2)`` is (-2, 2)), clamped."""
+    """``log sigma ~ N(p_mean, p_std^2)``, clamped; the paper draws ``exp(2 n - 2)``: (-2, 2)."""
     sigma = torch.exp(cfg.p_mean + cfg.p_std * torch.randn(n, generator=rng))
     return sigma.clamp(cfg.sigma_min, cfg.sigma_max)
 

@@ -7,8 +7,9 @@ the world; reporting goes through :mod:`distar.callbacks`.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -36,18 +37,25 @@ def resolve_device(name: str) -> torch.device:
 
 
 def make_adam(module: nn.Module, cfg: AdamConfig) -> torch.optim.Adam:
-    return torch.optim.Adam(module.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-                            eps=cfg.eps, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(
+        module.parameters(),
+        lr=cfg.lr,
+        betas=(cfg.beta1, cfg.beta2),
+        eps=cfg.eps,
+        weight_decay=cfg.weight_decay,
+    )
 
 
 def check_finite(step: int, what: str, value: torch.Tensor, detail: dict[str, Any] | None = None):
     if not torch.isfinite(value).all():
-        raise NonFiniteLossError(f"step {step}: {what} is {value.item()} (non-finite); "
-                                 f"stopping. Details: {detail or {}}")
+        raise NonFiniteLossError(
+            f"step {step}: {what} is {value.item()} (non-finite); stopping. Details: {detail or {}}"
+        )
 
 
-def clip_and_step(module: nn.Module, opt: torch.optim.Optimizer, cfg: AdamConfig, step: int,
-                  what: str) -> float:
+def clip_and_step(
+    module: nn.Module, opt: torch.optim.Optimizer, cfg: AdamConfig, step: int, what: str
+) -> float:
     """Optionally clip, refuse non-finite gradients, step; returns the pre-clip gradient norm."""
     max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
     norm = torch.nn.utils.clip_grad_norm_(module.parameters(), max_norm)
@@ -59,8 +67,9 @@ def clip_and_step(module: nn.Module, opt: torch.optim.Optimizer, cfg: AdamConfig
 class Trainer:
     """Holds the world, optimisers, step counter and training RNG of one run."""
 
-    def __init__(self, config: Config, world: World | None = None,
-                 callbacks: Sequence[Callback] = ()) -> None:
+    def __init__(
+        self, config: Config, world: World | None = None, callbacks: Sequence[Callback] = ()
+    ) -> None:
         self.config = config
         self.device = resolve_device(config.train.device)
         torch.manual_seed(config.train.seed)
@@ -90,8 +99,9 @@ class Trainer:
         check_finite(self.step, "assistant loss", loss.detach())
         self.opt_assistant.zero_grad(set_to_none=True)
         loss.backward()
-        clip_and_step(world.assistant, self.opt_assistant, cfg.optim.assistant, self.step,
-                      "assistant")
+        clip_and_step(
+            world.assistant, self.opt_assistant, cfg.optim.assistant, self.step, "assistant"
+        )
         return loss.item()
 
     def generator_update(self, diagnose: bool = False) -> dict[str, float]:
@@ -104,8 +114,18 @@ class Trainer:
         null = torch.full_like(cond, world.null_cond)
         world.assistant.requires_grad_(False)
         try:
-            out = generator_loss(cfg.loss, x0, sigma, noise, cond, null,
-                                 world.reference, world.assistant, world.reward, diagnose)
+            out = generator_loss(
+                cfg.loss,
+                x0,
+                sigma,
+                noise,
+                cond,
+                null,
+                world.reference,
+                world.assistant,
+                world.reward,
+                diagnose,
+            )
             loss = out.per_sample.mean()
             terms = {f"loss/{k}": v.detach().mean().item() for k, v in out.terms.items()}
             check_finite(self.step, "generator loss", loss.detach(), terms)
@@ -113,10 +133,15 @@ class Trainer:
             loss.backward()
         finally:
             world.assistant.requires_grad_(True)
-        grad_norm = clip_and_step(world.generator, self.opt_generator, cfg.optim.generator,
-                                  self.step, "generator")
-        return {"loss/generator": loss.item(), **terms, **out.diagnostics,
-                "grad_norm/generator": grad_norm}
+        grad_norm = clip_and_step(
+            world.generator, self.opt_generator, cfg.optim.generator, self.step, "generator"
+        )
+        return {
+            "loss/generator": loss.item(),
+            **terms,
+            **out.diagnostics,
+            "grad_norm/generator": grad_norm,
+        }
 
     def train_step(self) -> dict[str, float]:
         """K assistant rounds, then one generator step; advances ``self.step``."""
@@ -135,7 +160,9 @@ class Trainer:
         artifacts: dict[str, Path] = {}
         if cfg.eval.plot:
             path = self.out_dir / "plots" / f"samples_step{self.step:07d}.png"
-            artifacts["samples"] = self.world.plot(path, min(cfg.eval.samples_per_prompt, 1500), seed)
+            artifacts["samples"] = self.world.plot(
+                path, min(cfg.eval.samples_per_prompt, 1500), seed
+            )
         for cb in self.callbacks:
             cb.on_eval(self.step, metrics, artifacts)
         return metrics, artifacts
@@ -144,11 +171,15 @@ class Trainer:
         return {"generator": self.world.generator, "assistant": self.world.assistant}
 
     def save(self) -> Path:
-        state = {"opt_generator": self.opt_generator.state_dict(),
-                 "opt_assistant": self.opt_assistant.state_dict(),
-                 "rng": self.rng.get_state(), "torch_rng": torch.get_rng_state()}
-        path = save_checkpoint(self.out_dir / "checkpoints", self.step, self.modules(), state,
-                               self.config)
+        state = {
+            "opt_generator": self.opt_generator.state_dict(),
+            "opt_assistant": self.opt_assistant.state_dict(),
+            "rng": self.rng.get_state(),
+            "torch_rng": torch.get_rng_state(),
+        }
+        path = save_checkpoint(
+            self.out_dir / "checkpoints", self.step, self.modules(), state, self.config
+        )
         for cb in self.callbacks:
             cb.on_checkpoint(self.step, path)
         return path

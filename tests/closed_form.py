@@ -43,23 +43,26 @@ def gaussian_kl(mu0: Tensor, cov0: Tensor, mu1: Tensor, cov1: Tensor) -> Tensor:
     d = len(mu0)
     inv1 = torch.linalg.inv(cov1)
     diff = mu1 - mu0
-    return 0.5 * (torch.trace(inv1 @ cov0) + diff @ inv1 @ diff - d
-                  + torch.logdet(cov1) - torch.logdet(cov0))
+    return 0.5 * (
+        torch.trace(inv1 @ cov0) + diff @ inv1 @ diff - d + torch.logdet(cov1) - torch.logdet(cov0)
+    )
 
 
 def reference_mixture() -> ConditionalGMM:
     """Two prompts in 2-D: prompt 0 owns modes 0, 1; prompt 1 owns mode 2; null owns all."""
     means = torch.tensor([[1.5, 0.0], [-1.0, 1.0], [0.0, -2.0]], dtype=DTYPE)
     stds = torch.tensor([0.5, 0.7, 0.6], dtype=DTYPE)
-    log_w = torch.log(torch.tensor([[0.6, 0.4, 0.0], [0.0, 0.0, 1.0], [0.4, 0.3, 0.3]],
-                                   dtype=DTYPE))
+    log_w = torch.log(
+        torch.tensor([[0.6, 0.4, 0.0], [0.0, 0.0, 1.0], [0.4, 0.3, 0.3]], dtype=DTYPE)
+    )
     return ConditionalGMM(means, stds, log_w)
 
 
 def gaussian_reference(mean: Tensor, std: float) -> ConditionalGMM:
     """A one-mode 'mixture': a Gaussian reference N(mean, std^2 I) for every prompt."""
-    return ConditionalGMM(mean.to(DTYPE)[None], torch.tensor([std], dtype=DTYPE),
-                          torch.zeros(2, 1, dtype=DTYPE))
+    return ConditionalGMM(
+        mean.to(DTYPE)[None], torch.tensor([std], dtype=DTYPE), torch.zeros(2, 1, dtype=DTYPE)
+    )
 
 
 def flat_grad(loss: Tensor, params: list[Tensor]) -> Tensor:

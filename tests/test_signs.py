@@ -3,32 +3,35 @@
 from __future__ import annotations
 
 import torch
+from closed_form import DTYPE, GaussianGenerator, gaussian_kl, gaussian_reference, reference_mixture
+from test_theorems import A0, B0, batch, draws
 
-from closed_form import (DTYPE, GaussianGenerator, gaussian_kl, gaussian_reference,
-                         reference_mixture)
 from distar.config import LossConfig
 from distar.losses import DISTANCES, generator_loss, unit_scale
 from distar.worlds.gmm_rewards import directional_reward
-from test_theorems import A0, B0, batch, draws
 
 STEP = 0.02
 
 
-def step_on_term(gen: GaussianGenerator, cfg: LossConfig, term: str, ref, sigma: float,
-                 reward_fn=None) -> GaussianGenerator:
+def step_on_term(
+    gen: GaussianGenerator, cfg: LossConfig, term: str, ref, sigma: float, reward_fn=None
+) -> GaussianGenerator:
     """A copy of ``gen`` moved by one gradient-descent step on ``out.terms[term]``."""
     z, eps = draws(50_000, seed=3)
     sig, cond, null = batch(sigma, len(z))
-    out = generator_loss(cfg, gen.sample(z), sig, eps, cond, null, ref.denoise,
-                         gen.denoiser(sigma), reward_fn)
+    out = generator_loss(
+        cfg, gen.sample(z), sig, eps, cond, null, ref.denoise, gen.denoiser(sigma), reward_fn
+    )
     grads = torch.autograd.grad(out.terms[term].mean(), gen.params)
-    moved = [(p - STEP * g / torch.cat([h.flatten() for h in grads]).norm()).detach()
-             for p, g in zip(gen.params, grads)]
+    moved = [
+        (p - STEP * g / torch.cat([h.flatten() for h in grads]).norm()).detach()
+        for p, g in zip(gen.params, grads, strict=True)
+    ]
     return GaussianGenerator(*moved)
 
 
 def score_divergence(gen: GaussianGenerator, ref, sigma: float) -> float:
-    """``E_{x ~ p_theta,sigma} d(sigma^2 (s_theta - s_ref))``, pseudo-Huber, common random numbers."""
+    """``E_{x ~ p_theta,sigma} d(sigma^2 (s_theta - s_ref))``, pseudo-Huber, common randomness."""
     z, eps = draws(200_000, seed=5)
     sig, cond, _ = batch(sigma, len(z))
     x = gen.sample(z) + sigma * eps
@@ -74,8 +77,9 @@ def test_cfg_out_step_raises_conditional_over_unconditional_likelihood():
 def test_reward_step_raises_the_reward():
     gen, ref = GaussianGenerator(A0, B0), reference_mixture()
     reward = directional_reward(ref, 1.0)
-    moved = step_on_term(gen, LossConfig(divergence="kl", reward_scale=10.0), "reward", ref, 1.0,
-                         reward)
+    moved = step_on_term(
+        gen, LossConfig(divergence="kl", reward_scale=10.0), "reward", ref, 1.0, reward
+    )
 
     def mean_reward(g: GaussianGenerator) -> float:
         z, _ = draws(100_000, seed=9)

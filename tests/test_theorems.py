@@ -5,13 +5,26 @@ from __future__ import annotations
 
 import pytest
 import torch
+from closed_form import (
+    DTYPE,
+    GaussianGenerator,
+    flat_grad,
+    gaussian_kl,
+    gaussian_reference,
+    reference_mixture,
+    relative_error,
+)
 
-from closed_form import (DTYPE, GaussianGenerator, flat_grad, gaussian_kl, gaussian_reference,
-                         reference_mixture, relative_error)
 from distar.config import LossConfig
-from distar.losses import (DISTANCES, cfg_reward_loss, generator_loss, guided_denoiser,
-                           kl_regulariser, score_regulariser, unit_scale)
-from distar.worlds.gmm_rewards import directional_reward
+from distar.losses import (
+    DISTANCES,
+    cfg_reward_loss,
+    generator_loss,
+    guided_denoiser,
+    kl_regulariser,
+    score_regulariser,
+    unit_scale,
+)
 
 A0 = torch.tensor([[0.8, 0.3], [-0.2, 1.3]])
 B0 = torch.tensor([0.7, -0.4])
@@ -21,12 +34,18 @@ MC_TOLERANCE = 0.03
 
 def draws(n: int = N, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return (torch.randn(n, 2, generator=g, dtype=DTYPE), torch.randn(n, 2, generator=g, dtype=DTYPE))
+    return (
+        torch.randn(n, 2, generator=g, dtype=DTYPE),
+        torch.randn(n, 2, generator=g, dtype=DTYPE),
+    )
 
 
 def batch(sigma: float, n: int = N, prompt: int = 0):
-    return (torch.full((n,), sigma, dtype=DTYPE), torch.full((n,), prompt, dtype=torch.long),
-            torch.full((n,), 2, dtype=torch.long))
+    return (
+        torch.full((n,), sigma, dtype=DTYPE),
+        torch.full((n,), prompt, dtype=torch.long),
+        torch.full((n,), 2, dtype=torch.long),
+    )
 
 
 def true_divergence_grad(gen, ref, distance, units, sigma, c, cfg_scale=0.0, seed=0):
@@ -46,9 +65,17 @@ def score_loss_grad(gen, ref, distance, units, sigma, c, exact=True):
     sig, cond, _ = batch(sigma)
     x0 = gen.sample(z)
     loss, _ = score_regulariser(
-        x0, x0 + sigma * eps, sig, lambda x: gen.denoiser(sigma)(x, sig, cond),
-        lambda x: ref.denoise(x, sig, cond), DISTANCES.get(distance), torch.full_like(sig, c),
-        unit_scale(sig, units), torch.ones_like(sig), exact=exact)
+        x0,
+        x0 + sigma * eps,
+        sig,
+        lambda x: gen.denoiser(sigma)(x, sig, cond),
+        lambda x: ref.denoise(x, sig, cond),
+        DISTANCES.get(distance),
+        torch.full_like(sig, c),
+        unit_scale(sig, units),
+        torch.ones_like(sig),
+        exact=exact,
+    )
     return flat_grad(loss.mean(), gen.params)
 
 
@@ -77,13 +104,18 @@ def test_theorem_3_1_detached_path_is_a_different_estimator(distance, units, c, 
 def test_generator_loss_with_cfg_in_matches_guided_divergence(weighting):
     """The composed loss (guidance ``in``) descends the divergence to the CFG-guided score."""
     gen, ref, sigma, alpha = GaussianGenerator(A0, B0), reference_mixture(), 0.8, 2.0
-    cfg = LossConfig(divergence="score", distance="pseudo_huber", huber_c=0.3, guidance="in",
-                     cfg_scale=alpha, weighting=weighting)
+    cfg = LossConfig(
+        divergence="score",
+        distance="pseudo_huber",
+        huber_c=0.3,
+        guidance="in",
+        cfg_scale=alpha,
+        weighting=weighting,
+    )
     want = true_divergence_grad(gen, ref, DISTANCES.get("pseudo_huber"), "x0", sigma, 0.3, alpha)
     z, eps = draws()
     sig, cond, null = batch(sigma)
-    out = generator_loss(cfg, gen.sample(z), sig, eps, cond, null, ref.denoise,
-                         gen.denoiser(sigma))
+    out = generator_loss(cfg, gen.sample(z), sig, eps, cond, null, ref.denoise, gen.denoiser(sigma))
     assert relative_error(flat_grad(out.per_sample.mean(), gen.params), want) < MC_TOLERANCE
 
 
@@ -93,16 +125,22 @@ def test_kl_loss_gradient_is_the_integral_kl_gradient(sigma, units):
     """Diff-Instruct: grad L_KL = sigma^2 / scale * grad KL(p_theta,sigma || p_ref,sigma)."""
     gen, mean, std = GaussianGenerator(A0, B0), torch.tensor([-1.0, 0.5], dtype=DTYPE), 0.8
     ref = gaussian_reference(mean, std)
-    kl = gaussian_kl(gen.b, gen.covariance(sigma), mean,
-                     (std**2 + sigma**2) * torch.eye(2, dtype=DTYPE))
+    kl = gaussian_kl(
+        gen.b, gen.covariance(sigma), mean, (std**2 + sigma**2) * torch.eye(2, dtype=DTYPE)
+    )
     scale = 1.0 if units == "x0" else sigma**2
     want = flat_grad(kl, gen.params) * sigma**2 / scale
     z, eps = draws()
     sig, cond, _ = batch(sigma)
     x0 = gen.sample(z)
-    loss, _ = kl_regulariser(x0 + sigma * eps, sig, lambda x: gen.denoiser(sigma)(x, sig, cond),
-                             lambda x: ref.denoise(x, sig, cond), unit_scale(sig, units),
-                             torch.ones_like(sig))
+    loss, _ = kl_regulariser(
+        x0 + sigma * eps,
+        sig,
+        lambda x: gen.denoiser(sigma)(x, sig, cond),
+        lambda x: ref.denoise(x, sig, cond),
+        unit_scale(sig, units),
+        torch.ones_like(sig),
+    )
     assert relative_error(flat_grad(loss.mean(), gen.params), want) < MC_TOLERANCE
 
 
@@ -120,8 +158,16 @@ def test_theorem_3_2_cfg_out_gradient_is_minus_implicit_reward_gradient(sigma, u
     gen, ref, alpha = GaussianGenerator(A0, B0), reference_mixture(), 4.5
     z, eps = draws(4096)
     sig, cond, null = batch(sigma, len(z))
-    loss = cfg_reward_loss(gen.sample(z) + sigma * eps, sig, ref.denoise, cond, null, alpha,
-                           unit_scale(sig, units), torch.ones_like(sig))
+    loss = cfg_reward_loss(
+        gen.sample(z) + sigma * eps,
+        sig,
+        ref.denoise,
+        cond,
+        null,
+        alpha,
+        unit_scale(sig, units),
+        torch.ones_like(sig),
+    )
     reward = implicit_cfg_reward(gen, ref, sigma, units, z, eps)
     want = -alpha * flat_grad(reward, gen.params)
     assert relative_error(flat_grad(loss.mean(), gen.params), want) < 1e-9

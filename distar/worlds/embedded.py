@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from distar.config import GMMWorldConfig
-from distar.nets import EDMDenoiser, OneStepGenerator
+from distar.nets import EDMDenoiser, OneStepGenerator, ResidualDenoiser
 from distar.worlds.base import WORLDS
 from distar.worlds.gmm import ConditionalGMM, build_mixture
 from distar.worlds.gmm_metrics import EvalSet, evaluate_samples
@@ -33,8 +33,14 @@ class GMMWorld:
         self.sigma_data = reference_sigma_data(self.mixture)
         n_conds = self.mixture.null + 1
         self.generator = OneStepGenerator(cfg.dim, n_conds, cfg.generator_width, cfg.depth)
-        self.assistant = EDMDenoiser(cfg.dim, n_conds, self.sigma_data, cfg.assistant_width,
-                                     cfg.depth)
+        if cfg.assistant_init == "copy":
+            self.assistant = ResidualDenoiser(
+                self.reference, cfg.dim, n_conds, self.sigma_data, cfg.assistant_width, cfg.depth
+            )
+        else:
+            self.assistant = EDMDenoiser(
+                cfg.dim, n_conds, self.sigma_data, cfg.assistant_width, cfg.depth
+            )
         fresh = OneStepGenerator(cfg.dim, n_conds, cfg.generator_width, cfg.depth)
         fitted = self.generator if init == "stage0" else fresh
         self.stage0_path = load_or_fit(cfg, self.mixture, fitted, self.assistant)
@@ -55,7 +61,9 @@ class GMMWorld:
         return torch.randn(n, self.config.dim, generator=rng).to(self.device)
 
     def eval_prompts(self, n_per_prompt: int) -> Tensor:
-        return torch.arange(self.mixture.n_prompts, device=self.device).repeat_interleave(n_per_prompt)
+        return torch.arange(self.mixture.n_prompts, device=self.device).repeat_interleave(
+            n_per_prompt
+        )
 
     @torch.no_grad()
     def generate(self, cond: Tensor, seed: int) -> Tensor:

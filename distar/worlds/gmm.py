@@ -18,7 +18,8 @@ from distar.config import GMMWorldConfig
 
 class ConditionalGMM:
     """Modes ``means [K, d]`` with stds ``stds [K]``; ``log_weights [P + 1, K]`` gives each prompt's
-    mixture weights (``-inf`` where a prompt does not own a mode); the last row is the null prompt."""
+    mixture weights (``-inf`` where a prompt does not own a mode); the last row is the null
+    prompt."""
 
     def __init__(self, means: Tensor, stds: Tensor, log_weights: Tensor) -> None:
         self.means, self.stds, self.log_weights = means, stds, log_weights
@@ -29,9 +30,10 @@ class ConditionalGMM:
     def n_prompts(self) -> int:
         return self.null
 
-    def to(self, device: torch.device | str) -> "ConditionalGMM":
-        return ConditionalGMM(self.means.to(device), self.stds.to(device),
-                              self.log_weights.to(device))
+    def to(self, device: torch.device | str) -> ConditionalGMM:
+        return ConditionalGMM(
+            self.means.to(device), self.stds.to(device), self.log_weights.to(device)
+        )
 
     def owners(self) -> Tensor:
         """``[K]``: the prompt owning each mode (the first prompt with nonzero weight)."""
@@ -89,8 +91,9 @@ def build_mixture(cfg: GMMWorldConfig, dtype: torch.dtype = torch.float32) -> Co
     means[:, 0], means[:, 1] = cfg.radius * torch.cos(angle), cfg.radius * torch.sin(angle)
     if cfg.dim > 2:
         rng = torch.Generator().manual_seed(cfg.geometry_seed)
-        means[:, 2:] = 0.5 * cfg.radius * torch.randn(n_modes, cfg.dim - 2, generator=rng,
-                                                      dtype=torch.float64)
+        means[:, 2:] = (
+            0.5 * cfg.radius * torch.randn(n_modes, cfg.dim - 2, generator=rng, dtype=torch.float64)
+        )
     owner = torch.arange(n_modes) % cfg.n_prompts
     log_w = torch.full((cfg.n_prompts + 1, n_modes), -math.inf, dtype=torch.float64)
     log_w[owner, torch.arange(n_modes)] = -math.log(cfg.modes_per_prompt)
@@ -107,13 +110,14 @@ def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 7
 
 
 @torch.no_grad()
-def probability_flow(denoiser, z: Tensor, cond: Tensor, steps: int, sigma_min: float = 0.002,
-                     sigma_max: float = 80.0) -> Tensor:
+def probability_flow(
+    denoiser, z: Tensor, cond: Tensor, steps: int, sigma_min: float = 0.002, sigma_max: float = 80.0
+) -> Tensor:
     """Deterministic map noise -> data: EDM's Heun solver of ``dx/dsigma = (x - D(x)) / sigma``
     started at ``x = sigma_max z``. Used to distil the stage-0 generator."""
     sigmas = karras_sigmas(steps, sigma_min, sigma_max).tolist()
     x = z * sigmas[0]
-    for s_cur, s_next in zip(sigmas[:-1], sigmas[1:]):
+    for s_cur, s_next in zip(sigmas[:-1], sigmas[1:], strict=True):
         sig = torch.full((len(x),), s_cur, dtype=x.dtype, device=x.device)
         slope = (x - denoiser(x, sig, cond)) / s_cur
         x_next = x + (s_next - s_cur) * slope

@@ -6,9 +6,9 @@ two-sample MMD uses samples of the reference (exact samples, drawn with the same
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Callable
 
 import torch
 from scipy.stats import chi2
@@ -84,7 +84,9 @@ def mode_coverage(e: EvalSet) -> dict[str, float]:
         owned = torch.nonzero(torch.isfinite(m.log_weights[p])).flatten()
         hits = torch.bincount(e.nearest_mode[mine & e.on_support], minlength=len(weights))
         share = hits.float() / max(int(mine.sum()), 1)
-        out[f"coverage/p{p}"] = (share[owned] >= COVERED_SHARE * weights[owned]).float().mean().item()
+        out[f"coverage/p{p}"] = (
+            (share[owned] >= COVERED_SHARE * weights[owned]).float().mean().item()
+        )
     out["coverage"] = sum(out.values()) / m.n_prompts
     return out
 
@@ -110,8 +112,10 @@ def mmd(e: EvalSet) -> dict[str, float]:
     m = e.mixture
     radius = m.means.norm(dim=1).max().item()
     bandwidths = (m.stds.max().item(), radius / 4, radius)
-    per = [mmd2_unbiased(e.x[e.cond == p], e.reference_x[e.cond == p], bandwidths)
-           for p in range(m.n_prompts)]
+    per = [
+        mmd2_unbiased(e.x[e.cond == p], e.reference_x[e.cond == p], bandwidths)
+        for p in range(m.n_prompts)
+    ]
     return {"mmd": torch.stack(per).mean().item()}
 
 
@@ -130,8 +134,11 @@ def frechet(e: EvalSet) -> dict[str, float]:
     for p in range(e.mixture.n_prompts):
         x = e.x[e.cond == p].double()
         mu_ref, cov_ref = e.mixture.moments(p)
-        per.append(frechet_distance(x.mean(0), torch.cov(x.T).reshape(x.shape[1], -1),
-                                    mu_ref.double(), cov_ref.double()))
+        per.append(
+            frechet_distance(
+                x.mean(0), torch.cov(x.T).reshape(x.shape[1], -1), mu_ref.double(), cov_ref.double()
+            )
+        )
     return {"frechet": torch.stack(per).mean().item()}
 
 

@@ -14,11 +14,13 @@ from torch import Tensor  # noqa: E402
 from distar.worlds.gmm import ConditionalGMM  # noqa: E402
 
 
-def plot_samples(mixture: ConditionalGMM, x: Tensor, cond: Tensor, path: Path,
-                 max_points: int = 1500) -> Path:
+def plot_samples(
+    mixture: ConditionalGMM, x: Tensor, cond: Tensor, path: Path, max_points: int = 1500
+) -> Path:
     # The marginal of an isotropic mixture on two coordinates is the mixture of the marginals.
-    plane = ConditionalGMM(mixture.means[:, :2].cpu(), mixture.stds.cpu(),
-                           mixture.log_weights.cpu())
+    plane = ConditionalGMM(
+        mixture.means[:, :2].cpu(), mixture.stds.cpu(), mixture.log_weights.cpu()
+    )
     lim = 1.6 * plane.means.norm(dim=1).max().item()
     grid = torch.linspace(-lim, lim, 200)
     gx, gy = torch.meshgrid(grid, grid, indexing="xy")

@@ -3,7 +3,7 @@ their maximum lies off the reference's support, so a large reward scale visibly 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor

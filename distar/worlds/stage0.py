@@ -1,7 +1,9 @@
 """Stage 0 of the embedded world, computed once per world config and cached by content hash.
 
-- The assistant starts as a fitted copy of the reference: an EDM MLP regressed onto the exact
-  reference denoiser (the paper copies the reference; ours is closed form, so we fit it).
+- The assistant starts as a copy of the reference. With ``assistant_init="copy"`` (default) it is
+  the exact reference plus a zero-initialised residual MLP, so nothing is fitted; with "fitted" it
+  is a standalone EDM MLP regressed onto the exact reference denoiser (kept to study how much an
+  imperfect copy biases training).
 - The generator starts from a one-step model distilled with no reward (the role DMD2-SDXL plays in
   the paper): regression of ``g(z, c)`` onto the exact probability-flow ODE map ``z -> x0``
   (knowledge distillation, Luhman & Luhman 2021).
@@ -47,8 +49,13 @@ def _adam_cosine(module: nn.Module, steps: int, lr: float = 1e-3):
     return opt, sched
 
 
-def fit_assistant(assistant: nn.Module, mixture: ConditionalGMM, steps: int,
-                  rng: torch.Generator, desc: str = "stage 0: fit assistant to reference") -> None:
+def fit_assistant(
+    assistant: nn.Module,
+    mixture: ConditionalGMM,
+    steps: int,
+    rng: torch.Generator,
+    desc: str = "stage 0: fit assistant to reference",
+) -> None:
     """Regress ``D_psi(x; sigma, c)`` onto the exact ``E[x0 | x, c]`` over all prompts incl. null,
     ``sigma`` log-uniform on [0.002, 80], with EDM's weighting."""
     opt, sched = _adam_cosine(assistant, steps)
@@ -59,16 +66,23 @@ def fit_assistant(assistant: nn.Module, mixture: ConditionalGMM, steps: int,
         sigma = torch.exp(torch.empty(BATCH).uniform_(-6.2, 4.4, generator=rng)).to(device)
         x = x0 + sigma[:, None] * torch.randn(x0.shape, generator=rng).to(device)
         target = mixture.denoise(x, sigma, cond)
-        loss = (edm_weight(sigma, assistant.sigma_data)[:, None]
-                * (assistant(x, sigma, cond) - target).square()).sum(1).mean()
+        loss = (
+            (
+                edm_weight(sigma, assistant.sigma_data)[:, None]
+                * (assistant(x, sigma, cond) - target).square()
+            )
+            .sum(1)
+            .mean()
+        )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
 
 
-def fit_generator(generator: nn.Module, mixture: ConditionalGMM, steps: int, ode_steps: int,
-                  rng: torch.Generator) -> None:
+def fit_generator(
+    generator: nn.Module, mixture: ConditionalGMM, steps: int, ode_steps: int, rng: torch.Generator
+) -> None:
     """Distil the exact probability-flow ODE into ``g``: regress ``g(z, c)`` onto ODE(z, c)."""
     device = mixture.means.device
     cond = torch.randint(0, mixture.n_prompts, (ODE_PAIRS,), generator=rng).to(device)
@@ -84,26 +98,35 @@ def fit_generator(generator: nn.Module, mixture: ConditionalGMM, steps: int, ode
         sched.step()
 
 
-def load_or_fit(cfg: GMMWorldConfig, mixture: ConditionalGMM, generator: nn.Module,
-                assistant: nn.Module) -> Path:
+def load_or_fit(
+    cfg: GMMWorldConfig, mixture: ConditionalGMM, generator: nn.Module, assistant: nn.Module
+) -> Path:
     """Fill ``generator`` and ``assistant`` with the cached stage-0 weights, fitting them first
     if this world config has none yet. Returns the cache file."""
     path = cache_dir(cfg) / f"gmm-stage0-{content_hash(cfg)}.safetensors"
+    fits_assistant = cfg.assistant_init == "fitted"
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not path.exists():
             rng = torch.Generator().manual_seed(cfg.geometry_seed)
-            fit_assistant(assistant, mixture, cfg.assistant_fit_steps, rng)
+            if fits_assistant:
+                fit_assistant(assistant, mixture, cfg.assistant_fit_steps, rng)
             fit_generator(generator, mixture, cfg.stage0_steps, cfg.ode_steps, rng)
             tensors = {f"generator.{k}": v for k, v in generator.state_dict().items()}
-            tensors.update({f"assistant.{k}": v for k, v in assistant.state_dict().items()})
+            if fits_assistant:
+                tensors.update({f"assistant.{k}": v for k, v in assistant.state_dict().items()})
             tmp = path.with_suffix(".tmp")
-            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp),
-                      metadata={"world_config": json.dumps(dataclasses.asdict(cfg))})
+            save_file(
+                {k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+                str(tmp),
+                metadata={"world_config": json.dumps(dataclasses.asdict(cfg))},
+            )
             os.replace(tmp, path)  # atomic: readers never see a half-written file
     tensors = load_file(str(path))
-    for prefix, module in (("generator.", generator), ("assistant.", assistant)):
-        module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items()
-                                if k.startswith(prefix)})
+    modules = (("generator.", generator), ("assistant.", assistant))
+    for prefix, module in modules[: 2 if fits_assistant else 1]:
+        module.load_state_dict(
+            {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+        )
     return path

@@ -1,0 +1,115 @@
+import dataclasses
+
+import pytest
+
+from distar import config as C
+from distar.config import Config, ConfigError, GMMWorldConfig, LossConfig, parse_override
+from distar.losses import DISTANCES, DIVERGENCES, GENERATOR_WEIGHTINGS
+from distar.sigmas import ASSISTANT_WEIGHTINGS, SIGMA_DISTRIBUTIONS
+from distar.worlds import WORLDS
+from distar.worlds.gmm_rewards import GMM_REWARDS
+
+
+def test_flat_dict_round_trip():
+    cfg = Config().with_overrides(
+        {
+            "loss.reward_scale": 10,
+            "noise.generator.p_mean": -2.0,
+            "optim.assistant.lr": 1e-3,
+            "world.dim": 3,
+        }
+    )
+    flat = cfg.to_flat()
+    assert flat["loss.reward_scale"] == 10.0 and flat["world.dim"] == 3
+    assert flat["noise.generator.p_mean"] == -2.0
+    assert all(not isinstance(v, dict) for v in flat.values())
+    assert Config.from_flat(flat) == cfg
+
+
+def test_dict_and_yaml_round_trip():
+    cfg = Config(loss=LossConfig(divergence="kl", reward_scale=3.0, guidance="out", cfg_scale=4.5))
+    assert Config.from_dict(cfg.to_dict()) == cfg
+    assert Config.from_yaml(cfg.to_yaml()) == cfg
+
+
+def test_missing_keys_take_defaults_and_ints_become_floats():
+    cfg = Config.from_flat({"loss.huber_c": 1})
+    assert cfg.loss.huber_c == 1.0 and isinstance(cfg.loss.huber_c, float)
+    assert cfg.train == C.TrainConfig()
+
+
+@pytest.mark.parametrize(
+    "key,value,expect",
+    [
+        ("loss.huber_c", -0.1, "loss.huber_c: got -0.1; allowed: (0.0, inf]"),
+        ("loss.huber_c", 0.0, "loss.huber_c"),
+        ("loss.guidance", "middle", "loss.guidance: got 'middle'; allowed: one of 'in', 'out'"),
+        ("loss.divergence", "fisher", "'kl', 'score'"),
+        ("loss.distance", "l1", "'l2', 'pseudo_huber'"),
+        ("loss.cfg_scale", -1.0, "loss.cfg_scale: got -1.0"),
+        ("loss.reward_scale", float("nan"), "a finite number"),
+        ("loss.gradient_path", "approx", "'detached', 'exact'"),
+        ("noise.generator.p_std", 0.0, "noise.generator.p_std"),
+        ("noise.assistant.sigma_max", 0.001, "noise.assistant.sigma_max"),
+        ("optim.assistant.lr", -1e-4, "optim.assistant.lr"),
+        ("optim.assistant_rounds", 0, "optim.assistant_rounds"),
+        ("train.batch_size", 0, "train.batch_size"),
+        ("train.steps", 2.5, "train.steps: got 2.5; allowed: a value of type int"),
+        ("train.device", "tpu", "train.device"),
+        ("world.name", "sdxl-turbo", "world.name: got 'sdxl-turbo'"),
+        ("world.reward", "likes", "world.reward"),
+        ("world.mode_std", -1, "world.mode_std"),
+        ("eval.plot", "yes", "eval.plot"),
+    ],
+)
+def test_bad_values_fail_naming_field_and_allowed(key, value, expect):
+    with pytest.raises(ConfigError) as err:
+        Config.from_flat({key: value})
+    assert expect in str(err.value)
+    assert key.split(".")[-1] in str(err.value)
+
+
+def test_unknown_key_is_named_with_a_suggestion():
+    with pytest.raises(ConfigError, match=r"'loss.reward_scal' \(did you mean 'loss.reward_scale'"):
+        Config.from_flat({"loss.reward_scal": 1.0})
+
+
+def test_direct_construction_validates():
+    with pytest.raises(ConfigError, match="loss.huber_c"):
+        LossConfig(huber_c=-1.0)
+    with pytest.raises(ConfigError, match="world.dim"):
+        GMMWorldConfig(dim=1)
+
+
+def test_config_is_immutable():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Config().loss.reward_scale = 3.0  # type: ignore[misc]
+
+
+def test_override_parsing():
+    assert parse_override("loss.reward_scale=10") == ("loss.reward_scale", 10)
+    assert parse_override("loss.guidance=out") == ("loss.guidance", "out")
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_override("loss.reward_scale")
+
+
+@pytest.mark.parametrize(
+    "choices,registry",
+    [
+        (C.DIVERGENCES, DIVERGENCES),
+        (C.DISTANCES, DISTANCES),
+        (C.GENERATOR_WEIGHTINGS, GENERATOR_WEIGHTINGS),
+        (C.SIGMA_DISTRIBUTIONS, SIGMA_DISTRIBUTIONS),
+        (C.ASSISTANT_WEIGHTINGS, ASSISTANT_WEIGHTINGS),
+        (tuple(sorted(C.WORLD_CONFIGS)), WORLDS),
+    ],
+)
+def test_config_choices_are_the_registry_names(choices, registry):
+    assert tuple(choices) == registry.names()
+
+
+def test_reward_choices_are_the_registry_names():
+    with pytest.raises(ConfigError):
+        GMMWorldConfig(reward="nope")
+    for name in GMM_REWARDS.names():
+        GMMWorldConfig(reward=name)

@@ -1,0 +1,122 @@
+import pytest
+import torch
+
+from distar.config import GMMWorldConfig
+from distar.worlds import build_world
+from distar.worlds import stage0 as stage0_module
+from distar.worlds.gmm import build_mixture, probability_flow
+from distar.worlds.gmm_metrics import EvalSet, evaluate_samples
+from distar.worlds.gmm_rewards import GMM_REWARDS, preferred_directions
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def world(world_cache):
+    return build_world(GMMWorldConfig(), CPU)
+
+
+def mixture(dim=2):
+    return build_mixture(GMMWorldConfig(dim=dim), dtype=torch.float64)
+
+
+@pytest.mark.parametrize("dim", [2, 5])
+@pytest.mark.parametrize("sigma", [0.0, 0.05, 1.0, 10.0])
+def test_denoiser_and_score_are_tweedie_of_the_exact_density(dim, sigma):
+    m = mixture(dim)
+    n = 256
+    cond = torch.arange(n) % (m.null + 1)
+    x = (4 * torch.randn(n, dim, dtype=torch.float64)).requires_grad_(True)
+    sig = torch.full((n,), sigma, dtype=torch.float64)
+    auto = torch.autograd.grad(m.log_prob(x, sig, cond).sum(), x)[0]
+    torch.testing.assert_close(m.score(x.detach(), sig, cond), auto)
+    torch.testing.assert_close(m.denoise(x.detach(), sig, cond), x.detach() + sigma**2 * auto)
+
+
+def test_exact_moments_match_samples():
+    m = mixture(3)
+    cond = torch.full((400_000,), 1)
+    x = m.sample(cond, torch.Generator().manual_seed(0))
+    mean, cov = m.moments(1)
+    torch.testing.assert_close(x.mean(0), mean, atol=0.02, rtol=0)
+    torch.testing.assert_close(torch.cov(x.T), cov, atol=0.05, rtol=0)
+
+
+def judge(world, x, cond, seed=0):
+    return evaluate_samples(world.eval_set(x, cond, seed))
+
+
+def test_exact_reference_samples_score_as_perfect(world):
+    ref = world.evaluate_reference(2000, seed=0)
+    assert ref["precision"] >= 0.995
+    assert ref["coverage"] == 1.0 and ref["adherence"] >= 0.999
+    assert abs(ref["mmd"]) < 2e-3 and ref["frechet"] < 0.01
+
+
+def test_stage0_generator_is_close_to_the_reference(world):
+    got = world.evaluate(2000, seed=0)
+    assert got["precision"] >= 0.9 and got["coverage"] == 1.0 and got["adherence"] >= 0.97
+    assert got["mmd"] < 0.02 and got["frechet"] < 0.05
+
+
+def test_metrics_catch_collapse_off_support_and_wrong_prompt(world):
+    cond = world.eval_prompts(500)
+    m = world.mixture
+    first_mode = torch.stack([torch.nonzero(m.owners() == p)[0, 0] for p in range(m.n_prompts)])
+    collapsed = judge(world, m.means[first_mode[cond]] + 0.01 * torch.randn(len(cond), 2), cond)
+    assert collapsed["coverage"] == 0.5 and collapsed["precision"] == 1.0
+    assert collapsed["mmd"] > 0.05
+    off = judge(world, 3 * m.means[first_mode[cond]], cond)
+    assert off["precision"] == 0.0
+    wrong = judge(world, m.means[first_mode[(cond + 1) % m.n_prompts]], cond)
+    assert wrong["adherence"] == 0.0
+
+
+@pytest.mark.parametrize("name", GMM_REWARDS.names())
+def test_rewards_are_bounded_differentiable_and_hackable(world, name):
+    m = world.mixture
+    reward = GMM_REWARDS.get(name)(m, 1.0)
+    cond = world.eval_prompts(200)
+    x = m.sample(cond, torch.Generator().manual_seed(0)).requires_grad_(True)
+    r = reward(x, cond)
+    assert r.abs().max() <= 1.0
+    (grad,) = torch.autograd.grad(r.sum(), x)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+    on_support = EvalSet(x.detach(), cond, x.detach(), m, reward).on_support
+    direction = preferred_directions(m)[cond]
+    radius = m.means.norm(dim=1).max()
+    at_mode, far = reward(radius * direction, cond), reward(1.6 * radius * direction, cond)
+    assert (far > at_mode + 0.1).all()
+    assert far.min() > r[on_support].max()  # the best reward lies off the support
+
+
+def test_ode_map_reaches_the_reference():
+    m = build_mixture(GMMWorldConfig())
+    cond = torch.arange(4).repeat_interleave(1000)
+    z = torch.randn(len(cond), 2, generator=torch.Generator().manual_seed(0))
+    x = probability_flow(m.denoise, z, cond, steps=48)
+    ref = m.sample(cond, torch.Generator().manual_seed(1))
+    metrics = evaluate_samples(EvalSet(x, cond, ref, m, lambda a, c: a[:, 0]))
+    assert metrics["precision"] > 0.99 and metrics["coverage"] == 1.0 and metrics["mmd"] < 3e-3
+
+
+def test_stage0_is_cached_and_reused(world, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("stage 0 was fitted again")
+
+    monkeypatch.setattr(stage0_module, "fit_generator", refuse)
+    monkeypatch.setattr(stage0_module, "fit_assistant", refuse)
+    again = build_world(GMMWorldConfig(), CPU)
+    assert again.stage0_path == world.stage0_path
+    for a, b in zip(again.generator.parameters(), world.generator.parameters(), strict=True):
+        assert torch.equal(a, b)
+    other = stage0_module.content_hash(GMMWorldConfig(mode_std=0.3))
+    assert other != stage0_module.content_hash(GMMWorldConfig())
+    assert stage0_module.content_hash(GMMWorldConfig(cache_dir="/x")) == stage0_module.content_hash(
+        GMMWorldConfig()
+    )
+
+
+def test_plot_writes_a_png(world, tmp_path):
+    path = world.plot(tmp_path / "s.png", 200, seed=0)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
