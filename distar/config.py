@@ -173,7 +173,7 @@ class AdamConfig(Section):
 @dataclass(frozen=True)
 class OptimConfig(Section):
     section: ClassVar[str] = "optim"
-    generator: AdamConfig = field(default_factory=lambda: AdamConfig(lr=3e-5))
+    generator: AdamConfig = field(default_factory=lambda: AdamConfig(lr=1e-5))
     assistant: AdamConfig = field(default_factory=lambda: AdamConfig(lr=3e-4))
     assistant_rounds: int = 2  # K assistant updates per generator update
 

@@ -183,50 +183,42 @@ def explicit_reward_loss(reward: Tensor, reward_scale: float) -> Tensor:
     return -reward_scale * reward
 
 
-# One signature for interchangeable divergences: (cfg, x0, x, sigma, D_psi(.), D~(.), scale, w).
-DIVERGENCES: Registry[Callable[..., tuple[Tensor, Tensor]]] = Registry("divergence")
+@dataclass(frozen=True)
+class NoisyBatch:
+    """What every divergence sees of one generator batch: ``x0`` (with grad), ``x = x0 + sigma
+    eps`` (not detached), the assistant and (guided) reference as functions of x, the unit scale
+    and the weighting w(sigma)."""
+
+    x0: Tensor
+    x: Tensor
+    sigma: Tensor
+    assistant_x: Callable[[Tensor], Tensor]
+    target_x: Callable[[Tensor], Tensor]
+    scale: Tensor
+    weight: Tensor
+
+
+# Interchangeable divergences share one signature: (cfg, batch) -> (per-sample loss, Delta).
+DIVERGENCES: Registry[Callable[[LossConfig, NoisyBatch], tuple[Tensor, Tensor]]] = Registry(
+    "divergence"
+)
 
 
 @DIVERGENCES.register("score")
-def score_divergence(
-    cfg: LossConfig,
-    x0: Tensor,
-    x: Tensor,
-    sigma: Tensor,
-    assistant_x,
-    target_x,
-    scale: Tensor,
-    weight: Tensor,
-) -> tuple[Tensor, Tensor]:
+def score_divergence(cfg: LossConfig, b: NoisyBatch) -> tuple[Tensor, Tensor]:
     """DI* / SIM: the score regulariser with the configured distance and gradient path."""
-    c = torch.full_like(sigma, cfg.huber_c)
+    c = torch.full_like(b.sigma, cfg.huber_c)
+    distance = DISTANCES.get(cfg.distance)
+    exact = cfg.gradient_path == "exact"
     return score_regulariser(
-        x0,
-        x,
-        sigma,
-        assistant_x,
-        target_x,
-        DISTANCES.get(cfg.distance),
-        c,
-        scale,
-        weight,
-        exact=cfg.gradient_path == "exact",
+        b.x0, b.x, b.sigma, b.assistant_x, b.target_x, distance, c, b.scale, b.weight, exact
     )
 
 
 @DIVERGENCES.register("kl")
-def kl_divergence(
-    cfg: LossConfig,
-    x0: Tensor,
-    x: Tensor,
-    sigma: Tensor,
-    assistant_x,
-    target_x,
-    scale: Tensor,
-    weight: Tensor,
-) -> tuple[Tensor, Tensor]:
+def kl_divergence(cfg: LossConfig, b: NoisyBatch) -> tuple[Tensor, Tensor]:
     """Diff-Instruct / DI++: the integral-KL loss."""
-    return kl_regulariser(x, sigma, assistant_x, target_x, scale, weight)
+    return kl_regulariser(b.x, b.sigma, b.assistant_x, b.target_x, b.scale, b.weight)
 
 
 # ---- the generator objective --------------------------------------------------------------------
@@ -267,9 +259,9 @@ def generator_loss(
     scale = unit_scale(sigma, cfg.units)
     with torch.no_grad():
         weight = GENERATOR_WEIGHTINGS.get(cfg.weighting)(sigma, x0, target_x(x))
+    batch = NoisyBatch(x0, x, sigma, assistant_x, target_x, scale, weight)
     terms: dict[str, Tensor] = {}
-    divergence = DIVERGENCES.get(cfg.divergence)
-    terms["divergence"], delta = divergence(cfg, x0, x, sigma, assistant_x, target_x, scale, weight)
+    terms["divergence"], delta = DIVERGENCES.get(cfg.divergence)(cfg, batch)
     if cfg.guidance == "out" and cfg.cfg_scale > 0:
         terms["cfg"] = cfg_reward_loss(
             x, sigma, reference, cond, null, cfg.cfg_scale, scale, weight

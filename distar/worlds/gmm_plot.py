@@ -21,7 +21,7 @@ def plot_samples(
     plane = ConditionalGMM(
         mixture.means[:, :2].cpu(), mixture.stds.cpu(), mixture.log_weights.cpu()
     )
-    lim = 1.6 * plane.means.norm(dim=1).max().item()
+    lim = 2.0 * plane.means.norm(dim=1).max().item()  # room to see reward hacking
     grid = torch.linspace(-lim, lim, 200)
     gx, gy = torch.meshgrid(grid, grid, indexing="xy")
     points = torch.stack([gx.flatten(), gy.flatten()], 1)
