@@ -77,17 +77,21 @@ def unit_scale(sigma: Tensor, units: str) -> Tensor:
 
 
 # ---- generator weightings w(sigma) --------------------------------------------------------------
-def uniform_weight(sigma: Tensor, x0: Tensor, target: Tensor) -> Tensor:
+def uniform_weight(sigma: Tensor, x0: Tensor, target: Callable[[], Tensor]) -> Tensor:
     """``w(sigma) = 1``, the paper's practical choice (§B.1)."""
     return torch.ones_like(sigma)
 
 
-def dmd_normalised_weight(sigma: Tensor, x0: Tensor, target: Tensor) -> Tensor:
-    """DMD2 / SiD normalisation ``w = 1 / mean|x0 - D_ref(x)|`` per sample (stop-gradient)."""
-    return 1.0 / (x0 - target).detach().abs().flatten(1).mean(1).clamp_min(1e-8)
+def dmd_normalised_weight(sigma: Tensor, x0: Tensor, target: Callable[[], Tensor]) -> Tensor:
+    """DMD2 / SiD normalisation ``w = 1 / mean|x0 - D~(x)|`` per sample (stop-gradient).
+    ``target`` computes ``D~(x)`` on demand, so weightings that do not need it cost nothing."""
+    with torch.no_grad():
+        return 1.0 / (x0.detach() - target()).abs().flatten(1).mean(1).clamp_min(1e-8)
 
 
-GENERATOR_WEIGHTINGS: Registry[Callable[[Tensor, Tensor, Tensor], Tensor]] = Registry("weighting")
+GENERATOR_WEIGHTINGS: Registry[Callable[[Tensor, Tensor, Callable[[], Tensor]], Tensor]] = Registry(
+    "weighting"
+)
 GENERATOR_WEIGHTINGS.add("uniform", uniform_weight)
 GENERATOR_WEIGHTINGS.add("dmd_normalised", dmd_normalised_weight)
 
@@ -257,8 +261,7 @@ def generator_loss(
         return assistant(xx, sigma, cond)
 
     scale = unit_scale(sigma, cfg.units)
-    with torch.no_grad():
-        weight = GENERATOR_WEIGHTINGS.get(cfg.weighting)(sigma, x0, target_x(x))
+    weight = GENERATOR_WEIGHTINGS.get(cfg.weighting)(sigma, x0, lambda: target_x(x.detach()))
     batch = NoisyBatch(x0, x, sigma, assistant_x, target_x, scale, weight)
     terms: dict[str, Tensor] = {}
     terms["divergence"], delta = DIVERGENCES.get(cfg.divergence)(cfg, batch)
