@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from distar.checkpoint import checkpoint_config
 from distar.config import Config, ConfigError, parse_override
 
 SMOKE_TEST = {
@@ -41,7 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_config(args: argparse.Namespace) -> Config:
-    base = Config.from_yaml(args.config.read_text()) if args.config else Config()
+    """Defaults < the checkpoint's config (``--resume`` without ``--config``) < ``--config`` <
+    ``--smoke-test`` < ``--set`` < ``--out``."""
+    if args.config:
+        base = Config.from_yaml(args.config.read_text())
+    elif args.resume:
+        base = checkpoint_config(args.resume)
+    else:
+        base = Config()
     flat: dict = dict(SMOKE_TEST) if args.smoke_test else {}
     flat.update(parse_override(text) for text in args.overrides)
     if args.out is not None:

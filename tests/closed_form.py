@@ -10,6 +10,26 @@ from distar.worlds.gmm import ConditionalGMM
 
 DTYPE = torch.float64
 
+A0 = torch.tensor([[0.8, 0.3], [-0.2, 1.3]])
+B0 = torch.tensor([0.7, -0.4])
+N = 200_000
+
+
+def draws(n: int = N, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return (
+        torch.randn(n, 2, generator=g, dtype=DTYPE),
+        torch.randn(n, 2, generator=g, dtype=DTYPE),
+    )
+
+
+def batch(sigma: float, n: int = N, prompt: int = 0):
+    return (
+        torch.full((n,), sigma, dtype=DTYPE),
+        torch.full((n,), prompt, dtype=torch.long),
+        torch.full((n,), 2, dtype=torch.long),
+    )
+
 
 class GaussianGenerator:
     def __init__(self, A: Tensor, b: Tensor) -> None:

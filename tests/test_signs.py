@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import torch
-from closed_form import DTYPE, GaussianGenerator, gaussian_kl, gaussian_reference, reference_mixture
-from test_theorems import A0, B0, batch, draws
+from closed_form import (
+    A0,
+    B0,
+    DTYPE,
+    GaussianGenerator,
+    batch,
+    draws,
+    gaussian_kl,
+    gaussian_reference,
+    reference_mixture,
+)
 
 from distar.config import LossConfig
 from distar.losses import DISTANCES, generator_loss, unit_scale

@@ -6,8 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 from closed_form import (
+    A0,
+    B0,
     DTYPE,
     GaussianGenerator,
+    batch,
+    draws,
     flat_grad,
     gaussian_kl,
     gaussian_reference,
@@ -26,26 +30,7 @@ from distar.losses import (
     unit_scale,
 )
 
-A0 = torch.tensor([[0.8, 0.3], [-0.2, 1.3]])
-B0 = torch.tensor([0.7, -0.4])
-N = 200_000
 MC_TOLERANCE = 0.03
-
-
-def draws(n: int = N, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return (
-        torch.randn(n, 2, generator=g, dtype=DTYPE),
-        torch.randn(n, 2, generator=g, dtype=DTYPE),
-    )
-
-
-def batch(sigma: float, n: int = N, prompt: int = 0):
-    return (
-        torch.full((n,), sigma, dtype=DTYPE),
-        torch.full((n,), prompt, dtype=torch.long),
-        torch.full((n,), 2, dtype=torch.long),
-    )
 
 
 def true_divergence_grad(gen, ref, distance, units, sigma, c, cfg_scale=0.0, seed=0):

@@ -159,3 +159,15 @@ def test_cli_rejects_bad_values_before_running(capsys):
 def test_cli_smoke_test_runs(tmp_path, world_cache, capsys):
     assert cli_main(["--smoke-test", "--out", str(tmp_path)]) == 0
     assert json.loads(capsys.readouterr().out)["step"] == 20
+
+
+def test_cli_resume_takes_the_checkpoint_config_and_extends_it(tmp_path, world_cache, capsys):
+    args = ["--smoke-test", "--out", str(tmp_path), "--set", "loss.reward_scale=3"]
+    assert cli_main(args) == 0
+    capsys.readouterr()
+    resume = ["--resume", str(tmp_path / "checkpoints"), "--set", "train.steps=30", "--dry-run"]
+    assert cli_main(resume) == 0
+    cfg = Config.from_yaml(capsys.readouterr().out)
+    assert cfg.loss.reward_scale == 3.0 and cfg.train.steps == 30 and cfg.train.batch_size == 64
+    assert cli_main(resume[:-1]) == 0
+    assert json.loads(capsys.readouterr().out)["step"] == 30

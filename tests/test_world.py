@@ -120,3 +120,37 @@ def test_stage0_is_cached_and_reused(world, monkeypatch):
 def test_plot_writes_a_png(world, tmp_path):
     path = world.plot(tmp_path / "s.png", 200, seed=0)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_fitted_assistant_and_higher_dimension_worlds_build_and_train(world_cache, tmp_path):
+    from distar.config import Config
+    from distar.train import Trainer
+
+    cfg = Config().with_overrides(
+        {
+            "world.dim": 3,
+            "world.assistant_init": "fitted",
+            "world.assistant_fit_steps": 20,
+            "world.stage0_steps": 20,
+            "train.steps": 3,
+            "train.batch_size": 16,
+            "eval.samples_per_prompt": 20,
+            "train.out_dir": str(tmp_path),
+        }
+    )
+    trainer = Trainer(cfg)
+    assert type(trainer.world.assistant).__name__ == "EDMDenoiser"
+    metrics = trainer.train()
+    assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
+    assert (tmp_path / "plots" / "samples_step0000003.png").exists()
+
+
+def test_copy_assistant_starts_as_an_exact_copy_of_the_reference(world):
+    cond = world.eval_prompts(64)
+    x = 3 * torch.randn(len(cond), 2)
+    for s in (0.01, 1.0, 30.0):
+        sigma = torch.full((len(cond),), s)
+        fresh = type(world.assistant)(
+            world.reference, 2, world.null_cond + 1, world.sigma_data, 16, 2
+        )
+        torch.testing.assert_close(fresh(x, sigma, cond), world.reference(x, sigma, cond))
