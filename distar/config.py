@@ -216,6 +216,20 @@ class EvalConfig(Section):
 
 
 @dataclass(frozen=True)
+class ResourcesConfig(Section):
+    """What one trial asks of a Ray cluster: its TorchTrainer's workers (data-parallel ranks)."""
+
+    section: ClassVar[str] = "resources"
+    num_workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+
+    def validate(self) -> None:
+        check_range("resources.num_workers", self.num_workers, 1, 4096)
+        check_range("resources.cpus_per_worker", self.cpus_per_worker, 0.0, low_open=True)
+
+
+@dataclass(frozen=True)
 class WorldConfig(Section):
     """Base of every world's parameters; the subclass is chosen by ``name``."""
 
@@ -282,6 +296,7 @@ class Config(Section):
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
 
     def validate(self) -> None:
         check_choice("world.name", self.world.name, tuple(sorted(WORLD_CONFIGS)))

@@ -17,6 +17,7 @@ from torch import nn
 from distar.callbacks import Callback
 from distar.checkpoint import load_checkpoint, save_checkpoint
 from distar.config import AdamConfig, Config
+from distar.distributed import average_gradients, broadcast_parameters, rank
 from distar.losses import assistant_loss, generator_loss
 from distar.sigmas import ASSISTANT_WEIGHTINGS, sample_sigma
 from distar.worlds import World, build_world
@@ -56,7 +57,9 @@ def check_finite(step: int, what: str, value: torch.Tensor, detail: dict[str, An
 def clip_and_step(
     module: nn.Module, opt: torch.optim.Optimizer, cfg: AdamConfig, step: int, what: str
 ) -> float:
-    """Optionally clip, refuse non-finite gradients, step; returns the pre-clip gradient norm."""
+    """Average gradients across ranks, optionally clip, refuse non-finite gradients, step;
+    returns the pre-clip gradient norm."""
+    average_gradients(module)
     max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
     norm = torch.nn.utils.clip_grad_norm_(module.parameters(), max_norm)
     check_finite(step, f"{what} gradient norm", norm)
@@ -64,8 +67,16 @@ def clip_and_step(
     return norm.item()
 
 
+def step_seed(seed: int, rank: int, step: int) -> int:
+    """Training randomness is a pure function of (seed, rank, step): resuming at any step, on any
+    number of ranks, replays exactly the draws an uninterrupted run makes, and ranks differ."""
+    return ((seed * 1_000_003 + rank) * 1_000_000_007 + step) % (2**63 - 1)
+
+
 class Trainer:
-    """Holds the world, optimisers, step counter and training RNG of one run."""
+    """Holds the world, optimisers, step counter and training RNG of one run. Under a
+    ``torch.distributed`` process group every rank trains on its own draws with averaged
+    gradients; only rank 0 writes plots and checkpoints."""
 
     def __init__(
         self, config: Config, world: World | None = None, callbacks: Sequence[Callback] = ()
@@ -74,7 +85,10 @@ class Trainer:
         self.device = resolve_device(config.train.device)
         torch.manual_seed(config.train.seed)
         self.world = world or build_world(config.world, self.device, config.train.init)
-        self.rng = torch.Generator().manual_seed(config.train.seed)
+        self.rank = rank()
+        broadcast_parameters(self.world.generator)
+        broadcast_parameters(self.world.assistant)
+        self.rng = torch.Generator()
         self.opt_generator = make_adam(self.world.generator, config.optim.generator)
         self.opt_assistant = make_adam(self.world.assistant, config.optim.assistant)
         self.callbacks = list(callbacks)
@@ -145,6 +159,7 @@ class Trainer:
 
     def train_step(self) -> dict[str, float]:
         """K assistant rounds, then one generator step; advances ``self.step``."""
+        self.rng.manual_seed(step_seed(self.config.train.seed, self.rank, self.step))
         a_losses = [self.assistant_update() for _ in range(self.config.optim.assistant_rounds)]
         diagnose = (self.step + 1) % self.config.train.log_every == 0
         metrics = self.generator_update(diagnose)
@@ -158,7 +173,7 @@ class Trainer:
         seed = cfg.train.seed + EVAL_SEED_OFFSET
         metrics = self.world.evaluate(cfg.eval.samples_per_prompt, seed)
         artifacts: dict[str, Path] = {}
-        if cfg.eval.plot:
+        if cfg.eval.plot and self.rank == 0:
             path = self.out_dir / "plots" / f"samples_step{self.step:07d}.png"
             artifacts["samples"] = self.world.plot(
                 path, min(cfg.eval.samples_per_prompt, 1500), seed
@@ -170,11 +185,13 @@ class Trainer:
     def modules(self) -> dict[str, nn.Module]:
         return {"generator": self.world.generator, "assistant": self.world.assistant}
 
-    def save(self) -> Path:
+    def save(self) -> Path | None:
+        """Rank 0 writes a full-state checkpoint; other ranks write nothing and return None."""
+        if self.rank != 0:
+            return None
         state = {
             "opt_generator": self.opt_generator.state_dict(),
             "opt_assistant": self.opt_assistant.state_dict(),
-            "rng": self.rng.get_state(),
             "torch_rng": torch.get_rng_state(),
         }
         path = save_checkpoint(
@@ -188,7 +205,6 @@ class Trainer:
         state = load_checkpoint(path, self.modules())
         self.opt_generator.load_state_dict(state["opt_generator"])
         self.opt_assistant.load_state_dict(state["opt_assistant"])
-        self.rng.set_state(state["rng"])
         torch.set_rng_state(state["torch_rng"])
         self.step = int(state["step"])
 

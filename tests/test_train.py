@@ -75,7 +75,7 @@ def test_checkpoint_holds_weights_optimisers_rng_and_config(world_cache, tmp_pat
         "config.yaml",
     }
     state = torch.load(path / "trainer.pt", weights_only=True)
-    assert state["step"] == 2 and {"opt_generator", "opt_assistant", "rng"} <= state.keys()
+    assert state["step"] == 2 and {"opt_generator", "opt_assistant", "torch_rng"} <= state.keys()
     assert checkpoint_config(path) == cfg
 
 
