@@ -1,0 +1,1 @@
+"""Reports of distar sweeps, read back from MLflow."""

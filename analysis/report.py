@@ -1,0 +1,164 @@
+"""Table-2-style report of a sweep, read from MLflow: one row per ablation row, mean ± 95 % CI
+across seeds, the paper's own numbers beside it, written as markdown and CSV, plus a Pareto plot.
+
+    python -m analysis.report --experiment distar-table2 --tracking-uri sqlite:///runs/table2/mlflow.db
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import pandas as pd
+from scipy import stats
+
+from distar.sweep.grid import TABLE2
+
+METRICS = ("reward", "precision", "coverage", "adherence", "mmd", "frechet", "loglik")
+PAPER_COLUMNS = ("image_reward", "aesthetic", "pickscore", "clip_score")
+DEFAULT_PAPER_CSV = Path(__file__).resolve().parents[1].parent / "shared/data/paper_tables.csv"
+
+
+def load_runs(tracking_uri: str, experiment: str, sweep: str | None = None) -> pd.DataFrame:
+    """Finished child runs of the experiment (optionally of one sweep), one row each."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    query = "tags.`distar.trial` != ''"
+    if sweep:
+        query += f" and tags.`distar.sweep` = '{sweep}'"
+    runs = mlflow.search_runs(
+        experiment_names=[experiment], filter_string=query, output_format="pandas"
+    )
+    if runs.empty:
+        raise SystemExit(f"no trial runs in experiment {experiment!r} at {tracking_uri}")
+    return runs
+
+
+def mean_ci(values: pd.Series) -> tuple[float, float]:
+    """Mean and half-width of the 95 % Student-t interval (0 for a single seed)."""
+    values = values.dropna().astype(float)
+    n = len(values)
+    if n == 0:
+        return math.nan, math.nan
+    if n == 1:
+        return float(values.iloc[0]), 0.0
+    half = stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n)
+    return float(values.mean()), float(half)
+
+
+def summarise(runs: pd.DataFrame, metrics: tuple[str, ...] = METRICS) -> pd.DataFrame:
+    """Rows in Table 2 order; for each metric a mean and a CI column."""
+    runs = runs.assign(label=runs["tags.distar.label"])
+    order = {row.label: i for i, row in enumerate(TABLE2)}
+    out = []
+    for label, group in runs.groupby("label", sort=False):
+        record: dict[str, object] = {"label": label, "seeds": len(group)}
+        for m in metrics:
+            column = f"metrics.eval/{m}"
+            if column in group:
+                record[m], record[f"{m}_ci95"] = mean_ci(group[column])
+        out.append(record)
+    table = pd.DataFrame(out)
+    table["_order"] = table["label"].map(order).fillna(len(order))
+    return table.sort_values("_order").drop(columns="_order").reset_index(drop=True)
+
+
+def paper_numbers(csv_path: Path) -> pd.DataFrame:
+    """The paper's Table 2 numbers for each of our rows (NaN where the paper has no such row)."""
+    paper = pd.read_csv(csv_path)
+    paper = paper[paper["table"] == 2]
+    rows = []
+    for row in TABLE2:
+        hit = paper[
+            (paper["model"] == row.paper_model)
+            & (paper["reward_scale"].fillna(0) == row.reward_scale)
+            & (paper["cfg_scale"].fillna(0) == row.cfg_scale)
+        ]
+        values = hit.iloc[0] if len(hit) else pd.Series(dtype=float)
+        rows.append(
+            {
+                "label": row.label,
+                "paper_model": row.paper_model,
+                **{f"paper_{c}": values.get(c, math.nan) for c in PAPER_COLUMNS},
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def to_markdown(table: pd.DataFrame, metrics: tuple[str, ...] = METRICS) -> str:
+    shown = [m for m in metrics if m in table]
+    paper = [c for c in table.columns if c.startswith("paper_") and c != "paper_model"]
+    head = ["row", "seeds", *shown, *paper]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, r in table.iterrows():
+        cells = [str(r["label"]), str(r["seeds"])]
+        cells += [f"{r[m]:.4f} ± {r[f'{m}_ci95']:.4f}" for m in shown]
+        cells += ["–" if pd.isna(r[c]) else f"{r[c]:g}" for c in paper]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def pareto_plot(table: pd.DataFrame, path: Path, x: str = "precision", y: str = "reward") -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for _, r in table.iterrows():
+        ax.errorbar(
+            r[x],
+            r[y],
+            xerr=r[f"{x}_ci95"],
+            yerr=r[f"{y}_ci95"],
+            fmt="o",
+            capsize=3,
+            label=r["label"],
+        )
+    ax.set(xlabel=f"{x} (fidelity)", ylabel=y, title="reward vs. fidelity, mean ± 95 % CI")
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def build_report(runs: pd.DataFrame, out: Path, paper_csv: Path | None) -> pd.DataFrame:
+    table = summarise(runs)
+    if paper_csv is not None and paper_csv.exists():
+        table = table.merge(paper_numbers(paper_csv), on="label", how="left")
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "table2.csv", index=False)
+    (out / "table2.md").write_text(to_markdown(table) + "\n")
+    if {"reward", "precision"} <= set(table.columns):
+        pareto_plot(table, out / "pareto.png")
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m analysis.report",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--tracking-uri", default="sqlite:///runs/table2/mlflow.db")
+    parser.add_argument("--experiment", default="distar-table2")
+    parser.add_argument("--sweep", help="only runs of this sweep name")
+    parser.add_argument("--out", type=Path, default=Path("runs/report"))
+    parser.add_argument("--paper-csv", type=Path, default=DEFAULT_PAPER_CSV)
+    args = parser.parse_args(argv)
+    table = build_report(
+        load_runs(args.tracking_uri, args.experiment, args.sweep), args.out, args.paper_csv
+    )
+    print(to_markdown(table))
+    print(
+        f"\nwritten: {args.out / 'table2.md'}, {args.out / 'table2.csv'}, {args.out / 'pareto.png'}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,84 @@
+"""The paper's Table 2 ablation as data, and its expansion into sweep trials.
+
+Rows carry the paper's own (alpha_rew, alpha_cfg). A world states how those scales translate to
+its own (``WORLD_SCALES``): the embedded world's reward is in [-1, 1] and its CFG acts on a
+2-D mixture, so the paper's 100 / 7.5 become 1.0 / 1.0 there; the SD worlds use the paper's values.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from distar.config import Config
+from distar.sweep.trial import TrialSpec
+
+
+@dataclass(frozen=True)
+class AblationRow:
+    label: str
+    paper_model: str  # the model column of shared/data/paper_tables.csv, table 2
+    divergence: str
+    guidance: str
+    reward_scale: float  # paper units
+    cfg_scale: float  # paper units
+    trains: bool = True  # False: the initial model, evaluated without training
+
+
+TABLE2: tuple[AblationRow, ...] = (
+    AblationRow("init (stage 0 / DMD2)", "DMD2-SDXL (init model)", "kl", "in", 0, 0, trains=False),
+    AblationRow("KL, no CFG", "DI++-SDXL (KL)", "kl", "in", 0, 0),
+    AblationRow("Diff-Instruct (KL + CFG)", "DI++-SDXL (= Diff-Instruct)", "kl", "in", 0, 7.5),
+    AblationRow("DI++ (KL + reward + CFG)", "DI++-SDXL (KL)", "kl", "in", 100, 7.5),
+    AblationRow("DI*-Out", "DI*-Out-SDXL", "score", "out", 100, 7.5),
+    AblationRow(
+        "DI*-In, no reward, no CFG", "DI*-In-SDXL (baseline no reward)", "score", "in", 0, 0
+    ),
+    AblationRow("SIM (score + CFG)", "DI*-In-SDXL (= SIM only CFG)", "score", "in", 0, 7.5),
+    AblationRow("DI*-In α_rew 1", "DI*-In-SDXL (human reward + CFG)", "score", "in", 1, 7.5),
+    AblationRow("DI*-In α_rew 10", "DI*-In-SDXL", "score", "in", 10, 7.5),
+    AblationRow("DI*-In α_rew 100, α_cfg 4.5", "DI*-In-SDXL", "score", "in", 100, 4.5),
+    AblationRow("DI*-In α_rew 100, α_cfg 7.5 (best)", "DI*-In-SDXL", "score", "in", 100, 7.5),
+)
+
+# paper scale -> world scale, per world: (reward factor, cfg factor)
+WORLD_SCALES: dict[str, tuple[float, float]] = {"gmm": (0.01, 1 / 7.5)}
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def row_overrides(row: AblationRow, world: str) -> dict[str, object]:
+    reward_factor, cfg_factor = WORLD_SCALES.get(world, (1.0, 1.0))
+    flat: dict[str, object] = {
+        "loss.divergence": row.divergence,
+        "loss.guidance": row.guidance,
+        "loss.reward_scale": row.reward_scale * reward_factor,
+        "loss.cfg_scale": row.cfg_scale * cfg_factor,
+    }
+    if not row.trains:
+        flat["train.steps"] = 0
+    return flat
+
+
+def expand(
+    rows: tuple[AblationRow, ...],
+    base: Config,
+    seeds: list[int],
+    huber_cs: list[float] | None = None,
+) -> list[TrialSpec]:
+    """Rows x huber_c x seeds -> trial specs (validated configs), in a stable order."""
+    trials = []
+    for row in rows:
+        for c in huber_cs or [base.loss.huber_c]:
+            for seed in seeds:
+                flat = {
+                    **row_overrides(row, base.world.name),
+                    "loss.huber_c": c,
+                    "train.seed": seed,
+                }
+                config = base.with_overrides(flat)  # validates now, before any Ray trial
+                key = f"{slug(row.label)}-c{c:g}-s{seed}"
+                trials.append(TrialSpec(key, row.label, seed, config.to_flat()))
+    return trials

@@ -1,0 +1,129 @@
+"""Start Ray, set up MLflow, run the trials under Tune, collect one row per trial."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from distar.sweep.trial import DRIVER_CPUS, SweepContext, TrialSpec, trial_driver
+
+# Ray Train v2 throttles reports to one per health check (~2 s by default); trials here report
+# every few seconds and the last report must not be dropped.
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    name: str
+    experiment: str
+    storage: Path  # sweep root: trials/, tune/, ray_train/, mlartifacts/, mlflow.db
+    tracking_uri: str | None = None  # None: SQLite under storage
+    max_concurrent: int = 2
+    resume: bool = False
+    num_cpus: int | None = None  # None: all of this machine's (a cluster brings its own)
+
+    def uri(self) -> str:
+        from distar.sweep.tracking import default_tracking_uri
+
+        return self.tracking_uri or default_tracking_uri(self.storage)
+
+
+class SweepExistsError(RuntimeError):
+    pass
+
+
+def start_ray(num_cpus: int | None) -> None:
+    """Join a cluster if RAY_ADDRESS says so, else start a local Ray with its dashboard on
+    127.0.0.1 (without the dashboard, trials stopped by a scheduler leak placement groups)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(log_to_driver=False)
+    else:
+        ray.init(
+            num_cpus=num_cpus,
+            include_dashboard=True,
+            dashboard_host="127.0.0.1",
+            log_to_driver=False,
+        )
+
+
+def parent_run(settings: SweepSettings) -> str:
+    """The sweep's parent MLflow run; a second sweep of the same name needs ``resume``."""
+    from mlflow.tracking import MlflowClient
+
+    from distar.sweep import tracking
+
+    client = MlflowClient(settings.uri())
+    experiment_id = tracking.ensure_experiment(
+        client, settings.experiment, settings.storage / "mlartifacts"
+    )
+    tags = {tracking.SWEEP_TAG: settings.name, "distar.role": "parent"}
+    run_id, created = tracking.find_or_create_run(client, experiment_id, tags, settings.name)
+    if not created and not settings.resume:
+        raise SweepExistsError(
+            f"sweep {settings.name!r} already has MLflow run {run_id} in experiment "
+            f"{settings.experiment!r}; pass --resume to continue it or choose another --name"
+        )
+    return run_id
+
+
+def build_tuner(
+    trials: list[TrialSpec],
+    settings: SweepSettings,
+    ctx: SweepContext,
+    tune_config: Any = None,
+    param_space: dict[str, Any] | None = None,
+):
+    from ray import tune
+
+    path = settings.storage / "tune" / settings.name
+    trainable = tune.with_resources(trial_driver, {"cpu": DRIVER_CPUS})
+    if settings.resume and tune.Tuner.can_restore(str(path)):
+        # finished trials are not re-run; errored and unfinished ones continue
+        return tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True)
+    if param_space is None:
+        param_space = {"trial": tune.grid_search([asdict(t) for t in trials]), "sweep": asdict(ctx)}
+    tune_config = tune_config or tune.TuneConfig(max_concurrent_trials=settings.max_concurrent)
+    run_config = tune.RunConfig(name=settings.name, storage_path=str(path.parent), verbose=1)
+    return tune.Tuner(
+        trainable, param_space=param_space, tune_config=tune_config, run_config=run_config
+    )
+
+
+def run_sweep(
+    trials: list[TrialSpec],
+    settings: SweepSettings,
+    tune_config: Any = None,
+    param_space: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Run every trial; returns one dict per Tune trial (its spec and last reported metrics)."""
+    from mlflow.tracking import MlflowClient
+
+    settings.storage.mkdir(parents=True, exist_ok=True)
+    storage = settings.storage.resolve()
+    settings = SweepSettings(**{**asdict(settings), "storage": storage})
+    parent = parent_run(settings)
+    ctx = SweepContext(settings.name, settings.uri(), settings.experiment, str(storage), parent)
+    start_ray(settings.num_cpus)
+    results = build_tuner(trials, settings, ctx, tune_config, param_space).fit()
+    MlflowClient(settings.uri()).set_terminated(
+        parent, status="FAILED" if results.errors else "FINISHED"
+    )
+    rows = []
+    for result in results:
+        trial = (result.config or {}).get("trial", {})
+        rows.append(
+            {
+                "key": trial.get("key"),
+                "label": trial.get("label"),
+                "seed": trial.get("seed"),
+                "error": repr(result.error) if result.error else "",
+                **(result.metrics or {}),
+            }
+        )
+    return rows

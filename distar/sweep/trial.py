@@ -1,0 +1,154 @@
+"""One sweep trial, in Ray's three layers:
+
+1. Tune runs :func:`trial_driver` (a function trainable) with the trial's parameters;
+2. the driver builds the :class:`~distar.config.Config` and a ``TorchTrainer`` sized by
+   ``config.resources`` (Ray 2.60's Train v2 no longer lets Tune run a trainer directly);
+3. each TorchTrainer worker runs :func:`train_worker`, which calls the plain
+   :class:`distar.train.Trainer` -- the same code ``python -m distar.train`` runs without Ray.
+
+The driver itself only waits on the trainer, so it asks Tune for a token CPU share
+(``DRIVER_CPUS``); the workers hold the real CPUs / GPUs.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from distar.callbacks import Callback
+from distar.config import Config
+
+DRIVER_CPUS = 0.01
+
+
+@dataclass(frozen=True)
+class SweepContext:
+    """What every trial of one sweep shares: where runs and files go."""
+
+    name: str
+    tracking_uri: str
+    experiment: str
+    storage: str  # absolute directory: trial outputs, Ray Train state
+    parent_run_id: str
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    key: str  # unique within the sweep; names the trial's directory and MLflow run
+    label: str  # the ablation row, human-readable
+    seed: int
+    flat_config: dict[str, Any]
+
+    def to_params(self, sweep: SweepContext) -> dict[str, Any]:
+        return {"trial": asdict(self), "sweep": asdict(sweep)}
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> tuple[TrialSpec, SweepContext]:
+        return cls(**params["trial"]), SweepContext(**params["sweep"])
+
+    def config(self, sweep: SweepContext) -> Config:
+        out_dir = str(Path(sweep.storage) / "trials" / self.key)
+        return Config.from_flat({**self.flat_config, "train.out_dir": out_dir})
+
+
+class RayReporter(Callback):
+    """Reports to Ray Train at every evaluation (a barrier: every rank evaluates), carrying the
+    latest training metrics along, so Tune's schedulers see one result per evaluation."""
+
+    def __init__(self) -> None:
+        self.latest: dict[str, float] = {}
+
+    def on_step(self, step: int, metrics: dict[str, float]) -> None:
+        self.latest = dict(metrics)
+
+    def on_eval(self, step: int, metrics: dict[str, float], artifacts: dict[str, Path]) -> None:
+        import ray.train
+
+        evals = {f"eval/{k}": v for k, v in metrics.items()}
+        ray.train.report({**self.latest, **evals, "step": step})
+
+
+def train_worker(loop_config: dict[str, Any]) -> None:
+    """Layer 3: plain distar training on one TorchTrainer worker."""
+    import ray.train
+
+    from distar.sweep.tracking import MlflowLogger
+    from distar.train import Trainer
+
+    config = Config.from_flat(loop_config["config"])
+    callbacks: list[Callback] = [RayReporter()]
+    if ray.train.get_context().get_world_rank() == 0:
+        callbacks.append(
+            MlflowLogger(loop_config["tracking_uri"], loop_config["run_id"], loop_config["row"])
+        )
+    trainer = Trainer(config, callbacks=callbacks)
+    checkpoints = Path(config.train.out_dir) / "checkpoints"
+    if (checkpoints / "latest").exists():  # a restarted trial continues where it stopped
+        trainer.resume(checkpoints)
+    trainer.train()
+
+
+def trial_driver(params: dict[str, Any]) -> None:
+    """Layer 2: one Tune trial -> config -> MLflow child run -> TorchTrainer."""
+    from mlflow.tracking import MlflowClient
+
+    from distar.sweep import tracking
+
+    spec, sweep = TrialSpec.from_params(params)
+    config = spec.config(sweep)
+    client = MlflowClient(sweep.tracking_uri)
+    experiment_id = tracking.ensure_experiment(client, sweep.experiment, None)
+    tags = {
+        tracking.SWEEP_TAG: sweep.name,
+        tracking.TRIAL_TAG: spec.key,
+        tracking.PARENT_TAG: sweep.parent_run_id,
+    }
+    run_id, created = tracking.find_or_create_run(
+        client, experiment_id, tags, f"{spec.label} · seed {spec.seed}"
+    )
+    if created:
+        client.set_tag(run_id, tracking.LABEL_TAG, spec.label)
+        client.set_tag(run_id, "distar.seed", str(spec.seed))
+        tracking.log_params(client, run_id, config.to_flat())
+        client.log_text(run_id, config.to_yaml(), "config.yaml")
+    row = {"label": spec.label, "seed": spec.seed, "huber_c": config.loss.huber_c}
+    try:
+        make_torch_trainer(config, spec, sweep, run_id, row).fit()
+    except BaseException:
+        client.set_terminated(run_id, status="FAILED")
+        raise
+    client.set_terminated(run_id, status="FINISHED")
+
+
+def make_torch_trainer(
+    config: Config, spec: TrialSpec, sweep: SweepContext, run_id: str, row: dict[str, Any]
+):
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    res = config.resources
+    return TorchTrainer(
+        train_worker,
+        train_loop_config={
+            "config": config.to_flat(),
+            "run_id": run_id,
+            "row": row,
+            "tracking_uri": sweep.tracking_uri,
+        },
+        torch_config=TorchConfig(backend="nccl" if res.use_gpu else "gloo"),
+        scaling_config=ScalingConfig(
+            num_workers=res.num_workers,
+            use_gpu=res.use_gpu,
+            resources_per_worker={"CPU": res.cpus_per_worker},
+        ),
+        # A reused Train run name silently resumes that run's state: make every attempt unique;
+        # continuity comes from distar's own checkpoints in the trial directory.
+        run_config=RunConfig(
+            name=f"{spec.key}-{time.time_ns()}",
+            storage_path=str(Path(sweep.storage) / "ray_train"),
+            callbacks=[TuneReportCallback()],
+        ),
+    )

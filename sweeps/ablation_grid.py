@@ -1,0 +1,101 @@
+"""The paper's Table 2 ablation as a Ray Tune sweep of TorchTrainer trials, tracked in MLflow.
+
+python sweeps/ablation_grid.py                 # embedded world, 11 rows x 2 seeds
+python sweeps/ablation_grid.py --dry-run       # print the resolved trial list, exit
+python sweeps/ablation_grid.py --smoke-test    # 2 rows, few steps
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from distar.config import Config, ConfigError, parse_override
+from distar.sweep.grid import TABLE2, expand
+
+SMOKE_ROWS = (TABLE2[1], TABLE2[-1])
+SMOKE = {
+    "train.steps": 10,
+    "train.batch_size": 64,
+    "train.log_every": 5,
+    "eval.samples_per_prompt": 200,
+    "eval.plot": True,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python sweeps/ablation_grid.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--world", default="gmm", help="world name (default: the embedded gmm)")
+    p.add_argument("--steps", type=int, help="generator steps per trial")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--huber-c", type=float, nargs="+", help="cross the grid with these c values")
+    p.add_argument("--max-concurrent", type=int, default=2)
+    p.add_argument("--tracking-uri", help="MLflow URI (default: SQLite under --storage)")
+    p.add_argument("--experiment", default="distar-table2")
+    p.add_argument("--name", default="table2", help="sweep name (Tune dir, MLflow parent run)")
+    p.add_argument("--storage", type=Path, default=Path("runs/table2"))
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved trials, exit")
+    p.add_argument("--smoke-test", action="store_true", help="2 rows, few steps")
+    return p
+
+
+def base_config(args: argparse.Namespace) -> Config:
+    flat = {"world.name": args.world, "eval.plot": True}
+    flat.update(SMOKE if args.smoke_test else {})
+    if args.steps is not None:
+        flat["train.steps"] = args.steps
+    flat.update(parse_override(o) for o in args.overrides)
+    return Config.from_flat(flat)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        rows = SMOKE_ROWS if args.smoke_test else TABLE2
+        trials = expand(rows, base_config(args), args.seeds, args.huber_c)
+    except ConfigError as error:
+        print(f"config error: {error}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        for t in trials:
+            f = t.flat_config
+            print(
+                f"{t.key:50s} {f['loss.divergence']:5s} {f['loss.guidance']:3s} "
+                f"rew={f['loss.reward_scale']:<6g} cfg={f['loss.cfg_scale']:<6.3g} "
+                f"c={f['loss.huber_c']:<6g} steps={f['train.steps']}"
+            )
+        print(f"{len(trials)} trials")
+        return 0
+    from analysis.report import build_report, load_runs, to_markdown
+    from distar.sweep.runner import SweepSettings, run_sweep
+
+    settings = SweepSettings(
+        args.name,
+        args.experiment,
+        args.storage,
+        args.tracking_uri,
+        args.max_concurrent,
+        args.resume,
+    )
+    rows_out = run_sweep(trials, settings)
+    failed = [r for r in rows_out if r["error"]]
+    runs = load_runs(
+        settings.uri() if not args.tracking_uri else args.tracking_uri, args.experiment, args.name
+    )
+    table = build_report(runs, args.storage.resolve() / "report", None)
+    print(to_markdown(table))
+    print(f"MLflow: mlflow ui --backend-store-uri {settings.uri()} --host 127.0.0.1")
+    for r in failed:
+        print(f"FAILED {r['key']}: {r['error']}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
