@@ -59,9 +59,10 @@ def parent_run(settings: SweepSettings) -> str:
     from distar.sweep import tracking
 
     client = MlflowClient(settings.uri())
-    experiment_id = tracking.ensure_experiment(
-        client, settings.experiment, settings.storage / "mlartifacts"
-    )
+    # a local store gets an explicit artifact root; a tracking server keeps (and proxies) its own
+    local = settings.uri().startswith(("sqlite:", "file:"))
+    artifact_root = settings.storage / "mlartifacts" if local else None
+    experiment_id = tracking.ensure_experiment(client, settings.experiment, artifact_root)
     tags = {tracking.SWEEP_TAG: settings.name, "distar.role": "parent"}
     run_id, created = tracking.find_or_create_run(client, experiment_id, tags, settings.name)
     if not created and not settings.resume:

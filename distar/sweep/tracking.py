@@ -20,6 +20,7 @@ from distar.callbacks import Callback
 SWEEP_TAG = "distar.sweep"
 TRIAL_TAG = "distar.trial"
 LABEL_TAG = "distar.label"
+FINAL_STEP_TAG = "distar.final_step"
 PARENT_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
 BATCH = 100  # MLflow accepts at most 100 params / 1000 metrics per log_batch
@@ -100,4 +101,4 @@ class MlflowLogger(Callback):
         row = {**self.table_row, "step": step, **metrics}
         mlflow.set_tracking_uri(self.client.tracking_uri)
         mlflow.log_table(pd.DataFrame([row]), "metrics_table.json", run_id=self.run_id)
-        self.client.log_batch(self.run_id, tags=[RunTag("distar.final_step", str(step))])
+        self.client.log_batch(self.run_id, tags=[RunTag(FINAL_STEP_TAG, str(step))])

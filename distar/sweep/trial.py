@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from distar.callbacks import Callback
+from distar.callbacks import Callback, JsonlLogger
 from distar.config import Config
 
 DRIVER_CPUS = 0.01
@@ -83,6 +83,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         callbacks.append(
             MlflowLogger(loop_config["tracking_uri"], loop_config["run_id"], loop_config["row"])
         )
+        callbacks.append(JsonlLogger(Path(config.train.out_dir)))
     trainer = Trainer(config, callbacks=callbacks)
     checkpoints = Path(config.train.out_dir) / "checkpoints"
     if (checkpoints / "latest").exists():  # a restarted trial continues where it stopped
@@ -113,6 +114,9 @@ def trial_driver(params: dict[str, Any]) -> None:
         client.set_tag(run_id, "distar.seed", str(spec.seed))
         tracking.log_params(client, run_id, config.to_flat())
         client.log_text(run_id, config.to_yaml(), "config.yaml")
+    if not created and already_finished(client, run_id, config.train.steps):
+        report_finished(client, run_id)  # a restarted sweep does not train a finished trial again
+        return
     row = {"label": spec.label, "seed": spec.seed, "huber_c": config.loss.huber_c}
     try:
         make_torch_trainer(config, spec, sweep, run_id, row).fit()
@@ -120,6 +124,20 @@ def trial_driver(params: dict[str, Any]) -> None:
         client.set_terminated(run_id, status="FAILED")
         raise
     client.set_terminated(run_id, status="FINISHED")
+
+
+def already_finished(client, run_id: str, steps: int) -> bool:
+    from distar.sweep.tracking import FINAL_STEP_TAG
+
+    run = client.get_run(run_id)
+    return run.info.status == "FINISHED" and run.data.tags.get(FINAL_STEP_TAG) == str(steps)
+
+
+def report_finished(client, run_id: str) -> None:
+    """Hand Tune the finished trial's last metrics, read back from its MLflow run."""
+    from ray import tune
+
+    tune.report(dict(client.get_run(run_id).data.metrics))
 
 
 def make_torch_trainer(

@@ -1,0 +1,269 @@
+"""Sweeps: config <-> Tune params, the Table-2 grid, and Ray -> MLflow -> report end to end.
+One Ray instance serves the whole test session (``ray_address``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import asdict
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from distar.config import Config
+from distar.sweep.grid import TABLE2, expand
+from distar.sweep.trial import SweepContext, TrialSpec
+
+ROOT = Path(__file__).resolve().parents[1]
+PAPER_CSV = ROOT.parent / "shared" / "data" / "paper_tables.csv"
+TINY = {
+    "train.steps": 6,
+    "train.batch_size": 32,
+    "train.log_every": 3,
+    "eval.samples_per_prompt": 60,
+    "world.stage0_steps": 50,
+    "world.generator_width": 32,
+    "world.assistant_width": 32,
+    "world.depth": 2,
+}
+
+
+def tiny_trials(rows=(TABLE2[1],), seeds=(0, 1), **flat) -> list[TrialSpec]:
+    return expand(tuple(rows), Config().with_overrides({**TINY, **flat}), list(seeds))
+
+
+def test_trial_params_round_trip_through_tune_param_space():
+    ctx = SweepContext("s", "sqlite:////tmp/x.db", "e", "/tmp/storage", "parent")
+    for spec in tiny_trials(TABLE2, seeds=(0, 3)):
+        params = json.loads(json.dumps(spec.to_params(ctx)))  # Tune stores params as JSON
+        again, ctx_again = TrialSpec.from_params(params)
+        assert again == spec and ctx_again == ctx
+        config = again.config(ctx_again)
+        assert config.train.out_dir == f"/tmp/storage/trials/{spec.key}"
+        assert config.with_overrides({"train.out_dir": "x"}) == Config.from_flat(
+            {**spec.flat_config, "train.out_dir": "x"}
+        )
+
+
+def test_grid_has_the_papers_table2_rows():
+    paper = pd.read_csv(PAPER_CSV)
+    paper = paper[(paper["table"] == 2) & ~paper["model"].str.contains("longer training")]
+    ours = {(r.paper_model, r.reward_scale, r.cfg_scale) for r in TABLE2}
+    theirs = {
+        (m, float(r), float(c))
+        for m, r, c in zip(
+            paper["model"],
+            paper["reward_scale"].fillna(0),
+            paper["cfg_scale"].fillna(0),
+            strict=True,
+        )
+    }
+    assert ours == theirs
+    for row in TABLE2:
+        assert row.divergence == (
+            "kl" if "DI++" in row.paper_model or "DMD2" in row.paper_model else "score"
+        )
+        assert row.guidance == ("out" if "Out" in row.paper_model else "in")
+
+
+def test_grid_translates_scales_and_validates_before_ray():
+    trials = expand(TABLE2, Config(), [0, 1], [0.05, 0.5])
+    assert len(trials) == len(TABLE2) * 2 * 2 and len({t.key for t in trials}) == len(trials)
+    best = [t for t in trials if t.label.endswith("(best)")][0].flat_config
+    assert best["loss.reward_scale"] == pytest.approx(1.0) and best["loss.cfg_scale"] == 1.0
+    init = [t for t in trials if t.label.startswith("init")][0].flat_config
+    assert init["train.steps"] == 0
+    with pytest.raises(ValueError, match="loss.huber_c"):
+        expand(TABLE2, Config(), [0], [-1.0])
+
+
+@pytest.fixture(scope="session")
+def ray_address(world_cache):
+    import ray
+
+    import distar.sweep.runner  # noqa: F401  (sets Ray Train's report interval before init)
+
+    ray.init(num_cpus=4, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+def run(trials, tmp_path, name="t", uri=None, resume=False):
+    from distar.sweep.runner import SweepSettings, run_sweep
+
+    return run_sweep(trials, SweepSettings(name, "exp", tmp_path, uri, 2, resume))
+
+
+def child_runs(uri: str, sweep: str) -> pd.DataFrame:
+    from analysis.report import load_runs
+
+    return load_runs(uri, "exp", sweep)
+
+
+def test_smoke_sweep_ray_to_mlflow_to_report(ray_address, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from analysis.report import build_report
+
+    rows = run(tiny_trials(), tmp_path)
+    assert [r["error"] for r in rows] == ["", ""]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    runs = child_runs(uri, "t")
+    assert sorted(runs["tags.mlflow.runName"]) == ["KL, no CFG · seed 0", "KL, no CFG · seed 1"]
+    assert set(runs["status"]) == {"FINISHED"} and runs["tags.mlflow.parentRunId"].nunique() == 1
+    assert runs["params.loss.divergence"].eq("kl").all()
+    client = MlflowClient(uri)
+    run_id = runs["run_id"].iloc[0]
+    assert len(client.get_metric_history(run_id, "loss/generator")) == 2  # steps 3 and 6
+    names = {a.path for a in client.list_artifacts(run_id)}
+    assert {"config.yaml", "metrics_table.json", "plots"} <= names
+    local = client.download_artifacts(run_id, "metrics_table.json", str(tmp_path / "dl"))
+    table = json.loads(Path(local).read_text())
+    assert "label" in table["columns"] and "precision" in table["columns"]
+    report = build_report(runs, tmp_path / "report", PAPER_CSV)
+    assert len(report) == 1 and report["seeds"].iloc[0] == 2
+    assert report["paper_pickscore"].iloc[0] == pytest.approx(0.2243)
+    assert (tmp_path / "report" / "pareto.png").stat().st_size > 0
+    assert "KL, no CFG" in (tmp_path / "report" / "table2.md").read_text()
+
+
+def test_data_parallel_trial_on_two_gloo_workers(ray_address, tmp_path):
+    trials = tiny_trials(seeds=(0,), **{"resources.num_workers": 2})
+    rows = run(trials, tmp_path, name="ddp")
+    assert rows[0]["error"] == "" and rows[0]["step"] == 6
+    trial_dir = tmp_path / "trials" / trials[0].key
+    assert (trial_dir / "checkpoints" / "latest").read_text() == "step_0000006"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_logging_through_a_real_mlflow_server(ray_address, tmp_path):
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'server.db'}",
+            "--artifacts-destination",
+            str(tmp_path / "server-artifacts"),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"{uri}/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.5)
+        rows = run(tiny_trials(seeds=(0,)), tmp_path / "sweep", name="srv", uri=uri)
+        assert rows[0]["error"] == ""
+        runs = child_runs(uri, "srv")
+        assert len(runs) == 1 and runs["metrics.eval/precision"].notna().all()
+        assert any((tmp_path / "server-artifacts").rglob("metrics_table.json"))
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def test_resume_after_interrupt_neither_reruns_nor_duplicates(ray_address, tmp_path):
+    args = [
+        sys.executable,
+        str(ROOT / "sweeps" / "ablation_grid.py"),
+        "--smoke-test",
+        "--seeds",
+        "0",
+        "--max-concurrent",
+        "1",
+        "--experiment",
+        "exp",
+        "--name",
+        "rs",
+        "--storage",
+        str(tmp_path),
+    ] + [f"--set={k}={v}" for k, v in TINY.items()]
+    env = {**os.environ, "RAY_ADDRESS": ray_address}
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = subprocess.Popen(
+        args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            time.sleep(1)
+            if (tmp_path / "mlflow.db").exists() and len(finished(uri)) >= 1:
+                break
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)  # interrupted, as by a crash
+        first.wait()
+    done_before = finished(uri)
+    assert len(done_before) == 1
+    jsonl = tmp_path / "trials" / done_before[0] / "metrics.jsonl"
+    lines_before = jsonl.read_text()
+    resumed = subprocess.run(
+        args + ["--resume"], env=env, capture_output=True, text=True, timeout=400
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    runs = child_runs(uri, "rs")
+    assert len(runs) == 2 and set(runs["status"]) == {"FINISHED"}
+    assert jsonl.read_text() == lines_before  # the finished trial did not train again
+
+
+def finished(uri: str) -> list[str]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("exp")
+    if experiment is None:
+        return []
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        "tags.`distar.final_step` != '' and attributes.status = 'FINISHED'",
+    )
+    return [r.data.tags["distar.trial"] for r in runs]
+
+
+def test_sweep_entry_point_dry_run_and_bad_values():
+    dry = subprocess.run(
+        [sys.executable, str(ROOT / "sweeps" / "ablation_grid.py"), "--dry-run"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert f"{len(TABLE2) * 2} trials" in dry.stdout
+    bad = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "sweeps" / "ablation_grid.py"),
+            "--dry-run",
+            "--set",
+            "loss.guidance=up",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "loss.guidance: got 'up'" in bad.stderr
+    assert asdict(TABLE2[0])["trains"] is False
