@@ -214,7 +214,9 @@ def test_resume_after_interrupt_neither_reruns_nor_duplicates(ray_address, tmp_p
         deadline = time.time() + 300
         while time.time() < deadline:
             time.sleep(1)
-            if (tmp_path / "mlflow.db").exists() and len(finished(uri)) >= 1:
+            # trials/ appears only after the sweep created its MLflow schema: polling earlier
+            # would race the schema creation of the SQLite store
+            if (tmp_path / "trials").exists() and len(finished(uri)) >= 1:
                 break
     finally:
         os.killpg(first.pid, signal.SIGKILL)  # interrupted, as by a crash

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -100,17 +101,22 @@ def run_sweep(
     trials: list[TrialSpec],
     settings: SweepSettings,
     tune_config: Any = None,
-    param_space: dict[str, Any] | None = None,
+    space: Callable[[SweepContext], dict[str, Any]] | None = None,
+    objective: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run every trial; returns one dict per Tune trial (its spec and last reported metrics)."""
+    """Run every trial (or, with ``space``, whatever Tune samples from ``space(ctx)``); returns one
+    dict per Tune trial: its key, label, seed, error and last reported metrics."""
     from mlflow.tracking import MlflowClient
 
     settings.storage.mkdir(parents=True, exist_ok=True)
     storage = settings.storage.resolve()
     settings = SweepSettings(**{**asdict(settings), "storage": storage})
     parent = parent_run(settings)
-    ctx = SweepContext(settings.name, settings.uri(), settings.experiment, str(storage), parent)
+    ctx = SweepContext(
+        settings.name, settings.uri(), settings.experiment, str(storage), parent, objective
+    )
     start_ray(settings.num_cpus)
+    param_space = space(ctx) if space is not None else None
     results = build_tuner(trials, settings, ctx, tune_config, param_space).fit()
     MlflowClient(settings.uri()).set_terminated(
         parent, status="FAILED" if results.errors else "FINISHED"

@@ -12,6 +12,7 @@ The driver itself only waits on the trainer, so it asks Tune for a token CPU sha
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ class SweepContext:
     experiment: str
     storage: str  # absolute directory: trial outputs, Ray Train state
     parent_run_id: str
+    objective: dict[str, Any] | None = None  # Objective fields, for searches
 
 
 @dataclass(frozen=True)
@@ -53,12 +55,28 @@ class TrialSpec:
         return Config.from_flat({**self.flat_config, "train.out_dir": out_dir})
 
 
+@dataclass(frozen=True)
+class Objective:
+    """What a searcher maximises: ``metric`` minus ``penalty`` per unit that ``floor_metric``
+    falls below ``floor`` (e.g. maximise reward while precision stays >= 0.9)."""
+
+    metric: str = "reward"
+    floor_metric: str = "precision"
+    floor: float = 0.0
+    penalty: float = 10.0
+
+    def __call__(self, metrics: dict[str, float]) -> float:
+        shortfall = max(0.0, self.floor - metrics[self.floor_metric])
+        return metrics[self.metric] - self.penalty * shortfall
+
+
 class RayReporter(Callback):
     """Reports to Ray Train at every evaluation (a barrier: every rank evaluates), carrying the
     latest training metrics along, so Tune's schedulers see one result per evaluation."""
 
-    def __init__(self) -> None:
+    def __init__(self, objective: Objective | None = None) -> None:
         self.latest: dict[str, float] = {}
+        self.objective = objective
 
     def on_step(self, step: int, metrics: dict[str, float]) -> None:
         self.latest = dict(metrics)
@@ -67,6 +85,8 @@ class RayReporter(Callback):
         import ray.train
 
         evals = {f"eval/{k}": v for k, v in metrics.items()}
+        if self.objective is not None:
+            evals["objective"] = self.objective(metrics)
         ray.train.report({**self.latest, **evals, "step": step})
 
 
@@ -78,7 +98,8 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     from distar.train import Trainer
 
     config = Config.from_flat(loop_config["config"])
-    callbacks: list[Callback] = [RayReporter()]
+    objective = loop_config.get("objective")
+    callbacks: list[Callback] = [RayReporter(Objective(**objective) if objective else None)]
     if ray.train.get_context().get_world_rank() == 0:
         callbacks.append(
             MlflowLogger(loop_config["tracking_uri"], loop_config["run_id"], loop_config["row"])
@@ -98,6 +119,10 @@ def trial_driver(params: dict[str, Any]) -> None:
     from distar.sweep import tracking
 
     spec, sweep = TrialSpec.from_params(params)
+    if not spec.key:  # a searcher's trial: named by Tune's trial id
+        from ray import tune
+
+        spec = dataclasses.replace(spec, key=f"{spec.label}-{tune.get_context().get_trial_id()}")
     config = spec.config(sweep)
     client = MlflowClient(sweep.tracking_uri)
     experiment_id = tracking.ensure_experiment(client, sweep.experiment, None)
@@ -155,6 +180,7 @@ def make_torch_trainer(
             "run_id": run_id,
             "row": row,
             "tracking_uri": sweep.tracking_uri,
+            "objective": sweep.objective,
         },
         torch_config=TorchConfig(backend="nccl" if res.use_gpu else "gloo"),
         scaling_config=ScalingConfig(

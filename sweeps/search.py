@@ -1,0 +1,108 @@
+"""Search DI* settings: Optuna over reward scale, CFG scale, pseudo-Huber c and guidance mode,
+ASHA early stopping, every trial a TorchTrainer tracked in MLflow.
+
+The objective maximises a metric while a floor holds on another, e.g. the default:
+maximise reward with precision >= 0.9 (a shortfall costs --penalty per unit).
+
+    python sweeps/search.py --samples 12 --steps 600
+    python sweeps/search.py --dry-run
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from distar.config import Config, ConfigError, parse_override
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python sweeps/search.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--world", default="gmm")
+    p.add_argument("--samples", type=int, default=12, help="trials the searcher proposes")
+    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--evals", type=int, default=4, help="evaluations per trial = ASHA rungs")
+    p.add_argument("--seed", type=int, default=0, help="seeds the searcher and every trial")
+    p.add_argument("--reward-range", type=float, nargs=2, default=[0.01, 3.0])
+    p.add_argument("--cfg-range", type=float, nargs=2, default=[0.0, 1.5])
+    p.add_argument("--huber-c-range", type=float, nargs=2, default=[0.01, 1.0])
+    p.add_argument("--metric", default="reward")
+    p.add_argument("--floor-metric", default="precision")
+    p.add_argument("--floor", type=float, default=0.9)
+    p.add_argument("--penalty", type=float, default=10.0)
+    p.add_argument("--max-concurrent", type=int, default=2)
+    p.add_argument("--tracking-uri")
+    p.add_argument("--experiment", default="distar-search")
+    p.add_argument("--name", default="search")
+    p.add_argument("--storage", type=Path, default=Path("runs/search"))
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--dry-run", action="store_true", help="print base config and space, exit")
+    p.add_argument("--smoke-test", action="store_true", help="3 samples, few steps")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.smoke_test:
+        args.samples, args.steps, args.evals = 3, 10, 2
+    flat = {
+        "world.name": args.world,
+        "train.steps": args.steps,
+        "train.eval_every": max(1, args.steps // args.evals),
+        "eval.plot": False,
+    }
+    try:
+        flat.update(parse_override(o) for o in args.overrides)
+        base = Config.from_flat(flat)
+    except ConfigError as error:
+        print(f"config error: {error}", file=sys.stderr)
+        return 2
+    objective = {
+        "metric": args.metric,
+        "floor_metric": args.floor_metric,
+        "floor": args.floor,
+        "penalty": args.penalty,
+    }
+    if args.dry_run:
+        print(base.to_yaml(), end="")
+        print(
+            f"search: loss.reward_scale ~ loguniform{tuple(args.reward_range)}, "
+            f"loss.cfg_scale ~ uniform{tuple(args.cfg_range)}, "
+            f"loss.huber_c ~ loguniform{tuple(args.huber_c_range)}, loss.guidance in (in, out)"
+        )
+        print(f"objective: {objective}; {args.samples} samples, seed {args.seed}")
+        return 0
+    from distar.sweep.runner import SweepSettings, run_sweep
+    from distar.sweep.search import search_space, search_tune_config
+
+    settings = SweepSettings(
+        args.name,
+        args.experiment,
+        args.storage,
+        args.tracking_uri,
+        args.max_concurrent,
+        args.resume,
+    )
+    space = search_space(
+        base, args.seed, tuple(args.reward_range), tuple(args.cfg_range), tuple(args.huber_c_range)
+    )
+    tune_config = search_tune_config(args.samples, args.max_concurrent, args.seed, args.evals)
+    rows = run_sweep([], settings, tune_config, space, objective)
+    rows.sort(key=lambda r: r.get("objective", float("-inf")), reverse=True)
+    for r in rows:
+        print(
+            f"{r['key']}: objective {r.get('objective', float('nan')):.4f} "
+            f"reward {r.get('eval/reward', float('nan')):.4f} "
+            f"precision {r.get('eval/precision', float('nan')):.4f} {r['error']}"
+        )
+    return 1 if any(r["error"] for r in rows) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
