@@ -269,3 +269,21 @@ def test_sweep_entry_point_dry_run_and_bad_values():
     )
     assert bad.returncode == 2 and "loss.guidance: got 'up'" in bad.stderr
     assert asdict(TABLE2[0])["trains"] is False
+
+
+def test_optuna_asha_search_proposes_valid_trials(ray_address, tmp_path):
+    from distar.sweep.runner import SweepSettings, run_sweep
+    from distar.sweep.search import search_space, search_tune_config
+
+    base = Config().with_overrides({**TINY, "train.eval_every": 3, "eval.plot": False})
+    space = search_space(base, 7, (0.01, 3.0), (0.0, 1.5), (0.01, 1.0))
+    objective = {"metric": "reward", "floor_metric": "precision", "floor": 0.9, "penalty": 10.0}
+    settings = SweepSettings("search", "exp", tmp_path, None, 2, False)
+    rows = run_sweep([], settings, search_tune_config(3, 2, 7, 2), space, objective)
+    assert len(rows) == 3 and all(r["error"] == "" for r in rows)
+    for r in rows:
+        expected = r["eval/reward"] - 10.0 * max(0.0, 0.9 - r["eval/precision"])
+        assert r["objective"] == pytest.approx(expected)
+    runs = child_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "search")
+    assert len(runs) == 3 and runs["params.loss.reward_scale"].nunique() == 3
+    assert set(runs["params.loss.guidance"]) <= {"in", "out"}

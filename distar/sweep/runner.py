@@ -126,7 +126,7 @@ def run_sweep(
         trial = (result.config or {}).get("trial", {})
         rows.append(
             {
-                "key": trial.get("key"),
+                "key": trial.get("key") or Path(result.path).name,
                 "label": trial.get("label"),
                 "seed": trial.get("seed"),
                 "error": repr(result.error) if result.error else "",
