@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         print(f"{len(trials)} trials")
         return 0
-    from analysis.report import build_report, load_runs, to_markdown
+    from analysis.report import DEFAULT_PAPER_CSV, build_report, load_runs, to_markdown
     from distar.sweep.runner import SweepSettings, run_sweep
 
     settings = SweepSettings(
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = load_runs(
         settings.uri() if not args.tracking_uri else args.tracking_uri, args.experiment, args.name
     )
-    table = build_report(runs, args.storage.resolve() / "report", None)
+    table = build_report(runs, args.storage.resolve() / "report", DEFAULT_PAPER_CSV)
     print(to_markdown(table))
     print(f"MLflow: mlflow ui --backend-store-uri {settings.uri()} --host 127.0.0.1")
     for r in failed:
