@@ -81,14 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     from analysis.report import DEFAULT_PAPER_CSV, build_report, load_runs, to_markdown
     from distar.sweep.runner import SweepSettings, run_sweep
 
-    settings = SweepSettings(
-        args.name,
-        args.experiment,
-        args.storage,
-        args.tracking_uri,
-        args.max_concurrent,
-        args.resume,
-    )
+    settings = SweepSettings.from_args(args)
     rows_out = run_sweep(trials, settings)
     failed = [r for r in rows_out if r["error"]]
     runs = load_runs(

@@ -81,14 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     from distar.sweep.runner import SweepSettings, run_sweep
     from distar.sweep.search import search_space, search_tune_config
 
-    settings = SweepSettings(
-        args.name,
-        args.experiment,
-        args.storage,
-        args.tracking_uri,
-        args.max_concurrent,
-        args.resume,
-    )
+    settings = SweepSettings.from_args(args)
     space = search_space(
         base, args.seed, tuple(args.reward_range), tuple(args.cfg_range), tuple(args.huber_c_range)
     )

@@ -25,6 +25,18 @@ class SweepSettings:
     resume: bool = False
     num_cpus: int | None = None  # None: all of this machine's (a cluster brings its own)
 
+    @classmethod
+    def from_args(cls, args: Any) -> SweepSettings:
+        """From the shared command-line flags of the sweep entry points."""
+        return cls(
+            args.name,
+            args.experiment,
+            args.storage,
+            args.tracking_uri,
+            args.max_concurrent,
+            args.resume,
+        )
+
     def uri(self) -> str:
         from distar.sweep.tracking import default_tracking_uri
 
