@@ -84,9 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = SweepSettings.from_args(args)
     rows_out = run_sweep(trials, settings)
     failed = [r for r in rows_out if r["error"]]
-    runs = load_runs(
-        settings.uri() if not args.tracking_uri else args.tracking_uri, args.experiment, args.name
-    )
+    runs = load_runs(settings.uri(), args.experiment, args.name)
     table = build_report(runs, args.storage.resolve() / "report", DEFAULT_PAPER_CSV)
     print(to_markdown(table))
     print(f"MLflow: mlflow ui --backend-store-uri {settings.uri()} --host 127.0.0.1")
