@@ -1,0 +1,89 @@
+"""What the CLIP-family scorers share: in-torch (differentiable) preprocessing, unwrapping
+transformers 4.x / 5.x feature outputs, and the CLIP BPE tokenizer built from open_clip's copy."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+# OpenAI CLIP's normalisation, used by PickScore, HPSv2, the aesthetic predictor and BLIP alike.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def check_images(images: Tensor) -> None:
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"images: expected [batch, 3, H, W], got {tuple(images.shape)}")
+    if not torch.is_floating_point(images):
+        raise ValueError(f"images: expected floats in [0, 1], got {images.dtype}")
+
+
+def clip_pixels(
+    images: Tensor, size: int, mean=CLIP_MEAN, std=CLIP_STD, crop: bool = True
+) -> Tensor:
+    """[B, 3, H, W] in [0, 1] -> normalised [B, 3, size, size]; differentiable. Bicubic resize of
+    the shorter side to ``size`` (antialiased, like PIL), then a centre crop; with ``crop=False``
+    both sides are resized to ``size`` (open_clip's HPSv2 transform)."""
+    check_images(images)
+    h, w = images.shape[-2:]
+    if crop:
+        scale = size / min(h, w)
+        out_hw = (max(size, round(h * scale)), max(size, round(w * scale)))
+    else:
+        out_hw = (size, size)
+    if (h, w) != out_hw:
+        images = F.interpolate(images, out_hw, mode="bicubic", antialias=True, align_corners=False)
+    top, left = (images.shape[-2] - size) // 2, (images.shape[-1] - size) // 2
+    images = images[..., top : top + size, left : left + size]
+    m = torch.tensor(mean, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    return (images - m) / s
+
+
+def pooled(output) -> Tensor:
+    """``get_image_features`` / ``get_text_features`` return a tensor in transformers 4.x and a
+    ``BaseModelOutputWithPooling`` in 5.x (projected embedding in ``pooler_output``)."""
+    if isinstance(output, Tensor):
+        return output
+    if getattr(output, "pooler_output", None) is not None:
+        return output.pooler_output
+    raise TypeError(f"cannot find the embedding in {type(output).__name__}")
+
+
+def normalised(x: Tensor) -> Tensor:
+    return x / x.norm(dim=-1, keepdim=True)
+
+
+def write_clip_bpe_tokenizer(directory: str | Path) -> Path:
+    """Write transformers' ``vocab.json`` + ``merges.txt`` for the real CLIP BPE vocabulary,
+    derived from the copy open_clip ships; ids equal ``open_clip.tokenize``'s (tested)."""
+    from open_clip.tokenizer import bytes_to_unicode, default_bpe
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    lines = gzip.open(default_bpe()).read().decode("utf-8").split("\n")
+    merges = lines[1 : 49152 - 256 - 2 + 1]  # the slice OpenAI's SimpleTokenizer uses
+    vocab = list(bytes_to_unicode().values())
+    vocab += [v + "</w>" for v in vocab]
+    vocab += ["".join(m.split()) for m in merges] + ["<|startoftext|>", "<|endoftext|>"]
+    (directory / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
+    (directory / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    return directory
+
+
+def clip_tokenizer(directory: str | Path):
+    """A transformers CLIP tokenizer from a model directory (``from_pretrained``) or from a bare
+    ``vocab.json`` + ``merges.txt`` pair."""
+    from transformers import AutoTokenizer, CLIPTokenizer
+
+    directory = Path(directory)
+    if (directory / "vocab.json").is_file() and not (directory / "tokenizer_config.json").is_file():
+        return CLIPTokenizer(
+            vocab=str(directory / "vocab.json"), merges=str(directory / "merges.txt")
+        )
+    return AutoTokenizer.from_pretrained(directory)

@@ -1,0 +1,116 @@
+"""Scorers on a transformers ``CLIPModel``: PickScore, CLIP score, LAION aesthetic v2."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from distar.evaluation.clip_common import (
+    CLIP_MEAN,
+    CLIP_STD,
+    clip_pixels,
+    clip_tokenizer,
+    normalised,
+    pooled,
+)
+from distar.evaluation.metric_base import RewardHead, load_state_dict
+
+
+class ClipPairScorer(nn.Module):
+    """``scale * cos(image embedding, text embedding)`` of a CLIP model (frozen).
+
+    ``differentiable`` takes images in [0, 1] and passes gradients to the pixels (in-torch
+    resize + normalisation); ``score`` is the evaluation path: the model's own image processor
+    when there is one (as the published scorers do), no gradients.
+    """
+
+    def __init__(self, name, model, tokenizer, processor=None, scale=None, floor=None) -> None:
+        super().__init__()
+        self.name = name
+        self.model = model.eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.processor = processor
+        self.fixed_scale = scale  # None: the model's learnt logit scale (PickScore)
+        self.floor = floor
+        self.image_size = model.config.vision_config.image_size
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def scale(self) -> Tensor:
+        if self.fixed_scale is None:
+            return self.model.logit_scale.exp()
+        return torch.tensor(self.fixed_scale, device=self.device)
+
+    def text_embeddings(self, prompts: Sequence[str]) -> Tensor:
+        tokens = self.tokenizer(
+            list(prompts), padding="max_length", truncation=True, max_length=77, return_tensors="pt"
+        ).to(self.device)
+        return normalised(pooled(self.model.get_text_features(**tokens)))
+
+    def image_embeddings(self, pixel_values: Tensor) -> Tensor:
+        return normalised(pooled(self.model.get_image_features(pixel_values=pixel_values)))
+
+    def from_embeddings(self, image_emb: Tensor, text_emb: Tensor) -> Tensor:
+        score = self.scale() * (image_emb * text_emb).sum(-1)
+        return score.clamp(min=self.floor) if self.floor is not None else score
+
+    def differentiable(self, images: Tensor, prompts: Sequence[str]) -> Tensor:
+        pixels = clip_pixels(images, self.image_size)
+        return self.from_embeddings(self.image_embeddings(pixels), self.text_embeddings(prompts))
+
+    @torch.no_grad()
+    def score(self, images: Tensor, prompts: Sequence[str]) -> Tensor:
+        if self.processor is None:
+            return self.differentiable(images, prompts)
+        arrays = list(images.detach().float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy())
+        pixels = self.processor(images=arrays, do_rescale=False, return_tensors="pt")
+        pixels = pixels["pixel_values"].to(self.device)
+        return self.from_embeddings(self.image_embeddings(pixels), self.text_embeddings(prompts))
+
+
+def load_clip(model_dir: Path, processor_dir: Path | None = None):
+    """A transformers CLIP model, its tokenizer and (when the directory has one) its processor."""
+    from transformers import CLIPImageProcessor, CLIPModel
+
+    model = CLIPModel.from_pretrained(model_dir)
+    processor_dir = processor_dir or model_dir
+    tokenizer = clip_tokenizer(processor_dir)
+    processor = None
+    if (processor_dir / "preprocessor_config.json").is_file():
+        processor = CLIPImageProcessor.from_pretrained(processor_dir)
+    return model, tokenizer, processor
+
+
+class AestheticScorer(nn.Module):
+    """LAION aesthetic predictor v2: the MLP on the L2-normalised CLIP ViT-L/14 image embedding."""
+
+    name = "aesthetic"
+
+    def __init__(self, clip_model, head: RewardHead) -> None:
+        super().__init__()
+        self.clip = clip_model.eval().requires_grad_(False)
+        self.head = head.eval().requires_grad_(False)
+        self.image_size = clip_model.config.vision_config.image_size
+
+    def differentiable(self, images: Tensor, prompts: Sequence[str] = ()) -> Tensor:
+        pixels = clip_pixels(images, self.image_size, CLIP_MEAN, CLIP_STD)
+        emb = normalised(pooled(self.clip.get_image_features(pixel_values=pixels)))
+        return self.head(emb)
+
+    @torch.no_grad()
+    def score(self, images: Tensor, prompts: Sequence[str] = ()) -> Tensor:
+        return self.differentiable(images, prompts)
+
+    @classmethod
+    def load(cls, clip_dir: Path, head_file: Path) -> AestheticScorer:
+        from transformers import CLIPModel
+
+        clip = CLIPModel.from_pretrained(clip_dir)
+        head = RewardHead(clip.config.projection_dim)
+        head.load_state_dict(load_state_dict(head_file))
+        return cls(clip, head)

@@ -1,0 +1,56 @@
+"""HPSv2.1: an open_clip ViT-H-14 fine-tuned on human preferences (Wu et al., 2023).
+
+As in the ``hpsv2`` package: build the architecture, load ``checkpoint["state_dict"]`` from
+``HPS_v2.1_compressed.pt``, score = <image features, text features> of the L2-normalised
+embeddings. We report it x100 (the paper's tables print 27-33); ``hps/<style>`` means are the
+benchmark's per-style numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from distar.evaluation.clip_common import clip_pixels, normalised
+from distar.evaluation.metric_base import load_state_dict
+
+
+class HPSv2Scorer(nn.Module):
+    name = "hpsv21"
+
+    def __init__(self, model, tokenizer) -> None:
+        super().__init__()
+        self.model = model.eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        size = model.visual.image_size
+        self.image_size = size[0] if isinstance(size, tuple | list) else size
+        cfg = model.visual.preprocess_cfg if hasattr(model.visual, "preprocess_cfg") else {}
+        self.mean = tuple(cfg.get("mean", (0.48145466, 0.4578275, 0.40821073)))
+        self.std = tuple(cfg.get("std", (0.26862954, 0.26130258, 0.27577711)))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def differentiable(self, images: Tensor, prompts: Sequence[str]) -> Tensor:
+        # hpsv2 resizes the longer side to 224 and pads: for square images, a plain resize
+        pixels = clip_pixels(images, self.image_size, self.mean, self.std, crop=False)
+        image_emb = normalised(self.model.encode_image(pixels))
+        text_emb = normalised(self.model.encode_text(self.tokenizer(list(prompts)).to(self.device)))
+        return 100.0 * (image_emb * text_emb).sum(-1)
+
+    @torch.no_grad()
+    def score(self, images: Tensor, prompts: Sequence[str]) -> Tensor:
+        return self.differentiable(images, prompts)
+
+    @classmethod
+    def load(cls, checkpoint: Path, arch: str = "ViT-H-14") -> HPSv2Scorer:
+        import open_clip
+
+        model = open_clip.create_model(arch, pretrained=None)  # the checkpoint holds every weight
+        state = load_state_dict(checkpoint)
+        model.load_state_dict({k.removeprefix("module."): v for k, v in state.items()})
+        return cls(model, open_clip.get_tokenizer(arch))

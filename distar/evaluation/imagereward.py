@@ -1,0 +1,155 @@
+"""ImageReward (Xu et al., 2023) rebuilt from transformers' BLIP modules.
+
+The ``image-reward`` PyPI package pins transformers 4.x-era internals (``med.py``) and does not
+import beside transformers 5, so we rebuild its published architecture from kept parts:
+BLIP ViT-L/16 image encoder (``BlipVisionModel``) -> BERT text encoder with cross-attention to the
+image tokens (``BlipTextModel``, the port of BLIP's ``med.py``) -> the [CLS] state -> MLP head ->
+``(r - 0.16717362830052426) / 1.0333394966054072``. Weights: the original ``ImageReward.pt``
+state dict (keys ``blip.visual_encoder.*``, ``blip.text_encoder.*``, ``mlp.layers.*``), renamed
+to transformers' names below; any key left unmatched is an error.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from distar.evaluation.clip_common import clip_pixels
+from distar.evaluation.metric_base import RewardHead, load_state_dict
+
+REWARD_MEAN = 0.16717362830052426
+REWARD_STD = 1.0333394966054072
+MAX_TOKENS = 35
+
+_VISION_RENAMES = (  # BLIP's VisionTransformer -> transformers' BlipVisionModel
+    (r"^cls_token$", "embeddings.class_embedding"),
+    (r"^pos_embed$", "embeddings.position_embedding"),
+    (r"^patch_embed\.proj\.", "embeddings.patch_embedding."),
+    (r"^blocks\.(\d+)\.norm1\.", r"encoder.layers.\1.layer_norm1."),
+    (r"^blocks\.(\d+)\.norm2\.", r"encoder.layers.\1.layer_norm2."),
+    (r"^blocks\.(\d+)\.attn\.qkv\.", r"encoder.layers.\1.self_attn.qkv."),
+    (r"^blocks\.(\d+)\.attn\.proj\.", r"encoder.layers.\1.self_attn.projection."),
+    (r"^blocks\.(\d+)\.mlp\.", r"encoder.layers.\1.mlp."),
+    (r"^norm\.", "post_layernorm."),
+)
+
+
+def vision_key(key: str) -> str:
+    for pattern, replacement in _VISION_RENAMES:
+        new, n = re.subn(pattern, replacement, key)
+        if n:
+            return new
+    raise KeyError(f"ImageReward checkpoint: no BlipVisionModel name for visual_encoder.{key}")
+
+
+def split_checkpoint(state: dict[str, Tensor]) -> tuple[dict, dict, dict]:
+    """ImageReward.pt -> (vision, text, head) state dicts in transformers' / our names."""
+    vision, text, head = {}, {}, {}
+    for key, value in state.items():
+        if key.endswith("position_ids"):  # a buffer, rebuilt by the model
+            continue
+        if key.startswith("blip.visual_encoder."):
+            vision[vision_key(key.removeprefix("blip.visual_encoder."))] = value
+        elif key.startswith("blip.text_encoder."):
+            text[key.removeprefix("blip.text_encoder.")] = value
+        elif key.startswith("mlp."):
+            head[key.removeprefix("mlp.")] = value
+        else:
+            raise KeyError(f"ImageReward checkpoint: unexpected key {key}")
+    return vision, text, head
+
+
+class ImageRewardScorer(nn.Module):
+    name = "imagereward"
+
+    def __init__(self, vision, text, head: RewardHead, tokenizer) -> None:
+        super().__init__()
+        self.vision = vision.eval().requires_grad_(False)
+        self.text = text.eval().requires_grad_(False)
+        self.head = head.eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.image_size = vision.config.image_size
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.head.parameters()).device
+
+    def differentiable(self, images: Tensor, prompts: Sequence[str]) -> Tensor:
+        image_tokens = self.vision(pixel_values=clip_pixels(images, self.image_size))[0]
+        tokens = self.tokenizer(
+            list(prompts),
+            padding="max_length",
+            truncation=True,
+            max_length=MAX_TOKENS,
+            return_tensors="pt",
+        ).to(self.device)
+        image_mask = torch.ones(image_tokens.shape[:-1], dtype=torch.long, device=self.device)
+        hidden = self.text(
+            input_ids=tokens.input_ids,
+            attention_mask=tokens.attention_mask,
+            encoder_hidden_states=image_tokens,
+            encoder_attention_mask=image_mask,
+        )[0]
+        return (self.head(hidden[:, 0, :].float()) - REWARD_MEAN) / REWARD_STD
+
+    @torch.no_grad()
+    def score(self, images: Tensor, prompts: Sequence[str]) -> Tensor:
+        return self.differentiable(images, prompts)
+
+    @classmethod
+    def build(cls, vision_config, text_config, tokenizer) -> ImageRewardScorer:
+        from transformers import BlipTextModel, BlipVisionModel
+
+        text = BlipTextModel(text_config, add_pooling_layer=False)
+        return cls(BlipVisionModel(vision_config), text, RewardHead(text_config.hidden_size), tokenizer)
+
+    @classmethod
+    def load(cls, checkpoint: Path, tokenizer_dir: Path, configs=None) -> ImageRewardScorer:
+        """``configs``: (BlipVisionConfig, BlipTextConfig); default: ImageReward v1.0's."""
+        vision_config, text_config = configs or imagereward_configs()
+        model = cls.build(vision_config, text_config, blip_tokenizer(tokenizer_dir))
+        vision, text, head = split_checkpoint(load_state_dict(checkpoint))
+        model.vision.load_state_dict(vision)
+        model.text.load_state_dict(text)
+        model.head.load_state_dict(head)
+        return model
+
+
+def imagereward_configs():
+    """ImageReward v1.0: BLIP ViT-L/16 at 224 px (eps 1e-6) and BLIP's ``med_config.json``."""
+    from transformers import BlipTextConfig, BlipVisionConfig
+
+    vision = BlipVisionConfig(
+        hidden_size=1024,
+        intermediate_size=4096,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        image_size=224,
+        patch_size=16,
+        layer_norm_eps=1e-6,
+    )
+    text = BlipTextConfig(
+        vocab_size=30524,
+        hidden_size=768,
+        encoder_hidden_size=1024,
+        intermediate_size=3072,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        max_position_embeddings=512,
+        layer_norm_eps=1e-12,
+    )
+    return vision, text
+
+
+def blip_tokenizer(directory: Path):
+    """bert-base-uncased's WordPiece vocabulary plus BLIP's two added tokens ([DEC], [ENC])."""
+    from transformers import BertTokenizer
+
+    tokenizer = BertTokenizer.from_pretrained(directory)
+    tokenizer.add_special_tokens({"bos_token": "[DEC]"})
+    tokenizer.add_special_tokens({"additional_special_tokens": ["[ENC]"]})
+    return tokenizer

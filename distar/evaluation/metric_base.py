@@ -1,0 +1,91 @@
+"""One signature for every metric, and the registry the harness picks them from.
+
+A *sample* metric scores each (image, prompt) pair: ``score(images, prompts) -> [B]``. A *set*
+metric compares the distribution of all images with a reference (FID): ``reset / update /
+compute``. Images are always float ``[B, 3, H, W]`` in [0, 1] on the metric's device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from distar.registry import Registry
+
+
+class SampleMetric(Protocol):
+    name: str
+
+    def score(self, images: Tensor, prompts: Sequence[str]) -> Tensor: ...
+
+
+class SetMetric(Protocol):
+    name: str
+
+    def reset(self) -> None: ...
+
+    def update(self, images: Tensor, prompts: Sequence[str]) -> None: ...
+
+    def compute(self) -> float: ...
+
+
+def is_set_metric(metric: Any) -> bool:
+    return hasattr(metric, "compute") and hasattr(metric, "update")
+
+
+@dataclass(frozen=True)
+class MetricOptions:
+    """Where a metric's weights are (None: its environment variable) and where it runs."""
+
+    paths: dict[str, str | Path] = field(default_factory=dict)
+    device: str = "cpu"
+    cache_dir: str | Path | None = None  # FID reference statistics
+
+    def path(self, key: str) -> str | Path | None:
+        return self.paths.get(key)
+
+
+MetricFactory = Callable[[MetricOptions], Any]
+METRICS: Registry[MetricFactory] = Registry("metric")
+
+
+def build_metric(name: str, options: MetricOptions | None = None):
+    import distar.evaluation.scorers  # noqa: F401 - registers the built-in metrics
+
+    return METRICS.get(name)(options or MetricOptions())
+
+
+class RewardHead(nn.Module):
+    """The MLP head shared by the LAION aesthetic predictor v2 and ImageReward (same layer
+    layout, so the published state dicts load as ``layers.{0,2,4,6,7}``)."""
+
+    def __init__(self, input_dim: int) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Linear(input_dim, 1024),
+            nn.Dropout(0.2),
+            nn.Linear(1024, 128),
+            nn.Dropout(0.2),
+            nn.Linear(128, 64),
+            nn.Dropout(0.1),
+            nn.Linear(64, 16),
+            nn.Linear(16, 1),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layers(x).squeeze(-1)
+
+
+def load_state_dict(path: Path) -> dict[str, Tensor]:
+    """Weights from ``.safetensors`` or a plain PyTorch state dict (``weights_only``: no code)."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return state.get("state_dict", state) if isinstance(state, dict) else state

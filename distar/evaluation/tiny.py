@@ -1,0 +1,140 @@
+"""Tiny random-init models of the real metric architectures, written to disk in the published
+file formats, so the real loading code runs offline (tests, the throughput benchmark, the demo).
+The real CLIP BPE vocabulary is used (from open_clip's package); BERT gets a tiny WordPiece one.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+
+from distar.evaluation.metric_base import RewardHead
+
+TINY_HPS_ARCH = "distar-tiny-ViT"
+CLIP_VOCAB = 49408
+_TINY_OPEN_CLIP = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": CLIP_VOCAB, "width": 32, "heads": 2,
+                 "layers": 1},
+}
+
+
+def tiny_clip(directory: Path, seed: int = 0) -> Path:
+    """A transformers CLIPModel (32 px, width 32) + real BPE tokenizer + image processor."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    from distar.evaluation.clip_common import write_clip_bpe_tokenizer
+
+    torch.manual_seed(seed)
+    config = CLIPConfig(
+        text_config={"vocab_size": CLIP_VOCAB, "hidden_size": 32, "intermediate_size": 64,
+                     "num_hidden_layers": 1, "num_attention_heads": 2,
+                     "max_position_embeddings": 77, "eos_token_id": 49407},
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                       "num_attention_heads": 2, "image_size": 32, "patch_size": 8},
+        projection_dim=16,
+    )
+    CLIPModel(config).save_pretrained(directory)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+                       ).save_pretrained(directory)
+    write_clip_bpe_tokenizer(directory)
+    return directory
+
+
+def tiny_aesthetic_head(path: Path, input_dim: int = 16, seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    torch.save(RewardHead(input_dim).state_dict(), path)
+    return path
+
+
+def tiny_hps(path: Path, seed: int = 0) -> Path:
+    """An open_clip model of a tiny registered config, saved like HPS_v2.1_compressed.pt."""
+    register_tiny_open_clip()
+    import open_clip
+
+    torch.manual_seed(seed)
+    model = open_clip.create_model(TINY_HPS_ARCH, pretrained=None)
+    torch.save({"state_dict": model.state_dict()}, path)
+    return path
+
+
+def register_tiny_open_clip() -> None:
+    from open_clip.factory import _MODEL_CONFIGS
+
+    _MODEL_CONFIGS.setdefault(TINY_HPS_ARCH, _TINY_OPEN_CLIP)
+
+
+def tiny_bert_tokenizer(directory: Path) -> Path:
+    """A WordPiece vocabulary: BERT's specials, letters, digits and a few words."""
+    directory.mkdir(parents=True, exist_ok=True)
+    words = "a an the of on in with and photo painting cat dog red blue car tree sky house".split()
+    chars = list("abcdefghijklmnopqrstuvwxyz0123456789.,!?'\"-")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *[f"##{c}" for c in chars[:26]]]
+    (directory / "vocab.txt").write_text("\n".join(vocab + words) + "\n")
+    (directory / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True}))
+    return directory
+
+
+def tiny_imagereward(directory: Path, seed: int = 0) -> dict[str, Path]:
+    """ImageReward.pt in the original layout (BLIP names), its BLIP configs and a tokenizer."""
+    from distar.evaluation.imagereward import ImageRewardScorer, blip_tokenizer
+
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer_dir = tiny_bert_tokenizer(directory / "bert")
+    vocab = len(blip_tokenizer(tokenizer_dir))
+    vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+              "num_attention_heads": 2, "image_size": 32, "patch_size": 16, "layer_norm_eps": 1e-6}
+    text = {"vocab_size": vocab, "hidden_size": 32, "encoder_hidden_size": 32,
+            "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+            "max_position_embeddings": 64, "bos_token_id": 1, "sep_token_id": 3, "pad_token_id": 0}
+    configs = directory / "configs"
+    configs.mkdir(exist_ok=True)
+    (configs / "vision.json").write_text(json.dumps(vision))
+    (configs / "text.json").write_text(json.dumps(text))
+    from distar.evaluation.scorers import blip_configs
+
+    torch.manual_seed(seed)
+    model = ImageRewardScorer.build(*blip_configs(configs), blip_tokenizer(tokenizer_dir))
+    torch.save(original_layout(model), directory / "ImageReward.pt")
+    return {"imagereward": directory / "ImageReward.pt", "bert_tokenizer": tokenizer_dir,
+            "imagereward_configs": configs}
+
+
+_TO_ORIGINAL = (  # transformers' BlipVisionModel names -> BLIP's VisionTransformer names
+    (r"^embeddings\.class_embedding$", "cls_token"),
+    (r"^embeddings\.position_embedding$", "pos_embed"),
+    (r"^embeddings\.patch_embedding\.", "patch_embed.proj."),
+    (r"^encoder\.layers\.(\d+)\.layer_norm(\d)\.", r"blocks.\1.norm\2."),
+    (r"^encoder\.layers\.(\d+)\.self_attn\.qkv\.", r"blocks.\1.attn.qkv."),
+    (r"^encoder\.layers\.(\d+)\.self_attn\.projection\.", r"blocks.\1.attn.proj."),
+    (r"^encoder\.layers\.(\d+)\.mlp\.", r"blocks.\1.mlp."),
+    (r"^post_layernorm\.", "norm."),
+)
+
+
+def original_layout(model) -> dict[str, torch.Tensor]:
+    """Our scorer's weights under ImageReward.pt's key names."""
+    state = {}
+    for key, value in model.vision.state_dict().items():
+        new = next(re.sub(p, r, key) for p, r in _TO_ORIGINAL if re.search(p, key))
+        state[f"blip.visual_encoder.{new}"] = value
+    for key, value in model.text.state_dict().items():
+        state[f"blip.text_encoder.{key}"] = value
+    for key, value in model.head.state_dict().items():
+        state[f"mlp.{key}"] = value
+    return state
+
+
+def tiny_metric_paths(directory: Path) -> dict[str, str]:
+    """Every built-in sample metric's files, tiny, under ``directory``: MetricOptions.paths."""
+    directory.mkdir(parents=True, exist_ok=True)
+    clip = str(tiny_clip(directory / "clip"))
+    paths = {"pickscore": clip, "clip_score": clip, "aesthetic_clip": clip,
+             "aesthetic_head": str(tiny_aesthetic_head(directory / "aesthetic_head.pth")),
+             "hpsv21": str(tiny_hps(directory / "hps.pt")), "hps_arch": TINY_HPS_ARCH}
+    paths.update({k: str(v) for k, v in tiny_imagereward(directory / "imagereward").items()})
+    return paths

@@ -1,0 +1,169 @@
+"""Benchmark prompt sets: Parti (P2), COCO-2014 30k captions, HPSv2 (four styles).
+
+Each loads from a local path (argument, else an environment variable). :func:`download` fetches
+a public copy into a cache and checks its sha256; nothing here downloads on import or implicitly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import urllib.request
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+HPS_STYLES = ("anime", "concept-art", "paintings", "photo")
+
+
+class PromptFileError(ValueError):
+    """A prompt file is missing or not in the format its benchmark uses."""
+
+
+@dataclass(frozen=True)
+class Prompt:
+    text: str
+    group: str  # Parti category, HPS style; "" for COCO
+    index: int  # position in the full benchmark: the per-prompt seed derives from it
+    challenge: str = ""  # Parti only
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    name: str
+    prompts: tuple[Prompt, ...]
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    @property
+    def texts(self) -> list[str]:
+        return [p.text for p in self.prompts]
+
+    def first(self, n: int) -> PromptSet:
+        return PromptSet(self.name, self.prompts[:n])
+
+    def subset(self, n: int, seed: int = 0) -> PromptSet:
+        """``n`` prompts drawn with ``seed``, stratified by group (each group gets its share of
+        ``n``, largest remainders first); kept in benchmark order. Same ``seed``, same subset."""
+        if n >= len(self):
+            return self
+        groups: dict[str, list[Prompt]] = defaultdict(list)
+        for p in self.prompts:
+            groups[p.group].append(p)
+        quota = {g: n * len(ps) / len(self) for g, ps in groups.items()}
+        counts = {g: int(q) for g, q in quota.items()}
+        by_remainder = sorted(groups, key=lambda g: (counts[g] - quota[g], g))
+        for g in by_remainder[: n - sum(counts.values())]:
+            counts[g] += 1
+        rng = random.Random(seed)
+        chosen = [p for g in sorted(groups) for p in rng.sample(groups[g], counts[g])]
+        return PromptSet(self.name, tuple(sorted(chosen, key=lambda p: p.index)))
+
+
+def load_parti(path: str | Path | None = None) -> PromptSet:
+    """PartiPrompts.tsv: columns Prompt, Category, Challenge, Note. Split on tabs: CSV quoting
+    would rewrite prompts that contain quotes (``"G I G G L E" painted in ...``)."""
+    path = _locate(path, "DISTAR_PARTI_PROMPTS", "PartiPrompts.tsv")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    header = lines[0].split("\t") if lines else []
+    if header[:3] != ["Prompt", "Category", "Challenge"]:
+        raise PromptFileError(f"{path}: header {header[:3]} is not Prompt, Category, Challenge")
+    prompts = []
+    for lineno, line in enumerate(lines[1:], start=2):
+        fields = line.split("\t")
+        if len(fields) < 3 or not fields[0].strip():
+            raise PromptFileError(f"{path}:{lineno}: expected >= 3 tab-separated fields")
+        prompts.append(Prompt(fields[0], fields[1], len(prompts), fields[2]))
+    return PromptSet("parti", tuple(prompts))
+
+
+def load_coco(path: str | Path | None = None) -> PromptSet:
+    """COCO-2014 30k captions, one per line (duplicates kept: they are part of the protocol)."""
+    path = _locate(path, "DISTAR_COCO_CAPTIONS", "coco2014_val_30k_captions.txt")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    blank = [i + 1 for i, line in enumerate(lines) if not line.strip()]
+    if blank:
+        raise PromptFileError(f"{path}: empty caption on line(s) {blank[:5]}")
+    return PromptSet("coco", tuple(Prompt(t, "", i) for i, t in enumerate(lines)))
+
+
+def load_hps(directory: str | Path | None = None) -> PromptSet:
+    """HPSv2 benchmark: ``<dir>/<style>.json``, each a JSON list of prompt strings."""
+    directory = _locate(directory, "DISTAR_HPS_PROMPTS", "the HPSv2 benchmark folder")
+    prompts: list[Prompt] = []
+    for style in HPS_STYLES:
+        file = directory / f"{style}.json"
+        if not file.is_file():
+            raise PromptFileError(f"{file} missing; {HPS_HOW_TO}")
+        try:
+            texts = json.loads(file.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise PromptFileError(f"{file}: not JSON ({err})") from err
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            raise PromptFileError(f"{file}: expected a JSON list of strings")
+        prompts += [Prompt(t, style, len(prompts) + i) for i, t in enumerate(texts)]
+    return PromptSet("hps", tuple(prompts))
+
+
+LOADERS: dict[str, Callable[[str | Path | None], PromptSet]] = {
+    "parti": load_parti,
+    "coco": load_coco,
+    "hps": load_hps,
+}
+
+
+def load(name: str, path: str | Path | None = None) -> PromptSet:
+    if name not in LOADERS:
+        raise KeyError(f"benchmark: got {name!r}; allowed: {sorted(LOADERS)}")
+    return LOADERS[name](path)
+
+
+# --- explicit downloads --------------------------------------------------------------------
+
+PARTI_URL = (
+    "https://raw.githubusercontent.com/google-research/parti/"
+    "5a657978f7b7abce2a2bfc5bc3bbbd4bbbcc5fde/PartiPrompts.tsv"
+)
+PARTI_SHA256 = "fab29e41bb512a169b56acab4cf2a41dcb675e285df2efcde6640c7dd3c440eb"
+COCO_URL = (
+    "https://raw.githubusercontent.com/tianweiy/DMD2/main/main/coco_eval/captions_coco14_test.txt"
+)
+COCO_SHA256 = "edabd2a556026cbf5d36a5fffa35ad43d7ba71b72f6d640b727c1edefb7f1945"
+HPS_HOW_TO = (
+    "the HPSv2 benchmark prompts are benchmark/<style>.json in the Hugging Face dataset "
+    "zhwang/HPDv2 (huggingface-cli download zhwang/HPDv2 --repo-type dataset "
+    "--include 'benchmark/*.json'); point DISTAR_HPS_PROMPTS at that benchmark folder"
+)
+
+
+def download(url: str, sha256: str, cache: str | Path) -> Path:
+    """Fetch ``url`` into ``cache`` unless a copy with ``sha256`` is there; verify the hash."""
+    target = Path(cache) / Path(url).name
+    if not target.is_file() or _sha256(target) != sha256:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(target.suffix + ".part")
+        urllib.request.urlretrieve(url, tmp)  # noqa: S310 - fixed https URLs above
+        got = _sha256(tmp)
+        if got != sha256:
+            tmp.unlink()
+            raise PromptFileError(f"{url}: sha256 {got}, expected {sha256}")
+        tmp.replace(target)
+    return target
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _locate(path: str | Path | None, env: str, what: str) -> Path:
+    path = path or os.environ.get(env)
+    if not path:
+        raise PromptFileError(f"no path for {what}: pass one or set {env}")
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise PromptFileError(f"{path} does not exist ({what}; or set {env})")
+    return path
