@@ -23,8 +23,13 @@ _STATE = ("real_features_sum", "real_features_cov_sum", "real_features_num_sampl
 class FIDMetric:
     name = "fid"
 
-    def __init__(self, feature: int | nn.Module = 2048, weights: Path | None = None,
-                 feature_id: str = "", device: str = "cpu") -> None:
+    def __init__(
+        self,
+        feature: int | nn.Module = 2048,
+        weights: Path | None = None,
+        feature_id: str = "",
+        device: str = "cpu",
+    ) -> None:
         from torchmetrics.image.fid import FrechetInceptionDistance
 
         self.metric = FrechetInceptionDistance(
@@ -52,8 +57,9 @@ class FIDMetric:
         self.metric.update(images.to(self.device).float().clamp(0, 1), real=True)
         self.has_reference = True
 
-    def reference_from_folder(self, folder: Path, cache_dir: Path | None, image_size: int = 299,
-                              batch_size: int = 64) -> Path | None:
+    def reference_from_folder(
+        self, folder: Path, cache_dir: Path | None, image_size: int = 299, batch_size: int = 64
+    ) -> Path | None:
         """Feed the reference images (or their cached statistics) into the metric."""
         files = image_files(folder)
         cache = None

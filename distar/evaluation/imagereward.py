@@ -105,7 +105,9 @@ class ImageRewardScorer(nn.Module):
         from transformers import BlipTextModel, BlipVisionModel
 
         text = BlipTextModel(text_config, add_pooling_layer=False)
-        return cls(BlipVisionModel(vision_config), text, RewardHead(text_config.hidden_size), tokenizer)
+        return cls(
+            BlipVisionModel(vision_config), text, RewardHead(text_config.hidden_size), tokenizer
+        )
 
     @classmethod
     def load(cls, checkpoint: Path, tokenizer_dir: Path, configs=None) -> ImageRewardScorer:

@@ -13,11 +13,13 @@ from distar.evaluation.metric_base import METRICS, MetricOptions
 from distar.evaluation.weights import WeightFile
 
 HF = "huggingface-cli download"
+MODEL_FILES = ("config.json", "*.safetensors|*.bin|*.index.json")  # a transformers model
 PICKSCORE = WeightFile(  # [pickscore]
     "DISTAR_PICKSCORE",
     "PickScore_v1 (CLIP ViT-H/14, transformers format, ~3.9 GB)",
     f"Get it with `{HF} yuvalkirstain/PickScore_v1 --local-dir <dir>`.",
     directory=True,
+    contains=MODEL_FILES,
 )
 PICKSCORE_PROCESSOR = WeightFile(  # [pickscore_processor]; its tokenizer + image processor
     "DISTAR_PICKSCORE_PROCESSOR",
@@ -25,18 +27,21 @@ PICKSCORE_PROCESSOR = WeightFile(  # [pickscore_processor]; its tokenizer + imag
     f"Get it with `{HF} laion/CLIP-ViT-H-14-laion2B-s32B-b79K --include '*.json' '*.txt' "
     "--local-dir <dir>`.",
     directory=True,
+    contains=("preprocessor_config.json", "tokenizer.json|vocab.json"),
 )
 CLIPSCORE = WeightFile(  # [clip_score]
     "DISTAR_CLIPSCORE",
     "CLIP score backbone (a transformers CLIPModel; we use CLIP ViT-g/14 laion2B, ~5.5 GB)",
     f"Get it with `{HF} laion/CLIP-ViT-g-14-laion2B-s12B-b42K --local-dir <dir>`.",
     directory=True,
+    contains=MODEL_FILES,
 )
 AESTHETIC_CLIP = WeightFile(  # [aesthetic_clip]
     "DISTAR_AESTHETIC_CLIP",
     "OpenAI CLIP ViT-L/14 (transformers format, ~1.7 GB), the aesthetic predictor's backbone",
     f"Get it with `{HF} openai/clip-vit-large-patch14 --local-dir <dir>`.",
     directory=True,
+    contains=MODEL_FILES,
 )
 AESTHETIC_HEAD = WeightFile(  # [aesthetic_head]
     "DISTAR_AESTHETIC_HEAD",
@@ -59,6 +64,7 @@ BERT_TOKENIZER = WeightFile(  # [bert_tokenizer]
     f"Get them with `{HF} google-bert/bert-base-uncased --include '*.txt' '*.json' "
     "--local-dir <dir>`.",
     directory=True,
+    contains=("vocab.txt",),
 )
 FID_INCEPTION = WeightFile(  # [fid_inception]
     "DISTAR_FID_INCEPTION",

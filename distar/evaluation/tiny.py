@@ -18,29 +18,64 @@ CLIP_VOCAB = 49408
 _TINY_OPEN_CLIP = {
     "embed_dim": 16,
     "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
-    "text_cfg": {"context_length": 77, "vocab_size": CLIP_VOCAB, "width": 32, "heads": 2,
-                 "layers": 1},
+    "text_cfg": {
+        "context_length": 77,
+        "vocab_size": CLIP_VOCAB,
+        "width": 32,
+        "heads": 2,
+        "layers": 1,
+    },
 }
+
+
+def tiny_clip_config():
+    from transformers import CLIPConfig
+
+    return CLIPConfig(
+        text_config={
+            "vocab_size": CLIP_VOCAB,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "max_position_embeddings": 77,
+            "eos_token_id": 49407,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": 32,
+            "patch_size": 8,
+        },
+        projection_dim=16,
+    )
 
 
 def tiny_clip(directory: Path, seed: int = 0) -> Path:
     """A transformers CLIPModel (32 px, width 32) + real BPE tokenizer + image processor."""
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+    from transformers import CLIPImageProcessor, CLIPModel
 
     from distar.evaluation.clip_common import write_clip_bpe_tokenizer
 
     torch.manual_seed(seed)
-    config = CLIPConfig(
-        text_config={"vocab_size": CLIP_VOCAB, "hidden_size": 32, "intermediate_size": 64,
-                     "num_hidden_layers": 1, "num_attention_heads": 2,
-                     "max_position_embeddings": 77, "eos_token_id": 49407},
-        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
-                       "num_attention_heads": 2, "image_size": 32, "patch_size": 8},
-        projection_dim=16,
-    )
-    CLIPModel(config).save_pretrained(directory)
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
-                       ).save_pretrained(directory)
+    CLIPModel(tiny_clip_config()).save_pretrained(directory)
+    CLIPImageProcessor(
+        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+    ).save_pretrained(directory)
+    write_clip_bpe_tokenizer(directory)
+    return directory
+
+
+def tiny_text_encoder(directory: Path, seed: int = 0) -> Path:
+    """A CLIPTextModel directory (what a Stable Diffusion ``text_encoder/`` holds) + tokenizer."""
+    from transformers import CLIPTextModel
+
+    from distar.evaluation.clip_common import write_clip_bpe_tokenizer
+
+    torch.manual_seed(seed)
+    CLIPTextModel(tiny_clip_config().text_config).save_pretrained(directory)
     write_clip_bpe_tokenizer(directory)
     return directory
 
@@ -86,11 +121,27 @@ def tiny_imagereward(directory: Path, seed: int = 0) -> dict[str, Path]:
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer_dir = tiny_bert_tokenizer(directory / "bert")
     vocab = len(blip_tokenizer(tokenizer_dir))
-    vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
-              "num_attention_heads": 2, "image_size": 32, "patch_size": 16, "layer_norm_eps": 1e-6}
-    text = {"vocab_size": vocab, "hidden_size": 32, "encoder_hidden_size": 32,
-            "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
-            "max_position_embeddings": 64, "bos_token_id": 1, "sep_token_id": 3, "pad_token_id": 0}
+    vision = {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "image_size": 32,
+        "patch_size": 16,
+        "layer_norm_eps": 1e-6,
+    }
+    text = {
+        "vocab_size": vocab,
+        "hidden_size": 32,
+        "encoder_hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "max_position_embeddings": 64,
+        "bos_token_id": 1,
+        "sep_token_id": 3,
+        "pad_token_id": 0,
+    }
     configs = directory / "configs"
     configs.mkdir(exist_ok=True)
     (configs / "vision.json").write_text(json.dumps(vision))
@@ -100,8 +151,11 @@ def tiny_imagereward(directory: Path, seed: int = 0) -> dict[str, Path]:
     torch.manual_seed(seed)
     model = ImageRewardScorer.build(*blip_configs(configs), blip_tokenizer(tokenizer_dir))
     torch.save(original_layout(model), directory / "ImageReward.pt")
-    return {"imagereward": directory / "ImageReward.pt", "bert_tokenizer": tokenizer_dir,
-            "imagereward_configs": configs}
+    return {
+        "imagereward": directory / "ImageReward.pt",
+        "bert_tokenizer": tokenizer_dir,
+        "imagereward_configs": configs,
+    }
 
 
 _TO_ORIGINAL = (  # transformers' BlipVisionModel names -> BLIP's VisionTransformer names
@@ -133,8 +187,13 @@ def tiny_metric_paths(directory: Path) -> dict[str, str]:
     """Every built-in sample metric's files, tiny, under ``directory``: MetricOptions.paths."""
     directory.mkdir(parents=True, exist_ok=True)
     clip = str(tiny_clip(directory / "clip"))
-    paths = {"pickscore": clip, "clip_score": clip, "aesthetic_clip": clip,
-             "aesthetic_head": str(tiny_aesthetic_head(directory / "aesthetic_head.pth")),
-             "hpsv21": str(tiny_hps(directory / "hps.pt")), "hps_arch": TINY_HPS_ARCH}
+    paths = {
+        "pickscore": clip,
+        "clip_score": clip,
+        "aesthetic_clip": clip,
+        "aesthetic_head": str(tiny_aesthetic_head(directory / "aesthetic_head.pth")),
+        "hpsv21": str(tiny_hps(directory / "hps.pt")),
+        "hps_arch": TINY_HPS_ARCH,
+    }
     paths.update({k: str(v) for k, v in tiny_imagereward(directory / "imagereward").items()})
     return paths

@@ -20,6 +20,9 @@ class WeightFile:
     what: str
     how_to_get: str
     directory: bool = False
+    # for a directory: glob patterns that must each match ("a|b": either); checked up front so
+    # an empty or half-downloaded folder fails here, not deep inside a library
+    contains: tuple[str, ...] = ()
 
     def resolve(self, path: str | Path | None = None) -> Path:
         chosen = path or os.environ.get(self.env)
@@ -31,7 +34,11 @@ class WeightFile:
         ok = chosen.is_dir() if self.directory else chosen.is_file()
         if not ok:
             kind = "directory" if self.directory else "file"
-            raise MissingWeightsError(
-                f"{self.what}: {kind} {chosen} not found. {self.how_to_get}"
-            )
+            raise MissingWeightsError(f"{self.what}: {kind} {chosen} not found. {self.how_to_get}")
+        for pattern in self.contains:
+            if not any(next(chosen.glob(p), None) for p in pattern.split("|")):
+                raise MissingWeightsError(
+                    f"{self.what}: {chosen} has no {pattern.replace('|', ' or ')}. "
+                    f"{self.how_to_get}"
+                )
         return chosen

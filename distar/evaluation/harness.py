@@ -1,0 +1,147 @@
+"""Generate for a benchmark's prompts and score every sample with every metric.
+
+A generator is anything with ``noise_shape`` and ``__call__(prompts, noise) -> images``: a
+one-step text-to-image model (images in [0, 1]) or the embedded world (points). Each sample's
+noise comes from its own seed, derived from (base seed, benchmark, prompt index, replica), so the
+images do not depend on the batch size or on which other prompts are evaluated alongside.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import pandas as pd
+import torch
+from torch import Tensor
+
+from distar.evaluation.metric_base import is_set_metric
+from distar.evaluation.summary import metric_name, summarise
+from distar.prompts import Prompt, PromptSet
+
+
+class Generator(Protocol):
+    noise_shape: tuple[int, ...]
+
+    def __call__(self, prompts: Sequence[str], noise: Tensor) -> Tensor: ...
+
+
+def sample_seed(base_seed: int, benchmark: str, index: int, replica: int = 0) -> int:
+    digest = hashlib.sha256(f"{base_seed}/{benchmark}/{index}/{replica}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1  # a non-negative int64
+
+
+def noise_for(seeds: Sequence[int], shape: tuple[int, ...], device: str | torch.device = "cpu"):
+    """One independent standard normal draw per seed (CPU generator: identical on any device)."""
+    draws = [torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds]
+    return torch.stack(draws).to(device)
+
+
+@dataclass
+class Timings:
+    generate: float = 0.0
+    metrics: dict[str, float] = field(default_factory=dict)
+    total: float = 0.0
+
+
+@dataclass
+class BenchmarkResult:
+    benchmark: str
+    rows: pd.DataFrame  # one row per sample: prompt, group, index, replica, seed, metrics
+    summary: dict[str, float]  # MLflow metric name -> value
+    examples: Tensor  # the first few samples, for an image grid
+    timings: Timings
+
+    @property
+    def metric_columns(self) -> list[str]:
+        return [c for c in self.rows.columns if c not in ROW_KEYS]
+
+
+ROW_KEYS = ("prompt", "group", "challenge", "index", "replica", "seed")
+
+
+def evaluate(
+    generator: Generator,
+    prompts: PromptSet,
+    metrics: Mapping[str, Any],
+    *,
+    seed: int = 0,
+    samples_per_prompt: int = 1,
+    batch_size: int = 16,
+    device: str = "cpu",
+    keep_examples: int = 16,
+    progress: bool = True,
+) -> BenchmarkResult:
+    """Score ``generator`` on ``prompts``; ``metrics`` maps names to sample or set metrics."""
+    from tqdm.auto import tqdm
+
+    items = [(p, r) for p in prompts.prompts for r in range(samples_per_prompt)]
+    seeds = [sample_seed(seed, prompts.name, p.index, r) for p, r in items]
+    for m in metrics.values():
+        if is_set_metric(m):
+            m.reset()
+    scores: dict[str, list[Tensor]] = {n: [] for n, m in metrics.items() if not is_set_metric(m)}
+    timings, examples, start = Timings(metrics={n: 0.0 for n in metrics}), [], time.perf_counter()
+    for lo in tqdm(range(0, len(items), batch_size), desc=prompts.name, disable=not progress):
+        texts = [p.text for p, _ in items[lo : lo + batch_size]]
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            images = generator(
+                texts, noise_for(seeds[lo : lo + batch_size], generator.noise_shape, device)
+            )
+        check_finite(images, prompts.name, lo)
+        timings.generate += time.perf_counter() - t0
+        if sum(len(e) for e in examples) < keep_examples:
+            examples.append(images[:keep_examples].detach().cpu())
+        score_batch(metrics, images, texts, scores, timings)
+    rows = make_rows(items, seeds, {n: torch.cat(v).cpu() for n, v in scores.items()})
+    summary = summarise(rows, prompts.name, list(scores), seed)
+    for name, m in metrics.items():
+        if is_set_metric(m):
+            summary.update(set_metric_values(prompts.name, name, m))
+    timings.total = time.perf_counter() - start
+    return BenchmarkResult(
+        prompts.name, rows, summary, torch.cat(examples)[:keep_examples], timings
+    )
+
+
+def score_batch(metrics, images: Tensor, texts: list[str], scores, timings: Timings) -> None:
+    for name, m in metrics.items():
+        t0 = time.perf_counter()
+        if is_set_metric(m):
+            m.update(images, texts)
+        else:
+            with torch.no_grad():
+                values = m.score(images, texts).detach().float()
+            if values.shape != (len(texts),):
+                raise ValueError(f"{name}: {tuple(values.shape)} scores for {len(texts)} samples")
+            check_finite(values, name, 0)
+            scores[name].append(values)
+        timings.metrics[name] += time.perf_counter() - t0
+
+
+def set_metric_values(benchmark: str, name: str, metric) -> dict[str, float]:
+    value = metric.compute()
+    if isinstance(value, Mapping):  # e.g. the embedded world's exact metrics, several at once
+        return {metric_name(benchmark, k): float(v) for k, v in value.items()}
+    return {metric_name(benchmark, name): float(value)}
+
+
+def make_rows(items: list[tuple[Prompt, int]], seeds: list[int], scores: dict[str, Tensor]):
+    table = {
+        "prompt": [p.text for p, _ in items],
+        "group": [p.group for p, _ in items],
+        "challenge": [p.challenge for p, _ in items],
+        "index": [p.index for p, _ in items],
+        "replica": [r for _, r in items],
+        "seed": seeds,
+    }
+    return pd.DataFrame({**table, **{n: v.numpy() for n, v in scores.items()}})
+
+
+def check_finite(x: Tensor, what: str, at: int) -> None:
+    if not torch.isfinite(x).all():
+        raise FloatingPointError(f"{what}: non-finite values in the batch starting at sample {at}")

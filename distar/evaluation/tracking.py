@@ -1,0 +1,40 @@
+"""Benchmark results into an MLflow run: per-sample and per-group tables, summary metrics,
+an image grid. Explicit client + run id (works from any process, no global active run)."""
+
+from __future__ import annotations
+
+from distar.evaluation.harness import BenchmarkResult
+from distar.evaluation.summary import group_table
+from distar.sweep.tracking import log_metrics
+
+
+def log_benchmark(client, run_id: str, result: BenchmarkResult, step: int | None = None) -> None:
+    bench = result.benchmark
+    client.log_table(run_id, result.rows, f"eval/{bench}_samples.json")
+    if result.rows["group"].nunique() > 1:
+        table = group_table(result.rows, result.metric_columns)
+        client.log_table(run_id, table, f"eval/{bench}_groups.json")
+    log_metrics(client, run_id, result.summary, step or 0)
+    if result.examples.ndim == 4 and result.examples.shape[1] == 3:
+        client.log_image(
+            run_id, image_grid(result.examples), artifact_file=f"eval/{bench}_grid.png"
+        )
+
+
+def image_grid(images, columns: int = 8):
+    """[N, 3, H, W] in [0, 1] -> one PIL image."""
+    from torchvision.transforms.functional import to_pil_image
+    from torchvision.utils import make_grid
+
+    return to_pil_image(make_grid(images.float().clamp(0, 1), nrow=columns, padding=2))
+
+
+def local_artifact_root(tracking_uri: str):
+    """For a SQLite store, artifacts beside the database (else MLflow picks the working dir)."""
+    from pathlib import Path
+
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    db = Path(tracking_uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    return db.parent.resolve() / "mlartifacts"

@@ -1,0 +1,185 @@
+"""Reward and metric models on tiny random-init models of the real architectures, loaded from
+disk by the real loading code; FID mechanics against a second implementation."""
+
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import pytest
+import torch
+from torch import nn
+
+from distar.evaluation import imagereward as ir
+from distar.evaluation.clip_common import clip_tokenizer, write_clip_bpe_tokenizer
+from distar.evaluation.fid import FIDMetric
+from distar.evaluation.metric_base import MetricOptions, build_metric
+from distar.evaluation.scorers import blip_configs
+from distar.evaluation.tiny import original_layout, tiny_metric_paths
+from distar.evaluation.weights import MissingWeightsError
+
+SAMPLE_METRICS = ("pickscore", "clip_score", "aesthetic", "hpsv21", "imagereward")
+PROMPTS = ['"G I G G L E" painted in thick paint', "a red car", "a photo of a cat", "x " * 100]
+
+
+@pytest.fixture(scope="module")
+def tiny_paths(tmp_path_factory):
+    return tiny_metric_paths(tmp_path_factory.mktemp("tiny-metrics"))
+
+
+@pytest.fixture(scope="module")
+def metrics(tiny_paths):
+    return {name: build_metric(name, MetricOptions(tiny_paths)) for name in SAMPLE_METRICS}
+
+
+def smooth_images(n, h, w, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(n, 3, max(h // 8, 1), max(w // 8, 1), generator=g)
+    return nn.functional.interpolate(coarse, (h, w), mode="bilinear")
+
+
+def test_real_clip_bpe_tokenizer_matches_open_clip(tmp_path):
+    tokenizer = clip_tokenizer(write_clip_bpe_tokenizer(tmp_path))
+    ours = tokenizer(
+        PROMPTS, padding="max_length", truncation=True, max_length=77, return_tensors="pt"
+    ).input_ids
+    reference = open_clip.tokenize(PROMPTS)
+    for a, b in zip(ours, reference, strict=True):
+        n = int((b != 0).sum())  # open_clip pads with 0, transformers with <|endoftext|>
+        assert torch.equal(a[:n], b[:n])
+    assert reference[3, -1] == 49407 and ours[3, -1] == 49407  # truncated, still ends in EOT
+
+
+@pytest.mark.parametrize("name", SAMPLE_METRICS)
+def test_every_metric_scores_each_sample(metrics, name):
+    images = smooth_images(4, 48, 40)
+    scores = metrics[name].score(images, PROMPTS)
+    assert scores.shape == (4,) and torch.isfinite(scores).all()
+    assert not scores.requires_grad
+    # the same pair scores the same in any batch
+    single = metrics[name].score(images[1:2], PROMPTS[1:2])
+    assert torch.allclose(single, scores[1:2], atol=1e-4)
+
+
+def test_score_ranges(metrics):
+    images = smooth_images(4, 32, 32)
+    clip = metrics["clip_score"].score(images, PROMPTS)
+    assert ((clip >= 0) & (clip <= 100)).all()  # max(100 cos, 0)
+    pick = metrics["pickscore"]
+    assert (pick.score(images, PROMPTS).abs() <= pick.scale() + 1e-4).all()
+    assert (metrics["hpsv21"].score(images, PROMPTS).abs() <= 100 + 1e-4).all()
+
+
+@pytest.mark.parametrize("size", [(32, 32), (48, 40), (96, 96)])
+def test_differentiable_pickscore_matches_the_processor_path(metrics, size):
+    pick = metrics["pickscore"]
+    assert pick.processor is not None  # score() really goes through the image processor
+    images = smooth_images(4, *size).requires_grad_(True)
+    diff = pick.differentiable(images, PROMPTS)
+    diff.sum().backward()
+    grad = images.grad
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+    assert torch.allclose(diff.detach(), pick.score(images.detach(), PROMPTS), atol=1e-3)
+
+
+def test_imagereward_loads_the_original_checkpoint_layout(metrics, tiny_paths, tmp_path):
+    scorer = metrics["imagereward"]
+    state = original_layout(scorer)
+    assert "blip.visual_encoder.blocks.0.attn.qkv.weight" in state
+    assert "blip.visual_encoder.norm.weight" in state and "mlp.layers.7.bias" in state
+    vision, text, head = ir.split_checkpoint(state)
+    assert set(vision) == set(scorer.vision.state_dict())
+    state["blip.visual_encoder.blocks.0.attn.relative_bias"] = torch.zeros(1)
+    with pytest.raises(KeyError, match="relative_bias"):
+        ir.split_checkpoint(state)
+    state.pop("blip.visual_encoder.blocks.0.attn.relative_bias")
+    state["blip.text_decoder.cls.bias"] = torch.zeros(1)
+    with pytest.raises(KeyError, match="unexpected key blip.text_decoder"):
+        ir.split_checkpoint(state)
+    # every renamed tensor lands where it belongs: perturb all weights, save in the original
+    # layout, load through the real loader, get the same scores
+    source = ir.ImageRewardScorer.load(
+        Path(tiny_paths["imagereward"]),
+        Path(tiny_paths["bert_tokenizer"]),
+        blip_configs(Path(tiny_paths["imagereward_configs"])),
+    )
+    with torch.no_grad():
+        for p in source.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    torch.save(original_layout(source), tmp_path / "ImageReward.pt")
+    loaded = ir.ImageRewardScorer.load(
+        tmp_path / "ImageReward.pt",
+        Path(tiny_paths["bert_tokenizer"]),
+        blip_configs(Path(tiny_paths["imagereward_configs"])),
+    )
+    images = smooth_images(3, 32, 32)
+    expected = source.score(images, PROMPTS[:3])
+    assert torch.equal(loaded.score(images, PROMPTS[:3]), expected)
+    assert not torch.allclose(expected, scorer.score(images, PROMPTS[:3]))
+
+
+def test_missing_weights_name_the_file_and_the_source(monkeypatch, tmp_path):
+    monkeypatch.delenv("DISTAR_HPS21", raising=False)
+    with pytest.raises(MissingWeightsError, match=r"HPS_v2\.1_compressed\.pt.*DISTAR_HPS21"):
+        build_metric("hpsv21")
+    with pytest.raises(MissingWeightsError, match=r"not found.*xswu/HPSv2"):
+        build_metric("hpsv21", MetricOptions({"hpsv21": str(tmp_path / "nope.pt")}))
+    with pytest.raises(MissingWeightsError, match="yuvalkirstain/PickScore_v1"):
+        build_metric("pickscore", MetricOptions({"pickscore": str(tmp_path)}))
+    with pytest.raises(KeyError, match="known: aesthetic, clip_score, fid"):
+        build_metric("pickscore_v2")
+
+
+class TinyFeatures(nn.Module):
+    """A fixed random conv feature extractor standing in for Inception."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Conv2d(3, 8, 4, 4), nn.Tanh(), nn.AdaptiveAvgPool2d(2))
+        self.num_features = 32
+
+    def forward(self, x):
+        return self.net(x.float()).flatten(1)
+
+
+def test_fid_of_a_set_with_itself_is_zero_and_matches_pytorch_fid():
+    from pytorch_fid.fid_score import calculate_frechet_distance
+
+    features = TinyFeatures()
+    x, y = smooth_images(200, 32, 32, seed=1), smooth_images(200, 32, 32, seed=2) ** 2
+    fid = FIDMetric(features, feature_id="tiny")
+    fid.add_reference(x)
+    fid.update(x)
+    assert abs(fid.compute()) < 1e-3
+    fid.reset()  # generated features only
+    fid.update(y)
+    ours = fid.compute()
+    with torch.no_grad():
+        fx, fy = features(x).double().numpy(), features(y).double().numpy()
+    theirs = calculate_frechet_distance(
+        fy.mean(0), np.cov(fy, rowvar=False), fx.mean(0), np.cov(fx, rowvar=False)
+    )
+    assert ours > 0.01 and ours == pytest.approx(theirs, rel=1e-3)
+
+
+def test_fid_reference_statistics_are_cached(tmp_path):
+    from torchvision.utils import save_image
+
+    folder = tmp_path / "reference"
+    folder.mkdir()
+    for i, image in enumerate(smooth_images(12, 40, 48, seed=3)):
+        save_image(image, folder / f"{i:03d}.png")
+    generated = smooth_images(12, 32, 32, seed=4)
+    first = FIDMetric(TinyFeatures(), feature_id="tiny")
+    cache = first.reference_from_folder(folder, tmp_path / "cache", image_size=32, batch_size=5)
+    first.update(generated)
+    second = FIDMetric(TinyFeatures(), feature_id="tiny")
+    assert second.reference_from_folder(folder, tmp_path / "cache", image_size=32) == cache
+    assert int(second.metric.real_features_num_samples) == 12
+    second.update(generated)
+    assert cache.is_file() and second.compute() == pytest.approx(first.compute(), rel=1e-6)
+    (folder / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(Exception, match="broken.png|cannot identify"):
+        FIDMetric(TinyFeatures(), feature_id="tiny").reference_from_folder(folder, None, 32)
+    with pytest.raises(RuntimeError, match="no reference statistics"):
+        FIDMetric(TinyFeatures(), feature_id="tiny").compute()

@@ -1,0 +1,93 @@
+"""Prompt sets: the shared reference files, malformed files, deterministic stratified subsets."""
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from distar import prompts
+from distar.prompts import PromptFileError
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+PARTI = DATA / "PartiPrompts.tsv"
+COCO = DATA / "coco2014_val_30k_captions.txt"
+needs_data = pytest.mark.skipif(not PARTI.is_file(), reason="../shared/data not present")
+
+
+@needs_data
+def test_parti_parses_on_tabs_and_keeps_quotes():
+    parti = prompts.load_parti(PARTI)
+    assert len(parti) == 1632
+    giggle = [p for p in parti.prompts if "G I G G L E" in p.text]
+    assert len(giggle) == 1 and giggle[0].text.startswith('"G I G G L E" painted in')
+    assert len({p.group for p in parti.prompts}) == 12
+    assert parti.prompts[0] == prompts.Prompt("bond", "Abstract", 0, "Basic")
+    # leading/trailing spaces are part of the benchmark's prompts: kept as they are
+    assert sum(p.text != p.text.strip() for p in parti.prompts) == 10
+
+
+@needs_data
+def test_coco_keeps_all_30k_lines_including_duplicates():
+    coco = prompts.load_coco(COCO)
+    assert len(coco) == 30000 and len(set(coco.texts)) == 29436
+    assert coco.prompts[2].text == "A picture of a dog laying on the ground."
+
+
+@needs_data
+def test_subsets_are_deterministic_and_stratified():
+    parti = prompts.load_parti(PARTI)
+    a, b, c = parti.subset(96, seed=1), parti.subset(96, seed=1), parti.subset(96, seed=2)
+    assert a == b and a != c and len(a) == 96
+    assert [p.index for p in a.prompts] == sorted(p.index for p in a.prompts)
+    full = Counter(p.group for p in parti.prompts)
+    got = Counter(p.group for p in a.prompts)
+    for group, count in full.items():
+        assert abs(got[group] - 96 * count / len(parti)) < 1.0  # largest-remainder quotas
+    assert parti.first(5).texts == parti.texts[:5]
+
+
+def test_hps_folder_of_four_styles(tmp_path):
+    for i, style in enumerate(prompts.HPS_STYLES):
+        (tmp_path / f"{style}.json").write_text(json.dumps([f"{style} {j}" for j in range(i + 2)]))
+    hps = prompts.load_hps(tmp_path)
+    assert len(hps) == 2 + 3 + 4 + 5
+    assert [p.index for p in hps.prompts] == list(range(len(hps)))
+    assert hps.subset(4, seed=0).prompts and {p.group for p in hps.subset(4).prompts} == set(
+        prompts.HPS_STYLES
+    )
+
+
+def test_malformed_files_fail_clearly(tmp_path, monkeypatch):
+    bad = tmp_path / "parti.tsv"
+    bad.write_text("prompt,category\nbond,Abstract\n")
+    with pytest.raises(PromptFileError, match="header"):
+        prompts.load_parti(bad)
+    bad.write_text("Prompt\tCategory\tChallenge\tNote\nonly-one-field\n")
+    with pytest.raises(PromptFileError, match=":2: expected >= 3"):
+        prompts.load_parti(bad)
+    coco = tmp_path / "coco.txt"
+    coco.write_text("a cat\n\na dog\n")
+    with pytest.raises(PromptFileError, match=r"empty caption on line\(s\) \[2\]"):
+        prompts.load_coco(coco)
+    (tmp_path / "anime.json").write_text("{not json")
+    with pytest.raises(PromptFileError, match="not JSON"):
+        prompts.load_hps(tmp_path)
+    (tmp_path / "anime.json").write_text("[]")
+    with pytest.raises(PromptFileError, match="concept-art.json missing.*zhwang/HPDv2"):
+        prompts.load_hps(tmp_path)
+    monkeypatch.delenv("DISTAR_COCO_CAPTIONS", raising=False)
+    with pytest.raises(PromptFileError, match="DISTAR_COCO_CAPTIONS"):
+        prompts.load_coco()
+    with pytest.raises(KeyError, match="allowed"):
+        prompts.load("drawbench")
+
+
+def test_download_checks_the_hash(tmp_path):
+    source = tmp_path / "src.txt"
+    source.write_text("hello\n")
+    url = source.as_uri()
+    with pytest.raises(PromptFileError, match="sha256"):
+        prompts.download(url, "0" * 64, tmp_path / "cache")
+    good = prompts._sha256(source)
+    assert prompts.download(url, good, tmp_path / "cache").read_text() == "hello\n"
