@@ -78,7 +78,9 @@ def test_differentiable_pickscore_matches_the_processor_path(metrics, size):
     diff.sum().backward()
     grad = images.grad
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
-    assert torch.allclose(diff.detach(), pick.score(images.detach(), PROMPTS), atol=1e-3)
+    # transformers 5 preprocesses in torch (identical); 4.x goes through PIL with uint8 rounding
+    gap = (diff.detach() - pick.score(images.detach(), PROMPTS)).abs().max()
+    assert gap <= 0.005 * pick.scale()
 
 
 def test_imagereward_loads_the_original_checkpoint_layout(metrics, tiny_paths, tmp_path):

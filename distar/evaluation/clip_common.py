@@ -73,17 +73,21 @@ def write_clip_bpe_tokenizer(directory: str | Path) -> Path:
     vocab += ["".join(m.split()) for m in merges] + ["<|startoftext|>", "<|endoftext|>"]
     (directory / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
     (directory / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    # the slow-tokenizer file layout: transformers 4.x and 5.x both load it with from_pretrained
+    config = {
+        "tokenizer_class": "CLIPTokenizer",
+        "model_max_length": 77,
+        "bos_token": "<|startoftext|>",
+        "eos_token": "<|endoftext|>",
+        "unk_token": "<|endoftext|>",
+        "pad_token": "<|endoftext|>",
+    }
+    (directory / "tokenizer_config.json").write_text(json.dumps(config))
     return directory
 
 
 def clip_tokenizer(directory: str | Path):
-    """A transformers CLIP tokenizer from a model directory (``from_pretrained``) or from a bare
-    ``vocab.json`` + ``merges.txt`` pair."""
-    from transformers import AutoTokenizer, CLIPTokenizer
+    """The CLIP tokenizer of a model directory (or of :func:`write_clip_bpe_tokenizer`'s)."""
+    from transformers import AutoTokenizer
 
-    directory = Path(directory)
-    if (directory / "vocab.json").is_file() and not (directory / "tokenizer_config.json").is_file():
-        return CLIPTokenizer(
-            vocab=str(directory / "vocab.json"), merges=str(directory / "merges.txt")
-        )
-    return AutoTokenizer.from_pretrained(directory)
+    return AutoTokenizer.from_pretrained(Path(directory))

@@ -10,8 +10,9 @@ from typing import Any
 
 from distar.sweep.trial import DRIVER_CPUS, SweepContext, TrialSpec, trial_driver
 
-# Ray Train v2 throttles reports to one per health check (~2 s by default); trials here report
-# every few seconds and the last report must not be dropped.
+# Ray Train v2 hands reports to Tune once per controller health check (~2 s by default). Nothing
+# is dropped, but every trial waits on it: measured (benchmarks/ray_facts.py), 10 reports 0.2 s
+# apart took 43.1 s end to end with the default interval and 28.8 s with 0.1 s.
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
 
 
