@@ -81,7 +81,7 @@ def key_values(pairs: list[str], flag: str) -> dict[str, str]:
 
 
 def resolve(args: argparse.Namespace) -> dict:
-    from distar.evaluation.metric_base import METRICS, build_metric  # noqa: F401 (registers)
+    from distar.evaluation.metric_base import METRICS
 
     if args.smoke_test:
         args.tiny, args.benchmark = True, args.benchmark or ["parti:8", "coco:8"]
@@ -90,8 +90,12 @@ def resolve(args: argparse.Namespace) -> dict:
         raise SystemExit("--benchmark: give at least one, e.g. --benchmark parti:32")
     import distar.evaluation.scorers  # noqa: F401
 
-    for m in args.metrics or []:
-        METRICS.get(m)  # fails with the known names
+    unknown = [m for m in args.metrics or [] if m not in METRICS]
+    if unknown:
+        raise SystemExit(f"--metrics: unknown {unknown}; allowed: {', '.join(METRICS.names())}")
+    for flag in ("samples_per_prompt", "batch_size"):
+        if getattr(args, flag) < 1:
+            raise SystemExit(f"--{flag.replace('_', '-')}: must be >= 1")
     requests = [BenchmarkRequest.parse(b, args.metrics) for b in args.benchmark]
     if args.tiny:  # tiny models have no Inception / reference images: FID needs real files
         requests = [
