@@ -185,3 +185,16 @@ def test_fid_reference_statistics_are_cached(tmp_path):
         FIDMetric(TinyFeatures(), feature_id="tiny").reference_from_folder(folder, None, 32)
     with pytest.raises(RuntimeError, match="no reference statistics"):
         FIDMetric(TinyFeatures(), feature_id="tiny").compute()
+
+
+def test_pooled_handles_transformers_4_and_5_return_types():
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+    from distar.evaluation.clip_common import pooled
+
+    emb = torch.randn(2, 16)
+    assert pooled(emb) is emb  # transformers 4.x: the projected embedding itself
+    wrapped = BaseModelOutputWithPooling(last_hidden_state=torch.randn(2, 5, 32), pooler_output=emb)
+    assert pooled(wrapped) is emb  # 5.x: inside pooler_output
+    with pytest.raises(TypeError, match="cannot find the embedding"):
+        pooled(BaseModelOutputWithPooling(last_hidden_state=emb))
