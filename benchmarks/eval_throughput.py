@@ -47,7 +47,9 @@ def main() -> None:
         paths = tiny_metric_paths(Path(tmp) / "metrics")
         metrics = {m: build_metric(m, MetricOptions(paths)) for m in METRICS}
         generator = GENERATORS.get("tiny")(tiny_text_encoder(Path(tmp) / "gen"))
-    prompts = PromptSet("bench", tuple(Prompt(f"a photo of thing {i}", "", i) for i in range(args.n)))
+    prompts = PromptSet(
+        "bench", tuple(Prompt(f"a photo of thing {i}", "", i) for i in range(args.n))
+    )
     texts = prompts.texts
     noise = torch.randn(args.n, *generator.noise_shape)
     b = args.batch_size
@@ -62,14 +64,18 @@ def main() -> None:
 
     bare = {"generator": timed(bare_generate)}
     for name, metric in metrics.items():
-        bare[name] = timed(lambda m=metric: [m.score(x, t) for x, (t, _) in zip(images, batches)])
+        bare[name] = timed(
+            lambda m=metric: [m.score(x, t) for x, (t, _) in zip(images, batches, strict=True)]
+        )
     harness = timed(lambda: evaluate(generator, prompts, metrics, batch_size=b, progress=False))
     print(f"{args.n} images of {tuple(images[0].shape[1:])}, batch {b}, {args.threads} threads")
     for name, seconds in bare.items():
         print(f"  {name:12s} {args.n / seconds:9.1f} images/s")
     total = sum(bare.values())
-    print(f"  bare passes summed {total:7.2f} s; harness {harness:7.2f} s; "
-          f"overhead ratio {harness / total:.3f}")
+    print(
+        f"  bare passes summed {total:7.2f} s; harness {harness:7.2f} s; "
+        f"overhead ratio {harness / total:.3f}"
+    )
 
 
 if __name__ == "__main__":
