@@ -10,6 +10,7 @@ Inception (the tests use a tiny one).
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -76,9 +77,10 @@ class FIDMetric:
 
     def cache_key(self, files: list[Path], image_size: int) -> str:
         h = hashlib.sha256(f"{self.feature_id}|{image_size}".encode())
+        root = files[0].parent if len(files) == 1 else Path(os.path.commonpath(files))
         for f in files:
             stat = f.stat()
-            h.update(f"{f.name}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+            h.update(f"{f.relative_to(root)}|{stat.st_size}|{stat.st_mtime_ns}".encode())
         return h.hexdigest()[:16]
 
     def _save_state(self, path: Path) -> None:

@@ -96,7 +96,7 @@ def evaluate(
         timings.generate += time.perf_counter() - t0
         if sum(len(e) for e in examples) < keep_examples:
             examples.append(images[:keep_examples].detach().cpu())
-        score_batch(metrics, images, texts, scores, timings)
+        score_batch(metrics, images, texts, scores, timings, lo)
     rows = make_rows(items, seeds, {n: torch.cat(v).cpu() for n, v in scores.items()})
     summary = summarise(rows, prompts.name, list(scores), seed)
     for name, m in metrics.items():
@@ -108,7 +108,9 @@ def evaluate(
     )
 
 
-def score_batch(metrics, images: Tensor, texts: list[str], scores, timings: Timings) -> None:
+def score_batch(
+    metrics, images: Tensor, texts: list[str], scores, timings: Timings, at: int
+) -> None:
     for name, m in metrics.items():
         t0 = time.perf_counter()
         if is_set_metric(m):
@@ -118,7 +120,7 @@ def score_batch(metrics, images: Tensor, texts: list[str], scores, timings: Timi
                 values = m.score(images, texts).detach().float()
             if values.shape != (len(texts),):
                 raise ValueError(f"{name}: {tuple(values.shape)} scores for {len(texts)} samples")
-            check_finite(values, name, 0)
+            check_finite(values, name, at)
             scores[name].append(values)
         timings.metrics[name] += time.perf_counter() - t0
 
