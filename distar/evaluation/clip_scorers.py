@@ -9,8 +9,6 @@ import torch
 from torch import Tensor, nn
 
 from distar.evaluation.clip_common import (
-    CLIP_MEAN,
-    CLIP_STD,
     clip_pixels,
     clip_tokenizer,
     normalised,
@@ -98,7 +96,7 @@ class AestheticScorer(nn.Module):
         self.image_size = clip_model.config.vision_config.image_size
 
     def differentiable(self, images: Tensor, prompts: Sequence[str] = ()) -> Tensor:
-        pixels = clip_pixels(images, self.image_size, CLIP_MEAN, CLIP_STD)
+        pixels = clip_pixels(images, self.image_size)
         emb = normalised(pooled(self.clip.get_image_features(pixel_values=pixels)))
         return self.head(emb)
 

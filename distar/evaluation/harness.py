@@ -9,9 +9,8 @@ images do not depend on the batch size or on which other prompts are evaluated a
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import pandas as pd
@@ -41,19 +40,11 @@ def noise_for(seeds: Sequence[int], shape: tuple[int, ...], device: str | torch.
 
 
 @dataclass
-class Timings:
-    generate: float = 0.0
-    metrics: dict[str, float] = field(default_factory=dict)
-    total: float = 0.0
-
-
-@dataclass
 class BenchmarkResult:
     benchmark: str
     rows: pd.DataFrame  # one row per sample: prompt, group, index, replica, seed, metrics
     summary: dict[str, float]  # MLflow metric name -> value
     examples: Tensor  # the first few samples, for an image grid
-    timings: Timings
 
     @property
     def metric_columns(self) -> list[str]:
@@ -84,35 +75,27 @@ def evaluate(
         if is_set_metric(m):
             m.reset()
     scores: dict[str, list[Tensor]] = {n: [] for n, m in metrics.items() if not is_set_metric(m)}
-    timings, examples, start = Timings(metrics={n: 0.0 for n in metrics}), [], time.perf_counter()
+    examples: list[Tensor] = []
     for lo in tqdm(range(0, len(items), batch_size), desc=prompts.name, disable=not progress):
         texts = [p.text for p, _ in items[lo : lo + batch_size]]
-        t0 = time.perf_counter()
         with torch.no_grad():
             images = generator(
                 texts, noise_for(seeds[lo : lo + batch_size], generator.noise_shape, device)
             )
         check_finite(images, prompts.name, lo)
-        timings.generate += time.perf_counter() - t0
         if sum(len(e) for e in examples) < keep_examples:
             examples.append(images[:keep_examples].detach().cpu())
-        score_batch(metrics, images, texts, scores, timings, lo)
+        score_batch(metrics, images, texts, scores, lo)
     rows = make_rows(items, seeds, {n: torch.cat(v).cpu() for n, v in scores.items()})
     summary = summarise(rows, prompts.name, list(scores), seed)
     for name, m in metrics.items():
         if is_set_metric(m):
             summary.update(set_metric_values(prompts.name, name, m))
-    timings.total = time.perf_counter() - start
-    return BenchmarkResult(
-        prompts.name, rows, summary, torch.cat(examples)[:keep_examples], timings
-    )
+    return BenchmarkResult(prompts.name, rows, summary, torch.cat(examples)[:keep_examples])
 
 
-def score_batch(
-    metrics, images: Tensor, texts: list[str], scores, timings: Timings, at: int
-) -> None:
+def score_batch(metrics, images: Tensor, texts: list[str], scores, at: int) -> None:
     for name, m in metrics.items():
-        t0 = time.perf_counter()
         if is_set_metric(m):
             m.update(images, texts)
         else:
@@ -122,7 +105,6 @@ def score_batch(
                 raise ValueError(f"{name}: {tuple(values.shape)} scores for {len(texts)} samples")
             check_finite(values, name, at)
             scores[name].append(values)
-        timings.metrics[name] += time.perf_counter() - t0
 
 
 def set_metric_values(benchmark: str, name: str, metric) -> dict[str, float]:

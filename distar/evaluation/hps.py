@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from distar.evaluation.clip_common import clip_pixels, normalised
+from distar.evaluation.clip_common import CLIP_MEAN, CLIP_STD, clip_pixels, normalised
 from distar.evaluation.metric_base import load_state_dict
 
 
@@ -27,9 +27,9 @@ class HPSv2Scorer(nn.Module):
         self.tokenizer = tokenizer
         size = model.visual.image_size
         self.image_size = size[0] if isinstance(size, tuple | list) else size
-        cfg = model.visual.preprocess_cfg if hasattr(model.visual, "preprocess_cfg") else {}
-        self.mean = tuple(cfg.get("mean", (0.48145466, 0.4578275, 0.40821073)))
-        self.std = tuple(cfg.get("std", (0.26862954, 0.26130258, 0.27577711)))
+        cfg = getattr(model.visual, "preprocess_cfg", {})
+        self.mean = tuple(cfg.get("mean", CLIP_MEAN))
+        self.std = tuple(cfg.get("std", CLIP_STD))
 
     @property
     def device(self) -> torch.device:

@@ -7,6 +7,7 @@ variable. Sizes are those of the published files.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from distar.evaluation.metric_base import METRICS, MetricOptions
@@ -84,9 +85,10 @@ def pickscore(options: MetricOptions):
     from distar.evaluation.clip_scorers import ClipPairScorer, load_clip
 
     model_dir = PICKSCORE.resolve(options.path("pickscore"))
-    processor_dir = options.path("pickscore_processor") or _env_or_none(PICKSCORE_PROCESSOR)
-    processor_dir = PICKSCORE_PROCESSOR.resolve(processor_dir) if processor_dir else model_dir
-    model, tokenizer, processor = load_clip(model_dir, processor_dir)
+    processor_dir = options.path("pickscore_processor")
+    if processor_dir or os.environ.get(PICKSCORE_PROCESSOR.env):
+        processor_dir = PICKSCORE_PROCESSOR.resolve(processor_dir)
+    model, tokenizer, processor = load_clip(model_dir, processor_dir or model_dir)
     return ClipPairScorer("pickscore", model, tokenizer, processor).to(options.device)
 
 
@@ -147,9 +149,3 @@ def blip_configs(directory: Path):
     vision = json.loads((directory / "vision.json").read_text())
     text = json.loads((directory / "text.json").read_text())
     return BlipVisionConfig(**vision), BlipTextConfig(**text)
-
-
-def _env_or_none(weight: WeightFile) -> str | None:
-    import os
-
-    return os.environ.get(weight.env)

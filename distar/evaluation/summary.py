@@ -44,11 +44,11 @@ def summarise(
         out[metric_name(benchmark, m)] = float(values.mean())
         out[metric_name(benchmark, f"{m}_ci95_low")] = low
         out[metric_name(benchmark, f"{m}_ci95_high")] = high
-        if rows["group"].nunique() > 1:
-            for group, mean in rows.groupby("group")[m].mean().items():
+        by_group = rows.groupby("group")[m].mean()
+        if len(by_group) > 1:
+            for group, mean in by_group.items():
                 out[metric_name(benchmark, m, str(group))] = float(mean)
         if PRIMARY.get(benchmark) == m:
-            by_group = rows.groupby("group")[m].mean()
             out.update({metric_name(benchmark, str(g)): float(v) for g, v in by_group.items()})
             out[metric_name(benchmark, "average")] = float(by_group.mean())
     return out

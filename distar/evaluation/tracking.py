@@ -8,13 +8,13 @@ from distar.evaluation.summary import group_table
 from distar.sweep.tracking import log_metrics
 
 
-def log_benchmark(client, run_id: str, result: BenchmarkResult, step: int | None = None) -> None:
+def log_benchmark(client, run_id: str, result: BenchmarkResult, step: int = 0) -> None:
     bench = result.benchmark
     client.log_table(run_id, result.rows, f"eval/{bench}_samples.json")
     if result.rows["group"].nunique() > 1:
         table = group_table(result.rows, result.metric_columns)
         client.log_table(run_id, table, f"eval/{bench}_groups.json")
-    log_metrics(client, run_id, result.summary, step or 0)
+    log_metrics(client, run_id, result.summary, step)
     if result.examples.ndim == 4 and result.examples.shape[1] == 3:
         client.log_image(
             run_id, image_grid(result.examples), artifact_file=f"eval/{bench}_grid.png"
