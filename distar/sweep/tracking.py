@@ -98,12 +98,10 @@ class MlflowLogger(Callback):
             self.client.log_artifact(self.run_id, str(path), artifact_path="plots")
 
     def on_train_end(self, step: int, metrics: dict[str, float]) -> None:
-        import mlflow
         import pandas as pd
 
         seconds = time.perf_counter() - self.started  # the loop alone, for overhead benchmarks
         log_metrics(self.client, self.run_id, {"time/train_seconds": seconds}, step)
         row = {**self.table_row, "step": step, **metrics}
-        mlflow.set_tracking_uri(self.client.tracking_uri)
-        mlflow.log_table(pd.DataFrame([row]), "metrics_table.json", run_id=self.run_id)
+        self.client.log_table(self.run_id, pd.DataFrame([row]), "metrics_table.json")
         self.client.log_batch(self.run_id, tags=[RunTag(FINAL_STEP_TAG, str(step))])
