@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from distar.config import Config, ConfigError, parse_override
 from distar.sweep.grid import TABLE2, expand
+from distar.sweep.runner import SweepSettings
 
 SMOKE_ROWS = (TABLE2[1], TABLE2[-1])
 SMOKE = {
@@ -40,13 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--huber-c", type=float, nargs="+", help="cross the grid with these c values")
-    p.add_argument("--max-concurrent", type=int, default=2)
-    p.add_argument("--tracking-uri", help="MLflow URI (default: SQLite under --storage)")
-    p.add_argument("--experiment", default="distar-table2")
-    p.add_argument("--name", default="table2", help="sweep name (Tune dir, MLflow parent run)")
-    p.add_argument("--storage", type=Path, default=Path("runs/table2"))
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
+    SweepSettings.add_arguments(p, "distar-table2", "table2", "runs/table2")
     p.add_argument("--dry-run", action="store_true", help="print the resolved trials, exit")
     p.add_argument("--smoke-test", action="store_true", help="2 rows, few steps")
     return p
@@ -79,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(trials)} trials")
         return 0
     from analysis.report import DEFAULT_PAPER_CSV, build_report, load_runs, to_markdown
-    from distar.sweep.runner import SweepSettings, run_sweep
+    from distar.sweep.runner import run_sweep
 
     settings = SweepSettings.from_args(args)
     rows_out = run_sweep(trials, settings)

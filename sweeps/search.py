@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from distar.config import Config, ConfigError, parse_override
+from distar.sweep.runner import SweepSettings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,13 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--floor-metric", default="precision")
     p.add_argument("--floor", type=float, default=0.9)
     p.add_argument("--penalty", type=float, default=10.0)
-    p.add_argument("--max-concurrent", type=int, default=2)
-    p.add_argument("--tracking-uri")
-    p.add_argument("--experiment", default="distar-search")
-    p.add_argument("--name", default="search")
-    p.add_argument("--storage", type=Path, default=Path("runs/search"))
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--resume", action="store_true")
+    SweepSettings.add_arguments(p, "distar-search", "search", "runs/search")
     p.add_argument("--dry-run", action="store_true", help="print base config and space, exit")
     p.add_argument("--smoke-test", action="store_true", help="3 samples, few steps")
     return p
@@ -78,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"objective: {objective}; {args.samples} samples, seed {args.seed}")
         return 0
-    from distar.sweep.runner import SweepSettings, run_sweep
+    from distar.sweep.runner import run_sweep
     from distar.sweep.search import search_space, search_tune_config
 
     settings = SweepSettings.from_args(args)

@@ -26,6 +26,17 @@ class SweepSettings:
     resume: bool = False
     num_cpus: int | None = None  # None: all of this machine's (a cluster brings its own)
 
+    @staticmethod
+    def add_arguments(p: Any, experiment: str, name: str, storage: str) -> None:
+        """The flags every sweep entry point shares (read back by :meth:`from_args`)."""
+        p.add_argument("--max-concurrent", type=int, default=2)
+        p.add_argument("--tracking-uri", help="MLflow URI (default: SQLite under --storage)")
+        p.add_argument("--experiment", default=experiment)
+        p.add_argument("--name", default=name, help="sweep name (Tune dir, MLflow parent run)")
+        p.add_argument("--storage", type=Path, default=Path(storage))
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+        p.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
+
     @classmethod
     def from_args(cls, args: Any) -> SweepSettings:
         """From the shared command-line flags of the sweep entry points."""
