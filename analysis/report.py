@@ -15,7 +15,7 @@ from scipy import stats
 
 from distar.sweep.grid import TABLE2
 
-METRICS = ("reward", "precision", "coverage", "adherence", "mmd", "frechet", "loglik")
+METRICS = ("reward",)  # the fallback; each world's preset names its own (WorldPreset.metrics)
 PAPER_COLUMNS = ("image_reward", "aesthetic", "pickscore", "clip_score")
 DEFAULT_PAPER_CSV = Path(__file__).resolve().parents[1].parent / "shared/data/paper_tables.csv"
 
@@ -126,16 +126,30 @@ def pareto_plot(table: pd.DataFrame, path: Path, x: str = "precision", y: str = 
     return path
 
 
-def build_report(runs: pd.DataFrame, out: Path, paper_csv: Path | None) -> pd.DataFrame:
-    table = summarise(runs)
+def build_report(
+    runs: pd.DataFrame,
+    out: Path,
+    paper_csv: Path | None,
+    metrics: tuple[str, ...] = METRICS,
+    pareto: tuple[str, str] = ("reward", "reward"),
+) -> pd.DataFrame:
+    """``metrics`` and the ``pareto`` axes (x fidelity, y reward) come from the world's preset."""
+    table = summarise(runs, metrics)
     if paper_csv is not None and paper_csv.exists():
         table = table.merge(paper_numbers(paper_csv), on="label", how="left")
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "table2.csv", index=False)
-    (out / "table2.md").write_text(to_markdown(table) + "\n")
-    if {"reward", "precision"} <= set(table.columns):
-        pareto_plot(table, out / "pareto.png")
+    (out / "table2.md").write_text(to_markdown(table, metrics) + "\n")
+    x, y = pareto
+    if x != y and {x, y} <= set(table.columns):
+        pareto_plot(table, out / "pareto.png", x, y)
     return table
+
+
+def world_of(runs: pd.DataFrame) -> str:
+    """The world preset a sweep's runs used (their logged ``world.name`` param)."""
+    names = runs.get("params.world.name", pd.Series(dtype=str)).dropna().unique()
+    return str(names[0]) if len(names) == 1 else "gmm"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,10 +164,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/report"))
     parser.add_argument("--paper-csv", type=Path, default=DEFAULT_PAPER_CSV)
     args = parser.parse_args(argv)
-    table = build_report(
-        load_runs(args.tracking_uri, args.experiment, args.sweep), args.out, args.paper_csv
-    )
-    print(to_markdown(table))
+    from distar.config import world_preset
+
+    runs = load_runs(args.tracking_uri, args.experiment, args.sweep)
+    preset = world_preset(world_of(runs))
+    table = build_report(runs, args.out, args.paper_csv, preset.metrics, preset.pareto)
+    print(to_markdown(table, preset.metrics))
     print(
         f"\nwritten: {args.out / 'table2.md'}, {args.out / 'table2.csv'}, {args.out / 'pareto.png'}"
     )

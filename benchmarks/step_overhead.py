@@ -33,7 +33,7 @@ def median_seconds(fn: Callable[[], object], reps: int, warmup: int = 10) -> flo
 def necessary_passes(trainer: Trainer) -> dict[str, Callable[[], object]]:
     """The irreducible work of one step, each as a closure over fixed inputs."""
     w, n = trainer.world, trainer.config.train.batch_size
-    z, cond = w.sample_latents(n, trainer.rng), w.sample_prompts(n, trainer.rng)
+    z, cond = w.sample_latents(n, trainer.noise_rng), w.sample_conditions(n, trainer.rng)
     sigma, noise = torch.full((n,), 0.5), torch.randn(n, z.shape[1])
     with torch.no_grad():
         x0_fixed = w.generator(z, cond)

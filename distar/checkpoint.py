@@ -1,6 +1,7 @@
-"""Full-state checkpoints without pickled code: network weights as safetensors; optimiser
+"""Full-state checkpoints without pickled code: the trained weights as safetensors; optimiser
 states, step and RNG states as tensors/primitives loaded with ``weights_only=True``; config as
-YAML."""
+YAML. Only what a run trains is written (parameters that require grad): frozen weights the world
+loads itself -- the reference a LoRA assistant shares -- are not copied into every checkpoint."""
 
 from __future__ import annotations
 
@@ -23,12 +24,31 @@ def save_checkpoint(
     path = Path(root) / f"step_{step:07d}"
     path.mkdir(parents=True, exist_ok=True)
     for name, module in modules.items():
-        tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+        tensors = {k: v.detach().cpu().contiguous() for k, v in trained_state(module).items()}
         save_file(tensors, str(path / f"{name}.safetensors"))
     torch.save({"step": step, **state}, path / "trainer.pt")
     (path / "config.yaml").write_text(config.to_yaml())
     (Path(root) / LATEST).write_text(path.name)
     return path
+
+
+def trained_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: p for k, p in module.named_parameters() if p.requires_grad}
+
+
+def load_trained_state(module: nn.Module, tensors: dict[str, torch.Tensor], what: str) -> None:
+    """Copy ``tensors`` into the trained parameters of ``module``; the names must match exactly."""
+    params = trained_state(module)
+    missing, unexpected = sorted(set(params) - set(tensors)), sorted(set(tensors) - set(params))
+    if missing or unexpected:
+        raise ValueError(
+            f"checkpoint {what}: does not match the trained parameters "
+            f"(missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''})"
+        )
+    with torch.no_grad():
+        for k, p in params.items():
+            p.copy_(tensors[k])
 
 
 def resolve_checkpoint(path: Path) -> Path:
@@ -45,7 +65,8 @@ def load_checkpoint(path: Path, modules: dict[str, nn.Module]) -> dict[str, Any]
     """Load weights into ``modules`` in place and return the trainer state."""
     path = resolve_checkpoint(path)
     for name, module in modules.items():
-        module.load_state_dict(load_file(str(path / f"{name}.safetensors")))
+        file = path / f"{name}.safetensors"
+        load_trained_state(module, load_file(str(file)), str(file))
     return torch.load(path / "trainer.pt", weights_only=True)
 
 

@@ -8,23 +8,15 @@ import sys
 from pathlib import Path
 
 from distar.checkpoint import checkpoint_config
-from distar.config import Config, ConfigError, parse_override
-
-SMOKE_TEST = {
-    "train.steps": 20,
-    "train.batch_size": 64,
-    "train.log_every": 5,
-    "eval.samples_per_prompt": 200,
-    "world.stage0_steps": 200,
-    "world.assistant_fit_steps": 200,
-    "world.generator_width": 64,
-    "world.assistant_width": 64,
-    "world.depth": 2,
-}
-
+from distar.config import DEFAULT_WORLD, Config, ConfigError, parse_override, world_preset
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m distar.train", description=__doc__)
+    parser.add_argument(
+        "--world",
+        help=f"world preset (default {DEFAULT_WORLD!r}; e.g. sd15, sdxl, sd15-tiny, sdxl-tiny): "
+        "the world and its defaults for every section",
+    )
     parser.add_argument("--config", type=Path, help="YAML config; defaults fill the rest")
     parser.add_argument(
         "--set",
@@ -37,20 +29,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, help="output directory (train.out_dir)")
     parser.add_argument("--resume", type=Path, help="checkpoint dir, or a run's checkpoints/ dir")
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config, exit")
-    parser.add_argument("--smoke-test", action="store_true", help="tiny and fast settings")
+    parser.add_argument(
+        "--smoke-test", action="store_true", help="tiny and fast settings (the world's own)"
+    )
     return parser
 
 
 def resolve_config(args: argparse.Namespace) -> Config:
-    """Defaults < the checkpoint's config (``--resume`` without ``--config``) < ``--config`` <
-    ``--smoke-test`` < ``--set`` < ``--out``."""
+    """Defaults < the world preset (``--world``) < the checkpoint's config (``--resume`` without
+    ``--config``) < ``--config`` < the world's ``--smoke-test`` settings < ``--set`` < ``--out``."""
+    if args.world and (args.config or args.resume):
+        raise ConfigError("--world: give it alone, or set world.* inside --config / the checkpoint")
     if args.config:
         base = Config.from_yaml(args.config.read_text())
     elif args.resume:
         base = checkpoint_config(args.resume)
     else:
-        base = Config()
-    flat: dict = dict(SMOKE_TEST) if args.smoke_test else {}
+        base = Config.for_world(args.world or DEFAULT_WORLD)
+    preset = world_preset(args.world or base.world.name)
+    flat: dict = dict(preset.smoke) if args.smoke_test else {}
     flat.update(parse_override(text) for text in args.overrides)
     if args.out is not None:
         flat["train.out_dir"] = str(args.out)

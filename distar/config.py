@@ -21,11 +21,13 @@ DIVERGENCES = ("kl", "score")
 DISTANCES = ("l2", "pseudo_huber")
 DISTANCE_UNITS = ("score", "x0")
 GUIDANCE_MODES = ("in", "out")
+CFG_CONVENTIONS = ("diffusers", "distar")
 GRADIENT_PATHS = ("detached", "exact")
 GENERATOR_WEIGHTINGS = ("dmd_normalised", "uniform")
 SIGMA_DISTRIBUTIONS = ("lognormal", "loguniform")
 ASSISTANT_WEIGHTINGS = ("edm", "uniform")
 DEVICES = ("auto", "cpu", "cuda")
+DEFAULT_WORLD = "gmm"
 
 
 class ConfigError(ValueError):
@@ -105,6 +107,9 @@ class LossConfig(Section):
     reward_scale: float = 0.0
     cfg_scale: float = 0.0
     guidance: str = "in"
+    # "distar": cfg_scale is alpha in D_c + alpha (D_c - D_null); "diffusers": cfg_scale is
+    # diffusers' guidance_scale w = 1 + alpha (0 still means no guidance)
+    cfg_convention: str = "distar"
     gradient_path: str = "exact"  # "detached" reproduces the printed pseudo-code, for comparison
     weighting: str = "uniform"  # generator weighting w(sigma)
 
@@ -116,8 +121,18 @@ class LossConfig(Section):
         check_range("loss.reward_scale", self.reward_scale, 0.0)
         check_range("loss.cfg_scale", self.cfg_scale, 0.0)
         check_choice("loss.guidance", self.guidance, GUIDANCE_MODES)
+        check_choice("loss.cfg_convention", self.cfg_convention, CFG_CONVENTIONS)
+        if self.cfg_convention == "diffusers" and 0.0 < self.cfg_scale < 1.0:
+            _fail("loss.cfg_scale", self.cfg_scale, "0 (off) or >= 1 under the diffusers convention")
         check_choice("loss.gradient_path", self.gradient_path, GRADIENT_PATHS)
         check_choice("loss.weighting", self.weighting, GENERATOR_WEIGHTINGS)
+
+    @property
+    def alpha_cfg(self) -> float:
+        """The CFG scale alpha of ``D_c + alpha (D_c - D_null)``, whichever convention is set."""
+        if self.cfg_convention == "diffusers" and self.cfg_scale > 0:
+            return self.cfg_scale - 1.0
+        return self.cfg_scale
 
 
 @dataclass(frozen=True)
@@ -193,6 +208,9 @@ class TrainConfig(Section):
     checkpoint_every: int = 0  # 0: checkpoint only at the end
     out_dir: str = "runs/default"
     init: str = "stage0"  # generator start: the world's stage-0 model, or "random"
+    # >0: the generator loss and its backward run this many samples at a time onto a detached
+    # x0, then one backward through the generator (same gradient, the memory of a chunk)
+    generator_chunk: int = 0
 
     def validate(self) -> None:
         check_range("train.steps", self.steps, 0)
@@ -203,6 +221,7 @@ class TrainConfig(Section):
         check_range("train.eval_every", self.eval_every, 0)
         check_range("train.checkpoint_every", self.checkpoint_every, 0)
         check_choice("train.init", self.init, ("random", "stage0"))
+        check_range("train.generator_chunk", self.generator_chunk, 0, 1 << 20)
 
 
 @dataclass(frozen=True)
@@ -248,49 +267,67 @@ def register_world_config(name: str):
     return add
 
 
-@register_world_config("gmm")
 @dataclass(frozen=True)
-class GMMWorldConfig(WorldConfig):
-    """The embedded world: a conditional Gaussian mixture with an exact reference denoiser."""
+class WorldPreset:
+    """A named starting point for ``--world NAME``, owned by the world that registers it.
 
-    name: str = "gmm"
-    dim: int = 2
-    n_prompts: int = 4
-    modes_per_prompt: int = 2
-    radius: float = 3.0
-    mode_std: float = 0.25
-    geometry_seed: int = 0  # lays out the modes; independent of the training seed
-    reward: str = "directional"
-    reward_sharpness: float = 1.0
-    generator_width: int = 128
-    assistant_width: int = 256
-    depth: int = 3
-    assistant_init: str = "copy"  # "copy": reference + zero-initialised residual; "fitted"
-    stage0_steps: int = 3000
-    assistant_fit_steps: int = 3000
-    ode_steps: int = 48
-    cache_dir: str = ""  # "": $DISTAR_CACHE or ~/.cache/distar
+    A preset whose ``name`` equals its ``world`` holds that world's defaults for every section
+    (they apply whenever ``world.name`` selects the world); other presets (``sdxl-tiny``) layer
+    their overrides on top. The rest says how the sweep layer talks about the world: the
+    translation of the paper's alpha_rew / alpha_cfg into the world's units, the evaluation
+    metrics reports show, the search objective and the Pareto axes."""
 
-    def validate(self) -> None:
-        check_range("world.dim", self.dim, 2, 4096)
-        check_range("world.n_prompts", self.n_prompts, 1, 1000)
-        check_range("world.modes_per_prompt", self.modes_per_prompt, 1, 1000)
-        check_range("world.radius", self.radius, 0.0, low_open=True)
-        check_range("world.mode_std", self.mode_std, 0.0, low_open=True)
-        check_range("world.geometry_seed", self.geometry_seed, 0)
-        check_choice("world.reward", self.reward, ("bump", "directional"))
-        check_choice("world.assistant_init", self.assistant_init, ("copy", "fitted"))
-        check_range("world.reward_sharpness", self.reward_sharpness, 0.0, low_open=True)
-        for name in ("generator_width", "assistant_width", "depth", "ode_steps"):
-            check_range(f"world.{name}", getattr(self, name), 1)
-        check_range("world.stage0_steps", self.stage0_steps, 0)
-        check_range("world.assistant_fit_steps", self.assistant_fit_steps, 0)
+    name: str
+    world: str
+    overrides: dict[str, Any] = field(default_factory=dict)  # flat keys of any section
+    smoke: dict[str, Any] = field(default_factory=dict)  # --smoke-test on top of the preset
+    paper_scales: tuple[float, float] = (1.0, 1.0)  # paper (alpha_rew, alpha_cfg) -> world units
+    metrics: tuple[str, ...] = ("reward",)  # eval/<metric> columns of reports, in order
+    objective: tuple[str, str] = ("reward", "reward")  # (maximised metric, floor metric)
+    pareto: tuple[str, str] = ("reward", "reward")  # (x: fidelity, y: reward)
+    description: str = ""
+
+
+WORLD_PRESETS: dict[str, WorldPreset] = {}
+
+
+def register_preset(preset: WorldPreset) -> WorldPreset:
+    if preset.name in WORLD_PRESETS:
+        raise KeyError(f"world preset {preset.name!r} is registered twice")
+    WORLD_PRESETS[preset.name] = preset
+    return preset
+
+
+def _load_worlds() -> None:
+    from distar.worlds import load_world_configs  # torch-free: each world's config module
+
+    load_world_configs()
+
+
+def world_preset(name: str) -> WorldPreset:
+    """The preset ``--world NAME`` selects; fails naming the known ones."""
+    _load_worlds()
+    check_choice("--world", name, tuple(sorted(WORLD_PRESETS)))
+    return WORLD_PRESETS[name]
+
+
+def world_config_class(name: str) -> type[WorldConfig]:
+    _load_worlds()
+    check_choice("world.name", name, tuple(sorted(WORLD_CONFIGS)))
+    return WORLD_CONFIGS[name]
+
+
+def world_defaults(name: str) -> dict[str, Any]:
+    """Flat defaults a world sets for the other sections (its own preset's overrides)."""
+    world_config_class(name)
+    base = WORLD_PRESETS.get(name)
+    return {} if base is None else dict(base.overrides)
 
 
 @dataclass(frozen=True)
 class Config(Section):
     section: ClassVar[str] = "config"
-    world: WorldConfig = field(default_factory=GMMWorldConfig)
+    world: WorldConfig = field(default_factory=lambda: world_config_class(DEFAULT_WORLD)())
     loss: LossConfig = field(default_factory=LossConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -299,7 +336,7 @@ class Config(Section):
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
 
     def validate(self) -> None:
-        check_choice("world.name", self.world.name, tuple(sorted(WORLD_CONFIGS)))
+        world_config_class(self.world.name)
 
     # ---- round trips -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -321,10 +358,10 @@ class Config(Section):
 
     @classmethod
     def from_flat(cls, flat: dict[str, Any]) -> Config:
-        """Build from dotted keys; missing keys take defaults, unknown keys fail."""
-        world_name = flat.get("world.name", GMMWorldConfig.name)
-        check_choice("world.name", world_name, tuple(sorted(WORLD_CONFIGS)))
-        defaults = dataclasses.replace(cls(), world=WORLD_CONFIGS[world_name]())
+        """Build from dotted keys; missing keys take the defaults (the world's own defaults over
+        the library's), unknown keys fail."""
+        world_name = flat.get("world.name", DEFAULT_WORLD)
+        defaults = dataclasses.replace(cls(), world=world_config_class(world_name)())
         known = flatten(dataclasses.asdict(defaults))
         unknown = sorted(set(flat) - set(known))
         if unknown:
@@ -334,7 +371,14 @@ class Config(Section):
                 for k, h in zip(unknown, hints, strict=True)
             )
             raise ConfigError(f"unknown config key(s): {said}; known keys: {', '.join(known)}")
-        return _build(type(defaults), unflatten({**known, **flat}), world_name, "")
+        tree = unflatten({**known, **world_defaults(world_name), **flat})
+        return _build(type(defaults), tree, world_name, "")
+
+    @classmethod
+    def for_world(cls, preset: str, flat: dict[str, Any] | None = None) -> Config:
+        """The config ``--world PRESET`` starts from, with ``flat`` on top."""
+        p = world_preset(preset)
+        return cls.from_flat({"world.name": p.world, **p.overrides, **(flat or {})})
 
     def with_overrides(self, flat: dict[str, Any]) -> Config:
         return Config.from_flat({**self.to_flat(), **flat})
@@ -345,7 +389,7 @@ def _build(cls: type, tree: dict[str, Any], world_name: str, path: str) -> Any:
     for f in dataclasses.fields(cls):
         value = tree[f.name]
         if f.name == "world" and cls is Config:
-            kwargs[f.name] = _build(WORLD_CONFIGS[world_name], value, world_name, "world")
+            kwargs[f.name] = _build(world_config_class(world_name), value, world_name, "world")
         elif isinstance(value, dict):
             sub = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
             kwargs[f.name] = _build(type(sub), value, world_name, f"{path}.{f.name}".lstrip("."))

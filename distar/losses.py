@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -23,7 +24,18 @@ from torch import Tensor
 from distar.config import LossConfig
 from distar.registry import Registry
 
-Denoiser = Callable[[Tensor, Tensor, Tensor], Tensor]  # D(x, sigma, cond) -> x0 estimate
+Denoiser = Callable[[Tensor, Tensor, Any], Tensor]  # D(x, sigma, cond) -> x0 estimate
+# (D(x; c), D(x; null)) in one call: worlds batch both branches through one network forward
+PairDenoiser = Callable[[Tensor, Tensor, Any, Any], tuple[Tensor, Tensor]]
+
+
+def two_calls(reference: Denoiser) -> PairDenoiser:
+    """The unbatched pair: ``D(x; c)`` and ``D(x; null)`` as two calls of ``reference``."""
+
+    def pair(x: Tensor, sigma: Tensor, cond: Any, null: Any) -> tuple[Tensor, Tensor]:
+        return reference(x, sigma, cond), reference(x, sigma, null)
+
+    return pair
 
 
 def per_sample_sum(t: Tensor) -> Tensor:
@@ -98,15 +110,24 @@ GENERATOR_WEIGHTINGS.add("dmd_normalised", dmd_normalised_weight)
 
 # ---- the terms ----------------------------------------------------------------------------------
 def guided_denoiser(
-    reference: Denoiser, x: Tensor, sigma: Tensor, cond: Tensor, null: Tensor, cfg_scale: float
+    reference: Denoiser,
+    x: Tensor,
+    sigma: Tensor,
+    cond: Any,
+    null: Any,
+    cfg_scale: float,
+    pair: PairDenoiser | None = None,
 ) -> Tensor:
     """CFG-enhanced reference, guidance ``in`` (§3.3, Choice 2):
     ``D~ = D(x; c) + a_cfg (D(x; c) - D(x; null))``. On denoisers this equals CFG on scores,
-    because the ``-x / sigma^2`` parts cancel. ``cfg_scale = 0`` is the plain conditional."""
-    d_cond = reference(x, sigma, cond)
+    because the ``-x / sigma^2`` parts cancel. ``a_cfg`` is distar's convention: diffusers'
+    ``guidance_scale`` w is ``1 + a_cfg``. ``cfg_scale = 0`` is the plain conditional (one
+    call); otherwise both branches come from ``pair`` (one batched forward where the world
+    provides it)."""
     if cfg_scale == 0.0:
-        return d_cond
-    return d_cond + cfg_scale * (d_cond - reference(x, sigma, null))
+        return reference(x, sigma, cond)
+    d_cond, d_null = (pair or two_calls(reference))(x, sigma, cond, null)
+    return d_cond + cfg_scale * (d_cond - d_null)
 
 
 def assistant_loss(
@@ -166,9 +187,9 @@ def kl_regulariser(
 def cfg_reward_loss(
     x: Tensor,
     sigma: Tensor,
-    reference: Denoiser,
-    cond: Tensor,
-    null: Tensor,
+    pair: PairDenoiser,
+    cond: Any,
+    null: Any,
     cfg_scale: float,
     scale: Tensor,
     weight: Tensor,
@@ -176,9 +197,11 @@ def cfg_reward_loss(
     """Implicit CFG reward, guidance ``out`` (eq. 3.5 / A.14, Theorem 3.2):
     ``L_cfg = -a_cfg w / scale * sg[D(x; c) - D(x; null)] . x``. Its gradient is
     ``-a_cfg grad_theta r_cfg`` with ``r_cfg = E w sigma^2 / scale log p(x|c) / p(x|null)``.
-    (The printed pseudo-code adds ``+cfg_vector * x0``, which points the other way.)"""
+    (The printed pseudo-code adds ``+cfg_vector * x0``, which points the other way.)
+    ``pair(x, sigma, cond, null)`` gives both reference branches."""
     with torch.no_grad():
-        direction = reference(x, sigma, cond) - reference(x, sigma, null)
+        d_cond, d_null = pair(x, sigma, cond, null)
+        direction = d_cond - d_null
     return -cfg_scale * per_sample_sum(expand_like(weight / scale, x) * direction * x)
 
 
@@ -230,7 +253,7 @@ def kl_divergence(cfg: LossConfig, b: NoisyBatch) -> tuple[Tensor, Tensor]:
 class GeneratorLoss:
     per_sample: Tensor  # [B], what the optimiser descends (mean over the batch)
     terms: dict[str, Tensor]  # per-sample value of each term
-    diagnostics: dict[str, float] = field(default_factory=dict)
+    diagnostics: dict[str, Tensor | float] = field(default_factory=dict)  # batch means
 
 
 def generator_loss(
@@ -238,24 +261,28 @@ def generator_loss(
     x0: Tensor,
     sigma: Tensor,
     noise: Tensor,
-    cond: Tensor,
-    null: Tensor,
+    cond: Any,
+    null: Any,
     reference: Denoiser,
     assistant: Denoiser,
-    reward_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+    reward_fn: Callable[[Tensor, Any], Tensor] | None = None,
     diagnose: bool = False,
+    reference_pair: PairDenoiser | None = None,
 ) -> GeneratorLoss:
     """``L_G = L_reg (score) or L_KL (kl) + L_cfg (guidance out) + L_rew`` for one batch.
 
     ``x0 = g_theta(z, c)`` must carry gradients; ``x = x0 + sigma * noise`` is *not* detached.
-    Assistant and reference parameters must be frozen by the caller (requires_grad False)."""
+    Assistant and reference parameters must be frozen by the caller (requires_grad False).
+    ``reference_pair`` gives both CFG branches in one call (default: two calls of
+    ``reference``). Diagnostics are tensors (no host sync); with ``diagnose`` they add the
+    per-term gradient norms."""
     x = x0 + expand_like(sigma, x0) * noise
-    guided_in = cfg.guidance == "in" and cfg.cfg_scale > 0
+    alpha = cfg.alpha_cfg
+    guided_in = cfg.guidance == "in" and alpha > 0
+    pair = reference_pair or two_calls(reference)
 
     def target_x(xx: Tensor) -> Tensor:
-        return guided_denoiser(
-            reference, xx, sigma, cond, null, cfg.cfg_scale if guided_in else 0.0
-        )
+        return guided_denoiser(reference, xx, sigma, cond, null, alpha if guided_in else 0.0, pair)
 
     def assistant_x(xx: Tensor) -> Tensor:
         return assistant(xx, sigma, cond)
@@ -265,19 +292,17 @@ def generator_loss(
     batch = NoisyBatch(x0, x, sigma, assistant_x, target_x, scale, weight)
     terms: dict[str, Tensor] = {}
     terms["divergence"], delta = DIVERGENCES.get(cfg.divergence)(cfg, batch)
-    if cfg.guidance == "out" and cfg.cfg_scale > 0:
-        terms["cfg"] = cfg_reward_loss(
-            x, sigma, reference, cond, null, cfg.cfg_scale, scale, weight
-        )
+    if cfg.guidance == "out" and alpha > 0:
+        terms["cfg"] = cfg_reward_loss(x, sigma, pair, cond, null, alpha, scale, weight)
     reward = None
     if reward_fn is not None and (cfg.reward_scale > 0 or diagnose):
         reward = reward_fn(x0, cond)
         if cfg.reward_scale > 0:
             terms["reward"] = explicit_reward_loss(reward, cfg.reward_scale)
     total = torch.stack(list(terms.values())).sum(0)
-    diagnostics = {"delta_norm": per_sample_norm(delta).mean().item()}
+    diagnostics: dict[str, Tensor | float] = {"delta_norm": per_sample_norm(delta).mean()}
     if reward is not None:
-        diagnostics["reward"] = reward.detach().mean().item()
+        diagnostics["reward"] = reward.detach().mean()
     if diagnose:
         diagnostics.update(term_gradient_norms(terms, x0))
     return GeneratorLoss(total, terms, diagnostics)

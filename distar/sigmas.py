@@ -18,7 +18,7 @@ SIGMA_DISTRIBUTIONS: Registry[SigmaSampler] = Registry("sigma distribution")
 @SIGMA_DISTRIBUTIONS.register("lognormal")
 def lognormal_sigma(cfg: SigmaConfig, n: int, rng: torch.Generator) -> Tensor:
     """``log sigma ~ N(p_mean, p_std^2)``, clamped; the paper draws ``exp(2 n - 2)``: (-2, 2)."""
-    sigma = torch.exp(cfg.p_mean + cfg.p_std * torch.randn(n, generator=rng))
+    sigma = torch.exp(cfg.p_mean + cfg.p_std * torch.randn(n, generator=rng, device=rng.device))
     return sigma.clamp(cfg.sigma_min, cfg.sigma_max)
 
 
@@ -26,10 +26,11 @@ def lognormal_sigma(cfg: SigmaConfig, n: int, rng: torch.Generator) -> Tensor:
 def loguniform_sigma(cfg: SigmaConfig, n: int, rng: torch.Generator) -> Tensor:
     """``log sigma`` uniform on ``[log sigma_min, log sigma_max]``."""
     lo, hi = math.log(cfg.sigma_min), math.log(cfg.sigma_max)
-    return torch.exp(lo + (hi - lo) * torch.rand(n, generator=rng))
+    return torch.exp(lo + (hi - lo) * torch.rand(n, generator=rng, device=rng.device))
 
 
 def sample_sigma(cfg: SigmaConfig, n: int, rng: torch.Generator) -> Tensor:
+    """``n`` draws of pi(sigma) on ``rng``'s device."""
     return SIGMA_DISTRIBUTIONS.get(cfg.kind)(cfg, n, rng)
 
 

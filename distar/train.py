@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from distar.sigmas import ASSISTANT_WEIGHTINGS, sample_sigma
 from distar.worlds import World, build_world
 
 EVAL_SEED_OFFSET = 1_000_003  # evaluation noise is fixed per run and never touches training RNG
+NOISE_STREAM = 0x5EED  # separates the device generator's stream from the host one's
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -37,34 +39,72 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def make_adam(module: nn.Module, cfg: AdamConfig) -> torch.optim.Adam:
+def trainable(module: nn.Module) -> list[nn.Parameter]:
+    """The parameters a run trains: what requires grad when the world hands the module over
+    (a LoRA assistant trains its adapters, not the base it shares with the reference)."""
+    return [p for p in module.parameters() if p.requires_grad]
+
+
+def make_adam(params: list[nn.Parameter], cfg: AdamConfig, device: torch.device):
     return torch.optim.Adam(
-        module.parameters(),
+        params,
         lr=cfg.lr,
         betas=(cfg.beta1, cfg.beta2),
         eps=cfg.eps,
         weight_decay=cfg.weight_decay,
+        fused=device.type == "cuda",  # one kernel for all parameters; fp32 states
     )
 
 
-def check_finite(step: int, what: str, value: torch.Tensor, detail: dict[str, Any] | None = None):
-    if not torch.isfinite(value).all():
-        raise NonFiniteLossError(
-            f"step {step}: {what} is {value.item()} (non-finite); stopping. Details: {detail or {}}"
-        )
+@contextmanager
+def frozen(params: list[nn.Parameter]):
+    """Parameters frozen for a forward *and its backward*: flags are restored only after the
+    block, because toggling them in between breaks non-reentrant gradient checkpointing."""
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+class FiniteGuard:
+    """Remembers, on the device and without a host sync, the first step at which each watched
+    value was NaN/Inf; :meth:`check` (at logging, evaluation and checkpoint steps) raises."""
+
+    def __init__(self) -> None:
+        self.first: dict[str, torch.Tensor] = {}
+
+    def watch(self, step: int, what: str, value: torch.Tensor) -> None:
+        bad = ~torch.isfinite(value.detach()).all()
+        seen = self.first.get(what)
+        if seen is None:
+            seen = torch.full((), -1, dtype=torch.long, device=value.device)
+        self.first[what] = torch.where(bad & (seen < 0), step, seen)
+
+    def check(self, latest: dict[str, float] | None = None) -> None:
+        """Raise for the earliest non-finite value (the first watched, within a step)."""
+        steps = {what: int(first.item()) for what, first in self.first.items()}
+        bad = [(step, what) for what, step in steps.items() if step >= 0]
+        if bad:
+            step, what = min(bad, key=lambda b: b[0])
+            raise NonFiniteLossError(
+                f"step {step}: {what} is non-finite (nan or inf); stopping. "
+                f"Latest metrics: {latest or {}}"
+            )
 
 
 def clip_and_step(
-    module: nn.Module, opt: torch.optim.Optimizer, cfg: AdamConfig, step: int, what: str
-) -> float:
-    """Average gradients across ranks, optionally clip, refuse non-finite gradients, step;
-    returns the pre-clip gradient norm."""
-    average_gradients(module)
+    params: list[nn.Parameter], opt: torch.optim.Optimizer, cfg: AdamConfig
+) -> torch.Tensor:
+    """Average gradients across ranks, optionally clip, step; returns the pre-clip gradient
+    norm as a device tensor (the caller watches it for NaN/Inf)."""
+    average_gradients(params)
     max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
-    norm = torch.nn.utils.clip_grad_norm_(module.parameters(), max_norm)
-    check_finite(step, f"{what} gradient norm", norm)
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
     opt.step()
-    return norm.item()
+    return norm
 
 
 def step_seed(seed: int, rank: int, step: int) -> int:
@@ -73,10 +113,19 @@ def step_seed(seed: int, rank: int, step: int) -> int:
     return ((seed * 1_000_003 + rank) * 1_000_000_007 + step) % (2**63 - 1)
 
 
+def to_floats(metrics: dict[str, Any]) -> dict[str, float]:
+    """Device scalars -> floats: the one host sync of a logging step."""
+    return {k: float(v) for k, v in metrics.items()}
+
+
 class Trainer:
     """Holds the world, optimisers, step counter and training RNG of one run. Under a
     ``torch.distributed`` process group every rank trains on its own draws with averaged
-    gradients; only rank 0 writes plots and checkpoints."""
+    gradients; only rank 0 writes plots and checkpoints.
+
+    Two generators per step, both seeded from (seed, rank, step): ``rng`` on the host for what
+    the world draws on the host (prompts), ``noise_rng`` on the training device for latents,
+    sigmas and noise, so a step makes no host-to-device copy of random numbers."""
 
     def __init__(
         self, config: Config, world: World | None = None, callbacks: Sequence[Callback] = ()
@@ -86,89 +135,116 @@ class Trainer:
         torch.manual_seed(config.train.seed)
         self.world = world or build_world(config.world, self.device, config.train.init)
         self.rank = rank()
-        broadcast_parameters(self.world.generator)
-        broadcast_parameters(self.world.assistant)
+        self.params = {
+            "generator": trainable(self.world.generator),
+            "assistant": trainable(self.world.assistant),
+        }
+        broadcast_parameters(self.params["generator"])
+        broadcast_parameters(self.params["assistant"])
         self.rng = torch.Generator()
-        self.opt_generator = make_adam(self.world.generator, config.optim.generator)
-        self.opt_assistant = make_adam(self.world.assistant, config.optim.assistant)
+        self.noise_rng = torch.Generator(device=self.device)
+        self.opt_generator = make_adam(self.params["generator"], config.optim.generator, self.device)
+        self.opt_assistant = make_adam(self.params["assistant"], config.optim.assistant, self.device)
         self.callbacks = list(callbacks)
+        self.guard = FiniteGuard()
         self.step = 0
         self.out_dir = Path(config.train.out_dir)
 
     # ---- one update of each network --------------------------------------------------------
-    def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def _batch(self) -> tuple[torch.Tensor, Any]:
         n = self.config.train.batch_size
-        return self.world.sample_latents(n, self.rng), self.world.sample_prompts(n, self.rng)
+        return (
+            self.world.sample_latents(n, self.noise_rng),
+            self.world.sample_conditions(n, self.rng),
+        )
 
-    def assistant_update(self) -> float:
+    def assistant_update(self) -> torch.Tensor:
         """One round of the assistant's denoising loss on stop-gradient generator samples."""
         world, cfg = self.world, self.config
         z, cond = self._batch()
         with torch.no_grad():
             x0 = world.generator(z, cond)
-        sigma = sample_sigma(cfg.noise.assistant, len(z), self.rng).to(self.device)
-        noise = torch.randn(x0.shape, generator=self.rng).to(self.device)
+        sigma = sample_sigma(cfg.noise.assistant, len(z), self.noise_rng)
+        noise = torch.randn(x0.shape, generator=self.noise_rng, device=self.device)
         weight = ASSISTANT_WEIGHTINGS.get(cfg.noise.assistant_weighting)(sigma, world.sigma_data)
         loss = assistant_loss(world.assistant, x0, sigma, noise, cond, weight).mean()
-        check_finite(self.step, "assistant loss", loss.detach())
+        self.guard.watch(self.step, "assistant loss", loss)
         self.opt_assistant.zero_grad(set_to_none=True)
         loss.backward()
-        clip_and_step(
-            world.assistant, self.opt_assistant, cfg.optim.assistant, self.step, "assistant"
-        )
-        return loss.item()
+        norm = clip_and_step(self.params["assistant"], self.opt_assistant, cfg.optim.assistant)
+        self.guard.watch(self.step, "assistant gradient norm", norm)
+        return loss.detach()
 
-    def generator_update(self, diagnose: bool = False) -> dict[str, float]:
-        """One DI* generator step with the assistant frozen (but differentiable in its input)."""
+    def _generator_loss(self, x0, sigma, noise, cond, null, diagnose: bool):
+        world = self.world
+        return generator_loss(
+            self.config.loss,
+            x0,
+            sigma,
+            noise,
+            cond,
+            null,
+            world.reference,
+            world.assistant,
+            world.reward,
+            diagnose,
+            world.reference_pair,
+        )
+
+    def generator_update(self, diagnose: bool = False) -> dict[str, torch.Tensor]:
+        """One DI* generator step with the assistant frozen (but differentiable in its input).
+
+        With ``train.generator_chunk = k`` the loss and its backward run k samples at a time
+        onto a detached copy of x0, and one backward through the generator follows: the same
+        gradient (every term is a per-sample sum), with the memory of k samples."""
         world, cfg = self.world, self.config
         z, cond = self._batch()
-        sigma = sample_sigma(cfg.noise.generator, len(z), self.rng).to(self.device)
+        n = len(z)
+        sigma = sample_sigma(cfg.noise.generator, n, self.noise_rng)
         x0 = world.generator(z, cond)
-        noise = torch.randn(x0.shape, generator=self.rng).to(self.device)
-        null = torch.full_like(cond, world.null_cond)
-        world.assistant.requires_grad_(False)
-        try:
-            out = generator_loss(
-                cfg.loss,
-                x0,
-                sigma,
-                noise,
-                cond,
-                null,
-                world.reference,
-                world.assistant,
-                world.reward,
-                diagnose,
-            )
-            loss = out.per_sample.mean()
-            terms = {f"loss/{k}": v.detach().mean().item() for k, v in out.terms.items()}
-            check_finite(self.step, "generator loss", loss.detach(), terms)
+        noise = torch.randn(x0.shape, generator=self.noise_rng, device=self.device)
+        null = world.null_conditions(cond)
+        chunk = cfg.train.generator_chunk or n
+        sums: dict[str, torch.Tensor] = {}
+        with frozen(self.params["assistant"]):
+            leaf = x0 if chunk >= n else x0.detach().requires_grad_(True)
             self.opt_generator.zero_grad(set_to_none=True)
-            loss.backward()
-        finally:
-            world.assistant.requires_grad_(True)
-        grad_norm = clip_and_step(
-            world.generator, self.opt_generator, cfg.optim.generator, self.step, "generator"
-        )
-        return {
-            "loss/generator": loss.item(),
-            **terms,
-            **out.diagnostics,
-            "grad_norm/generator": grad_norm,
-        }
+            for i in range(0, n, chunk):
+                part = slice(i, min(i + chunk, n))
+                out = self._generator_loss(
+                    leaf[part], sigma[part], noise[part], cond[part], null[part], diagnose
+                )
+                (out.per_sample.sum() / n).backward()
+                k = part.stop - part.start
+                values = {"loss/generator": out.per_sample.detach().sum()}
+                values.update({f"loss/{t}": v.detach().sum() for t, v in out.terms.items()})
+                values.update({d: k * torch.as_tensor(v) for d, v in out.diagnostics.items()})
+                for key, v in values.items():
+                    sums[key] = sums.get(key, 0) + v
+            if leaf is not x0:
+                x0.backward(leaf.grad)
+        metrics = {key: v / n for key, v in sums.items()}
+        self.guard.watch(self.step, "generator loss", metrics["loss/generator"])
+        norm = clip_and_step(self.params["generator"], self.opt_generator, cfg.optim.generator)
+        self.guard.watch(self.step, "generator gradient norm", norm)
+        return {**metrics, "grad_norm/generator": norm.detach()}
 
-    def train_step(self) -> dict[str, float]:
-        """K assistant rounds, then one generator step; advances ``self.step``."""
-        self.rng.manual_seed(step_seed(self.config.train.seed, self.rank, self.step))
+    def train_step(self) -> dict[str, torch.Tensor]:
+        """K assistant rounds, then one generator step; advances ``self.step``. Returns device
+        scalars: nothing here waits for the device."""
+        seed = step_seed(self.config.train.seed, self.rank, self.step)
+        self.rng.manual_seed(seed)
+        self.noise_rng.manual_seed(seed ^ NOISE_STREAM)
         a_losses = [self.assistant_update() for _ in range(self.config.optim.assistant_rounds)]
         diagnose = (self.step + 1) % self.config.train.log_every == 0
         metrics = self.generator_update(diagnose)
-        metrics["loss/assistant"] = sum(a_losses) / len(a_losses)
+        metrics["loss/assistant"] = torch.stack(a_losses).mean()
         self.step += 1
         return metrics
 
     # ---- evaluation, checkpoints, the loop ---------------------------------------------------
     def evaluate(self) -> tuple[dict[str, float], dict[str, Path]]:
+        self.guard.check()
         cfg = self.config
         seed = cfg.train.seed + EVAL_SEED_OFFSET
         metrics = self.world.evaluate(cfg.eval.samples_per_prompt, seed)
@@ -187,6 +263,7 @@ class Trainer:
 
     def save(self) -> Path | None:
         """Rank 0 writes a full-state checkpoint; other ranks write nothing and return None."""
+        self.guard.check()
         if self.rank != 0:
             return None
         state = {
@@ -219,6 +296,8 @@ class Trainer:
         while self.step < cfg.steps:
             metrics = self.train_step()
             if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                metrics = to_floats(metrics)
+                self.guard.check(metrics)
                 for cb in self.callbacks:
                     cb.on_step(self.step, metrics)
             if self._due(cfg.eval_every):

@@ -10,18 +10,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from distar.config import Config, ConfigError, parse_override
+from distar.config import Config, ConfigError, parse_override, world_preset
 from distar.sweep.grid import TABLE2, expand
 from distar.sweep.runner import SweepSettings
 
 SMOKE_ROWS = (TABLE2[1], TABLE2[-1])
-SMOKE = {
-    "train.steps": 10,
-    "train.batch_size": 64,
-    "train.log_every": 5,
-    "eval.samples_per_prompt": 200,
-    "eval.plot": True,
-}
+SMOKE = {"train.steps": 10, "train.log_every": 5}  # over the world's own smoke settings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,7 +24,11 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--world", default="gmm", help="world name (default: the embedded gmm)")
+    p.add_argument(
+        "--world",
+        default="gmm",
+        help="world preset (default: the embedded gmm; sd15, sdxl, sd15-tiny, sdxl-tiny, ...)",
+    )
     p.add_argument(
         "--steps",
         type=int,
@@ -47,11 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def base_config(args: argparse.Namespace) -> Config:
-    flat = {"world.name": args.world, "eval.plot": True}
-    flat["train.steps"] = args.steps
-    flat.update(SMOKE if args.smoke_test else {})
+    """The world preset < --steps < the world's smoke settings and SMOKE < --set."""
+    flat: dict = {"eval.plot": True, "train.steps": args.steps}
+    if args.smoke_test:
+        flat.update({**world_preset(args.world).smoke, **SMOKE})
     flat.update(parse_override(o) for o in args.overrides)
-    return Config.from_flat(flat)
+    return Config.for_world(args.world, flat)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,8 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     rows_out = run_sweep(trials, settings)
     failed = [r for r in rows_out if r["error"]]
     runs = load_runs(settings.uri(), args.experiment, args.name)
-    table = build_report(runs, args.storage.resolve() / "report", DEFAULT_PAPER_CSV)
-    print(to_markdown(table))
+    preset = world_preset(args.world)
+    out = args.storage.resolve() / "report"
+    table = build_report(runs, out, DEFAULT_PAPER_CSV, preset.metrics, preset.pareto)
+    print(to_markdown(table, preset.metrics))
     print(f"MLflow: mlflow ui --backend-store-uri {settings.uri()} --host 127.0.0.1")
     for r in failed:
         print(f"FAILED {r['key']}: {r['error']}", file=sys.stderr)

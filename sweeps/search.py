@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from distar.config import Config, ConfigError, parse_override
+from distar.config import Config, ConfigError, parse_override, world_preset
 from distar.sweep.runner import SweepSettings
 
 
@@ -31,8 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reward-range", type=float, nargs=2, default=[0.01, 3.0])
     p.add_argument("--cfg-range", type=float, nargs=2, default=[0.0, 1.5])
     p.add_argument("--huber-c-range", type=float, nargs=2, default=[0.01, 1.0])
-    p.add_argument("--metric", default="reward")
-    p.add_argument("--floor-metric", default="precision")
+    p.add_argument("--metric", help="maximised eval metric (default: the world preset's)")
+    p.add_argument("--floor-metric", help="metric held above --floor (default: the preset's)")
     p.add_argument("--floor", type=float, default=0.9)
     p.add_argument("--penalty", type=float, default=10.0)
     SweepSettings.add_arguments(p, "distar-search", "search", "runs/search")
@@ -46,20 +46,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke_test:
         args.samples, args.steps, args.evals = 3, 10, 2
     flat = {
-        "world.name": args.world,
         "train.steps": args.steps,
         "train.eval_every": max(1, args.steps // args.evals),
         "eval.plot": False,
     }
     try:
         flat.update(parse_override(o) for o in args.overrides)
-        base = Config.from_flat(flat)
+        base = Config.for_world(args.world, flat)
+        metric, floor_metric = world_preset(args.world).objective
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
         return 2
     objective = {
-        "metric": args.metric,
-        "floor_metric": args.floor_metric,
+        "metric": args.metric or metric,
+        "floor_metric": args.floor_metric or floor_metric,
         "floor": args.floor,
         "penalty": args.penalty,
     }

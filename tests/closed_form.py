@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from distar.worlds.gmm import ConditionalGMM
+from distar.worlds.gmm.mixture import ConditionalGMM
 
 DTYPE = torch.float64
 

@@ -3,11 +3,12 @@ import dataclasses
 import pytest
 
 from distar import config as C
-from distar.config import Config, ConfigError, GMMWorldConfig, LossConfig, parse_override
+from distar.config import Config, ConfigError, LossConfig, parse_override
+from distar.worlds.gmm.config import GMMWorldConfig
 from distar.losses import DISTANCES, DIVERGENCES, GENERATOR_WEIGHTINGS
 from distar.sigmas import ASSISTANT_WEIGHTINGS, SIGMA_DISTRIBUTIONS
 from distar.worlds import WORLDS
-from distar.worlds.gmm_rewards import GMM_REWARDS
+from distar.worlds.gmm.rewards import GMM_REWARDS
 
 
 def test_flat_dict_round_trip():
@@ -101,7 +102,6 @@ def test_override_parsing():
         (C.GENERATOR_WEIGHTINGS, GENERATOR_WEIGHTINGS),
         (C.SIGMA_DISTRIBUTIONS, SIGMA_DISTRIBUTIONS),
         (C.ASSISTANT_WEIGHTINGS, ASSISTANT_WEIGHTINGS),
-        (tuple(sorted(C.WORLD_CONFIGS)), WORLDS),
     ],
 )
 def test_config_choices_are_the_registry_names(choices, registry):
@@ -113,3 +113,15 @@ def test_reward_choices_are_the_registry_names():
         GMMWorldConfig(reward="nope")
     for name in GMM_REWARDS.names():
         GMMWorldConfig(reward=name)
+
+
+def test_every_world_has_a_config_a_builder_and_a_base_preset():
+    from distar.worlds import load_world_builders, load_world_configs
+    from distar.worlds.gmm.config import GMM_REWARD_NAMES
+
+    load_world_configs()
+    load_world_builders()
+    assert tuple(sorted(C.WORLD_CONFIGS)) == WORLDS.names()
+    assert all(C.WORLD_PRESETS[name].world == name for name in C.WORLD_CONFIGS)
+    assert all(p.world in C.WORLD_CONFIGS for p in C.WORLD_PRESETS.values())
+    assert tuple(sorted(GMM_REWARD_NAMES)) == GMM_REWARDS.names()

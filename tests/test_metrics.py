@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from distar.evaluation import imagereward as ir
-from distar.evaluation.clip_common import clip_tokenizer, write_clip_bpe_tokenizer
+from distar.rewards.clip_common import clip_tokenizer, write_clip_bpe_tokenizer
 from distar.evaluation.fid import FIDMetric
 from distar.evaluation.metric_base import MetricOptions, build_metric
 from distar.evaluation.scorers import blip_configs
@@ -190,7 +190,7 @@ def test_fid_reference_statistics_are_cached(tmp_path):
 def test_pooled_handles_transformers_4_and_5_return_types():
     from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-    from distar.evaluation.clip_common import pooled
+    from distar.rewards.clip_common import pooled
 
     emb = torch.randn(2, 16)
     assert pooled(emb) is emb  # transformers 4.x: the projected embedding itself

@@ -17,7 +17,7 @@ from closed_form import (
 
 from distar.config import LossConfig
 from distar.losses import DISTANCES, generator_loss, unit_scale
-from distar.worlds.gmm_rewards import directional_reward
+from distar.worlds.gmm.rewards import directional_reward
 
 STEP = 0.02
 

@@ -111,6 +111,7 @@ def test_smoke_sweep_ray_to_mlflow_to_report(ray_address, tmp_path):
     from mlflow.tracking import MlflowClient
 
     from analysis.report import build_report
+    from distar.config import world_preset
 
     rows = run(tiny_trials(), tmp_path)
     assert [r["error"] for r in rows] == ["", ""]
@@ -127,7 +128,8 @@ def test_smoke_sweep_ray_to_mlflow_to_report(ray_address, tmp_path):
     local = client.download_artifacts(run_id, "metrics_table.json", str(tmp_path / "dl"))
     table = json.loads(Path(local).read_text())
     assert "label" in table["columns"] and "precision" in table["columns"]
-    report = build_report(runs, tmp_path / "report", PAPER_CSV)
+    gmm = world_preset("gmm")
+    report = build_report(runs, tmp_path / "report", PAPER_CSV, gmm.metrics, gmm.pareto)
     assert len(report) == 1 and report["seeds"].iloc[0] == 2
     assert report["paper_pickscore"].iloc[0] == pytest.approx(0.2243)
     assert (tmp_path / "report" / "pareto.png").stat().st_size > 0

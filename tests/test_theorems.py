@@ -25,6 +25,7 @@ from distar.losses import (
     cfg_reward_loss,
     generator_loss,
     guided_denoiser,
+    two_calls,
     kl_regulariser,
     score_regulariser,
     unit_scale,
@@ -146,7 +147,7 @@ def test_theorem_3_2_cfg_out_gradient_is_minus_implicit_reward_gradient(sigma, u
     loss = cfg_reward_loss(
         gen.sample(z) + sigma * eps,
         sig,
-        ref.denoise,
+        two_calls(ref.denoise),
         cond,
         null,
         alpha,
@@ -158,7 +159,7 @@ def test_theorem_3_2_cfg_out_gradient_is_minus_implicit_reward_gradient(sigma, u
     assert relative_error(flat_grad(loss.mean(), gen.params), want) < 1e-9
 
 
-@pytest.mark.parametrize("alpha", [0.0, 1.0, 7.5])
+@pytest.mark.parametrize("alpha", [0.0, 1.0, 2.0, 7.5])
 def test_cfg_in_on_denoisers_equals_cfg_on_scores(alpha):
     ref, sigma = reference_mixture(), 0.7
     z, _ = draws(512)
@@ -168,6 +169,31 @@ def test_cfg_in_on_denoisers_equals_cfg_on_scores(alpha):
     s_null = torch.autograd.grad(ref.log_prob(x, sig, null).sum(), x)[0]
     guided = guided_denoiser(ref.denoise, x.detach(), sig, cond, null, alpha)
     torch.testing.assert_close((guided - x.detach()) / sigma**2, s_c + alpha * (s_c - s_null))
+
+
+def test_cfg_in_tells_the_scales_apart_and_batched_pair_equals_two_calls():
+    """alpha = 0, 1 and 2 give three different targets (a scale ignored or clamped fails), each
+    exactly D_c + alpha (D_c - D_null); a batched pair gives the same as two calls."""
+    ref, sigma = reference_mixture(), 0.7
+    z, _ = draws(256)
+    sig, cond, null = batch(sigma, 256)
+    x = 2 * z
+    d_c, d_null = ref.denoise(x, sig, cond), ref.denoise(x, sig, null)
+    assert (d_c - d_null).abs().max() > 1e-3
+
+    def batched(xx, ss, c, n):
+        both = ref.denoise(torch.cat([xx, xx]), torch.cat([ss, ss]), torch.cat([c, n]))
+        return both[: len(xx)], both[len(xx) :]
+
+    outs = {}
+    for alpha in (0.0, 1.0, 2.0):
+        outs[alpha] = guided_denoiser(ref.denoise, x, sig, cond, null, alpha, batched)
+        torch.testing.assert_close(outs[alpha], d_c + alpha * (d_c - d_null))
+        torch.testing.assert_close(
+            outs[alpha], guided_denoiser(ref.denoise, x, sig, cond, null, alpha)
+        )
+    for a, b in ((0.0, 1.0), (1.0, 2.0), (0.0, 2.0)):
+        assert (outs[a] - outs[b]).abs().max() > 1e-3
 
 
 @pytest.mark.parametrize("name", ["pseudo_huber", "l2"])

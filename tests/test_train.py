@@ -125,7 +125,7 @@ def test_callbacks_and_jsonl_see_steps_evals_checkpoints(world_cache, tmp_path):
 def test_non_finite_loss_stops_with_a_clear_error(world_cache, tmp_path):
     trainer = Trainer(small_config(tmp_path, **{"train.steps": 3, "loss.reward_scale": 1.0}))
     trainer.world.reward = lambda x0, cond: x0[:, 0] * math.nan
-    with pytest.raises(NonFiniteLossError, match=r"step 0: generator loss is nan"):
+    with pytest.raises(NonFiniteLossError, match=r"step 0: generator loss is non-finite"):
         trainer.train()
 
 

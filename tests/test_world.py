@@ -1,12 +1,12 @@
 import pytest
 import torch
 
-from distar.config import GMMWorldConfig
+from distar.worlds.gmm.config import GMMWorldConfig
 from distar.worlds import build_world
-from distar.worlds import stage0 as stage0_module
-from distar.worlds.gmm import build_mixture, probability_flow
-from distar.worlds.gmm_metrics import EvalSet, evaluate_samples
-from distar.worlds.gmm_rewards import GMM_REWARDS, preferred_directions
+from distar.worlds.gmm import stage0 as stage0_module
+from distar.worlds.gmm.mixture import build_mixture, probability_flow
+from distar.worlds.gmm.metrics import EvalSet, evaluate_samples
+from distar.worlds.gmm.rewards import GMM_REWARDS, preferred_directions
 
 CPU = torch.device("cpu")
 

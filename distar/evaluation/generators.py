@@ -49,7 +49,7 @@ class TinyTextToImage(nn.Module):
 def tiny_generator(clip_dir: str | Path, seed: int = 0) -> TinyTextToImage:
     from transformers import CLIPTextModel
 
-    from distar.evaluation.clip_common import clip_tokenizer
+    from distar.rewards.clip_common import clip_tokenizer
 
     torch.manual_seed(seed)
     text = CLIPTextModel.from_pretrained(clip_dir)

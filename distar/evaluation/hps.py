@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from distar.evaluation.clip_common import CLIP_MEAN, CLIP_STD, clip_pixels, normalised
-from distar.evaluation.metric_base import load_state_dict
+from distar.rewards.clip_common import CLIP_MEAN, CLIP_STD, clip_pixels, normalised
+from distar.rewards.heads import load_state_dict
 
 
 class HPSv2Scorer(nn.Module):

@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from distar.evaluation.clip_common import clip_pixels
-from distar.evaluation.metric_base import RewardHead, load_state_dict
+from distar.rewards.clip_common import clip_pixels
+from distar.rewards.heads import RewardHead, load_state_dict
 
 REWARD_MEAN = 0.16717362830052426
 REWARD_STD = 1.0333394966054072

@@ -82,7 +82,7 @@ FID_REFERENCE = WeightFile(  # [fid_reference]
 
 @METRICS.register("pickscore")
 def pickscore(options: MetricOptions):
-    from distar.evaluation.clip_scorers import ClipPairScorer, load_clip
+    from distar.rewards.clip_scorers import ClipPairScorer, load_clip
 
     model_dir = PICKSCORE.resolve(options.path("pickscore"))
     processor_dir = options.path("pickscore_processor")
@@ -95,7 +95,7 @@ def pickscore(options: MetricOptions):
 @METRICS.register("clip_score")
 def clip_score(options: MetricOptions):
     """torchmetrics' convention: max(100 * cos(image, text), 0)."""
-    from distar.evaluation.clip_scorers import ClipPairScorer, load_clip
+    from distar.rewards.clip_scorers import ClipPairScorer, load_clip
 
     model, tokenizer, processor = load_clip(CLIPSCORE.resolve(options.path("clip_score")))
     scorer = ClipPairScorer("clip_score", model, tokenizer, processor, scale=100.0, floor=0.0)
@@ -104,7 +104,7 @@ def clip_score(options: MetricOptions):
 
 @METRICS.register("aesthetic")
 def aesthetic(options: MetricOptions):
-    from distar.evaluation.clip_scorers import AestheticScorer
+    from distar.rewards.clip_scorers import AestheticScorer
 
     clip_dir = AESTHETIC_CLIP.resolve(options.path("aesthetic_clip"))
     head = AESTHETIC_HEAD.resolve(options.path("aesthetic_head"))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from distar.evaluation.metric_base import RewardHead
+from distar.rewards.heads import RewardHead
 
 TINY_HPS_ARCH = "distar-tiny-ViT"
 CLIP_VOCAB = 49408
@@ -57,7 +57,7 @@ def tiny_clip(directory: Path, seed: int = 0) -> Path:
     """A transformers CLIPModel (32 px, width 32) + real BPE tokenizer + image processor."""
     from transformers import CLIPImageProcessor, CLIPModel
 
-    from distar.evaluation.clip_common import write_clip_bpe_tokenizer
+    from distar.rewards.clip_common import write_clip_bpe_tokenizer
 
     torch.manual_seed(seed)
     CLIPModel(tiny_clip_config()).save_pretrained(directory)
@@ -72,7 +72,7 @@ def tiny_text_encoder(directory: Path, seed: int = 0) -> Path:
     """A CLIPTextModel directory (what a Stable Diffusion ``text_encoder/`` holds) + tokenizer."""
     from transformers import CLIPTextModel
 
-    from distar.evaluation.clip_common import write_clip_bpe_tokenizer
+    from distar.rewards.clip_common import write_clip_bpe_tokenizer
 
     torch.manual_seed(seed)
     CLIPTextModel(tiny_clip_config().text_config).save_pretrained(directory)

@@ -1,8 +1,9 @@
 """The paper's Table 2 ablation as data, and its expansion into sweep trials.
 
-Rows carry the paper's own (alpha_rew, alpha_cfg). A world states how those scales translate to
-its own (``WORLD_SCALES``): the embedded world's reward is in [-1, 1] and its CFG acts on a
-2-D mixture, so the paper's 100 / 7.5 become 1.0 / 1.0 there; the SD worlds use the paper's values.
+Rows carry the paper's own (alpha_rew, alpha_cfg). Each world's preset states how those scales
+translate to its own (``WorldPreset.paper_scales``): the embedded world's reward is in [-1, 1]
+and its CFG acts on a 2-D mixture, so the paper's 100 / 7.5 become 1.0 / 1.0 there; the SD
+worlds take the paper's values untranslated.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from distar.config import Config
+from distar.config import Config, world_preset
 from distar.sweep.trial import TrialSpec
 
 
@@ -41,16 +42,12 @@ TABLE2: tuple[AblationRow, ...] = (
     AblationRow("DI*-In α_rew 100, α_cfg 7.5 (best)", "DI*-In-SDXL", "score", "in", 100, 7.5),
 )
 
-# paper scale -> world scale, per world: (reward factor, cfg factor)
-WORLD_SCALES: dict[str, tuple[float, float]] = {"gmm": (0.01, 1 / 7.5)}
-
-
 def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
 def row_overrides(row: AblationRow, world: str) -> dict[str, object]:
-    reward_factor, cfg_factor = WORLD_SCALES.get(world, (1.0, 1.0))
+    reward_factor, cfg_factor = world_preset(world).paper_scales
     flat: dict[str, object] = {
         "loss.divergence": row.divergence,
         "loss.guidance": row.guidance,

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from distar.prompts import Prompt, PromptSet
-from distar.worlds.gmm_metrics import evaluate_samples
+from distar.worlds.gmm.metrics import evaluate_samples
 
 SET_METRICS = ("precision", "coverage", "adherence", "mmd", "frechet")
 

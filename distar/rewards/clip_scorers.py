@@ -8,13 +8,13 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from distar.evaluation.clip_common import (
+from distar.rewards.clip_common import (
     clip_pixels,
     clip_tokenizer,
     normalised,
     pooled,
 )
-from distar.evaluation.metric_base import RewardHead, load_state_dict
+from distar.rewards.heads import RewardHead, load_state_dict
 
 
 class ClipPairScorer(nn.Module):

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
-from distar.worlds.gmm import ConditionalGMM  # noqa: E402
+from distar.worlds.gmm.mixture import ConditionalGMM  # noqa: E402
 
 
 def plot_samples(

@@ -10,13 +10,13 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from distar.config import GMMWorldConfig
-from distar.nets import EDMDenoiser, OneStepGenerator, ResidualDenoiser
-from distar.worlds.base import WORLDS
-from distar.worlds.gmm import ConditionalGMM, build_mixture
-from distar.worlds.gmm_metrics import EvalSet, evaluate_samples
-from distar.worlds.gmm_rewards import GMM_REWARDS
-from distar.worlds.stage0 import load_or_fit
+from distar.worlds.gmm.config import GMMWorldConfig
+from distar.worlds.gmm.nets import EDMDenoiser, OneStepGenerator, ResidualDenoiser
+from distar.worlds.base import WORLDS, to_device
+from distar.worlds.gmm.mixture import ConditionalGMM, build_mixture
+from distar.worlds.gmm.metrics import EvalSet, evaluate_samples
+from distar.worlds.gmm.rewards import GMM_REWARDS
+from distar.worlds.gmm.stage0 import load_or_fit
 
 
 def reference_sigma_data(mixture: ConditionalGMM) -> float:
@@ -41,24 +41,35 @@ class GMMWorld:
             self.assistant = EDMDenoiser(
                 cfg.dim, n_conds, self.sigma_data, cfg.assistant_width, cfg.depth
             )
-        fresh = OneStepGenerator(cfg.dim, n_conds, cfg.generator_width, cfg.depth)
-        fitted = self.generator if init == "stage0" else fresh
-        self.stage0_path = load_or_fit(cfg, self.mixture, fitted, self.assistant)
         self.generator.to(device)
         self.assistant.to(device)
+        fresh = OneStepGenerator(cfg.dim, n_conds, cfg.generator_width, cfg.depth).to(device)
+        fitted = self.generator if init == "stage0" else fresh
+        self.stage0_path = load_or_fit(cfg, self.mixture, fitted, self.assistant)
         self._reward = GMM_REWARDS.get(cfg.reward)(self.mixture, cfg.reward_sharpness)
 
     def reference(self, x: Tensor, sigma: Tensor, cond: Tensor) -> Tensor:
         return self.mixture.denoise(x, sigma, cond)
 
+    def reference_pair(
+        self, x: Tensor, sigma: Tensor, cond: Tensor, null: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        both = self.mixture.denoise(
+            torch.cat([x, x]), torch.cat([sigma, sigma]), torch.cat([cond, null])
+        )
+        return both[: len(x)], both[len(x) :]
+
     def reward(self, x0: Tensor, cond: Tensor) -> Tensor:
         return self._reward(x0, cond)
 
-    def sample_prompts(self, n: int, rng: torch.Generator) -> Tensor:
-        return torch.randint(0, self.mixture.n_prompts, (n,), generator=rng).to(self.device)
+    def sample_conditions(self, n: int, rng: torch.Generator) -> Tensor:
+        return to_device(torch.randint(0, self.mixture.n_prompts, (n,), generator=rng), self.device)
+
+    def null_conditions(self, cond: Tensor) -> Tensor:
+        return torch.full_like(cond, self.null_cond)
 
     def sample_latents(self, n: int, rng: torch.Generator) -> Tensor:
-        return torch.randn(n, self.config.dim, generator=rng).to(self.device)
+        return torch.randn(n, self.config.dim, generator=rng, device=rng.device)
 
     def eval_prompts(self, n_per_prompt: int) -> Tensor:
         return torch.arange(self.mixture.n_prompts, device=self.device).repeat_interleave(
@@ -68,7 +79,8 @@ class GMMWorld:
     @torch.no_grad()
     def generate(self, cond: Tensor, seed: int) -> Tensor:
         rng = torch.Generator().manual_seed(seed)
-        return self.generator(self.sample_latents(len(cond), rng), cond)
+        z = torch.randn(len(cond), self.config.dim, generator=rng).to(self.device)
+        return self.generator(z, cond)
 
     def eval_set(self, samples: Tensor, cond: Tensor, seed: int) -> EvalSet:
         reference = self.mixture.sample(cond, torch.Generator().manual_seed(seed + 1))
@@ -86,7 +98,7 @@ class GMMWorld:
         return evaluate_samples(self.eval_set(samples, cond, seed))
 
     def plot(self, path: Path, n_per_prompt: int, seed: int) -> Path:
-        from distar.worlds.gmm_plot import plot_samples  # matplotlib only when plotting
+        from distar.worlds.gmm.plot import plot_samples  # matplotlib only when plotting
 
         cond = self.eval_prompts(n_per_prompt)
         return plot_samples(self.mixture, self.generate(cond, seed), cond, Path(path))

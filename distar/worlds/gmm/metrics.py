@@ -15,7 +15,7 @@ from scipy.stats import chi2
 from torch import Tensor
 
 from distar.registry import Registry
-from distar.worlds.gmm import ConditionalGMM
+from distar.worlds.gmm.mixture import ConditionalGMM
 
 SUPPORT_QUANTILE = 0.999  # a sample is "on the support" inside this quantile ball of some mode
 COVERED_SHARE = 0.5  # a mode is covered when it gets >= this share of its reference weight

@@ -13,7 +13,7 @@ import math
 import torch
 from torch import Tensor
 
-from distar.config import GMMWorldConfig
+from distar.worlds.gmm.config import GMMWorldConfig
 
 
 class ConditionalGMM:

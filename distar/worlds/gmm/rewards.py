@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from distar.registry import Registry
-from distar.worlds.gmm import ConditionalGMM
+from distar.worlds.gmm.mixture import ConditionalGMM
 
 RewardFn = Callable[[Tensor, Tensor], Tensor]
 GMM_REWARDS: Registry[Callable[[ConditionalGMM, float], RewardFn]] = Registry("gmm reward")
