@@ -1,1 +1,172 @@
+"""Config sections and presets of the text-to-image worlds ``sd15`` and ``sdxl`` (torch-free).
 
+Weights are the user's: local diffusers directories (or, for the generator's start, a UNet state
+dict file such as DMD2's ``dmd2_sdxl_1step_unet.bin``). ``tiny:<name>`` names a tiny random
+component that :mod:`distar.worlds.sd.tiny` writes with ``save_pretrained`` into the cache and
+that then loads through exactly the code a real directory goes through.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from distar.config import (
+    WorldConfig,
+    WorldPreset,
+    check_choice,
+    check_range,
+    register_preset,
+    register_world_config,
+)
+
+DTYPES = ("bf16", "fp16", "fp32")
+UNCOND = ("empty", "zeros")
+ASSISTANTS = ("copy", "lora")
+LORA_TARGETS = ("attention", "dmd2")
+REWARDS = ("none", "pickscore")
+
+
+@dataclass(frozen=True)
+class SDWorldConfig(WorldConfig):
+    """A Stable Diffusion world: reference UNet (frozen), assistant (a trainable full copy of the
+    reference, or LoRA adapters on it), one-step generator, VAE, text encoders, reward."""
+
+    reference: str = ""  # diffusers pipeline dir: unet/ vae/ text_encoder*/ tokenizer*/ scheduler/
+    generator_init: str = ""  # "": the reference UNet; a UNet directory; or a state-dict file
+    vae: str = ""  # "": the reference's vae/; or a separate AutoencoderKL directory
+    resolution: int = 1024  # pixels; latents are resolution / 8
+    generator_timestep: int = 399  # DMD2's conditioning timestep t_g: G(z) = D(sqrt(1+s^2) z; s)
+    uncond: str = "zeros"  # unconditional branch: "zeros" (SDXL, as DMD2) or "empty" prompt
+    assistant: str = "copy"  # "copy": full trainable copy; "lora": adapters on the reference
+    lora_rank: int = 64
+    lora_alpha: float = 64.0
+    lora_targets: str = "dmd2"  # "dmd2": DMD2's module list; "attention": q, k, v, out
+    dtype: str = "bf16"  # compute dtype (trained weights stay fp32 masters)
+    vae_dtype: str = "fp32"
+    grad_checkpointing: bool = True  # generator, assistant, reference and VAE decode
+    reward: str = "pickscore"
+    reward_model: str = ""  # PickScore directory ("": $DISTAR_PICKSCORE)
+    reward_processor: str = ""  # its processor/tokenizer directory ("": the model's, or env)
+    reward_resolution: int = 224  # decoded images are resized to this before the reward model
+    prompts: str = ""  # training prompts: Parti .tsv, or one per line; "": a built-in list
+    eval_prompts: int = 8  # the first N prompts are the fixed evaluation set
+    cache_dir: str = ""  # where tiny components are written ("": $DISTAR_CACHE or ~/.cache/distar)
+
+    def validate(self) -> None:
+        check_range("world.resolution", self.resolution, 8, 8192)
+        if self.resolution % 8:
+            raise_config("world.resolution", self.resolution, "a multiple of 8")
+        check_range("world.generator_timestep", self.generator_timestep, 0, 999)
+        check_choice("world.uncond", self.uncond, UNCOND)
+        check_choice("world.assistant", self.assistant, ASSISTANTS)
+        check_range("world.lora_rank", self.lora_rank, 1, 4096)
+        check_range("world.lora_alpha", self.lora_alpha, 0.0, 1e6, low_open=True)
+        check_choice("world.lora_targets", self.lora_targets, LORA_TARGETS)
+        check_choice("world.dtype", self.dtype, DTYPES)
+        check_choice("world.vae_dtype", self.vae_dtype, DTYPES)
+        check_choice("world.reward", self.reward, REWARDS)
+        check_range("world.reward_resolution", self.reward_resolution, 8, 4096)
+        check_range("world.eval_prompts", self.eval_prompts, 1, 100_000)
+
+
+def raise_config(path: str, value: object, allowed: str) -> None:
+    from distar.config import ConfigError
+
+    raise ConfigError(f"{path}: got {value!r}; allowed: {allowed}")
+
+
+@register_world_config("sd15")
+@dataclass(frozen=True)
+class SD15WorldConfig(SDWorldConfig):
+    name: str = "sd15"
+    resolution: int = 512
+    generator_timestep: int = 999  # DMD2's SD1.5 one-step generator
+    uncond: str = "empty"
+    vae_dtype: str = "bf16"
+
+
+@register_world_config("sdxl")
+@dataclass(frozen=True)
+class SDXLWorldConfig(SDWorldConfig):
+    name: str = "sdxl"
+    resolution: int = 1024
+
+
+# What every SD world sets in the other sections. Sigma ranges: the reference's own, sigma(t) for
+# t in [20, 980] for the generator's divergence (DMD2's range) and [0, 999] for the assistant.
+SD_DEFAULTS = {
+    "noise.generator.kind": "loguniform",
+    "noise.generator.sigma_min": 0.138,  # sigma(20) of the scaled-linear schedule
+    "noise.generator.sigma_max": 13.04,  # sigma(980)
+    "noise.assistant.kind": "loguniform",
+    "noise.assistant.sigma_min": 0.0292,  # sigma(0)
+    "noise.assistant.sigma_max": 14.61,  # sigma(999)
+    "loss.weighting": "dmd_normalised",
+    "optim.generator.lr": 1e-6,  # SiD-LSG; DMD2 used 5e-7 for SDXL
+    "optim.assistant.lr": 1e-6,
+    "optim.generator.grad_clip": 10.0,
+    "optim.assistant.grad_clip": 10.0,
+    "optim.assistant_rounds": 1,
+    "train.log_every": 10,
+    "train.steps": 2000,
+    "eval.samples_per_prompt": 2,
+}
+SD_METRICS = ("reward",)
+
+
+def tiny_overrides(world: str) -> dict:
+    return {
+        "world.name": world,
+        "world.reference": f"tiny:{world}",
+        "world.reward_model": "tiny:pickscore",
+        "world.resolution": 64,
+        "world.dtype": "fp32",
+        "world.vae_dtype": "fp32",
+        "world.lora_rank": 4,
+        "world.lora_alpha": 4.0,
+        "world.reward_resolution": 32,
+        "world.eval_prompts": 4,
+        "train.batch_size": 4,
+        "train.steps": 20,
+        "train.log_every": 5,
+        "train.device": "auto",
+    }
+
+
+TINY_SMOKE = {
+    "train.steps": 4,
+    "train.batch_size": 2,
+    "train.log_every": 2,
+    "world.eval_prompts": 2,
+}
+
+for _name, _batch, _blurb in (
+    ("sd15", 8, "Stable Diffusion 1.5 at 512 px (DMD2 one-step generator, t_g = 999)"),
+    ("sdxl", 2, "SDXL base at 1024 px (DMD2 one-step generator, t_g = 399)"),
+):
+    register_preset(
+        WorldPreset(
+            name=_name,
+            world=_name,
+            overrides={"world.name": _name, **SD_DEFAULTS, "train.batch_size": _batch},
+            smoke={"train.steps": 4, "train.log_every": 2, "world.eval_prompts": 2},
+            paper_scales=(1.0, 1.0),  # the paper's alpha_rew / alpha_cfg, untranslated
+            metrics=SD_METRICS,
+            objective=("reward", "reward"),
+            pareto=("reward", "reward"),
+            description=_blurb,
+        )
+    )
+    register_preset(
+        WorldPreset(
+            name=f"{_name}-tiny",
+            world=_name,
+            overrides=tiny_overrides(_name),
+            smoke=TINY_SMOKE,
+            paper_scales=(1.0, 1.0),
+            metrics=SD_METRICS,
+            objective=("reward", "reward"),
+            pareto=("reward", "reward"),
+            description=f"tiny random {_name}-shaped components (CPU, offline): the whole path",
+        )
+    )

@@ -1,1 +1,225 @@
+"""The ``sd15`` and ``sdxl`` worlds: DI* on Stable Diffusion latents through diffusers.
 
+- reference: the pipeline's UNet, frozen, stored in ``world.dtype`` (bf16), as an EDM denoiser;
+- assistant: a full trainable copy of the reference (fp32 master weights), or peft LoRA adapters
+  on the reference's own UNet (``world.assistant=lora``): adapters off *is* the reference, so one
+  set of frozen weights serves both;
+- generator: DMD2's one-step map ``G(z) = D_theta(sqrt(1 + sigma_g^2) z; sigma_g)``, fp32 master;
+- conditions: prompts with their text embeddings (:mod:`distar.worlds.sd.text`);
+- reward: PickScore on VAE-decoded images, differentiable to the latents.
+Compute runs under autocast in ``world.dtype``; gradient checkpointing on every UNet and on the
+VAE decoder when ``world.grad_checkpointing``.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from distar.config import ConfigError
+from distar.worlds.base import WORLDS
+from distar.worlds.sd import loading
+from distar.worlds.sd.config import SDWorldConfig
+from distar.worlds.sd.edm import DTYPES, DDPMSchedule, OneStepGenerator, UNetDenoiser, autocast
+from distar.worlds.sd.prompts import training_prompts
+from distar.worlds.sd.text import TextConditions, TextEncoders
+
+SIGMA_DATA = 0.5  # EDM's value for SD latents (scaled by the VAE's scaling factor)
+EVAL_CHUNK = 8
+
+
+@contextmanager
+def adapters_off(unet: nn.Module):
+    unet.disable_adapters()
+    try:
+        yield
+    finally:
+        unet.enable_adapters()
+
+
+class _InScope(torch.autograd.Function):
+    """``y = fn(x)`` run *and differentiated* inside ``scope``. Gradient checkpointing recomputes
+    blocks during backward; when the reference (adapters off) and the LoRA assistant (adapters
+    on) share one UNet in one graph, the recomputation must see the forward's adapter state."""
+
+    @staticmethod
+    def forward(ctx, x, fn, scope):
+        with torch.enable_grad(), scope():
+            inner = x.detach().requires_grad_(True)
+            y = fn(inner)
+        ctx.inner, ctx.y, ctx.scope = inner, y, scope
+        return y.detach()
+
+    @staticmethod
+    def backward(ctx, grad):
+        with ctx.scope():
+            (gx,) = torch.autograd.grad(ctx.y, ctx.inner, grad, retain_graph=True)
+        return gx, None, None
+
+
+class SharedReference(nn.Module):
+    """The reference as the LoRA assistant's UNet with its adapters off."""
+
+    def __init__(self, denoiser: UNetDenoiser) -> None:
+        super().__init__()
+        self.denoiser = denoiser
+
+    def forward(self, x: Tensor, sigma: Tensor, cond) -> Tensor:
+        def fn(xx: Tensor) -> Tensor:
+            return self.denoiser(xx, sigma, cond)
+
+        def scope():
+            return adapters_off(self.denoiser.unet)
+
+        if torch.is_grad_enabled() and x.requires_grad:
+            return _InScope.apply(x, fn, scope)
+        with scope():
+            return fn(x)
+
+
+class SDWorld:
+    def __init__(self, cfg: SDWorldConfig, device: torch.device, init: str = "stage0") -> None:
+        if init != "stage0":
+            raise ConfigError(
+                "train.init: got 'random'; allowed: 'stage0' (an SD world's generator starts "
+                "from world.generator_init, or from the reference UNet when that is empty)"
+            )
+        paths = loading.check_paths(cfg)  # every path checked before anything loads
+        self.config, self.device, self.paths = cfg, device, paths
+        self.dtype = DTYPES[cfg.dtype]
+        self.sigma_data = SIGMA_DATA
+        alphas_cumprod, self.prediction_type = loading.load_schedule(paths)
+        self.schedule = DDPMSchedule(alphas_cumprod)
+        self.prompts = training_prompts(cfg.prompts)
+        self._build_networks(paths)
+        self._build_conditioning(paths)
+        self.scorer = loading.load_reward(paths)
+        if self.scorer is not None:
+            self.scorer.to(device, self.dtype)
+
+    # ---- construction ------------------------------------------------------------------
+    def _denoiser(self, unet: nn.Module) -> UNetDenoiser:
+        if self.config.grad_checkpointing:
+            unet.enable_gradient_checkpointing()
+        return UNetDenoiser(unet.to(self.device), self.schedule, self.prediction_type, self.dtype)
+
+    def _build_networks(self, paths: loading.WorldPaths) -> None:
+        cfg = self.config
+        ref_unet = loading.load_unet(paths.reference, self.dtype).eval().requires_grad_(False)
+        if cfg.assistant == "lora":
+            loading.add_lora(ref_unet, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
+            self.assistant = self._denoiser(ref_unet)
+            self._reference = SharedReference(self.assistant)
+        else:
+            self._reference = self._denoiser(ref_unet)
+            self.assistant = self._denoiser(loading.load_unet(paths.reference, torch.float32))
+        self.generator = OneStepGenerator(
+            self._denoiser(loading.load_generator_unet(paths)), cfg.generator_timestep
+        )
+        self.vae = loading.load_vae(paths, DTYPES[cfg.vae_dtype]).to(self.device)
+        self.vae.eval().requires_grad_(False)
+        if cfg.grad_checkpointing:
+            self.vae.enable_gradient_checkpointing()
+        self.vae_scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        if cfg.resolution % self.vae_scale:
+            raise ConfigError(
+                f"world.resolution: got {cfg.resolution}; allowed: a multiple of {self.vae_scale}"
+            )
+
+    def _build_conditioning(self, paths: loading.WorldPaths) -> None:
+        tokenizers, encoders = loading.load_text_encoders(paths, self.config.name, self.dtype)
+        self.text = TextEncoders(tokenizers, encoders, self.config.resolution).to(self.device)
+        self.empty = self.text.encode([""])
+
+    # ---- what the training loop calls ---------------------------------------------------
+    def reference(self, x: Tensor, sigma: Tensor, cond: TextConditions) -> Tensor:
+        return self._reference(x, sigma, cond)
+
+    def reference_pair(self, x, sigma, cond: TextConditions, null: TextConditions):
+        """``(D(x; c), D(x; null))`` from one UNet forward on the batch twice over."""
+        both = self._reference(torch.cat([x, x]), torch.cat([sigma, sigma]), cond.cat(null))
+        return both[: len(x)], both[len(x) :]
+
+    def sample_conditions(self, n: int, rng: torch.Generator) -> TextConditions:
+        idx = torch.randint(0, len(self.prompts), (n,), generator=rng).tolist()
+        return self.text.encode([self.prompts[i] for i in idx])
+
+    def null_conditions(self, cond: TextConditions) -> TextConditions:
+        return self.text.unconditional(cond, self.config.uncond, self.empty)
+
+    def latent_shape(self) -> tuple[int, int, int]:
+        side = self.config.resolution // self.vae_scale
+        return (self.vae.config.latent_channels, side, side)
+
+    def sample_latents(self, n: int, rng: torch.Generator) -> Tensor:
+        return torch.randn(n, *self.latent_shape(), generator=rng, device=rng.device)
+
+    def decode(self, x0: Tensor) -> Tensor:
+        """Latents -> images in [0, 1], differentiable (VAE decoder under autocast)."""
+        cfg = self.vae.config
+        latents = x0 / cfg.scaling_factor
+        if getattr(cfg, "shift_factor", None):
+            latents = latents + cfg.shift_factor
+        with autocast(self.device, DTYPES[self.config.vae_dtype]):
+            images = self.vae.decode(latents.to(self.vae.dtype)).sample
+        return (images.float() / 2 + 0.5).clamp(0, 1)
+
+    def reward(self, x0: Tensor, cond: TextConditions) -> Tensor:
+        """PickScore (logit scale x cosine) of the decoded images, resized to
+        ``world.reward_resolution`` first; differentiable to ``x0``."""
+        if self.scorer is None:
+            return torch.zeros(len(x0), device=x0.device)
+        images = self.decode(x0)
+        size = self.config.reward_resolution
+        if images.shape[-1] != size:
+            images = F.interpolate(images, (size, size), mode="bicubic", antialias=True)
+        with autocast(self.device, self.dtype):
+            return self.scorer.differentiable(images.clamp(0, 1), cond.prompts).float()
+
+    # ---- evaluation ---------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, prompts: list[str], seed: int) -> Tensor:
+        """Images in [0, 1] for ``prompts``; noise from one seeded host generator."""
+        rng = torch.Generator().manual_seed(seed)
+        z = torch.randn(len(prompts), *self.latent_shape(), generator=rng).to(self.device)
+        out = []
+        for i in range(0, len(prompts), EVAL_CHUNK):
+            cond = self.text.encode(prompts[i : i + EVAL_CHUNK])
+            out.append(self.decode(self.generator(z[i : i + EVAL_CHUNK], cond)))
+        return torch.cat(out)
+
+    def eval_prompts(self, n_per_prompt: int) -> list[str]:
+        fixed = self.prompts[: self.config.eval_prompts]
+        return [p for p in fixed for _ in range(n_per_prompt)]
+
+    def evaluate(self, n_per_prompt: int, seed: int) -> dict[str, float]:
+        """Mean reward (PickScore, the scorer's evaluation preprocessing) of the fixed prompts."""
+        prompts = self.eval_prompts(n_per_prompt)
+        images = self.generate(prompts, seed)
+        if self.scorer is None:
+            return {"reward": 0.0}
+        scores = torch.cat(
+            [
+                self.scorer.score(images[i : i + EVAL_CHUNK], prompts[i : i + EVAL_CHUNK])
+                for i in range(0, len(prompts), EVAL_CHUNK)
+            ]
+        )
+        return {"reward": scores.float().mean().item(), "reward_std": scores.float().std().item()}
+
+    def plot(self, path: Path, n_per_prompt: int, seed: int) -> Path:
+        from distar.worlds.sd.grid import save_grid
+
+        prompts = self.eval_prompts(1)[:16]
+        return save_grid(self.generate(prompts, seed), Path(path))
+
+
+def build(cfg: SDWorldConfig, device: torch.device, init: str = "stage0") -> SDWorld:
+    return SDWorld(cfg, device, init)
+
+
+WORLDS.add("sd15", build)
+WORLDS.add("sdxl", build)

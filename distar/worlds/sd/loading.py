@@ -1,0 +1,233 @@
+"""Loading an SD world's weights from the user's local directories, checked before anything loads.
+
+Every path is checked first (:func:`check_paths`), so a missing or malformed directory fails with
+the path, what was expected there and where to get it -- before a model loads or a step runs.
+Nothing downloads: ``from_pretrained`` gets local directories only (``local_files_only``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from distar.worlds.sd.config import SDWorldConfig
+from distar.worlds.sd.tiny import resolve
+
+PIPELINE_PARTS = {
+    "sd15": ("unet", "vae", "text_encoder", "tokenizer", "scheduler"),
+    "sdxl": (
+        "unet",
+        "vae",
+        "text_encoder",
+        "text_encoder_2",
+        "tokenizer",
+        "tokenizer_2",
+        "scheduler",
+    ),
+}
+WHERE = {
+    "sd15": "stable-diffusion-v1-5/stable-diffusion-v1-5 (hf download <repo> --local-dir DIR)",
+    "sdxl": "stabilityai/stable-diffusion-xl-base-1.0 (hf download <repo> --local-dir DIR)",
+    "reward_model": "yuvalkirstain/PickScore_v1 (hf download <repo> --local-dir DIR)",
+}
+STATE_DICT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+class WorldLoadError(FileNotFoundError):
+    """A world's weight path is missing or does not hold what it should."""
+
+
+def _missing(directory: Path, names: tuple[str, ...]) -> list[str]:
+    return [n for n in names if not (directory / n).exists()]
+
+
+def check_dir(spec: str, key: str, needs: tuple[str, ...], where: str) -> Path:
+    if not spec:
+        raise WorldLoadError(f"{key} is not set: point it at your local copy of {where}")
+    path = Path(spec)
+    if not path.is_dir():
+        raise WorldLoadError(
+            f"{key}: {path} is not a directory; expected {', '.join(needs)} "
+            f"inside (a local copy of {where})"
+        )
+    missing = _missing(path, needs)
+    if missing:
+        raise WorldLoadError(
+            f"{key}: {path} lacks {', '.join(missing)} (expected a local copy of {where})"
+        )
+    return path
+
+
+@dataclass(frozen=True)
+class WorldPaths:
+    reference: Path
+    generator_init: Path | None  # None: the reference's UNet
+    vae: Path  # a directory holding config.json
+    reward_model: Path | None
+    reward_processor: Path | None
+
+
+def check_paths(cfg: SDWorldConfig) -> WorldPaths:
+    """Resolve ``tiny:`` names and check every path the world will load; raises
+    :class:`WorldLoadError` naming the first bad one."""
+    arch = cfg.name
+    parts = PIPELINE_PARTS[arch]
+    needs = (*[f"{p}/" for p in parts], "unet/config.json", "scheduler/scheduler_config.json")
+    ref = check_dir(resolve(cfg.reference, cfg.cache_dir), "world.reference", needs, WHERE[arch])
+    gen = None
+    if cfg.generator_init:
+        gen = Path(cfg.generator_init)
+        if gen.is_file() and gen.suffix not in STATE_DICT_SUFFIXES:
+            raise WorldLoadError(
+                f"world.generator_init: {gen}: expected a UNet state dict "
+                f"({', '.join(STATE_DICT_SUFFIXES)}) or a UNet directory"
+            )
+        if not gen.is_file():
+            unet_dir = gen / "unet" if (gen / "unet" / "config.json").exists() else gen
+            gen = check_dir(
+                str(unet_dir),
+                "world.generator_init",
+                ("config.json",),
+                "a UNet directory, or a state dict such as DMD2's dmd2_sdxl_1step_unet.bin",
+            )
+    vae = (
+        check_dir(cfg.vae, "world.vae", ("config.json",), "an AutoencoderKL directory")
+        if cfg.vae
+        else ref / "vae"
+    )
+    reward = processor = None
+    if cfg.reward != "none":
+        import os
+
+        spec = resolve(cfg.reward_model or os.environ.get("DISTAR_PICKSCORE", ""), cfg.cache_dir)
+        reward = check_dir(
+            spec,
+            "world.reward_model (or $DISTAR_PICKSCORE)",
+            ("config.json",),
+            WHERE["reward_model"],
+        )
+        spec = cfg.reward_processor or os.environ.get("DISTAR_PICKSCORE_PROCESSOR", "")
+        if spec:
+            processor = check_dir(
+                spec,
+                "world.reward_processor",
+                ("tokenizer_config.json",),
+                "laion/CLIP-ViT-H-14-laion2B-s32B-b79K's processor files",
+            )
+    return WorldPaths(ref, gen, vae, reward, processor)
+
+
+def load_unet(path: Path, dtype: torch.dtype, subfolder: str | None = "unet") -> nn.Module:
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel.from_pretrained(
+        path, subfolder=subfolder, torch_dtype=dtype, local_files_only=True
+    )
+
+
+def load_generator_unet(paths: WorldPaths) -> nn.Module:
+    """The generator's start in fp32 (master weights): the reference UNet, a UNet directory, or
+    a state dict for the reference's UNet config (DMD2 ships fp32 and fp16 ``.bin`` files; an
+    fp16 file is upcast). Keys must match exactly."""
+    from diffusers import UNet2DConditionModel
+
+    from distar.rewards.heads import load_state_dict
+
+    if paths.generator_init is None:
+        return load_unet(paths.reference, torch.float32)
+    if paths.generator_init.is_dir():
+        return load_unet(paths.generator_init, torch.float32, subfolder=None)
+    config = UNet2DConditionModel.load_config(paths.reference, subfolder="unet")
+    unet = UNet2DConditionModel.from_config(config)
+    state = load_state_dict(paths.generator_init)
+    result = unet.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise WorldLoadError(
+            f"world.generator_init: {paths.generator_init} does not fit the reference's UNet "
+            f"config (missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]})"
+        )
+    return unet.float()
+
+
+def load_schedule(paths: WorldPaths) -> tuple[torch.Tensor, str]:
+    """``alphas_cumprod`` and ``prediction_type`` from the pipeline's scheduler config (any
+    diffusers DDPM-family scheduler: DDIM, PNDM, Euler, ...)."""
+    from diffusers import DDPMScheduler
+
+    scheduler = DDPMScheduler.from_pretrained(
+        paths.reference, subfolder="scheduler", local_files_only=True
+    )
+    return scheduler.alphas_cumprod.clone(), scheduler.config.prediction_type
+
+
+def load_vae(paths: WorldPaths, dtype: torch.dtype) -> nn.Module:
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL.from_pretrained(paths.vae, torch_dtype=dtype, local_files_only=True)
+
+
+def load_text_encoders(paths: WorldPaths, arch: str, dtype: torch.dtype):
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    from distar.rewards.clip_common import clip_tokenizer
+
+    tokenizers = [clip_tokenizer(paths.reference / "tokenizer")]
+    encoders = [CLIPTextModel.from_pretrained(paths.reference / "text_encoder", dtype=dtype)]
+    if arch == "sdxl":
+        tokenizers.append(clip_tokenizer(paths.reference / "tokenizer_2"))
+        encoders.append(
+            CLIPTextModelWithProjection.from_pretrained(
+                paths.reference / "text_encoder_2", dtype=dtype
+            )
+        )
+    return tokenizers, encoders
+
+
+def load_reward(paths: WorldPaths):
+    """The differentiable PickScore (a frozen transformers CLIP), or None."""
+    if paths.reward_model is None:
+        return None
+    from distar.rewards.clip_scorers import ClipPairScorer, load_clip
+
+    model, tokenizer, processor = load_clip(paths.reward_model, paths.reward_processor)
+    return ClipPairScorer("pickscore", model, tokenizer, processor)
+
+
+LORA_TARGETS = {
+    "attention": ["to_q", "to_k", "to_v", "to_out.0"],
+    # DMD2's list (sd-worlds.md §1.1)
+    "dmd2": [
+        "to_q",
+        "to_k",
+        "to_v",
+        "to_out.0",
+        "proj_in",
+        "proj_out",
+        "ff.net.0.proj",
+        "ff.net.2",
+        "conv1",
+        "conv2",
+        "conv_shortcut",
+        "downsamplers.0.conv",
+        "upsamplers.0.conv",
+        "time_emb_proj",
+    ],
+}
+
+
+def add_lora(unet: nn.Module, rank: int, alpha: float, targets: str) -> None:
+    """peft LoRA adapters on a frozen UNet (B = 0 at start: adapters on = the base exactly),
+    trained in fp32 whatever the base's dtype."""
+    from diffusers.training_utils import cast_training_params
+    from peft import LoraConfig
+
+    unet.requires_grad_(False)
+    unet.add_adapter(
+        LoraConfig(
+            r=rank, lora_alpha=alpha, target_modules=LORA_TARGETS[targets], init_lora_weights=True
+        )
+    )
+    cast_training_params(unet, dtype=torch.float32)

@@ -1,0 +1,118 @@
+"""Prompt conditions of the SD worlds: a batch of prompts with their text embeddings (and, for
+SDXL, the pooled embedding and size/crop time ids), the unconditional counterpart, and the text
+encoders that make them.
+
+SD1.5: ``encoder_hidden_states`` = the CLIP-L text encoder's last hidden state; unconditional =
+the empty prompt's. SDXL (diffusers' pipeline, DMD2): the penultimate hidden states of CLIP-L and
+OpenCLIP-bigG concatenated (768 + 1280 = 2048), ``text_embeds`` = bigG's projected pooled output,
+``time_ids`` = (H, W, 0, 0, H, W); unconditional = zeros for both embeddings with the same time ids
+(``force_zeros_for_empty_prompt``) or the empty prompt's, as configured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class TextConditions:
+    """One batch of conditions; sliceable and concatenable like a tensor batch."""
+
+    prompts: tuple[str, ...]
+    embeds: Tensor  # [B, L, D]
+    pooled: Tensor | None = None  # [B, P] (SDXL)
+    time_ids: Tensor | None = None  # [B, 6] (SDXL)
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    def __getitem__(self, index: slice) -> TextConditions:
+        if not isinstance(index, slice):
+            raise TypeError("TextConditions take slices")
+        pick = lambda t: None if t is None else t[index]  # noqa: E731
+        return TextConditions(
+            self.prompts[index], self.embeds[index], pick(self.pooled), pick(self.time_ids)
+        )
+
+    def cat(self, other: TextConditions) -> TextConditions:
+        join = lambda a, b: None if a is None else torch.cat([a, b])  # noqa: E731
+        return TextConditions(
+            self.prompts + other.prompts,
+            torch.cat([self.embeds, other.embeds]),
+            join(self.pooled, other.pooled),
+            join(self.time_ids, other.time_ids),
+        )
+
+    def unet_kwargs(self, dtype: torch.dtype) -> dict:
+        kwargs: dict = {"encoder_hidden_states": self.embeds}
+        if self.pooled is not None:
+            kwargs["added_cond_kwargs"] = {"text_embeds": self.pooled, "time_ids": self.time_ids}
+        return kwargs
+
+
+class TextEncoders(nn.Module):
+    """The frozen tokenizers + text encoders of a pipeline (one for SD1.5, two for SDXL)."""
+
+    def __init__(self, tokenizers: Sequence, encoders: Sequence[nn.Module], resolution: int):
+        super().__init__()
+        self.tokenizers = list(tokenizers)
+        self.encoders = nn.ModuleList(encoders).eval().requires_grad_(False)
+        self.resolution = resolution
+
+    @property
+    def xl(self) -> bool:
+        return len(self.encoders) == 2
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.encoders.parameters()).device
+
+    def _ids(self, tokenizer, prompts: Sequence[str]) -> Tensor:
+        ids = tokenizer(
+            list(prompts),
+            padding="max_length",
+            max_length=tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids
+        return (
+            ids.pin_memory().to(self.device, non_blocking=True)
+            if self.device.type == "cuda"
+            else ids
+        )
+
+    @torch.no_grad()
+    def encode(self, prompts: Sequence[str]) -> TextConditions:
+        prompts = tuple(prompts)
+        if not self.xl:
+            out = self.encoders[0](self._ids(self.tokenizers[0], prompts))
+            return TextConditions(prompts, out.last_hidden_state.float())
+        hidden, pooled = [], None
+        for tokenizer, encoder in zip(self.tokenizers, self.encoders, strict=True):
+            out = encoder(self._ids(tokenizer, prompts), output_hidden_states=True)
+            hidden.append(out.hidden_states[-2])
+            pooled = out[0]  # the last encoder's projected pooled output (text_embeds)
+        return TextConditions(
+            prompts, torch.cat(hidden, dim=-1).float(), pooled.float(), self.time_ids(len(prompts))
+        )
+
+    def time_ids(self, n: int) -> Tensor:
+        r = self.resolution
+        ids = torch.tensor([r, r, 0, 0, r, r], dtype=torch.float32, device=self.device)
+        return ids.expand(n, 6)
+
+    def unconditional(
+        self, cond: TextConditions, mode: str, empty: TextConditions
+    ) -> TextConditions:
+        """``mode="zeros"``: zero embeddings (and pooled), the same time ids; ``"empty"``: the
+        empty prompt's embeddings, repeated (``empty`` holds them for one prompt)."""
+        n = len(cond)
+        if mode == "zeros":
+            zeros = lambda t: None if t is None else torch.zeros_like(t)  # noqa: E731
+            return TextConditions(("",) * n, zeros(cond.embeds), zeros(cond.pooled), cond.time_ids)
+        rep = lambda t: None if t is None else t.expand(n, *t.shape[1:])  # noqa: E731
+        return TextConditions(("",) * n, rep(empty.embeds), rep(empty.pooled), cond.time_ids)

@@ -1,0 +1,166 @@
+"""Tiny random SD1.5- and SDXL-shaped pipelines and a tiny PickScore, written with diffusers' and
+transformers' ``save_pretrained`` into the cache, so the ``sd15-tiny`` / ``sdxl-tiny`` worlds load
+them through exactly the code a user's real directories go through (offline, CPU, seconds).
+
+Shapes follow diffusers' own pipeline tests (``get_dummy_components``) with a four-block VAE, so
+latents are 1/8 of the image side as in the real models. Text encoders use the real CLIP BPE
+vocabulary (from open_clip's package), so any prompt tokenises.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+TINY_VERSION = "1"  # bump when a tiny component changes, so stale caches are not reused
+TINY_NAMES = ("pickscore", "sd15", "sdxl")
+
+
+def cache_root(cache_dir: str = "") -> Path:
+    return Path(cache_dir or os.environ.get("DISTAR_CACHE") or Path.home() / ".cache/distar")
+
+
+def resolve(spec: str, cache_dir: str = "") -> str:
+    """``tiny:<name>`` -> the directory of that tiny component (written on first use); any other
+    path is returned unchanged."""
+    if not spec.startswith("tiny:"):
+        return spec
+    name = spec.removeprefix("tiny:")
+    if name not in TINY_NAMES:
+        raise ValueError(
+            f"{spec!r}: unknown tiny component; known: tiny:{', tiny:'.join(TINY_NAMES)}"
+        )
+    path = cache_root(cache_dir) / f"tiny-{name}-v{TINY_VERSION}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent trials write it once
+        if not path.exists():
+            tmp = path.with_suffix(".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            WRITERS[name](tmp)
+            os.replace(tmp, path)
+    return str(path)
+
+
+def tiny_vae(scaling_factor: float):
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        block_out_channels=[8, 8, 16, 16],
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D"] * 4,
+        up_block_types=["UpDecoderBlock2D"] * 4,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=64,
+        scaling_factor=scaling_factor,
+    )
+
+
+def tiny_text(projection: bool):
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    from distar.rewards.tiny import tiny_clip_config
+
+    config = tiny_clip_config().text_config
+    config.projection_dim = 32
+    return CLIPTextModelWithProjection(config) if projection else CLIPTextModel(config)
+
+
+def tiny_tokenizer(directory: Path):
+    from distar.rewards.clip_common import clip_tokenizer, write_clip_bpe_tokenizer
+
+    return clip_tokenizer(write_clip_bpe_tokenizer(directory))
+
+
+def write_sd15(path: Path) -> None:
+    from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=4,
+        norm_num_groups=8,
+    )
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+    )
+    pipe = StableDiffusionPipeline(
+        vae=tiny_vae(0.18215),
+        text_encoder=tiny_text(projection=False),
+        tokenizer=tiny_tokenizer(path / "_tok"),
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(path)
+    shutil.rmtree(path / "_tok")
+
+
+def write_sdxl(path: Path) -> None:
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 2),
+        projection_class_embeddings_input_dim=6 * 8 + 32,  # 6 time ids x 8 + pooled width
+        cross_attention_dim=64,  # TE1 hidden 32 + TE2 hidden 32
+        norm_num_groups=8,
+    )
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        steps_offset=1,
+        timestep_spacing="leading",
+    )
+    tokenizer = tiny_tokenizer(path / "_tok")
+    pipe = StableDiffusionXLPipeline(
+        vae=tiny_vae(0.13025),
+        text_encoder=tiny_text(projection=False),
+        text_encoder_2=tiny_text(projection=True),
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+    )
+    pipe.save_pretrained(path)
+    shutil.rmtree(path / "_tok")
+
+
+def write_pickscore(path: Path) -> None:
+    from distar.rewards.tiny import tiny_clip
+
+    tiny_clip(path)
+
+
+WRITERS = {"pickscore": write_pickscore, "sd15": write_sd15, "sdxl": write_sdxl}
