@@ -10,6 +10,7 @@ from pathlib import Path
 from distar.checkpoint import checkpoint_config
 from distar.config import DEFAULT_WORLD, Config, ConfigError, parse_override, world_preset
 
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m distar.train", description=__doc__)
     parser.add_argument(

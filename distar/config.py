@@ -123,7 +123,9 @@ class LossConfig(Section):
         check_choice("loss.guidance", self.guidance, GUIDANCE_MODES)
         check_choice("loss.cfg_convention", self.cfg_convention, CFG_CONVENTIONS)
         if self.cfg_convention == "diffusers" and 0.0 < self.cfg_scale < 1.0:
-            _fail("loss.cfg_scale", self.cfg_scale, "0 (off) or >= 1 under the diffusers convention")
+            _fail(
+                "loss.cfg_scale", self.cfg_scale, "0 (off) or >= 1 under the diffusers convention"
+            )
         check_choice("loss.gradient_path", self.gradient_path, GRADIENT_PATHS)
         check_choice("loss.weighting", self.weighting, GENERATOR_WEIGHTINGS)
 

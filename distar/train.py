@@ -143,8 +143,12 @@ class Trainer:
         broadcast_parameters(self.params["assistant"])
         self.rng = torch.Generator()
         self.noise_rng = torch.Generator(device=self.device)
-        self.opt_generator = make_adam(self.params["generator"], config.optim.generator, self.device)
-        self.opt_assistant = make_adam(self.params["assistant"], config.optim.assistant, self.device)
+        self.opt_generator = make_adam(
+            self.params["generator"], config.optim.generator, self.device
+        )
+        self.opt_assistant = make_adam(
+            self.params["assistant"], config.optim.assistant, self.device
+        )
         self.callbacks = list(callbacks)
         self.guard = FiniteGuard()
         self.step = 0

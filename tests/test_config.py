@@ -4,10 +4,10 @@ import pytest
 
 from distar import config as C
 from distar.config import Config, ConfigError, LossConfig, parse_override
-from distar.worlds.gmm.config import GMMWorldConfig
 from distar.losses import DISTANCES, DIVERGENCES, GENERATOR_WEIGHTINGS
 from distar.sigmas import ASSISTANT_WEIGHTINGS, SIGMA_DISTRIBUTIONS
 from distar.worlds import WORLDS
+from distar.worlds.gmm.config import GMMWorldConfig
 from distar.worlds.gmm.rewards import GMM_REWARDS
 
 

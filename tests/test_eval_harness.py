@@ -181,8 +181,8 @@ def test_evaluate_command_logs_tables_to_mlflow(tmp_path, capsys):
 
 def test_the_embedded_world_goes_through_the_same_harness(world_cache):
     from distar.worlds.gmm.config import GMMWorldConfig
-    from distar.worlds.gmm.world import GMMWorld
     from distar.worlds.gmm.eval import GMMGenerator, gmm_metrics, prompt_set
+    from distar.worlds.gmm.world import GMMWorld
 
     world = GMMWorld(GMMWorldConfig(), torch.device("cpu"))
     result = evaluate(

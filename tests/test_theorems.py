@@ -25,9 +25,9 @@ from distar.losses import (
     cfg_reward_loss,
     generator_loss,
     guided_denoiser,
-    two_calls,
     kl_regulariser,
     score_regulariser,
+    two_calls,
     unit_scale,
 )
 

@@ -1,11 +1,11 @@
 import pytest
 import torch
 
-from distar.worlds.gmm.config import GMMWorldConfig
 from distar.worlds import build_world
 from distar.worlds.gmm import stage0 as stage0_module
-from distar.worlds.gmm.mixture import build_mixture, probability_flow
+from distar.worlds.gmm.config import GMMWorldConfig
 from distar.worlds.gmm.metrics import EvalSet, evaluate_samples
+from distar.worlds.gmm.mixture import build_mixture, probability_flow
 from distar.worlds.gmm.rewards import GMM_REWARDS, preferred_directions
 
 CPU = torch.device("cpu")

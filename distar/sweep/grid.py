@@ -42,6 +42,7 @@ TABLE2: tuple[AblationRow, ...] = (
     AblationRow("DI*-In α_rew 100, α_cfg 7.5 (best)", "DI*-In-SDXL", "score", "in", 100, 7.5),
 )
 
+
 def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 

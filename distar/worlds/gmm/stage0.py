@@ -24,8 +24,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from distar.worlds.gmm.config import GMMWorldConfig
 from distar.sigmas import edm_weight
+from distar.worlds.gmm.config import GMMWorldConfig
 from distar.worlds.gmm.mixture import ConditionalGMM, probability_flow
 
 STAGE0_VERSION = "1"  # bump when the fitting procedure changes, so old caches are not reused

@@ -10,11 +10,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from distar.worlds.gmm.config import GMMWorldConfig
-from distar.worlds.gmm.nets import EDMDenoiser, OneStepGenerator, ResidualDenoiser
 from distar.worlds.base import WORLDS, to_device
-from distar.worlds.gmm.mixture import ConditionalGMM, build_mixture
+from distar.worlds.gmm.config import GMMWorldConfig
 from distar.worlds.gmm.metrics import EvalSet, evaluate_samples
+from distar.worlds.gmm.mixture import ConditionalGMM, build_mixture
+from distar.worlds.gmm.nets import EDMDenoiser, OneStepGenerator, ResidualDenoiser
 from distar.worlds.gmm.rewards import GMM_REWARDS
 from distar.worlds.gmm.stage0 import load_or_fit
 

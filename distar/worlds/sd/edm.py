@@ -5,7 +5,7 @@ EDM sample ``x = x0 + sigma eps`` scaled by ``sqrt(a_t)``, with ``sigma_t = sqrt
 (diffusers' ``EulerDiscreteScheduler.sigmas``). So with ``c_in = 1 / sqrt(sigma^2 + 1)``:
 
 - eps-prediction:  ``D(x; sigma) = x - sigma * eps_hat(c_in x, t(sigma))``
-- v-prediction:    ``D(x; sigma) = x / (sigma^2 + 1) - sigma / sqrt(sigma^2 + 1) * v_hat(c_in x, t)``
+- v-prediction:  ``D(x; sigma) = x / (sigma^2 + 1) - sigma / sqrt(sigma^2 + 1) * v_hat(c_in x, t)``
 
 (k-diffusion's ``DiscreteEpsDDPMDenoiser`` / ``DiscreteVDDPMDenoiser``; DDPM writes the second as
 ``x0 = sqrt(a) x_t - sqrt(1 - a) v``). ``t(sigma)`` interpolates log-sigma linearly between the
