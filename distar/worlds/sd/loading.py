@@ -143,12 +143,14 @@ def load_generator_unet(paths: WorldPaths) -> nn.Module:
     config = UNet2DConditionModel.load_config(paths.reference, subfolder="unet")
     unet = UNet2DConditionModel.from_config(config)
     state = load_state_dict(paths.generator_init)
-    result = unet.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
+    try:
+        unet.load_state_dict(state, strict=True)
+    except RuntimeError as error:  # missing / unexpected keys, or shapes of another architecture
+        first = str(error).splitlines()[1:3]
         raise WorldLoadError(
             f"world.generator_init: {paths.generator_init} does not fit the reference's UNet "
-            f"config (missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]})"
-        )
+            f"config ({' '.join(line.strip() for line in first)})"
+        ) from None
     return unet.float()
 
 
