@@ -186,8 +186,10 @@ def test_exact_gradient_reaches_the_generator_through_the_unet_input(
     grads, unet_input_grads = {}, {}
     unet = world.assistant.unet
     for path in ("exact", "detached"):
-        seen = []
-        hook = unet.conv_in.register_full_backward_hook(lambda m, gi, go: seen.append(gi[0]))
+        seen: list = []
+        hook = unet.conv_in.register_full_backward_hook(
+            lambda m, gi, go, seen=seen: seen.append(gi[0])
+        )
         lcfg = cfg.loss.__class__(**{**cfg.loss.__dict__, "gradient_path": path})
         for p in trainer.params["assistant"]:
             p.requires_grad_(False)
