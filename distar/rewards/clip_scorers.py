@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from distar.devices import to_device
 from distar.rewards.clip_common import (
     clip_pixels,
     clip_tokenizer,
@@ -47,7 +48,8 @@ class ClipPairScorer(nn.Module):
     def text_embeddings(self, prompts: Sequence[str]) -> Tensor:
         tokens = self.tokenizer(
             list(prompts), padding="max_length", truncation=True, max_length=77, return_tensors="pt"
-        ).to(self.device)
+        )
+        tokens = {k: to_device(v, self.device) for k, v in tokens.items()}
         return normalised(pooled(self.model.get_text_features(**tokens)))
 
     def image_embeddings(self, pixel_values: Tensor) -> Tensor:

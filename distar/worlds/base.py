@@ -73,10 +73,3 @@ def build_world(cfg: WorldConfig, device: torch.device, init: str = "stage0") ->
 
     load_world_builders()
     return WORLDS.get(cfg.name)(cfg, device, init)
-
-
-def to_device(t: Tensor, device: torch.device) -> Tensor:
-    """A host tensor onto ``device`` without making the host wait (pinned, non-blocking)."""
-    if device.type != "cuda":
-        return t.to(device)
-    return t.pin_memory().to(device, non_blocking=True)

@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from distar.worlds.base import WORLDS, to_device
+from distar.devices import to_device
+from distar.worlds.base import WORLDS
 from distar.worlds.gmm.config import GMMWorldConfig
 from distar.worlds.gmm.metrics import EvalSet, evaluate_samples
 from distar.worlds.gmm.mixture import ConditionalGMM, build_mixture

@@ -38,6 +38,7 @@ class DDPMSchedule:
         self.alphas_cumprod = a
         self.sigmas = ((1 - a) / a).sqrt()
         self.log_sigmas = self.sigmas.log()
+        self._on_device: dict[torch.device, Tensor] = {}  # no host-to-device copy per call
 
     @property
     def sigma_min(self) -> float:
@@ -53,7 +54,9 @@ class DDPMSchedule:
     def sigma_to_t(self, sigma: Tensor) -> Tensor:
         """Float timesteps: log-sigma interpolation between neighbouring integer timesteps,
         clamped to [0, T - 1]."""
-        log_sigmas = self.log_sigmas.to(sigma.device)
+        log_sigmas = self._on_device.get(sigma.device)
+        if log_sigmas is None:
+            log_sigmas = self._on_device[sigma.device] = self.log_sigmas.to(sigma.device)
         log_sigma = sigma.double().log()
         high = torch.searchsorted(log_sigmas, log_sigma).clamp(1, len(log_sigmas) - 1)
         low = high - 1

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from distar.devices import to_device
+
 
 @dataclass(frozen=True)
 class TextConditions:
@@ -62,6 +64,7 @@ class TextEncoders(nn.Module):
         self.tokenizers = list(tokenizers)
         self.encoders = nn.ModuleList(encoders).eval().requires_grad_(False)
         self.resolution = resolution
+        self._time_ids: Tensor | None = None
 
     @property
     def xl(self) -> bool:
@@ -79,11 +82,7 @@ class TextEncoders(nn.Module):
             truncation=True,
             return_tensors="pt",
         ).input_ids
-        return (
-            ids.pin_memory().to(self.device, non_blocking=True)
-            if self.device.type == "cuda"
-            else ids
-        )
+        return to_device(ids, self.device)
 
     @torch.no_grad()
     def encode(self, prompts: Sequence[str]) -> TextConditions:
@@ -101,9 +100,12 @@ class TextEncoders(nn.Module):
         )
 
     def time_ids(self, n: int) -> Tensor:
-        r = self.resolution
-        ids = torch.tensor([r, r, 0, 0, r, r], dtype=torch.float32, device=self.device)
-        return ids.expand(n, 6)
+        """(H, W, crop top 0, crop left 0, H, W), made on the device once."""
+        if self._time_ids is None or self._time_ids.device != self.device:
+            r = self.resolution
+            ids = torch.tensor([r, r, 0, 0, r, r], dtype=torch.float32)
+            self._time_ids = ids.to(self.device)
+        return self._time_ids.expand(n, 6)
 
     def unconditional(
         self, cond: TextConditions, mode: str, empty: TextConditions
