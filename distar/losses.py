@@ -280,15 +280,28 @@ def generator_loss(
     alpha = cfg.alpha_cfg
     guided_in = cfg.guidance == "in" and alpha > 0
     pair = reference_pair or two_calls(reference)
+    at_x: list[Tensor] = []  # D~(x), computed once: the weighting and the divergence share it
 
     def target_x(xx: Tensor) -> Tensor:
-        return guided_denoiser(reference, xx, sigma, cond, null, alpha if guided_in else 0.0, pair)
+        if xx is x and at_x:
+            return at_x[0]
+        out = guided_denoiser(reference, xx, sigma, cond, null, alpha if guided_in else 0.0, pair)
+        if xx is x:
+            at_x.append(out)
+        return out
+
+    def target_for_weight() -> Tensor:
+        # built with the graph the exact score path will reuse; the weighting detaches it
+        exact = cfg.divergence == "score" and cfg.gradient_path == "exact"
+        with torch.set_grad_enabled(exact and grad_on):
+            return target_x(x).detach()
 
     def assistant_x(xx: Tensor) -> Tensor:
         return assistant(xx, sigma, cond)
 
+    grad_on = torch.is_grad_enabled()
     scale = unit_scale(sigma, cfg.units)
-    weight = GENERATOR_WEIGHTINGS.get(cfg.weighting)(sigma, x0, lambda: target_x(x.detach()))
+    weight = GENERATOR_WEIGHTINGS.get(cfg.weighting)(sigma, x0, target_for_weight)
     batch = NoisyBatch(x0, x, sigma, assistant_x, target_x, scale, weight)
     terms: dict[str, Tensor] = {}
     terms["divergence"], delta = DIVERGENCES.get(cfg.divergence)(cfg, batch)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -34,6 +35,21 @@ WHERE = {
     "reward_model": "yuvalkirstain/PickScore_v1 (hf download <repo> --local-dir DIR)",
 }
 STATE_DICT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+@dataclass
+class Components:
+    """What an SD world is built from: loaded from the user's directories
+    (:func:`load_components`), or made in memory (the benchmark's random real-size networks)."""
+
+    alphas_cumprod: torch.Tensor
+    prediction_type: str
+    reference_unet: nn.Module  # in world.dtype; frozen by the world
+    assistant_unet: nn.Module | None  # fp32 master weights ("copy"); None: LoRA on the reference
+    generator_unet: nn.Module  # fp32 master weights
+    vae: nn.Module
+    text: Any  # TextEncoders, or anything with its encode / unconditional
+    scorer: Any  # a differentiable reward model (ClipPairScorer) or None
 
 
 class WorldLoadError(FileNotFoundError):
@@ -233,3 +249,25 @@ def add_lora(unet: nn.Module, rank: int, alpha: float, targets: str) -> None:
         )
     )
     cast_training_params(unet, dtype=torch.float32)
+
+
+def load_components(cfg: SDWorldConfig) -> Components:
+    """Check every path, then load every network of the world (on the host)."""
+    from distar.worlds.sd.edm import DTYPES
+    from distar.worlds.sd.text import TextEncoders
+
+    paths = check_paths(cfg)  # before anything loads
+    dtype = DTYPES[cfg.dtype]
+    alphas_cumprod, prediction_type = load_schedule(paths)
+    copy = None if cfg.assistant == "lora" else load_unet(paths.reference, torch.float32)
+    tokenizers, encoders = load_text_encoders(paths, cfg.name, dtype)
+    return Components(
+        alphas_cumprod,
+        prediction_type,
+        reference_unet=load_unet(paths.reference, dtype),
+        assistant_unet=copy,
+        generator_unet=load_generator_unet(paths),
+        vae=load_vae(paths, DTYPES[cfg.vae_dtype]),
+        text=TextEncoders(tokenizers, encoders, cfg.resolution),
+        scorer=load_reward(paths),
+    )

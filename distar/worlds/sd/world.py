@@ -32,6 +32,13 @@ SIGMA_DATA = 0.5  # EDM's value for SD latents (scaled by the VAE's scaling fact
 EVAL_CHUNK = 8
 
 
+def cast(module: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """``module`` in ``dtype`` (a no-op, and no diffusers warning, when it already is)."""
+    if any(p.dtype != dtype for p in module.parameters()):
+        module.to(dtype)
+    return module
+
+
 @contextmanager
 def adapters_off(unet: nn.Module):
     unet.disable_adapters()
@@ -82,22 +89,29 @@ class SharedReference(nn.Module):
 
 
 class SDWorld:
-    def __init__(self, cfg: SDWorldConfig, device: torch.device, init: str = "stage0") -> None:
+    def __init__(
+        self,
+        cfg: SDWorldConfig,
+        device: torch.device,
+        init: str = "stage0",
+        components: loading.Components | None = None,
+    ) -> None:
         if init != "stage0":
             raise ConfigError(
                 "train.init: got 'random'; allowed: 'stage0' (an SD world's generator starts "
                 "from world.generator_init, or from the reference UNet when that is empty)"
             )
-        paths = loading.check_paths(cfg)  # every path checked before anything loads
-        self.config, self.device, self.paths = cfg, device, paths
+        self.prompts = training_prompts(cfg.prompts)  # a bad prompt file fails before loading
+        parts = components or loading.load_components(cfg)
+        self.config, self.device = cfg, device
         self.dtype = DTYPES[cfg.dtype]
         self.sigma_data = SIGMA_DATA
-        alphas_cumprod, self.prediction_type = loading.load_schedule(paths)
-        self.schedule = DDPMSchedule(alphas_cumprod)
-        self.prompts = training_prompts(cfg.prompts)
-        self._build_networks(paths)
-        self._build_conditioning(paths)
-        self.scorer = loading.load_reward(paths)
+        self.prediction_type = parts.prediction_type
+        self.schedule = DDPMSchedule(parts.alphas_cumprod)
+        self._build_networks(parts)
+        self.text = parts.text.to(device)
+        self.empty = self.text.encode([""])
+        self.scorer = parts.scorer
         if self.scorer is not None:
             self.scorer.to(device, self.dtype)
 
@@ -107,20 +121,20 @@ class SDWorld:
             unet.enable_gradient_checkpointing()
         return UNetDenoiser(unet.to(self.device), self.schedule, self.prediction_type, self.dtype)
 
-    def _build_networks(self, paths: loading.WorldPaths) -> None:
+    def _build_networks(self, parts: loading.Components) -> None:
         cfg = self.config
-        ref_unet = loading.load_unet(paths.reference, self.dtype).eval().requires_grad_(False)
+        ref_unet = cast(parts.reference_unet, self.dtype).eval().requires_grad_(False)
         if cfg.assistant == "lora":
             loading.add_lora(ref_unet, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
             self.assistant = self._denoiser(ref_unet)
             self._reference = SharedReference(self.assistant)
         else:
             self._reference = self._denoiser(ref_unet)
-            self.assistant = self._denoiser(loading.load_unet(paths.reference, torch.float32))
-        self.generator = OneStepGenerator(
-            self._denoiser(loading.load_generator_unet(paths)), cfg.generator_timestep
-        )
-        self.vae = loading.load_vae(paths, DTYPES[cfg.vae_dtype]).to(self.device)
+            assistant_unet = cast(parts.assistant_unet, torch.float32).requires_grad_(True)
+            self.assistant = self._denoiser(assistant_unet)
+        generator_unet = cast(parts.generator_unet, torch.float32).requires_grad_(True)
+        self.generator = OneStepGenerator(self._denoiser(generator_unet), cfg.generator_timestep)
+        self.vae = cast(parts.vae, DTYPES[cfg.vae_dtype]).to(self.device)
         self.vae.eval().requires_grad_(False)
         if cfg.grad_checkpointing:
             self.vae.enable_gradient_checkpointing()
@@ -129,11 +143,6 @@ class SDWorld:
             raise ConfigError(
                 f"world.resolution: got {cfg.resolution}; allowed: a multiple of {self.vae_scale}"
             )
-
-    def _build_conditioning(self, paths: loading.WorldPaths) -> None:
-        tokenizers, encoders = loading.load_text_encoders(paths, self.config.name, self.dtype)
-        self.text = TextEncoders(tokenizers, encoders, self.config.resolution).to(self.device)
-        self.empty = self.text.encode([""])
 
     # ---- what the training loop calls ---------------------------------------------------
     def reference(self, x: Tensor, sigma: Tensor, cond: TextConditions) -> Tensor:

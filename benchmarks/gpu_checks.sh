@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The GPU checks of the worlds in one go, from the repo root on a CUDA machine (~6 minutes on one
+# H200): every world trains on cuda from an empty cache, host syncs per step are counted, and the
+# sd_step benchmark table is measured. Results: OUT_DIR/sd_step.jsonl and the console.
+#   bash benchmarks/gpu_checks.sh OUT_DIR
+set -u
+OUT=${1:-runs/gpu}
+mkdir -p "$OUT"
+export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 DISTAR_CACHE="$(mktemp -d)"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+python -c "import torch, diffusers, transformers, peft; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__)"
+run() {
+  echo "== $*"
+  timeout 170 "$@" 2>&1 | grep -v "Loading weights\|kept in float32\|Writing model\|it/s\]" | tail -20
+  echo "rc=${PIPESTATUS[0]}"
+}
+run python -m distar.train --smoke-test --set train.device=cuda --out "$OUT/gmm"
+run python -m distar.train --world sdxl-tiny --smoke-test --set train.device=cuda \
+  --set loss.cfg_scale=7.5 --set loss.reward_scale=10 --out "$OUT/sdxl-tiny"
+run python -m distar.train --world sd15-tiny --smoke-test --set train.device=cuda \
+  --set world.assistant=lora --set world.dtype=bf16 --set loss.guidance=out \
+  --set loss.cfg_scale=2 --set loss.reward_scale=1 --out "$OUT/sd15-tiny"
+run python benchmarks/host_syncs.py --world gmm --set loss.reward_scale=1 --set loss.cfg_scale=1
+run python benchmarks/host_syncs.py --world sdxl-tiny --set loss.reward_scale=1 \
+  --set loss.cfg_scale=2 --set world.dtype=bf16 --set world.assistant=lora
+J="$OUT/sd_step.jsonl"
+run python benchmarks/sd_step.py --arch sdxl --batch 2 --grad-ckpt --json "$J"
+run python benchmarks/sd_step.py --arch sd15 --batch 8 --grad-ckpt --json "$J"
+run python benchmarks/sd_step.py --arch sd15 --batch 16 --grad-ckpt --json "$J"
+run python benchmarks/sd_step.py --arch sd15 --batch 8 --json "$J"
+run python benchmarks/sd_step.py --arch sdxl --batch 4 --grad-ckpt --json "$J"
+run python benchmarks/sd_step.py --arch sdxl --batch 2 --grad-ckpt --lora-rank 64 --json "$J"
