@@ -104,6 +104,7 @@ def clip_and_step(
     max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
     norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
     opt.step()
+    opt.zero_grad(set_to_none=True)  # only the network being stepped holds gradients
     return norm
 
 
@@ -132,6 +133,8 @@ class Trainer:
     ) -> None:
         self.config = config
         self.device = resolve_device(config.train.device)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # static shapes: pick the fastest convolutions
         torch.manual_seed(config.train.seed)
         self.world = world or build_world(config.world, self.device, config.train.init)
         self.rank = rank()

@@ -280,6 +280,7 @@ def test_chunked_generator_step_equals_the_whole_batch(world_cache, tmp_path):
     grads = []
     for trainer in (whole, chunked):
         trainer.opt_generator.step = lambda: None  # keep the gradient for comparison
+        trainer.opt_generator.zero_grad = lambda set_to_none=True: None
         trainer.train_step()
         grads.append(torch.cat([p.grad.flatten() for p in trainer.params["generator"]]))
     # equal up to fp32 summation order (a chunk left out or mis-scaled is off by O(1))
@@ -342,3 +343,35 @@ def test_cli_smoke_test_on_a_tiny_text_world(world_cache, tmp_path, capsys):
     assert main(["--world", "sdxl-tiny", "--smoke-test", "--out", str(tmp_path)]) == 0
     assert json.loads(capsys.readouterr().out)["step"] == 4
     assert (tmp_path / "plots" / "samples_step0000004.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("weighting", ["uniform", "dmd_normalised"])
+def test_lora_generator_step_leaves_the_adapters_frozen(world_cache, tmp_path, weighting):
+    """peft's enable_adapters() sets requires_grad on the adapters: the reference's adapters-off
+    calls must not unfreeze them inside the generator step (they would collect gradients, and a
+    flag changed between forward and backward breaks checkpoint recomputation)."""
+    flat = {"world.assistant": "lora", "loss.weighting": weighting, "loss.cfg_scale": 2.0}
+    trainer = Trainer(sd_config(tmp_path, "sdxl", **flat, **{"loss.reward_scale": 1.0}))
+    trainer.assistant_update()
+    lora = trainer.params["assistant"]
+    assert all(p.grad is None and p.requires_grad for p in lora)
+    trainer.generator_update()
+    assert all(p.grad is None and p.requires_grad for p in lora)
+    assert all(p.grad is None for p in trainer.params["generator"])  # freed after its step
+
+
+def test_pickscore_text_embedding_ignores_the_padding_mask(world_cache):
+    """The scorer feeds input ids only (no host sync for the mask): CLIP's causal text tower
+    pooled at the end token gives the same embedding as with the padding mask."""
+    from pathlib import Path
+
+    from distar.rewards.clip_common import normalised, pooled
+    from distar.rewards.clip_scorers import ClipPairScorer, load_clip
+
+    model, tokenizer, processor = load_clip(Path(resolve("tiny:pickscore")))
+    scorer = ClipPairScorer("pickscore", model, tokenizer, processor)
+    prompts = ["a red fox", "an oil painting of a lighthouse at dawn, highly detailed"]
+    tokens = tokenizer(prompts, padding="max_length", max_length=77, return_tensors="pt")
+    with torch.no_grad():
+        masked = normalised(pooled(model.get_text_features(**tokens)))
+        torch.testing.assert_close(scorer.text_embeddings(prompts), masked)

@@ -171,3 +171,9 @@ def test_cli_resume_takes_the_checkpoint_config_and_extends_it(tmp_path, world_c
     assert cfg.loss.reward_scale == 3.0 and cfg.train.steps == 30 and cfg.train.batch_size == 64
     assert cli_main(resume[:-1]) == 0
     assert json.loads(capsys.readouterr().out)["step"] == 30
+
+
+def test_only_the_network_being_stepped_holds_gradients(world_cache, tmp_path):
+    trainer = Trainer(small_config(tmp_path, **{"train.steps": 1, "loss.reward_scale": 1.0}))
+    trainer.train_step()
+    assert all(p.grad is None for ps in trainer.params.values() for p in ps)

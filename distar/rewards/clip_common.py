@@ -3,6 +3,7 @@ transformers 4.x / 5.x feature outputs, and the CLIP BPE tokenizer built from op
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 from pathlib import Path
@@ -40,9 +41,15 @@ def clip_pixels(
         images = F.interpolate(images, out_hw, mode="bicubic", antialias=True, align_corners=False)
     top, left = (images.shape[-2] - size) // 2, (images.shape[-1] - size) // 2
     images = images[..., top : top + size, left : left + size]
-    m = torch.tensor(mean, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
-    s = torch.tensor(std, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    m = _constant(tuple(mean), images.device, images.dtype)
+    s = _constant(tuple(std), images.device, images.dtype)
     return (images - m) / s
+
+
+@functools.cache
+def _constant(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> Tensor:
+    """A [1, C, 1, 1] constant made on the device once (no host-to-device copy per call)."""
+    return torch.tensor(values, dtype=dtype).view(1, -1, 1, 1).to(device)
 
 
 def pooled(output) -> Tensor:

@@ -49,8 +49,10 @@ class ClipPairScorer(nn.Module):
         tokens = self.tokenizer(
             list(prompts), padding="max_length", truncation=True, max_length=77, return_tensors="pt"
         )
-        tokens = {k: to_device(v, self.device) for k, v in tokens.items()}
-        return normalised(pooled(self.model.get_text_features(**tokens)))
+        # input ids only: CLIP's text tower is causal and pools at the first end token, so the
+        # padding mask changes nothing -- and checking it costs a host sync per call
+        ids = to_device(tokens["input_ids"], self.device)
+        return normalised(pooled(self.model.get_text_features(input_ids=ids)))
 
     def image_embeddings(self, pixel_values: Tensor) -> Tensor:
         return normalised(pooled(self.model.get_image_features(pixel_values=pixel_values)))

@@ -26,7 +26,7 @@ from distar.worlds.sd import loading
 from distar.worlds.sd.config import SDWorldConfig
 from distar.worlds.sd.edm import DTYPES, DDPMSchedule, OneStepGenerator, UNetDenoiser, autocast
 from distar.worlds.sd.prompts import training_prompts
-from distar.worlds.sd.text import TextConditions, TextEncoders
+from distar.worlds.sd.text import TextConditions
 
 SIGMA_DATA = 0.5  # EDM's value for SD latents (scaled by the VAE's scaling factor)
 EVAL_CHUNK = 8
@@ -41,11 +41,17 @@ def cast(module: nn.Module, dtype: torch.dtype) -> nn.Module:
 
 @contextmanager
 def adapters_off(unet: nn.Module):
+    """The UNet without its adapters. peft's ``enable_adapters`` also sets ``requires_grad`` on
+    the adapters; every flag is put back as it was, since a flag that changes between a forward
+    and its backward breaks the recomputation of gradient checkpointing."""
+    flags = [(p, p.requires_grad) for p in unet.parameters()]
     unet.disable_adapters()
     try:
         yield
     finally:
         unet.enable_adapters()
+        for p, flag in flags:
+            p.requires_grad_(flag)
 
 
 class _InScope(torch.autograd.Function):
