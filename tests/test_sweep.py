@@ -144,6 +144,53 @@ def test_data_parallel_trial_on_two_gloo_workers(ray_address, tmp_path):
     assert (trial_dir / "checkpoints" / "latest").read_text() == "step_0000006"
 
 
+def sd_trials(seeds=(0,), **flat) -> list[TrialSpec]:
+    from distar.config import world_preset
+
+    smoke = {**world_preset("sd15-tiny").smoke, "train.steps": 4, "eval.plot": True, **flat}
+    return expand((TABLE2[-1],), Config.for_world("sd15-tiny", smoke), list(seeds))
+
+
+def test_data_parallel_trial_on_two_gloo_workers_on_the_tiny_sd_world(ray_address, tmp_path):
+    trials = sd_trials(**{"resources.num_workers": 2, "world.assistant": "lora"})
+    rows = run(trials, tmp_path, name="sd-ddp")
+    assert rows[0]["error"] == "" and rows[0]["step"] == 4
+    trial_dir = tmp_path / "trials" / trials[0].key
+    assert (trial_dir / "checkpoints" / "latest").read_text() == "step_0000004"
+    assert (trial_dir / "plots" / "samples_step0000004.png").stat().st_size > 0
+
+
+def test_smoke_grid_on_the_tiny_sd_world_through_ray_into_mlflow(ray_address, tmp_path):
+    """``ablation_grid.py --world sd15-tiny --smoke-test``: the paper's scales untranslated,
+    every trial a TorchTrainer, each a finished MLflow child run with the world's metrics."""
+    args = [
+        sys.executable,
+        str(ROOT / "sweeps" / "ablation_grid.py"),
+        "--world",
+        "sd15-tiny",
+        "--smoke-test",
+        "--seeds",
+        "0",
+        "--experiment",
+        "exp",
+        "--name",
+        "sdgrid",
+        "--storage",
+        str(tmp_path),
+    ]
+    env = {**os.environ, "RAY_ADDRESS": ray_address}
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "DI*-In α_rew 100, α_cfg 7.5 (best)" in done.stdout  # the report's table
+    runs = child_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "sdgrid")
+    assert len(runs) == 2 and set(runs["status"]) == {"FINISHED"}
+    assert set(runs["params.world.name"]) == {"sd15"}
+    best = runs[runs["tags.distar.label"].str.endswith("(best)")].iloc[0]
+    assert float(best["params.loss.reward_scale"]) == 100.0
+    assert float(best["params.loss.cfg_scale"]) == 7.5
+    assert runs["metrics.eval/reward"].notna().all()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

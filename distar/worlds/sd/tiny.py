@@ -12,6 +12,8 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -41,7 +43,14 @@ def resolve(spec: str, cache_dir: str = "") -> str:
         if not path.exists():
             tmp = path.with_suffix(".tmp")
             shutil.rmtree(tmp, ignore_errors=True)
-            WRITERS[name](tmp)
+            # a fresh process: transformers 5 writes nothing on a rank != 0 of an initialised
+            # torch.distributed group, and a Ray Train worker is in one
+            subprocess.run([sys.executable, "-m", __name__, name, str(tmp)], check=True)
+            incomplete = [
+                str(c) for c in tmp.rglob("config.json") if len(list(c.parent.iterdir())) < 2
+            ]
+            if incomplete:
+                raise RuntimeError(f"tiny component {name}: no weights beside {incomplete}")
             os.replace(tmp, path)
     return str(path)
 
@@ -165,3 +174,7 @@ def write_pickscore(path: Path) -> None:
 
 
 WRITERS = {"pickscore": write_pickscore, "sd15": write_sd15, "sdxl": write_sdxl}
+
+
+if __name__ == "__main__":  # python -m distar.worlds.sd.tiny NAME DIRECTORY
+    WRITERS[sys.argv[1]](Path(sys.argv[2]))
