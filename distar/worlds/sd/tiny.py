@@ -20,6 +20,15 @@ import torch
 
 TINY_VERSION = "2"  # bump when a tiny component changes, so stale caches are not reused
 TINY_NAMES = ("pickscore", "sd15", "sdxl")
+# what the tiny SD1.5- and SDXL-shaped UNets share: two levels, 8x8 latents
+TINY_UNET = dict(
+    block_out_channels=(16, 32),
+    layers_per_block=1,
+    sample_size=8,
+    in_channels=4,
+    out_channels=4,
+    norm_num_groups=8,
+)
 
 
 def cache_root(cache_dir: str = "") -> Path:
@@ -92,16 +101,11 @@ def write_sd15(path: Path) -> None:
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
-        block_out_channels=(16, 32),
-        layers_per_block=1,
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
+        **TINY_UNET,
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
         cross_attention_dim=32,
         attention_head_dim=4,
-        norm_num_groups=8,
     )
     scheduler = DDIMScheduler(
         beta_start=0.00085,
@@ -130,11 +134,7 @@ def write_sdxl(path: Path) -> None:
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
-        block_out_channels=(16, 32),
-        layers_per_block=1,
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
+        **TINY_UNET,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         attention_head_dim=(2, 4),
@@ -144,7 +144,6 @@ def write_sdxl(path: Path) -> None:
         transformer_layers_per_block=(1, 2),
         projection_class_embeddings_input_dim=6 * 8 + 32,  # 6 time ids x 8 + pooled width
         cross_attention_dim=64,  # TE1 hidden 32 + TE2 hidden 32
-        norm_num_groups=8,
     )
     scheduler = EulerDiscreteScheduler(
         beta_start=0.00085,
