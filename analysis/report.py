@@ -37,32 +37,66 @@ def load_runs(tracking_uri: str, experiment: str, sweep: str | None = None) -> p
 
 
 def mean_ci(values: pd.Series) -> tuple[float, float]:
-    """Mean and half-width of the 95 % Student-t interval (0 for a single seed)."""
+    """Mean and half-width of the 95 % Student-t interval (NaN for a single seed)."""
     values = values.dropna().astype(float)
     n = len(values)
     if n == 0:
         return math.nan, math.nan
     if n == 1:
-        return float(values.iloc[0]), 0.0
+        return float(values.iloc[0]), math.nan  # one seed: no interval
     half = stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n)
     return float(values.mean()), float(half)
 
 
+NOT_SWEPT = ("params.train.seed", "params.train.out_dir")
+
+
+def swept_columns(runs: pd.DataFrame) -> list[str]:
+    """Parameters that differ between runs of one ablation row (other than the seed): runs that
+    differ in any of them are different settings, never extra seeds of one."""
+    params = [c for c in runs.columns if c.startswith("params.") and c not in NOT_SWEPT]
+    by_label = runs.groupby("tags.distar.label")[params].nunique(dropna=False)
+    return [c for c in params if (by_label[c] > 1).any()]
+
+
+def setting_label(label: str, values: dict[str, object]) -> str:
+    shown = ", ".join(f"{k.removeprefix('params.')}={v}" for k, v in values.items())
+    return f"{label} · {shown}" if shown else label
+
+
+def finished(group: pd.DataFrame) -> pd.Series:
+    """Runs that finished training (status FINISHED and the final-step tag): the only seeds."""
+    done = group["status"] == "FINISHED"
+    if "tags.distar.final_step" in group:
+        done &= group["tags.distar.final_step"].notna() & (group["tags.distar.final_step"] != "")
+    return done
+
+
 def summarise(runs: pd.DataFrame, metrics: tuple[str, ...] = METRICS) -> pd.DataFrame:
-    """Rows in Table 2 order; for each metric a mean and a CI column."""
-    runs = runs.assign(label=runs["tags.distar.label"])
+    """One row per ablation row and setting of its swept parameters, in Table 2 order: mean and
+    CI over the *finished* seeds; ``failed`` says how many of its runs failed or did not finish."""
+    swept = swept_columns(runs)
     order = {row.label: i for i, row in enumerate(TABLE2)}
     out = []
-    for label, group in runs.groupby("label", sort=False):
-        record: dict[str, object] = {"label": label, "seeds": len(group)}
+    for keys, group in runs.groupby(["tags.distar.label", *swept], sort=False, dropna=False):
+        keys = keys if isinstance(keys, tuple) else (keys,)
+        label = setting_label(keys[0], dict(zip(swept, keys[1:], strict=True)))
+        done = group[finished(group)]
+        lost = len(group) - len(done)
+        record: dict[str, object] = {
+            "label": label,
+            "row": keys[0],
+            "seeds": len(done),
+            "failed": f"{lost} of {len(group)} seeds failed or unfinished" if lost else "",
+        }
         for m in metrics:
             column = f"metrics.eval/{m}"
             if column in group:
-                record[m], record[f"{m}_ci95"] = mean_ci(group[column])
+                record[m], record[f"{m}_ci95"] = mean_ci(done[column])
         out.append(record)
     table = pd.DataFrame(out)
-    table["_order"] = table["label"].map(order).fillna(len(order))
-    return table.sort_values("_order").drop(columns="_order").reset_index(drop=True)
+    table["_order"] = table["row"].map(order).fillna(len(order))
+    return table.sort_values("_order", kind="stable").drop(columns="_order").reset_index(drop=True)
 
 
 def paper_numbers(csv_path: Path) -> pd.DataFrame:
@@ -79,7 +113,7 @@ def paper_numbers(csv_path: Path) -> pd.DataFrame:
         values = hit.iloc[0] if len(hit) else pd.Series(dtype=float)
         rows.append(
             {
-                "label": row.label,
+                "row": row.label,
                 "paper_model": row.paper_model,
                 **{f"paper_{c}": values.get(c, math.nan) for c in PAPER_COLUMNS},
             }
@@ -93,11 +127,19 @@ def to_markdown(table: pd.DataFrame, metrics: tuple[str, ...] = METRICS) -> str:
     head = ["row", "seeds", *shown, *paper]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in table.iterrows():
-        cells = [str(r["label"]), str(r["seeds"])]
-        cells += [f"{r[m]:.4f} ± {r[f'{m}_ci95']:.4f}" for m in shown]
+        seeds = str(r["seeds"]) + (f" ({r['failed']})" if r.get("failed") else "")
+        cells = [str(r["label"]), seeds]
+        cells += [cell(r[m], r[f"{m}_ci95"]) for m in shown]
         cells += ["–" if pd.isna(r[c]) else f"{r[c]:g}" for c in paper]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def cell(mean: float, half: float) -> str:
+    """``mean ± half``; "–" when no seed finished; no ± for a single seed."""
+    if pd.isna(mean):
+        return "–"
+    return f"{mean:.4f}" if pd.isna(half) else f"{mean:.4f} ± {half:.4f}"
 
 
 def pareto_plot(table: pd.DataFrame, path: Path, x: str = "precision", y: str = "reward") -> Path:
@@ -107,12 +149,12 @@ def pareto_plot(table: pd.DataFrame, path: Path, x: str = "precision", y: str = 
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 5))
-    for _, r in table.iterrows():
+    for _, r in table.dropna(subset=[x, y]).iterrows():
         ax.errorbar(
             r[x],
             r[y],
-            xerr=r[f"{x}_ci95"],
-            yerr=r[f"{y}_ci95"],
+            xerr=0.0 if pd.isna(r[f"{x}_ci95"]) else r[f"{x}_ci95"],
+            yerr=0.0 if pd.isna(r[f"{y}_ci95"]) else r[f"{y}_ci95"],
             fmt="o",
             capsize=3,
             label=r["label"],
@@ -136,7 +178,7 @@ def build_report(
     """``metrics`` and the ``pareto`` axes (x fidelity, y reward) come from the world's preset."""
     table = summarise(runs, metrics)
     if paper_csv is not None and paper_csv.exists():
-        table = table.merge(paper_numbers(paper_csv), on="label", how="left")
+        table = table.merge(paper_numbers(paper_csv), on="row", how="left")
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "table2.csv", index=False)
     (out / "table2.md").write_text(to_markdown(table, metrics) + "\n")

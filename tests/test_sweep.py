@@ -52,6 +52,62 @@ def test_trial_params_round_trip_through_tune_param_space():
         )
 
 
+def test_grid_runs_no_identical_trials():
+    """c is crossed only with rows that read it (not KL or the untrained init row); a seed or
+    c value given twice is refused rather than silently merged."""
+    trials = expand(TABLE2, Config(), [0, 1], [0.05, 0.5])
+    configs = [json.dumps(t.flat_config, sort_keys=True) for t in trials]
+    assert len(set(configs)) == len(configs)
+    kl = [t for t in trials if t.flat_config["loss.divergence"] == "kl"]
+    assert {t.flat_config["loss.huber_c"] for t in kl} == {Config().loss.huber_c}
+    l2 = expand(TABLE2, Config().with_overrides({"loss.distance": "l2"}), [0], [0.05, 0.5])
+    assert len(l2) == len(TABLE2)
+    with pytest.raises(ValueError, match=r"--seeds: \[1\] given more than once"):
+        expand(TABLE2, Config(), [0, 1, 1])
+    with pytest.raises(ValueError, match="--huber-c"):
+        expand(TABLE2, Config(), [0], [0.5, 0.5])
+
+
+def fake_runs(rows: list[tuple[str, float, int, str, float]]) -> pd.DataFrame:
+    """(label, huber_c, seed, status, reward) -> what mlflow.search_runs returns."""
+    return pd.DataFrame(
+        {
+            "tags.distar.label": [r[0] for r in rows],
+            "params.loss.huber_c": [str(r[1]) for r in rows],
+            "params.train.seed": [str(r[2]) for r in rows],
+            "params.train.out_dir": [f"/x/{i}" for i in range(len(rows))],
+            "status": [r[3] for r in rows],
+            "tags.distar.final_step": ["10" if r[3] == "FINISHED" else None for r in rows],
+            "metrics.eval/reward": [r[4] for r in rows],
+        }
+    )
+
+
+def test_report_keeps_swept_settings_apart_and_never_counts_failed_seeds():
+    from analysis.report import summarise, to_markdown
+
+    best = TABLE2[-1].label
+    runs = fake_runs(
+        [
+            (best, 0.03, 0, "FINISHED", 0.1),
+            (best, 0.03, 1, "FINISHED", 0.3),
+            (best, 0.3, 0, "FINISHED", 0.5),
+            (best, 0.3, 1, "FAILED", float("nan")),
+            (TABLE2[1].label, 0.1, 0, "RUNNING", 0.9),
+        ]
+    )
+    table = summarise(runs, ("reward",)).set_index("label")
+    low, high = f"{best} · loss.huber_c=0.03", f"{best} · loss.huber_c=0.3"
+    assert table.loc[low, "seeds"] == 2 and table.loc[low, "reward"] == pytest.approx(0.2)
+    assert table.loc[high, "seeds"] == 1 and table.loc[high, "reward"] == pytest.approx(0.5)
+    assert table.loc[high, "failed"] == "1 of 2 seeds failed or unfinished"
+    unfinished = table.loc[f"{TABLE2[1].label} · loss.huber_c=0.1"]
+    assert unfinished["seeds"] == 0 and pd.isna(unfinished["reward"])
+    text = to_markdown(table.reset_index(), ("reward",))
+    assert "| 1 (1 of 2 seeds failed or unfinished) | 0.5000 |" in text  # one seed: no ± 0
+    assert "| 0 (1 of 1 seeds failed or unfinished) | – |" in text
+
+
 def test_grid_has_the_papers_table2_rows():
     paper = pd.read_csv(PAPER_CSV)
     paper = paper[(paper["table"] == 2) & ~paper["model"].str.contains("longer training")]
@@ -75,7 +131,9 @@ def test_grid_has_the_papers_table2_rows():
 
 def test_grid_translates_scales_and_validates_before_ray():
     trials = expand(TABLE2, Config(), [0, 1], [0.05, 0.5])
-    assert len(trials) == len(TABLE2) * 2 * 2 and len({t.key for t in trials}) == len(trials)
+    uses_c = [r for r in TABLE2 if r.trains and r.divergence == "score"]
+    assert len(trials) == (len(uses_c) * 2 + len(TABLE2) - len(uses_c)) * 2
+    assert len({t.key for t in trials}) == len(trials)
     best = [t for t in trials if t.label.endswith("(best)")][0].flat_config
     assert best["loss.reward_scale"] == pytest.approx(1.0) and best["loss.cfg_scale"] == 1.0
     init = [t for t in trials if t.label.startswith("init")][0].flat_config

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from distar.config import Config, world_preset
+from distar.config import Config, ConfigError, world_preset
 from distar.sweep.trial import TrialSpec
 
 
@@ -60,16 +60,28 @@ def row_overrides(row: AblationRow, world: str) -> dict[str, object]:
     return flat
 
 
+def uses_huber_c(row: AblationRow, base: Config) -> bool:
+    """Only trained score-divergence rows with the pseudo-Huber distance read ``loss.huber_c``:
+    crossing any other row with several c values would run identical trials."""
+    return row.trains and row.divergence == "score" and base.loss.distance == "pseudo_huber"
+
+
 def expand(
     rows: tuple[AblationRow, ...],
     base: Config,
     seeds: list[int],
     huber_cs: list[float] | None = None,
 ) -> list[TrialSpec]:
-    """Rows x huber_c x seeds -> trial specs (validated configs), in a stable order."""
+    """Rows x huber_c (for the rows that use it) x seeds -> trial specs (validated configs), in
+    a stable order; no two trials share a config. A value given twice is refused, not merged."""
+    for flag, values in (("--seeds", seeds), ("--huber-c", huber_cs or [])):
+        repeated = sorted({v for v in values if values.count(v) > 1})
+        if repeated:
+            raise ConfigError(f"{flag}: {repeated} given more than once; allowed: distinct values")
     trials = []
     for row in rows:
-        for c in huber_cs or [base.loss.huber_c]:
+        cs = (huber_cs or [base.loss.huber_c]) if uses_huber_c(row, base) else [base.loss.huber_c]
+        for c in cs:
             for seed in seeds:
                 flat = {
                     **row_overrides(row, base.world.name),
