@@ -21,6 +21,9 @@ class Callback:
 
     def on_checkpoint(self, step: int, path: Path) -> None: ...
 
+    def on_benchmarks(self, step: int, results: list) -> None:
+        """Benchmark results (``distar.evaluation.harness.BenchmarkResult``), rank 0 only."""
+
     def on_train_end(self, step: int, metrics: dict[str, float]) -> None: ...
 
 
@@ -62,3 +65,7 @@ class JsonlLogger(Callback):
 
     def on_eval(self, step: int, metrics: dict[str, float], artifacts: dict[str, Path]) -> None:
         self._write("eval", step, metrics)
+
+    def on_benchmarks(self, step: int, results: list) -> None:
+        for result in results:
+            self._write("benchmark", step, result.summary)

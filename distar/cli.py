@@ -57,6 +57,8 @@ def resolve_config(args: argparse.Namespace) -> Config:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from distar.evaluation.in_training import preflight
+
     try:
         config = resolve_config(args)
     except ConfigError as error:
@@ -65,6 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print(config.to_yaml(), end="")
         return 0
+    try:
+        preflight(config.eval)  # every prompt and weight file the evaluation needs, up front
+    except ConfigError as error:
+        print(f"config error: {error}", file=sys.stderr)
+        return 2
     from distar.callbacks import JsonlLogger, ProgressBar
     from distar.train import Trainer
 

@@ -228,12 +228,47 @@ class TrainConfig(Section):
 
 @dataclass(frozen=True)
 class EvalConfig(Section):
+    """Evaluation at ``train.eval_every`` and at the end: the world's own metrics, and for
+    text-to-image worlds the benchmarks (Parti / COCO / HPSv2) through the evaluation harness."""
+
     section: ClassVar[str] = "eval"
-    samples_per_prompt: int = 2000
+    samples_per_prompt: int = 2000  # the world's own evaluation
     plot: bool = True
+    benchmarks: str = ""  # "parti:32,coco:32,hps:16" ("parti" alone: all prompts); "": none
+    metrics: str = ""  # restrict the paper's metrics of each benchmark, e.g. "pickscore,fid"
+    images_per_prompt: int = 1
+    batch_size: int = 8
+    seed: int = 0  # noise = f(seed, benchmark, prompt, image): every trial sees the same noise
+    subset: str = "stratified"  # N prompts stratified by category / style, or the "first" N
+    tiny_metrics: bool = False  # tiny random metric models (tests, tiny worlds; no FID)
+    prompts: str = ""  # "parti=PATH,coco=PATH,hps=DIR"; "": $DISTAR_PARTI_PROMPTS, ...
+    weights: str = ""  # "pickscore=PATH,fid_reference=DIR,..."; "": the DISTAR_* variables
 
     def validate(self) -> None:
-        check_range("eval.samples_per_prompt", self.samples_per_prompt, 2)
+        from distar.evaluation.plan import (
+            BENCHMARK_METRICS,
+            EVAL_METRICS,
+            WEIGHT_KEYS,
+            parse_benchmarks,
+            parse_pairs,
+        )
+
+        check_range("eval.samples_per_prompt", self.samples_per_prompt, 2, 10**7)
+        for key, parse in (
+            ("eval.benchmarks", lambda: parse_benchmarks(self.benchmarks)),
+            ("eval.prompts", lambda: parse_pairs(self.prompts, tuple(BENCHMARK_METRICS))),
+            ("eval.weights", lambda: parse_pairs(self.weights, WEIGHT_KEYS)),
+        ):
+            try:
+                parse()
+            except ValueError as error:
+                _fail(key, getattr(self, key.split(".")[1]), str(error))
+        for metric in filter(None, self.metrics.split(",")):
+            check_choice("eval.metrics", metric.strip(), EVAL_METRICS)
+        check_range("eval.images_per_prompt", self.images_per_prompt, 1, 10_000)
+        check_range("eval.batch_size", self.batch_size, 1, 100_000)
+        check_range("eval.seed", self.seed, 0, 2**63 - 1)
+        check_choice("eval.subset", self.subset, ("first", "stratified"))
 
 
 @dataclass(frozen=True)
@@ -255,6 +290,7 @@ class WorldConfig(Section):
     """Base of every world's parameters; the subclass is chosen by ``name``."""
 
     section: ClassVar[str] = "world"
+    text_to_image: ClassVar[bool] = False  # True: its generator can run the eval benchmarks
     name: str = ""
 
 
@@ -339,6 +375,12 @@ class Config(Section):
 
     def validate(self) -> None:
         world_config_class(self.world.name)
+        if self.eval.benchmarks and not self.world.text_to_image:
+            _fail(
+                "eval.benchmarks",
+                self.eval.benchmarks,
+                f"'' for the {self.world.name!r} world (no text-to-image generator to benchmark)",
+            )
 
     # ---- round trips -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -18,7 +18,13 @@ from torch import nn
 from distar.callbacks import Callback
 from distar.checkpoint import load_checkpoint, save_checkpoint
 from distar.config import AdamConfig, Config
-from distar.distributed import average_gradients, broadcast_parameters, rank
+from distar.distributed import (
+    all_gather_objects,
+    average_gradients,
+    broadcast_parameters,
+    rank,
+    world_size,
+)
 from distar.losses import assistant_loss, generator_loss
 from distar.sigmas import ASSISTANT_WEIGHTINGS, sample_sigma
 from distar.worlds import World, build_world
@@ -154,6 +160,7 @@ class Trainer:
         )
         self.callbacks = list(callbacks)
         self.guard = FiniteGuard()
+        self.benchmarks = None  # built at the first evaluation that needs it
         self.step = 0
         self.out_dir = Path(config.train.out_dir)
 
@@ -250,6 +257,18 @@ class Trainer:
         return metrics
 
     # ---- evaluation, checkpoints, the loop ---------------------------------------------------
+    def run_benchmarks(self) -> list:
+        """The configured benchmarks (``eval.benchmarks``) on the current generator: prompts
+        sharded across ranks, results on rank 0 (an empty list elsewhere)."""
+        if not self.config.eval.benchmarks:
+            return []
+        if self.benchmarks is None:
+            from distar.evaluation.in_training import BenchmarkEvaluator
+
+            self.benchmarks = BenchmarkEvaluator(self.config.eval, str(self.device))
+        shard = (self.rank, world_size())
+        return self.benchmarks.run(self.world.eval_generator(), shard, all_gather_objects)
+
     def evaluate(self) -> tuple[dict[str, float], dict[str, Path]]:
         self.guard.check()
         cfg = self.config
@@ -263,6 +282,10 @@ class Trainer:
             )
         for cb in self.callbacks:
             cb.on_eval(self.step, metrics, artifacts)
+        results = self.run_benchmarks()
+        if results:
+            for cb in self.callbacks:
+                cb.on_benchmarks(self.step, results)
         return metrics, artifacts
 
     def modules(self) -> dict[str, nn.Module]:

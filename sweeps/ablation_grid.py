@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from distar.config import Config, ConfigError, parse_override, world_preset
+from distar.evaluation.in_training import preflight
 from distar.sweep.grid import TABLE2, expand
 from distar.sweep.runner import SweepSettings
 
@@ -57,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         rows = SMOKE_ROWS if args.smoke_test else TABLE2
-        trials = expand(rows, base_config(args), args.seeds, args.huber_c)
+        base = base_config(args)
+        trials = expand(rows, base, args.seeds, args.huber_c)
+        preflight(base.eval)  # a missing prompt or weight file fails here, before Ray starts
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
         return 2

@@ -14,6 +14,7 @@ import argparse
 import sys
 
 from distar.config import Config, ConfigError, parse_override, world_preset
+from distar.evaluation.in_training import preflight
 from distar.sweep.runner import SweepSettings
 
 
@@ -54,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         flat.update(parse_override(o) for o in args.overrides)
         base = Config.for_world(args.world, flat)
         metric, floor_metric = world_preset(args.world).objective
+        preflight(base.eval)  # a missing prompt or weight file fails here, before Ray starts
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
         return 2

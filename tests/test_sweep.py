@@ -23,6 +23,10 @@ from distar.sweep.trial import SweepContext, TrialSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_CSV = ROOT.parent / "shared" / "data" / "paper_tables.csv"
+BENCH_PROMPTS = (
+    f"parti={ROOT.parent / 'shared/data/PartiPrompts.tsv'},"
+    f"coco={ROOT.parent / 'shared/data/coco2014_val_30k_captions.txt'}"
+)
 TINY = {
     "train.steps": 6,
     "train.batch_size": 32,
@@ -235,6 +239,12 @@ def test_smoke_grid_on_the_tiny_sd_world_through_ray_into_mlflow(ray_address, tm
         "sdgrid",
         "--storage",
         str(tmp_path),
+        "--set",
+        "eval.benchmarks=parti:4,coco:3",
+        "--set",
+        "eval.tiny_metrics=true",
+        "--set",
+        f"eval.prompts={BENCH_PROMPTS}",
     ]
     env = {**os.environ, "RAY_ADDRESS": ray_address}
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
@@ -247,6 +257,60 @@ def test_smoke_grid_on_the_tiny_sd_world_through_ray_into_mlflow(ray_address, tm
     assert float(best["params.loss.reward_scale"]) == 100.0
     assert float(best["params.loss.cfg_scale"]) == 7.5
     assert runs["metrics.eval/reward"].notna().all()
+    assert (
+        runs["metrics.parti/pickscore"].notna().all()
+        and runs["metrics.coco/aesthetic"].notna().all()
+    )
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_experiment("exp")  # load_table looks in the active experiment
+    for run_id in runs["run_id"]:
+        parti = mlflow.load_table("eval/parti_samples.json", run_ids=[run_id])
+        coco = mlflow.load_table("eval/coco_samples.json", run_ids=[run_id])
+        assert len(parti) == 4 and len(coco) == 3 and set(parti["step"]) == {10}
+        assert {"prompt", "group", "pickscore", "imagereward", "clip_score"} <= set(parti.columns)
+        names = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "eval")}
+        assert {"eval/parti_groups.json", "eval/parti_grid_step0000010.png"} <= names
+
+
+def test_benchmarks_on_two_workers_equal_one_worker(ray_address, tmp_path):
+    """The init row (no training): its benchmark numbers do not depend on how many ranks
+    shared the prompts."""
+    bench = {"eval.benchmarks": "parti:6", "eval.tiny_metrics": True, "eval.prompts": BENCH_PROMPTS}
+    base = Config.for_world("sd15-tiny", {"eval.plot": False, **bench})
+    trials = [
+        *expand((TABLE2[0],), base, [0]),
+        *expand((TABLE2[0],), base.with_overrides({"resources.num_workers": 2}), [1]),
+    ]
+    rows = run(trials, tmp_path, name="shards")
+    assert [r["error"] for r in rows] == ["", ""]
+    runs = child_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "shards")
+    one, two = (runs[runs["params.resources.num_workers"] == str(n)].iloc[0] for n in (1, 2))
+    for m in ("parti/pickscore", "parti/imagereward", "parti/aesthetic", "parti/clip_score"):
+        assert one[f"metrics.{m}"] == pytest.approx(two[f"metrics.{m}"], rel=1e-5, abs=1e-6)
+
+
+def test_a_missing_weight_file_fails_the_sweep_before_ray_starts(tmp_path):
+    args = [
+        sys.executable,
+        str(ROOT / "sweeps" / "ablation_grid.py"),
+        "--world",
+        "sd15-tiny",
+        "--smoke-test",
+        "--storage",
+        str(tmp_path),
+        "--set",
+        "eval.benchmarks=parti:4",
+        "--set",
+        f"eval.prompts={BENCH_PROMPTS}",
+        "--set",
+        f"eval.weights=pickscore={tmp_path}/PickScore_v1",
+    ]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert f"{tmp_path}/PickScore_v1 not found" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "tune").exists() and not (tmp_path / "mlflow.db").exists()
 
 
 def free_port() -> int:

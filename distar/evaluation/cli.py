@@ -19,12 +19,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-# What the paper reports on each benchmark (Tables 1 and 3).
-BENCHMARK_METRICS = {
-    "parti": ("pickscore", "imagereward", "aesthetic", "clip_score"),
-    "coco": ("pickscore", "imagereward", "aesthetic", "clip_score", "fid"),
-    "hps": ("hpsv21",),
-}
+from distar.evaluation.plan import BENCHMARK_METRICS
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ images do not depend on the batch size or on which other prompts are evaluated a
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -51,7 +51,7 @@ class BenchmarkResult:
         return [c for c in self.rows.columns if c not in ROW_KEYS]
 
 
-ROW_KEYS = ("prompt", "group", "challenge", "index", "replica", "seed")
+ROW_KEYS = ("prompt", "group", "challenge", "index", "replica", "seed", "step")
 
 
 def evaluate(
@@ -65,11 +65,21 @@ def evaluate(
     device: str = "cpu",
     keep_examples: int = 16,
     progress: bool = True,
-) -> BenchmarkResult:
-    """Score ``generator`` on ``prompts``; ``metrics`` maps names to sample or set metrics."""
+    shard: tuple[int, int] = (0, 1),
+    gather: Callable[[Any], list[Any]] | None = None,
+) -> BenchmarkResult | None:
+    """Score ``generator`` on ``prompts``; ``metrics`` maps names to sample or set metrics.
+
+    ``shard=(rank, size)``: this process generates and scores every size-th sample only, and
+    ``gather`` (an all-gather every rank calls) brings the per-sample rows to rank 0, which alone
+    returns the result -- the same rows, summary and examples as one process, since each
+    sample's noise is its own. Set metrics (FID) merge their states across ranks themselves."""
     from tqdm.auto import tqdm
 
-    items = [(p, r) for p in prompts.prompts for r in range(samples_per_prompt)]
+    rank, size = shard
+    every = [(p, r) for p in prompts.prompts for r in range(samples_per_prompt)]
+    positions = list(range(rank, len(every), size))
+    items = [every[i] for i in positions]
     seeds = [sample_seed(seed, prompts.name, p.index, r) for p, r in items]
     for m in metrics.values():
         if is_set_metric(m):
@@ -87,11 +97,33 @@ def evaluate(
             examples.append(images[:keep_examples].detach().cpu())
         score_batch(metrics, images, texts, scores, lo)
     rows = make_rows(items, seeds, {n: torch.cat(v).cpu() for n, v in scores.items()})
-    summary = summarise(rows, prompts.name, list(scores), seed)
+    set_values: dict[str, float] = {}
     for name, m in metrics.items():
         if is_set_metric(m):
-            summary.update(set_metric_values(prompts.name, name, m))
-    return BenchmarkResult(prompts.name, rows, summary, torch.cat(examples)[:keep_examples])
+            set_values.update(set_metric_values(prompts.name, name, m))
+    examples_t = torch.cat(examples)[:keep_examples] if examples else torch.empty(0)
+    if size > 1:
+        parts = (gather or _no_gather)((rows, examples_t, positions[:keep_examples]))
+        if rank != 0:
+            return None
+        rows, examples_t = merge_shards(parts, keep_examples)
+    summary = summarise(rows, prompts.name, list(scores), seed)
+    summary.update(set_values)
+    return BenchmarkResult(prompts.name, rows, summary, examples_t)
+
+
+def merge_shards(parts: list, keep_examples: int) -> tuple[pd.DataFrame, Tensor]:
+    """Rows of every shard in the one-process order (prompt, then image); the first examples."""
+    rows = pd.concat([p[0] for p in parts], ignore_index=True)
+    rows = rows.sort_values(["index", "replica"], kind="stable").reset_index(drop=True)
+    found = [(pos, img) for _, imgs, poss in parts for pos, img in zip(poss, imgs, strict=False)]
+    found.sort(key=lambda f: f[0])
+    examples = [img for _, img in found[:keep_examples]]
+    return rows, torch.stack(examples) if examples else torch.empty(0)
+
+
+def _no_gather(obj: Any) -> list[Any]:
+    raise ValueError("evaluate(shard=(rank, size > 1)) needs a gather function")
 
 
 def score_batch(metrics, images: Tensor, texts: list[str], scores, at: int) -> None:

@@ -147,3 +147,23 @@ def tiny_metric_paths(directory: Path) -> dict[str, str]:
     }
     paths.update({k: str(v) for k, v in tiny_imagereward(directory / "imagereward").items()})
     return paths
+
+
+def cached_tiny_metric_paths(cache_dir: str = "") -> dict[str, str]:
+    """:func:`tiny_metric_paths` written once into the cache (shared by runs and trials)."""
+    from distar.cache import materialise
+
+    path = materialise(f"tiny-metrics-v{TINY_METRICS_VERSION}", __name__, ["metrics"], cache_dir)
+    relative = json.loads((path / "paths.json").read_text())
+    return {k: str(path / v) if (path / v).exists() else v for k, v in relative.items()}
+
+
+TINY_METRICS_VERSION = "1"
+
+if __name__ == "__main__":  # python -m distar.evaluation.tiny metrics DIRECTORY
+    import sys
+
+    root = Path(sys.argv[2])
+    written = tiny_metric_paths(root)  # stored relative: the directory is renamed into place
+    relative = {k: v.removeprefix(f"{root}/") for k, v in written.items()}
+    (root / "paths.json").write_text(json.dumps(relative))

@@ -16,9 +16,8 @@ def log_benchmark(client, run_id: str, result: BenchmarkResult, step: int = 0) -
         client.log_table(run_id, table, f"eval/{bench}_groups.json")
     log_metrics(client, run_id, result.summary, step)
     if result.examples.ndim == 4 and result.examples.shape[1] == 3:
-        client.log_image(
-            run_id, image_grid(result.examples), artifact_file=f"eval/{bench}_grid.png"
-        )
+        name = f"eval/{bench}_grid.png" if step == 0 else f"eval/{bench}_grid_step{step:07d}.png"
+        client.log_image(run_id, image_grid(result.examples), artifact_file=name)
 
 
 def image_grid(images, columns: int = 8):

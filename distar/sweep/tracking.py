@@ -7,6 +7,7 @@ sweep or trial continues its own run instead of creating a duplicate.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from pathlib import Path
@@ -96,6 +97,15 @@ class MlflowLogger(Callback):
         log_metrics(self.client, self.run_id, {f"eval/{k}": v for k, v in metrics.items()}, step)
         for path in artifacts.values():
             self.client.log_artifact(self.run_id, str(path), artifact_path="plots")
+
+    def on_benchmarks(self, step: int, results: list) -> None:
+        """Per-prompt and per-group tables (rows carry the step: later evaluations append),
+        summary metrics with bootstrap CIs, an image grid per benchmark."""
+        from distar.evaluation.tracking import log_benchmark
+
+        for result in results:
+            stepped = dataclasses.replace(result, rows=result.rows.assign(step=step))
+            log_benchmark(self.client, self.run_id, stepped, step)
 
     def on_train_end(self, step: int, metrics: dict[str, float]) -> None:
         import pandas as pd

@@ -9,6 +9,7 @@ that then loads through exactly the code a real directory goes through.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from distar.config import (
     WorldConfig,
@@ -31,6 +32,7 @@ class SDWorldConfig(WorldConfig):
     """A Stable Diffusion world: reference UNet (frozen), assistant (a trainable full copy of the
     reference, or LoRA adapters on it), one-step generator, VAE, text encoders, reward."""
 
+    text_to_image: ClassVar[bool] = True
     reference: str = ""  # diffusers pipeline dir: unet/ vae/ text_encoder*/ tokenizer*/ scheduler/
     generator_init: str = ""  # "": the reference UNet; a UNet directory; or a state-dict file
     vae: str = ""  # "": the reference's vae/; or a separate AutoencoderKL directory

@@ -9,14 +9,13 @@ vocabulary (from open_clip's package), so any prompt tokenises.
 
 from __future__ import annotations
 
-import fcntl
-import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import torch
+
+from distar.cache import materialise
 
 TINY_VERSION = "2"  # bump when a tiny component changes, so stale caches are not reused
 TINY_NAMES = ("pickscore", "sd15", "sdxl")
@@ -31,10 +30,6 @@ TINY_UNET = dict(
 )
 
 
-def cache_root(cache_dir: str = "") -> Path:
-    return Path(cache_dir or os.environ.get("DISTAR_CACHE") or Path.home() / ".cache/distar")
-
-
 def resolve(spec: str, cache_dir: str = "") -> str:
     """``tiny:<name>`` -> the directory of that tiny component (written on first use); any other
     path is returned unchanged."""
@@ -42,25 +37,12 @@ def resolve(spec: str, cache_dir: str = "") -> str:
         return spec
     name = spec.removeprefix("tiny:")
     if name not in TINY_NAMES:
-        raise ValueError(
-            f"{spec!r}: unknown tiny component; known: tiny:{', tiny:'.join(TINY_NAMES)}"
-        )
-    path = cache_root(cache_dir) / f"tiny-{name}-v{TINY_VERSION}"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent trials write it once
-        if not path.exists():
-            tmp = path.with_suffix(".tmp")
-            shutil.rmtree(tmp, ignore_errors=True)
-            # a fresh process: transformers 5 writes nothing on a rank != 0 of an initialised
-            # torch.distributed group, and a Ray Train worker is in one
-            subprocess.run([sys.executable, "-m", __name__, name, str(tmp)], check=True)
-            incomplete = [
-                str(c) for c in tmp.rglob("config.json") if len(list(c.parent.iterdir())) < 2
-            ]
-            if incomplete:
-                raise RuntimeError(f"tiny component {name}: no weights beside {incomplete}")
-            os.replace(tmp, path)
+        known = ", ".join(f"tiny:{n}" for n in TINY_NAMES)
+        raise ValueError(f"{spec!r}: unknown tiny component; known: {known}")
+    path = materialise(f"tiny-{name}-v{TINY_VERSION}", __name__, [name], cache_dir)
+    incomplete = [str(c) for c in path.rglob("config.json") if len(list(c.parent.iterdir())) < 2]
+    if incomplete:
+        raise RuntimeError(f"tiny component {name}: no weights beside {incomplete}")
     return str(path)
 
 

@@ -207,6 +207,10 @@ class SDWorld:
             out.append(self.decode(self.generator(z[i : i + EVAL_CHUNK], cond)))
         return torch.cat(out)
 
+    def eval_generator(self) -> EvalImages:
+        """The current generator as the evaluation harness sees it: (prompts, noise) -> images."""
+        return EvalImages(self)
+
     def eval_prompts(self, n_per_prompt: int) -> list[str]:
         fixed = self.prompts[: self.config.eval_prompts]
         return [p for p in fixed for _ in range(n_per_prompt)]
@@ -230,6 +234,19 @@ class SDWorld:
 
         prompts = self.eval_prompts(1)[:16]
         return save_grid(self.generate(prompts, seed), Path(path))
+
+
+class EvalImages:
+    """``noise_shape`` and ``(prompts, noise) -> images in [0, 1]`` (the harness's Generator)."""
+
+    def __init__(self, world: SDWorld) -> None:
+        self.world = world
+        self.noise_shape = world.latent_shape()
+
+    @torch.no_grad()
+    def __call__(self, prompts, noise: Tensor) -> Tensor:
+        w = self.world
+        return w.decode(w.generator(noise.to(w.device), w.text.encode(list(prompts))))
 
 
 def build(cfg: SDWorldConfig, device: torch.device, init: str = "stage0") -> SDWorld:

@@ -1,0 +1,60 @@
+"""What an evaluation asks for, torch-free (the config validates it before anything starts):
+the benchmarks and the metrics the paper reports on each, and ``KEY=VALUE`` lists."""
+
+from __future__ import annotations
+
+# What the paper reports on each benchmark (Tables 1 and 3).
+BENCHMARK_METRICS = {
+    "parti": ("pickscore", "imagereward", "aesthetic", "clip_score"),
+    "coco": ("pickscore", "imagereward", "aesthetic", "clip_score", "fid"),
+    "hps": ("hpsv21",),
+}
+EVAL_METRICS = ("aesthetic", "clip_score", "fid", "hpsv21", "imagereward", "pickscore")
+# MetricOptions.paths keys: what --weights / eval.weights may name
+WEIGHT_KEYS = (
+    "aesthetic_clip",
+    "aesthetic_head",
+    "bert_tokenizer",
+    "clip_score",
+    "fid_inception",
+    "fid_reference",
+    "hpsv21",
+    "imagereward",
+    "pickscore",
+    "pickscore_processor",
+)
+
+
+def parse_benchmarks(text: str) -> list[tuple[str, int | None]]:
+    """``"parti:32,coco"`` -> ``[("parti", 32), ("coco", None)]``; raises ValueError."""
+    out = []
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        name, _, n = item.partition(":")
+        if name not in BENCHMARK_METRICS:
+            raise ValueError(f"benchmark {name!r}: allowed {sorted(BENCHMARK_METRICS)}")
+        if n and (not n.isdigit() or int(n) < 1):
+            raise ValueError(f"{item!r}: the count after ':' must be a positive integer")
+        if name in [o[0] for o in out]:
+            raise ValueError(f"benchmark {name!r} given twice")
+        out.append((name, int(n) if n else None))
+    return out
+
+
+def parse_pairs(text: str, allowed: tuple[str, ...]) -> dict[str, str]:
+    """``"a=/x,b=/y"`` -> ``{"a": "/x", "b": "/y"}``; keys must be in ``allowed``."""
+    out = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise ValueError(f"{item!r}: expected KEY=VALUE")
+        if key not in allowed:
+            raise ValueError(f"{key!r}: allowed keys {', '.join(allowed)}")
+        out[key] = value
+    return out
+
+
+def metrics_for(benchmark: str, restrict: tuple[str, ...], tiny: bool) -> tuple[str, ...]:
+    """The paper's metrics of a benchmark, restricted to ``restrict`` when given; tiny metric
+    models have no Inception network or reference images, so no FID."""
+    chosen = [m for m in BENCHMARK_METRICS[benchmark] if not restrict or m in restrict]
+    return tuple(m for m in chosen if not (tiny and m == "fid"))
