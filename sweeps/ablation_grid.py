@@ -85,6 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     out = args.storage.resolve() / "report"
     table = build_report(runs, out, DEFAULT_PAPER_CSV, preset.metrics, preset.pareto)
     print(to_markdown(table, preset.metrics))
+    if base.eval.benchmarks:  # a text-to-image world: the paper's Tables 1-3 as well
+        from analysis.paper_tables import DEFAULT_HPS_CSV, build
+
+        for name, text in build(runs, out, DEFAULT_PAPER_CSV, DEFAULT_HPS_CSV).items():
+            print(f"\n## {name} (ours beside the paper's, PickScore as a cosine)\n\n{text}")
     print(f"MLflow: mlflow ui --backend-store-uri {settings.uri()} --host 127.0.0.1")
     for r in failed:
         print(f"FAILED {r['key']}: {r['error']}", file=sys.stderr)

@@ -250,6 +250,8 @@ def test_smoke_grid_on_the_tiny_sd_world_through_ray_into_mlflow(ray_address, tm
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "DI*-In α_rew 100, α_cfg 7.5 (best)" in done.stdout  # the report's table
+    assert "## table1" in done.stdout and "## table3" in done.stdout  # the paper's tables
+    assert (tmp_path / "report" / "table1.md").stat().st_size > 0
     runs = child_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "sdgrid")
     assert len(runs) == 2 and set(runs["status"]) == {"FINISHED"}
     assert set(runs["params.world.name"]) == {"sd15"}
@@ -458,3 +460,31 @@ def test_optuna_asha_search_proposes_valid_trials(ray_address, tmp_path):
     runs = child_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "search")
     assert len(runs) == 3 and runs["params.loss.reward_scale"].nunique() == 3
     assert set(runs["params.loss.guidance"]) <= {"in", "out"}
+
+
+def test_paper_tables_1_to_3_from_runs_in_the_papers_units(tmp_path):
+    from analysis.paper_tables import DEFAULT_HPS_CSV, build
+
+    best, init = TABLE2[-1].label, TABLE2[0].label
+    runs = fake_runs([(best, 0.1, 0, "FINISHED", 0.0), (best, 0.1, 1, "FINISHED", 0.0),
+                      (init, 0.1, 0, "FINISHED", 0.0), (init, 0.1, 1, "FAILED", 0.0)])  # fmt: skip
+    for bench in ("parti", "coco"):
+        runs[f"metrics.{bench}/pickscore"] = [23.0, 23.2, 22.5, float("nan")]
+        runs[f"metrics.{bench}/imagereward"] = [1.0, 1.1, 0.9, float("nan")]
+    runs["metrics.coco/fid"] = [20.0, 22.0, 16.0, float("nan")]
+    runs["metrics.parti/pickscore/Animals"] = [23.5, 23.0, 22.0, float("nan")]
+    for style in ("anime", "concept-art", "paintings", "photo", "average"):
+        runs[f"metrics.hps/{style}"] = [30.0, 30.5, 28.0, float("nan")]
+    texts = build(runs, tmp_path, PAPER_CSV, DEFAULT_HPS_CSV)
+    t1 = pd.read_csv(tmp_path / "table1.csv")
+    mine = t1[(t1["benchmark"] == "parti") & (t1["row"] == best)].iloc[0]
+    assert mine["pickscore"].startswith("0.2310 ± ")  # (23.0 + 23.2) / 2 / 100
+    assert mine["paper_pickscore"] == pytest.approx(0.2304) and mine["paper_model"] == "DI*-SDXL"
+    coco_init = t1[(t1["benchmark"] == "coco") & (t1["row"] == init)].iloc[0]
+    assert coco_init["fid"] == "16.0000" and coco_init["paper_fid"] == pytest.approx(15.80)
+    assert "1 (1 of 2 seeds failed or unfinished)" in texts["table1"]
+    t2 = pd.read_csv(tmp_path / "table2.csv").set_index("row")
+    assert t2.loc[best, "paper_pickscore"] == pytest.approx(0.2304)
+    t3 = pd.read_csv(tmp_path / "table3.csv").set_index("row")
+    assert t3.loc[best, "average"].startswith("30.2500") and t3.loc[best, "paper_average"] == 30.22
+    assert (tmp_path / "parti_categories.png").stat().st_size > 0

@@ -1,0 +1,196 @@
+"""The paper's Tables 1-3 from a sweep's MLflow runs on a text-to-image world, with the paper's
+own numbers beside ours in the same units (PickScore as the paper prints it: the cosine, i.e.
+our logit-scale x cosine / 100).
+
+- Table 1: per model (ablation row) on Parti and COCO: ImageReward, Aesthetic, PickScore, CLIP
+  score (and FID on COCO); the paper's row for the same method beside it.
+- Table 2: the ablation rows on Parti, the same metrics.
+- Table 3: HPSv2.1 per style and their average.
+Mean ± 95 % CI over the finished seeds only; a row with failed or unfinished seeds says so.
+
+    python -m analysis.paper_tables --tracking-uri sqlite:///runs/sd/mlflow.db \\
+        --experiment distar-table2
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+from analysis.report import DEFAULT_PAPER_CSV, cell, load_runs, mean_ci
+from analysis.report import finished as finished_mask
+from distar.sweep.grid import TABLE2
+
+DEFAULT_HPS_CSV = DEFAULT_PAPER_CSV.with_name("paper_hpsv21.csv")
+# our metric name -> (paper column, factor from our units to the paper's)
+COLUMNS = {
+    "imagereward": ("image_reward", 1.0),
+    "aesthetic": ("aesthetic", 1.0),
+    "pickscore": ("pickscore", 0.01),
+    "clip_score": ("clip_score", 1.0),
+    "fid": ("coco_fid", 1.0),
+}
+HPS_STYLES = {"anime": "animation", "concept-art": "concept_art", "paintings": "painting",
+              "photo": "photo", "average": "average"}  # fmt: skip
+# our ablation rows -> the paper's Table 1 model of the same method
+TABLE1_MODEL = {
+    TABLE2[0].label: "DMD2-SDXL",
+    TABLE2[2].label: "Diff-Instruct-SDXL",
+    TABLE2[3].label: "DI++-SDXL",
+    TABLE2[6].label: "SIM-SDXL",
+    TABLE2[-1].label: "DI*-SDXL",
+}
+
+
+def row_stats(runs: pd.DataFrame, columns: dict[str, float]) -> pd.DataFrame:
+    """Per ablation row: finished seeds, failures, mean and CI of each MLflow metric (scaled)."""
+    out = []
+    for label, group in runs.groupby("tags.distar.label", sort=False):
+        done = group[finished_mask(group)]
+        lost = len(group) - len(done)
+        record: dict[str, object] = {"row": label, "seeds": len(done)}
+        record["failed"] = f"{lost} of {len(group)} seeds failed or unfinished" if lost else ""
+        for metric, factor in columns.items():
+            column = f"metrics.{metric}"
+            if column in group:
+                mean, half = mean_ci(done[column] * factor)
+                record[metric], record[f"{metric}_ci95"] = mean, half
+        out.append(record)
+    order = {r.label: i for i, r in enumerate(TABLE2)}
+    table = pd.DataFrame(out)
+    table["_o"] = table["row"].map(order).fillna(len(order))
+    return table.sort_values("_o", kind="stable").drop(columns="_o").reset_index(drop=True)
+
+
+def paper_value(paper: pd.DataFrame, table: int, benchmark: str, model: str, column: str):
+    hit = paper[(paper["table"] == table) & (paper["benchmark"] == benchmark)]
+    hit = hit[hit["model"] == model]
+    return hit.iloc[0][column] if len(hit) else float("nan")
+
+
+def table1(runs: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
+    frames = []
+    for bench in ("parti", "coco"):
+        metrics = [m for m in COLUMNS if bench == "coco" or m != "fid"]
+        stats = row_stats(runs, {f"{bench}/{m}": COLUMNS[m][1] for m in metrics})
+        for _, r in stats.iterrows():
+            model = TABLE1_MODEL.get(r["row"], "")
+            rec = {"benchmark": bench, "row": r["row"], "seeds": r["seeds"],
+                   "failed": r["failed"], "paper_model": model}  # fmt: skip
+            for m in metrics:
+                key = f"{bench}/{m}"
+                rec[m] = cell(r.get(key, float("nan")), r.get(f"{key}_ci95", float("nan")))
+                rec[f"paper_{m}"] = paper_value(paper, 1, bench, model, COLUMNS[m][0])
+            frames.append(rec)
+    return pd.DataFrame(frames)
+
+
+def table2(runs: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
+    metrics = [m for m in COLUMNS if m != "fid"]
+    stats = row_stats(runs, {f"parti/{m}": COLUMNS[m][1] for m in metrics})
+    rows = []
+    for _, r in stats.iterrows():
+        spec = next((t for t in TABLE2 if t.label == r["row"]), None)
+        rec = {"row": r["row"], "seeds": r["seeds"], "failed": r["failed"]}
+        hit = paper[paper["table"] == 2]
+        if spec is not None:
+            hit = hit[(hit["model"] == spec.paper_model)
+                      & (hit["reward_scale"].fillna(0) == spec.reward_scale)
+                      & (hit["cfg_scale"].fillna(0) == spec.cfg_scale)]  # fmt: skip
+        for m in metrics:
+            key = f"parti/{m}"
+            rec[m] = cell(r.get(key, float("nan")), r.get(f"{key}_ci95", float("nan")))
+            column = COLUMNS[m][0]
+            rec[f"paper_{m}"] = hit.iloc[0][column] if spec is not None and len(hit) else None
+        rows.append(rec)
+    return pd.DataFrame(rows)
+
+
+def table3(runs: pd.DataFrame, hps: pd.DataFrame) -> pd.DataFrame:
+    stats = row_stats(runs, {f"hps/{s}": 1.0 for s in HPS_STYLES})
+    rows = []
+    for _, r in stats.iterrows():
+        model = "1step-" + TABLE1_MODEL.get(r["row"], "?")
+        hit = hps[hps["model"] == model]
+        rec = {"row": r["row"], "seeds": r["seeds"], "failed": r["failed"]}
+        for ours, theirs in HPS_STYLES.items():
+            key = f"hps/{ours}"
+            rec[ours] = cell(r.get(key, float("nan")), r.get(f"{key}_ci95", float("nan")))
+            rec[f"paper_{ours}"] = hit.iloc[0][theirs] if len(hit) else None
+        rows.append(rec)
+    return pd.DataFrame(rows)
+
+
+def markdown(table: pd.DataFrame) -> str:
+    head = [c for c in table.columns if c != "failed"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, r in table.iterrows():
+        cells = []
+        for c in head:
+            v = r[c]
+            if c == "seeds" and r.get("failed"):
+                v = f"{v} ({r['failed']})"
+            cells.append("–" if v is None or (isinstance(v, float) and pd.isna(v)) else f"{v}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def category_plot(runs: pd.DataFrame, path: Path, metric: str = "parti/pickscore") -> Path | None:
+    """Per-category means of one metric, one bar group per category, one bar per row."""
+    columns = [c for c in runs.columns if c.startswith(f"metrics.{metric}/")]
+    if not columns:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = runs[finished_mask(runs)]
+    means = done.groupby("tags.distar.label")[columns].mean()
+    means.columns = [c.removeprefix(f"metrics.{metric}/") for c in columns]
+    ax = means.T.plot.bar(figsize=(10, 4.5), width=0.8)
+    ax.set(ylabel=metric, title=f"{metric} per category (mean over finished seeds)")
+    ax.legend(fontsize=7)
+    plt.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plt.savefig(path, dpi=110)
+    plt.close()
+    return path
+
+
+def build(runs: pd.DataFrame, out: Path, paper_csv: Path, hps_csv: Path) -> dict[str, str]:
+    """Write table{1,2,3}.md / .csv and the per-category plot; returns the markdown."""
+    paper = pd.read_csv(paper_csv)
+    hps = pd.read_csv(hps_csv)
+    out.mkdir(parents=True, exist_ok=True)
+    tables = {"table1": table1(runs, paper), "table2": table2(runs, paper),
+              "table3": table3(runs, hps)}  # fmt: skip
+    texts = {}
+    for name, table in tables.items():
+        table.to_csv(out / f"{name}.csv", index=False)
+        texts[name] = markdown(table)
+        (out / f"{name}.md").write_text(texts[name] + "\n")
+    category_plot(runs, out / "parti_categories.png")
+    return texts
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m analysis.paper_tables", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--tracking-uri", default="sqlite:///runs/table2/mlflow.db")
+    p.add_argument("--experiment", default="distar-table2")
+    p.add_argument("--sweep", help="only runs of this sweep name")
+    p.add_argument("--out", type=Path, default=Path("runs/report"))
+    p.add_argument("--paper-csv", type=Path, default=DEFAULT_PAPER_CSV)
+    p.add_argument("--hps-csv", type=Path, default=DEFAULT_HPS_CSV)
+    args = p.parse_args(argv)
+    runs = load_runs(args.tracking_uri, args.experiment, args.sweep)
+    for name, text in build(runs, args.out, args.paper_csv, args.hps_csv).items():
+        print(f"\n## {name}\n\n{text}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
