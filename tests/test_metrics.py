@@ -198,3 +198,23 @@ def test_pooled_handles_transformers_4_and_5_return_types():
     assert pooled(wrapped) is emb  # 5.x: inside pooler_output
     with pytest.raises(TypeError, match="cannot find the embedding"):
         pooled(BaseModelOutputWithPooling(last_hidden_state=emb))
+
+
+def test_fid_merged_from_shards_equals_fid_of_the_whole_set():
+    """The generated-image feature sums of two shards add up exactly to one process's."""
+    torch.manual_seed(1)
+    reference, generated = torch.rand(24, 3, 32, 32), torch.rand(20, 3, 32, 32) * 0.8
+    whole = FIDMetric(TinyFeatures(), feature_id="tiny")
+    whole.add_reference(reference)
+    whole.update(generated)
+    shards = []
+    for part in (generated[0::2], generated[1::2]):
+        one = FIDMetric(TinyFeatures(), feature_id="tiny")
+        one.update(part)
+        shards.append(one.shard_state())
+    merged = FIDMetric(TinyFeatures(), feature_id="tiny")
+    merged.add_reference(reference)
+    merged.update(generated[:3])  # replaced by the merge
+    merged.merge_shard_states(shards)
+    assert merged.compute() == pytest.approx(whole.compute(), rel=1e-6)
+    assert whole.compute() > 0.01

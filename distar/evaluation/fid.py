@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 _STATE = ("real_features_sum", "real_features_cov_sum", "real_features_num_samples")
+FAKE_STATE = ("fake_features_sum", "fake_features_cov_sum", "fake_features_num_samples")
 
 
 class FIDMetric:
@@ -53,6 +54,18 @@ class FIDMetric:
         if not self.has_reference:
             raise RuntimeError("fid: no reference statistics; call reference_from_folder first")
         return float(self.metric.compute())
+
+    def shard_state(self) -> dict[str, Tensor]:
+        """The generated-image feature sums (mergeable across shards by addition)."""
+        return {k: getattr(self.metric, k).detach().cpu() for k in FAKE_STATE}
+
+    def merge_shard_states(self, states: list[dict[str, Tensor]]) -> None:
+        """Replace the generated-image statistics by the sum of every shard's: exact, since
+        FID needs only these sums."""
+        for k in FAKE_STATE:
+            total = sum(s[k].to(torch.float64) for s in states)
+            current = getattr(self.metric, k)
+            setattr(self.metric, k, total.to(current.dtype).to(current.device))
 
     def add_reference(self, images: Tensor) -> None:
         self.metric.update(images.to(self.device).float().clamp(0, 1), real=True)

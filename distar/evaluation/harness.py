@@ -54,7 +54,18 @@ class BenchmarkResult:
 ROW_KEYS = ("prompt", "group", "challenge", "index", "replica", "seed", "step")
 
 
-def evaluate(
+@dataclass
+class Shard:
+    """What one process made of its share of a benchmark: per-sample rows, its first examples
+    (with their positions in the one-process order) and the states of the set metrics."""
+
+    rows: pd.DataFrame
+    examples: Tensor
+    positions: list[int]
+    set_states: dict[str, Any]
+
+
+def score_shard(
     generator: Generator,
     prompts: PromptSet,
     metrics: Mapping[str, Any],
@@ -66,14 +77,8 @@ def evaluate(
     keep_examples: int = 16,
     progress: bool = True,
     shard: tuple[int, int] = (0, 1),
-    gather: Callable[[Any], list[Any]] | None = None,
-) -> BenchmarkResult | None:
-    """Score ``generator`` on ``prompts``; ``metrics`` maps names to sample or set metrics.
-
-    ``shard=(rank, size)``: this process generates and scores every size-th sample only, and
-    ``gather`` (an all-gather every rank calls) brings the per-sample rows to rank 0, which alone
-    returns the result -- the same rows, summary and examples as one process, since each
-    sample's noise is its own. Set metrics (FID) merge their states across ranks themselves."""
+) -> Shard:
+    """Generate and score every ``size``-th sample from ``rank`` on (``shard=(rank, size)``)."""
     from tqdm.auto import tqdm
 
     rank, size = shard
@@ -97,26 +102,74 @@ def evaluate(
             examples.append(images[:keep_examples].detach().cpu())
         score_batch(metrics, images, texts, scores, lo)
     rows = make_rows(items, seeds, {n: torch.cat(v).cpu() for n, v in scores.items()})
-    set_values: dict[str, float] = {}
+    kept = torch.cat(examples)[:keep_examples] if examples else torch.empty(0)
+    states = {n: set_metric_state(n, m, size) for n, m in metrics.items() if is_set_metric(m)}
+    return Shard(rows, kept, positions[: len(kept)], states)
+
+
+def set_metric_state(name: str, metric, size: int):
+    """One process: nothing to carry (the metric computes in place). Several: the metric's
+    mergeable state (FID: sums of features), merged exactly on the gathering side."""
+    if size == 1:
+        return None
+    if not hasattr(metric, "shard_state"):
+        raise ValueError(f"{name}: this set metric cannot be sharded (no shard_state())")
+    return metric.shard_state()
+
+
+def finish(
+    prompts: PromptSet, metrics: Mapping[str, Any], parts: list[Shard], seed: int, keep: int
+) -> BenchmarkResult:
+    """Merge the shards (in the one-process order) and summarise."""
+    rows, examples = merge_shards(parts, keep)
+    names = [n for n, m in metrics.items() if not is_set_metric(m)]
+    summary = summarise(rows, prompts.name, names, seed)
     for name, m in metrics.items():
         if is_set_metric(m):
-            set_values.update(set_metric_values(prompts.name, name, m))
-    examples_t = torch.cat(examples)[:keep_examples] if examples else torch.empty(0)
-    if size > 1:
-        parts = (gather or _no_gather)((rows, examples_t, positions[:keep_examples]))
-        if rank != 0:
+            if len(parts) > 1:
+                m.merge_shard_states([p.set_states[name] for p in parts])
+            summary.update(set_metric_values(prompts.name, name, m))
+    return BenchmarkResult(prompts.name, rows, summary, examples)
+
+
+def evaluate(
+    generator: Generator,
+    prompts: PromptSet,
+    metrics: Mapping[str, Any],
+    *,
+    seed: int = 0,
+    samples_per_prompt: int = 1,
+    batch_size: int = 16,
+    device: str = "cpu",
+    keep_examples: int = 16,
+    progress: bool = True,
+    shard: tuple[int, int] = (0, 1),
+    gather: Callable[[Any], list[Any]] | None = None,
+) -> BenchmarkResult | None:
+    """Score ``generator`` on ``prompts``; ``metrics`` maps names to sample or set metrics.
+
+    ``shard=(rank, size)``: this process generates and scores every size-th sample only, and
+    ``gather`` (an all-gather every rank calls) brings the shards to rank 0, which alone returns
+    the result -- the same rows, summary and examples as one process, since each sample's noise
+    is its own; set metrics (FID) merge their feature sums exactly."""
+    part = score_shard(
+        generator, prompts, metrics, seed=seed, samples_per_prompt=samples_per_prompt,
+        batch_size=batch_size, device=device, keep_examples=keep_examples, progress=progress,
+        shard=shard,
+    )  # fmt: skip
+    parts = [part]
+    if shard[1] > 1:
+        parts = (gather or _no_gather)(part)
+        if shard[0] != 0:
             return None
-        rows, examples_t = merge_shards(parts, keep_examples)
-    summary = summarise(rows, prompts.name, list(scores), seed)
-    summary.update(set_values)
-    return BenchmarkResult(prompts.name, rows, summary, examples_t)
+    return finish(prompts, metrics, parts, seed, keep_examples)
 
 
-def merge_shards(parts: list, keep_examples: int) -> tuple[pd.DataFrame, Tensor]:
+def merge_shards(parts: list[Shard], keep_examples: int) -> tuple[pd.DataFrame, Tensor]:
     """Rows of every shard in the one-process order (prompt, then image); the first examples."""
-    rows = pd.concat([p[0] for p in parts], ignore_index=True)
+    rows = pd.concat([p.rows for p in parts], ignore_index=True)
     rows = rows.sort_values(["index", "replica"], kind="stable").reset_index(drop=True)
-    found = [(pos, img) for _, imgs, poss in parts for pos, img in zip(poss, imgs, strict=False)]
+    found = [(pos, img) for p in parts for pos, img in zip(p.positions, p.examples, strict=True)]
     found.sort(key=lambda f: f[0])
     examples = [img for _, img in found[:keep_examples]]
     return rows, torch.stack(examples) if examples else torch.empty(0)
