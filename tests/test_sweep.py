@@ -488,3 +488,28 @@ def test_paper_tables_1_to_3_from_runs_in_the_papers_units(tmp_path):
     t3 = pd.read_csv(tmp_path / "table3.csv").set_index("row")
     assert t3.loc[best, "average"].startswith("30.2500") and t3.loc[best, "paper_average"] == 30.22
     assert (tmp_path / "parti_categories.png").stat().st_size > 0
+
+
+def test_evaluation_of_a_checkpoint_on_two_ray_workers_equals_one_process(ray_address, tmp_path):
+    """``python -m distar.evaluate --checkpoint RUN --ray-workers 2``: two actors, each loading
+    the run's generator and the metrics once, give the rows and summaries of one process."""
+    from distar.evaluation.cli import parser, resolve
+    from distar.evaluation.runner import run_evaluation
+    from distar.train import Trainer
+
+    run_flat = {"train.steps": 2, "train.batch_size": 2, "eval.plot": False,
+                "train.out_dir": str(tmp_path / "run")}  # fmt: skip
+    run_cfg = Config.for_world("sd15-tiny", run_flat)
+    Trainer(run_cfg).train()
+    args = ["--tiny", "--checkpoint", str(tmp_path / "run" / "checkpoints"), "--batch-size", "3",
+            "--benchmark", "parti:7", "--benchmark", "coco:4",
+            "--prompts", BENCH_PROMPTS.split(",")[0], "--prompts", BENCH_PROMPTS.split(",")[1],
+            "--tracking-uri", f"sqlite:///{tmp_path / 'eval.db'}"]  # fmt: skip
+    _, one = run_evaluation(resolve(parser().parse_args(args)), tmp_path / "a", None, None)
+    request = resolve(parser().parse_args([*args, "--ray-workers", "2", "--run-name", "ray"]))
+    _, two = run_evaluation(request, tmp_path / "b", None, None)
+    for a, b in zip(one, two, strict=True):
+        assert len(a.rows) == (7 if a.benchmark == "parti" else 4)
+        # equal up to fp32 batch-composition rounding (a shard's batches hold other samples)
+        pd.testing.assert_frame_equal(a.rows, b.rows, rtol=1e-4, atol=1e-5)
+        assert a.summary == pytest.approx(b.summary, rel=1e-4, abs=1e-5)

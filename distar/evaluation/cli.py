@@ -52,6 +52,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--subset", choices=["first", "stratified"], default="stratified")
     p.add_argument("--tiny", action="store_true", help="tiny random generator and metric models")
     p.add_argument("--generator-dir", help="the tiny generator's CLIP text encoder directory")
+    p.add_argument(
+        "--checkpoint",
+        help="evaluate the generator of a distar run (its checkpoints/ or step_* directory) "
+        "on a text-to-image world",
+    )
+    p.add_argument(
+        "--ray-workers",
+        type=int,
+        default=0,
+        help="spread generation and scoring over N Ray actors (one model load each; "
+        "RAY_ADDRESS joins a cluster); 0: this process",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--samples-per-prompt", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=16)
@@ -91,6 +103,10 @@ def resolve(args: argparse.Namespace) -> dict:
     for flag in ("samples_per_prompt", "batch_size"):
         if getattr(args, flag) < 1:
             raise SystemExit(f"--{flag.replace('_', '-')}: must be >= 1")
+    if not 0 <= args.ray_workers <= 4096:
+        raise SystemExit("--ray-workers: must be in [0, 4096]")
+    if args.checkpoint and not Path(args.checkpoint).exists():
+        raise SystemExit(f"--checkpoint: {args.checkpoint} does not exist")
     requests = [BenchmarkRequest.parse(b, args.metrics) for b in args.benchmark]
     if args.tiny:  # tiny models have no Inception / reference images: FID needs real files
         requests = [
@@ -113,6 +129,8 @@ def resolve(args: argparse.Namespace) -> dict:
                 "tracking_uri",
                 "experiment",
                 "run_name",
+                "checkpoint",
+                "ray_workers",
             )
         },
     }

@@ -25,6 +25,10 @@ def build_metrics(request: dict[str, Any], options: MetricOptions) -> dict[str, 
 
 
 def build_generator(request: dict[str, Any], workdir: Path, generator_dir: str | None):
+    """The generator to evaluate: a trained one from a distar checkpoint of a text-to-image
+    world (``request["checkpoint"]``), or the random tiny one."""
+    if request.get("checkpoint"):
+        return checkpoint_generator(Path(request["checkpoint"]), request["device"])
     from distar.evaluation.generators import GENERATORS
     from distar.evaluation.tiny import tiny_text_encoder
 
@@ -32,49 +36,80 @@ def build_generator(request: dict[str, Any], workdir: Path, generator_dir: str |
     return GENERATORS.get("tiny")(clip_dir, request["seed"]).to(request["device"])
 
 
+def checkpoint_generator(path: Path, device: str):
+    """Rebuild the run's world from the checkpoint's config and load its trained generator."""
+    import torch
+    from safetensors.torch import load_file
+
+    from distar.checkpoint import checkpoint_config, load_trained_state, resolve_checkpoint
+    from distar.worlds import build_world
+
+    path = resolve_checkpoint(path)
+    config = checkpoint_config(path)
+    world = build_world(config.world, torch.device(device))
+    if not hasattr(world, "eval_generator"):
+        raise ValueError(f"{path}: the {config.world.name!r} world has no text-to-image generator")
+    file = path / "generator.safetensors"
+    load_trained_state(world.generator, load_file(str(file)), str(file))
+    return world.eval_generator()
+
+
+def benchmark_prompts(request: dict[str, Any], bench: dict[str, Any]):
+    path = request["prompts"].get(bench["name"])
+    return load_prompts(bench["name"], bench["n"], path, request["subset"], request["seed"])
+
+
+def evaluate_benchmarks(request, metrics, generator) -> list[BenchmarkResult]:
+    """Every benchmark in this process."""
+    results = []
+    for bench in request["benchmarks"]:
+        result = evaluate(
+            generator,
+            benchmark_prompts(request, bench),
+            {m: metrics[m] for m in bench["metrics"]},
+            seed=request["seed"],
+            samples_per_prompt=request["samples_per_prompt"],
+            batch_size=request["batch_size"],
+            device=request["device"],
+        )
+        results.append(result)
+    return results
+
+
+def metric_options(request: dict[str, Any], workdir: Path, cache_dir: str | None):
+    paths = dict(request["weights"])
+    if request["tiny"]:
+        from distar.evaluation.tiny import tiny_metric_paths
+
+        paths = {**tiny_metric_paths(workdir / "metrics"), **paths}
+    return MetricOptions(paths, request["device"], cache_dir)
+
+
 def run_evaluation(
     request: dict[str, Any], workdir: Path, generator_dir: str | None, cache_dir: str | None
 ) -> tuple[str, list[BenchmarkResult]]:
     from mlflow.tracking import MlflowClient
 
-    from distar.evaluation.tiny import tiny_metric_paths
     from distar.evaluation.tracking import local_artifact_root, log_benchmark
     from distar.sweep.tracking import ensure_experiment, log_params
 
-    paths = dict(request["weights"])
-    if request["tiny"]:
-        paths = {**tiny_metric_paths(workdir / "metrics"), **paths}
-    options = MetricOptions(paths, request["device"], cache_dir)
-    metrics = build_metrics(request, options)
-    generator = build_generator(request, workdir, generator_dir)
     client = MlflowClient(request["tracking_uri"])
     experiment_id = ensure_experiment(
         client, request["experiment"], local_artifact_root(request["tracking_uri"])
     )
     run = client.create_run(experiment_id, run_name=request["run_name"])
     log_params(client, run.info.run_id, flat_request(request))
-    results = []
     try:
-        for bench in request["benchmarks"]:
-            prompts = load_prompts(
-                bench["name"],
-                bench["n"],
-                request["prompts"].get(bench["name"]),
-                request["subset"],
-                request["seed"],
-            )
-            chosen = {m: metrics[m] for m in bench["metrics"]}
-            result = evaluate(
-                generator,
-                prompts,
-                chosen,
-                seed=request["seed"],
-                samples_per_prompt=request["samples_per_prompt"],
-                batch_size=request["batch_size"],
-                device=request["device"],
-            )
+        if request.get("ray_workers", 0) > 0:
+            from distar.evaluation.ray_eval import evaluate_on_ray
+
+            results = evaluate_on_ray(request, workdir, generator_dir, cache_dir)
+        else:
+            metrics = build_metrics(request, metric_options(request, workdir, cache_dir))
+            generator = build_generator(request, workdir, generator_dir)
+            results = evaluate_benchmarks(request, metrics, generator)
+        for result in results:
             log_benchmark(client, run.info.run_id, result)
-            results.append(result)
     except BaseException:
         client.set_terminated(run.info.run_id, status="FAILED")
         raise
