@@ -2,10 +2,13 @@
 harness' overhead over the bare forward passes it wraps. Not a test; prints numbers of one run.
 
     python benchmarks/eval_throughput.py [--n 128] [--batch-size 16] [--threads 2]
+    python benchmarks/eval_throughput.py --ray-workers 1 2    # end-to-end on Ray actors
 
 - per metric: ``score(images, prompts)`` on ready batches (tokenise + preprocess + forward);
 - harness: ``evaluate()`` end to end (per-sample seeded noise, generation, every metric, rows,
-  bootstrap summaries) against the sum of the bare generator and metric calls on the same batches.
+  bootstrap summaries) against the sum of the bare generator and metric calls on the same batches;
+- ``--ray-workers``: ``python -m distar.evaluate``'s request on N Ray actors (one CPU each),
+  end to end including the actors' start and model loads, and the scoring alone.
 """
 
 from __future__ import annotations
@@ -36,12 +39,41 @@ def timed(fn, repeats: int = 2) -> float:
     return best
 
 
+def ray_scaling(n: int, batch: int, workers: list[int], parti: str) -> None:
+    """Images/s of the whole evaluation (and of its scoring alone) on 1, 2, ... Ray actors."""
+    import ray
+
+    from distar.evaluation import ray_eval
+    from distar.evaluation.cli import parser, resolve
+
+    ray.init(num_cpus=max(workers), log_to_driver=False)
+    for w in workers:
+        argv = ["--tiny", "--benchmark", f"parti:{n}", "--prompts", f"parti={parti}",
+                "--batch-size", str(batch), "--ray-workers", str(w)]  # fmt: skip
+        request = resolve(parser().parse_args(argv))
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            ray_eval.evaluate_on_ray(request, Path(tmp), None, None)
+            total = time.perf_counter() - t0
+        print(f"  {w} Ray worker(s): {n / total:7.1f} images/s end to end ({total:.1f} s, incl. "
+              f"actor start and model loads); scoring {n / ray_eval.LAST_SCORING_SECONDS:7.1f} "
+              f"images/s ({ray_eval.LAST_SCORING_SECONDS:.1f} s)")  # fmt: skip
+    ray.shutdown()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--n", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--ray-workers", type=int, nargs="+", help="e.g. 1 2: Ray scaling instead")
+    p.add_argument(
+        "--parti", default=str(Path(__file__).resolve().parents[2] / "shared/data/PartiPrompts.tsv")
+    )
     args = p.parse_args()
+    if args.ray_workers:
+        print(f"{args.n} Parti prompts, tiny generator and metric models, batch {args.batch_size}")
+        return ray_scaling(args.n, args.batch_size, args.ray_workers, args.parti)
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         paths = tiny_metric_paths(Path(tmp) / "metrics")
