@@ -212,6 +212,12 @@ def main(argv: list[str] | None = None) -> int:
     preset = world_preset(world_of(runs))
     table = build_report(runs, args.out, args.paper_csv, preset.metrics, preset.pareto)
     print(to_markdown(table, preset.metrics))
+    if any(c.startswith(("metrics.parti/", "metrics.coco/", "metrics.hps/")) for c in runs):
+        from analysis.paper_tables import DEFAULT_HPS_CSV, build
+
+        hps_csv = args.paper_csv.with_name(DEFAULT_HPS_CSV.name)
+        for name, text in build(runs, args.out, args.paper_csv, hps_csv).items():
+            print(f"\n## {name} (ours beside the paper's, PickScore as a cosine)\n\n{text}")
     print(
         f"\nwritten: {args.out / 'table2.md'}, {args.out / 'table2.csv'}, {args.out / 'pareto.png'}"
     )

@@ -237,6 +237,7 @@ class EvalConfig(Section):
     benchmarks: str = ""  # "parti:32,coco:32,hps:16" ("parti" alone: all prompts); "": none
     metrics: str = ""  # restrict the paper's metrics of each benchmark, e.g. "pickscore,fid"
     images_per_prompt: int = 1
+    resolution: int = 0  # 0: images scored as generated; else resized to this side first
     batch_size: int = 8
     seed: int = 0  # noise = f(seed, benchmark, prompt, image): every trial sees the same noise
     subset: str = "stratified"  # N prompts stratified by category / style, or the "first" N
@@ -266,6 +267,7 @@ class EvalConfig(Section):
         for metric in filter(None, self.metrics.split(",")):
             check_choice("eval.metrics", metric.strip(), EVAL_METRICS)
         check_range("eval.images_per_prompt", self.images_per_prompt, 1, 10_000)
+        check_range("eval.resolution", self.resolution, 0, 8192)
         check_range("eval.batch_size", self.batch_size, 1, 100_000)
         check_range("eval.seed", self.seed, 0, 2**63 - 1)
         check_choice("eval.subset", self.subset, ("first", "stratified"))

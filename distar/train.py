@@ -267,7 +267,8 @@ class Trainer:
 
             self.benchmarks = BenchmarkEvaluator(self.config.eval, str(self.device))
         shard = (self.rank, world_size())
-        return self.benchmarks.run(self.world.eval_generator(), shard, all_gather_objects)
+        generator = self.world.eval_generator(self.config.eval.resolution)
+        return self.benchmarks.run(generator, shard, all_gather_objects)
 
     def evaluate(self) -> tuple[dict[str, float], dict[str, Path]]:
         self.guard.check()

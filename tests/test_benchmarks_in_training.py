@@ -54,10 +54,12 @@ def test_sharded_evaluation_equals_one_process(world_cache):
     """Two shards, gathered, give the rows, summary and examples of one process."""
     from distar.worlds import build_world
 
-    cfg = Config.for_world("sdxl-tiny", {**EVAL, "eval.images_per_prompt": 2})
+    cfg = Config.for_world(
+        "sdxl-tiny", {**EVAL, "eval.images_per_prompt": 2, "eval.resolution": 48}
+    )
     world = build_world(cfg.world, torch.device("cpu"))
     evaluator = BenchmarkEvaluator(cfg.eval, "cpu")
-    generator = world.eval_generator()
+    generator = world.eval_generator(cfg.eval.resolution)
     whole = evaluator.run(generator)
     from_rank1: list = []  # rank 1's shard of each benchmark, in order
 
@@ -76,6 +78,7 @@ def test_sharded_evaluation_equals_one_process(world_cache):
         pd.testing.assert_frame_equal(a.rows, b.rows)
         assert a.summary == pytest.approx(b.summary, rel=1e-5, abs=1e-6)  # batch size in fp32
         torch.testing.assert_close(a.examples, b.examples)
+        assert a.examples.shape[-2:] == (48, 48)  # eval.resolution
     assert {"parti/pickscore", "parti/pickscore_ci95_low", "coco/clip_score"} <= set(
         whole[0].summary | whole[1].summary
     )

@@ -13,7 +13,6 @@ from typing import Any
 
 from distar.evaluation.harness import BenchmarkResult, finish, score_shard
 
-
 LAST_SCORING_SECONDS = float("nan")
 
 

@@ -207,9 +207,10 @@ class SDWorld:
             out.append(self.decode(self.generator(z[i : i + EVAL_CHUNK], cond)))
         return torch.cat(out)
 
-    def eval_generator(self) -> EvalImages:
-        """The current generator as the evaluation harness sees it: (prompts, noise) -> images."""
-        return EvalImages(self)
+    def eval_generator(self, resolution: int = 0) -> EvalImages:
+        """The current generator as the evaluation harness sees it: (prompts, noise) -> images
+        (resized to ``resolution`` when it is not 0)."""
+        return EvalImages(self, resolution)
 
     def eval_prompts(self, n_per_prompt: int) -> list[str]:
         fixed = self.prompts[: self.config.eval_prompts]
@@ -239,14 +240,18 @@ class SDWorld:
 class EvalImages:
     """``noise_shape`` and ``(prompts, noise) -> images in [0, 1]`` (the harness's Generator)."""
 
-    def __init__(self, world: SDWorld) -> None:
-        self.world = world
+    def __init__(self, world: SDWorld, resolution: int = 0) -> None:
+        self.world, self.resolution = world, resolution
         self.noise_shape = world.latent_shape()
 
     @torch.no_grad()
     def __call__(self, prompts, noise: Tensor) -> Tensor:
         w = self.world
-        return w.decode(w.generator(noise.to(w.device), w.text.encode(list(prompts))))
+        images = w.decode(w.generator(noise.to(w.device), w.text.encode(list(prompts))))
+        if self.resolution and images.shape[-1] != self.resolution:
+            size = (self.resolution, self.resolution)
+            images = F.interpolate(images, size, mode="bicubic", antialias=True).clamp(0, 1)
+        return images
 
 
 def build(cfg: SDWorldConfig, device: torch.device, init: str = "stage0") -> SDWorld:
