@@ -375,3 +375,26 @@ def test_pickscore_text_embedding_ignores_the_padding_mask(world_cache):
     with torch.no_grad():
         masked = normalised(pooled(model.get_text_features(**tokens)))
         torch.testing.assert_close(scorer.text_embeddings(prompts), masked)
+
+
+def test_evaluate_a_world_generator_from_a_diffusers_unet_directory(world_cache, tmp_path):
+    """``python -m distar.evaluate --world sd15-tiny --set world.generator_init=DIR``: a one-step
+    UNet directory loads as the generator; here the reference's own UNet, so the numbers equal
+    the default generator's."""
+    from pathlib import Path
+
+    from distar.evaluation.cli import parser
+    from distar.evaluation.cli import resolve as resolve_request
+    from distar.evaluation.runner import run_evaluation
+
+    parti = Path(__file__).resolve().parents[2] / "shared" / "data" / "PartiPrompts.tsv"
+    base = ["--tiny", "--world", "sd15-tiny", "--benchmark", "parti:3", "--prompts",
+            f"parti={parti}", "--tracking-uri", f"sqlite:///{tmp_path / 'e.db'}"]  # fmt: skip
+    unet_dir = f"{resolve('tiny:sd15')}/unet"
+    runs = []
+    for extra in ([], ["--set", f"world.generator_init={unet_dir}"]):
+        request = resolve_request(parser().parse_args(base + extra))
+        runs.append(run_evaluation(request, tmp_path / str(len(runs)), None, None)[1][0])
+    assert runs[1].summary["parti/pickscore"] == pytest.approx(runs[0].summary["parti/pickscore"])
+    with pytest.raises(SystemExit, match="no text-to-image generator"):
+        resolve_request(parser().parse_args(["--world", "gmm", "--benchmark", "parti:3"]))

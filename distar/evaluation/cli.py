@@ -58,6 +58,19 @@ def parser() -> argparse.ArgumentParser:
         "on a text-to-image world",
     )
     p.add_argument(
+        "--world",
+        help="evaluate this world preset's generator (e.g. sdxl with --set "
+        "world.generator_init=DIR: a diffusers UNet directory or a state-dict file)",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="with --world: a config field, e.g. world.reference=/models/sdxl-base",
+    )
+    p.add_argument(
         "--ray-workers",
         type=int,
         default=0,
@@ -107,6 +120,7 @@ def resolve(args: argparse.Namespace) -> dict:
         raise SystemExit("--ray-workers: must be in [0, 4096]")
     if args.checkpoint and not Path(args.checkpoint).exists():
         raise SystemExit(f"--checkpoint: {args.checkpoint} does not exist")
+    world = world_request(args)
     requests = [BenchmarkRequest.parse(b, args.metrics) for b in args.benchmark]
     if args.tiny:  # tiny models have no Inception / reference images: FID needs real files
         requests = [
@@ -133,7 +147,28 @@ def resolve(args: argparse.Namespace) -> dict:
                 "ray_workers",
             )
         },
+        "world": world,
     }
+
+
+def world_request(args: argparse.Namespace) -> dict | None:
+    """``--world PRESET --set ...``: the flat config of the world whose generator to evaluate,
+    validated now (a bad key or value fails before anything loads)."""
+    from distar.config import Config, ConfigError, parse_override
+
+    if not args.world:
+        if args.overrides:
+            raise SystemExit("--set: only with --world")
+        return None
+    if args.checkpoint:
+        raise SystemExit("--world and --checkpoint: give one (a checkpoint brings its own world)")
+    try:
+        config = Config.for_world(args.world, dict(parse_override(o) for o in args.overrides))
+    except ConfigError as error:
+        raise SystemExit(f"config error: {error}") from None
+    if not config.world.text_to_image:
+        raise SystemExit(f"--world: {args.world!r} has no text-to-image generator")
+    return {k: v for k, v in config.to_flat().items() if k.startswith("world.")}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -29,6 +29,8 @@ def build_generator(request: dict[str, Any], workdir: Path, generator_dir: str |
     world (``request["checkpoint"]``), or the random tiny one."""
     if request.get("checkpoint"):
         return checkpoint_generator(Path(request["checkpoint"]), request["device"])
+    if request.get("world"):
+        return world_generator(request["world"], request["device"])
     from distar.evaluation.generators import GENERATORS
     from distar.evaluation.tiny import tiny_text_encoder
 
@@ -51,6 +53,18 @@ def checkpoint_generator(path: Path, device: str):
         raise ValueError(f"{path}: the {config.world.name!r} world has no text-to-image generator")
     file = path / "generator.safetensors"
     load_trained_state(world.generator, load_file(str(file)), str(file))
+    return world.eval_generator()
+
+
+def world_generator(world_flat: dict[str, Any], device: str):
+    """A world's generator as configured (``world.generator_init``: a diffusers UNet directory
+    or a state-dict file; empty: the reference UNet)."""
+    import torch
+
+    from distar.config import Config
+    from distar.worlds import build_world
+
+    world = build_world(Config.from_flat(world_flat).world, torch.device(device))
     return world.eval_generator()
 
 
@@ -119,6 +133,7 @@ def run_evaluation(
 
 def flat_request(request: dict[str, Any]) -> dict[str, Any]:
     flat = {k: v for k, v in request.items() if not isinstance(v, dict | list)}
+    flat.update(request.get("world") or {})
     for b in request["benchmarks"]:
         flat[f"benchmark.{b['name']}.n"] = b["n"] if b["n"] is not None else "all"
         flat[f"benchmark.{b['name']}.metrics"] = ",".join(b["metrics"])
