@@ -15,6 +15,17 @@ from typing import Any, ClassVar
 
 import yaml
 
+from distar.config_base import (  # noqa: F401  (re-exported: the config API)
+    ConfigError,
+    Section,
+    check_choice,
+    check_range,
+    fail,
+    flatten,
+    parse_override,
+    unflatten,
+)
+
 # The names below are the keys of the registries in distar.losses / distar.sigmas / distar.worlds;
 # tests/test_config.py holds them equal, so the config can validate without importing torch.
 DIVERGENCES = ("kl", "score")
@@ -28,71 +39,6 @@ SIGMA_DISTRIBUTIONS = ("lognormal", "loguniform")
 ASSISTANT_WEIGHTINGS = ("edm", "uniform")
 DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_WORLD = "gmm"
-
-
-class ConfigError(ValueError):
-    """A configuration value is unknown or out of range."""
-
-
-def _fail(path: str, value: Any, allowed: str) -> None:
-    raise ConfigError(f"{path}: got {value!r}; allowed: {allowed}")
-
-
-def check_choice(path: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        _fail(path, value, "one of " + ", ".join(repr(a) for a in allowed))
-
-
-def check_range(
-    path: str,
-    value: float,
-    low: float | None = None,
-    high: float | None = None,
-    low_open: bool = False,
-) -> None:
-    if value != value:  # NaN compares unequal to itself and would slip through every bound
-        _fail(path, value, "a finite number")
-    too_low = low is not None and (value <= low if low_open else value < low)
-    too_high = high is not None and value > high
-    if too_low or too_high:
-        lo = "-inf" if low is None else f"{low}"
-        hi = "inf" if high is None else f"{high}"
-        _fail(path, value, f"{'(' if low_open else '['}{lo}, {hi}]")
-
-
-class Section:
-    """Base of every config section: type coercion, then the section's own checks."""
-
-    section: ClassVar[str] = ""
-
-    def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            path = f"{self.section}.{f.name}"
-            kind = _SCALAR_TYPES.get(f.type)
-            if kind is None:  # a nested section
-                if not isinstance(value, Section):
-                    _fail(path, value, f"a {f.type} section")
-                continue
-            object.__setattr__(self, f.name, _coerce(path, value, kind))
-        self.validate()
-
-    def validate(self) -> None:
-        """Range and choice checks; each section overrides this."""
-
-
-_SCALAR_TYPES = {"float": float, "int": int, "str": str, "bool": bool}
-
-
-def _coerce(path: str, value: Any, kind: type) -> Any:
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if kind is int and isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, kind) and not (kind is not bool and isinstance(value, bool)):
-        return value
-    _fail(path, value, f"a value of type {kind.__name__}")
-    return None  # unreachable: _fail raises
 
 
 @dataclass(frozen=True)
@@ -123,9 +69,7 @@ class LossConfig(Section):
         check_choice("loss.guidance", self.guidance, GUIDANCE_MODES)
         check_choice("loss.cfg_convention", self.cfg_convention, CFG_CONVENTIONS)
         if self.cfg_convention == "diffusers" and 0.0 < self.cfg_scale < 1.0:
-            _fail(
-                "loss.cfg_scale", self.cfg_scale, "0 (off) or >= 1 under the diffusers convention"
-            )
+            fail("loss.cfg_scale", self.cfg_scale, "0 (off) or >= 1 under the diffusers convention")
         check_choice("loss.gradient_path", self.gradient_path, GRADIENT_PATHS)
         check_choice("loss.weighting", self.weighting, GENERATOR_WEIGHTINGS)
 
@@ -263,7 +207,7 @@ class EvalConfig(Section):
             try:
                 parse()
             except ValueError as error:
-                _fail(key, getattr(self, key.split(".")[1]), str(error))
+                fail(key, getattr(self, key.split(".")[1]), str(error))
         for metric in filter(None, self.metrics.split(",")):
             check_choice("eval.metrics", metric.strip(), EVAL_METRICS)
         check_range("eval.images_per_prompt", self.images_per_prompt, 1, 10_000)
@@ -378,7 +322,7 @@ class Config(Section):
     def validate(self) -> None:
         world_config_class(self.world.name)
         if self.eval.benchmarks and not self.world.text_to_image:
-            _fail(
+            fail(
                 "eval.benchmarks",
                 self.eval.benchmarks,
                 f"'' for the {self.world.name!r} world (no text-to-image generator to benchmark)",
@@ -450,38 +394,3 @@ def _build(cls: type, tree: dict[str, Any], world_name: str, path: str) -> Any:
         if path and message.startswith(generic):
             message = f"{path}.{message[len(generic) :]}"
         raise ConfigError(message) from None
-
-
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
-    tree: dict[str, Any] = {}
-    for key, value in flat.items():
-        *parents, leaf = key.split(".")
-        node = tree
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return tree
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """``"loss.reward_scale=10"`` -> ``("loss.reward_scale", 10)``; values parsed as YAML."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key:
-        raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. loss.reward_scale=10")
-    value = yaml.safe_load(raw)
-    if isinstance(value, str):
-        try:  # YAML 1.1 reads "1e-5" (no dot) as a string; a number is what was meant
-            value = float(value)
-        except ValueError:
-            pass
-    return key.strip(), value

@@ -16,6 +16,7 @@ from distar.config import (
     WorldPreset,
     check_choice,
     check_range,
+    fail,
     register_preset,
     register_world_config,
 )
@@ -57,7 +58,7 @@ class SDWorldConfig(WorldConfig):
     def validate(self) -> None:
         check_range("world.resolution", self.resolution, 8, 8192)
         if self.resolution % 8:
-            raise_config("world.resolution", self.resolution, "a multiple of 8")
+            fail("world.resolution", self.resolution, "a multiple of 8")
         check_range("world.generator_timestep", self.generator_timestep, 0, 999)
         check_choice("world.uncond", self.uncond, UNCOND)
         check_choice("world.assistant", self.assistant, ASSISTANTS)
@@ -69,12 +70,6 @@ class SDWorldConfig(WorldConfig):
         check_choice("world.reward", self.reward, REWARDS)
         check_range("world.reward_resolution", self.reward_resolution, 8, 4096)
         check_range("world.eval_prompts", self.eval_prompts, 1, 100_000)
-
-
-def raise_config(path: str, value: object, allowed: str) -> None:
-    from distar.config import ConfigError
-
-    raise ConfigError(f"{path}: got {value!r}; allowed: {allowed}")
 
 
 @register_world_config("sd15")
