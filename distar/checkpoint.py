@@ -5,6 +5,7 @@ loads itself -- the reference a LoRA assistant shares -- are not copied into eve
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -61,13 +62,52 @@ def resolve_checkpoint(path: Path) -> Path:
     return path
 
 
-def load_checkpoint(path: Path, modules: dict[str, nn.Module]) -> dict[str, Any]:
-    """Load weights into ``modules`` in place and return the trainer state."""
+class CorruptCheckpointError(RuntimeError):
+    """A checkpoint file is missing, truncated or unreadable."""
+
+
+def read_checkpoint(path: Path, names: list[str]) -> tuple[dict[str, dict], dict[str, Any]]:
+    """Every file of one checkpoint directory, or :class:`CorruptCheckpointError` naming the
+    file that could not be read."""
+    tensors = {}
+    for file in [path / f"{n}.safetensors" for n in names] + [path / "trainer.pt"]:
+        try:
+            if file.suffix == ".safetensors":
+                tensors[file.stem] = load_file(str(file))
+            else:
+                state = torch.load(file, weights_only=True)
+        except Exception as error:  # safetensors and torch.load each raise their own types
+            raise CorruptCheckpointError(
+                f"checkpoint file {file} is missing or corrupt ({type(error).__name__}: {error})"
+            ) from None
+    return tensors, state
+
+
+def earlier_checkpoints(path: Path) -> list[Path]:
+    """The step directories beside ``path`` that come before it, newest first."""
+    steps = sorted(p for p in path.parent.glob("step_*") if p.is_dir() and p.name < path.name)
+    return [p for p in reversed(steps) if (p / "trainer.pt").exists()]
+
+
+def load_checkpoint(
+    path: Path, modules: dict[str, nn.Module], fallback: bool = False
+) -> dict[str, Any]:
+    """Load weights into ``modules`` in place and return the trainer state. A corrupt
+    checkpoint raises naming the file; with ``fallback`` the newest readable earlier one of the
+    same run is used instead (said on stderr)."""
     path = resolve_checkpoint(path)
-    for name, module in modules.items():
-        file = path / f"{name}.safetensors"
-        load_trained_state(module, load_file(str(file)), str(file))
-    return torch.load(path / "trainer.pt", weights_only=True)
+    for candidate in [path, *(earlier_checkpoints(path) if fallback else [])]:
+        try:
+            tensors, state = read_checkpoint(candidate, list(modules))
+        except CorruptCheckpointError as error:
+            if not fallback:
+                raise
+            print(f"{error}; trying an earlier checkpoint", file=sys.stderr)
+            continue
+        for name, module in modules.items():
+            load_trained_state(module, tensors[name], str(candidate / f"{name}.safetensors"))
+        return state
+    raise CorruptCheckpointError(f"no readable checkpoint at or before {path}")
 
 
 def checkpoint_config(path: Path) -> Config:

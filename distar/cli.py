@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from distar.checkpoint import checkpoint_config
+from distar.checkpoint import CorruptCheckpointError, checkpoint_config
 from distar.config import DEFAULT_WORLD, Config, ConfigError, parse_override, world_preset
 
 
@@ -29,6 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", type=Path, help="output directory (train.out_dir)")
     parser.add_argument("--resume", type=Path, help="checkpoint dir, or a run's checkpoints/ dir")
+    parser.add_argument(
+        "--resume-fallback",
+        action="store_true",
+        help="with --resume: if the checkpoint is corrupt, use the newest readable earlier one",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the resolved config, exit")
     parser.add_argument(
         "--smoke-test", action="store_true", help="tiny and fast settings (the world's own)"
@@ -39,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
 def resolve_config(args: argparse.Namespace) -> Config:
     """Defaults < the world preset (``--world``) < the checkpoint's config (``--resume`` without
     ``--config``) < ``--config`` < the world's ``--smoke-test`` settings < ``--set`` < ``--out``."""
+    if args.resume_fallback and not args.resume:
+        raise ConfigError("--resume-fallback: only with --resume")
     if args.world and (args.config or args.resume):
         raise ConfigError("--world: give it alone, or set world.* inside --config / the checkpoint")
     if args.config:
@@ -80,7 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     (out / "config.yaml").write_text(config.to_yaml())
     trainer = Trainer(config, callbacks=[ProgressBar(), JsonlLogger(out)])
     if args.resume:
-        trainer.resume(args.resume)
+        try:
+            trainer.resume(args.resume, args.resume_fallback)
+        except CorruptCheckpointError as error:
+            print(f"checkpoint error: {error}", file=sys.stderr)
+            return 2
     final = trainer.train()
     print(json.dumps({"step": trainer.step, **final}, indent=1))
     return 0

@@ -4,6 +4,7 @@ name the field and what is allowed, and the flat-dict / override helpers."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, ClassVar
 
 import yaml
@@ -29,7 +30,7 @@ def check_range(
     high: float | None = None,
     low_open: bool = False,
 ) -> None:
-    if value != value:  # NaN compares unequal to itself and would slip through every bound
+    if not math.isfinite(value):  # NaN slips through every bound; inf is never a setting here
         fail(path, value, "a finite number")
     too_low = low is not None and (value <= low if low_open else value < low)
     too_high = high is not None and value > high

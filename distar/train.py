@@ -309,8 +309,10 @@ class Trainer:
             cb.on_checkpoint(self.step, path)
         return path
 
-    def resume(self, path: Path) -> None:
-        state = load_checkpoint(path, self.modules())
+    def resume(self, path: Path, fallback: bool = False) -> None:
+        """Continue from a checkpoint; ``fallback``: from the newest readable one if it is
+        corrupt."""
+        state = load_checkpoint(path, self.modules(), fallback)
         self.opt_generator.load_state_dict(state["opt_generator"])
         self.opt_assistant.load_state_dict(state["opt_assistant"])
         torch.set_rng_state(state["torch_rng"])
@@ -335,8 +337,8 @@ class Trainer:
                 self.evaluate()
             if self._due(cfg.checkpoint_every):
                 self.save()
+        self.save()  # first: a crash in the final evaluation must not lose the run
         final, _ = self.evaluate()
-        self.save()
         for cb in self.callbacks:
             cb.on_train_end(self.step, final)
         return final

@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--steps",
         type=int,
-        default=600,
+        default=None,
         help="generator steps per trial (default 600: the embedded grid, 22 trials, "
         "runs in under 15 minutes on 2 cores)",
     )
@@ -45,9 +45,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+ROW_KEYS = ("loss.divergence", "loss.guidance", "loss.reward_scale", "loss.cfg_scale", "train.seed")
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """Refuse what would be ignored or silently resolved: every input takes effect."""
+    if args.smoke_test and args.steps is not None:
+        raise ConfigError("--steps: not with --smoke-test (it sets 10 steps); give one of them")
+    if args.steps is not None and not 1 <= args.steps <= 10**8:
+        raise ConfigError(f"--steps: got {args.steps}; allowed: 1 to 100000000")
+    for key, _ in (parse_override(o) for o in args.overrides):
+        if key in ROW_KEYS or (key == "loss.huber_c" and args.huber_c):
+            raise ConfigError(
+                f"--set {key}: every trial's row sets it (use --seeds / --huber-c, or a row)"
+            )
+
+
 def base_config(args: argparse.Namespace) -> Config:
     """The world preset < --steps < the world's smoke settings and SMOKE < --set."""
-    flat: dict = {"eval.plot": True, "train.steps": args.steps}
+    check_flags(args)
+    flat: dict = {"eval.plot": True, "train.steps": args.steps or 600}
     if args.smoke_test:
         flat.update({**world_preset(args.world).smoke, **SMOKE})
     flat.update(parse_override(o) for o in args.overrides)
@@ -77,7 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     from analysis.report import DEFAULT_PAPER_CSV, build_report, load_runs, to_markdown
     from distar.sweep.runner import run_sweep
 
-    settings = SweepSettings.from_args(args)
+    try:
+        settings = SweepSettings.from_args(args)
+    except ConfigError as error:
+        print(f"config error: {error}", file=sys.stderr)
+        return 2
     rows_out = run_sweep(trials, settings)
     failed = [r for r in rows_out if r["error"]]
     runs = load_runs(settings.uri(), args.experiment, args.name)

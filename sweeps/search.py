@@ -11,6 +11,7 @@ maximise reward with precision >= 0.9 (a shortfall costs --penalty per unit).
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 from distar.config import Config, ConfigError, parse_override, world_preset
@@ -42,16 +43,33 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_flags(args: argparse.Namespace) -> None:
+    """Sizes and ranges that would run forever, do nothing or be silently swapped."""
+    for flag, value, high in (("samples", args.samples, 100_000), ("steps", args.steps, 10**8),
+                              ("evals", args.evals, 10_000)):  # fmt: skip
+        if not 1 <= value <= high:
+            raise ConfigError(f"--{flag}: got {value}; allowed: 1 to {high}")
+    if args.evals > args.steps:
+        raise ConfigError(f"--evals: got {args.evals}; allowed: at most --steps ({args.steps})")
+    for flag in ("reward_range", "cfg_range", "huber_c_range"):
+        low, high = getattr(args, flag)
+        if not (math.isfinite(low) and math.isfinite(high) and 0 <= low < high):
+            name = "--" + flag.replace("_", "-")
+            raise ConfigError(f"{name}: got {low} {high}; allowed: finite, 0 <= LOW < HIGH")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.smoke_test:
         args.samples, args.steps, args.evals = 3, 10, 2
-    flat = {
-        "train.steps": args.steps,
-        "train.eval_every": max(1, args.steps // args.evals),
-        "eval.plot": False,
-    }
     try:
+        check_flags(args)
+        flat = {
+            "train.steps": args.steps,
+            "train.eval_every": max(1, args.steps // args.evals),
+            "eval.plot": False,
+        }
+        settings = SweepSettings.from_args(args)
         flat.update(parse_override(o) for o in args.overrides)
         base = Config.for_world(args.world, flat)
         metric, floor_metric = world_preset(args.world).objective
@@ -77,7 +95,6 @@ def main(argv: list[str] | None = None) -> int:
     from distar.sweep.runner import run_sweep
     from distar.sweep.search import search_space, search_tune_config
 
-    settings = SweepSettings.from_args(args)
     space = search_space(
         base, args.seed, tuple(args.reward_range), tuple(args.cfg_range), tuple(args.huber_c_range)
     )

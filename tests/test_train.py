@@ -91,8 +91,8 @@ def test_callbacks_and_jsonl_see_steps_evals_checkpoints(world_cache, tmp_path):
         ("eval", 2),
         ("checkpoint", 2),
         ("step", 4),
+        ("checkpoint", 4),  # the final checkpoint comes before the final evaluation
         ("eval", 4),
-        ("checkpoint", 4),
         ("end", 4),
     ]
     step_metrics = rec.calls[0][2]
@@ -177,3 +177,22 @@ def test_only_the_network_being_stepped_holds_gradients(world_cache, tmp_path):
     trainer = Trainer(small_config(tmp_path, **{"train.steps": 1, "loss.reward_scale": 1.0}))
     trainer.train_step()
     assert all(p.grad is None for ps in trainer.params.values() for p in ps)
+
+
+def test_corrupt_checkpoint_names_the_file_and_can_fall_back(world_cache, tmp_path, capsys):
+    from distar.checkpoint import CorruptCheckpointError
+
+    cfg = small_config(tmp_path, **{"train.steps": 4, "train.checkpoint_every": 2})
+    Trainer(cfg).train()
+    broken = tmp_path / "checkpoints" / "step_0000004" / "generator.safetensors"
+    broken.write_bytes(broken.read_bytes()[:100])  # truncated, as by a crash mid-write
+    with pytest.raises(CorruptCheckpointError, match=f"{broken} is missing or corrupt"):
+        Trainer(cfg).resume(tmp_path / "checkpoints")
+    resumed = Trainer(cfg)
+    resumed.resume(tmp_path / "checkpoints", fallback=True)
+    assert resumed.step == 2
+    assert "trying an earlier checkpoint" in capsys.readouterr().err
+    args = ["--resume", str(tmp_path / "checkpoints"), "--out", str(tmp_path / "again")]
+    assert cli_main(args) == 2
+    assert "checkpoint error:" in capsys.readouterr().err
+    assert cli_main([*args, "--resume-fallback", "--set", "train.steps=3"]) == 0

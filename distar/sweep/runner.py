@@ -39,7 +39,11 @@ class SweepSettings:
 
     @classmethod
     def from_args(cls, args: Any) -> SweepSettings:
-        """From the shared command-line flags of the sweep entry points."""
+        """From the shared command-line flags of the sweep entry points (checked: ConfigError)."""
+        from distar.config import ConfigError
+
+        if not 1 <= args.max_concurrent <= 10_000:
+            raise ConfigError(f"--max-concurrent: got {args.max_concurrent}; allowed: 1 to 10000")
         return cls(
             args.name,
             args.experiment,
