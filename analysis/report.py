@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -18,6 +19,17 @@ from distar.sweep.grid import TABLE2
 METRICS = ("reward",)  # the fallback; each world's preset names its own (WorldPreset.metrics)
 PAPER_COLUMNS = ("image_reward", "aesthetic", "pickscore", "clip_score")
 DEFAULT_PAPER_CSV = Path(__file__).resolve().parents[1].parent / "shared/data/paper_tables.csv"
+
+
+def missing_store(tracking_uri: str) -> str | None:
+    """The path of a local (SQLite or file) store that does not exist, else None."""
+    for prefix in ("sqlite:///", "file://"):
+        if tracking_uri.startswith(prefix):
+            path = Path(tracking_uri.removeprefix(prefix))
+            return None if path.exists() else str(path)
+    if "://" not in tracking_uri and not Path(tracking_uri).exists():
+        return tracking_uri
+    return None
 
 
 def load_runs(tracking_uri: str, experiment: str, sweep: str | None = None) -> pd.DataFrame:
@@ -208,6 +220,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from distar.config import world_preset
 
+    missing = missing_store(args.tracking_uri)
+    if missing:  # reading must not create an empty store
+        print(f"report error: --tracking-uri: no MLflow store at {missing}", file=sys.stderr)
+        return 2
     runs = load_runs(args.tracking_uri, args.experiment, args.sweep)
     preset = world_preset(world_of(runs))
     table = build_report(runs, args.out, args.paper_csv, preset.metrics, preset.pareto)

@@ -37,6 +37,12 @@ def evaluate(argv):
     return 0
 
 
+def report(argv):
+    from analysis.report import main
+
+    return main(argv)
+
+
 CASES = [
     (train, ["--set", "loss.huber_c=inf"], "loss.huber_c: got inf; allowed: a finite number"),
     (train, ["--set", "loss.reward_scale=nan"], "loss.reward_scale: got nan"),
@@ -79,6 +85,7 @@ CASES = [
     ("search", ["--cfg-range", "0", "inf"], "--cfg-range: got 0.0 inf"),
     ("search", ["--max-concurrent", "0"], "--max-concurrent: got 0"),
     ("search", ["--world", "nowhere"], "--world: got 'nowhere'"),
+    (report, ["--tracking-uri", "sqlite:///nope/mlflow.db"], "no MLflow store at nope/mlflow.db"),
     (evaluate, ["--benchmark", "parti:0"], "the count after ':' must be a positive integer"),
     (evaluate, ["--benchmark", "drawbench"], "--benchmark: got 'drawbench'"),
     (evaluate, ["--benchmark", "parti", "--ray-workers", "-1"], "--ray-workers"),
@@ -98,6 +105,8 @@ def test_bad_input_is_refused_in_one_line_and_leaves_nothing(
         code = script(entry)([*argv, "--storage", str(out)])
     elif entry is train:
         code = train([*argv, "--out", str(out)])
+    elif entry is report:
+        code = report([*argv, "--out", str(out)])
     else:
         code = entry(argv)
     err = capsys.readouterr().err
