@@ -435,12 +435,12 @@ def test_sweep_entry_point_dry_run_and_bad_values():
             str(ROOT / "sweeps" / "ablation_grid.py"),
             "--dry-run",
             "--set",
-            "loss.guidance=up",
+            "loss.distance=up",
         ],
         capture_output=True,
         text=True,
     )
-    assert bad.returncode == 2 and "loss.guidance: got 'up'" in bad.stderr
+    assert bad.returncode == 2 and "loss.distance: got 'up'" in bad.stderr
     assert asdict(TABLE2[0])["trains"] is False
 
 
