@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(trials)} trials")
         return 0
     from analysis.report import DEFAULT_PAPER_CSV, build_report, load_runs, to_markdown
-    from distar.sweep.runner import run_sweep
+    from distar.sweep.runner import log_sweep_report, run_sweep
 
     try:
         settings = SweepSettings.from_args(args)
@@ -111,6 +111,15 @@ def main(argv: list[str] | None = None) -> int:
 
         for name, text in build(runs, out, DEFAULT_PAPER_CSV, DEFAULT_HPS_CSV).items():
             print(f"\n## {name} (ours beside the paper's, PickScore as a cosine)\n\n{text}")
+    sweep_params = {
+        "sweep.world": args.world,
+        "sweep.rows": len(rows),
+        "sweep.seeds": " ".join(map(str, args.seeds)),
+        "sweep.huber_c": " ".join(map(str, args.huber_c or [])) or "-",
+        "sweep.steps": base.train.steps,
+        "sweep.trials": len(trials),
+    }
+    log_sweep_report(settings, out, sweep_params)  # the parent run holds the report
     print(f"MLflow: mlflow ui --backend-store-uri {settings.uri()} --host 127.0.0.1")
     for r in failed:
         print(f"FAILED {r['key']}: {r['error']}", file=sys.stderr)

@@ -252,10 +252,16 @@ def test_smoke_grid_on_the_tiny_sd_world_through_ray_into_mlflow(ray_address, tm
     assert "DI*-In α_rew 100, α_cfg 7.5 (best)" in done.stdout  # the report's table
     assert "## table1" in done.stdout and "## table3" in done.stdout  # the paper's tables
     assert (tmp_path / "report" / "table1.md").stat().st_size > 0
+    # a console a person can read: a line per finished trial, no Tune status tables
+    assert (
+        "finished KL, no CFG · seed 0: reward" in done.stdout and "Trial status" not in done.stdout
+    )
+    assert "[2/2 done, 0 running, 0 failed" in done.stdout
     runs = child_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "sdgrid")
     assert len(runs) == 2 and set(runs["status"]) == {"FINISHED"}
     assert set(runs["params.world.name"]) == {"sd15"}
     best = runs[runs["tags.distar.label"].str.endswith("(best)")].iloc[0]
+    assert best["tags.distar.paper_alpha_rew"] == "100" and best["tags.distar.guidance"] == "in"
     assert float(best["params.loss.reward_scale"]) == 100.0
     assert float(best["params.loss.cfg_scale"]) == 7.5
     assert runs["metrics.eval/reward"].notna().all()
@@ -274,6 +280,10 @@ def test_smoke_grid_on_the_tiny_sd_world_through_ray_into_mlflow(ray_address, tm
         assert {"prompt", "group", "pickscore", "imagereward", "clip_score"} <= set(parti.columns)
         names = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "eval")}
         assert {"eval/parti_groups.json", "eval/parti_grid_step0000010.png"} <= names
+    parent = runs["tags.mlflow.parentRunId"].iloc[0]
+    report = {a.path for a in mlflow.MlflowClient().list_artifacts(parent, "report")}
+    assert {"report/table2.md", "report/table1.md", "report/table3.csv"} <= report
+    assert mlflow.MlflowClient().get_run(parent).data.params["sweep.world"] == "sd15-tiny"
 
 
 def test_benchmarks_on_two_workers_equal_one_worker(ray_address, tmp_path):

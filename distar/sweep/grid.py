@@ -90,5 +90,11 @@ def expand(
                 }
                 config = base.with_overrides(flat)  # validates now, before any Ray trial
                 key = f"{slug(row.label)}-c{c:g}-s{seed}"
-                trials.append(TrialSpec(key, row.label, seed, config.to_flat()))
+                tags = {
+                    "distar.paper_alpha_rew": f"{row.reward_scale:g}",
+                    "distar.paper_alpha_cfg": f"{row.cfg_scale:g}",
+                    "distar.guidance": row.guidance,
+                    "distar.divergence": row.divergence,
+                }
+                trials.append(TrialSpec(key, row.label, seed, config.to_flat(), tags))
     return trials

@@ -24,6 +24,7 @@ class SweepSettings:
     tracking_uri: str | None = None  # None: SQLite under storage
     max_concurrent: int = 2
     resume: bool = False
+    verbose: bool = False  # Tune's own status tables
     num_cpus: int | None = None  # None: all of this machine's (a cluster brings its own)
 
     @staticmethod
@@ -36,6 +37,7 @@ class SweepSettings:
         p.add_argument("--storage", type=Path, default=Path(storage))
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
         p.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
+        p.add_argument("--verbose", action="store_true", help="Tune's status tables as well")
 
     @classmethod
     def from_args(cls, args: Any) -> SweepSettings:
@@ -51,6 +53,7 @@ class SweepSettings:
             args.tracking_uri,
             args.max_concurrent,
             args.resume,
+            verbose=args.verbose,
         )
 
     def uri(self) -> str:
@@ -111,6 +114,8 @@ def build_tuner(
 ):
     from ray import tune
 
+    from distar.sweep.console import SweepConsole
+
     path = settings.storage / "tune" / settings.name
     trainable = tune.with_resources(trial_driver, {"cpu": DRIVER_CPUS})
     if settings.resume and tune.Tuner.can_restore(str(path)):
@@ -119,10 +124,51 @@ def build_tuner(
     if param_space is None:
         param_space = {"trial": tune.grid_search([asdict(t) for t in trials]), "sweep": asdict(ctx)}
     tune_config = tune_config or tune.TuneConfig(max_concurrent_trials=settings.max_concurrent)
-    run_config = tune.RunConfig(name=settings.name, storage_path=str(path.parent), verbose=1)
+    total = len(trials) if trials else getattr(tune_config, "num_samples", None)
+    run_config = tune.RunConfig(
+        name=settings.name,
+        storage_path=str(path.parent),
+        verbose=1 if settings.verbose else 0,
+        callbacks=[SweepConsole(total, console_metrics(trials))],
+    )
     return tune.Tuner(
         trainable, param_space=param_space, tune_config=tune_config, run_config=run_config
     )
+
+
+def console_metrics(trials: list[TrialSpec]) -> tuple[str, ...]:
+    """The world preset's report metrics (the first three), for the console lines."""
+    from distar.config import world_preset
+
+    name = trials[0].flat_config.get("world.name", "gmm") if trials else "gmm"
+    return world_preset(name).metrics[:3]
+
+
+def parent_run_id(settings: SweepSettings) -> str | None:
+    from mlflow.tracking import MlflowClient
+
+    from distar.sweep import tracking
+
+    client = MlflowClient(settings.uri())
+    experiment = client.get_experiment_by_name(settings.experiment)
+    if experiment is None:
+        return None
+    tags = {tracking.SWEEP_TAG: settings.name, "distar.role": "parent"}
+    return tracking.find_run(client, experiment.experiment_id, tags)
+
+
+def log_sweep_report(settings: SweepSettings, report_dir: Path, params: dict[str, Any]) -> None:
+    """The sweep's report (tables, CSV, plots) and its own parameters on the parent run."""
+    from mlflow.tracking import MlflowClient
+
+    from distar.sweep.tracking import log_params
+
+    run_id = parent_run_id(settings)
+    if run_id is None:
+        return
+    client = MlflowClient(settings.uri())
+    log_params(client, run_id, params)
+    client.log_artifacts(run_id, str(report_dir), "report")
 
 
 def run_sweep(

@@ -42,6 +42,7 @@ class TrialSpec:
     label: str  # the ablation row, human-readable
     seed: int
     flat_config: dict[str, Any]
+    tags: dict[str, str] = dataclasses.field(default_factory=dict)  # e.g. the paper's scales
 
     def to_params(self, sweep: SweepContext) -> dict[str, Any]:
         return {"trial": asdict(self), "sweep": asdict(sweep)}
@@ -137,6 +138,8 @@ def trial_driver(params: dict[str, Any]) -> None:
     if created:
         client.set_tag(run_id, tracking.LABEL_TAG, spec.label)
         client.set_tag(run_id, "distar.seed", str(spec.seed))
+        for key, value in spec.tags.items():
+            client.set_tag(run_id, key, value)
         tracking.log_params(client, run_id, config.to_flat())
         client.log_text(run_id, config.to_yaml(), "config.yaml")
     if not created and already_finished(client, run_id, config.train.steps):

@@ -1,0 +1,58 @@
+"""A sweep console a person can read: one line per finished or failed trial, each carrying the
+sweep's progress (done / running / failed of the total, elapsed, ETA), instead of Tune's
+per-iteration status tables (``--verbose`` brings those back). Errors print in full."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from ray.tune import Callback
+
+
+def clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
+
+
+class SweepConsole(Callback):
+    def __init__(self, total: int | None, metrics: tuple[str, ...]) -> None:
+        # no stream held: Tune pickles its callbacks with the experiment state
+        self.total, self.metrics = total, metrics
+        self.started = time.monotonic()
+        self.running = self.done = self.failed = 0
+
+    def progress(self) -> str:
+        elapsed = time.monotonic() - self.started
+        finished = self.done + self.failed
+        total = f"/{self.total}" if self.total else ""
+        eta = ""
+        if self.total and finished:
+            eta = f", ETA {clock(elapsed / finished * (self.total - finished))}"
+        return (
+            f"[{finished}{total} done, {self.running} running, {self.failed} failed, "
+            f"{clock(elapsed)}{eta}]"
+        )
+
+    def name(self, trial: Any) -> str:
+        spec = (trial.config or {}).get("trial", {})
+        label = spec.get("label") or trial.trial_id
+        return f"{label} · seed {spec['seed']}" if spec.get("seed") is not None else label
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self.running += 1
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self.running -= 1
+        self.done += 1
+        result = trial.last_result or {}
+        shown = [f"{m} {result[f'eval/{m}']:.4g}" for m in self.metrics if f"eval/{m}" in result]
+        print(f"{self.progress()} finished {self.name(trial)}: {', '.join(shown)}",
+              file=sys.stdout, flush=True)  # fmt: skip
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self.running -= 1
+        self.failed += 1
+        print(f"{self.progress()} FAILED {self.name(trial)}: {trial.error_file or ''}",
+              file=sys.stdout, flush=True)  # fmt: skip
