@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.report import DEFAULT_PAPER_CSV, cell, load_runs, mean_ci
+from analysis.report import DEFAULT_PAPER_CSV, cell, load_runs, summarise
 from analysis.report import finished as finished_mask
 from distar.sweep.grid import TABLE2
 
@@ -45,23 +45,9 @@ TABLE1_MODEL = {
 
 
 def row_stats(runs: pd.DataFrame, columns: dict[str, float]) -> pd.DataFrame:
-    """Per ablation row: finished seeds, failures, mean and CI of each MLflow metric (scaled)."""
-    out = []
-    for label, group in runs.groupby("tags.distar.label", sort=False):
-        done = group[finished_mask(group)]
-        lost = len(group) - len(done)
-        record: dict[str, object] = {"row": label, "seeds": len(done)}
-        record["failed"] = f"{lost} of {len(group)} seeds failed or unfinished" if lost else ""
-        for metric, factor in columns.items():
-            column = f"metrics.{metric}"
-            if column in group:
-                mean, half = mean_ci(done[column] * factor)
-                record[metric], record[f"{metric}_ci95"] = mean, half
-        out.append(record)
-    order = {r.label: i for i, r in enumerate(TABLE2)}
-    table = pd.DataFrame(out)
-    table["_o"] = table["row"].map(order).fillna(len(order))
-    return table.sort_values("_o", kind="stable").drop(columns="_o").reset_index(drop=True)
+    """Per ablation row and swept setting (as the Table-2 report groups them): finished seeds,
+    failures, mean and CI of each MLflow metric times its factor."""
+    return summarise(runs, tuple(columns), prefix="", factors=columns)
 
 
 def paper_value(paper: pd.DataFrame, table: int, benchmark: str, model: str, column: str):
@@ -77,7 +63,7 @@ def table1(runs: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
         stats = row_stats(runs, {f"{bench}/{m}": COLUMNS[m][1] for m in metrics})
         for _, r in stats.iterrows():
             model = TABLE1_MODEL.get(r["row"], "")
-            rec = {"benchmark": bench, "row": r["row"], "seeds": r["seeds"],
+            rec = {"benchmark": bench, "row": r["label"], "seeds": r["seeds"],
                    "failed": r["failed"], "paper_model": model}  # fmt: skip
             for m in metrics:
                 key = f"{bench}/{m}"
@@ -93,7 +79,7 @@ def table2(runs: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for _, r in stats.iterrows():
         spec = next((t for t in TABLE2 if t.label == r["row"]), None)
-        rec = {"row": r["row"], "seeds": r["seeds"], "failed": r["failed"]}
+        rec = {"row": r["label"], "seeds": r["seeds"], "failed": r["failed"]}
         hit = paper[paper["table"] == 2]
         if spec is not None:
             hit = hit[(hit["model"] == spec.paper_model)
@@ -114,7 +100,7 @@ def table3(runs: pd.DataFrame, hps: pd.DataFrame) -> pd.DataFrame:
     for _, r in stats.iterrows():
         model = "1step-" + TABLE1_MODEL.get(r["row"], "?")
         hit = hps[hps["model"] == model]
-        rec = {"row": r["row"], "seeds": r["seeds"], "failed": r["failed"]}
+        rec = {"row": r["label"], "seeds": r["seeds"], "failed": r["failed"]}
         for ours, theirs in HPS_STYLES.items():
             key = f"hps/{ours}"
             rec[ours] = cell(r.get(key, float("nan")), r.get(f"{key}_ci95", float("nan")))

@@ -84,9 +84,15 @@ def finished(group: pd.DataFrame) -> pd.Series:
     return done
 
 
-def summarise(runs: pd.DataFrame, metrics: tuple[str, ...] = METRICS) -> pd.DataFrame:
+def summarise(
+    runs: pd.DataFrame,
+    metrics: tuple[str, ...] = METRICS,
+    prefix: str = "eval/",
+    factors: dict[str, float] | None = None,
+) -> pd.DataFrame:
     """One row per ablation row and setting of its swept parameters, in Table 2 order: mean and
-    CI over the *finished* seeds; ``failed`` says how many of its runs failed or did not finish."""
+    CI over the *finished* seeds of each MLflow metric ``{prefix}{m}`` (times ``factors[m]``,
+    e.g. into the paper's units); ``failed`` says how many runs failed or did not finish."""
     swept = swept_columns(runs)
     order = {row.label: i for i, row in enumerate(TABLE2)}
     out = []
@@ -102,9 +108,10 @@ def summarise(runs: pd.DataFrame, metrics: tuple[str, ...] = METRICS) -> pd.Data
             "failed": f"{lost} of {len(group)} seeds failed or unfinished" if lost else "",
         }
         for m in metrics:
-            column = f"metrics.eval/{m}"
+            column = f"metrics.{prefix}{m}"
             if column in group:
-                record[m], record[f"{m}_ci95"] = mean_ci(done[column])
+                factor = (factors or {}).get(m, 1.0)
+                record[m], record[f"{m}_ci95"] = mean_ci(done[column] * factor)
         out.append(record)
     table = pd.DataFrame(out)
     table["_order"] = table["row"].map(order).fillna(len(order))
