@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from distar.evaluation.harness import BenchmarkResult
 from distar.evaluation.summary import group_table
+from distar.images import image_grid
 from distar.sweep.tracking import log_metrics
 
 
@@ -18,14 +19,6 @@ def log_benchmark(client, run_id: str, result: BenchmarkResult, step: int = 0) -
     if result.examples.ndim == 4 and result.examples.shape[1] == 3:
         name = f"eval/{bench}_grid.png" if step == 0 else f"eval/{bench}_grid_step{step:07d}.png"
         client.log_image(run_id, image_grid(result.examples), artifact_file=name)
-
-
-def image_grid(images, columns: int = 8):
-    """[N, 3, H, W] in [0, 1] -> one PIL image."""
-    from torchvision.transforms.functional import to_pil_image
-    from torchvision.utils import make_grid
-
-    return to_pil_image(make_grid(images.float().clamp(0, 1), nrow=columns, padding=2))
 
 
 def local_artifact_root(tracking_uri: str):

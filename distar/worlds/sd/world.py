@@ -13,6 +13,7 @@ VAE decoder when ``world.grad_checkpointing``.
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -231,10 +232,14 @@ class SDWorld:
         return {"reward": scores.float().mean().item(), "reward_std": scores.float().std().item()}
 
     def plot(self, path: Path, n_per_prompt: int, seed: int) -> Path:
-        from distar.worlds.sd.grid import save_grid
+        from distar.images import image_grid
 
         prompts = self.eval_prompts(1)[:16]
-        return save_grid(self.generate(prompts, seed), Path(path))
+        images = self.generate(prompts, seed)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image_grid(images, columns=math.ceil(math.sqrt(len(images)))).save(path)
+        return path
 
 
 class EvalImages:
