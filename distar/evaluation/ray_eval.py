@@ -24,7 +24,7 @@ class EvalWorker:
 
         self.request = request
         self.workdir = Path(tempfile.mkdtemp(prefix="distar-eval-"))
-        options = metric_options(request, self.workdir, cache_dir)
+        options = metric_options(request, cache_dir)
         self.metrics = build_metrics(request, options)
         self.generator = build_generator(request, self.workdir, generator_dir)
 
@@ -59,7 +59,7 @@ def evaluate_on_ray(
     set_only = {**request, "benchmarks": [
         {**b, "metrics": [m for m in b["metrics"] if m == "fid"]} for b in request["benchmarks"]
     ]}  # fmt: skip
-    set_metrics = build_metrics(set_only, metric_options(request, workdir, cache_dir))
+    set_metrics = build_metrics(set_only, metric_options(request, cache_dir))
     ray.get([w.ready.remote() for w in workers])  # models loaded: from here on, scoring only
     started = time.perf_counter()
     results = []

@@ -90,12 +90,13 @@ def evaluate_benchmarks(request, metrics, generator) -> list[BenchmarkResult]:
     return results
 
 
-def metric_options(request: dict[str, Any], workdir: Path, cache_dir: str | None):
+def metric_options(request: dict[str, Any], cache_dir: str | None):
     paths = dict(request["weights"])
     if request["tiny"]:
-        from distar.evaluation.tiny import tiny_metric_paths
+        from distar.evaluation.tiny import cached_tiny_metric_paths
 
-        paths = {**tiny_metric_paths(workdir / "metrics"), **paths}
+        # written once into $DISTAR_CACHE, not again by every run and every Ray actor
+        paths = {**cached_tiny_metric_paths(), **paths}
     return MetricOptions(paths, request["device"], cache_dir)
 
 
@@ -119,7 +120,7 @@ def run_evaluation(
 
             results = evaluate_on_ray(request, workdir, generator_dir, cache_dir)
         else:
-            metrics = build_metrics(request, metric_options(request, workdir, cache_dir))
+            metrics = build_metrics(request, metric_options(request, cache_dir))
             generator = build_generator(request, workdir, generator_dir)
             results = evaluate_benchmarks(request, metrics, generator)
         for result in results:
