@@ -62,6 +62,13 @@ class SweepSettings:
         return self.tracking_uri or default_tracking_uri(self.storage)
 
 
+def parent_tags(settings: SweepSettings) -> dict[str, str]:
+    """The tags that mark a sweep's parent MLflow run (it is found by them, never by id)."""
+    from distar.sweep import tracking
+
+    return {tracking.SWEEP_TAG: settings.name, "distar.role": "parent"}
+
+
 class SweepExistsError(RuntimeError):
     pass
 
@@ -95,7 +102,7 @@ def parent_run(settings: SweepSettings) -> str:
     local = settings.uri().startswith(("sqlite:", "file:"))
     artifact_root = settings.storage / "mlartifacts" if local else None
     experiment_id = tracking.ensure_experiment(client, settings.experiment, artifact_root)
-    tags = {tracking.SWEEP_TAG: settings.name, "distar.role": "parent"}
+    tags = parent_tags(settings)
     run_id, created = tracking.find_or_create_run(client, experiment_id, tags, settings.name)
     if not created and not settings.resume:
         raise SweepExistsError(
@@ -153,7 +160,7 @@ def parent_run_id(settings: SweepSettings) -> str | None:
     experiment = client.get_experiment_by_name(settings.experiment)
     if experiment is None:
         return None
-    tags = {tracking.SWEEP_TAG: settings.name, "distar.role": "parent"}
+    tags = parent_tags(settings)
     return tracking.find_run(client, experiment.experiment_id, tags)
 
 
