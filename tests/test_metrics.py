@@ -14,8 +14,8 @@ from distar.evaluation.fid import FIDMetric
 from distar.evaluation.metric_base import MetricOptions, build_metric
 from distar.evaluation.scorers import blip_configs
 from distar.evaluation.tiny import original_layout, tiny_metric_paths
-from distar.evaluation.weights import MissingWeightsError
 from distar.rewards.clip_common import clip_tokenizer, write_clip_bpe_tokenizer
+from distar.rewards.weights import MissingWeightsError
 
 SAMPLE_METRICS = ("pickscore", "clip_score", "aesthetic", "hpsv21", "imagereward")
 PROMPTS = ['"G I G G L E" painted in thick paint', "a red car", "a photo of a cat", "x " * 100]

@@ -43,11 +43,12 @@ def weight_paths(cfg: EvalConfig, cache_dir: str = "") -> dict[str, str]:
 def metric_files(metric: str) -> list[tuple[str, Any, bool]]:
     """(MetricOptions key, WeightFile, required) of each file a metric loads."""
     from distar.evaluation import scorers as s
+    from distar.rewards.pickscore import PICKSCORE, PICKSCORE_PROCESSOR
 
     files = {
         "pickscore": [
-            ("pickscore", s.PICKSCORE, True),
-            ("pickscore_processor", s.PICKSCORE_PROCESSOR, False),
+            ("pickscore", PICKSCORE, True),
+            ("pickscore_processor", PICKSCORE_PROCESSOR, False),
         ],
         "clip_score": [("clip_score", s.CLIPSCORE, True)],
         "aesthetic": [
@@ -68,7 +69,7 @@ def preflight(cfg: EvalConfig, cache_dir: str = "") -> None:
     """Load every prompt set and resolve every weight file the config needs; raise
     :class:`ConfigError` naming the first missing or malformed one."""
     from distar import prompts as prompt_sets
-    from distar.evaluation.weights import MissingWeightsError
+    from distar.rewards.weights import MissingWeightsError
 
     wanted = requests(cfg)
     if not wanted:

@@ -7,29 +7,16 @@ variable. Sizes are those of the published files.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from distar.evaluation.metric_base import METRICS, MetricOptions
-from distar.evaluation.weights import WeightFile
+from distar.rewards.pickscore import (
+    HF,
+    MODEL_FILES,
+    load_pickscore,
+)
+from distar.rewards.weights import WeightFile
 
-HF = "huggingface-cli download"
-MODEL_FILES = ("config.json", "*.safetensors|*.bin|*.index.json")  # a transformers model
-PICKSCORE = WeightFile(  # [pickscore]
-    "DISTAR_PICKSCORE",
-    "PickScore_v1 (CLIP ViT-H/14, transformers format, ~3.9 GB)",
-    f"Get it with `{HF} yuvalkirstain/PickScore_v1 --local-dir <dir>`.",
-    directory=True,
-    contains=MODEL_FILES,
-)
-PICKSCORE_PROCESSOR = WeightFile(  # [pickscore_processor]; its tokenizer + image processor
-    "DISTAR_PICKSCORE_PROCESSOR",
-    "PickScore's processor (laion/CLIP-ViT-H-14-laion2B-s32B-b79K configs, < 5 MB)",
-    f"Get it with `{HF} laion/CLIP-ViT-H-14-laion2B-s32B-b79K --include '*.json' '*.txt' "
-    "--local-dir <dir>`.",
-    directory=True,
-    contains=("preprocessor_config.json", "tokenizer.json|vocab.json"),
-)
 CLIPSCORE = WeightFile(  # [clip_score]
     "DISTAR_CLIPSCORE",
     "CLIP score backbone (a transformers CLIPModel; we use CLIP ViT-g/14 laion2B, ~5.5 GB)",
@@ -82,14 +69,8 @@ FID_REFERENCE = WeightFile(  # [fid_reference]
 
 @METRICS.register("pickscore")
 def pickscore(options: MetricOptions):
-    from distar.rewards.clip_scorers import ClipPairScorer, load_clip
-
-    model_dir = PICKSCORE.resolve(options.path("pickscore"))
-    processor_dir = options.path("pickscore_processor")
-    if processor_dir or os.environ.get(PICKSCORE_PROCESSOR.env):
-        processor_dir = PICKSCORE_PROCESSOR.resolve(processor_dir)
-    model, tokenizer, processor = load_clip(model_dir, processor_dir or model_dir)
-    return ClipPairScorer("pickscore", model, tokenizer, processor).to(options.device)
+    paths = (options.path("pickscore"), options.path("pickscore_processor"))
+    return load_pickscore(*paths).to(options.device)
 
 
 @METRICS.register("clip_score")

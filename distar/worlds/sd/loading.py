@@ -7,6 +7,7 @@ Nothing downloads: ``from_pretrained`` gets local directories only (``local_file
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,6 @@ PIPELINE_PARTS = {
 WHERE = {
     "sd15": "stable-diffusion-v1-5/stable-diffusion-v1-5 (hf download <repo> --local-dir DIR)",
     "sdxl": "stabilityai/stable-diffusion-xl-base-1.0 (hf download <repo> --local-dir DIR)",
-    "reward_model": "yuvalkirstain/PickScore_v1 (hf download <repo> --local-dir DIR)",
 }
 STATE_DICT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
@@ -116,23 +116,15 @@ def check_paths(cfg: SDWorldConfig) -> WorldPaths:
     )
     reward = processor = None
     if cfg.reward != "none":
-        import os
+        from distar.rewards.pickscore import PICKSCORE, PICKSCORE_PROCESSOR
+        from distar.rewards.weights import MissingWeightsError
 
-        spec = resolve(cfg.reward_model or os.environ.get("DISTAR_PICKSCORE", ""), cfg.cache_dir)
-        reward = check_dir(
-            spec,
-            "world.reward_model (or $DISTAR_PICKSCORE)",
-            ("config.json",),
-            WHERE["reward_model"],
-        )
-        spec = cfg.reward_processor or os.environ.get("DISTAR_PICKSCORE_PROCESSOR", "")
-        if spec:
-            processor = check_dir(
-                spec,
-                "world.reward_processor",
-                ("tokenizer_config.json",),
-                "laion/CLIP-ViT-H-14-laion2B-s32B-b79K's processor files",
-            )
+        try:  # the files PickScore loads, with the $DISTAR_PICKSCORE* fallbacks
+            reward = PICKSCORE.resolve(resolve(cfg.reward_model, cfg.cache_dir) or None)
+            if cfg.reward_processor or os.environ.get(PICKSCORE_PROCESSOR.env):
+                processor = PICKSCORE_PROCESSOR.resolve(cfg.reward_processor or None)
+        except MissingWeightsError as error:
+            raise WorldLoadError(f"world.reward_model / world.reward_processor: {error}") from None
     return WorldPaths(ref, gen, vae, reward, processor)
 
 
@@ -208,10 +200,9 @@ def load_reward(paths: WorldPaths):
     """The differentiable PickScore (a frozen transformers CLIP), or None."""
     if paths.reward_model is None:
         return None
-    from distar.rewards.clip_scorers import ClipPairScorer, load_clip
+    from distar.rewards.pickscore import load_pickscore
 
-    model, tokenizer, processor = load_clip(paths.reward_model, paths.reward_processor)
-    return ClipPairScorer("pickscore", model, tokenizer, processor)
+    return load_pickscore(paths.reward_model, paths.reward_processor)
 
 
 LORA_TARGETS = {
