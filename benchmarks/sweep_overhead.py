@@ -1,47 +1,113 @@
-"""Sweep wall time against the summed time of its trials, read from a finished sweep's MLflow
-runs. Prints the overhead ratios. Not a test.
+"""Where a sweep trial's time goes, outside its training steps. Not a test.
 
-    python benchmarks/sweep_overhead.py --tracking-uri sqlite:///runs/table2/mlflow.db \\
-        --experiment distar-table2 --sweep table2 --max-concurrent 2
+    python benchmarks/sweep_overhead.py                    # runs the smoke grid, then the table
+    python benchmarks/sweep_overhead.py --storage runs/table2 --sweep table2   # a finished sweep
 
-- wall: the parent run (Ray start, MLflow set-up, every trial, the report);
-- trial time: each child run from creation to end (Ray Train start-up, world build, training,
-  evaluation, logging);
-- training time: ``time/train_seconds`` logged by the training loop (the loop alone).
-``wall x concurrency / summed time`` is what running the trials one after another would have
-saved; 1.0 would mean no overhead at all.
+Each trial's driver and rank-0 worker append wall-clock marks and phase sums to
+``trials/<trial>/timings.jsonl`` (:mod:`distar.timing`); this prints their mean per trial:
+
+- driver set-up: the Tune trial's MLflow child run, params, config artifact;
+- Ray Train start: the TorchTrainer's controller, worker processes, process group;
+- worker imports + world build: importing distar / torch on the worker, building the world;
+- training steps / evaluation / checkpoints / logging (callbacks): inside the training loop;
+- Ray Train stop: from the worker's return until ``fit()`` returns;
+- driver finish: marking the MLflow run finished;
+- between trials: ``wall x concurrency / trials`` minus the mean driver time (Tune's own
+  scheduling, actor start and result handling).
+
+Fixed cost per trial = trial time minus its training steps.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
 
-from mlflow.tracking import MlflowClient
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from distar import timing  # noqa: E402
+
+ROWS = (
+    ("driver set-up", lambda m, p: m["fit_start"] - m["driver_start"]),
+    ("Ray Train start", lambda m, p: m["worker_start"] - m["fit_start"]),
+    ("worker imports + world build", lambda m, p: m["trainer_built"] - m["worker_start"]),
+    ("  of which world build", lambda m, p: p.get("world_build", 0.0)),
+    ("training steps", lambda m, p: p.get("steps", 0.0)),
+    ("evaluation", lambda m, p: p.get("evaluation", 0.0)),
+    ("checkpoints", lambda m, p: p.get("checkpoint", 0.0)),
+    ("logging (callbacks)", lambda m, p: p.get("callbacks", 0.0)),
+    ("Ray Train stop", lambda m, p: m["fit_end"] - m["worker_end"]),
+    ("driver finish", lambda m, p: m["driver_end"] - m["fit_end"]),
+    ("trial (driver start to end)", lambda m, p: m["driver_end"] - m["driver_start"]),
+)
+
+
+def breakdown(storage: Path) -> dict[str, float]:
+    """Mean seconds per trial for each row of ``ROWS`` over the sweep's finished trials."""
+    trials = [timing.read(d) for d in sorted((storage / "trials").iterdir())]
+    done = [(m, p) for m, p in trials if "driver_end" in m]
+    if not done:
+        raise SystemExit(f"no finished trial with timings under {storage / 'trials'}")
+    return {name: statistics.mean(f(m, p) for m, p in done) for name, f in ROWS} | {
+        "trials": len(done)
+    }
+
+
+def run_smoke_grid(storage: Path, concurrency: int, extra: list[str]) -> float:
+    cmd = [sys.executable, str(ROOT / "sweeps" / "ablation_grid.py"), "--smoke-test"]
+    cmd += ["--storage", str(storage), "--max-concurrent", str(concurrency), *extra]
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def sweep_wall(storage: Path, sweep: str, experiment: str) -> float:
+    """The parent MLflow run's duration (Ray start, every trial, the report)."""
+    from mlflow.tracking import MlflowClient
+
+    db = storage / "mlflow.db"
+    if not db.exists():
+        raise SystemExit(f"no MLflow store at {db}")
+    client = MlflowClient(f"sqlite:///{db.resolve()}")
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs(
+        [exp.experiment_id], f"tags.`distar.sweep` = '{sweep}' and tags.`distar.role` = 'parent'"
+    )
+    return (runs[0].info.end_time - runs[0].info.start_time) / 1000
 
 
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--tracking-uri", required=True)
-    p.add_argument("--experiment", required=True)
-    p.add_argument("--sweep", required=True)
+    p.add_argument("--storage", type=Path, help="a finished sweep's --storage (default: run one)")
+    p.add_argument("--sweep", default="table2")
+    p.add_argument("--experiment", default="distar-table2")
     p.add_argument("--max-concurrent", type=int, default=2)
+    p.add_argument("grid_args", nargs="*", help="more ablation_grid.py flags (after --)")
     args = p.parse_args()
-    client = MlflowClient(args.tracking_uri)
-    exp = client.get_experiment_by_name(args.experiment)
-    runs = client.search_runs([exp.experiment_id], f"tags.`distar.sweep` = '{args.sweep}'")
-    parent = [r for r in runs if r.data.tags.get("distar.role") == "parent"][0]
-    children = [r for r in runs if r.data.tags.get("distar.trial")]
-    wall = (parent.info.end_time - parent.info.start_time) / 1000
-    trial = sum((r.info.end_time - r.info.start_time) / 1000 for r in children)
-    train = sum(r.data.metrics.get("time/train_seconds", float("nan")) for r in children)
-    k = args.max_concurrent
-    print(f"{len(children)} trials, up to {k} at a time")
-    print(f"sweep wall time            {wall:8.1f} s")
-    print(f"summed trial time          {trial:8.1f} s  (wall x {k} / sum: {wall * k / trial:.2f})")
-    print(f"summed training-loop time  {train:8.1f} s  (wall x {k} / sum: {wall * k / train:.2f})")
-    print(f"wall / summed training time {wall / train:8.2f}")
+    storage = args.storage
+    if storage is None:
+        storage = Path(tempfile.mkdtemp(prefix="distar-overhead-"))
+        run_smoke_grid(storage, args.max_concurrent, args.grid_args)
+    wall = sweep_wall(storage, args.sweep, args.experiment)
+    rows = breakdown(storage)
+    n = rows.pop("trials")
+    per_trial = wall * args.max_concurrent / n
+    print(f"{n} trials, up to {args.max_concurrent} at a time; sweep wall {wall:.1f} s")
+    print(f"{'mean seconds per trial':32s} {'s':>7s}")
+    for name, value in rows.items():
+        print(f"{name:32s} {value:7.2f}")
+    between = per_trial - rows["trial (driver start to end)"]
+    print(f"{'between trials (Tune)':32s} {between:7.2f}")
+    fixed = per_trial - rows["training steps"]
+    print(f"{'fixed cost per trial':32s} {fixed:7.2f}   (wall x concurrency / trials - steps)")
 
 
 if __name__ == "__main__":

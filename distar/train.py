@@ -27,6 +27,7 @@ from distar.distributed import (
 )
 from distar.losses import assistant_loss, generator_loss
 from distar.sigmas import ASSISTANT_WEIGHTINGS, sample_sigma
+from distar.timing import Stopwatch
 from distar.worlds import World, build_world
 
 EVAL_SEED_OFFSET = 1_000_003  # evaluation noise is fixed per run and never touches training RNG
@@ -142,7 +143,9 @@ class Trainer:
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # static shapes: pick the fastest convolutions
         torch.manual_seed(config.train.seed)
-        self.world = world or build_world(config.world, self.device, config.train.init)
+        self.stopwatch = Stopwatch()  # where the run's time goes (benchmarks/sweep_overhead.py)
+        with self.stopwatch.phase("world_build"):
+            self.world = world or build_world(config.world, self.device, config.train.init)
         self.rank = rank()
         self.params = {
             "generator": trainable(self.world.generator),
@@ -270,23 +273,29 @@ class Trainer:
         generator = self.world.eval_generator(self.config.eval.resolution)
         return self.benchmarks.run(generator, shard, all_gather_objects)
 
+    def _notify(self, hook: str, *args: Any) -> None:
+        """Call ``hook`` on every callback (timed: logging is part of a run's overhead)."""
+        with self.stopwatch.phase("callbacks"):
+            for cb in self.callbacks:
+                getattr(cb, hook)(*args)
+
     def evaluate(self) -> tuple[dict[str, float], dict[str, Path]]:
         self.guard.check()
         cfg = self.config
         seed = cfg.train.seed + EVAL_SEED_OFFSET
-        metrics = self.world.evaluate(cfg.eval.samples_per_prompt, seed)
-        artifacts: dict[str, Path] = {}
-        if cfg.eval.plot and self.rank == 0:
-            path = self.out_dir / "plots" / f"samples_step{self.step:07d}.png"
-            artifacts["samples"] = self.world.plot(
-                path, min(cfg.eval.samples_per_prompt, 1500), seed
-            )
-        for cb in self.callbacks:
-            cb.on_eval(self.step, metrics, artifacts)
-        results = self.run_benchmarks()
+        with self.stopwatch.phase("evaluation"):
+            metrics = self.world.evaluate(cfg.eval.samples_per_prompt, seed)
+            artifacts: dict[str, Path] = {}
+            if cfg.eval.plot and self.rank == 0:
+                path = self.out_dir / "plots" / f"samples_step{self.step:07d}.png"
+                artifacts["samples"] = self.world.plot(
+                    path, min(cfg.eval.samples_per_prompt, 1500), seed
+                )
+        self._notify("on_eval", self.step, metrics, artifacts)
+        with self.stopwatch.phase("evaluation"):
+            results = self.run_benchmarks()
         if results:
-            for cb in self.callbacks:
-                cb.on_benchmarks(self.step, results)
+            self._notify("on_benchmarks", self.step, results)
         return metrics, artifacts
 
     def modules(self) -> dict[str, nn.Module]:
@@ -302,11 +311,11 @@ class Trainer:
             "opt_assistant": self.opt_assistant.state_dict(),
             "torch_rng": torch.get_rng_state(),
         }
-        path = save_checkpoint(
-            self.out_dir / "checkpoints", self.step, self.modules(), state, self.config
-        )
-        for cb in self.callbacks:
-            cb.on_checkpoint(self.step, path)
+        with self.stopwatch.phase("checkpoint"):
+            path = save_checkpoint(
+                self.out_dir / "checkpoints", self.step, self.modules(), state, self.config
+            )
+        self._notify("on_checkpoint", self.step, path)
         return path
 
     def resume(self, path: Path, fallback: bool = False) -> None:
@@ -324,23 +333,21 @@ class Trainer:
     def train(self) -> dict[str, float]:
         """Run to ``train.steps``; evaluate and checkpoint on schedule and at the end."""
         cfg = self.config.train
-        for cb in self.callbacks:
-            cb.on_train_start(self.step, cfg.steps)
+        self._notify("on_train_start", self.step, cfg.steps)
         while self.step < cfg.steps:
-            metrics = self.train_step()
+            with self.stopwatch.phase("steps"):
+                metrics = self.train_step()
             if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                 metrics = to_floats(metrics)
                 self.guard.check(metrics)
-                for cb in self.callbacks:
-                    cb.on_step(self.step, metrics)
+                self._notify("on_step", self.step, metrics)
             if self._due(cfg.eval_every):
                 self.evaluate()
             if self._due(cfg.checkpoint_every):
                 self.save()
         self.save()  # first: a crash in the final evaluation must not lose the run
         final, _ = self.evaluate()
-        for cb in self.callbacks:
-            cb.on_train_end(self.step, final)
+        self._notify("on_train_end", self.step, final)
         return final
 
 

@@ -50,4 +50,5 @@ def search_tune_config(num_samples: int, max_concurrent: int, seed: int, max_run
         scheduler=scheduler,
         num_samples=num_samples,
         max_concurrent_trials=max_concurrent,
+        reuse_actors=True,  # as the grid: the trial driver's process serves the next trial
     )

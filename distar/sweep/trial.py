@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from distar import timing
 from distar.callbacks import Callback, JsonlLogger
 from distar.config import Config
 
@@ -93,6 +94,8 @@ class RayReporter(Callback):
 
 def train_worker(loop_config: dict[str, Any]) -> None:
     """Layer 3: plain distar training on one TorchTrainer worker."""
+    out_dir = loop_config["config"]["train.out_dir"]
+    timing.mark(out_dir, "worker_start")
     import ray.train
 
     from distar.sweep.tracking import MlflowLogger
@@ -107,10 +110,16 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         )
         callbacks.append(JsonlLogger(Path(config.train.out_dir)))
     trainer = Trainer(config, callbacks=callbacks)
+    rank0 = ray.train.get_context().get_world_rank() == 0
+    if rank0:
+        timing.mark(out_dir, "trainer_built")
     checkpoints = Path(config.train.out_dir) / "checkpoints"
     if (checkpoints / "latest").exists():  # a restarted trial continues where it stopped
         trainer.resume(checkpoints)
     trainer.train()
+    if rank0:
+        timing.write(out_dir, {"phases": trainer.stopwatch.seconds})
+        timing.mark(out_dir, "worker_end")
 
 
 def trial_driver(params: dict[str, Any]) -> None:
@@ -125,6 +134,7 @@ def trial_driver(params: dict[str, Any]) -> None:
 
         spec = dataclasses.replace(spec, key=f"{spec.label}-{tune.get_context().get_trial_id()}")
     config = spec.config(sweep)
+    timing.mark(config.train.out_dir, "driver_start")
     client = MlflowClient(sweep.tracking_uri)
     experiment_id = tracking.ensure_experiment(client, sweep.experiment, None)
     tags = {
@@ -146,12 +156,15 @@ def trial_driver(params: dict[str, Any]) -> None:
         report_finished(client, run_id)  # a restarted sweep does not train a finished trial again
         return
     row = {"label": spec.label, "seed": spec.seed, "huber_c": config.loss.huber_c}
+    timing.mark(config.train.out_dir, "fit_start")
     try:
         make_torch_trainer(config, spec, sweep, run_id, row).fit()
     except BaseException:
         client.set_terminated(run_id, status="FAILED")
         raise
+    timing.mark(config.train.out_dir, "fit_end")
     client.set_terminated(run_id, status="FINISHED")
+    timing.mark(config.train.out_dir, "driver_end")
 
 
 def already_finished(client, run_id: str, steps: int) -> bool:
