@@ -39,7 +39,11 @@ class ProgressBar(Callback):
     def on_step(self, step: int, metrics: dict[str, float]) -> None:
         if self.bar is not None:
             self.bar.update(step - self.bar.n)
-            shown = {k: f"{v:.3g}" for k, v in metrics.items() if k.startswith("loss/")}
+            shown = {
+                k.removeprefix("train/"): f"{v:.3g}"
+                for k, v in metrics.items()
+                if k.startswith("train/loss/")
+            }
             self.bar.set_postfix(shown, refresh=False)
 
     def on_train_end(self, step: int, metrics: dict[str, float]) -> None:
@@ -54,6 +58,12 @@ class JsonlLogger(Callback):
     def __init__(self, out_dir: Path) -> None:
         self.path = Path(out_dir) / "metrics.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def on_train_start(self, step: int, total_steps: int) -> None:
+        """A run resumed at ``step`` replays what follows it: drop those records first."""
+        if self.path.exists():
+            kept = [r for r in self.path.read_text().splitlines() if json.loads(r)["step"] <= step]
+            self.path.write_text("".join(line + "\n" for line in kept))
 
     def _write(self, kind: str, step: int, metrics: dict[str, float]) -> None:
         clean = {k: (v if math.isfinite(v) else str(v)) for k, v in metrics.items()}

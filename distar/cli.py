@@ -80,11 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"config error: {error}", file=sys.stderr)
         return 2
     from distar.callbacks import JsonlLogger, ProgressBar
-    from distar.train import Trainer
+    from distar.train import NonFiniteLossError, Trainer
 
     out = Path(config.train.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(config.to_yaml())
     trainer = Trainer(config, callbacks=[ProgressBar(), JsonlLogger(out)])
     if args.resume:
         try:
@@ -92,6 +90,11 @@ def main(argv: list[str] | None = None) -> int:
         except CorruptCheckpointError as error:
             print(f"checkpoint error: {error}", file=sys.stderr)
             return 2
-    final = trainer.train()
+    (out / "config.yaml").write_text(config.to_yaml())  # after the checkpoint proved readable
+    try:
+        final = trainer.train()
+    except NonFiniteLossError as error:
+        print(f"diverged: {error}", file=sys.stderr)
+        return 1
     print(json.dumps({"step": trainer.step, **final}, indent=1))
     return 0

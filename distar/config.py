@@ -225,10 +225,14 @@ class ResourcesConfig(Section):
     num_workers: int = 1
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
+    # how often Ray Train restarts a trial whose worker process or node died (from the trial's
+    # last checkpoint); a diverging trial is never restarted
+    max_failures: int = 3
 
     def validate(self) -> None:
         check_range("resources.num_workers", self.num_workers, 1, 4096)
-        check_range("resources.cpus_per_worker", self.cpus_per_worker, 0.0, low_open=True)
+        check_range("resources.cpus_per_worker", self.cpus_per_worker, 0.0, 1024.0, low_open=True)
+        check_range("resources.max_failures", self.max_failures, 0, 1000)
 
 
 @dataclass(frozen=True)

@@ -338,7 +338,7 @@ class Trainer:
             with self.stopwatch.phase("steps"):
                 metrics = self.train_step()
             if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                metrics = to_floats(metrics)
+                metrics = {f"train/{k}": v for k, v in to_floats(metrics).items()}
                 self.guard.check(metrics)
                 self._notify("on_step", self.step, metrics)
             if self._due(cfg.eval_every):

@@ -91,16 +91,34 @@ def main(argv: list[str] | None = None) -> int:
             )
         print(f"{len(trials)} trials")
         return 0
-    from analysis.report import DEFAULT_PAPER_CSV, build_report, load_runs, to_markdown
-    from distar.sweep.runner import log_sweep_report, run_sweep
+    from distar.sweep.runner import SWEEP_REFUSALS, run_sweep
+    from distar.sweep.tracking import TRACKING_ERRORS
 
     try:
         settings = SweepSettings.from_args(args)
-    except ConfigError as error:
-        print(f"config error: {error}", file=sys.stderr)
+        rows_out = run_sweep(trials, settings)
+    except SWEEP_REFUSALS as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
-    rows_out = run_sweep(trials, settings)
     failed = [r for r in rows_out if r["error"]]
+    for r in failed:
+        print(f"FAILED {r['key']}: {r['error']}", file=sys.stderr)
+    try:
+        report(args, settings, base, len(rows), len(trials))
+    except TRACKING_ERRORS as error:
+        print(f"report: the tracking store {settings.uri()} failed ({type(error).__name__}); "
+              "trial outputs are under --storage; run analysis.report once it is back",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    return 1 if failed else 0
+
+
+def report(args: argparse.Namespace, settings: SweepSettings, base: Config, n_rows: int,
+           n_trials: int) -> None:  # fmt: skip
+    """The Table-2 report (and Tables 1-3 on a text world), printed and on the parent run."""
+    from analysis.report import DEFAULT_PAPER_CSV, build_report, load_runs, to_markdown
+    from distar.sweep.runner import log_sweep_report
+
     runs = load_runs(settings.uri(), args.experiment, args.name)
     preset = world_preset(args.world)
     out = args.storage.resolve() / "report"
@@ -113,17 +131,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n## {name} (ours beside the paper's, PickScore as a cosine)\n\n{text}")
     sweep_params = {
         "sweep.world": args.world,
-        "sweep.rows": len(rows),
+        "sweep.rows": n_rows,
         "sweep.seeds": " ".join(map(str, args.seeds)),
         "sweep.huber_c": " ".join(map(str, args.huber_c or [])) or "-",
         "sweep.steps": base.train.steps,
-        "sweep.trials": len(trials),
+        "sweep.trials": n_trials,
     }
     log_sweep_report(settings, out, sweep_params)  # the parent run holds the report
     print(f"MLflow: mlflow ui --backend-store-uri {settings.uri()} --host 127.0.0.1")
-    for r in failed:
-        print(f"FAILED {r['key']}: {r['error']}", file=sys.stderr)
-    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -92,14 +92,19 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"objective: {objective}; {args.samples} samples, seed {args.seed}")
         return 0
-    from distar.sweep.runner import run_sweep
+    from distar.sweep.runner import SWEEP_REFUSALS, run_sweep
     from distar.sweep.search import search_space, search_tune_config
 
-    space = search_space(
-        base, args.seed, tuple(args.reward_range), tuple(args.cfg_range), tuple(args.huber_c_range)
-    )
+    ranges = (tuple(args.reward_range), tuple(args.cfg_range), tuple(args.huber_c_range))
+    space = search_space(base, args.seed, *ranges)
     tune_config = search_tune_config(args.samples, args.max_concurrent, args.seed, args.evals)
-    rows = run_sweep([], settings, tune_config, space, objective)
+    definition = {"base": base.to_flat(), "objective": objective, "ranges": ranges,
+                  "samples": args.samples, "seed": args.seed, "evals": args.evals}  # fmt: skip
+    try:
+        rows = run_sweep([], settings, tune_config, space, objective, definition)
+    except SWEEP_REFUSALS as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     rows.sort(key=lambda r: r.get("objective", float("-inf")), reverse=True)
     for r in rows:
         print(

@@ -11,3 +11,14 @@ def world_cache(tmp_path_factory):
     path = tmp_path_factory.mktemp("distar-cache")
     os.environ["DISTAR_CACHE"] = str(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def ray_address(world_cache):
+    import ray
+
+    import distar.sweep.runner  # noqa: F401  (sets Ray Train's report interval before init)
+
+    ray.init(num_cpus=4, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()

@@ -159,8 +159,8 @@ def test_di_star_steps_train_both_networks(world_cache, tmp_path, world_name, lo
     assert all(torch.isfinite(v).all() for v in after.values())
     lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     train = [d for d in lines if d["kind"] == "train"]
-    assert {"loss/divergence", "loss/reward", "reward"} <= train[-1].keys()
-    assert ("loss/cfg" in train[-1]) == (loss["loss.guidance"] == "out")
+    assert {"train/loss/divergence", "train/loss/reward", "train/reward"} <= train[-1].keys()
+    assert ("train/loss/cfg" in train[-1]) == (loss["loss.guidance"] == "out")
     assert set(final) == {"reward", "reward_std"}
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from sweeps_common import TINY, child_runs, run, tiny_trials
 
 from distar.config import Config
 from distar.sweep.grid import TABLE2, expand
@@ -27,20 +28,6 @@ BENCH_PROMPTS = (
     f"parti={ROOT.parent / 'shared/data/PartiPrompts.tsv'},"
     f"coco={ROOT.parent / 'shared/data/coco2014_val_30k_captions.txt'}"
 )
-TINY = {
-    "train.steps": 6,
-    "train.batch_size": 32,
-    "train.log_every": 3,
-    "eval.samples_per_prompt": 60,
-    "world.stage0_steps": 50,
-    "world.generator_width": 32,
-    "world.assistant_width": 32,
-    "world.depth": 2,
-}
-
-
-def tiny_trials(rows=(TABLE2[1],), seeds=(0, 1), **flat) -> list[TrialSpec]:
-    return expand(tuple(rows), Config().with_overrides({**TINY, **flat}), list(seeds))
 
 
 def test_trial_params_round_trip_through_tune_param_space():
@@ -146,29 +133,6 @@ def test_grid_translates_scales_and_validates_before_ray():
         expand(TABLE2, Config(), [0], [-1.0])
 
 
-@pytest.fixture(scope="session")
-def ray_address(world_cache):
-    import ray
-
-    import distar.sweep.runner  # noqa: F401  (sets Ray Train's report interval before init)
-
-    ray.init(num_cpus=4, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False)
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
-
-
-def run(trials, tmp_path, name="t", uri=None, resume=False):
-    from distar.sweep.runner import SweepSettings, run_sweep
-
-    return run_sweep(trials, SweepSettings(name, "exp", tmp_path, uri, 2, resume))
-
-
-def child_runs(uri: str, sweep: str) -> pd.DataFrame:
-    from analysis.report import load_runs
-
-    return load_runs(uri, "exp", sweep)
-
-
 def test_smoke_sweep_ray_to_mlflow_to_report(ray_address, tmp_path):
     from mlflow.tracking import MlflowClient
 
@@ -184,7 +148,7 @@ def test_smoke_sweep_ray_to_mlflow_to_report(ray_address, tmp_path):
     assert runs["params.loss.divergence"].eq("kl").all()
     client = MlflowClient(uri)
     run_id = runs["run_id"].iloc[0]
-    assert len(client.get_metric_history(run_id, "loss/generator")) == 2  # steps 3 and 6
+    assert len(client.get_metric_history(run_id, "train/loss/generator")) == 2  # steps 3 and 6
     names = {a.path for a in client.list_artifacts(run_id)}
     assert {"config.yaml", "metrics_table.json", "plots"} <= names
     local = client.download_artifacts(run_id, "metrics_table.json", str(tmp_path / "dl"))
@@ -370,65 +334,6 @@ def test_logging_through_a_real_mlflow_server(ray_address, tmp_path):
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
-
-
-def test_resume_after_interrupt_neither_reruns_nor_duplicates(ray_address, tmp_path):
-    args = [
-        sys.executable,
-        str(ROOT / "sweeps" / "ablation_grid.py"),
-        "--smoke-test",
-        "--seeds",
-        "0",
-        "--max-concurrent",
-        "1",
-        "--experiment",
-        "exp",
-        "--name",
-        "rs",
-        "--storage",
-        str(tmp_path),
-    ] + [f"--set={k}={v}" for k, v in TINY.items()]
-    env = {**os.environ, "RAY_ADDRESS": ray_address}
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    first = subprocess.Popen(
-        args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    try:
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            time.sleep(1)
-            # trials/ appears only after the sweep created its MLflow schema: polling earlier
-            # would race the schema creation of the SQLite store
-            if (tmp_path / "trials").exists() and len(finished(uri)) >= 1:
-                break
-    finally:
-        os.killpg(first.pid, signal.SIGKILL)  # interrupted, as by a crash
-        first.wait()
-    done_before = finished(uri)
-    assert len(done_before) == 1
-    jsonl = tmp_path / "trials" / done_before[0] / "metrics.jsonl"
-    lines_before = jsonl.read_text()
-    resumed = subprocess.run(
-        args + ["--resume"], env=env, capture_output=True, text=True, timeout=400
-    )
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    runs = child_runs(uri, "rs")
-    assert len(runs) == 2 and set(runs["status"]) == {"FINISHED"}
-    assert jsonl.read_text() == lines_before  # the finished trial did not train again
-
-
-def finished(uri: str) -> list[str]:
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name("exp")
-    if experiment is None:
-        return []
-    runs = client.search_runs(
-        [experiment.experiment_id],
-        "tags.`distar.final_step` != '' and attributes.status = 'FINISHED'",
-    )
-    return [r.data.tags["distar.trial"] for r in runs]
 
 
 def test_sweep_entry_point_dry_run_and_bad_values():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
@@ -54,5 +55,16 @@ class SweepConsole(Callback):
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self.running -= 1
         self.failed += 1
-        print(f"{self.progress()} FAILED {self.name(trial)}: {trial.error_file or ''}",
+        print(f"{self.progress()} FAILED {self.name(trial)}: {reason(trial.error_file)}",
               file=sys.stdout, flush=True)  # fmt: skip
+
+
+def reason(error_file: str | None) -> str:
+    """The error's own line from Tune's error file (the traceback stays in that file)."""
+    if not error_file or not Path(error_file).exists():
+        return "(no error file)"
+    lines = [line.strip() for line in Path(error_file).read_text().splitlines() if line.strip()]
+    for line in reversed(lines):
+        if "Error:" in line and not line.startswith("ray.exceptions"):
+            return f"{line[:300]} (traceback: {error_file})"
+    return f"{lines[-1][:300] if lines else ''} (traceback: {error_file})"

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from distar.config import ConfigError
 from distar.sweep.trial import DRIVER_CPUS, SweepContext, TrialSpec, trial_driver
 
 # Ray Train v2 hands reports to Tune once per controller health check (~2 s by default). Nothing
 # is dropped, but every trial waits on it: measured (benchmarks/ray_facts.py), 10 reports 0.2 s
 # apart took 43.1 s end to end with the default interval and 28.8 s with 0.1 s.
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
+TRIAL_RETRIES = 2
 
 
 @dataclass(frozen=True)
@@ -42,8 +46,6 @@ class SweepSettings:
     @classmethod
     def from_args(cls, args: Any) -> SweepSettings:
         """From the shared command-line flags of the sweep entry points (checked: ConfigError)."""
-        from distar.config import ConfigError
-
         if not 1 <= args.max_concurrent <= 10_000:
             raise ConfigError(f"--max-concurrent: got {args.max_concurrent}; allowed: 1 to 10000")
         return cls(
@@ -73,6 +75,10 @@ class SweepExistsError(RuntimeError):
     pass
 
 
+class TrackingStoreError(RuntimeError):
+    """The tracking store is unreachable or refuses writes: the sweep cannot record anything."""
+
+
 def start_ray(num_cpus: int | None) -> None:
     """Join a cluster if RAY_ADDRESS says so, else start a local Ray with its dashboard on
     127.0.0.1 (without the dashboard, trials stopped by a scheduler leak placement groups)."""
@@ -91,25 +97,95 @@ def start_ray(num_cpus: int | None) -> None:
         )
 
 
+# what refuses a sweep before it starts: one line to the user, exit 2, never a traceback
+SWEEP_REFUSALS = (ConfigError, SweepExistsError, TrackingStoreError)
+
+
+def check_tracking_server(uri: str, timeout: float = 5.0) -> None:
+    """A tracking server answers its health check within ``timeout`` (MLflow's own client would
+    retry for minutes first)."""
+    import requests
+
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        requests.get(f"{uri.rstrip('/')}/health", timeout=timeout).raise_for_status()
+    except requests.RequestException as error:
+        reason = type(error).__name__
+        raise TrackingStoreError(f"--tracking-uri {uri}: unreachable ({reason})") from None
+
+
 def parent_run(settings: SweepSettings) -> str:
-    """The sweep's parent MLflow run; a second sweep of the same name needs ``resume``."""
+    """The sweep's parent MLflow run; a second sweep of the same name needs ``resume``. Its
+    creation is the sweep's write probe: a store that refuses writes fails here, before Ray."""
     from mlflow.tracking import MlflowClient
 
     from distar.sweep import tracking
 
-    client = MlflowClient(settings.uri())
+    check_tracking_server(settings.uri())
     # a local store gets an explicit artifact root; a tracking server keeps (and proxies) its own
     local = settings.uri().startswith(("sqlite:", "file:"))
     artifact_root = settings.storage / "mlartifacts" if local else None
-    experiment_id = tracking.ensure_experiment(client, settings.experiment, artifact_root)
-    tags = parent_tags(settings)
-    run_id, created = tracking.find_or_create_run(client, experiment_id, tags, settings.name)
+    try:
+        client = MlflowClient(settings.uri())
+        experiment_id = tracking.ensure_experiment(client, settings.experiment, artifact_root)
+        run_id, created = tracking.find_or_create_run(
+            client, experiment_id, parent_tags(settings), settings.name
+        )
+    except tracking.TRACKING_ERRORS as error:
+        lines = [line for line in str(error).splitlines() if line.strip()] or [repr(error)]
+        raise TrackingStoreError(
+            f"--tracking-uri {settings.uri()}: cannot write ({lines[0][:200]})"
+        ) from None
     if not created and not settings.resume:
         raise SweepExistsError(
             f"sweep {settings.name!r} already has MLflow run {run_id} in experiment "
             f"{settings.experiment!r}; pass --resume to continue it or choose another --name"
         )
     return run_id
+
+
+def check_definition(settings: SweepSettings, definition: dict[str, Any], write: bool) -> None:
+    """What the sweep runs, in ``grids/<name>.json``: on ``--resume`` a different definition is
+    refused, naming what differs (Tune would silently resume the old one); ``write`` records it."""
+    path = settings.storage / "grids" / f"{settings.name}.json"
+    fresh = json.loads(json.dumps(definition, sort_keys=True, default=str))
+    if settings.resume and path.exists():
+        diff = describe_difference(json.loads(path.read_text()), fresh)
+        if diff:
+            raise ConfigError(
+                f"--resume: sweep {settings.name!r} was started with other settings ({diff}); "
+                "give the same flags, or another --name"
+            )
+    if write:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(fresh, indent=1, sort_keys=True))
+
+
+def describe_difference(old: dict[str, Any], new: dict[str, Any], shown: int = 3) -> str:
+    """``trials added: a, b; removed: c; changed: d (train.steps 600 -> 10)``, briefly."""
+
+    def listed(items: list[str], sep: str = ", ") -> str:
+        return sep.join(items[:shown]) + (" ..." if len(items) > shown else "")
+
+    parts = []
+    added, removed = sorted(new.keys() - old.keys()), sorted(old.keys() - new.keys())
+    for word, keys in (("added", added), ("removed", removed)):
+        if keys:
+            parts.append(f"{word}: {listed(keys)}")
+    changed = []
+    for key in sorted(old.keys() & new.keys()):
+        if old[key] != new[key]:
+            a, b = old[key], new[key]
+            if isinstance(a, dict) and isinstance(b, dict):
+                fields = [f for f in sorted(a.keys() | b.keys()) if a.get(f) != b.get(f)]
+                f = fields[0]
+                changed.append(f"{key} ({f} {a.get(f)} -> {b.get(f)})")
+            else:
+                changed.append(f"{key} ({a} -> {b})")
+    if changed:
+        parts.append(f"changed: {listed(changed, '; ')}")
+    return "; ".join(parts)
 
 
 def build_tuner(
@@ -141,6 +217,9 @@ def build_tuner(
         storage_path=str(path.parent),
         verbose=1 if settings.verbose else 0,
         callbacks=[SweepConsole(total, console_metrics(trials))],
+        # a trial whose driver died (its node was lost) runs again and finds its MLflow run and
+        # checkpoints; one that failed for good says so in failure.txt and is not retried
+        failure_config=tune.FailureConfig(max_failures=TRIAL_RETRIES),
     )
     return tune.Tuner(
         trainable, param_space=param_space, tune_config=tune_config, run_config=run_config
@@ -182,40 +261,76 @@ def log_sweep_report(settings: SweepSettings, report_dir: Path, params: dict[str
     client.log_artifacts(run_id, str(report_dir), "report")
 
 
+def open_sweep(settings: SweepSettings, definition: dict[str, Any]) -> str:
+    """Everything that can refuse the sweep, before Ray starts: the tracking server, the
+    definition on ``--resume``, the write probe of the parent run. Returns the parent run id."""
+    # the sweep's own MLflow calls: a dead server fails in seconds, not minutes of retries
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    check_tracking_server(settings.uri())
+    check_definition(settings, definition, write=False)
+    settings.storage.mkdir(parents=True, exist_ok=True)
+    parent = parent_run(settings)
+    check_definition(settings, definition, write=True)
+    if settings.resume:  # a failure other than divergence may have been fixed: retry it
+        from distar.sweep.trial import FAILURE_FILE
+
+        for failure in (settings.storage / "trials").glob(f"*/{FAILURE_FILE}"):
+            if not failure.read_text().startswith("diverged"):
+                failure.unlink()
+    return parent
+
+
 def run_sweep(
     trials: list[TrialSpec],
     settings: SweepSettings,
     tune_config: Any = None,
     space: Callable[[SweepContext], dict[str, Any]] | None = None,
     objective: dict[str, Any] | None = None,
+    definition: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Run every trial (or, with ``space``, whatever Tune samples from ``space(ctx)``); returns one
-    dict per Tune trial: its key, label, seed, error and last reported metrics."""
-    from mlflow.tracking import MlflowClient
+    dict per Tune trial: its key, label, seed, error and last reported metrics. ``definition``
+    (default: the trials' configs) is what a ``--resume`` must match."""
+    from distar.sweep.trial import safely
 
-    settings.storage.mkdir(parents=True, exist_ok=True)
     storage = settings.storage.resolve()
     settings = SweepSettings(**{**asdict(settings), "storage": storage})
-    parent = parent_run(settings)
+    if definition is None:
+        definition = {t.key: t.flat_config for t in trials}
+    parent = open_sweep(settings, definition)
     ctx = SweepContext(
         settings.name, settings.uri(), settings.experiment, str(storage), parent, objective
     )
     start_ray(settings.num_cpus)
     param_space = space(ctx) if space is not None else None
     results = build_tuner(trials, settings, ctx, tune_config, param_space).fit()
-    MlflowClient(settings.uri()).set_terminated(
-        parent, status="FAILED" if results.errors else "FINISHED"
-    )
-    rows = []
-    for result in results:
-        trial = (result.config or {}).get("trial", {})
-        rows.append(
-            {
-                "key": trial.get("key") or Path(result.path).name,
-                "label": trial.get("label"),
-                "seed": trial.get("seed"),
-                "error": repr(result.error) if result.error else "",
-                **(result.metrics or {}),
-            }
-        )
-    return rows
+    from mlflow.tracking import MlflowClient
+
+    status = "FAILED" if results.errors else "FINISHED"
+    safely(MlflowClient(settings.uri()).set_terminated, parent, status=status)
+    report_unlogged(storage)
+    return [result_row(result) for result in results]
+
+
+def result_row(result: Any) -> dict[str, Any]:
+    from distar.sweep.trial import one_line
+
+    trial = (result.config or {}).get("trial", {})
+    return {
+        "key": trial.get("key") or Path(result.path).name,
+        "label": trial.get("label"),
+        "seed": trial.get("seed"),
+        "error": one_line(result.error) if result.error else "",
+        **(result.metrics or {}),
+    }
+
+
+def report_unlogged(storage: Path) -> None:
+    """Name every trial whose values the tracking store refused (kept in its unlogged.jsonl)."""
+    from distar.sweep.tracking import UNLOGGED
+
+    for spool in sorted((storage / "trials").glob(f"*/{UNLOGGED}")):
+        count = len(spool.read_text().splitlines())
+        print(f"MLflow did not take {count} records of trial {spool.parent.name}; kept in {spool}",
+              file=sys.stderr)  # fmt: skip

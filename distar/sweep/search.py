@@ -41,7 +41,10 @@ def search_tune_config(num_samples: int, max_concurrent: int, seed: int, max_run
 
     searcher = OptunaSearch(seed=seed)
     scheduler = ASHAScheduler(
-        time_attr="training_iteration", max_t=max_rungs, grace_period=1, reduction_factor=2
+        time_attr="training_iteration",
+        max_t=max_rungs + 1,  # + the final result each trial driver reports itself
+        grace_period=1,
+        reduction_factor=2,
     )
     return tune.TuneConfig(
         metric="objective",

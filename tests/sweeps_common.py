@@ -1,0 +1,36 @@
+"""What the sweep tests share: tiny trials and running them through Ray into MLflow."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from distar.config import Config
+from distar.sweep.grid import TABLE2, expand
+from distar.sweep.trial import TrialSpec
+
+TINY = {
+    "train.steps": 6,
+    "train.batch_size": 32,
+    "train.log_every": 3,
+    "eval.samples_per_prompt": 60,
+    "world.stage0_steps": 50,
+    "world.generator_width": 32,
+    "world.assistant_width": 32,
+    "world.depth": 2,
+}
+
+
+def tiny_trials(rows=(TABLE2[1],), seeds=(0, 1), **flat) -> list[TrialSpec]:
+    return expand(tuple(rows), Config().with_overrides({**TINY, **flat}), list(seeds))
+
+
+def run(trials, tmp_path, name="t", uri=None, resume=False):
+    from distar.sweep.runner import SweepSettings, run_sweep
+
+    return run_sweep(trials, SweepSettings(name, "exp", tmp_path, uri, 2, resume))
+
+
+def child_runs(uri: str, sweep: str) -> pd.DataFrame:
+    from analysis.report import load_runs
+
+    return load_runs(uri, "exp", sweep)

@@ -1,0 +1,280 @@
+"""Sweeps survive injected faults: a worker process killed mid-trial, the sweep's driver killed,
+a diverging trial, a tracking store that is down, unreachable or refuses writes."""
+
+from __future__ import annotations
+
+import dataclasses
+import http.server
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from sweeps_common import TINY, child_runs, run, tiny_trials
+
+from distar.sweep.faults import inject
+from distar.sweep.grid import TABLE2
+
+ROOT = Path(__file__).resolve().parents[1]
+LONGER = {"train.steps": 12, "train.log_every": 2, "train.checkpoint_every": 4}
+
+
+def assert_no_step_logged_twice(uri: str, run_id: str) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    for key in client.get_run(run_id).data.metrics:
+        steps = [m.step for m in client.get_metric_history(run_id, key)]
+        assert len(steps) == len(set(steps)), (key, sorted(steps))
+
+
+def jsonl_records(trial_dir: Path) -> list[tuple[str, int]]:
+    lines = (trial_dir / "metrics.jsonl").read_text().splitlines()
+    return [(r["kind"], r["step"]) for r in map(json.loads, lines)]
+
+
+def test_a_killed_worker_restarts_from_its_checkpoint_and_ends_like_an_undisturbed_run(
+    ray_address, tmp_path
+):
+    """SIGKILL of the rank-0 worker at step 6 (checkpoint at 4): Ray Train restarts the worker
+    group by itself, it resumes at step 4, logs no step twice and ends on exactly the metrics of
+    the same trial run without the fault."""
+    (trial,) = tiny_trials(seeds=(0,), **LONGER)
+    twin = dataclasses.replace(trial, key=trial.key + "-undisturbed", label="undisturbed")
+    inject(tmp_path / "trials" / trial.key, step=6, action="kill")
+    rows = {r["key"]: r for r in run([trial, twin], tmp_path, name="kill")}
+    assert [r["error"] for r in rows.values()] == ["", ""]
+    trial_dir = tmp_path / "trials" / trial.key
+    assert (trial_dir / "inject_fault.fired").exists()  # the fault did fire
+    resumed = [json.loads(x) for x in (trial_dir / "timings.jsonl").read_text().splitlines()]
+    assert [r["resumed_at"] for r in resumed if "resumed_at" in r] == [4]
+    killed, undisturbed = rows[trial.key], rows[twin.key]
+    for metric in ("eval/reward", "eval/precision", "eval/mmd"):
+        assert killed[metric] == pytest.approx(undisturbed[metric], rel=1e-6, abs=1e-9)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    runs = child_runs(uri, "kill")
+    assert len(runs) == 2 and set(runs["status"]) == {"FINISHED"}
+    run_id = runs.loc[runs["tags.distar.trial"] == trial.key, "run_id"].item()
+    assert_no_step_logged_twice(uri, run_id)
+    records = jsonl_records(trial_dir)
+    assert len(records) == len(set(records)) and ("train", 12) in records
+
+
+def sweep_args(tmp_path: Path) -> list[str]:
+    flags = [f"--set={k}={v}" for k, v in {**TINY, **LONGER}.items()]
+    return [sys.executable, str(ROOT / "sweeps" / "ablation_grid.py"), "--smoke-test",
+            "--seeds", "0", "--max-concurrent", "1", "--experiment", "exp", "--name", "rs",
+            "--storage", str(tmp_path), *flags]  # fmt: skip
+
+
+def test_a_killed_sweep_driver_resumes_only_unfinished_trials_and_logs_no_step_twice(
+    ray_address, tmp_path
+):
+    """The sweep's process is SIGKILLed while its second trial hangs at step 6 (checkpoint at
+    4); ``--resume`` does not re-run the finished trial, continues the other from step 4, makes
+    no second MLflow run and logs no step twice."""
+    args = sweep_args(tmp_path)
+    dry = subprocess.run([*args, "--dry-run"], capture_output=True, text=True, check=True)
+    keys = [line.split()[0] for line in dry.stdout.splitlines()[:-1]]
+    assert len(keys) == 2
+    inject(tmp_path / "trials" / keys[1], step=6, action="hang")
+    env = {**os.environ, "RAY_ADDRESS": ray_address}
+    first = subprocess.Popen(
+        args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    fired = tmp_path / "trials" / keys[1] / "inject_fault.fired"
+    try:
+        deadline = time.time() + 300
+        while not fired.exists() and time.time() < deadline and first.poll() is None:
+            time.sleep(0.5)
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)  # the driver dies, as in a crash
+        first.wait()
+    assert fired.exists()
+    done_jsonl = (tmp_path / "trials" / keys[0] / "metrics.jsonl").read_text()
+    resumed = subprocess.run(
+        [*args, "--resume"], env=env, capture_output=True, text=True, timeout=400
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    runs = child_runs(uri, "rs")
+    assert len(runs) == 2 and set(runs["status"]) == {"FINISHED"}
+    assert (tmp_path / "trials" / keys[0] / "metrics.jsonl").read_text() == done_jsonl
+    for run_id in runs["run_id"]:
+        assert_no_step_logged_twice(uri, run_id)
+    records = jsonl_records(tmp_path / "trials" / keys[1])
+    assert len(records) == len(set(records)) and ("train", 12) in records
+
+
+def test_a_diverging_trial_fails_with_one_readable_line_and_the_others_finish(
+    ray_address, tmp_path, capsys
+):
+    from analysis.report import summarise
+
+    fine, diverging = tiny_trials(rows=(TABLE2[1], TABLE2[-1]), seeds=(0,))
+    diverging = dataclasses.replace(
+        diverging, flat_config={**diverging.flat_config, "loss.reward_scale": 1e38}
+    )
+    rows = {r["key"]: r for r in run([fine, diverging], tmp_path, name="nan")}
+    assert rows[fine.key]["error"] == ""
+    assert "diverged: step 0: generator" in rows[diverging.key]["error"]
+    console = capsys.readouterr().out
+    failed = [line for line in console.splitlines() if " FAILED " in line]
+    assert len(failed) == 1 and "diverged: step 0: generator" in failed[0]
+    runs = child_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "nan").set_index("tags.distar.trial")
+    assert runs.loc[diverging.key, "status"] == "FAILED"
+    assert runs.loc[diverging.key, "tags.distar.failure"].startswith("diverged: step 0: ")
+    assert "\n" not in runs.loc[diverging.key, "tags.distar.failure"]
+    assert runs.loc[fine.key, "status"] == "FINISHED"
+    table = summarise(runs.reset_index(), ("reward",)).set_index("label")
+    assert table.loc[TABLE2[-1].label, "seeds"] == 0
+    assert table.loc[TABLE2[-1].label, "failed"] == "1 of 1 seeds failed or unfinished"
+    assert table.loc[TABLE2[1].label, "seeds"] == 1
+
+
+# ---- the tracking store ------------------------------------------------------------------------
+class Outage:
+    """Wraps an MlflowClient: while ``down``, every call raises as a lost server would."""
+
+    def __init__(self, client) -> None:
+        self.client, self.down = client, False
+
+    def __getattr__(self, name):
+        from mlflow.exceptions import MlflowException
+
+        method = getattr(self.client, name)
+
+        def call(*args, **kwargs):
+            if self.down:
+                raise MlflowException("API request failed: connection refused")
+            return method(*args, **kwargs)
+
+        return call
+
+
+class Switch:
+    """A training callback that takes the store down at step ``off`` and back at ``on``."""
+
+    def __init__(self, outage: Outage, off: int, on: int | None) -> None:
+        self.outage, self.off, self.on = outage, off, on
+
+    def on_step(self, step, metrics) -> None:
+        self.outage.down = self.off <= step and (self.on is None or step < self.on)
+
+    def __getattr__(self, name):  # every other hook: nothing
+        return lambda *args, **kwargs: None
+
+
+@pytest.mark.parametrize("back_at", [8, None], ids=["store back mid-run", "store never back"])
+def test_a_lost_tracking_store_never_stops_training_and_nothing_is_lost(
+    world_cache, tmp_path, back_at, capsys
+):
+    from mlflow.tracking import MlflowClient
+
+    from distar.config import Config
+    from distar.sweep.runner import report_unlogged
+    from distar.sweep.tracking import UNLOGGED, MlflowLogger
+    from distar.train import Trainer
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_id = MlflowClient(uri).create_run(MlflowClient(uri).create_experiment("e")).info.run_id
+    out = tmp_path / "trial"
+    logger = MlflowLogger(uri, run_id, {"label": "x"}, out)
+    outage = Outage(logger.client)
+    logger.client = outage
+    config = Config().with_overrides(
+        {**TINY, "train.steps": 12, "train.log_every": 1, "train.out_dir": str(out)}
+    )
+    Trainer(config, callbacks=[Switch(outage, 3, back_at), logger]).train()  # trains through
+    outage.down = False
+    history = MlflowClient(uri).get_metric_history(run_id, "train/loss/generator")
+    steps = sorted(m.step for m in history)
+    if back_at is not None:  # retried when the store came back: all there, once each
+        assert steps == list(range(1, 13)) and not (out / UNLOGGED).exists()
+        return
+    assert steps == [1, 2]  # the rest is kept locally, every value, and the sweep says so
+    spool = [json.loads(x) for x in (out / UNLOGGED).read_text().splitlines()]
+    kept = sorted(r["step"] for r in spool if r.get("metric") == "train/loss/generator")
+    assert kept == list(range(3, 13))
+    assert any(r.get("call") == "set_tag" for r in spool)  # the final-step tag too
+    assert "logging failed" in capsys.readouterr().err
+    (tmp_path / "trials").mkdir()
+    (out).rename(tmp_path / "trials" / "trial")
+    report_unlogged(tmp_path)
+    assert f"records of trial trial; kept in {tmp_path / 'trials' / 'trial' / UNLOGGED}" in (
+        capsys.readouterr().err
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ReadOnlyServer(http.server.BaseHTTPRequestHandler):
+    """A tracking server that is up but refuses every write (403), as behind a read-only proxy."""
+
+    def do_GET(self):  # noqa: N802
+        self.send_response(200 if self.path == "/health" else 403)
+        self.end_headers()
+        self.wfile.write(b"OK" if self.path == "/health" else b"{}")
+
+    do_POST = do_GET  # noqa: N815
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def read_only_server():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ReadOnlyServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.mark.parametrize("store", ["unreachable", "read-only"])
+def test_a_dead_or_read_only_tracking_store_fails_fast_in_one_line(
+    store, read_only_server, tmp_path, capsys
+):
+    from test_bad_inputs import script
+
+    uri = f"http://127.0.0.1:{free_port()}" if store == "unreachable" else read_only_server
+    storage = tmp_path / "sweep"
+    start = time.monotonic()
+    code = script("ablation_grid")(
+        ["--smoke-test", "--tracking-uri", uri, "--storage", str(storage)]
+    )
+    seconds = time.monotonic() - start
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and seconds < 12, (code, seconds)
+    expected = "unreachable" if store == "unreachable" else "cannot write"
+    assert f"--tracking-uri {uri}: {expected}" in err and len(err.splitlines()) == 1, err
+    assert "Traceback" not in err
+    assert not (storage / "tune").exists() and not (storage / "trials").exists()
+
+
+def test_resume_with_a_different_grid_says_what_differs(tmp_path, capsys):
+    from test_bad_inputs import script
+
+    from distar.sweep.runner import SweepSettings, check_definition
+
+    grid = script("ablation_grid")
+    settings = SweepSettings("table2", "distar-table2", tmp_path)
+    assert grid(["--smoke-test", "--dry-run"]) == 0
+    keys = [line.split()[0] for line in capsys.readouterr().out.splitlines()[:-1]]
+    recorded = {key: {"train.steps": 10} for key in keys}
+    check_definition(settings, recorded, write=True)  # as the first run recorded it
+    code = grid(["--smoke-test", "--seeds", "0", "1", "2", "--resume", "--storage", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "--resume: sweep 'table2' was started with other settings (added: " in err
+    assert "-s2" in err and "changed: " in err
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "tune").exists()
