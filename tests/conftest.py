@@ -19,6 +19,7 @@ def ray_address(world_cache):
 
     import distar.sweep.runner  # noqa: F401  (sets Ray Train's report interval before init)
 
-    ray.init(num_cpus=4, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=False)
+    ray.init(address="local", num_cpus=4, include_dashboard=True, dashboard_host="127.0.0.1",
+             log_to_driver=False)  # fmt: skip
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()

@@ -6,6 +6,7 @@ feature statistics. COCO-30k on N GPUs takes ~1/N of one."""
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -51,7 +52,8 @@ def evaluate_on_ray(
     from distar.evaluation.runner import benchmark_prompts, build_metrics, metric_options
 
     if not ray.is_initialized():
-        ray.init(log_to_driver=False)  # RAY_ADDRESS joins a cluster; else a local Ray
+        # RAY_ADDRESS joins a cluster; else a fresh local Ray
+        ray.init(address=None if os.environ.get("RAY_ADDRESS") else "local", log_to_driver=False)
     n = request["ray_workers"]
     gpu = 1 if request["device"].startswith("cuda") else 0
     actor = ray.remote(num_cpus=1, num_gpus=gpu)(EvalWorker)

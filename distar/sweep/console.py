@@ -52,6 +52,11 @@ class SweepConsole(Callback):
         print(f"{self.progress()} finished {self.name(trial)}: {', '.join(shown)}",
               file=sys.stdout, flush=True)  # fmt: skip
 
+    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        self.running -= 1  # it starts again (on_trial_start)
+        print(f"{self.progress()} retrying {self.name(trial)}: {reason(trial.error_file)}",
+              file=sys.stdout, flush=True)  # fmt: skip
+
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self.running -= 1
         self.failed += 1

@@ -90,6 +90,7 @@ def start_ray(num_cpus: int | None) -> None:
         ray.init(log_to_driver=False)
     else:
         ray.init(
+            address="local",  # a fresh local Ray, never one a `ray start` left on this machine
             num_cpus=num_cpus,
             include_dashboard=True,
             dashboard_host="127.0.0.1",

@@ -179,10 +179,12 @@ def trial_driver(params: dict[str, Any]) -> None:
         if (out_dir / FAILURE_FILE).exists():
             raise TrialFailedError((out_dir / FAILURE_FILE).read_text().strip())
     except BaseException as error:
+        from ray.train import TrainingFailedError
+
         reason = str(error) if isinstance(error, TrialFailedError) else one_line(error)
-        if isinstance(error, Exception) and not (out_dir / FAILURE_FILE).exists():
-            # Ray Train gave up after resources.max_failures restarts: a Tune retry of this
-            # trial (after its node died) would only repeat that
+        if isinstance(error, TrainingFailedError) and not (out_dir / FAILURE_FILE).exists():
+            # Ray Train gave up after resources.max_failures restarts: a Tune retry would only
+            # repeat that. Anything else (the controller's node died) is worth a retry.
             (out_dir / FAILURE_FILE).write_text(reason + "\n")
         safely(client.set_tag, run_id, FAILURE_TAG, reason)
         safely(client.set_terminated, run_id, status="FAILED")

@@ -1,0 +1,151 @@
+"""A real two-node Ray cluster on this machine (``ray start --head`` plus ``ray start
+--address=...``, each with declared CPUs), the smoke sweep submitted as a Ray job, and the second
+node killed while one of its trials trains: the sweep still finishes and its report is complete."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from sweeps_common import TINY
+
+ROOT = Path(__file__).resolve().parents[1]
+# dead nodes are noticed in seconds, not Ray's default ~30 s
+FAST_HEALTH = {
+    "RAY_health_check_initial_delay_ms": "1000",
+    "RAY_health_check_period_ms": "1000",
+    "RAY_health_check_timeout_ms": "1000",
+    "RAY_health_check_failure_threshold": "3",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_node(args: list[str], env: dict[str, str]) -> subprocess.Popen:
+    ports = ["--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
+             "--dashboard-agent-grpc-port", "--runtime-env-agent-port",
+             "--metrics-export-port"]  # fmt: skip
+    argv = ["ray", "start", "--block", "--disable-usage-stats", *args]
+    for flag in ports:
+        argv += [flag, str(free_port())]
+    return subprocess.Popen(
+        argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+
+
+def node_pids(node: subprocess.Popen) -> set[int]:
+    try:
+        return {p.pid for p in psutil.Process(node.pid).children(recursive=True)}
+    except psutil.NoSuchProcess:
+        return set()
+
+
+def training_pids(storage: Path) -> set[int]:
+    """Worker processes that started a trial and have not finished it."""
+    from distar import timing
+
+    pids = set()
+    for trial in (storage / "trials").glob("*"):
+        marks, _ = timing.read(trial)
+        if "worker_start" in marks and "worker_end" not in marks:
+            lines = (trial / timing.FILE).read_text().splitlines()
+            starts = [json.loads(x) for x in lines if '"worker_start"' in x]
+            pids.add(starts[-1]["pid"])
+    return pids
+
+
+def cluster_state(port: int, env: dict[str, str]) -> str:
+    """Placement groups and live actors, for a sweep that did not finish."""
+    out = ""
+    for what in ("placement-groups", "actors"):
+        listed = subprocess.run(["ray", "list", what, "--address", f"127.0.0.1:{port}"],
+                                capture_output=True, text=True, timeout=60, env=env)  # fmt: skip
+        out += f"\n--- ray list {what}\n{listed.stdout[-3000:]}"
+    return out
+
+
+@pytest.fixture
+def two_nodes(world_cache):
+    # the cluster's own token (Ray's token auth stays on), for its nodes and the job client;
+    # never in this process's environment, where Ray would keep it for the other tests' Ray
+    token = secrets.token_hex(32)
+    env = {**os.environ, **FAST_HEALTH, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+    env.pop("RAY_ADDRESS", None)
+    port, dashboard = free_port(), free_port()
+    # 3 CPUs: room for the sweep after the second node is gone. With 2, one run in five hung
+    # (not yet explained; a 1-CPU placement group moved from the dead node is the suspect;
+    # cluster_state() prints them if it happens again).
+    head = start_node(["--head", "--port", str(port), "--num-cpus", "3",
+                       "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
+                       "--ray-client-server-port", str(free_port())], env)  # fmt: skip
+    url = f"http://127.0.0.1:{dashboard}"
+    from ray.job_submission import JobSubmissionClient
+
+    deadline = time.time() + 120
+    client = None
+    while client is None and time.time() < deadline:
+        try:
+            client = JobSubmissionClient(url, headers={"authorization": f"Bearer {token}"})
+        except ConnectionError:
+            time.sleep(1)
+    assert client is not None, "the head node's dashboard never came up"
+    second = start_node(["--address", f"127.0.0.1:{port}", "--num-cpus", "2"], env)
+    try:
+        yield client, second, port, env
+    finally:
+        for node in (second, head):
+            if node.poll() is None:
+                os.killpg(node.pid, signal.SIGTERM)  # `ray start --block` stops its node
+                try:
+                    node.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    pass
+            try:
+                os.killpg(node.pid, signal.SIGKILL)  # and nothing of it outlives the test
+            except ProcessLookupError:
+                pass
+
+
+def test_the_smoke_sweep_survives_losing_a_node(two_nodes, tmp_path):
+    from analysis.report import load_runs, summarise
+    from distar.config import world_preset
+
+    client, second, port, env = two_nodes
+    storage = tmp_path / "sweep"
+    flags = [f"--set={k}={v}" for k, v in {**TINY, "train.steps": 400, "train.log_every": 20,
+                                           "train.checkpoint_every": 40}.items()]  # fmt: skip
+    entrypoint = " ".join([sys.executable, str(ROOT / "sweeps" / "ablation_grid.py"),
+                           "--smoke-test", "--storage", str(storage), *flags])  # fmt: skip
+    job = client.submit_job(entrypoint=entrypoint)
+    killed = set()
+    deadline = time.time() + 360
+    while time.time() < deadline:
+        status = client.get_job_status(job)
+        if status.is_terminal():
+            break
+        on_second = training_pids(storage) & node_pids(second) if not killed else set()
+        if on_second:  # a trial is training on the second node: lose that node
+            killed = on_second
+            os.killpg(second.pid, signal.SIGKILL)
+        time.sleep(0.2)
+    logs = client.get_job_logs(job)
+    assert status.value == "SUCCEEDED", logs[-3000:] + cluster_state(port, env)
+    assert killed, "no trial ran on the second node before the sweep ended"
+    runs = load_runs(f"sqlite:///{storage / 'mlflow.db'}", "distar-table2", "table2")
+    assert len(runs) == 4 and set(runs["status"]) == {"FINISHED"}  # no duplicate, none lost
+    report = summarise(runs, world_preset("gmm").metrics)
+    assert list(report["seeds"]) == [2, 2] and not report["failed"].any()
+    assert "| KL, no CFG | 2 |" in logs  # the printed report is complete
