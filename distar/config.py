@@ -159,13 +159,13 @@ class TrainConfig(Section):
     generator_chunk: int = 0
 
     def validate(self) -> None:
-        check_range("train.steps", self.steps, 0)
-        check_range("train.batch_size", self.batch_size, 1)
+        check_range("train.steps", self.steps, 0, 10**9)  # sane upper bounds: typos, not runs
+        check_range("train.batch_size", self.batch_size, 1, 1 << 20)
         check_range("train.seed", self.seed, 0, 2**63 - 1)
         check_choice("train.device", self.device, DEVICES)
-        check_range("train.log_every", self.log_every, 1)
-        check_range("train.eval_every", self.eval_every, 0)
-        check_range("train.checkpoint_every", self.checkpoint_every, 0)
+        check_range("train.log_every", self.log_every, 1, 10**9)
+        check_range("train.eval_every", self.eval_every, 0, 10**9)
+        check_range("train.checkpoint_every", self.checkpoint_every, 0, 10**9)
         check_choice("train.init", self.init, ("random", "stage0"))
         check_range("train.generator_chunk", self.generator_chunk, 0, 1 << 20)
 

@@ -151,7 +151,12 @@ def check_definition(settings: SweepSettings, definition: dict[str, Any], write:
     refused, naming what differs (Tune would silently resume the old one); ``write`` records it."""
     path = settings.storage / "grids" / f"{settings.name}.json"
     fresh = json.loads(json.dumps(definition, sort_keys=True, default=str))
-    if settings.resume and path.exists():
+    if settings.resume and not path.exists():
+        raise ConfigError(
+            f"--resume: no sweep {settings.name!r} to resume under {settings.storage}; "
+            "run it without --resume, or give its --storage and --name"
+        )
+    if settings.resume:
         diff = describe_difference(json.loads(path.read_text()), fresh)
         if diff:
             raise ConfigError(
