@@ -68,7 +68,11 @@ def base_config(args: argparse.Namespace) -> Config:
     if args.smoke_test:
         flat.update({**world_preset(args.world).smoke, **SMOKE})
     flat.update(parse_override(o) for o in args.overrides)
-    return Config.for_world(args.world, flat)
+    config = Config.for_world(args.world, flat)
+    if not config.world.text_to_image and "train.eval_every" not in flat:
+        # eval metrics as curves (4 points), not one dot at the end; cheap on the embedded world
+        config = config.with_overrides({"train.eval_every": max(1, config.train.steps // 4)})
+    return config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,7 +142,21 @@ def report(args: argparse.Namespace, settings: SweepSettings, base: Config, n_ro
         "sweep.trials": n_trials,
     }
     log_sweep_report(settings, out, sweep_params)  # the parent run holds the report
-    print(f"MLflow: mlflow ui --backend-store-uri {settings.uri()} --host 127.0.0.1")
+    print_ui_hint(settings)
+
+
+def print_ui_hint(settings: SweepSettings) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from distar.sweep.tracking import mlflow_ui_url
+
+    uri = settings.uri()
+    experiment = MlflowClient(uri).get_experiment_by_name(settings.experiment)
+    if uri.startswith("http"):
+        print(f"MLflow: {mlflow_ui_url(uri, experiment.experiment_id)}")
+        return
+    print(f"MLflow: mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000, then open "
+          f"{mlflow_ui_url('http://127.0.0.1:5000', experiment.experiment_id)}")  # fmt: skip
 
 
 if __name__ == "__main__":

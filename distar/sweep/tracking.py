@@ -29,6 +29,7 @@ LABEL_TAG = "distar.label"
 FINAL_STEP_TAG = "distar.final_step"
 PARENT_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 BATCH = 100  # MLflow accepts at most 100 params / 1000 metrics per log_batch
 UNLOGGED = "unlogged.jsonl"  # what the tracking store refused, beside a run's outputs
 # what a tracking store that is down, read-only or unreachable raises through MlflowClient
@@ -40,6 +41,12 @@ def default_tracking_uri(root: Path) -> str:
     return f"sqlite:///{(root / 'mlflow.db').resolve()}"
 
 
+def mlflow_ui_url(server: str, experiment_id: str) -> str:
+    """The experiment's runs table in MLflow's UI. MLflow 3 opens every experiment on the GenAI
+    overview unless the browser chose "Model training" before; the link chooses it."""
+    return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
 def ensure_experiment(client: MlflowClient, name: str, artifact_root: Path | None) -> str:
     """The experiment's id, creating it with an explicit artifact location if it is new
     (otherwise artifacts would land in whatever directory each Ray worker runs in)."""
@@ -49,7 +56,10 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_root: Path | Non
     location = None
     if artifact_root is not None:
         location = (artifact_root / name).resolve().as_uri()
-    return client.create_experiment(name, artifact_location=location)
+    # a training experiment: MLflow's UI opens it on the runs table, not the GenAI overview
+    return client.create_experiment(
+        name, location, tags={EXPERIMENT_KIND_TAG: "custom_model_development"}
+    )
 
 
 def find_run(client: MlflowClient, experiment_id: str, tags: dict[str, str]) -> str | None:
