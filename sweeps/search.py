@@ -1,8 +1,11 @@
-"""Search DI* settings: Optuna over reward scale, CFG scale, pseudo-Huber c and guidance mode,
-ASHA early stopping, every trial a TorchTrainer tracked in MLflow.
+"""Search DI* settings: Optuna over the paper's alpha_rew and alpha_cfg (the grid's units,
+translated per world), pseudo-Huber c and guidance mode; ASHA early stopping; every trial a
+TorchTrainer tracked in MLflow.
 
-The objective maximises a metric while a floor holds on another, e.g. the default:
-maximise reward with precision >= 0.9 (a shortfall costs --penalty per unit).
+Optuna searches two objectives at once (the world preset's: reward and a fidelity metric,
+precision on the embedded world) and the run ends with their Pareto front. ASHA stops trials on
+one scalar: the first metric while a floor holds on the second (a shortfall below --floor costs
+--penalty per unit).
 
     python sweeps/search.py --samples 12 --steps 600
     python sweeps/search.py --dry-run
@@ -30,8 +33,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--evals", type=int, default=4, help="evaluations per trial = ASHA rungs")
     p.add_argument("--seed", type=int, default=0, help="seeds the searcher and every trial")
-    p.add_argument("--reward-range", type=float, nargs=2, default=[0.01, 3.0])
-    p.add_argument("--cfg-range", type=float, nargs=2, default=[0.0, 1.5])
+    p.add_argument(
+        "--alpha-rew-range",
+        type=float,
+        nargs=2,
+        default=[1.0, 300.0],
+        help="the paper's alpha_rew (log-uniform); Table 2 uses 1 to 100",
+    )
+    p.add_argument(
+        "--alpha-cfg-range",
+        type=float,
+        nargs=2,
+        default=[0.0, 11.25],
+        help="the paper's alpha_cfg (uniform); Table 2 uses 0 to 7.5",
+    )
     p.add_argument("--huber-c-range", type=float, nargs=2, default=[0.01, 1.0])
     p.add_argument("--metric", help="maximised eval metric (default: the world preset's)")
     p.add_argument("--floor-metric", help="metric held above --floor (default: the preset's)")
@@ -51,7 +66,7 @@ def check_flags(args: argparse.Namespace) -> None:
             raise ConfigError(f"--{flag}: got {value}; allowed: 1 to {high}")
     if args.evals > args.steps:
         raise ConfigError(f"--evals: got {args.evals}; allowed: at most --steps ({args.steps})")
-    for flag in ("reward_range", "cfg_range", "huber_c_range"):
+    for flag in ("alpha_rew_range", "alpha_cfg_range", "huber_c_range"):
         low, high = getattr(args, flag)
         if not (math.isfinite(low) and math.isfinite(high) and 0 <= low < high):
             name = "--" + flag.replace("_", "-")
@@ -86,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print(base.to_yaml(), end="")
         print(
-            f"search: loss.reward_scale ~ loguniform{tuple(args.reward_range)}, "
-            f"loss.cfg_scale ~ uniform{tuple(args.cfg_range)}, "
+            f"search (paper units): alpha_rew ~ loguniform{tuple(args.alpha_rew_range)}, "
+            f"alpha_cfg ~ uniform{tuple(args.alpha_cfg_range)}, "
             f"loss.huber_c ~ loguniform{tuple(args.huber_c_range)}, loss.guidance in (in, out)"
         )
         print(f"objective: {objective}; {args.samples} samples, seed {args.seed}")
@@ -95,9 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     from distar.sweep.runner import SWEEP_REFUSALS, run_sweep
     from distar.sweep.search import search_space, search_tune_config
 
-    ranges = (tuple(args.reward_range), tuple(args.cfg_range), tuple(args.huber_c_range))
+    ranges = (tuple(args.alpha_rew_range), tuple(args.alpha_cfg_range), tuple(args.huber_c_range))
     space = search_space(base, args.seed, *ranges)
-    tune_config = search_tune_config(args.samples, args.max_concurrent, args.seed, args.evals)
+    pair = (objective["metric"], objective["floor_metric"])
+    tune_config = search_tune_config(args.samples, args.max_concurrent, args.seed, args.evals, pair)
     definition = {"base": base.to_flat(), "objective": objective, "ranges": ranges,
                   "samples": args.samples, "seed": args.seed, "evals": args.evals}  # fmt: skip
     try:
@@ -105,14 +121,27 @@ def main(argv: list[str] | None = None) -> int:
     except SWEEP_REFUSALS as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    rows.sort(key=lambda r: r.get("objective", float("-inf")), reverse=True)
-    for r in rows:
-        print(
-            f"{r['key']}: objective {r.get('objective', float('nan')):.4f} "
-            f"reward {r.get('eval/reward', float('nan')):.4f} "
-            f"precision {r.get('eval/precision', float('nan')):.4f} {r['error']}"
-        )
+    print_results(rows, pair)
     return 1 if any(r["error"] for r in rows) else 0
+
+
+def print_results(rows: list[dict], pair: tuple[str, str]) -> None:
+    """Every trial by the scalar objective, then the Pareto front of the two searched metrics."""
+    from distar.sweep.search import pareto_front
+
+    def line(r: dict) -> str:
+        shown = " ".join(f"{m} {r.get(f'eval/{m}', float('nan')):.4f}" for m in pair)
+        nan = float("nan")
+        return (f"{r['key']}: alpha_rew {r.get('paper/alpha_rew', nan):.4g} "
+                f"alpha_cfg {r.get('paper/alpha_cfg', nan):.4g} "
+                f"objective {r.get('objective', nan):.4f} {shown} {r['error']}")  # fmt: skip
+
+    rows = sorted(rows, key=lambda r: r.get("objective", float("-inf")), reverse=True)
+    for r in rows:
+        print(line(r))
+    print(f"\nPareto front ({pair[0]} vs {pair[1]}):")
+    for r in pareto_front(rows, pair):
+        print("  " + line(r))
 
 
 if __name__ == "__main__":

@@ -359,22 +359,51 @@ def test_sweep_entry_point_dry_run_and_bad_values():
     assert asdict(TABLE2[0])["trains"] is False
 
 
-def test_optuna_asha_search_proposes_valid_trials(ray_address, tmp_path):
+def test_optuna_asha_search_in_paper_units_maps_a_pareto_front(ray_address, tmp_path):
     from distar.sweep.runner import SweepSettings, run_sweep
-    from distar.sweep.search import search_space, search_tune_config
+    from distar.sweep.search import pareto_front, search_space, search_tune_config
 
     base = Config().with_overrides({**TINY, "train.eval_every": 3, "eval.plot": False})
-    space = search_space(base, 7, (0.01, 3.0), (0.0, 1.5), (0.01, 1.0))
+    space = search_space(base, 7, (1.0, 300.0), (0.0, 11.25), (0.01, 1.0))
     objective = {"metric": "reward", "floor_metric": "precision", "floor": 0.9, "penalty": 10.0}
     settings = SweepSettings("search", "exp", tmp_path, None, 2, False)
-    rows = run_sweep([], settings, search_tune_config(3, 2, 7, 2), space, objective)
+    pair = ("reward", "precision")
+    rows = run_sweep([], settings, search_tune_config(3, 2, 7, 2, pair), space, objective)
     assert len(rows) == 3 and all(r["error"] == "" for r in rows)
     for r in rows:
         expected = r["eval/reward"] - 10.0 * max(0.0, 0.9 - r["eval/precision"])
         assert r["objective"] == pytest.approx(expected)
-    runs = child_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "search")
-    assert len(runs) == 3 and runs["params.loss.reward_scale"].nunique() == 3
-    assert set(runs["params.loss.guidance"]) <= {"in", "out"}
+        assert 1.0 <= r["paper/alpha_rew"] <= 300.0 and 0.0 <= r["paper/alpha_cfg"] <= 11.25
+    runs = child_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "search").set_index(
+        "tags.distar.trial"
+    )
+    assert len(runs) == 3 and set(runs["params.loss.guidance"]) <= {"in", "out"}
+    for r in rows:  # drawn in the paper's units, trained in the world's (gmm: x 0.01, x 1/7.5)
+        run = runs.loc[r["key"]]
+        assert float(run["params.loss.reward_scale"]) == pytest.approx(0.01 * r["paper/alpha_rew"])
+        assert float(run["params.loss.cfg_scale"]) == pytest.approx(r["paper/alpha_cfg"] / 7.5)
+        assert float(run["tags.distar.paper_alpha_rew"]) == pytest.approx(
+            r["paper/alpha_rew"], 1e-5
+        )
+    front = pareto_front(rows, pair)
+    assert front and all(
+        not (q["eval/reward"] > p["eval/reward"] and q["eval/precision"] > p["eval/precision"])
+        for p in front
+        for q in rows
+    )
+
+
+def test_pareto_front_keeps_exactly_the_undominated():
+    from distar.sweep.search import pareto_front
+
+    rows = [
+        {"key": k, "error": "", "eval/reward": r, "eval/mmd": m}
+        for k, r, m in (("a", 1, 0.5), ("b", 2, 0.9), ("c", 0.5, 0.6), ("d", 2, 0.4))
+    ]
+    rows.append({"key": "failed", "error": "x", "eval/reward": 9, "eval/mmd": 0.0})
+    assert [r["key"] for r in pareto_front(rows, ("reward", "mmd"))] == ["d"]  # mmd: lower wins
+    rows[3]["eval/mmd"] = 1.0
+    assert [r["key"] for r in pareto_front(rows, ("reward", "mmd"))] == ["b", "a"]
 
 
 def test_paper_tables_1_to_3_from_runs_in_the_papers_units(tmp_path):

@@ -47,13 +47,20 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
-def row_overrides(row: AblationRow, world: str) -> dict[str, object]:
+def paper_to_world(alpha_rew: float, alpha_cfg: float, world: str) -> dict[str, float]:
+    """The paper's (alpha_rew, alpha_cfg) in a world's own units (its preset's factors)."""
     reward_factor, cfg_factor = world_preset(world).paper_scales
+    return {
+        "loss.reward_scale": alpha_rew * reward_factor,
+        "loss.cfg_scale": alpha_cfg * cfg_factor,
+    }
+
+
+def row_overrides(row: AblationRow, world: str) -> dict[str, object]:
     flat: dict[str, object] = {
         "loss.divergence": row.divergence,
         "loss.guidance": row.guidance,
-        "loss.reward_scale": row.reward_scale * reward_factor,
-        "loss.cfg_scale": row.cfg_scale * cfg_factor,
+        **paper_to_world(row.reward_scale, row.cfg_scale, world),
     }
     if not row.trains:
         flat["train.steps"] = 0

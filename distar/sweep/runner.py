@@ -323,11 +323,14 @@ def result_row(result: Any) -> dict[str, Any]:
     from distar.sweep.trial import one_line
 
     trial = (result.config or {}).get("trial", {})
+    metrics = result.metrics or {}
+    searched = f"{trial.get('label')}-{metrics['trial_id']}" if "trial_id" in metrics else None
     return {
-        "key": trial.get("key") or Path(result.path).name,
+        "key": trial.get("key") or searched or Path(result.path).name,  # as the trial driver's
         "label": trial.get("label"),
         "seed": trial.get("seed"),
         "error": one_line(result.error) if result.error else "",
+        **{f"paper/{k}": v for k, v in trial.get("paper", {}).items()},
         **(result.metrics or {}),
     }
 

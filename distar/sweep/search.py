@@ -9,49 +9,75 @@ from typing import Any
 from distar.config import Config
 from distar.sweep.trial import SweepContext, TrialSpec
 
+LOWER_IS_BETTER = frozenset({"mmd", "frechet", "fid"})  # every other metric: higher is better
+
 
 def search_space(
     base: Config,
     seed: int,
-    reward: tuple[float, float],
-    cfg: tuple[float, float],
+    alpha_rew: tuple[float, float],
+    alpha_cfg: tuple[float, float],
     huber_c: tuple[float, float],
 ):
-    """``space(ctx)`` for :func:`distar.sweep.runner.run_sweep`: the base config with four
-    searched leaves; Tune samples them, the driver validates the result as a Config."""
+    """``space(ctx)`` for :func:`distar.sweep.runner.run_sweep`: the base config with the
+    searched leaves. Reward and CFG scales are drawn in the paper's units (alpha_rew, alpha_cfg,
+    as the grid's rows) and translated per world by :meth:`TrialSpec.config`."""
     from ray import tune
 
     flat: dict[str, Any] = {**base.to_flat(), "train.seed": seed}
-    flat["loss.reward_scale"] = tune.loguniform(*reward)
-    flat["loss.cfg_scale"] = tune.uniform(*cfg)
     flat["loss.huber_c"] = tune.loguniform(*huber_c)
     flat["loss.guidance"] = tune.choice(["in", "out"])
+    paper = {"alpha_rew": tune.loguniform(*alpha_rew), "alpha_cfg": tune.uniform(*alpha_cfg)}
 
     def space(ctx: SweepContext) -> dict[str, Any]:
-        return {"trial": asdict(TrialSpec("", "search", seed, flat)), "sweep": asdict(ctx)}
+        spec = TrialSpec("", "search", seed, flat, paper=paper)
+        return {"trial": asdict(spec), "sweep": asdict(ctx)}
 
     return space
 
 
-def search_tune_config(num_samples: int, max_concurrent: int, seed: int, max_rungs: int):
-    """Seeded Optuna TPE sampler + ASHA on the reported ``objective`` (one report per eval)."""
+def search_tune_config(
+    num_samples: int, max_concurrent: int, seed: int, max_rungs: int, objectives: tuple[str, str]
+):
+    """Multi-objective Optuna (its TPE sampler, seeded) over two eval metrics, e.g. reward and
+    a fidelity metric, so the search maps their Pareto front; ASHA stops weak trials on the
+    scalar ``objective`` (the first metric with a floor on the second), one rung per eval."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    searcher = OptunaSearch(seed=seed)
+    modes = ["min" if m in LOWER_IS_BETTER else "max" for m in objectives]
+    searcher = OptunaSearch(metric=[f"eval/{m}" for m in objectives], mode=modes, seed=seed)
     scheduler = ASHAScheduler(
+        metric="objective",
+        mode="max",
         time_attr="training_iteration",
         max_t=max_rungs + 1,  # + the final result each trial driver reports itself
         grace_period=1,
         reduction_factor=2,
     )
     return tune.TuneConfig(
-        metric="objective",
-        mode="max",
         search_alg=searcher,
         scheduler=scheduler,
         num_samples=num_samples,
         max_concurrent_trials=max_concurrent,
         reuse_actors=True,  # as the grid: the trial driver's process serves the next trial
     )
+
+
+def pareto_front(rows: list[dict[str, Any]], objectives: tuple[str, str]) -> list[dict[str, Any]]:
+    """The finished trials no other finished trial beats on both metrics (directions as the
+    searcher's), best first on the first metric."""
+    sign = [(-1.0 if m in LOWER_IS_BETTER else 1.0) for m in objectives]
+    keys = [f"eval/{m}" for m in objectives]
+    done = [r for r in rows if not r["error"] and all(k in r for k in keys)]
+
+    def score(r):
+        return [s * float(r[k]) for s, k in zip(sign, keys, strict=True)]
+
+    front = [
+        r for r in done
+        if not any(all(o >= m for o, m in zip(score(q), score(r), strict=True))
+                   and score(q) != score(r) for q in done)
+    ]  # fmt: skip
+    return sorted(front, key=lambda r: -score(r)[0])

@@ -47,6 +47,9 @@ class TrialSpec:
     seed: int
     flat_config: dict[str, Any]
     tags: dict[str, str] = dataclasses.field(default_factory=dict)  # e.g. the paper's scales
+    # a searcher's draw in the paper's units ({"alpha_rew": .., "alpha_cfg": ..}), translated
+    # into the world's loss.reward_scale / loss.cfg_scale by config()
+    paper: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def to_params(self, sweep: SweepContext) -> dict[str, Any]:
         return {"trial": asdict(self), "sweep": asdict(sweep)}
@@ -56,8 +59,18 @@ class TrialSpec:
         return cls(**params["trial"]), SweepContext(**params["sweep"])
 
     def config(self, sweep: SweepContext) -> Config:
-        out_dir = str(Path(sweep.storage) / "trials" / self.key)
-        return Config.from_flat({**self.flat_config, "train.out_dir": out_dir})
+        from distar.sweep.grid import paper_to_world
+
+        flat = {**self.flat_config, "train.out_dir": str(Path(sweep.storage) / "trials" / self.key)}
+        if self.paper:
+            world = flat.get("world.name", "gmm")
+            flat.update(paper_to_world(self.paper["alpha_rew"], self.paper["alpha_cfg"], world))
+        return Config.from_flat(flat)
+
+    def all_tags(self) -> dict[str, str]:
+        """Its tags, with a searched draw's paper scales as the grid's rows carry them."""
+        paper = {f"distar.paper_{k}": f"{v:g}" for k, v in self.paper.items()}
+        return {**self.tags, **paper}
 
 
 @dataclass(frozen=True)
@@ -221,7 +234,7 @@ def child_run(client, spec: TrialSpec, sweep: SweepContext, config: Config) -> t
     if created:
         client.set_tag(run_id, tracking.LABEL_TAG, spec.label)
         client.set_tag(run_id, "distar.seed", str(spec.seed))
-        for key, value in spec.tags.items():
+        for key, value in spec.all_tags().items():
             client.set_tag(run_id, key, value)
         tracking.log_params(client, run_id, config.to_flat())
         client.log_text(run_id, config.to_yaml(), "config.yaml")

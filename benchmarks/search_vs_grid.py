@@ -1,0 +1,99 @@
+"""How much compute the search needs to match the grid's best objective within 1 %. Not a test.
+
+    python benchmarks/search_vs_grid.py --steps 200 --samples 11      # runs both, then compares
+    python benchmarks/search_vs_grid.py --grid runs/table2 --search runs/search   # finished ones
+
+The objective is the search's scalar (``--metric`` minus ``--penalty`` per unit that
+``--floor-metric`` falls below ``--floor``; default: reward with precision >= 0.9), computed for
+the grid's trials from their final evaluation. Compute = generator steps trained, summed over
+trials (ASHA-stopped search trials count the steps they ran). The search's trials are taken in
+the order they started; the figure is the compute spent when the best objective so far first
+came within 1 % of the grid's best, as a fraction of the grid's total.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from distar import timing  # noqa: E402
+from distar.sweep.trial import Objective  # noqa: E402
+
+
+def trial_outcomes(storage: Path, objective: Objective) -> list[dict]:
+    """Per trial (in start order): steps trained and the final objective (None: no eval)."""
+    out = []
+    for trial in (storage / "trials").iterdir():
+        lines = (
+            (trial / "metrics.jsonl").read_text().splitlines()
+            if (trial / "metrics.jsonl").exists()
+            else []
+        )
+        records = [json.loads(x) for x in lines]
+        evals = [r for r in records if r["kind"] == "eval"]
+        steps = max((r["step"] for r in records), default=0)
+        value = objective(evals[-1]) if evals else None
+        marks, _ = timing.read(trial)
+        out.append({"trial": trial.name, "steps": steps, "objective": value,
+                    "start": marks.get("driver_start", 0.0)})  # fmt: skip
+    return sorted(out, key=lambda r: r["start"])
+
+
+def run(script: str, storage: Path, args: list[str]) -> None:
+    cmd = [sys.executable, str(ROOT / "sweeps" / script), "--storage", str(storage), *args]
+    subprocess.run(cmd, check=False, stdout=subprocess.DEVNULL)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--grid", type=Path, help="a finished grid's --storage (default: run one)")
+    p.add_argument("--search", type=Path, help="a finished search's --storage (default: run one)")
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--samples", type=int, default=11)
+    p.add_argument("--evals", type=int, default=4)
+    p.add_argument("--metric", default="reward")
+    p.add_argument("--floor-metric", default="precision")
+    p.add_argument("--floor", type=float, default=0.9)
+    p.add_argument("--penalty", type=float, default=10.0)
+    args = p.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="distar-search-vs-grid-"))
+    if args.grid is None:
+        args.grid = tmp / "grid"
+        run("ablation_grid.py", args.grid, ["--seeds", "0", "--steps", str(args.steps)])
+    if args.search is None:
+        args.search = tmp / "search"
+        run("search.py", args.search, ["--samples", str(args.samples), "--steps",
+                                       str(args.steps), "--evals", str(args.evals)])  # fmt: skip
+    objective = Objective(args.metric, args.floor_metric, args.floor, args.penalty)
+    grid, search = trial_outcomes(args.grid, objective), trial_outcomes(args.search, objective)
+    grid_best = max(r["objective"] for r in grid if r["objective"] is not None)
+    grid_compute = sum(r["steps"] for r in grid)
+    target = grid_best - 0.01 * abs(grid_best)
+    spent, best, matched = 0, float("-inf"), None
+    for r in search:
+        spent += r["steps"]
+        if r["objective"] is not None:
+            best = max(best, r["objective"])
+        if matched is None and best >= target:
+            matched = spent
+    print(f"grid:   {len(grid)} trials, {grid_compute} steps, best objective {grid_best:.4f}")
+    print(f"search: {len(search)} trials, {sum(r['steps'] for r in search)} steps, "
+          f"best objective {best:.4f}")  # fmt: skip
+    if matched is None:
+        print("search never came within 1 % of the grid's best")
+    else:
+        print(f"compute to come within 1 % of the grid's best: {matched} steps = "
+              f"{matched / grid_compute:.0%} of the grid's")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
