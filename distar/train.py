@@ -279,14 +279,16 @@ class Trainer:
             for cb in self.callbacks:
                 getattr(cb, hook)(*args)
 
-    def evaluate(self) -> tuple[dict[str, float], dict[str, Path]]:
+    def evaluate(self, final: bool = True) -> tuple[dict[str, float], dict[str, Path]]:
+        """The world's metrics (every evaluation), its sample plot (the final one only: a plot
+        costs more than the metrics on the embedded world), the configured benchmarks."""
         self.guard.check()
         cfg = self.config
         seed = cfg.train.seed + EVAL_SEED_OFFSET
         with self.stopwatch.phase("evaluation"):
             metrics = self.world.evaluate(cfg.eval.samples_per_prompt, seed)
             artifacts: dict[str, Path] = {}
-            if cfg.eval.plot and self.rank == 0:
+            if cfg.eval.plot and final and self.rank == 0:
                 path = self.out_dir / "plots" / f"samples_step{self.step:07d}.png"
                 artifacts["samples"] = self.world.plot(
                     path, min(cfg.eval.samples_per_prompt, 1500), seed
@@ -342,7 +344,7 @@ class Trainer:
                 self.guard.check(metrics)
                 self._notify("on_step", self.step, metrics)
             if self._due(cfg.eval_every):
-                self.evaluate()
+                self.evaluate(final=False)
             if self._due(cfg.checkpoint_every):
                 self.save()
         self.save()  # first: a crash in the final evaluation must not lose the run

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pandas as pd
 
 from distar.config import Config
@@ -34,3 +36,9 @@ def child_runs(uri: str, sweep: str) -> pd.DataFrame:
     from analysis.report import load_runs
 
     return load_runs(uri, "exp", sweep)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

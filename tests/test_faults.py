@@ -8,7 +8,6 @@ import http.server
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -16,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sweeps_common import TINY, child_runs, run, tiny_trials
+from sweeps_common import TINY, child_runs, free_port, run, tiny_trials
 
 from distar.sweep.faults import inject
 from distar.sweep.grid import TABLE2
@@ -210,12 +209,6 @@ def test_a_lost_tracking_store_never_stops_training_and_nothing_is_lost(
     assert f"records of trial trial; kept in {tmp_path / 'trials' / 'trial' / UNLOGGED}" in (
         capsys.readouterr().err
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class ReadOnlyServer(http.server.BaseHTTPRequestHandler):

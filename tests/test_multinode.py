@@ -8,7 +8,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from sweeps_common import TINY
+from sweeps_common import TINY, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 # dead nodes are noticed in seconds, not Ray's default ~30 s
@@ -26,12 +25,6 @@ FAST_HEALTH = {
     "RAY_health_check_timeout_ms": "1000",
     "RAY_health_check_failure_threshold": "3",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_node(args: list[str], env: dict[str, str]) -> subprocess.Popen:

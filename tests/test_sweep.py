@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from sweeps_common import TINY, child_runs, run, tiny_trials
+from sweeps_common import TINY, child_runs, free_port, run, tiny_trials
 
 from distar.config import Config
 from distar.sweep.grid import TABLE2, expand
@@ -287,12 +286,6 @@ def test_a_missing_weight_file_fails_the_sweep_before_ray_starts(tmp_path):
     assert done.returncode == 2
     assert f"{tmp_path}/PickScore_v1 not found" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "tune").exists() and not (tmp_path / "mlflow.db").exists()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_logging_through_a_real_mlflow_server(ray_address, tmp_path):
