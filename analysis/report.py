@@ -231,6 +231,13 @@ def main(argv: list[str] | None = None) -> int:
     if missing:  # reading must not create an empty store
         print(f"report error: --tracking-uri: no MLflow store at {missing}", file=sys.stderr)
         return 2
+    from distar.sweep.runner import TrackingStoreError, check_tracking_server
+
+    try:
+        check_tracking_server(args.tracking_uri)  # seconds, not MLflow's minutes of retries
+    except TrackingStoreError as error:
+        print(f"report error: {error}", file=sys.stderr)
+        return 2
     runs = load_runs(args.tracking_uri, args.experiment, args.sweep)
     preset = world_preset(world_of(runs))
     table = build_report(runs, args.out, args.paper_csv, preset.metrics, preset.pareto)
