@@ -61,7 +61,9 @@ def search_tune_config(
         scheduler=scheduler,
         num_samples=num_samples,
         max_concurrent_trials=max_concurrent,
-        reuse_actors=True,  # as the grid: the trial driver's process serves the next trial
+        # not reused: a driver whose trial ASHA stopped cannot be reset for the next trial
+        # (Tune then fails that trial: "reuse requires reset_config()")
+        reuse_actors=False,
     )
 
 
