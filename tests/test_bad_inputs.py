@@ -92,7 +92,7 @@ CASES = [
     ("search", ["--max-concurrent", "0"], "--max-concurrent: got 0"),
     ("search", ["--world", "nowhere"], "--world: got 'nowhere'"),
     (report, ["--tracking-uri", "sqlite:///nope/mlflow.db"], "no MLflow store at nope/mlflow.db"),
-    (report, ["--tracking-uri", "http://127.0.0.1:9"], "--tracking-uri http://127.0.0.1:9: unreach"),
+    (report, ["--tracking-uri", "http://127.0.0.1:9"], "http://127.0.0.1:9: unreachable"),
     (evaluate, ["--benchmark", "parti:0"], "the count after ':' must be a positive integer"),
     (evaluate, ["--benchmark", "drawbench"], "--benchmark: got 'drawbench'"),
     (evaluate, ["--benchmark", "parti", "--ray-workers", "-1"], "--ray-workers"),
