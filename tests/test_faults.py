@@ -257,14 +257,14 @@ def test_a_dead_or_read_only_tracking_store_fails_fast_in_one_line(
 def test_resume_with_a_different_grid_says_what_differs(tmp_path, capsys):
     from test_bad_inputs import script
 
-    from distar.sweep.runner import SweepSettings, check_definition
+    from distar.sweep.runner import SweepSettings, record_definition
 
     grid = script("ablation_grid")
     settings = SweepSettings("table2", "distar-table2", tmp_path)
     assert grid(["--smoke-test", "--dry-run"]) == 0
     keys = [line.split()[0] for line in capsys.readouterr().out.splitlines()[:-1]]
     recorded = {key: {"train.steps": 10} for key in keys}
-    check_definition(settings, recorded, write=True)  # as the first run recorded it
+    record_definition(settings, recorded)  # as the first run recorded it
     code = grid(["--smoke-test", "--seeds", "0", "1", "2", "--resume", "--storage", str(tmp_path)])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1, err

@@ -123,7 +123,6 @@ def parent_run(settings: SweepSettings) -> str:
 
     from distar.sweep import tracking
 
-    check_tracking_server(settings.uri())
     # a local store gets an explicit artifact root; a tracking server keeps (and proxies) its own
     local = settings.uri().startswith(("sqlite:", "file:"))
     artifact_root = settings.storage / "mlartifacts" if local else None
@@ -146,26 +145,39 @@ def parent_run(settings: SweepSettings) -> str:
     return run_id
 
 
-def check_definition(settings: SweepSettings, definition: dict[str, Any], write: bool) -> None:
-    """What the sweep runs, in ``grids/<name>.json``: on ``--resume`` a different definition is
-    refused, naming what differs (Tune would silently resume the old one); ``write`` records it."""
-    path = settings.storage / "grids" / f"{settings.name}.json"
-    fresh = json.loads(json.dumps(definition, sort_keys=True, default=str))
-    if settings.resume and not path.exists():
+def definition_path(settings: SweepSettings) -> Path:
+    return settings.storage / "grids" / f"{settings.name}.json"
+
+
+def normalised(definition: dict[str, Any]) -> dict[str, Any]:
+    """As it reads back from JSON (tuples become lists), so a resumed sweep compares equal."""
+    return json.loads(json.dumps(definition, sort_keys=True, default=str))
+
+
+def check_definition(settings: SweepSettings, definition: dict[str, Any]) -> None:
+    """On ``--resume`` a definition other than the recorded one is refused, naming what
+    differs (Tune would silently resume the old one)."""
+    if not settings.resume:
+        return
+    path = definition_path(settings)
+    if not path.exists():
         raise ConfigError(
             f"--resume: no sweep {settings.name!r} to resume under {settings.storage}; "
             "run it without --resume, or give its --storage and --name"
         )
-    if settings.resume:
-        diff = describe_difference(json.loads(path.read_text()), fresh)
-        if diff:
-            raise ConfigError(
-                f"--resume: sweep {settings.name!r} was started with other settings ({diff}); "
-                "give the same flags, or another --name"
-            )
-    if write:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(fresh, indent=1, sort_keys=True))
+    diff = describe_difference(json.loads(path.read_text()), normalised(definition))
+    if diff:
+        raise ConfigError(
+            f"--resume: sweep {settings.name!r} was started with other settings ({diff}); "
+            "give the same flags, or another --name"
+        )
+
+
+def record_definition(settings: SweepSettings, definition: dict[str, Any]) -> None:
+    """What the sweep runs, in ``grids/<name>.json``, for a later ``--resume`` to check."""
+    path = definition_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(normalised(definition), indent=1, sort_keys=True))
 
 
 def describe_difference(old: dict[str, Any], new: dict[str, Any], shown: int = 3) -> str:
@@ -274,10 +286,10 @@ def open_sweep(settings: SweepSettings, definition: dict[str, Any]) -> str:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
     check_tracking_server(settings.uri())
-    check_definition(settings, definition, write=False)
+    check_definition(settings, definition)
     settings.storage.mkdir(parents=True, exist_ok=True)
     parent = parent_run(settings)
-    check_definition(settings, definition, write=True)
+    record_definition(settings, definition)
     if settings.resume:  # a failure other than divergence may have been fixed: retry it
         from distar.sweep.trial import FAILURE_FILE
 
