@@ -102,10 +102,18 @@ class RayReporter(Callback):
     def on_eval(self, step: int, metrics: dict[str, float], artifacts: dict[str, Path]) -> None:
         import ray.train
 
-        evals = {f"eval/{k}": v for k, v in metrics.items()}
-        if self.objective is not None:
-            evals["objective"] = self.objective(metrics)
-        ray.train.report({**self.latest, **evals, "step": step})
+        ray.train.report(tune_result(self.latest, metrics, step, self.objective))
+
+
+def tune_result(
+    train: dict[str, Any], evals: dict[str, float], step: int, objective: Objective | None
+) -> dict[str, Any]:
+    """One Tune result: the latest training metrics, ``eval/``-prefixed evaluation metrics, the
+    step and (for a search) the scalar objective."""
+    result = {**train, **{f"eval/{k}": v for k, v in evals.items()}, "step": step}
+    if objective is not None and evals:
+        result["objective"] = objective(evals)
+    return result
 
 
 FAILURE_FILE = "failure.txt"  # a trial's deterministic failure (divergence), one line
@@ -251,21 +259,20 @@ def already_finished(client, run_id: str, steps: int) -> bool:
 def final_result(out_dir: Path, objective: dict[str, Any] | None) -> dict[str, Any]:
     """The trial's last training and evaluation metrics as one Tune result, read from its own
     ``metrics.jsonl`` (rank 0 wrote it before returning; no tracking store needed)."""
-    result: dict[str, Any] = {}
+    train: dict[str, Any] = {}
     evals: dict[str, float] = {}
+    step = 0
     path = out_dir / "metrics.jsonl"
     lines = path.read_text().splitlines() if path.exists() else []
     for record in map(json.loads, lines):
         kind = record.pop("kind")
         if kind == "train":
-            result.update(record)
+            step = record.pop("step")
+            train.update(record)
         elif kind == "eval":
-            evals = {k: v for k, v in record.items() if k != "step"}
-            result["step"] = record["step"]
-    result.update({f"eval/{k}": v for k, v in evals.items()})
-    if objective is not None and evals:
-        result["objective"] = Objective(**objective)(evals)
-    return result
+            step = record.pop("step")
+            evals = record
+    return tune_result(train, evals, step, Objective(**objective) if objective else None)
 
 
 def report_final(out_dir: Path, objective: dict[str, Any] | None) -> None:
