@@ -17,9 +17,8 @@ def world_cache(tmp_path_factory):
 def ray_address(world_cache):
     import ray
 
-    import distar.sweep.runner  # noqa: F401  (sets Ray Train's report interval before init)
+    from distar.sweep.runner import start_local_ray  # sets Ray Train's report interval too
 
-    ray.init(address="local", num_cpus=4, include_dashboard=True, dashboard_host="127.0.0.1",
-             log_to_driver=False)  # fmt: skip
+    start_local_ray(num_cpus=4)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()

@@ -110,6 +110,12 @@ def two_nodes(world_cache):
                 os.killpg(node.pid, signal.SIGKILL)  # and nothing of it outlives the test
             except ProcessLookupError:
                 pass
+        # nor the address `ray start` wrote, which `ray status` and the state API would try
+        from ray._common.utils import get_ray_address_file
+
+        address_file = Path(get_ray_address_file(None))
+        if address_file.exists() and address_file.read_text().endswith(f":{port}"):
+            address_file.unlink()
 
 
 def test_the_smoke_sweep_survives_losing_a_node(two_nodes, tmp_path):

@@ -18,6 +18,7 @@ from distar.sweep.trial import DRIVER_CPUS, SweepContext, TrialSpec, trial_drive
 # apart took 43.1 s end to end with the default interval and 28.8 s with 0.1 s.
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
 TRIAL_RETRIES = 2
+API_SERVER_VARIABLE = "RAY_API_SERVER_ADDRESS"
 
 
 @dataclass(frozen=True)
@@ -80,8 +81,7 @@ class TrackingStoreError(RuntimeError):
 
 
 def start_ray(num_cpus: int | None) -> None:
-    """Join a cluster if RAY_ADDRESS says so, else start a local Ray with its dashboard on
-    127.0.0.1 (without the dashboard, trials stopped by a scheduler leak placement groups)."""
+    """Join a cluster if RAY_ADDRESS says so, else start a local one (:func:`start_local_ray`)."""
     import ray
 
     if ray.is_initialized():
@@ -89,13 +89,36 @@ def start_ray(num_cpus: int | None) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(log_to_driver=False)
     else:
-        ray.init(
-            address="local",  # a fresh local Ray, never one a `ray start` left on this machine
-            num_cpus=num_cpus,
-            include_dashboard=True,
-            dashboard_host="127.0.0.1",
-            log_to_driver=False,
-        )
+        start_local_ray(num_cpus)
+
+
+def start_local_ray(num_cpus: int | None) -> None:
+    """A fresh local Ray (never one a ``ray start`` left on this machine) with its dashboard on
+    127.0.0.1, whose processes are told where that dashboard is.
+
+    Ray Train's placement-group cleaner (it frees a trial's CPUs and GPUs when a scheduler such
+    as ASHA stops the trial) asks the state API, which looks for the cluster in
+    ``/tmp/ray/ray_current_cluster``: a ``ray start`` writes it and a local Ray does not, so a
+    file left by an earlier cluster made every cleaner fail and stopped trials held their
+    resources for good (measured: a search on 2 CPUs stalled after the first ASHA stop).
+    ``RAY_API_SERVER_ADDRESS`` in the environment the local Ray starts with comes first."""
+    import socket
+
+    import ray
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    previous = os.environ.get(API_SERVER_VARIABLE)
+    os.environ[API_SERVER_VARIABLE] = f"http://127.0.0.1:{port}"  # inherited by Ray's processes
+    try:
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=True,
+                 dashboard_host="127.0.0.1", dashboard_port=port, log_to_driver=False)  # fmt: skip
+    finally:  # not this process's: a later Ray (a test's) must not inherit it
+        if previous is None:
+            os.environ.pop(API_SERVER_VARIABLE)
+        else:
+            os.environ[API_SERVER_VARIABLE] = previous
 
 
 # what refuses a sweep before it starts: one line to the user, exit 2, never a traceback
