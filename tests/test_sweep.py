@@ -352,7 +352,7 @@ def test_sweep_entry_point_dry_run_and_bad_values():
     assert asdict(TABLE2[0])["trains"] is False
 
 
-def test_optuna_asha_search_in_paper_units_maps_a_pareto_front(ray_address, tmp_path):
+def test_optuna_asha_search_in_paper_units_maps_a_pareto_front(ray_address, tmp_path, capsys):
     from distar.sweep.runner import SweepSettings, run_sweep
     from distar.sweep.search import pareto_front, search_space, search_tune_config
 
@@ -371,6 +371,9 @@ def test_optuna_asha_search_in_paper_units_maps_a_pareto_front(ray_address, tmp_
         "tags.distar.trial"
     )
     assert len(runs) == 3 and set(runs["params.loss.guidance"]) <= {"in", "out"}
+    # each console line names the draw (the label alone is the same for every trial)
+    lines = [x for x in capsys.readouterr().out.splitlines() if "· seed 7" in x]
+    assert len(lines) == 3 and all("alpha_rew" in x and "alpha_cfg" in x for x in lines), lines
     for r in rows:  # drawn in the paper's units, trained in the world's (gmm: x 0.01, x 1/7.5)
         run = runs.loc[r["key"]]
         assert float(run["params.loss.reward_scale"]) == pytest.approx(0.01 * r["paper/alpha_rew"])

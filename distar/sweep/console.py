@@ -39,6 +39,12 @@ class SweepConsole(Callback):
     def name(self, trial: Any) -> str:
         spec = (trial.config or {}).get("trial", {})
         label = spec.get("label") or trial.trial_id
+        if spec.get("paper"):  # a searcher's draw: its values are what tells trials apart
+            flat = spec.get("flat_config", {})
+            drawn = [f"{k} {v:.3g}" for k, v in spec["paper"].items()]
+            drawn += [f"{k} {flat[f'loss.{k}']:.3g}" for k in ("huber_c",) if f"loss.{k}" in flat]
+            drawn += [str(flat["loss.guidance"])] if "loss.guidance" in flat else []
+            label = f"{label} {trial.trial_id} ({', '.join(drawn)})"
         return f"{label} · seed {spec['seed']}" if spec.get("seed") is not None else label
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
@@ -49,7 +55,11 @@ class SweepConsole(Callback):
         self.done += 1
         result = trial.last_result or {}
         shown = [f"{m} {result[f'eval/{m}']:.4g}" for m in self.metrics if f"eval/{m}" in result]
-        print(f"{self.progress()} finished {self.name(trial)}: {', '.join(shown)}",
+        steps = ((trial.config or {}).get("trial", {}).get("flat_config") or {}).get("train.steps")
+        how = "finished"
+        if steps and result.get("step", steps) < steps:  # a scheduler (ASHA) stopped it
+            how = f"stopped at step {result['step']}/{steps}"
+        print(f"{self.progress()} {how} {self.name(trial)}: {', '.join(shown)}",
               file=sys.stdout, flush=True)  # fmt: skip
 
     def on_trial_recover(self, iteration, trials, trial, **info) -> None:
