@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from distar.config import ConfigError
-from distar.sweep.trial import DRIVER_CPUS, SweepContext, TrialSpec, trial_driver
+from distar.sweep.trial import SweepContext, TrialSpec, driver_resources, trial_driver
 
 # Ray Train v2 hands reports to Tune once per controller health check (~2 s by default). Nothing
 # is dropped, but every trial waits on it: measured (benchmarks/ray_facts.py), 10 reports 0.2 s
@@ -241,7 +241,7 @@ def build_tuner(
     from distar.sweep.console import SweepConsole
 
     path = settings.storage / "tune" / settings.name
-    trainable = tune.with_resources(trial_driver, {"cpu": DRIVER_CPUS})
+    trainable = tune.with_resources(trial_driver, driver_resources())
     if settings.resume and tune.Tuner.can_restore(str(path)):
         # finished trials are not re-run; errored and unfinished ones continue
         return tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True)

@@ -6,8 +6,8 @@
 3. each TorchTrainer worker runs :func:`train_worker`, which calls the plain
    :class:`distar.train.Trainer` -- the same code ``python -m distar.train`` runs without Ray.
 
-The driver itself only waits on the trainer, so it asks Tune for a token CPU share
-(``DRIVER_CPUS``); the workers hold the real CPUs / GPUs.
+The driver itself only waits on the trainer, so it holds no CPU (:func:`driver_resources`);
+the workers hold the real CPUs / GPUs.
 """
 
 from __future__ import annotations
@@ -25,7 +25,14 @@ from distar import timing
 from distar.callbacks import Callback, JsonlLogger
 from distar.config import Config
 
-DRIVER_CPUS = 0.01
+
+def driver_resources():
+    """What a trial driver asks Tune for: no CPU. Tune needs one non-empty bundle, so it is a
+    token of memory. (A token 0.01 CPU, as before, meant two 1-CPU trials never fit on 2 CPUs:
+    2 x 1.01 > 2, and a 2-core machine ran its grid one trial at a time.)"""
+    from ray import tune
+
+    return tune.PlacementGroupFactory([{}, {"memory": 1 << 20}])
 
 
 @dataclass(frozen=True)
