@@ -154,3 +154,32 @@ def test_copy_assistant_starts_as_an_exact_copy_of_the_reference(world):
             world.reference, 2, world.null_cond + 1, world.sigma_data, 16, 2
         )
         torch.testing.assert_close(fresh(x, sigma, cond), world.reference(x, sigma, cond))
+
+
+def test_mmd_equals_the_full_kernel_matrix_formula():
+    """The summed-kernel MMD (pdist for the within-sample terms, the reference term remembered)
+    against Gretton et al.'s eq. 3 written out with full kernel matrices, in float64."""
+    from distar.worlds.gmm.metrics import mmd2_unbiased
+
+    def textbook(x, y, bandwidths):
+        def k(a, b):
+            d2 = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+            return sum(torch.exp(-d2 / (2 * h * h)) for h in bandwidths)
+
+        n, m = len(x), len(y)
+        kxx, kyy = k(x, x), k(y, y)
+        xx = (kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
+        yy = (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
+        return xx + yy - 2 * k(x, y).mean()
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.randn(300, 2, generator=g, dtype=torch.float64)
+    for shift in (0.0, 0.1, 1.0):
+        x = torch.randn(200, 2, generator=g, dtype=torch.float64) + shift
+        for _ in range(2):  # the second call takes the remembered reference term
+            got = mmd2_unbiased(x, y, (0.3, 1.0, 4.0))
+            assert got.item() == pytest.approx(textbook(x, y, (0.3, 1.0, 4.0)).item(), abs=1e-12)
+    other = y + 0.5  # another reference is not mistaken for the remembered one
+    assert mmd2_unbiased(x, other, (1.0,)).item() == pytest.approx(
+        textbook(x, other, (1.0,)).item(), abs=1e-12
+    )

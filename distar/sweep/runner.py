@@ -109,16 +109,25 @@ def start_local_ray(num_cpus: int | None) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    previous = os.environ.get(API_SERVER_VARIABLE)
-    os.environ[API_SERVER_VARIABLE] = f"http://127.0.0.1:{port}"  # inherited by Ray's processes
+    # inherited by Ray's processes, not kept in this one's: a later Ray (a test's) must not see it
+    env = {
+        API_SERVER_VARIABLE: f"http://127.0.0.1:{port}",
+        # one machine is never preempted: one actor process fewer per trial
+        "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": os.environ.get(
+            "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0"
+        ),
+    }
+    previous = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
     try:
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=True,
                  dashboard_host="127.0.0.1", dashboard_port=port, log_to_driver=False)  # fmt: skip
-    finally:  # not this process's: a later Ray (a test's) must not inherit it
-        if previous is None:
-            os.environ.pop(API_SERVER_VARIABLE)
-        else:
-            os.environ[API_SERVER_VARIABLE] = previous
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key)
+            else:
+                os.environ[key] = value
 
 
 # what refuses a sweep before it starts: one line to the user, exit 2, never a traceback
