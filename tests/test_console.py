@@ -8,8 +8,9 @@ from distar.sweep.console import SweepConsole
 
 
 def trial(step: int, paper: dict | None = None) -> SimpleNamespace:
+    flat = {"train.steps": 600, "loss.guidance": "out", "loss.huber_c": 0.05}
     spec = {"label": "search" if paper else "DI* (in)", "seed": 3, "paper": paper or {},
-            "flat_config": {"train.steps": 600, "loss.guidance": "out", "loss.huber_c": 0.05}}  # fmt: skip
+            "flat_config": flat}  # fmt: skip
     result = {"step": step, "eval/reward": 0.123456, "eval/precision": 0.9}
     return SimpleNamespace(config={"trial": spec}, trial_id="ab12", last_result=result)
 

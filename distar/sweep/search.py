@@ -42,11 +42,10 @@ def search_tune_config(
     """Multi-objective Optuna (its TPE sampler, seeded) over two eval metrics, e.g. reward and
     a fidelity metric, so the search maps their Pareto front; ASHA stops weak trials on the
     scalar ``objective`` (the first metric with a floor on the second), one rung per eval."""
+    import optuna
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
-
-    import optuna
 
     modes = ["min" if m in LOWER_IS_BETTER else "max" for m in objectives]
     # Optuna's default is 10 random draws before TPE models anything: a 12-trial search would be
