@@ -2,6 +2,7 @@
 
     python benchmarks/sweep_overhead.py                    # runs the smoke grid, then the table
     python benchmarks/sweep_overhead.py --storage runs/table2 --sweep table2   # a finished sweep
+    python benchmarks/sweep_overhead.py --floor            # + what a no-op TorchTrainer costs
 
 Each trial's driver and rank-0 worker append wall-clock marks and phase sums to
 ``trials/<trial>/timings.jsonl`` (:mod:`distar.timing`); this prints their mean per trial:
@@ -16,6 +17,10 @@ Each trial's driver and rank-0 worker append wall-clock marks and phase sums to
   scheduling, actor start and result handling).
 
 Fixed cost per trial = trial time minus its training steps.
+
+``--floor`` also times Ray Train itself on the same machine: a fresh driver actor (as Tune's)
+fits a ``TorchTrainer`` whose workers return at once, 4 times; no distar, MLflow or Tune. What
+no change to distar can go below.
 """
 
 from __future__ import annotations
@@ -82,6 +87,39 @@ def sweep_wall(storage: Path, sweep: str, experiment: str) -> float:
     return (runs[0].info.end_time - runs[0].info.start_time) / 1000
 
 
+def _return_at_once(config: dict) -> None:
+    timing.mark(Path(config["dir"]), "worker_start")
+
+
+def ray_train_floor(fits: int = 4) -> dict[str, float]:
+    """Mean seconds of a no-op TorchTrainer fit (start: fit() to the worker's first line; stop:
+    worker done to fit() returned), each from a fresh 0-CPU driver actor, first fit dropped."""
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from distar.sweep.runner import start_local_ray
+
+    @ray.remote(num_cpus=0)
+    def fit(out: str) -> tuple[float, float]:
+        t0 = time.time()
+        TorchTrainer(_return_at_once, train_loop_config={"dir": out},
+                     scaling_config=ScalingConfig(num_workers=1),
+                     run_config=RunConfig(storage_path=out, name=Path(out).name)).fit()  # fmt: skip
+        return t0, time.time()
+
+    start_local_ray(None)
+    rows = []
+    for i in range(fits):
+        out = Path(tempfile.mkdtemp(prefix=f"floor{i}-"))
+        t0, t1 = ray.get(fit.remote(str(out)))
+        started = timing.read(out)[0]["worker_start"]
+        rows.append({"start": started - t0, "stop": t1 - started})
+    ray.shutdown()
+    kept = rows[1:] or rows
+    return {k: statistics.mean(r[k] for r in kept) for k in ("start", "stop")}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -90,6 +128,7 @@ def main() -> None:
     p.add_argument("--sweep", default="table2")
     p.add_argument("--experiment", default="distar-table2")
     p.add_argument("--max-concurrent", type=int, default=2)
+    p.add_argument("--floor", action="store_true", help="also time a no-op TorchTrainer")
     p.add_argument("grid_args", nargs="*", help="more ablation_grid.py flags (after --)")
     args = p.parse_args()
     storage = args.storage
@@ -108,6 +147,12 @@ def main() -> None:
     print(f"{'between trials (Tune)':32s} {between:7.2f}")
     fixed = per_trial - rows["training steps"]
     print(f"{'fixed cost per trial':32s} {fixed:7.2f}   (wall x concurrency / trials - steps)")
+    print(f"{'sweep wall per trial':32s} {wall / n:7.2f}   (wall / trials)")
+    if args.floor:
+        floor = ray_train_floor()
+        total = floor["start"] + floor["stop"]
+        print(f"Ray Train alone (no-op TorchTrainer, one at a time): start {floor['start']:.2f} s, "
+              f"stop {floor['stop']:.2f} s, {total:.2f} s per fit")  # fmt: skip
 
 
 if __name__ == "__main__":
