@@ -1,4 +1,4 @@
-"""The sweep console's lines, from Tune's trial objects (stand-ins with the same fields)."""
+"""The sweep console's lines (stand-ins for Tune's trials) and what a trial asks Ray for."""
 
 from __future__ import annotations
 
@@ -33,3 +33,15 @@ def test_a_searched_trial_names_its_draw_and_an_early_stop(capsys):
     expected = ("stopped at step 300/600 search ab12 (alpha_rew 12.3, alpha_cfg 4.5, "
                 "huber_c 0.05, out) · seed 3: reward 0.1235")  # fmt: skip
     assert expected in line, line
+
+
+def test_two_one_cpu_trials_and_their_drivers_fit_on_two_cpus():
+    """A trial driver only waits on its TorchTrainer: with even a token CPU share, two 1-CPU
+    trials plus their drivers ask for more than 2 CPUs and a 2-core machine runs one at a time."""
+    from distar.config import Config
+    from distar.sweep.trial import driver_resources
+
+    driver = driver_resources()
+    worker_cpus = Config().resources.cpus_per_worker
+    assert driver.head_bundle_is_empty  # the driver actor itself holds nothing
+    assert 2 * (driver.required_resources.get("CPU", 0.0) + worker_cpus) <= 2
