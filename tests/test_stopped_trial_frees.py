@@ -6,6 +6,7 @@ good and a search on 2 CPUs stalled. Here a stale file is in place, as after the
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -62,7 +63,10 @@ def test_a_killed_trial_driver_frees_its_workers_placement_group(tmp_path):
     (ray_tmp / "ray" / "ray_current_cluster").write_text("127.0.0.1:9")
     env = {**os.environ, "RAY_TMPDIR": str(ray_tmp), "PYTHONPATH": str(ROOT)}
     env.pop("RAY_ADDRESS", None)
-    out = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], env=env, cwd=ROOT,
-                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    try:
+        out = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], env=env, cwd=ROOT,
+                             capture_output=True, text=True, timeout=300)  # fmt: skip
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "left: 0 removed: 1" in out.stdout, out.stdout[-2000:] + out.stderr[-2000:]
