@@ -207,12 +207,14 @@ def trial_driver(params: dict[str, Any]) -> None:
         if (out_dir / FAILURE_FILE).exists():
             raise TrialFailedError((out_dir / FAILURE_FILE).read_text().strip())
     except BaseException as error:
-        from ray.train import TrainingFailedError
+        from ray.train import WorkerGroupError
 
         reason = str(error) if isinstance(error, TrialFailedError) else one_line(error)
-        if isinstance(error, TrainingFailedError) and not (out_dir / FAILURE_FILE).exists():
-            # Ray Train gave up after resources.max_failures restarts: a Tune retry would only
-            # repeat that. Anything else (the controller's node died) is worth a retry.
+        if isinstance(error, WorkerGroupError) and not (out_dir / FAILURE_FILE).exists():
+            # Ray Train gave up after resources.max_failures worker-group restarts: a Tune retry
+            # would only repeat that. Anything else is worth a retry: the driver's node died, or
+            # the controller lost an actor on a dead node (ControllerError, seen in
+            # tests/test_multinode.py once drivers held no CPU and could land on that node).
             (out_dir / FAILURE_FILE).write_text(reason + "\n")
         safely(client.set_tag, run_id, FAILURE_TAG, reason)
         safely(client.set_terminated, run_id, status="FAILED")
