@@ -151,6 +151,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     callbacks: list[Callback] = [RayReporter(Objective(**objective) if objective else None)]
     rank0 = ray.train.get_context().get_world_rank() == 0
     if rank0:
+        record_placement_group(out_dir)
         uri, run_id = loop_config["tracking_uri"], loop_config["run_id"]
         callbacks.append(MlflowLogger(uri, run_id, loop_config["row"], out_dir))
         callbacks.append(JsonlLogger(out_dir))
@@ -172,6 +173,43 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     if rank0:
         timing.write(out_dir, {"phases": trainer.stopwatch.seconds})
         timing.mark(out_dir, "worker_end")
+
+
+PLACEMENT_GROUPS_FILE = "placement_groups.txt"  # one per worker-group start of the trial
+
+
+def record_placement_group(out_dir: Path) -> None:
+    """Rank 0 notes its worker group's placement group for :func:`remove_placement_groups`."""
+    from ray.util import get_current_placement_group
+
+    group = get_current_placement_group()
+    if group is not None:
+        with (out_dir / PLACEMENT_GROUPS_FILE).open("a") as f:
+            f.write(group.id.hex() + "\n")
+
+
+def remove_placement_groups(out_dir: Path) -> None:
+    """Remove the trial's recorded worker-group placement groups that are still there.
+
+    Ray Train removes its own when a fit ends, except when the controller fails while losing
+    a node (ControllerError: an actor it calls died with the node): the group, rescheduled onto
+    a live node, then held that node's CPU with no worker and the sweep waited forever (seen in
+    tests/test_multinode.py, 1 run in 7)."""
+    from ray._raylet import PlacementGroupID
+    from ray.util.placement_group import (
+        PlacementGroup,
+        placement_group_table,
+        remove_placement_group,
+    )
+
+    path = out_dir / PLACEMENT_GROUPS_FILE
+    if not path.exists():
+        return
+    for hex_id in sorted(set(path.read_text().split())):
+        group = PlacementGroup(PlacementGroupID(bytes.fromhex(hex_id)))
+        if placement_group_table(group).get("state") not in (None, "REMOVED"):
+            remove_placement_group(group)
+    path.unlink()
 
 
 def one_line(error: BaseException) -> str:
@@ -202,6 +240,7 @@ def trial_driver(params: dict[str, Any]) -> None:
         return
     row = {"label": spec.label, "seed": spec.seed, "huber_c": config.loss.huber_c}
     timing.mark(out_dir, "fit_start")
+    remove_placement_groups(out_dir)  # an earlier attempt's, if its driver died with its node
     try:
         make_torch_trainer(config, spec, sweep, run_id, row).fit()
         if (out_dir / FAILURE_FILE).exists():
@@ -219,6 +258,8 @@ def trial_driver(params: dict[str, Any]) -> None:
         safely(client.set_tag, run_id, FAILURE_TAG, reason)
         safely(client.set_terminated, run_id, status="FAILED")
         raise
+    finally:
+        remove_placement_groups(out_dir)
     timing.mark(out_dir, "fit_end")
     report_final(out_dir, sweep.objective)
     safely(client.set_terminated, run_id, status="FINISHED")
