@@ -194,7 +194,7 @@ def remove_placement_groups(out_dir: Path) -> None:
     Ray Train removes its own when a fit ends, except when the controller fails while losing
     a node (ControllerError: an actor it calls died with the node): the group, rescheduled onto
     a live node, then held that node's CPU with no worker and the sweep waited forever (seen in
-    tests/test_multinode.py, 1 run in 7)."""
+    tests/test_multinode.py, 2 runs in 8)."""
     from ray._raylet import PlacementGroupID
     from ray.util.placement_group import (
         PlacementGroup,
