@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import socket
-
 import pandas as pd
 
 from distar.config import Config
 from distar.sweep.grid import TABLE2, expand
+from distar.sweep.runner import free_port  # noqa: F401  (the tests' ports, as Ray's)
 from distar.sweep.trial import TrialSpec
 
 TINY = {
@@ -36,9 +35,3 @@ def child_runs(uri: str, sweep: str) -> pd.DataFrame:
     from analysis.report import load_runs
 
     return load_runs(uri, "exp", sweep)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

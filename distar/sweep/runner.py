@@ -92,6 +92,15 @@ def start_ray(num_cpus: int | None) -> None:
         start_local_ray(num_cpus)
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def start_local_ray(num_cpus: int | None) -> None:
     """A fresh local Ray (never one a ``ray start`` left on this machine) with its dashboard on
     127.0.0.1, whose processes are told where that dashboard is.
@@ -102,13 +111,9 @@ def start_local_ray(num_cpus: int | None) -> None:
     file left by an earlier cluster made every cleaner fail and stopped trials held their
     resources for good (measured: a search on 2 CPUs stalled after the first ASHA stop).
     ``RAY_API_SERVER_ADDRESS`` in the environment the local Ray starts with comes first."""
-    import socket
-
     import ray
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     # inherited by Ray's processes, not kept in this one's: a later Ray (a test's) must not see it
     env = {
         API_SERVER_VARIABLE: f"http://127.0.0.1:{port}",
