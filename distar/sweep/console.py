@@ -37,12 +37,12 @@ class SweepConsole(Callback):
         )
 
     def name(self, trial: Any) -> str:
-        spec = (trial.config or {}).get("trial", {})
+        spec = trial_spec(trial)
         label = spec.get("label") or trial.trial_id
         if spec.get("paper"):  # a searcher's draw: its values are what tells trials apart
             flat = spec.get("flat_config", {})
             drawn = [f"{k} {v:.3g}" for k, v in spec["paper"].items()]
-            drawn += [f"{k} {flat[f'loss.{k}']:.3g}" for k in ("huber_c",) if f"loss.{k}" in flat]
+            drawn += [f"huber_c {flat['loss.huber_c']:.3g}"] if "loss.huber_c" in flat else []
             drawn += [str(flat["loss.guidance"])] if "loss.guidance" in flat else []
             label = f"{label} {trial.trial_id} ({', '.join(drawn)})"
         return f"{label} · seed {spec['seed']}" if spec.get("seed") is not None else label
@@ -55,7 +55,7 @@ class SweepConsole(Callback):
         self.done += 1
         result = trial.last_result or {}
         shown = [f"{m} {result[f'eval/{m}']:.4g}" for m in self.metrics if f"eval/{m}" in result]
-        steps = ((trial.config or {}).get("trial", {}).get("flat_config") or {}).get("train.steps")
+        steps = (trial_spec(trial).get("flat_config") or {}).get("train.steps")
         how = "finished"
         if steps and result.get("step", steps) < steps:  # a scheduler (ASHA) stopped it
             how = f"stopped at step {result['step']}/{steps}"
@@ -72,6 +72,11 @@ class SweepConsole(Callback):
         self.failed += 1
         print(f"{self.progress()} FAILED {self.name(trial)}: {reason(trial.error_file)}",
               file=sys.stdout, flush=True)  # fmt: skip
+
+
+def trial_spec(trial: Any) -> dict[str, Any]:
+    """The :class:`~distar.sweep.trial.TrialSpec` fields a Tune trial was started with."""
+    return (trial.config or {}).get("trial", {})
 
 
 def reason(error_file: str | None) -> str:

@@ -380,7 +380,7 @@ def result_row(result: Any) -> dict[str, Any]:
         "seed": trial.get("seed"),
         "error": one_line(result.error) if result.error else "",
         **{f"paper/{k}": v for k, v in trial.get("paper", {}).items()},
-        **(result.metrics or {}),
+        **metrics,
     }
 
 
