@@ -19,11 +19,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.report import DEFAULT_PAPER_CSV, cell, load_runs, summarise
-from analysis.report import finished as finished_mask
-from distar.sweep.grid import TABLE2
+from analysis.runs import cell, load_runs, summarise
+from analysis.runs import finished as finished_mask
+from distar import paper
 
-DEFAULT_HPS_CSV = DEFAULT_PAPER_CSV.with_name("paper_hpsv21.csv")
 # our metric name -> (paper column, factor from our units to the paper's)
 COLUMNS = {
     "imagereward": ("image_reward", 1.0),
@@ -32,16 +31,9 @@ COLUMNS = {
     "clip_score": ("clip_score", 1.0),
     "fid": ("coco_fid", 1.0),
 }
-HPS_STYLES = {"anime": "animation", "concept-art": "concept_art", "paintings": "painting",
-              "photo": "photo", "average": "average"}  # fmt: skip
-# our ablation rows -> the paper's Table 1 model of the same method
-TABLE1_MODEL = {
-    TABLE2[0].label: "DMD2-SDXL",
-    TABLE2[2].label: "Diff-Instruct-SDXL",
-    TABLE2[3].label: "DI++-SDXL",
-    TABLE2[6].label: "SIM-SDXL",
-    TABLE2[-1].label: "DI*-SDXL",
-}
+# our HPS style names -> the paper's Table 3 columns (paper.HPS_STYLES, in order)
+HPS_STYLES = dict(zip(("anime", "concept-art", "paintings", "photo", "average"),
+                      paper.HPS_STYLES, strict=True))  # fmt: skip
 
 
 def row_stats(runs: pd.DataFrame, columns: dict[str, float]) -> pd.DataFrame:
@@ -50,61 +42,56 @@ def row_stats(runs: pd.DataFrame, columns: dict[str, float]) -> pd.DataFrame:
     return summarise(runs, tuple(columns), prefix="", factors=columns)
 
 
-def paper_value(paper: pd.DataFrame, table: int, benchmark: str, model: str, column: str):
-    hit = paper[(paper["table"] == table) & (paper["benchmark"] == benchmark)]
-    hit = hit[hit["model"] == model]
-    return hit.iloc[0][column] if len(hit) else float("nan")
+def value(scores: paper.Scores | None, column: str):
+    return float("nan") if scores is None else getattr(scores, column)
 
 
-def table1(runs: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
+def table1(runs: pd.DataFrame) -> pd.DataFrame:
+    """Each row beside the paper's Table 1 model of the same method (its ``paper.method``)."""
     frames = []
     for bench in ("parti", "coco"):
         metrics = [m for m in COLUMNS if bench == "coco" or m != "fid"]
         stats = row_stats(runs, {f"{bench}/{m}": COLUMNS[m][1] for m in metrics})
         for _, r in stats.iterrows():
-            model = TABLE1_MODEL.get(r["row"], "")
+            model = r[paper.METHOD] or ""
+            published = paper.TABLE1.get((bench, model))
             rec = {"benchmark": bench, "row": r["label"], "seeds": r["seeds"],
                    "failed": r["failed"], "paper_model": model}  # fmt: skip
             for m in metrics:
                 key = f"{bench}/{m}"
                 rec[m] = cell(r.get(key, float("nan")), r.get(f"{key}_ci95", float("nan")))
-                rec[f"paper_{m}"] = paper_value(paper, 1, bench, model, COLUMNS[m][0])
+                rec[f"paper_{m}"] = value(published, COLUMNS[m][0])
             frames.append(rec)
     return pd.DataFrame(frames)
 
 
-def table2(runs: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
+def table2(runs: pd.DataFrame) -> pd.DataFrame:
+    """The ablation rows on Parti beside the paper's Table 2 row of the same model and scales."""
     metrics = [m for m in COLUMNS if m != "fid"]
     stats = row_stats(runs, {f"parti/{m}": COLUMNS[m][1] for m in metrics})
     rows = []
     for _, r in stats.iterrows():
-        spec = next((t for t in TABLE2 if t.label == r["row"]), None)
+        model, rew, cfg = r[paper.MODEL], r[paper.ALPHA_REW], r[paper.ALPHA_CFG]
+        published = paper.published(model, float(rew), float(cfg)) if model else None
         rec = {"row": r["label"], "seeds": r["seeds"], "failed": r["failed"]}
-        hit = paper[paper["table"] == 2]
-        if spec is not None:
-            hit = hit[(hit["model"] == spec.paper_model)
-                      & (hit["reward_scale"].fillna(0) == spec.reward_scale)
-                      & (hit["cfg_scale"].fillna(0) == spec.cfg_scale)]  # fmt: skip
         for m in metrics:
             key = f"parti/{m}"
             rec[m] = cell(r.get(key, float("nan")), r.get(f"{key}_ci95", float("nan")))
-            column = COLUMNS[m][0]
-            rec[f"paper_{m}"] = hit.iloc[0][column] if spec is not None and len(hit) else None
+            rec[f"paper_{m}"] = None if published is None else value(published, COLUMNS[m][0])
         rows.append(rec)
     return pd.DataFrame(rows)
 
 
-def table3(runs: pd.DataFrame, hps: pd.DataFrame) -> pd.DataFrame:
+def table3(runs: pd.DataFrame) -> pd.DataFrame:
     stats = row_stats(runs, {f"hps/{s}": 1.0 for s in HPS_STYLES})
     rows = []
     for _, r in stats.iterrows():
-        model = "1step-" + TABLE1_MODEL.get(r["row"], "?")
-        hit = hps[hps["model"] == model]
+        published = paper.TABLE3.get(r[paper.METHOD] or "")
         rec = {"row": r["label"], "seeds": r["seeds"], "failed": r["failed"]}
-        for ours, theirs in HPS_STYLES.items():
+        for i, ours in enumerate(HPS_STYLES):
             key = f"hps/{ours}"
             rec[ours] = cell(r.get(key, float("nan")), r.get(f"{key}_ci95", float("nan")))
-            rec[f"paper_{ours}"] = hit.iloc[0][theirs] if len(hit) else None
+            rec[f"paper_{ours}"] = None if published is None else published[i]
         rows.append(rec)
     return pd.DataFrame(rows)
 
@@ -146,13 +133,10 @@ def category_plot(runs: pd.DataFrame, path: Path, metric: str = "parti/pickscore
     return path
 
 
-def build(runs: pd.DataFrame, out: Path, paper_csv: Path, hps_csv: Path) -> dict[str, str]:
+def build(runs: pd.DataFrame, out: Path) -> dict[str, str]:
     """Write table{1,2,3}.md / .csv and the per-category plot; returns the markdown."""
-    paper = pd.read_csv(paper_csv)
-    hps = pd.read_csv(hps_csv)
     out.mkdir(parents=True, exist_ok=True)
-    tables = {"table1": table1(runs, paper), "table2": table2(runs, paper),
-              "table3": table3(runs, hps)}  # fmt: skip
+    tables = {"table1": table1(runs), "table2": table2(runs), "table3": table3(runs)}
     texts = {}
     for name, table in tables.items():
         table.to_csv(out / f"{name}.csv", index=False)
@@ -169,11 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--experiment", default="distar-table2")
     p.add_argument("--sweep", help="only runs of this sweep name")
     p.add_argument("--out", type=Path, default=Path("runs/report"))
-    p.add_argument("--paper-csv", type=Path, default=DEFAULT_PAPER_CSV)
-    p.add_argument("--hps-csv", type=Path, default=DEFAULT_HPS_CSV)
     args = p.parse_args(argv)
     runs = load_runs(args.tracking_uri, args.experiment, args.sweep)
-    for name, text in build(runs, args.out, args.paper_csv, args.hps_csv).items():
+    for name, text in build(runs, args.out).items():
         print(f"\n## {name}\n\n{text}")
     return 0
 

@@ -12,132 +12,29 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-from scipy import stats
 
-from distar.sweep.grid import TABLE2
+from analysis.paper_tables import build
+from analysis.runs import METRICS, cell, load_runs, summarise
+from distar import paper
+from distar.config import world_preset
+from distar.tracking import TrackingStoreError, check_tracking_server, missing_store
 
-METRICS = ("reward",)  # the fallback; each world's preset names its own (WorldPreset.metrics)
 PAPER_COLUMNS = ("image_reward", "aesthetic", "pickscore", "clip_score")
-DEFAULT_PAPER_CSV = Path(__file__).resolve().parents[1].parent / "shared/data/paper_tables.csv"
 
 
-def missing_store(tracking_uri: str) -> str | None:
-    """The path of a local (SQLite or file) store that does not exist, else None."""
-    for prefix in ("sqlite:///", "file://"):
-        if tracking_uri.startswith(prefix):
-            path = Path(tracking_uri.removeprefix(prefix))
-            return None if path.exists() else str(path)
-    if "://" not in tracking_uri and not Path(tracking_uri).exists():
-        return tracking_uri
-    return None
-
-
-def load_runs(tracking_uri: str, experiment: str, sweep: str | None = None) -> pd.DataFrame:
-    """Finished child runs of the experiment (optionally of one sweep), one row each."""
-    import mlflow
-
-    mlflow.set_tracking_uri(tracking_uri)
-    query = "tags.`distar.trial` != ''"
-    if sweep:
-        query += f" and tags.`distar.sweep` = '{sweep}'"
-    runs = mlflow.search_runs(
-        experiment_names=[experiment], filter_string=query, output_format="pandas"
-    )
-    if runs.empty:
-        raise SystemExit(f"no trial runs in experiment {experiment!r} at {tracking_uri}")
-    return runs
-
-
-def mean_ci(values: pd.Series) -> tuple[float, float]:
-    """Mean and half-width of the 95 % Student-t interval (NaN for a single seed)."""
-    values = values.dropna().astype(float)
-    n = len(values)
-    if n == 0:
-        return math.nan, math.nan
-    if n == 1:
-        return float(values.iloc[0]), math.nan  # one seed: no interval
-    half = stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n)
-    return float(values.mean()), float(half)
-
-
-NOT_SWEPT = ("params.train.seed", "params.train.out_dir")
-
-
-def swept_columns(runs: pd.DataFrame) -> list[str]:
-    """Parameters that differ between runs of one ablation row (other than the seed): runs that
-    differ in any of them are different settings, never extra seeds of one."""
-    params = [c for c in runs.columns if c.startswith("params.") and c not in NOT_SWEPT]
-    by_label = runs.groupby("tags.distar.label")[params].nunique(dropna=False)
-    return [c for c in params if (by_label[c] > 1).any()]
-
-
-def setting_label(label: str, values: dict[str, object]) -> str:
-    shown = ", ".join(f"{k.removeprefix('params.')}={v}" for k, v in values.items())
-    return f"{label} · {shown}" if shown else label
-
-
-def finished(group: pd.DataFrame) -> pd.Series:
-    """Runs that finished training (status FINISHED and the final-step tag): the only seeds."""
-    done = group["status"] == "FINISHED"
-    if "tags.distar.final_step" in group:
-        done &= group["tags.distar.final_step"].notna() & (group["tags.distar.final_step"] != "")
-    return done
-
-
-def summarise(
-    runs: pd.DataFrame,
-    metrics: tuple[str, ...] = METRICS,
-    prefix: str = "eval/",
-    factors: dict[str, float] | None = None,
-) -> pd.DataFrame:
-    """One row per ablation row and setting of its swept parameters, in Table 2 order: mean and
-    CI over the *finished* seeds of each MLflow metric ``{prefix}{m}`` (times ``factors[m]``,
-    e.g. into the paper's units); ``failed`` says how many runs failed or did not finish."""
-    swept = swept_columns(runs)
-    order = {row.label: i for i, row in enumerate(TABLE2)}
-    out = []
-    for keys, group in runs.groupby(["tags.distar.label", *swept], sort=False, dropna=False):
-        keys = keys if isinstance(keys, tuple) else (keys,)
-        label = setting_label(keys[0], dict(zip(swept, keys[1:], strict=True)))
-        done = group[finished(group)]
-        lost = len(group) - len(done)
-        record: dict[str, object] = {
-            "label": label,
-            "row": keys[0],
-            "seeds": len(done),
-            "failed": f"{lost} of {len(group)} seeds failed or unfinished" if lost else "",
-        }
-        for m in metrics:
-            column = f"metrics.{prefix}{m}"
-            if column in group:
-                factor = (factors or {}).get(m, 1.0)
-                record[m], record[f"{m}_ci95"] = mean_ci(done[column] * factor)
-        out.append(record)
-    table = pd.DataFrame(out)
-    table["_order"] = table["row"].map(order).fillna(len(order))
-    return table.sort_values("_order", kind="stable").drop(columns="_order").reset_index(drop=True)
-
-
-def paper_numbers(csv_path: Path) -> pd.DataFrame:
-    """The paper's Table 2 numbers for each of our rows (NaN where the paper has no such row)."""
-    paper = pd.read_csv(csv_path)
-    paper = paper[paper["table"] == 2]
-    rows = []
-    for row in TABLE2:
-        hit = paper[
-            (paper["model"] == row.paper_model)
-            & (paper["reward_scale"].fillna(0) == row.reward_scale)
-            & (paper["cfg_scale"].fillna(0) == row.cfg_scale)
-        ]
-        values = hit.iloc[0] if len(hit) else pd.Series(dtype=float)
-        rows.append(
-            {
-                "row": row.label,
-                "paper_model": row.paper_model,
-                **{f"paper_{c}": values.get(c, math.nan) for c in PAPER_COLUMNS},
-            }
-        )
-    return pd.DataFrame(rows)
+def paper_numbers(table: pd.DataFrame) -> pd.DataFrame:
+    """The paper's Table 2 numbers of each summarised row, found by the paper values its runs
+    recorded (NaN where the paper has no such row, or the runs recorded none)."""
+    out = table.copy()
+    published = [
+        paper.published(model, float(rew), float(cfg)) if model and rew and cfg else None
+        for model, rew, cfg in zip(out[paper.MODEL], out[paper.ALPHA_REW], out[paper.ALPHA_CFG],
+                                   strict=True)
+    ]  # fmt: skip
+    out["paper_model"] = out[paper.MODEL]
+    for column in PAPER_COLUMNS:
+        out[f"paper_{column}"] = [math.nan if p is None else getattr(p, column) for p in published]
+    return out
 
 
 def to_markdown(table: pd.DataFrame, metrics: tuple[str, ...] = METRICS) -> str:
@@ -152,13 +49,6 @@ def to_markdown(table: pd.DataFrame, metrics: tuple[str, ...] = METRICS) -> str:
         cells += ["–" if pd.isna(r[c]) else f"{r[c]:g}" for c in paper]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def cell(mean: float, half: float) -> str:
-    """``mean ± half``; "–" when no seed finished; no ± for a single seed."""
-    if pd.isna(mean):
-        return "–"
-    return f"{mean:.4f}" if pd.isna(half) else f"{mean:.4f} ± {half:.4f}"
 
 
 def pareto_plot(table: pd.DataFrame, path: Path, x: str = "precision", y: str = "reward") -> Path:
@@ -190,14 +80,12 @@ def pareto_plot(table: pd.DataFrame, path: Path, x: str = "precision", y: str = 
 def build_report(
     runs: pd.DataFrame,
     out: Path,
-    paper_csv: Path | None,
     metrics: tuple[str, ...] = METRICS,
     pareto: tuple[str, str] = ("reward", "reward"),
 ) -> pd.DataFrame:
-    """``metrics`` and the ``pareto`` axes (x fidelity, y reward) come from the world's preset."""
-    table = summarise(runs, metrics)
-    if paper_csv is not None and paper_csv.exists():
-        table = table.merge(paper_numbers(paper_csv), on="row", how="left")
+    """``metrics`` and the ``pareto`` axes (x fidelity, y reward) come from the world's preset;
+    the paper's numbers from the paper values each run recorded."""
+    table = paper_numbers(summarise(runs, metrics))
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "table2.csv", index=False)
     (out / "table2.md").write_text(to_markdown(table, metrics) + "\n")
@@ -223,16 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--experiment", default="distar-table2")
     parser.add_argument("--sweep", help="only runs of this sweep name")
     parser.add_argument("--out", type=Path, default=Path("runs/report"))
-    parser.add_argument("--paper-csv", type=Path, default=DEFAULT_PAPER_CSV)
     args = parser.parse_args(argv)
-    from distar.config import world_preset
 
     missing = missing_store(args.tracking_uri)
     if missing:  # reading must not create an empty store
         print(f"report error: --tracking-uri: no MLflow store at {missing}", file=sys.stderr)
         return 2
-    from distar.sweep.runner import TrackingStoreError, check_tracking_server
-
     try:
         check_tracking_server(args.tracking_uri)  # seconds, not MLflow's minutes of retries
     except TrackingStoreError as error:
@@ -240,13 +124,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     runs = load_runs(args.tracking_uri, args.experiment, args.sweep)
     preset = world_preset(world_of(runs))
-    table = build_report(runs, args.out, args.paper_csv, preset.metrics, preset.pareto)
+    table = build_report(runs, args.out, preset.metrics, preset.pareto)
     print(to_markdown(table, preset.metrics))
     if any(c.startswith(("metrics.parti/", "metrics.coco/", "metrics.hps/")) for c in runs):
-        from analysis.paper_tables import DEFAULT_HPS_CSV, build
-
-        hps_csv = args.paper_csv.with_name(DEFAULT_HPS_CSV.name)
-        for name, text in build(runs, args.out, args.paper_csv, hps_csv).items():
+        for name, text in build(runs, args.out).items():
             print(f"\n## {name} (ours beside the paper's, PickScore as a cosine)\n\n{text}")
     print(
         f"\nwritten: {args.out / 'table2.md'}, {args.out / 'table2.csv'}, {args.out / 'pareto.png'}"

@@ -21,9 +21,10 @@ from pathlib import Path
 import torch
 
 from distar.evaluation.generators import GENERATORS
-from distar.evaluation.harness import evaluate
-from distar.evaluation.metric_base import MetricOptions, build_metric
-from distar.evaluation.tiny import tiny_metric_paths, tiny_text_encoder
+from distar.evaluation.harness import HarnessOptions, evaluate
+from distar.evaluation.metric_base import MetricOptions
+from distar.evaluation.scorers import build_metric
+from distar.evaluation.tiny_metrics import tiny_metric_paths, tiny_text_encoder
 from distar.prompts import Prompt, PromptSet
 
 METRICS = ("pickscore", "clip_score", "aesthetic", "hpsv21", "imagereward")
@@ -43,18 +44,17 @@ def ray_scaling(n: int, batch: int, workers: list[int], parti: str) -> None:
     """Images/s of the whole evaluation (and of its scoring alone) on 1, 2, ... Ray actors."""
     import ray
 
+    from distar.evaluate import parser, resolve
     from distar.evaluation import ray_eval
-    from distar.evaluation.cli import parser, resolve
 
     ray.init(num_cpus=max(workers), log_to_driver=False)
     for w in workers:
         argv = ["--tiny", "--benchmark", f"parti:{n}", "--prompts", f"parti={parti}",
                 "--batch-size", str(batch), "--ray-workers", str(w)]  # fmt: skip
-        request = resolve(parser().parse_args(argv))
-        with tempfile.TemporaryDirectory() as tmp:
-            t0 = time.perf_counter()
-            ray_eval.evaluate_on_ray(request, Path(tmp), None, None)
-            total = time.perf_counter() - t0
+        job = resolve(parser().parse_args(argv))
+        t0 = time.perf_counter()
+        ray_eval.evaluate_on_ray(job.eval, job.source, job.device, w, job.cache_dir)
+        total = time.perf_counter() - t0
         print(f"  {w} Ray worker(s): {n / total:7.1f} images/s end to end ({total:.1f} s, incl. "
               f"actor start and model loads); scoring {n / ray_eval.LAST_SCORING_SECONDS:7.1f} "
               f"images/s ({ray_eval.LAST_SCORING_SECONDS:.1f} s)")  # fmt: skip
@@ -99,7 +99,8 @@ def main() -> None:
         bare[name] = timed(
             lambda m=metric: [m.score(x, t) for x, (t, _) in zip(images, batches, strict=True)]
         )
-    harness = timed(lambda: evaluate(generator, prompts, metrics, batch_size=b, progress=False))
+    options = HarnessOptions(batch_size=b, progress=False)
+    harness = timed(lambda: evaluate(generator, prompts, metrics, options))
     print(f"{args.n} images of {tuple(images[0].shape[1:])}, batch {b}, {args.threads} threads")
     for name, seconds in bare.items():
         print(f"  {name:12s} {args.n / seconds:9.1f} images/s")

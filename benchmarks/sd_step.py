@@ -32,10 +32,12 @@ from torch import nn
 from distar.config import Config
 from distar.devices import to_device
 from distar.losses import assistant_loss
+from distar.rewards.clip_scorers import ClipPairScorer
+from distar.rewards.tiny_clip import tiny_clip_config
 from distar.sigmas import edm_weight
-from distar.train import Trainer, frozen
+from distar.t2i.text import TextConditions
+from distar.trainer import Trainer, frozen
 from distar.worlds.sd.loading import Components
-from distar.worlds.sd.text import TextConditions
 from distar.worlds.sd.world import SDWorld
 
 SD15_UNET = dict(
@@ -117,11 +119,7 @@ class StubTokenizer:
 def pickscore_sized(tiny: bool):
     from transformers import CLIPConfig, CLIPModel
 
-    from distar.rewards.clip_scorers import ClipPairScorer
-
     if tiny:
-        from distar.rewards.tiny import tiny_clip_config
-
         config = tiny_clip_config()
     else:  # CLIP ViT-H/14, PickScore's architecture
         config = CLIPConfig(

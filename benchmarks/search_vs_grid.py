@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from distar import timing  # noqa: E402
-from distar.sweep.trial import Objective  # noqa: E402
+from distar.raytune.spec import Objective  # noqa: E402
 
 
 def trial_outcomes(storage: Path, objective: Objective) -> list[dict]:

@@ -16,7 +16,7 @@ import torch
 
 from distar.config import Config, parse_override
 from distar.sigmas import edm_weight
-from distar.train import Trainer
+from distar.trainer import Trainer
 
 
 def median_seconds(fn: Callable[[], object], reps: int, warmup: int = 10) -> float:

@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from distar import timing  # noqa: E402
+from distar.local_ray import start_local_ray  # noqa: E402
 
 ROWS = (
     ("driver set-up", lambda m, p: m["fit_start"] - m["driver_start"]),
@@ -97,8 +98,6 @@ def ray_train_floor(fits: int = 4) -> dict[str, float]:
     import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
-
-    from distar.sweep.runner import start_local_ray
 
     @ray.remote(num_cpus=0)
     def fit(out: str) -> tuple[float, float]:

@@ -15,16 +15,30 @@ from typing import Any, ClassVar
 
 import yaml
 
+from distar.benchmark_catalogue import (
+    BENCHMARK_METRICS,
+    EVAL_METRICS,
+    WEIGHT_KEYS,
+    BenchmarkRequest,
+    benchmark_requests,
+    parse_benchmarks,
+    parse_pairs,
+)
 from distar.config_base import (  # noqa: F401  (re-exported: the config API)
     ConfigError,
     Section,
+    WorldConfig,
+    WorldPreset,
     check_choice,
     check_range,
     fail,
     flatten,
     parse_override,
+    register_preset,
+    register_world_config,
     unflatten,
 )
+from distar.worlds.catalogue import WORLD_CONFIGS, WORLD_PRESETS
 
 # The names below are the keys of the registries in distar.losses / distar.sigmas / distar.worlds;
 # tests/test_config.py holds them equal, so the config can validate without importing torch.
@@ -74,8 +88,10 @@ class LossConfig(Section):
         check_choice("loss.weighting", self.weighting, GENERATOR_WEIGHTINGS)
 
     @property
-    def alpha_cfg(self) -> float:
-        """The CFG scale alpha of ``D_c + alpha (D_c - D_null)``, whichever convention is set."""
+    def cfg_scale_distar(self) -> float:
+        """``loss.cfg_scale`` in distar's convention: the alpha of ``D_c + alpha (D_c - D_null)``
+        in this world's units, whichever ``loss.cfg_convention`` it was given in. (The paper's
+        alpha_cfg is ``paper.alpha_cfg``; :func:`distar.paper.to_world` translates it.)"""
         if self.cfg_convention == "diffusers" and self.cfg_scale > 0:
             return self.cfg_scale - 1.0
         return self.cfg_scale
@@ -190,14 +206,6 @@ class EvalConfig(Section):
     weights: str = ""  # "pickscore=PATH,fid_reference=DIR,..."; "": the DISTAR_* variables
 
     def validate(self) -> None:
-        from distar.evaluation.plan import (
-            BENCHMARK_METRICS,
-            EVAL_METRICS,
-            WEIGHT_KEYS,
-            parse_benchmarks,
-            parse_pairs,
-        )
-
         check_range("eval.samples_per_prompt", self.samples_per_prompt, 2, 10**7)
         for key, parse in (
             ("eval.benchmarks", lambda: parse_benchmarks(self.benchmarks)),
@@ -208,13 +216,26 @@ class EvalConfig(Section):
                 parse()
             except ValueError as error:
                 fail(key, getattr(self, key.split(".")[1]), str(error))
-        for metric in filter(None, self.metrics.split(",")):
-            check_choice("eval.metrics", metric.strip(), EVAL_METRICS)
+        named = [m.strip() for m in self.metrics.split(",") if m.strip()]
+        unknown = [m for m in named if m not in EVAL_METRICS]
+        if unknown:
+            allowed = ", ".join(EVAL_METRICS)
+            raise ConfigError(f"eval.metrics: unknown {unknown}; allowed: {allowed}")
         check_range("eval.images_per_prompt", self.images_per_prompt, 1, 10_000)
         check_range("eval.resolution", self.resolution, 0, 8192)
         check_range("eval.batch_size", self.batch_size, 1, 100_000)
         check_range("eval.seed", self.seed, 0, 2**63 - 1)
         check_choice("eval.subset", self.subset, ("first", "stratified"))
+
+    def requests(self) -> list[BenchmarkRequest]:
+        """What each configured benchmark evaluates (tiny metric models have no FID)."""
+        return benchmark_requests(self.benchmarks, self.metrics, self.tiny_metrics)
+
+    def prompt_paths(self) -> dict[str, str]:
+        return parse_pairs(self.prompts, tuple(BENCHMARK_METRICS))
+
+    def weight_paths(self) -> dict[str, str]:
+        return parse_pairs(self.weights, WEIGHT_KEYS)
 
 
 @dataclass(frozen=True)
@@ -235,72 +256,13 @@ class ResourcesConfig(Section):
         check_range("resources.max_failures", self.max_failures, 0, 1000)
 
 
-@dataclass(frozen=True)
-class WorldConfig(Section):
-    """Base of every world's parameters; the subclass is chosen by ``name``."""
-
-    section: ClassVar[str] = "world"
-    text_to_image: ClassVar[bool] = False  # True: its generator can run the eval benchmarks
-    name: str = ""
-
-
-WORLD_CONFIGS: dict[str, type[WorldConfig]] = {}
-
-
-def register_world_config(name: str):
-    def add(cls: type[WorldConfig]) -> type[WorldConfig]:
-        WORLD_CONFIGS[name] = cls
-        return cls
-
-    return add
-
-
-@dataclass(frozen=True)
-class WorldPreset:
-    """A named starting point for ``--world NAME``, owned by the world that registers it.
-
-    A preset whose ``name`` equals its ``world`` holds that world's defaults for every section
-    (they apply whenever ``world.name`` selects the world); other presets (``sdxl-tiny``) layer
-    their overrides on top. The rest says how the sweep layer talks about the world: the
-    translation of the paper's alpha_rew / alpha_cfg into the world's units, the evaluation
-    metrics reports show, the search objective and the Pareto axes."""
-
-    name: str
-    world: str
-    overrides: dict[str, Any] = field(default_factory=dict)  # flat keys of any section
-    smoke: dict[str, Any] = field(default_factory=dict)  # --smoke-test on top of the preset
-    paper_scales: tuple[float, float] = (1.0, 1.0)  # paper (alpha_rew, alpha_cfg) -> world units
-    metrics: tuple[str, ...] = ("reward",)  # eval/<metric> columns of reports, in order
-    objective: tuple[str, str] = ("reward", "reward")  # (maximised metric, floor metric)
-    pareto: tuple[str, str] = ("reward", "reward")  # (x: fidelity, y: reward)
-    description: str = ""
-
-
-WORLD_PRESETS: dict[str, WorldPreset] = {}
-
-
-def register_preset(preset: WorldPreset) -> WorldPreset:
-    if preset.name in WORLD_PRESETS:
-        raise KeyError(f"world preset {preset.name!r} is registered twice")
-    WORLD_PRESETS[preset.name] = preset
-    return preset
-
-
-def _load_worlds() -> None:
-    from distar.worlds import load_world_configs  # torch-free: each world's config module
-
-    load_world_configs()
-
-
 def world_preset(name: str) -> WorldPreset:
     """The preset ``--world NAME`` selects; fails naming the known ones."""
-    _load_worlds()
     check_choice("--world", name, tuple(sorted(WORLD_PRESETS)))
     return WORLD_PRESETS[name]
 
 
 def world_config_class(name: str) -> type[WorldConfig]:
-    _load_worlds()
     check_choice("world.name", name, tuple(sorted(WORLD_CONFIGS)))
     return WORLD_CONFIGS[name]
 

@@ -1,10 +1,13 @@
 """The building blocks of the config tree: validated sections, range and choice checks that
-name the field and what is allowed, and the flat-dict / override helpers."""
+name the field and what is allowed, the flat-dict / override helpers, and the base and
+registries of world sections and presets (each world's torch-free ``world_config`` module
+registers its own; :mod:`distar.worlds.catalogue` imports them all)."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import yaml
@@ -108,3 +111,54 @@ def parse_override(text: str) -> tuple[str, Any]:
         except ValueError:
             pass
     return key.strip(), value
+
+
+@dataclass(frozen=True)
+class WorldConfig(Section):
+    """Base of every world's parameters; the subclass is chosen by ``name``."""
+
+    section: ClassVar[str] = "world"
+    text_to_image: ClassVar[bool] = False  # True: its generator can run the eval benchmarks
+    name: str = ""
+
+
+WORLD_CONFIGS: dict[str, type[WorldConfig]] = {}
+
+
+def register_world_config(name: str):
+    def add(cls: type[WorldConfig]) -> type[WorldConfig]:
+        WORLD_CONFIGS[name] = cls
+        return cls
+
+    return add
+
+
+@dataclass(frozen=True)
+class WorldPreset:
+    """A named starting point for ``--world NAME``, owned by the world that registers it.
+
+    A preset whose ``name`` equals its ``world`` holds that world's defaults for every section
+    (they apply whenever ``world.name`` selects the world); other presets (``sdxl-tiny``) layer
+    their overrides on top. The rest says how the sweep layer talks about the world: the
+    translation of the paper's alpha_rew / alpha_cfg into the world's units, the evaluation
+    metrics reports show, the search objective and the Pareto axes."""
+
+    name: str
+    world: str
+    overrides: dict[str, Any] = field(default_factory=dict)  # flat keys of any section
+    smoke: dict[str, Any] = field(default_factory=dict)  # --smoke-test on top of the preset
+    paper_scales: tuple[float, float] = (1.0, 1.0)  # paper (alpha_rew, alpha_cfg) -> world units
+    metrics: tuple[str, ...] = ("reward",)  # eval/<metric> columns of reports, in order
+    objective: tuple[str, str] = ("reward", "reward")  # (maximised metric, floor metric)
+    pareto: tuple[str, str] = ("reward", "reward")  # (x: fidelity, y: reward)
+    description: str = ""
+
+
+WORLD_PRESETS: dict[str, WorldPreset] = {}
+
+
+def register_preset(preset: WorldPreset) -> WorldPreset:
+    if preset.name in WORLD_PRESETS:
+        raise KeyError(f"world preset {preset.name!r} is registered twice")
+    WORLD_PRESETS[preset.name] = preset
+    return preset

@@ -1,4 +1,4 @@
-"""Moving host tensors to the training device without making the host wait for it."""
+"""The training device, and moving host tensors to it without making the host wait."""
 
 from __future__ import annotations
 
@@ -12,3 +12,12 @@ def to_device(t: Tensor, device: torch.device) -> Tensor:
     if device.type != "cuda":
         return t.to(device)
     return t.pin_memory().to(device, non_blocking=True)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``train.device``: "auto" is CUDA when torch sees it, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device='cuda' but torch sees no CUDA device")
+    return torch.device(name)

@@ -1,6 +1,161 @@
-"""Entry point: ``python -m distar.evaluate --help``."""
+"""``python -m distar.evaluate``: score a one-step generator on Parti / COCO / HPSv2 prompts and
+log per-prompt tables, summaries and image grids to MLflow.
 
-from distar.evaluation.cli import main
+    python -m distar.evaluate --tiny --benchmark parti:32 --benchmark coco:32 \\
+        --prompts parti=../shared/data/PartiPrompts.tsv \\
+        --prompts coco=../shared/data/coco2014_val_30k_captions.txt
+
+``--tiny`` builds a random tiny generator and tiny random metric models in the real file
+formats (offline; the numbers mean nothing, the pipeline is the real one). Without it, metric
+weights come from ``--weights KEY=PATH`` or the environment variables in
+``distar/evaluation/scorers.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+from distar.config import Config, ConfigError, EvalConfig, parse_override
+from distar.evaluation.sources import GeneratorSource
+from distar.evaluation.standalone import EvalJob, run_evaluation
+
+# the flag of each EvalConfig field this command sets: its errors name the flag
+FLAGS = {
+    "eval.benchmarks": "--benchmark",
+    "eval.metrics": "--metrics",
+    "eval.prompts": "--prompts",
+    "eval.weights": "--weights",
+    "eval.images_per_prompt": "--samples-per-prompt",
+    "eval.batch_size": "--batch-size",
+    "eval.seed": "--seed",
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m distar.evaluate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--benchmark", action="append", help="NAME[:N] (parti, coco, hps); repeatable")
+    p.add_argument("--prompts", action="append", default=[], help="NAME=PATH of a prompt file")
+    p.add_argument("--metrics", nargs="+", help="restrict to these metrics")
+    p.add_argument("--weights", action="append", default=[], help="KEY=PATH of metric weights")
+    p.add_argument("--subset", choices=["first", "stratified"], default="stratified")
+    p.add_argument("--tiny", action="store_true", help="tiny random generator and metric models")
+    p.add_argument("--generator-dir", help="the tiny generator's CLIP text encoder directory")
+    p.add_argument(
+        "--checkpoint",
+        help="evaluate the generator of a distar run (its checkpoints/ or step_* directory) "
+        "on a text-to-image world",
+    )
+    p.add_argument(
+        "--world",
+        help="evaluate this world preset's generator (e.g. sdxl with --set "
+        "world.generator_init=DIR: a diffusers UNet directory or a state-dict file)",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="with --world: a config field, e.g. world.reference=/models/sdxl-base",
+    )
+    p.add_argument(
+        "--ray-workers",
+        type=int,
+        default=0,
+        help="spread generation and scoring over N Ray actors (one model load each; "
+        "RAY_ADDRESS joins a cluster); 0: this process",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--samples-per-prompt", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--tracking-uri", default="sqlite:///runs/eval/mlflow.db")
+    p.add_argument("--experiment", default="distar-eval")
+    p.add_argument("--run-name", default="evaluation")
+    p.add_argument("--cache-dir", default=None, help="FID reference statistics cache")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved request, exit")
+    p.add_argument("--smoke-test", action="store_true", help="--tiny, 8 Parti + 8 COCO prompts")
+    return p
+
+
+def resolve(args: argparse.Namespace) -> EvalJob:
+    """The flags as a typed job: an :class:`EvalConfig` (validated; errors name the flag) and
+    the generator, device and tracking settings around it."""
+    if args.smoke_test:
+        args.tiny, args.benchmark = True, args.benchmark or ["parti:8", "coco:8"]
+        args.batch_size = min(args.batch_size, 8)
+    if not args.benchmark:
+        raise SystemExit("--benchmark: give at least one, e.g. --benchmark parti:32")
+    if not 0 <= args.ray_workers <= 4096:
+        raise SystemExit("--ray-workers: must be in [0, 4096]")
+    if args.checkpoint and not Path(args.checkpoint).exists():
+        raise SystemExit(f"--checkpoint: {args.checkpoint} does not exist")
+    world = world_request(args) or {}
+    source = GeneratorSource(args.checkpoint or "", world, args.generator_dir or "", args.seed)
+    return EvalJob(eval_config(args), source, args.device, args.ray_workers, args.tracking_uri,
+                   args.experiment, args.run_name, args.cache_dir)  # fmt: skip
+
+
+def eval_config(args: argparse.Namespace) -> EvalConfig:
+    try:
+        return EvalConfig(
+            benchmarks=",".join(args.benchmark),
+            metrics=",".join(args.metrics or []),
+            prompts=",".join(args.prompts),
+            weights=",".join(args.weights),
+            subset=args.subset,
+            tiny_metrics=args.tiny,
+            seed=args.seed,
+            images_per_prompt=args.samples_per_prompt,
+            batch_size=args.batch_size,
+        )
+    except ConfigError as error:
+        message = str(error)
+        field = message.partition(":")[0]
+        raise SystemExit(FLAGS.get(field, field) + message[len(field) :]) from None
+
+
+def world_request(args: argparse.Namespace) -> dict | None:
+    """``--world PRESET --set ...``: the flat config of the world whose generator to evaluate,
+    validated now (a bad key or value fails before anything loads)."""
+    if not args.world:
+        if args.overrides:
+            raise SystemExit("--set: only with --world")
+        return None
+    if args.checkpoint:
+        raise SystemExit("--world and --checkpoint: give one (a checkpoint brings its own world)")
+    try:
+        config = Config.for_world(args.world, dict(parse_override(o) for o in args.overrides))
+    except ConfigError as error:
+        raise SystemExit(f"config error: {error}") from None
+    if not config.world.text_to_image:
+        raise SystemExit(f"--world: {args.world!r} has no text-to-image generator")
+    return {k: v for k, v in config.to_flat().items() if k.startswith("world.")}
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    job = resolve(args)
+    if args.dry_run:
+        print(job.to_json())
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        run_id, results = run_evaluation(job, Path(tmp))
+    for result in results:
+        print(f"\n## {result.benchmark}: {len(result.rows)} samples")
+        for key, value in sorted(result.summary.items()):
+            if key.count("/") == 1:
+                print(f"  {key:40s} {value:10.4f}")
+    print(
+        f"\nMLflow run {run_id} in experiment {job.experiment!r} at {job.tracking_uri}"
+    )
+
 
 if __name__ == "__main__":
     main()

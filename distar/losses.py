@@ -256,30 +256,44 @@ class GeneratorLoss:
     diagnostics: dict[str, Tensor | float] = field(default_factory=dict)  # batch means
 
 
+@dataclass(frozen=True)
+class GeneratorBatch:
+    """One generator batch: ``x0 = g_theta(z, c)`` (with gradients), its noise levels and
+    noise (``x = x0 + sigma * noise``), conditions and their unconditional counterparts."""
+
+    x0: Tensor
+    sigma: Tensor
+    noise: Tensor
+    cond: Any
+    null: Any
+
+
+@dataclass(frozen=True)
+class Networks:
+    """What the generator loss calls: the frozen reference and assistant denoisers, the explicit
+    reward ``r(x0, c)`` (None: no reward), and the reference's CFG pair ``(D(x; c), D(x; null))``
+    from one batched call (None: two calls of ``reference``)."""
+
+    reference: Denoiser
+    assistant: Denoiser
+    reward: Callable[[Tensor, Any], Tensor] | None = None
+    reference_pair: PairDenoiser | None = None
+
+
 def generator_loss(
-    cfg: LossConfig,
-    x0: Tensor,
-    sigma: Tensor,
-    noise: Tensor,
-    cond: Any,
-    null: Any,
-    reference: Denoiser,
-    assistant: Denoiser,
-    reward_fn: Callable[[Tensor, Any], Tensor] | None = None,
-    diagnose: bool = False,
-    reference_pair: PairDenoiser | None = None,
+    cfg: LossConfig, batch: GeneratorBatch, nets: Networks, diagnose: bool = False
 ) -> GeneratorLoss:
     """``L_G = L_reg (score) or L_KL (kl) + L_cfg (guidance out) + L_rew`` for one batch.
 
-    ``x0 = g_theta(z, c)`` must carry gradients; ``x = x0 + sigma * noise`` is *not* detached.
-    Assistant and reference parameters must be frozen by the caller (requires_grad False).
-    ``reference_pair`` gives both CFG branches in one call (default: two calls of
-    ``reference``). Diagnostics are tensors (no host sync); with ``diagnose`` they add the
-    per-term gradient norms."""
+    ``batch.x0`` must carry gradients; ``x = x0 + sigma * noise`` is *not* detached. Assistant
+    and reference parameters must be frozen by the caller (requires_grad False). Diagnostics
+    are tensors (no host sync); with ``diagnose`` they add the per-term gradient norms."""
+    x0, sigma, noise, cond, null = batch.x0, batch.sigma, batch.noise, batch.cond, batch.null
+    reference, assistant, reward_fn = nets.reference, nets.assistant, nets.reward
     x = x0 + expand_like(sigma, x0) * noise
-    alpha = cfg.alpha_cfg
+    alpha = cfg.cfg_scale_distar
     guided_in = cfg.guidance == "in" and alpha > 0
-    pair = reference_pair or two_calls(reference)
+    pair = nets.reference_pair or two_calls(reference)
     at_x: list[Tensor] = []  # D~(x), computed once: the weighting and the divergence share it
 
     def target_x(xx: Tensor) -> Tensor:
@@ -302,9 +316,9 @@ def generator_loss(
     grad_on = torch.is_grad_enabled()
     scale = unit_scale(sigma, cfg.units)
     weight = GENERATOR_WEIGHTINGS.get(cfg.weighting)(sigma, x0, target_for_weight)
-    batch = NoisyBatch(x0, x, sigma, assistant_x, target_x, scale, weight)
+    noisy = NoisyBatch(x0, x, sigma, assistant_x, target_x, scale, weight)
     terms: dict[str, Tensor] = {}
-    terms["divergence"], delta = DIVERGENCES.get(cfg.divergence)(cfg, batch)
+    terms["divergence"], delta = DIVERGENCES.get(cfg.divergence)(cfg, noisy)
     if cfg.guidance == "out" and alpha > 0:
         terms["cfg"] = cfg_reward_loss(x, sigma, pair, cond, null, alpha, scale, weight)
     reward = None

@@ -1,6 +1,7 @@
-"""Benchmark prompt sets: Parti (P2), COCO-2014 30k captions, HPSv2 (four styles).
+"""Prompts: the benchmark prompt sets Parti (P2), COCO-2014 30k captions and HPSv2 (four
+styles), the subset a benchmark evaluates, and the prompts a text-to-image world trains on.
 
-Each loads from a local path (argument, else an environment variable). :func:`download` fetches
+Each set loads from a local path (argument, else an environment variable). :func:`download` fetches
 a public copy into a cache and checks its sha256; nothing here downloads on import or implicitly.
 """
 
@@ -120,6 +121,53 @@ def load(name: str, path: str | Path | None = None) -> PromptSet:
     if name not in LOADERS:
         raise KeyError(f"benchmark: got {name!r}; allowed: {sorted(LOADERS)}")
     return LOADERS[name](path)
+
+
+def select(
+    name: str, n: int | None, path: str | Path | None, subset: str, seed: int
+) -> PromptSet:
+    """The prompts a benchmark evaluates: all (``n`` None), the first ``n``, or ``n``
+    stratified by group with ``seed`` (``subset`` = ``"first"`` / ``"stratified"``)."""
+    full = load(name, path)
+    if n is None:
+        return full
+    return full.first(n) if subset == "first" else full.subset(n, seed)
+
+
+# --- what a text-to-image world trains on -----------------------------------------------------
+
+# a small built-in list that only exists to make the tiny worlds and first runs work without files
+BUILT_IN = (
+    "a photo of a red fox in a snowy forest",
+    "an oil painting of a lighthouse at dawn",
+    "a bowl of ramen on a wooden table, studio lighting",
+    "a watercolor of a city street in the rain",
+    "a close-up portrait of an elderly fisherman",
+    "a futuristic train crossing a desert canyon",
+    "a cat wearing a tiny wizard hat, digital art",
+    "a mountain lake reflecting autumn trees",
+    "a robot reading a book in a library",
+    "a bouquet of sunflowers in a blue vase",
+    "an astronaut riding a horse on the moon",
+    "a cozy cabin interior with a fireplace",
+    "a hummingbird drinking from a flower, macro photo",
+    "a medieval castle on a cliff above the sea",
+    "a plate of colorful macarons, pastel background",
+    "a neon-lit alley in Tokyo at night",
+)
+
+
+def training_prompts(spec: str) -> list[str]:
+    """``world.prompts``: ``""`` the built-in list; ``*.tsv`` Parti prompts; otherwise a file of
+    one prompt per line (the COCO captions file, your own)."""
+    if not spec:
+        return list(BUILT_IN)
+    path = Path(spec)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"world.prompts: {path} is not a file (a Parti .tsv, or one prompt per line)"
+        )
+    return (load_parti(path) if path.suffix == ".tsv" else load_coco(path)).texts
 
 
 # --- explicit downloads --------------------------------------------------------------------

@@ -1,359 +1,106 @@
-"""The world-agnostic DI* training loop: K assistant rounds, then one generator step.
-
-Runs without Ray: ``python -m distar.train --help``. Everything experiment-specific comes from
-the world; reporting goes through :mod:`distar.callbacks`.
-"""
+"""``python -m distar.train``: one DI* run on a world, without Ray (the loop is
+:mod:`distar.trainer`)."""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
-from contextlib import contextmanager
+import argparse
+import json
+import sys
 from pathlib import Path
-from typing import Any
 
-import torch
-from torch import nn
-
-from distar.callbacks import Callback
-from distar.checkpoint import load_checkpoint, save_checkpoint
-from distar.config import AdamConfig, Config
-from distar.distributed import (
-    all_gather_objects,
-    average_gradients,
-    broadcast_parameters,
-    rank,
-    world_size,
-)
-from distar.losses import assistant_loss, generator_loss
-from distar.sigmas import ASSISTANT_WEIGHTINGS, sample_sigma
-from distar.timing import Stopwatch
-from distar.worlds import World, build_world
-
-EVAL_SEED_OFFSET = 1_000_003  # evaluation noise is fixed per run and never touches training RNG
-NOISE_STREAM = 0x5EED  # separates the device generator's stream from the host one's
+from distar.callbacks import JsonlLogger, ProgressBar
+from distar.checkpoint import CorruptCheckpointError, checkpoint_config
+from distar.config import DEFAULT_WORLD, Config, ConfigError, parse_override, world_preset
+from distar.evaluation.preflight import preflight
 
 
-class NonFiniteLossError(FloatingPointError):
-    """A loss or gradient became NaN/Inf; the run stops instead of training on garbage."""
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device='cuda' but torch sees no CUDA device")
-    return torch.device(name)
-
-
-def trainable(module: nn.Module) -> list[nn.Parameter]:
-    """The parameters a run trains: what requires grad when the world hands the module over
-    (a LoRA assistant trains its adapters, not the base it shares with the reference)."""
-    return [p for p in module.parameters() if p.requires_grad]
-
-
-def make_adam(params: list[nn.Parameter], cfg: AdamConfig, device: torch.device):
-    return torch.optim.Adam(
-        params,
-        lr=cfg.lr,
-        betas=(cfg.beta1, cfg.beta2),
-        eps=cfg.eps,
-        weight_decay=cfg.weight_decay,
-        fused=device.type == "cuda",  # one kernel for all parameters; fp32 states
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m distar.train", description=__doc__)
+    parser.add_argument(
+        "--world",
+        help=f"world preset (default {DEFAULT_WORLD!r}; e.g. sd15, sdxl, sd15-tiny, sdxl-tiny): "
+        "the world and its defaults for every section",
     )
+    parser.add_argument("--config", type=Path, help="YAML config; defaults fill the rest")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one field, e.g. loss.reward_scale=10",
+    )
+    parser.add_argument("--out", type=Path, help="output directory (train.out_dir)")
+    parser.add_argument("--resume", type=Path, help="checkpoint dir, or a run's checkpoints/ dir")
+    parser.add_argument(
+        "--resume-fallback",
+        action="store_true",
+        help="with --resume: if the checkpoint is corrupt, use the newest readable earlier one",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="print the resolved config, exit")
+    parser.add_argument(
+        "--smoke-test", action="store_true", help="tiny and fast settings (the world's own)"
+    )
+    return parser
 
 
-@contextmanager
-def frozen(params: list[nn.Parameter]):
-    """Parameters frozen for a forward *and its backward*: flags are restored only after the
-    block, because toggling them in between breaks non-reentrant gradient checkpointing."""
-    for p in params:
-        p.requires_grad_(False)
+def resolve_config(args: argparse.Namespace) -> Config:
+    """Defaults < the world preset (``--world``) < the checkpoint's config (``--resume`` without
+    ``--config``) < ``--config`` < the world's ``--smoke-test`` settings < ``--set`` < ``--out``."""
+    if args.resume_fallback and not args.resume:
+        raise ConfigError("--resume-fallback: only with --resume")
+    if args.world and (args.config or args.resume):
+        raise ConfigError("--world: give it alone, or set world.* inside --config / the checkpoint")
+    if args.config:
+        base = Config.from_yaml(args.config.read_text())
+    elif args.resume:
+        base = checkpoint_config(args.resume)
+    else:
+        base = Config.for_world(args.world or DEFAULT_WORLD)
+    preset = world_preset(args.world or base.world.name)
+    flat: dict = dict(preset.smoke) if args.smoke_test else {}
+    flat.update(parse_override(text) for text in args.overrides)
+    if args.out is not None:
+        flat["train.out_dir"] = str(args.out)
+    return base.with_overrides(flat)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
-        yield
-    finally:
-        for p in params:
-            p.requires_grad_(True)
+        config = resolve_config(args)
+    except ConfigError as error:
+        print(f"config error: {error}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        print(config.to_yaml(), end="")
+        return 0
+    try:
+        preflight(config.eval)  # every prompt and weight file the evaluation needs, up front
+    except ConfigError as error:
+        print(f"config error: {error}", file=sys.stderr)
+        return 2
+    from distar.evaluation.in_training import benchmark_evaluator
+    from distar.trainer import NonFiniteLossError, Trainer
 
-
-class FiniteGuard:
-    """Remembers, on the device and without a host sync, the first step at which each watched
-    value was NaN/Inf; :meth:`check` (at logging, evaluation and checkpoint steps) raises."""
-
-    def __init__(self) -> None:
-        self.first: dict[str, torch.Tensor] = {}
-
-    def watch(self, step: int, what: str, value: torch.Tensor) -> None:
-        bad = ~torch.isfinite(value.detach()).all()
-        seen = self.first.get(what)
-        if seen is None:
-            seen = torch.full((), -1, dtype=torch.long, device=value.device)
-        self.first[what] = torch.where(bad & (seen < 0), step, seen)
-
-    def check(self, latest: dict[str, float] | None = None) -> None:
-        """Raise for the earliest non-finite value (the first watched, within a step)."""
-        steps = {what: int(first.item()) for what, first in self.first.items()}
-        bad = [(step, what) for what, step in steps.items() if step >= 0]
-        if bad:
-            step, what = min(bad, key=lambda b: b[0])
-            raise NonFiniteLossError(
-                f"step {step}: {what} is non-finite (nan or inf); stopping. "
-                f"Latest metrics: {latest or {}}"
-            )
-
-
-def clip_and_step(
-    params: list[nn.Parameter], opt: torch.optim.Optimizer, cfg: AdamConfig
-) -> torch.Tensor:
-    """Average gradients across ranks, optionally clip, step; returns the pre-clip gradient
-    norm as a device tensor (the caller watches it for NaN/Inf)."""
-    average_gradients(params)
-    max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
-    norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-    opt.step()
-    opt.zero_grad(set_to_none=True)  # only the network being stepped holds gradients
-    return norm
-
-
-def step_seed(seed: int, rank: int, step: int) -> int:
-    """Training randomness is a pure function of (seed, rank, step): resuming at any step, on any
-    number of ranks, replays exactly the draws an uninterrupted run makes, and ranks differ."""
-    return ((seed * 1_000_003 + rank) * 1_000_000_007 + step) % (2**63 - 1)
-
-
-def to_floats(metrics: dict[str, Any]) -> dict[str, float]:
-    """Device scalars -> floats: the one host sync of a logging step."""
-    return {k: float(v) for k, v in metrics.items()}
-
-
-class Trainer:
-    """Holds the world, optimisers, step counter and training RNG of one run. Under a
-    ``torch.distributed`` process group every rank trains on its own draws with averaged
-    gradients; only rank 0 writes plots and checkpoints.
-
-    Two generators per step, both seeded from (seed, rank, step): ``rng`` on the host for what
-    the world draws on the host (prompts), ``noise_rng`` on the training device for latents,
-    sigmas and noise, so a step makes no host-to-device copy of random numbers."""
-
-    def __init__(
-        self, config: Config, world: World | None = None, callbacks: Sequence[Callback] = ()
-    ) -> None:
-        self.config = config
-        self.device = resolve_device(config.train.device)
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # static shapes: pick the fastest convolutions
-        torch.manual_seed(config.train.seed)
-        self.stopwatch = Stopwatch()  # where the run's time goes (benchmarks/sweep_overhead.py)
-        with self.stopwatch.phase("world_build"):
-            self.world = world or build_world(config.world, self.device, config.train.init)
-        self.rank = rank()
-        self.params = {
-            "generator": trainable(self.world.generator),
-            "assistant": trainable(self.world.assistant),
-        }
-        broadcast_parameters(self.params["generator"])
-        broadcast_parameters(self.params["assistant"])
-        self.rng = torch.Generator()
-        self.noise_rng = torch.Generator(device=self.device)
-        self.opt_generator = make_adam(
-            self.params["generator"], config.optim.generator, self.device
-        )
-        self.opt_assistant = make_adam(
-            self.params["assistant"], config.optim.assistant, self.device
-        )
-        self.callbacks = list(callbacks)
-        self.guard = FiniteGuard()
-        self.benchmarks = None  # built at the first evaluation that needs it
-        self.step = 0
-        self.out_dir = Path(config.train.out_dir)
-
-    # ---- one update of each network --------------------------------------------------------
-    def _batch(self) -> tuple[torch.Tensor, Any]:
-        n = self.config.train.batch_size
-        return (
-            self.world.sample_latents(n, self.noise_rng),
-            self.world.sample_conditions(n, self.rng),
-        )
-
-    def assistant_update(self) -> torch.Tensor:
-        """One round of the assistant's denoising loss on stop-gradient generator samples."""
-        world, cfg = self.world, self.config
-        z, cond = self._batch()
-        with torch.no_grad():
-            x0 = world.generator(z, cond)
-        sigma = sample_sigma(cfg.noise.assistant, len(z), self.noise_rng)
-        noise = torch.randn(x0.shape, generator=self.noise_rng, device=self.device)
-        weight = ASSISTANT_WEIGHTINGS.get(cfg.noise.assistant_weighting)(sigma, world.sigma_data)
-        loss = assistant_loss(world.assistant, x0, sigma, noise, cond, weight).mean()
-        self.guard.watch(self.step, "assistant loss", loss)
-        self.opt_assistant.zero_grad(set_to_none=True)
-        loss.backward()
-        norm = clip_and_step(self.params["assistant"], self.opt_assistant, cfg.optim.assistant)
-        self.guard.watch(self.step, "assistant gradient norm", norm)
-        return loss.detach()
-
-    def _generator_loss(self, x0, sigma, noise, cond, null, diagnose: bool):
-        world = self.world
-        return generator_loss(
-            self.config.loss,
-            x0,
-            sigma,
-            noise,
-            cond,
-            null,
-            world.reference,
-            world.assistant,
-            world.reward,
-            diagnose,
-            world.reference_pair,
-        )
-
-    def generator_update(self, diagnose: bool = False) -> dict[str, torch.Tensor]:
-        """One DI* generator step with the assistant frozen (but differentiable in its input).
-
-        With ``train.generator_chunk = k`` the loss and its backward run k samples at a time
-        onto a detached copy of x0, and one backward through the generator follows: the same
-        gradient (every term is a per-sample sum), with the memory of k samples."""
-        world, cfg = self.world, self.config
-        z, cond = self._batch()
-        n = len(z)
-        sigma = sample_sigma(cfg.noise.generator, n, self.noise_rng)
-        x0 = world.generator(z, cond)
-        noise = torch.randn(x0.shape, generator=self.noise_rng, device=self.device)
-        null = world.null_conditions(cond)
-        chunk = cfg.train.generator_chunk or n
-        sums: dict[str, torch.Tensor] = {}
-        with frozen(self.params["assistant"]):
-            leaf = x0 if chunk >= n else x0.detach().requires_grad_(True)
-            self.opt_generator.zero_grad(set_to_none=True)
-            for i in range(0, n, chunk):
-                part = slice(i, min(i + chunk, n))
-                out = self._generator_loss(
-                    leaf[part], sigma[part], noise[part], cond[part], null[part], diagnose
-                )
-                (out.per_sample.sum() / n).backward()
-                k = part.stop - part.start
-                values = {"loss/generator": out.per_sample.detach().sum()}
-                values.update({f"loss/{t}": v.detach().sum() for t, v in out.terms.items()})
-                values.update({d: k * torch.as_tensor(v) for d, v in out.diagnostics.items()})
-                for key, v in values.items():
-                    sums[key] = sums.get(key, 0) + v
-            if leaf is not x0:
-                x0.backward(leaf.grad)
-        metrics = {key: v / n for key, v in sums.items()}
-        self.guard.watch(self.step, "generator loss", metrics["loss/generator"])
-        norm = clip_and_step(self.params["generator"], self.opt_generator, cfg.optim.generator)
-        self.guard.watch(self.step, "generator gradient norm", norm)
-        return {**metrics, "grad_norm/generator": norm.detach()}
-
-    def train_step(self) -> dict[str, torch.Tensor]:
-        """K assistant rounds, then one generator step; advances ``self.step``. Returns device
-        scalars: nothing here waits for the device."""
-        seed = step_seed(self.config.train.seed, self.rank, self.step)
-        self.rng.manual_seed(seed)
-        self.noise_rng.manual_seed(seed ^ NOISE_STREAM)
-        a_losses = [self.assistant_update() for _ in range(self.config.optim.assistant_rounds)]
-        diagnose = (self.step + 1) % self.config.train.log_every == 0
-        metrics = self.generator_update(diagnose)
-        metrics["loss/assistant"] = torch.stack(a_losses).mean()
-        self.step += 1
-        return metrics
-
-    # ---- evaluation, checkpoints, the loop ---------------------------------------------------
-    def run_benchmarks(self) -> list:
-        """The configured benchmarks (``eval.benchmarks``) on the current generator: prompts
-        sharded across ranks, results on rank 0 (an empty list elsewhere)."""
-        if not self.config.eval.benchmarks:
-            return []
-        if self.benchmarks is None:
-            from distar.evaluation.in_training import BenchmarkEvaluator
-
-            self.benchmarks = BenchmarkEvaluator(self.config.eval, str(self.device))
-        shard = (self.rank, world_size())
-        generator = self.world.eval_generator(self.config.eval.resolution)
-        return self.benchmarks.run(generator, shard, all_gather_objects)
-
-    def _notify(self, hook: str, *args: Any) -> None:
-        """Call ``hook`` on every callback (timed: logging is part of a run's overhead)."""
-        with self.stopwatch.phase("callbacks"):
-            for cb in self.callbacks:
-                getattr(cb, hook)(*args)
-
-    def evaluate(self, final: bool = True) -> tuple[dict[str, float], dict[str, Path]]:
-        """The world's metrics (every evaluation), its sample plot (the final one only: a plot
-        costs more than the metrics on the embedded world), the configured benchmarks."""
-        self.guard.check()
-        cfg = self.config
-        seed = cfg.train.seed + EVAL_SEED_OFFSET
-        with self.stopwatch.phase("evaluation"):
-            metrics = self.world.evaluate(cfg.eval.samples_per_prompt, seed)
-            artifacts: dict[str, Path] = {}
-            if cfg.eval.plot and final and self.rank == 0:
-                path = self.out_dir / "plots" / f"samples_step{self.step:07d}.png"
-                artifacts["samples"] = self.world.plot(
-                    path, min(cfg.eval.samples_per_prompt, 1500), seed
-                )
-        self._notify("on_eval", self.step, metrics, artifacts)
-        with self.stopwatch.phase("evaluation"):
-            results = self.run_benchmarks()
-        if results:
-            self._notify("on_benchmarks", self.step, results)
-        return metrics, artifacts
-
-    def modules(self) -> dict[str, nn.Module]:
-        return {"generator": self.world.generator, "assistant": self.world.assistant}
-
-    def save(self) -> Path | None:
-        """Rank 0 writes a full-state checkpoint; other ranks write nothing and return None."""
-        self.guard.check()
-        if self.rank != 0:
-            return None
-        state = {
-            "opt_generator": self.opt_generator.state_dict(),
-            "opt_assistant": self.opt_assistant.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-        }
-        with self.stopwatch.phase("checkpoint"):
-            path = save_checkpoint(
-                self.out_dir / "checkpoints", self.step, self.modules(), state, self.config
-            )
-        self._notify("on_checkpoint", self.step, path)
-        return path
-
-    def resume(self, path: Path, fallback: bool = False) -> None:
-        """Continue from a checkpoint; ``fallback``: from the newest readable one if it is
-        corrupt."""
-        state = load_checkpoint(path, self.modules(), fallback)
-        self.opt_generator.load_state_dict(state["opt_generator"])
-        self.opt_assistant.load_state_dict(state["opt_assistant"])
-        torch.set_rng_state(state["torch_rng"])
-        self.step = int(state["step"])
-
-    def _due(self, every: int) -> bool:
-        return every > 0 and self.step % every == 0 and self.step < self.config.train.steps
-
-    def train(self) -> dict[str, float]:
-        """Run to ``train.steps``; evaluate and checkpoint on schedule and at the end."""
-        cfg = self.config.train
-        self._notify("on_train_start", self.step, cfg.steps)
-        while self.step < cfg.steps:
-            with self.stopwatch.phase("steps"):
-                metrics = self.train_step()
-            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                metrics = {f"train/{k}": v for k, v in to_floats(metrics).items()}
-                self.guard.check(metrics)
-                self._notify("on_step", self.step, metrics)
-            if self._due(cfg.eval_every):
-                self.evaluate(final=False)
-            if self._due(cfg.checkpoint_every):
-                self.save()
-        self.save()  # first: a crash in the final evaluation must not lose the run
-        final, _ = self.evaluate()
-        self._notify("on_train_end", self.step, final)
-        return final
+    out = Path(config.train.out_dir)
+    callbacks = [ProgressBar(), JsonlLogger(out)]
+    trainer = Trainer(config, callbacks=callbacks, benchmarks=benchmark_evaluator(config))
+    if args.resume:
+        try:
+            trainer.resume(args.resume, args.resume_fallback)
+        except CorruptCheckpointError as error:
+            print(f"checkpoint error: {error}", file=sys.stderr)
+            return 2
+    (out / "config.yaml").write_text(config.to_yaml())  # after the checkpoint proved readable
+    try:
+        final = trainer.train()
+    except NonFiniteLossError as error:
+        print(f"diverged: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps({"step": trainer.step, **final}, indent=1))
+    return 0
 
 
 if __name__ == "__main__":
-    from distar.cli import main
-
     raise SystemExit(main())

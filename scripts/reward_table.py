@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from distar.config import Config, parse_override
-from distar.train import Trainer
+from distar.trainer import Trainer
 
 ROWS = [
     ("KL (Diff-Instruct / DI++)", {"loss.divergence": "kl"}),

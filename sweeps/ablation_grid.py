@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from distar import paper, tracking
 from distar.config import Config, ConfigError, parse_override, world_preset
-from distar.evaluation.in_training import preflight
-from distar.sweep.grid import TABLE2, expand
-from distar.sweep.runner import SweepSettings
+from distar.evaluation.preflight import preflight
+from distar.paper import TABLE2
+from distar.raytune.grid import expand
+from distar.raytune.settings import SWEEP_REFUSALS, SweepSettings
 
 SMOKE_ROWS = (TABLE2[1], TABLE2[-1])
 SMOKE = {"train.steps": 10, "train.log_every": 5}  # over the world's own smoke settings
@@ -45,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-ROW_KEYS = ("loss.divergence", "loss.guidance", "loss.reward_scale", "loss.cfg_scale", "train.seed")
+ROW_KEYS = ("loss.divergence", "loss.guidance", "train.seed")
 
 
 def check_flags(args: argparse.Namespace) -> None:
@@ -55,6 +57,12 @@ def check_flags(args: argparse.Namespace) -> None:
     if args.steps is not None and not 1 <= args.steps <= 10**8:
         raise ConfigError(f"--steps: got {args.steps}; allowed: 1 to 100000000")
     for key, _ in (parse_override(o) for o in args.overrides):
+        if key in paper.PAPER_KEYS:
+            raise ConfigError(
+                f"--set {key}: every trial's row sets it from the paper's alpha_rew / alpha_cfg "
+                f"(CFG convention {paper.CFG_CONVENTION!r}, scaled by the --world preset); "
+                "choose rows, or use sweeps/search.py --alpha-rew-range / --alpha-cfg-range"
+            )
         if key in ROW_KEYS or (key == "loss.huber_c" and args.huber_c):
             raise ConfigError(
                 f"--set {key}: every trial's row sets it (use --seeds / --huber-c, or a row)"
@@ -95,8 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         print(f"{len(trials)} trials")
         return 0
-    from distar.sweep.runner import SWEEP_REFUSALS, run_sweep
-    from distar.sweep.tracking import TRACKING_ERRORS
+    from distar.raytune.tuner import run_sweep  # Ray and MLflow: only for a real sweep
 
     try:
         settings = SweepSettings.from_args(args)
@@ -109,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"FAILED {r['key']}: {r['error']}", file=sys.stderr)
     try:
         report(args, settings, base, len(rows), len(trials))
-    except TRACKING_ERRORS as error:
+    except tracking.TRACKING_ERRORS as error:
         print(f"report: the tracking store {settings.uri()} failed ({type(error).__name__}); "
               "trial outputs are under --storage; run analysis.report once it is back",
               file=sys.stderr)  # fmt: skip
@@ -120,18 +127,19 @@ def main(argv: list[str] | None = None) -> int:
 def report(args: argparse.Namespace, settings: SweepSettings, base: Config, n_rows: int,
            n_trials: int) -> None:  # fmt: skip
     """The Table-2 report (and Tables 1-3 on a text world), printed and on the parent run."""
-    from analysis.report import DEFAULT_PAPER_CSV, build_report, load_runs, to_markdown
-    from distar.sweep.runner import log_sweep_report
+    from analysis.report import build_report, to_markdown
+    from analysis.runs import load_runs
+    from distar.raytune.tuner import log_sweep_report
 
     runs = load_runs(settings.uri(), args.experiment, args.name)
     preset = world_preset(args.world)
     out = args.storage.resolve() / "report"
-    table = build_report(runs, out, DEFAULT_PAPER_CSV, preset.metrics, preset.pareto)
+    table = build_report(runs, out, preset.metrics, preset.pareto)
     print(to_markdown(table, preset.metrics))
     if base.eval.benchmarks:  # a text-to-image world: the paper's Tables 1-3 as well
-        from analysis.paper_tables import DEFAULT_HPS_CSV, build
+        from analysis.paper_tables import build
 
-        for name, text in build(runs, out, DEFAULT_PAPER_CSV, DEFAULT_HPS_CSV).items():
+        for name, text in build(runs, out).items():
             print(f"\n## {name} (ours beside the paper's, PickScore as a cosine)\n\n{text}")
     sweep_params = {
         "sweep.world": args.world,
@@ -148,15 +156,14 @@ def report(args: argparse.Namespace, settings: SweepSettings, base: Config, n_ro
 def print_ui_hint(settings: SweepSettings) -> None:
     from mlflow.tracking import MlflowClient
 
-    from distar.sweep.tracking import mlflow_ui_url
-
     uri = settings.uri()
     experiment = MlflowClient(uri).get_experiment_by_name(settings.experiment)
     if uri.startswith("http"):
-        print(f"MLflow: {mlflow_ui_url(uri, experiment.experiment_id)}")
+        print(f"MLflow: {tracking.mlflow_ui_url(uri, experiment.experiment_id)}")
         return
+    url = tracking.mlflow_ui_url("http://127.0.0.1:5000", experiment.experiment_id)
     print(f"MLflow: mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000, then open "
-          f"{mlflow_ui_url('http://127.0.0.1:5000', experiment.experiment_id)}")  # fmt: skip
+          f"{url}")  # fmt: skip
 
 
 if __name__ == "__main__":

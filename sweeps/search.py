@@ -17,9 +17,23 @@ import argparse
 import math
 import sys
 
+from distar import paper
 from distar.config import Config, ConfigError, parse_override, world_preset
-from distar.evaluation.in_training import preflight
-from distar.sweep.runner import SweepSettings
+from distar.evaluation.preflight import preflight
+from distar.raytune.search import pareto_front, search_space, search_tune_config
+from distar.raytune.settings import SWEEP_REFUSALS, SweepSettings
+
+# what the searcher draws or the flags set: a --set of one would be overwritten in every trial
+SEARCHED = {
+    "loss.reward_scale": "--alpha-rew-range (the paper's alpha_rew)",
+    "loss.cfg_scale": "--alpha-cfg-range (the paper's alpha_cfg)",
+    "loss.cfg_convention": "--alpha-cfg-range (the paper's alpha_cfg, distar's convention)",
+    "loss.huber_c": "--huber-c-range",
+    "loss.guidance": "nothing: the searcher draws in and out",
+    "train.seed": "--seed",
+    "train.steps": "--steps",
+    "train.eval_every": "--evals",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,6 +78,10 @@ def check_flags(args: argparse.Namespace) -> None:
                               ("evals", args.evals, 10_000)):  # fmt: skip
         if not 1 <= value <= high:
             raise ConfigError(f"--{flag}: got {value}; allowed: 1 to {high}")
+    for key, _ in (parse_override(o) for o in args.overrides):
+        if key in SEARCHED:
+            use = SEARCHED[key]
+            raise ConfigError(f"--set {key}: the search sets it in every trial; use {use}")
     if args.evals > args.steps:
         raise ConfigError(f"--evals: got {args.evals}; allowed: at most --steps ({args.steps})")
     for flag in ("alpha_rew_range", "alpha_cfg_range", "huber_c_range"):
@@ -101,14 +119,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print(base.to_yaml(), end="")
         print(
-            f"search (paper units): alpha_rew ~ loguniform{tuple(args.alpha_rew_range)}, "
-            f"alpha_cfg ~ uniform{tuple(args.alpha_cfg_range)}, "
+            f"search: {paper.ALPHA_REW} ~ loguniform{tuple(args.alpha_rew_range)}, "
+            f"{paper.ALPHA_CFG} ~ uniform{tuple(args.alpha_cfg_range)}, "
             f"loss.huber_c ~ loguniform{tuple(args.huber_c_range)}, loss.guidance in (in, out)"
         )
         print(f"objective: {objective}; {args.samples} samples, seed {args.seed}")
         return 0
-    from distar.sweep.runner import SWEEP_REFUSALS, run_sweep
-    from distar.sweep.search import search_space, search_tune_config
+    from distar.raytune.tuner import run_sweep
 
     ranges = (tuple(args.alpha_rew_range), tuple(args.alpha_cfg_range), tuple(args.huber_c_range))
     space = search_space(base, args.seed, *ranges)
@@ -127,13 +144,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_results(rows: list[dict], pair: tuple[str, str]) -> None:
     """Every trial by the scalar objective, then the Pareto front of the two searched metrics."""
-    from distar.sweep.search import pareto_front
-
     def line(r: dict) -> str:
         shown = " ".join(f"{m} {r.get(f'eval/{m}', float('nan')):.4f}" for m in pair)
         nan = float("nan")
-        return (f"{r['key']}: alpha_rew {r.get('paper/alpha_rew', nan):.4g} "
-                f"alpha_cfg {r.get('paper/alpha_cfg', nan):.4g} "
+        return (f"{r['key']}: {paper.ALPHA_REW} {r.get(paper.ALPHA_REW, nan):.4g} "
+                f"{paper.ALPHA_CFG} {r.get(paper.ALPHA_CFG, nan):.4g} "
                 f"objective {r.get('objective', nan):.4f} {shown} {r['error']}")  # fmt: skip
 
     rows = sorted(rows, key=lambda r: r.get("objective", float("-inf")), reverse=True)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pandas as pd
 
 from distar.config import Config
-from distar.sweep.grid import TABLE2, expand
-from distar.sweep.runner import free_port  # noqa: F401  (the tests' ports, as Ray's)
-from distar.sweep.trial import TrialSpec
+from distar.local_ray import free_port  # noqa: F401  (the tests' ports, as Ray's)
+from distar.paper import TABLE2
+from distar.raytune.grid import expand
+from distar.raytune.spec import TrialSpec
 
 TINY = {
     "train.steps": 6,
@@ -26,12 +27,13 @@ def tiny_trials(rows=(TABLE2[1],), seeds=(0, 1), **flat) -> list[TrialSpec]:
 
 
 def run(trials, tmp_path, name="t", uri=None, resume=False):
-    from distar.sweep.runner import SweepSettings, run_sweep
+    from distar.raytune.settings import SweepSettings
+    from distar.raytune.tuner import run_sweep
 
     return run_sweep(trials, SweepSettings(name, "exp", tmp_path, uri, 2, resume))
 
 
 def child_runs(uri: str, sweep: str) -> pd.DataFrame:
-    from analysis.report import load_runs
+    from analysis.runs import load_runs
 
     return load_runs(uri, "exp", sweep)

@@ -21,13 +21,13 @@ def script(name: str):
 
 
 def train(argv):
-    from distar.cli import main
+    from distar.train import main
 
     return main(argv)
 
 
 def evaluate(argv):
-    from distar.evaluation.cli import main
+    from distar.evaluate import main
 
     try:
         main([*argv, "--dry-run"])
@@ -76,6 +76,11 @@ CASES = [
     ("ablation_grid", ["--huber-c", "0.1", "0.1"], "--huber-c: [0.1] given more than once"),
     ("ablation_grid", ["--huber-c", "-1"], "loss.huber_c: got -1.0"),
     ("ablation_grid", ["--set", "loss.reward_scale=5"], "--set loss.reward_scale: every trial"),
+    ("ablation_grid", ["--set", "loss.cfg_convention=diffusers"],
+     "--set loss.cfg_convention: every trial's row sets it from the paper's alpha_rew"),
+    ("ablation_grid", ["--set", "loss.cfg_scale=2"], "use sweeps/search.py --alpha-rew-range"),
+    ("search", ["--set", "loss.cfg_scale=2"], "--set loss.cfg_scale: the search sets it"),
+    ("search", ["--set", "loss.cfg_convention=diffusers"], "use --alpha-cfg-range"),
     ("ablation_grid", ["--set", "loss.huber_c=0.2", "--huber-c", "0.1", "0.3"],
      "--set loss.huber_c: every trial"),
     ("ablation_grid", ["--world", "sd15-tiny", "--set", "eval.benchmarks=parti:2",

@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 import torch
 
+from distar.benchmark_catalogue import EVAL_METRICS, WEIGHT_KEYS
 from distar.config import Config, ConfigError
-from distar.evaluation.in_training import BenchmarkEvaluator, preflight
-from distar.evaluation.plan import EVAL_METRICS, WEIGHT_KEYS
+from distar.evaluation.in_training import BenchmarkEvaluator
+from distar.evaluation.preflight import preflight
 
 SHARED = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data"
 PROMPTS = f"parti={SHARED / 'PartiPrompts.tsv'},coco={SHARED / 'coco2014_val_30k_captions.txt'}"
@@ -52,7 +53,7 @@ def test_preflight_names_the_missing_file(world_cache, tmp_path):
 
 def test_sharded_evaluation_equals_one_process(world_cache):
     """Two shards, gathered, give the rows, summary and examples of one process."""
-    from distar.worlds import build_world
+    from distar.worlds.builders import build_world
 
     cfg = Config.for_world(
         "sdxl-tiny", {**EVAL, "eval.images_per_prompt": 2, "eval.resolution": 48}

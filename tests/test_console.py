@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from distar.sweep.console import SweepConsole
+from distar.raytune.console import SweepConsole
 
 
 def trial(step: int, paper: dict | None = None) -> SimpleNamespace:
@@ -30,7 +30,7 @@ def test_a_grid_trial_reads_as_its_row_seed_and_metrics(capsys):
 
 def test_a_searched_trial_names_its_draw_and_an_early_stop(capsys):
     line = finished_line(capsys, trial(300, {"alpha_rew": 12.3456, "alpha_cfg": 4.5}))
-    expected = ("stopped at step 300/600 search ab12 (alpha_rew 12.3, alpha_cfg 4.5, "
+    expected = ("stopped at step 300/600 search ab12 (paper.alpha_rew 12.3, paper.alpha_cfg 4.5, "
                 "huber_c 0.05, out) · seed 3: reward 0.1235")  # fmt: skip
     assert expected in line, line
 
@@ -39,7 +39,7 @@ def test_two_one_cpu_trials_and_their_drivers_fit_on_two_cpus():
     """A trial driver only waits on its TorchTrainer: with even a token CPU share, two 1-CPU
     trials plus their drivers ask for more than 2 CPUs and a 2-core machine runs one at a time."""
     from distar.config import Config
-    from distar.sweep.trial import driver_resources
+    from distar.raytune.trial import driver_resources
 
     driver = driver_resources()
     worker_cpus = Config().resources.cpus_per_worker

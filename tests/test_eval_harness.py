@@ -9,10 +9,14 @@ import pytest
 import torch
 
 from distar.evaluation import summary
-from distar.evaluation.harness import evaluate, noise_for, sample_seed
+from distar.evaluation.harness import HarnessOptions, evaluate, noise_for, sample_seed
 from distar.prompts import HPS_STYLES, Prompt, PromptSet
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def Opts(**options) -> HarnessOptions:  # noqa: N802  (reads as the options it builds)
+    return HarnessOptions(**{"progress": False, **options})
 
 
 class NoiseImages:
@@ -53,26 +57,20 @@ def toy_prompts(n=10, groups=("a", "b")):
 
 def test_per_sample_seeds_do_not_depend_on_batch_size_or_subset():
     prompts, metrics = toy_prompts(), {"brightness": Brightness()}
-    a = evaluate(
-        NoiseImages(), prompts, metrics, batch_size=3, samples_per_prompt=2, progress=False
-    )
-    b = evaluate(
-        NoiseImages(), prompts, metrics, batch_size=16, samples_per_prompt=2, progress=False
-    )
+    a = evaluate(NoiseImages(), prompts, metrics, Opts(batch_size=3, samples_per_prompt=2))
+    b = evaluate(NoiseImages(), prompts, metrics, Opts(batch_size=16, samples_per_prompt=2))
     pd.testing.assert_frame_equal(a.rows, b.rows)
     part = evaluate(
         NoiseImages(),
         PromptSet("toy", prompts.prompts[4:7]),
         metrics,
-        batch_size=2,
-        samples_per_prompt=2,
-        progress=False,
+        Opts(batch_size=2, samples_per_prompt=2),
     )
     pd.testing.assert_frame_equal(
         part.rows.reset_index(drop=True), a.rows.iloc[8:14].reset_index(drop=True)
     )
     assert len(set(a.rows["seed"])) == 20  # every (prompt, replica) its own seed
-    other = evaluate(NoiseImages(), prompts, metrics, seed=1, progress=False)
+    other = evaluate(NoiseImages(), prompts, metrics, Opts(seed=1))
     assert not np.allclose(other.rows["brightness"], a.rows["brightness"][::2])
     assert torch.equal(noise_for([5, 6], (2,))[1], noise_for([6], (2,))[0])
     assert sample_seed(0, "parti", 3) != sample_seed(0, "coco", 3)
@@ -83,7 +81,7 @@ def test_rows_summaries_and_set_metrics():
         NoiseImages(),
         toy_prompts(),
         {"brightness": Brightness(), "count": CountingSet()},
-        progress=False,
+        Opts(),
     )
     assert list(result.rows.columns) == [
         "prompt",
@@ -132,14 +130,14 @@ def test_non_finite_images_or_scores_stop_the_evaluation():
             return out
 
     with pytest.raises(FloatingPointError, match="toy: non-finite"):
-        evaluate(Broken(), toy_prompts(), {"brightness": Brightness()}, progress=False)
+        evaluate(Broken(), toy_prompts(), {"brightness": Brightness()}, Opts())
 
 
 @pytest.mark.skipif(not (DATA / "PartiPrompts.tsv").is_file(), reason="needs ../shared/data")
 def test_evaluate_command_logs_tables_to_mlflow(tmp_path, capsys):
     from mlflow.tracking import MlflowClient
 
-    from distar.evaluation.cli import main
+    from distar.evaluate import main
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     main(
@@ -180,18 +178,16 @@ def test_evaluate_command_logs_tables_to_mlflow(tmp_path, capsys):
 
 
 def test_the_embedded_world_goes_through_the_same_harness(world_cache):
-    from distar.worlds.gmm.config import GMMWorldConfig
     from distar.worlds.gmm.eval import GMMGenerator, gmm_metrics, prompt_set
     from distar.worlds.gmm.world import GMMWorld
+    from distar.worlds.gmm.world_config import GMMWorldConfig
 
     world = GMMWorld(GMMWorldConfig(), torch.device("cpu"))
     result = evaluate(
         GMMGenerator(world),
         prompt_set(world),
         gmm_metrics(world),
-        samples_per_prompt=500,
-        batch_size=256,
-        progress=False,
+        Opts(samples_per_prompt=500, batch_size=256),
     )
     direct = world.evaluate(500, seed=0)  # other noise, same generator: agree to MC error
     s = result.summary

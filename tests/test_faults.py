@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from sweeps_common import TINY, child_runs, free_port, run, tiny_trials
 
-from distar.sweep.faults import inject
-from distar.sweep.grid import TABLE2
+from distar.paper import TABLE2
+from distar.raytune.faults import inject
 
 ROOT = Path(__file__).resolve().parents[1]
 LONGER = {"train.steps": 12, "train.log_every": 2, "train.checkpoint_every": 4}
@@ -114,7 +114,7 @@ def test_a_killed_sweep_driver_resumes_only_unfinished_trials_and_logs_no_step_t
 def test_a_diverging_trial_fails_with_one_readable_line_and_the_others_finish(
     ray_address, tmp_path, capsys
 ):
-    from analysis.report import summarise
+    from analysis.runs import summarise
 
     fine, diverging = tiny_trials(rows=(TABLE2[1], TABLE2[-1]), seeds=(0,))
     diverging = dataclasses.replace(
@@ -177,9 +177,10 @@ def test_a_lost_tracking_store_never_stops_training_and_nothing_is_lost(
     from mlflow.tracking import MlflowClient
 
     from distar.config import Config
-    from distar.sweep.runner import report_unlogged
-    from distar.sweep.tracking import UNLOGGED, MlflowLogger
-    from distar.train import Trainer
+    from distar.raytune.mlflow_logger import MlflowLogger
+    from distar.raytune.tuner import report_unlogged
+    from distar.tracking import UNLOGGED
+    from distar.trainer import Trainer
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     run_id = MlflowClient(uri).create_run(MlflowClient(uri).create_experiment("e")).info.run_id
@@ -257,7 +258,8 @@ def test_a_dead_or_read_only_tracking_store_fails_fast_in_one_line(
 def test_resume_with_a_different_grid_says_what_differs(tmp_path, capsys):
     from test_bad_inputs import script
 
-    from distar.sweep.runner import SweepSettings, record_definition
+    from distar.raytune.definition import record_definition
+    from distar.raytune.settings import SweepSettings
 
     grid = script("ablation_grid")
     settings = SweepSettings("table2", "distar-table2", tmp_path)

@@ -9,6 +9,8 @@ import torch
 from closed_form import batch, draws, reference_mixture
 
 from distar.config import LossConfig
+from distar.losses import GeneratorBatch as B
+from distar.losses import Networks as N
 from distar.losses import assistant_loss, generator_loss, per_sample_sum
 
 
@@ -26,7 +28,7 @@ def setup(n: int = 256, sigma: float = 0.8):
 
 def loss_of(cfg: LossConfig, reward_fn=None):
     ref, x0, sig, eps, cond, null, assistant = setup()
-    out = generator_loss(cfg, x0, sig, eps, cond, null, ref.denoise, assistant, reward_fn)
+    out = generator_loss(cfg, B(x0, sig, eps, cond, null), N(ref.denoise, assistant, reward_fn))
     return out, x0
 
 
@@ -73,17 +75,12 @@ def test_dmd_normalised_weight_is_a_constant_in_the_gradient(divergence):
     none of its own (stop-gradient, as DMD2 / SiD)."""
     ref, x0, sig, eps, cond, null, assistant = setup()
     cfg = LossConfig(divergence=divergence, weighting="dmd_normalised", cfg_scale=1.0)
-    out = generator_loss(cfg, x0, sig, eps, cond, null, ref.denoise, assistant)
+    out = generator_loss(cfg, B(x0, sig, eps, cond, null), N(ref.denoise, assistant))
     (g,) = torch.autograd.grad(out.per_sample.sum(), x0)
     uniform = generator_loss(
         LossConfig(divergence=divergence, weighting="uniform", cfg_scale=1.0),
-        x0,
-        sig,
-        eps,
-        cond,
-        null,
-        ref.denoise,
-        assistant,
+        B(x0, sig, eps, cond, null),
+        N(ref.denoise, assistant),
     )
     with torch.no_grad():
         x = x0 + sig[:, None] * eps
@@ -95,9 +92,9 @@ def test_dmd_normalised_weight_is_a_constant_in_the_gradient(divergence):
 
 
 def test_diffusers_cfg_convention_is_guidance_one_plus_alpha():
-    assert LossConfig(cfg_scale=7.5).alpha_cfg == 7.5
-    assert LossConfig(cfg_scale=7.5, cfg_convention="diffusers").alpha_cfg == 6.5
-    assert LossConfig(cfg_scale=0.0, cfg_convention="diffusers").alpha_cfg == 0.0
+    assert LossConfig(cfg_scale=7.5).cfg_scale_distar == 7.5
+    assert LossConfig(cfg_scale=7.5, cfg_convention="diffusers").cfg_scale_distar == 6.5
+    assert LossConfig(cfg_scale=0.0, cfg_convention="diffusers").cfg_scale_distar == 0.0
     ours, _ = loss_of(LossConfig(cfg_scale=1.5))
     theirs, _ = loss_of(LossConfig(cfg_scale=2.5, cfg_convention="diffusers"))
     torch.testing.assert_close(ours.per_sample, theirs.per_sample)

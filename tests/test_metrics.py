@@ -11,9 +11,9 @@ from torch import nn
 
 from distar.evaluation import imagereward as ir
 from distar.evaluation.fid import FIDMetric
-from distar.evaluation.metric_base import MetricOptions, build_metric
-from distar.evaluation.scorers import blip_configs
-from distar.evaluation.tiny import original_layout, tiny_metric_paths
+from distar.evaluation.metric_base import MetricOptions
+from distar.evaluation.scorers import blip_configs, build_metric
+from distar.evaluation.tiny_metrics import original_layout, tiny_metric_paths
 from distar.rewards.clip_common import clip_tokenizer, write_clip_bpe_tokenizer
 from distar.rewards.weights import MissingWeightsError
 

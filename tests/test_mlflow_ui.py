@@ -89,7 +89,7 @@ def wait_for(driver, css: str, count: int = 1, seconds: float = 60.0) -> list:
 def test_the_ui_shows_the_runs_grouped_by_row_and_the_sweeps_report(ui_over_a_smoke_sweep, browser):
     from mlflow.tracking import MlflowClient
 
-    from distar.sweep.tracking import mlflow_ui_url
+    from distar.tracking import mlflow_ui_url
 
     url, storage = ui_over_a_smoke_sweep
     client = MlflowClient(f"sqlite:///{storage / 'mlflow.db'}")

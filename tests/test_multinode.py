@@ -120,7 +120,7 @@ def two_nodes(world_cache):
 
 
 def test_the_smoke_sweep_survives_losing_a_node(two_nodes, tmp_path):
-    from analysis.report import load_runs, summarise
+    from analysis.runs import load_runs, summarise
     from distar.config import world_preset
 
     client, second, port, env = two_nodes

@@ -10,10 +10,10 @@ import torch
 
 from distar.callbacks import JsonlLogger
 from distar.config import Config
-from distar.losses import generator_loss
-from distar.train import Trainer
+from distar.losses import GeneratorBatch, Networks, generator_loss
+from distar.trainer import Trainer
 from distar.worlds.sd.loading import WorldLoadError
-from distar.worlds.sd.tiny import resolve
+from distar.worlds.sd.tiny_pipelines import resolve
 
 WORLDS = ("sd15", "sdxl")
 
@@ -46,7 +46,7 @@ def test_edm_denoiser_inverts_the_schedulers_own_noising(prediction_type):
     D(x_t / sqrt(a_t); sigma_t) = x0 with x_t = scheduler.add_noise(x0, eps, t)."""
     from diffusers import DDPMScheduler, EulerDiscreteScheduler
 
-    from distar.worlds.sd.edm import DDPMSchedule, edm_denoise
+    from distar.t2i.edm import DDPMSchedule, edm_denoise
 
     sched = DDPMScheduler(
         beta_start=0.00085,
@@ -81,7 +81,7 @@ def test_edm_denoiser_inverts_the_schedulers_own_noising(prediction_type):
 def test_one_step_generator_is_dmd2s_map(world_cache):
     """G(z) = D(sqrt(1 + s^2) z; s) at t_g equals DMD2's x0 = (z - sqrt(1 - a) eps(z, t_g)) /
     sqrt(a): the UNet sees z itself at t_g (not sigma_g z)."""
-    from distar.worlds import build_world
+    from distar.worlds.builders import build_world
 
     cfg = Config.for_world("sdxl-tiny", {"world.generator_timestep": 399})
     world = build_world(cfg.world, torch.device("cpu"))
@@ -105,7 +105,7 @@ def test_one_step_generator_is_dmd2s_map(world_cache):
 
 # ---- conditions ---------------------------------------------------------------------------------
 def test_sdxl_conditions_and_their_unconditional_counterparts(world_cache):
-    from distar.worlds import build_world
+    from distar.worlds.builders import build_world
 
     world = build_world(Config.for_world("sdxl-tiny").world, torch.device("cpu"))
     cond = world.sample_conditions(3, torch.Generator().manual_seed(0))
@@ -123,7 +123,7 @@ def test_sdxl_conditions_and_their_unconditional_counterparts(world_cache):
 
 
 def test_batched_cfg_pair_equals_two_reference_calls(world_cache):
-    from distar.worlds import build_world
+    from distar.worlds.builders import build_world
 
     world = build_world(Config.for_world("sd15-tiny").world, torch.device("cpu"))
     rng = torch.Generator().manual_seed(0)
@@ -193,19 +193,9 @@ def test_exact_gradient_reaches_the_generator_through_the_unet_input(
         lcfg = cfg.loss.__class__(**{**cfg.loss.__dict__, "gradient_path": path})
         for p in trainer.params["assistant"]:
             p.requires_grad_(False)
-        out = generator_loss(
-            lcfg,
-            x0,
-            sigma,
-            noise,
-            cond,
-            world.null_conditions(cond),
-            world.reference,
-            world.assistant,
-            None,
-            False,
-            world.reference_pair,
-        )
+        batch = GeneratorBatch(x0, sigma, noise, cond, world.null_conditions(cond))
+        nets = Networks(world.reference, world.assistant, None, world.reference_pair)
+        out = generator_loss(lcfg, batch, nets)
         (grads[path],) = torch.autograd.grad(out.per_sample.sum(), x0)
         for p in trainer.params["assistant"]:
             p.requires_grad_(True)
@@ -220,7 +210,7 @@ def test_exact_gradient_reaches_the_generator_through_the_unet_input(
 def test_lora_assistant_off_is_the_reference_exactly_with_checkpointing(world_cache):
     """Adapters off = the reference UNet, bit for bit, in value and in input gradient, while
     the adapters themselves are far from zero and gradient checkpointing recomputes blocks."""
-    from distar.worlds import build_world
+    from distar.worlds.builders import build_world
 
     cfg = Config.for_world("sdxl-tiny", {"world.assistant": "lora"})
     world = build_world(cfg.world, torch.device("cpu"))
@@ -290,7 +280,7 @@ def test_chunked_generator_step_equals_the_whole_batch(world_cache, tmp_path):
 
 # ---- loading ------------------------------------------------------------------------------------
 def test_missing_or_malformed_directories_fail_before_loading(world_cache, tmp_path):
-    from distar.worlds import build_world
+    from distar.worlds.builders import build_world
 
     cpu = torch.device("cpu")
     with pytest.raises(WorldLoadError, match="world.reference is not set"):
@@ -314,7 +304,7 @@ def test_generator_init_from_a_state_dict_file(world_cache, tmp_path):
     (fp16 upcast to fp32 masters); a file for another architecture is refused."""
     from safetensors.torch import save_file
 
-    from distar.worlds import build_world
+    from distar.worlds.builders import build_world
     from distar.worlds.sd.loading import load_unet
 
     unet = load_unet(resolve("tiny:sd15"), torch.float16)
@@ -338,7 +328,7 @@ def test_generator_init_from_a_state_dict_file(world_cache, tmp_path):
 
 
 def test_cli_smoke_test_on_a_tiny_text_world(world_cache, tmp_path, capsys):
-    from distar.cli import main
+    from distar.train import main
 
     assert main(["--world", "sdxl-tiny", "--smoke-test", "--out", str(tmp_path)]) == 0
     assert json.loads(capsys.readouterr().out)["step"] == 4
@@ -383,9 +373,9 @@ def test_evaluate_a_world_generator_from_a_diffusers_unet_directory(world_cache,
     the default generator's."""
     from pathlib import Path
 
-    from distar.evaluation.cli import parser
-    from distar.evaluation.cli import resolve as resolve_request
-    from distar.evaluation.runner import run_evaluation
+    from distar.evaluate import parser
+    from distar.evaluate import resolve as resolve_request
+    from distar.evaluation.standalone import run_evaluation
 
     parti = Path(__file__).resolve().parents[2] / "shared" / "data" / "PartiPrompts.tsv"
     base = ["--tiny", "--world", "sd15-tiny", "--benchmark", "parti:3", "--prompts",
@@ -393,8 +383,8 @@ def test_evaluate_a_world_generator_from_a_diffusers_unet_directory(world_cache,
     unet_dir = f"{resolve('tiny:sd15')}/unet"
     runs = []
     for extra in ([], ["--set", f"world.generator_init={unet_dir}"]):
-        request = resolve_request(parser().parse_args(base + extra))
-        runs.append(run_evaluation(request, tmp_path / str(len(runs)), None, None)[1][0])
+        job = resolve_request(parser().parse_args(base + extra))
+        runs.append(run_evaluation(job, tmp_path / str(len(runs)))[1][0])
     assert runs[1].summary["parti/pickscore"] == pytest.approx(runs[0].summary["parti/pickscore"])
     with pytest.raises(SystemExit, match="no text-to-image generator"):
         resolve_request(parser().parse_args(["--world", "gmm", "--benchmark", "parti:3"]))

@@ -17,6 +17,8 @@ from closed_form import (
 
 from distar.config import LossConfig
 from distar.losses import DISTANCES, generator_loss, unit_scale
+from distar.losses import GeneratorBatch as B
+from distar.losses import Networks as N
 from distar.worlds.gmm.rewards import directional_reward
 
 STEP = 0.02
@@ -29,7 +31,7 @@ def step_on_term(
     z, eps = draws(50_000, seed=3)
     sig, cond, null = batch(sigma, len(z))
     out = generator_loss(
-        cfg, gen.sample(z), sig, eps, cond, null, ref.denoise, gen.denoiser(sigma), reward_fn
+        cfg, B(gen.sample(z), sig, eps, cond, null), N(ref.denoise, gen.denoiser(sigma), reward_fn)
     )
     grads = torch.autograd.grad(out.terms[term].mean(), gen.params)
     moved = [

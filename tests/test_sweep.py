@@ -18,8 +18,9 @@ import pytest
 from sweeps_common import TINY, child_runs, free_port, run, tiny_trials
 
 from distar.config import Config
-from distar.sweep.grid import TABLE2, expand
-from distar.sweep.trial import SweepContext, TrialSpec
+from distar.paper import TABLE2
+from distar.raytune.grid import expand
+from distar.raytune.spec import SweepContext, TrialSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_CSV = ROOT.parent / "shared" / "data" / "paper_tables.csv"
@@ -59,10 +60,16 @@ def test_grid_runs_no_identical_trials():
 
 
 def fake_runs(rows: list[tuple[str, float, int, str, float]]) -> pd.DataFrame:
-    """(label, huber_c, seed, status, reward) -> what mlflow.search_runs returns."""
+    """(label, huber_c, seed, status, reward) -> what mlflow.search_runs returns (with the paper
+    tags each trial of that Table 2 row records)."""
+    spec = {row.label: row for row in TABLE2}
     return pd.DataFrame(
         {
             "tags.distar.label": [r[0] for r in rows],
+            "tags.paper.model": [spec[r[0]].model for r in rows],
+            "tags.paper.method": [spec[r[0]].method or None for r in rows],
+            "tags.paper.alpha_rew": [f"{spec[r[0]].alpha_rew:g}" for r in rows],
+            "tags.paper.alpha_cfg": [f"{spec[r[0]].alpha_cfg:g}" for r in rows],
             "params.loss.huber_c": [str(r[1]) for r in rows],
             "params.train.seed": [str(r[2]) for r in rows],
             "params.train.out_dir": [f"/x/{i}" for i in range(len(rows))],
@@ -74,7 +81,8 @@ def fake_runs(rows: list[tuple[str, float, int, str, float]]) -> pd.DataFrame:
 
 
 def test_report_keeps_swept_settings_apart_and_never_counts_failed_seeds():
-    from analysis.report import summarise, to_markdown
+    from analysis.report import to_markdown
+    from analysis.runs import summarise
 
     best = TABLE2[-1].label
     runs = fake_runs(
@@ -101,7 +109,7 @@ def test_report_keeps_swept_settings_apart_and_never_counts_failed_seeds():
 def test_grid_has_the_papers_table2_rows():
     paper = pd.read_csv(PAPER_CSV)
     paper = paper[(paper["table"] == 2) & ~paper["model"].str.contains("longer training")]
-    ours = {(r.paper_model, r.reward_scale, r.cfg_scale) for r in TABLE2}
+    ours = {(r.model, r.alpha_rew, r.alpha_cfg) for r in TABLE2}
     theirs = {
         (m, float(r), float(c))
         for m, r, c in zip(
@@ -113,10 +121,15 @@ def test_grid_has_the_papers_table2_rows():
     }
     assert ours == theirs
     for row in TABLE2:
-        assert row.divergence == (
-            "kl" if "DI++" in row.paper_model or "DMD2" in row.paper_model else "score"
-        )
-        assert row.guidance == ("out" if "Out" in row.paper_model else "in")
+        assert row.divergence == ("kl" if "DI++" in row.model or "DMD2" in row.model else "score")
+        assert row.guidance == ("out" if "Out" in row.model else "in")
+        # the published numbers the paper module carries are the printed ones
+        printed = paper[(paper["model"] == row.model)
+                        & (paper["reward_scale"].fillna(0) == row.alpha_rew)
+                        & (paper["cfg_scale"].fillna(0) == row.alpha_cfg)].iloc[0]  # fmt: skip
+        assert row.published.pickscore == printed["pickscore"]
+        assert row.published.image_reward == printed["image_reward"]
+        assert row.published.clip_score == printed["clip_score"]
 
 
 def test_grid_translates_scales_and_validates_before_ray():
@@ -154,7 +167,7 @@ def test_smoke_sweep_ray_to_mlflow_to_report(ray_address, tmp_path):
     table = json.loads(Path(local).read_text())
     assert "label" in table["columns"] and "precision" in table["columns"]
     gmm = world_preset("gmm")
-    report = build_report(runs, tmp_path / "report", PAPER_CSV, gmm.metrics, gmm.pareto)
+    report = build_report(runs, tmp_path / "report", gmm.metrics, gmm.pareto)
     assert len(report) == 1 and report["seeds"].iloc[0] == 2
     assert report["paper_pickscore"].iloc[0] == pytest.approx(0.2243)
     assert (tmp_path / "report" / "pareto.png").stat().st_size > 0
@@ -224,7 +237,7 @@ def test_smoke_grid_on_the_tiny_sd_world_through_ray_into_mlflow(ray_address, tm
     assert len(runs) == 2 and set(runs["status"]) == {"FINISHED"}
     assert set(runs["params.world.name"]) == {"sd15"}
     best = runs[runs["tags.distar.label"].str.endswith("(best)")].iloc[0]
-    assert best["tags.distar.paper_alpha_rew"] == "100" and best["tags.distar.guidance"] == "in"
+    assert best["tags.paper.alpha_rew"] == "100" and best["tags.distar.guidance"] == "in"
     assert float(best["params.loss.reward_scale"]) == 100.0
     assert float(best["params.loss.cfg_scale"]) == 7.5
     assert runs["metrics.eval/reward"].notna().all()
@@ -353,8 +366,9 @@ def test_sweep_entry_point_dry_run_and_bad_values():
 
 
 def test_optuna_asha_search_in_paper_units_maps_a_pareto_front(ray_address, tmp_path, capsys):
-    from distar.sweep.runner import SweepSettings, run_sweep
-    from distar.sweep.search import pareto_front, search_space, search_tune_config
+    from distar.raytune.search import pareto_front, search_space, search_tune_config
+    from distar.raytune.settings import SweepSettings
+    from distar.raytune.tuner import run_sweep
 
     base = Config().with_overrides({**TINY, "train.eval_every": 3, "eval.plot": False})
     space = search_space(base, 7, (1.0, 300.0), (0.0, 11.25), (0.01, 1.0))
@@ -366,7 +380,7 @@ def test_optuna_asha_search_in_paper_units_maps_a_pareto_front(ray_address, tmp_
     for r in rows:
         expected = r["eval/reward"] - 10.0 * max(0.0, 0.9 - r["eval/precision"])
         assert r["objective"] == pytest.approx(expected)
-        assert 1.0 <= r["paper/alpha_rew"] <= 300.0 and 0.0 <= r["paper/alpha_cfg"] <= 11.25
+        assert 1.0 <= r["paper.alpha_rew"] <= 300.0 and 0.0 <= r["paper.alpha_cfg"] <= 11.25
     runs = child_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "search").set_index(
         "tags.distar.trial"
     )
@@ -376,10 +390,10 @@ def test_optuna_asha_search_in_paper_units_maps_a_pareto_front(ray_address, tmp_
     assert len(lines) == 3 and all("alpha_rew" in x and "alpha_cfg" in x for x in lines), lines
     for r in rows:  # drawn in the paper's units, trained in the world's (gmm: x 0.01, x 1/7.5)
         run = runs.loc[r["key"]]
-        assert float(run["params.loss.reward_scale"]) == pytest.approx(0.01 * r["paper/alpha_rew"])
-        assert float(run["params.loss.cfg_scale"]) == pytest.approx(r["paper/alpha_cfg"] / 7.5)
-        assert float(run["tags.distar.paper_alpha_rew"]) == pytest.approx(
-            r["paper/alpha_rew"], 1e-5
+        assert float(run["params.loss.reward_scale"]) == pytest.approx(0.01 * r["paper.alpha_rew"])
+        assert float(run["params.loss.cfg_scale"]) == pytest.approx(r["paper.alpha_cfg"] / 7.5)
+        assert float(run["tags.paper.alpha_rew"]) == pytest.approx(
+            r["paper.alpha_rew"], 1e-5
         )
     front = pareto_front(rows, pair)
     assert front and all(
@@ -390,7 +404,7 @@ def test_optuna_asha_search_in_paper_units_maps_a_pareto_front(ray_address, tmp_
 
 
 def test_pareto_front_keeps_exactly_the_undominated():
-    from distar.sweep.search import pareto_front
+    from distar.raytune.search import pareto_front
 
     rows = [
         {"key": k, "error": "", "eval/reward": r, "eval/mmd": m}
@@ -403,7 +417,7 @@ def test_pareto_front_keeps_exactly_the_undominated():
 
 
 def test_paper_tables_1_to_3_from_runs_in_the_papers_units(tmp_path):
-    from analysis.paper_tables import DEFAULT_HPS_CSV, build
+    from analysis.paper_tables import build
 
     best, init = TABLE2[-1].label, TABLE2[0].label
     runs = fake_runs([(best, 0.1, 0, "FINISHED", 0.0), (best, 0.1, 1, "FINISHED", 0.0),
@@ -415,7 +429,7 @@ def test_paper_tables_1_to_3_from_runs_in_the_papers_units(tmp_path):
     runs["metrics.parti/pickscore/Animals"] = [23.5, 23.0, 22.0, float("nan")]
     for style in ("anime", "concept-art", "paintings", "photo", "average"):
         runs[f"metrics.hps/{style}"] = [30.0, 30.5, 28.0, float("nan")]
-    texts = build(runs, tmp_path, PAPER_CSV, DEFAULT_HPS_CSV)
+    texts = build(runs, tmp_path)
     t1 = pd.read_csv(tmp_path / "table1.csv")
     mine = t1[(t1["benchmark"] == "parti") & (t1["row"] == best)].iloc[0]
     assert mine["pickscore"].startswith("0.2310 ± ")  # (23.0 + 23.2) / 2 / 100
@@ -433,9 +447,9 @@ def test_paper_tables_1_to_3_from_runs_in_the_papers_units(tmp_path):
 def test_evaluation_of_a_checkpoint_on_two_ray_workers_equals_one_process(ray_address, tmp_path):
     """``python -m distar.evaluate --checkpoint RUN --ray-workers 2``: two actors, each loading
     the run's generator and the metrics once, give the rows and summaries of one process."""
-    from distar.evaluation.cli import parser, resolve
-    from distar.evaluation.runner import run_evaluation
-    from distar.train import Trainer
+    from distar.evaluate import parser, resolve
+    from distar.evaluation.standalone import run_evaluation
+    from distar.trainer import Trainer
 
     run_flat = {"train.steps": 2, "train.batch_size": 2, "eval.plot": False,
                 "train.out_dir": str(tmp_path / "run")}  # fmt: skip
@@ -445,9 +459,9 @@ def test_evaluation_of_a_checkpoint_on_two_ray_workers_equals_one_process(ray_ad
             "--benchmark", "parti:7", "--benchmark", "coco:4",
             "--prompts", BENCH_PROMPTS.split(",")[0], "--prompts", BENCH_PROMPTS.split(",")[1],
             "--tracking-uri", f"sqlite:///{tmp_path / 'eval.db'}"]  # fmt: skip
-    _, one = run_evaluation(resolve(parser().parse_args(args)), tmp_path / "a", None, None)
-    request = resolve(parser().parse_args([*args, "--ray-workers", "2", "--run-name", "ray"]))
-    _, two = run_evaluation(request, tmp_path / "b", None, None)
+    _, one = run_evaluation(resolve(parser().parse_args(args)), tmp_path / "a")
+    job = resolve(parser().parse_args([*args, "--ray-workers", "2", "--run-name", "ray"]))
+    _, two = run_evaluation(job, tmp_path / "b")
     for a, b in zip(one, two, strict=True):
         assert len(a.rows) == (7 if a.benchmark == "parti" else 4)
         # equal up to fp32 batch-composition rounding (a shard's batches hold other samples)

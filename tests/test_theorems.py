@@ -30,6 +30,8 @@ from distar.losses import (
     two_calls,
     unit_scale,
 )
+from distar.losses import GeneratorBatch as B
+from distar.losses import Networks as N
 
 MC_TOLERANCE = 0.03
 
@@ -101,7 +103,8 @@ def test_generator_loss_with_cfg_in_matches_guided_divergence(weighting):
     want = true_divergence_grad(gen, ref, DISTANCES.get("pseudo_huber"), "x0", sigma, 0.3, alpha)
     z, eps = draws()
     sig, cond, null = batch(sigma)
-    out = generator_loss(cfg, gen.sample(z), sig, eps, cond, null, ref.denoise, gen.denoiser(sigma))
+    draw = B(gen.sample(z), sig, eps, cond, null)
+    out = generator_loss(cfg, draw, N(ref.denoise, gen.denoiser(sigma)))
     assert relative_error(flat_grad(out.per_sample.mean(), gen.params), want) < MC_TOLERANCE
 
 

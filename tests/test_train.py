@@ -6,9 +6,9 @@ import torch
 
 from distar.callbacks import Callback, JsonlLogger
 from distar.checkpoint import checkpoint_config, resolve_checkpoint
-from distar.cli import main as cli_main
 from distar.config import Config
-from distar.train import NonFiniteLossError, Trainer
+from distar.train import main as cli_main
+from distar.trainer import NonFiniteLossError, Trainer
 
 SMALL = {
     "train.batch_size": 32,

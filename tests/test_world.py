@@ -1,12 +1,12 @@
 import pytest
 import torch
 
-from distar.worlds import build_world
+from distar.worlds.builders import build_world
 from distar.worlds.gmm import stage0 as stage0_module
-from distar.worlds.gmm.config import GMMWorldConfig
 from distar.worlds.gmm.metrics import EvalSet, evaluate_samples
 from distar.worlds.gmm.mixture import build_mixture, probability_flow
 from distar.worlds.gmm.rewards import GMM_REWARDS, preferred_directions
+from distar.worlds.gmm.world_config import GMMWorldConfig
 
 CPU = torch.device("cpu")
 
@@ -124,7 +124,7 @@ def test_plot_writes_a_png(world, tmp_path):
 
 def test_fitted_assistant_and_higher_dimension_worlds_build_and_train(world_cache, tmp_path):
     from distar.config import Config
-    from distar.train import Trainer
+    from distar.trainer import Trainer
 
     cfg = Config().with_overrides(
         {

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distar.registry import Registry
+from distar.rewards.clip_common import clip_tokenizer
 
 GENERATORS: Registry[Callable[..., nn.Module]] = Registry("generator")
 
@@ -48,8 +49,6 @@ class TinyTextToImage(nn.Module):
 @GENERATORS.register("tiny")
 def tiny_generator(clip_dir: str | Path, seed: int = 0) -> TinyTextToImage:
     from transformers import CLIPTextModel
-
-    from distar.rewards.clip_common import clip_tokenizer
 
     torch.manual_seed(seed)
     text = CLIPTextModel.from_pretrained(clip_dir)

@@ -1,7 +1,8 @@
 """Generate for a benchmark's prompts and score every sample with every metric.
 
-A generator is anything with ``noise_shape`` and ``__call__(prompts, noise) -> images``: a
-one-step text-to-image model (images in [0, 1]) or the embedded world (points). Each sample's
+A generator is a world's :class:`~distar.worlds.base.EvalGenerator` (``noise_shape`` and
+``(prompts, noise) -> samples``): a one-step text-to-image model (images in [0, 1]) or the
+embedded world (points). How to sample is one :class:`HarnessOptions`. Each sample's
 noise comes from its own seed, derived from (base seed, benchmark, prompt index, replica), so the
 images do not depend on the batch size or on which other prompts are evaluated alongside.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import pandas as pd
 import torch
@@ -20,12 +21,21 @@ from torch import Tensor
 from distar.evaluation.metric_base import is_set_metric
 from distar.evaluation.summary import metric_name, summarise
 from distar.prompts import Prompt, PromptSet
+from distar.worlds.base import EvalGenerator as Generator
 
 
-class Generator(Protocol):
-    noise_shape: tuple[int, ...]
+@dataclass(frozen=True)
+class HarnessOptions:
+    """How a benchmark is sampled and scored (the same for one process, rank shards and Ray
+    actors): ``seed`` fixes every sample's noise, ``samples_per_prompt`` images a prompt,
+    ``batch_size`` samples a generator call, ``keep_examples`` first samples for the grid."""
 
-    def __call__(self, prompts: Sequence[str], noise: Tensor) -> Tensor: ...
+    seed: int = 0
+    samples_per_prompt: int = 1
+    batch_size: int = 16
+    device: str = "cpu"
+    keep_examples: int = 16
+    progress: bool = True
 
 
 def sample_seed(base_seed: int, benchmark: str, index: int, replica: int = 0) -> int:
@@ -69,20 +79,16 @@ def score_shard(
     generator: Generator,
     prompts: PromptSet,
     metrics: Mapping[str, Any],
-    *,
-    seed: int = 0,
-    samples_per_prompt: int = 1,
-    batch_size: int = 16,
-    device: str = "cpu",
-    keep_examples: int = 16,
-    progress: bool = True,
+    options: HarnessOptions = HarnessOptions(),
     shard: tuple[int, int] = (0, 1),
 ) -> Shard:
     """Generate and score every ``size``-th sample from ``rank`` on (``shard=(rank, size)``)."""
     from tqdm.auto import tqdm
 
     rank, size = shard
-    every = [(p, r) for p in prompts.prompts for r in range(samples_per_prompt)]
+    seed, batch_size, device = options.seed, options.batch_size, options.device
+    keep_examples = options.keep_examples
+    every = [(p, r) for p in prompts.prompts for r in range(options.samples_per_prompt)]
     positions = list(range(rank, len(every), size))
     items = [every[i] for i in positions]
     seeds = [sample_seed(seed, prompts.name, p.index, r) for p, r in items]
@@ -91,7 +97,8 @@ def score_shard(
             m.reset()
     scores: dict[str, list[Tensor]] = {n: [] for n, m in metrics.items() if not is_set_metric(m)}
     examples: list[Tensor] = []
-    for lo in tqdm(range(0, len(items), batch_size), desc=prompts.name, disable=not progress):
+    batches = range(0, len(items), batch_size)
+    for lo in tqdm(batches, desc=prompts.name, disable=not options.progress):
         texts = [p.text for p, _ in items[lo : lo + batch_size]]
         with torch.no_grad():
             images = generator(
@@ -118,12 +125,12 @@ def set_metric_state(name: str, metric, size: int):
 
 
 def finish(
-    prompts: PromptSet, metrics: Mapping[str, Any], parts: list[Shard], seed: int, keep: int
+    prompts: PromptSet, metrics: Mapping[str, Any], parts: list[Shard], options: HarnessOptions
 ) -> BenchmarkResult:
     """Merge the shards (in the one-process order) and summarise."""
-    rows, examples = merge_shards(parts, keep)
+    rows, examples = merge_shards(parts, options.keep_examples)
     names = [n for n, m in metrics.items() if not is_set_metric(m)]
-    summary = summarise(rows, prompts.name, names, seed)
+    summary = summarise(rows, prompts.name, names, options.seed)
     for name, m in metrics.items():
         if is_set_metric(m):
             if len(parts) > 1:
@@ -136,13 +143,7 @@ def evaluate(
     generator: Generator,
     prompts: PromptSet,
     metrics: Mapping[str, Any],
-    *,
-    seed: int = 0,
-    samples_per_prompt: int = 1,
-    batch_size: int = 16,
-    device: str = "cpu",
-    keep_examples: int = 16,
-    progress: bool = True,
+    options: HarnessOptions = HarnessOptions(),
     shard: tuple[int, int] = (0, 1),
     gather: Callable[[Any], list[Any]] | None = None,
 ) -> BenchmarkResult | None:
@@ -152,17 +153,12 @@ def evaluate(
     ``gather`` (an all-gather every rank calls) brings the shards to rank 0, which alone returns
     the result -- the same rows, summary and examples as one process, since each sample's noise
     is its own; set metrics (FID) merge their feature sums exactly."""
-    part = score_shard(
-        generator, prompts, metrics, seed=seed, samples_per_prompt=samples_per_prompt,
-        batch_size=batch_size, device=device, keep_examples=keep_examples, progress=progress,
-        shard=shard,
-    )  # fmt: skip
-    parts = [part]
+    parts = [score_shard(generator, prompts, metrics, options, shard)]
     if shard[1] > 1:
-        parts = (gather or _no_gather)(part)
+        parts = (gather or _no_gather)(parts[0])
         if shard[0] != 0:
             return None
-    return finish(prompts, metrics, parts, seed, keep_examples)
+    return finish(prompts, metrics, parts, options)
 
 
 def merge_shards(parts: list[Shard], keep_examples: int) -> tuple[pd.DataFrame, Tensor]:

@@ -1,4 +1,5 @@
-"""One signature for every metric, and the registry the harness picks them from.
+"""One signature for every metric, and the registry the harness picks them from (the built-in
+metrics register themselves in :mod:`distar.evaluation.scorers`, which builds them by name).
 
 A *sample* metric scores each (image, prompt) pair: ``score(images, prompts) -> [B]``. A *set*
 metric compares the distribution of all images with a reference (FID): ``reset / update /
@@ -51,9 +52,3 @@ class MetricOptions:
 
 MetricFactory = Callable[[MetricOptions], Any]
 METRICS: Registry[MetricFactory] = Registry("metric")
-
-
-def build_metric(name: str, options: MetricOptions | None = None):
-    import distar.evaluation.scorers  # noqa: F401 - registers the built-in metrics
-
-    return METRICS.get(name)(options or MetricOptions())

@@ -1,70 +1,32 @@
-"""The built-in metrics: which files each loads, where to get them, and their registry entries.
-
-Every path can be given in ``MetricOptions.paths`` (key in brackets below) or by its environment
-variable. Sizes are those of the published files.
-"""
+"""The built-in metrics' registry entries: each loads its files (listed, with where to get
+them, in :mod:`distar.evaluation.metric_files`) from ``MetricOptions.paths`` or its variable."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from distar.evaluation.fid import FIDMetric
+from distar.evaluation.hps import HPSv2Scorer
+from distar.evaluation.imagereward import ImageRewardScorer
 from distar.evaluation.metric_base import METRICS, MetricOptions
-from distar.rewards.pickscore import (
-    HF,
-    MODEL_FILES,
-    load_pickscore,
+from distar.evaluation.metric_files import (
+    AESTHETIC_CLIP,
+    AESTHETIC_HEAD,
+    BERT_TOKENIZER,
+    CLIPSCORE,
+    FID_INCEPTION,
+    FID_REFERENCE,
+    HPS21,
+    IMAGEREWARD,
 )
-from distar.rewards.weights import WeightFile
+from distar.rewards.clip_scorers import AestheticScorer, ClipPairScorer, load_clip
+from distar.rewards.pickscore import load_pickscore
 
-CLIPSCORE = WeightFile(  # [clip_score]
-    "DISTAR_CLIPSCORE",
-    "CLIP score backbone (a transformers CLIPModel; we use CLIP ViT-g/14 laion2B, ~5.5 GB)",
-    f"Get it with `{HF} laion/CLIP-ViT-g-14-laion2B-s12B-b42K --local-dir <dir>`.",
-    directory=True,
-    contains=MODEL_FILES,
-)
-AESTHETIC_CLIP = WeightFile(  # [aesthetic_clip]
-    "DISTAR_AESTHETIC_CLIP",
-    "OpenAI CLIP ViT-L/14 (transformers format, ~1.7 GB), the aesthetic predictor's backbone",
-    f"Get it with `{HF} openai/clip-vit-large-patch14 --local-dir <dir>`.",
-    directory=True,
-    contains=MODEL_FILES,
-)
-AESTHETIC_HEAD = WeightFile(  # [aesthetic_head]
-    "DISTAR_AESTHETIC_HEAD",
-    "LAION aesthetic predictor v2 head sac+logos+ava1-l14-linearMSE.pth (~3.7 MB)",
-    "Download it from github.com/christophschuhmann/improved-aesthetic-predictor.",
-)
-HPS21 = WeightFile(  # [hpsv21]
-    "DISTAR_HPS21",
-    "HPSv2.1 checkpoint HPS_v2.1_compressed.pt (open_clip ViT-H-14, ~1.7 GB)",
-    f"Get it with `{HF} xswu/HPSv2 HPS_v2.1_compressed.pt --local-dir <dir>`.",
-)
-IMAGEREWARD = WeightFile(  # [imagereward]
-    "DISTAR_IMAGEREWARD",
-    "ImageReward v1.0 checkpoint ImageReward.pt (BLIP ViT-L + BERT, ~1.8 GB)",
-    f"Get it with `{HF} THUDM/ImageReward ImageReward.pt --local-dir <dir>`.",
-)
-BERT_TOKENIZER = WeightFile(  # [bert_tokenizer]
-    "DISTAR_BERT_TOKENIZER",
-    "bert-base-uncased tokenizer files (vocab.txt, tokenizer_config.json; < 1 MB), for ImageReward",
-    f"Get them with `{HF} google-bert/bert-base-uncased --include '*.txt' '*.json' "
-    "--local-dir <dir>`.",
-    directory=True,
-    contains=("vocab.txt",),
-)
-FID_INCEPTION = WeightFile(  # [fid_inception]
-    "DISTAR_FID_INCEPTION",
-    "FID Inception-v3 weights weights-inception-2015-12-05-6726825d.pth (torch-fidelity, ~91 MB)",
-    "Download it from github.com/toshas/torch-fidelity/releases (v0.2.0 assets).",
-)
-FID_REFERENCE = WeightFile(  # [fid_reference]
-    "DISTAR_FID_REFERENCE",
-    "FID reference images (e.g. the COCO-2014 val images of the 30k captions)",
-    "Point it at a folder of images; its statistics are computed once and cached.",
-    directory=True,
-)
+
+def build_metric(name: str, options: MetricOptions | None = None):
+    """The registered metric ``name``, its weights from ``options`` (or its variables)."""
+    return METRICS.get(name)(options or MetricOptions())
 
 
 @METRICS.register("pickscore")
@@ -76,8 +38,6 @@ def pickscore(options: MetricOptions):
 @METRICS.register("clip_score")
 def clip_score(options: MetricOptions):
     """torchmetrics' convention: max(100 * cos(image, text), 0)."""
-    from distar.rewards.clip_scorers import ClipPairScorer, load_clip
-
     model, tokenizer, processor = load_clip(CLIPSCORE.resolve(options.path("clip_score")))
     scorer = ClipPairScorer("clip_score", model, tokenizer, processor, scale=100.0, floor=0.0)
     return scorer.to(options.device)
@@ -85,8 +45,6 @@ def clip_score(options: MetricOptions):
 
 @METRICS.register("aesthetic")
 def aesthetic(options: MetricOptions):
-    from distar.rewards.clip_scorers import AestheticScorer
-
     clip_dir = AESTHETIC_CLIP.resolve(options.path("aesthetic_clip"))
     head = AESTHETIC_HEAD.resolve(options.path("aesthetic_head"))
     return AestheticScorer.load(clip_dir, head).to(options.device)
@@ -94,16 +52,12 @@ def aesthetic(options: MetricOptions):
 
 @METRICS.register("hpsv21")
 def hpsv21(options: MetricOptions):
-    from distar.evaluation.hps import HPSv2Scorer
-
     arch = str(options.path("hps_arch") or "ViT-H-14")  # tests register a tiny open_clip config
     return HPSv2Scorer.load(HPS21.resolve(options.path("hpsv21")), arch).to(options.device)
 
 
 @METRICS.register("imagereward")
 def imagereward(options: MetricOptions):
-    from distar.evaluation.imagereward import ImageRewardScorer
-
     configs = None
     if options.path("imagereward_configs"):  # a folder with vision.json + text.json (tests)
         configs = blip_configs(Path(options.path("imagereward_configs")))
@@ -114,8 +68,6 @@ def imagereward(options: MetricOptions):
 
 @METRICS.register("fid")
 def fid(options: MetricOptions):
-    from distar.evaluation.fid import FIDMetric
-
     weights = FID_INCEPTION.resolve(options.path("fid_inception"))
     metric = FIDMetric(2048, weights, f"inception-2048-{weights.stat().st_size}", options.device)
     metric.reference_from_folder(

@@ -1,15 +1,16 @@
-"""What a world supplies to the training loop, and the registry worlds are chosen from."""
+"""What a world supplies to the training loop and the evaluation harness (:class:`World`, every
+method either calls), and the registry of world builders."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
 
-from distar.config import WorldConfig
+from distar.config_base import WorldConfig
 from distar.registry import Registry
 
 
@@ -21,6 +22,17 @@ class Conditions(Protocol):
     def __len__(self) -> int: ...
 
     def __getitem__(self, index: slice) -> Conditions: ...
+
+
+class EvalGenerator(Protocol):
+    """A world's generator as the evaluation harness calls it: ``noise_shape`` and
+    ``(prompts, noise) -> samples`` (images in [0, 1] for a text-to-image world; points for the
+    embedded world, whose prompts are ``"prompt <i>"``). Each sample's noise comes from outside,
+    so the harness fixes it per (seed, benchmark, prompt, replica)."""
+
+    noise_shape: tuple[int, ...]
+
+    def __call__(self, prompts: Sequence[str], noise: Tensor) -> Tensor: ...
 
 
 class World(Protocol):
@@ -56,20 +68,26 @@ class World(Protocol):
         """``n`` generator inputs drawn on ``rng``'s device."""
         ...
 
-    def reward(self, x0: Tensor, cond: Conditions) -> Tensor: ...
+    def reward(self, x0: Tensor, cond: Conditions) -> Tensor:
+        """The explicit reward ``r(x0, c)``, one value per sample, differentiable in ``x0``."""
+        ...
 
-    def evaluate(self, n_per_prompt: int, seed: int) -> dict[str, float]: ...
+    def evaluate(self, samples_per_prompt: int, seed: int) -> dict[str, float]:
+        """The world's own metrics of the current generator (``eval/<name>`` in every run):
+        ``samples_per_prompt`` samples of each of its fixed evaluation prompts."""
+        ...
 
-    def plot(self, path: Path, n_per_prompt: int, seed: int) -> Path: ...
+    def plot(self, path: Path, samples_per_prompt: int, seed: int) -> Path:
+        """A picture of the current generator's samples written to ``path``, which it returns
+        (the embedded world scatters ``samples_per_prompt`` points a prompt; a text-to-image
+        world draws a grid of one image for each evaluation prompt)."""
+        ...
+
+    def eval_generator(self, resolution: int = 0) -> EvalGenerator:
+        """The current generator for the evaluation harness; a text-to-image world resizes its
+        images to ``resolution`` (0: as generated)."""
+        ...
 
 
 WorldBuilder = Callable[[WorldConfig, torch.device, str], World]
 WORLDS: Registry[WorldBuilder] = Registry("world")
-
-
-def build_world(cfg: WorldConfig, device: torch.device, init: str = "stage0") -> World:
-    """Build the world named by ``cfg.name``; ``init`` picks the generator's starting point."""
-    from distar.worlds import load_world_builders
-
-    load_world_builders()
-    return WORLDS.get(cfg.name)(cfg, device, init)

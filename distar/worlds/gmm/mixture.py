@@ -13,7 +13,7 @@ import math
 import torch
 from torch import Tensor
 
-from distar.worlds.gmm.config import GMMWorldConfig
+from distar.worlds.gmm.world_config import GMMWorldConfig
 
 
 class ConditionalGMM:

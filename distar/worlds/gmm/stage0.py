@@ -25,8 +25,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from distar.sigmas import edm_weight
-from distar.worlds.gmm.config import GMMWorldConfig
 from distar.worlds.gmm.mixture import ConditionalGMM, probability_flow
+from distar.worlds.gmm.world_config import GMMWorldConfig
 
 STAGE0_VERSION = "1"  # bump when the fitting procedure changes, so old caches are not reused
 BATCH = 1024

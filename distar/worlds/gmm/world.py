@@ -12,12 +12,13 @@ from torch import Tensor
 
 from distar.devices import to_device
 from distar.worlds.base import WORLDS
-from distar.worlds.gmm.config import GMMWorldConfig
+from distar.worlds.gmm.eval import GMMGenerator
 from distar.worlds.gmm.metrics import EvalSet, evaluate_samples
 from distar.worlds.gmm.mixture import ConditionalGMM, build_mixture
 from distar.worlds.gmm.nets import EDMDenoiser, OneStepGenerator, ResidualDenoiser
 from distar.worlds.gmm.rewards import GMM_REWARDS
 from distar.worlds.gmm.stage0 import load_or_fit
+from distar.worlds.gmm.world_config import GMMWorldConfig
 
 
 def reference_sigma_data(mixture: ConditionalGMM) -> float:
@@ -87,9 +88,10 @@ class GMMWorld:
         reference = self.mixture.sample(cond, torch.Generator().manual_seed(seed + 1))
         return EvalSet(samples, cond, reference, self.mixture, self.reward)
 
-    def evaluate(self, n_per_prompt: int, seed: int) -> dict[str, float]:
-        """Exact metrics of the current generator on ``n_per_prompt`` samples of every prompt."""
-        cond = self.eval_prompts(n_per_prompt)
+    def evaluate(self, samples_per_prompt: int, seed: int) -> dict[str, float]:
+        """Exact metrics of the current generator on ``samples_per_prompt`` samples of every
+        prompt."""
+        cond = self.eval_prompts(samples_per_prompt)
         return evaluate_samples(self.eval_set(self.generate(cond, seed), cond, seed))
 
     def evaluate_reference(self, n_per_prompt: int, seed: int) -> dict[str, float]:
@@ -98,11 +100,15 @@ class GMMWorld:
         samples = self.mixture.sample(cond, torch.Generator().manual_seed(seed + 2))
         return evaluate_samples(self.eval_set(samples, cond, seed))
 
-    def plot(self, path: Path, n_per_prompt: int, seed: int) -> Path:
+    def plot(self, path: Path, samples_per_prompt: int, seed: int) -> Path:
         from distar.worlds.gmm.plot import plot_samples  # matplotlib only when plotting
 
-        cond = self.eval_prompts(n_per_prompt)
+        cond = self.eval_prompts(samples_per_prompt)
         return plot_samples(self.mixture, self.generate(cond, seed), cond, Path(path))
+
+    def eval_generator(self, resolution: int = 0) -> GMMGenerator:
+        """``(prompts "prompt <i>", noise) -> points`` (``resolution`` has no meaning here)."""
+        return GMMGenerator(self)
 
 
 WORLDS.add("gmm", GMMWorld)

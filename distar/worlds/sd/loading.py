@@ -15,8 +15,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from distar.worlds.sd.config import SDWorldConfig
-from distar.worlds.sd.tiny import resolve
+from distar.rewards.clip_common import clip_tokenizer
+from distar.rewards.heads import load_state_dict
+from distar.rewards.pickscore import PICKSCORE, PICKSCORE_PROCESSOR, load_pickscore
+from distar.rewards.weights import MissingWeightsError
+from distar.t2i.edm import DTYPES
+from distar.t2i.parts import WorldLoadError, check_dir, load_schedule, load_unet, load_vae
+from distar.t2i.text import TextEncoders
+from distar.worlds.sd.tiny_pipelines import resolve
+from distar.worlds.sd.world_config import SDWorldConfig
+
+__all__ = ["Components", "WorldLoadError", "check_paths", "load_components"]
 
 PIPELINE_PARTS = {
     "sd15": ("unet", "vae", "text_encoder", "tokenizer", "scheduler"),
@@ -50,31 +59,6 @@ class Components:
     vae: nn.Module
     text: Any  # TextEncoders, or anything with its encode / unconditional
     scorer: Any  # a differentiable reward model (ClipPairScorer) or None
-
-
-class WorldLoadError(FileNotFoundError):
-    """A world's weight path is missing or does not hold what it should."""
-
-
-def _missing(directory: Path, names: tuple[str, ...]) -> list[str]:
-    return [n for n in names if not (directory / n).exists()]
-
-
-def check_dir(spec: str, key: str, needs: tuple[str, ...], where: str) -> Path:
-    if not spec:
-        raise WorldLoadError(f"{key} is not set: point it at your local copy of {where}")
-    path = Path(spec)
-    if not path.is_dir():
-        raise WorldLoadError(
-            f"{key}: {path} is not a directory; expected {', '.join(needs)} "
-            f"inside (a local copy of {where})"
-        )
-    missing = _missing(path, needs)
-    if missing:
-        raise WorldLoadError(
-            f"{key}: {path} lacks {', '.join(missing)} (expected a local copy of {where})"
-        )
-    return path
 
 
 @dataclass(frozen=True)
@@ -116,9 +100,6 @@ def check_paths(cfg: SDWorldConfig) -> WorldPaths:
     )
     reward = processor = None
     if cfg.reward != "none":
-        from distar.rewards.pickscore import PICKSCORE, PICKSCORE_PROCESSOR
-        from distar.rewards.weights import MissingWeightsError
-
         try:  # the files PickScore loads, with the $DISTAR_PICKSCORE* fallbacks
             reward = PICKSCORE.resolve(resolve(cfg.reward_model, cfg.cache_dir) or None)
             if cfg.reward_processor or os.environ.get(PICKSCORE_PROCESSOR.env):
@@ -128,21 +109,11 @@ def check_paths(cfg: SDWorldConfig) -> WorldPaths:
     return WorldPaths(ref, gen, vae, reward, processor)
 
 
-def load_unet(path: Path, dtype: torch.dtype, subfolder: str | None = "unet") -> nn.Module:
-    from diffusers import UNet2DConditionModel
-
-    return UNet2DConditionModel.from_pretrained(
-        path, subfolder=subfolder, torch_dtype=dtype, local_files_only=True
-    )
-
-
 def load_generator_unet(paths: WorldPaths) -> nn.Module:
     """The generator's start in fp32 (master weights): the reference UNet, a UNet directory, or
     a state dict for the reference's UNet config (DMD2 ships fp32 and fp16 ``.bin`` files; an
     fp16 file is upcast). Keys must match exactly."""
     from diffusers import UNet2DConditionModel
-
-    from distar.rewards.heads import load_state_dict
 
     if paths.generator_init is None:
         return load_unet(paths.reference, torch.float32)
@@ -162,27 +133,8 @@ def load_generator_unet(paths: WorldPaths) -> nn.Module:
     return unet.float()
 
 
-def load_schedule(paths: WorldPaths) -> tuple[torch.Tensor, str]:
-    """``alphas_cumprod`` and ``prediction_type`` from the pipeline's scheduler config (any
-    diffusers DDPM-family scheduler: DDIM, PNDM, Euler, ...)."""
-    from diffusers import DDPMScheduler
-
-    scheduler = DDPMScheduler.from_pretrained(
-        paths.reference, subfolder="scheduler", local_files_only=True
-    )
-    return scheduler.alphas_cumprod.clone(), scheduler.config.prediction_type
-
-
-def load_vae(paths: WorldPaths, dtype: torch.dtype) -> nn.Module:
-    from diffusers import AutoencoderKL
-
-    return AutoencoderKL.from_pretrained(paths.vae, torch_dtype=dtype, local_files_only=True)
-
-
 def load_text_encoders(paths: WorldPaths, arch: str, dtype: torch.dtype):
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
-
-    from distar.rewards.clip_common import clip_tokenizer
 
     tokenizers = [clip_tokenizer(paths.reference / "tokenizer")]
     encoders = [CLIPTextModel.from_pretrained(paths.reference / "text_encoder", dtype=dtype)]
@@ -200,56 +152,15 @@ def load_reward(paths: WorldPaths):
     """The differentiable PickScore (a frozen transformers CLIP), or None."""
     if paths.reward_model is None:
         return None
-    from distar.rewards.pickscore import load_pickscore
 
     return load_pickscore(paths.reward_model, paths.reward_processor)
 
 
-LORA_TARGETS = {
-    "attention": ["to_q", "to_k", "to_v", "to_out.0"],
-    # DMD2's list (sd-worlds.md §1.1)
-    "dmd2": [
-        "to_q",
-        "to_k",
-        "to_v",
-        "to_out.0",
-        "proj_in",
-        "proj_out",
-        "ff.net.0.proj",
-        "ff.net.2",
-        "conv1",
-        "conv2",
-        "conv_shortcut",
-        "downsamplers.0.conv",
-        "upsamplers.0.conv",
-        "time_emb_proj",
-    ],
-}
-
-
-def add_lora(unet: nn.Module, rank: int, alpha: float, targets: str) -> None:
-    """peft LoRA adapters on a frozen UNet (B = 0 at start: adapters on = the base exactly),
-    trained in fp32 whatever the base's dtype."""
-    from diffusers.training_utils import cast_training_params
-    from peft import LoraConfig
-
-    unet.requires_grad_(False)
-    unet.add_adapter(
-        LoraConfig(
-            r=rank, lora_alpha=alpha, target_modules=LORA_TARGETS[targets], init_lora_weights=True
-        )
-    )
-    cast_training_params(unet, dtype=torch.float32)
-
-
 def load_components(cfg: SDWorldConfig) -> Components:
     """Check every path, then load every network of the world (on the host)."""
-    from distar.worlds.sd.edm import DTYPES
-    from distar.worlds.sd.text import TextEncoders
-
     paths = check_paths(cfg)  # before anything loads
     dtype = DTYPES[cfg.dtype]
-    alphas_cumprod, prediction_type = load_schedule(paths)
+    alphas_cumprod, prediction_type = load_schedule(paths.reference)
     copy = None if cfg.assistant == "lora" else load_unet(paths.reference, torch.float32)
     tokenizers, encoders = load_text_encoders(paths, cfg.name, dtype)
     return Components(
@@ -258,7 +169,7 @@ def load_components(cfg: SDWorldConfig) -> Components:
         reference_unet=load_unet(paths.reference, dtype),
         assistant_unet=copy,
         generator_unet=load_generator_unet(paths),
-        vae=load_vae(paths, DTYPES[cfg.vae_dtype]),
+        vae=load_vae(paths.vae, DTYPES[cfg.vae_dtype]),
         text=TextEncoders(tokenizers, encoders, cfg.resolution),
         scorer=load_reward(paths),
     )

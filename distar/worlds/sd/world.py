@@ -5,7 +5,7 @@
   on the reference's own UNet (``world.assistant=lora``): adapters off *is* the reference, so one
   set of frozen weights serves both;
 - generator: DMD2's one-step map ``G(z) = D_theta(sqrt(1 + sigma_g^2) z; sigma_g)``, fp32 master;
-- conditions: prompts with their text embeddings (:mod:`distar.worlds.sd.text`);
+- conditions: prompts with their text embeddings (:mod:`distar.t2i.text`);
 - reward: PickScore on VAE-decoded images, differentiable to the latents.
 Compute runs under autocast in ``world.dtype``; gradient checkpointing on every UNet and on the
 VAE decoder when ``world.grad_checkpointing``.
@@ -14,7 +14,6 @@ VAE decoder when ``world.grad_checkpointing``.
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -22,77 +21,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distar.config import ConfigError
+from distar.images import image_grid
+from distar.prompts import training_prompts
+from distar.t2i.edm import DTYPES, DDPMSchedule, OneStepGenerator, UNetDenoiser, autocast
+from distar.t2i.lora import SharedReference, add_lora
+from distar.t2i.parts import cast
+from distar.t2i.text import TextConditions
 from distar.worlds.base import WORLDS
 from distar.worlds.sd import loading
-from distar.worlds.sd.config import SDWorldConfig
-from distar.worlds.sd.edm import DTYPES, DDPMSchedule, OneStepGenerator, UNetDenoiser, autocast
-from distar.worlds.sd.prompts import training_prompts
-from distar.worlds.sd.text import TextConditions
+from distar.worlds.sd.world_config import SDWorldConfig
 
 SIGMA_DATA = 0.5  # EDM's value for SD latents (scaled by the VAE's scaling factor)
 EVAL_CHUNK = 8
-
-
-def cast(module: nn.Module, dtype: torch.dtype) -> nn.Module:
-    """``module`` in ``dtype`` (a no-op, and no diffusers warning, when it already is)."""
-    if any(p.dtype != dtype for p in module.parameters()):
-        module.to(dtype)
-    return module
-
-
-@contextmanager
-def adapters_off(unet: nn.Module):
-    """The UNet without its adapters. peft's ``enable_adapters`` also sets ``requires_grad`` on
-    the adapters; every flag is put back as it was, since a flag that changes between a forward
-    and its backward breaks the recomputation of gradient checkpointing."""
-    flags = [(p, p.requires_grad) for p in unet.parameters()]
-    unet.disable_adapters()
-    try:
-        yield
-    finally:
-        unet.enable_adapters()
-        for p, flag in flags:
-            p.requires_grad_(flag)
-
-
-class _InScope(torch.autograd.Function):
-    """``y = fn(x)`` run *and differentiated* inside ``scope``. Gradient checkpointing recomputes
-    blocks during backward; when the reference (adapters off) and the LoRA assistant (adapters
-    on) share one UNet in one graph, the recomputation must see the forward's adapter state."""
-
-    @staticmethod
-    def forward(ctx, x, fn, scope):
-        with torch.enable_grad(), scope():
-            inner = x.detach().requires_grad_(True)
-            y = fn(inner)
-        ctx.inner, ctx.y, ctx.scope = inner, y, scope
-        return y.detach()
-
-    @staticmethod
-    def backward(ctx, grad):
-        with ctx.scope():
-            (gx,) = torch.autograd.grad(ctx.y, ctx.inner, grad, retain_graph=True)
-        return gx, None, None
-
-
-class SharedReference(nn.Module):
-    """The reference as the LoRA assistant's UNet with its adapters off."""
-
-    def __init__(self, denoiser: UNetDenoiser) -> None:
-        super().__init__()
-        self.denoiser = denoiser
-
-    def forward(self, x: Tensor, sigma: Tensor, cond) -> Tensor:
-        def fn(xx: Tensor) -> Tensor:
-            return self.denoiser(xx, sigma, cond)
-
-        def scope():
-            return adapters_off(self.denoiser.unet)
-
-        if torch.is_grad_enabled() and x.requires_grad:
-            return _InScope.apply(x, fn, scope)
-        with scope():
-            return fn(x)
 
 
 class SDWorld:
@@ -132,7 +72,7 @@ class SDWorld:
         cfg = self.config
         ref_unet = cast(parts.reference_unet, self.dtype).eval().requires_grad_(False)
         if cfg.assistant == "lora":
-            loading.add_lora(ref_unet, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
+            add_lora(ref_unet, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
             self.assistant = self._denoiser(ref_unet)
             self._reference = SharedReference(self.assistant)
         else:
@@ -213,13 +153,13 @@ class SDWorld:
         (resized to ``resolution`` when it is not 0)."""
         return EvalImages(self, resolution)
 
-    def eval_prompts(self, n_per_prompt: int) -> list[str]:
+    def eval_prompts(self, samples_per_prompt: int) -> list[str]:
         fixed = self.prompts[: self.config.eval_prompts]
-        return [p for p in fixed for _ in range(n_per_prompt)]
+        return [p for p in fixed for _ in range(samples_per_prompt)]
 
-    def evaluate(self, n_per_prompt: int, seed: int) -> dict[str, float]:
+    def evaluate(self, samples_per_prompt: int, seed: int) -> dict[str, float]:
         """Mean reward (PickScore, the scorer's evaluation preprocessing) of the fixed prompts."""
-        prompts = self.eval_prompts(n_per_prompt)
+        prompts = self.eval_prompts(samples_per_prompt)
         images = self.generate(prompts, seed)
         if self.scorer is None:
             return {"reward": 0.0}
@@ -231,9 +171,7 @@ class SDWorld:
         )
         return {"reward": scores.float().mean().item(), "reward_std": scores.float().std().item()}
 
-    def plot(self, path: Path, n_per_prompt: int, seed: int) -> Path:
-        from distar.images import image_grid
-
+    def plot(self, path: Path, samples_per_prompt: int, seed: int) -> Path:
         prompts = self.eval_prompts(1)[:16]
         images = self.generate(prompts, seed)
         path = Path(path)

@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 
 from distar.cache import materialise
+from distar.rewards.clip_common import clip_tokenizer, write_clip_bpe_tokenizer
+from distar.rewards.tiny_clip import tiny_clip, tiny_clip_config
 
 TINY_VERSION = "2"  # bump when a tiny component changes, so stale caches are not reused
 TINY_NAMES = ("pickscore", "sd15", "sdxl")
@@ -65,16 +67,12 @@ def tiny_vae(scaling_factor: float):
 def tiny_text(projection: bool):
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-    from distar.rewards.tiny import tiny_clip_config
-
     config = tiny_clip_config().text_config
     config.projection_dim = 32
     return CLIPTextModelWithProjection(config) if projection else CLIPTextModel(config)
 
 
 def tiny_tokenizer(directory: Path):
-    from distar.rewards.clip_common import clip_tokenizer, write_clip_bpe_tokenizer
-
     return clip_tokenizer(write_clip_bpe_tokenizer(directory))
 
 
@@ -149,13 +147,11 @@ def write_sdxl(path: Path) -> None:
 
 
 def write_pickscore(path: Path) -> None:
-    from distar.rewards.tiny import tiny_clip
-
     tiny_clip(path)
 
 
 WRITERS = {"pickscore": write_pickscore, "sd15": write_sd15, "sdxl": write_sdxl}
 
 
-if __name__ == "__main__":  # python -m distar.worlds.sd.tiny NAME DIRECTORY
+if __name__ == "__main__":  # python -m distar.worlds.sd.tiny_pipelines NAME DIRECTORY
     WRITERS[sys.argv[1]](Path(sys.argv[2]))

@@ -41,7 +41,7 @@ class SweepConsole(Callback):
         label = spec.get("label") or trial.trial_id
         if spec.get("paper"):  # a searcher's draw: its values are what tells trials apart
             flat = spec.get("flat_config", {})
-            drawn = [f"{k} {v:.3g}" for k, v in spec["paper"].items()]
+            drawn = [f"paper.{k} {v:.3g}" for k, v in spec["paper"].items()]
             drawn += [f"huber_c {flat['loss.huber_c']:.3g}"] if "loss.huber_c" in flat else []
             drawn += [str(flat["loss.guidance"])] if "loss.guidance" in flat else []
             label = f"{label} {trial.trial_id} ({', '.join(drawn)})"
@@ -75,7 +75,7 @@ class SweepConsole(Callback):
 
 
 def trial_spec(trial: Any) -> dict[str, Any]:
-    """The :class:`~distar.sweep.trial.TrialSpec` fields a Tune trial was started with."""
+    """The :class:`~distar.raytune.spec.TrialSpec` fields a Tune trial was started with."""
     return (trial.config or {}).get("trial", {})
 
 

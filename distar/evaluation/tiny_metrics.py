@@ -11,8 +11,11 @@ from pathlib import Path
 
 import torch
 
+from distar.cache import materialise
+from distar.evaluation.imagereward import ImageRewardScorer, blip_tokenizer
+from distar.evaluation.scorers import blip_configs
 from distar.rewards.heads import RewardHead
-from distar.rewards.tiny import CLIP_VOCAB, tiny_clip, tiny_clip_config, tiny_text_encoder
+from distar.rewards.tiny_clip import CLIP_VOCAB, tiny_clip, tiny_clip_config, tiny_text_encoder
 
 __all__ = ["tiny_clip", "tiny_clip_config", "tiny_text_encoder"]
 
@@ -66,8 +69,6 @@ def tiny_bert_tokenizer(directory: Path) -> Path:
 
 def tiny_imagereward(directory: Path, seed: int = 0) -> dict[str, Path]:
     """ImageReward.pt in the original layout (BLIP names), its BLIP configs and a tokenizer."""
-    from distar.evaluation.imagereward import ImageRewardScorer, blip_tokenizer
-
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer_dir = tiny_bert_tokenizer(directory / "bert")
     vocab = len(blip_tokenizer(tokenizer_dir))
@@ -96,7 +97,6 @@ def tiny_imagereward(directory: Path, seed: int = 0) -> dict[str, Path]:
     configs.mkdir(exist_ok=True)
     (configs / "vision.json").write_text(json.dumps(vision))
     (configs / "text.json").write_text(json.dumps(text))
-    from distar.evaluation.scorers import blip_configs
 
     torch.manual_seed(seed)
     model = ImageRewardScorer.build(*blip_configs(configs), blip_tokenizer(tokenizer_dir))
@@ -151,8 +151,6 @@ def tiny_metric_paths(directory: Path) -> dict[str, str]:
 
 def cached_tiny_metric_paths(cache_dir: str = "") -> dict[str, str]:
     """:func:`tiny_metric_paths` written once into the cache (shared by runs and trials)."""
-    from distar.cache import materialise
-
     path = materialise(f"tiny-metrics-v{TINY_METRICS_VERSION}", __name__, ["metrics"], cache_dir)
     relative = json.loads((path / "paths.json").read_text())
     return {k: str(path / v) if (path / v).exists() else v for k, v in relative.items()}
@@ -160,7 +158,7 @@ def cached_tiny_metric_paths(cache_dir: str = "") -> dict[str, str]:
 
 TINY_METRICS_VERSION = "1"
 
-if __name__ == "__main__":  # python -m distar.evaluation.tiny metrics DIRECTORY
+if __name__ == "__main__":  # python -m distar.evaluation.tiny_metrics metrics DIRECTORY
     import sys
 
     root = Path(sys.argv[2])

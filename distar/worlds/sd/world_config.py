@@ -2,8 +2,8 @@
 
 Weights are the user's: local diffusers directories (or, for the generator's start, a UNet state
 dict file such as DMD2's ``dmd2_sdxl_1step_unet.bin``). ``tiny:<name>`` names a tiny random
-component that :mod:`distar.worlds.sd.tiny` writes with ``save_pretrained`` into the cache and
-that then loads through exactly the code a real directory goes through.
+component that :mod:`distar.worlds.sd.tiny_pipelines` writes with ``save_pretrained`` into the
+cache and that then loads through exactly the code a real directory goes through.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from distar.config import (
+from distar.config_base import (
     WorldConfig,
     WorldPreset,
     check_choice,

@@ -1,7 +1,10 @@
-"""What an evaluation asks for, torch-free (the config validates it before anything starts):
-the benchmarks and the metrics the paper reports on each, and ``KEY=VALUE`` lists."""
+"""The benchmark catalogue, torch-free (the config validates against it before anything
+starts): the benchmarks and the metrics the paper reports on each, the weight files a metric may
+name, ``KEY=VALUE`` lists, and what one evaluation asks of each benchmark."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 # What the paper reports on each benchmark (Tables 1 and 3).
 BENCHMARK_METRICS = {
@@ -58,3 +61,22 @@ def metrics_for(benchmark: str, restrict: tuple[str, ...], tiny: bool) -> tuple[
     models have no Inception network or reference images, so no FID."""
     chosen = [m for m in BENCHMARK_METRICS[benchmark] if not restrict or m in restrict]
     return tuple(m for m in chosen if not (tiny and m == "fid"))
+
+
+@dataclass(frozen=True)
+class BenchmarkRequest:
+    """One benchmark of an evaluation: its name, how many prompts (None: all) and which of the
+    paper's metrics."""
+
+    benchmark: str
+    n: int | None
+    metrics: tuple[str, ...]
+
+
+def benchmark_requests(benchmarks: str, metrics: str, tiny: bool) -> list[BenchmarkRequest]:
+    """``eval.benchmarks`` x ``eval.metrics`` (a comma list; "" = the paper's) -> requests."""
+    restrict = tuple(m.strip() for m in metrics.split(",") if m.strip())
+    return [
+        BenchmarkRequest(name, n, metrics_for(name, restrict, tiny))
+        for name, n in parse_benchmarks(benchmarks)
+    ]

@@ -7,7 +7,7 @@ from dataclasses import asdict
 from typing import Any
 
 from distar.config import Config
-from distar.sweep.trial import SweepContext, TrialSpec
+from distar.raytune.spec import SweepContext, TrialSpec
 
 LOWER_IS_BETTER = frozenset({"mmd", "frechet", "fid"})  # every other metric: higher is better
 
@@ -19,9 +19,9 @@ def search_space(
     alpha_cfg: tuple[float, float],
     huber_c: tuple[float, float],
 ):
-    """``space(ctx)`` for :func:`distar.sweep.runner.run_sweep`: the base config with the
+    """``space(ctx)`` for :func:`distar.raytune.tuner.run_sweep`: the base config with the
     searched leaves. Reward and CFG scales are drawn in the paper's units (alpha_rew, alpha_cfg,
-    as the grid's rows) and translated per world by :meth:`TrialSpec.config`."""
+    as the grid's rows) and translated per world by :meth:`TrialSpec.resolved`."""
     from ray import tune
 
     flat: dict[str, Any] = {**base.to_flat(), "train.seed": seed}

@@ -6,7 +6,7 @@ from __future__ import annotations
 from distar.evaluation.harness import BenchmarkResult
 from distar.evaluation.summary import group_table
 from distar.images import image_grid
-from distar.sweep.tracking import log_metrics
+from distar.tracking import log_metrics
 
 
 def log_benchmark(client, run_id: str, result: BenchmarkResult, step: int = 0) -> None:
@@ -19,14 +19,3 @@ def log_benchmark(client, run_id: str, result: BenchmarkResult, step: int = 0) -
     if result.examples.ndim == 4 and result.examples.shape[1] == 3:
         name = f"eval/{bench}_grid.png" if step == 0 else f"eval/{bench}_grid_step{step:07d}.png"
         client.log_image(run_id, image_grid(result.examples), artifact_file=name)
-
-
-def local_artifact_root(tracking_uri: str):
-    """For a SQLite store, artifacts beside the database (else MLflow picks the working dir)."""
-    from pathlib import Path
-
-    if not tracking_uri.startswith("sqlite:///"):
-        return None
-    db = Path(tracking_uri.removeprefix("sqlite:///"))
-    db.parent.mkdir(parents=True, exist_ok=True)
-    return db.parent.resolve() / "mlartifacts"

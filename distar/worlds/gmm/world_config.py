@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from distar.config import (
+from distar.config_base import (
     WorldConfig,
     WorldPreset,
     check_choice,

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from distar.rewards.clip_common import write_clip_bpe_tokenizer
+
 CLIP_VOCAB = 49408
 
 
@@ -39,8 +41,6 @@ def tiny_clip(directory: Path, seed: int = 0) -> Path:
     """A transformers CLIPModel (32 px, width 32) + real BPE tokenizer + image processor."""
     from transformers import CLIPImageProcessor, CLIPModel
 
-    from distar.rewards.clip_common import write_clip_bpe_tokenizer
-
     torch.manual_seed(seed)
     CLIPModel(tiny_clip_config()).save_pretrained(directory)
     CLIPImageProcessor(
@@ -53,8 +53,6 @@ def tiny_clip(directory: Path, seed: int = 0) -> Path:
 def tiny_text_encoder(directory: Path, seed: int = 0) -> Path:
     """A CLIPTextModel directory (what a Stable Diffusion ``text_encoder/`` holds) + tokenizer."""
     from transformers import CLIPTextModel
-
-    from distar.rewards.clip_common import write_clip_bpe_tokenizer
 
     torch.manual_seed(seed)
     CLIPTextModel(tiny_clip_config().text_config).save_pretrained(directory)

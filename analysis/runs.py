@@ -1,0 +1,119 @@
+"""A sweep's runs as MLflow recorded them, summarised: one row per ablation row and swept
+setting, mean and 95 % CI over the finished seeds only, and the paper's values each run carries
+in its tags (``paper.alpha_rew``, ``paper.alpha_cfg``, ``paper.model``, ``paper.method``)."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+from scipy import stats
+
+from distar import paper
+
+METRICS = ("reward",)  # the fallback; each world's preset names its own (WorldPreset.metrics)
+PAPER_TAGS = (paper.MODEL, paper.METHOD, paper.ALPHA_REW, paper.ALPHA_CFG)
+
+
+def load_runs(tracking_uri: str, experiment: str, sweep: str | None = None) -> pd.DataFrame:
+    """Finished child runs of the experiment (optionally of one sweep), one row each."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    query = "tags.`distar.trial` != ''"
+    if sweep:
+        query += f" and tags.`distar.sweep` = '{sweep}'"
+    runs = mlflow.search_runs(
+        experiment_names=[experiment], filter_string=query, output_format="pandas"
+    )
+    if runs.empty:
+        raise SystemExit(f"no trial runs in experiment {experiment!r} at {tracking_uri}")
+    return runs
+
+
+def mean_ci(values: pd.Series) -> tuple[float, float]:
+    """Mean and half-width of the 95 % Student-t interval (NaN for a single seed)."""
+    values = values.dropna().astype(float)
+    n = len(values)
+    if n == 0:
+        return math.nan, math.nan
+    if n == 1:
+        return float(values.iloc[0]), math.nan  # one seed: no interval
+    half = stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n)
+    return float(values.mean()), float(half)
+
+
+NOT_SWEPT = ("params.train.seed", "params.train.out_dir")
+
+
+def swept_columns(runs: pd.DataFrame) -> list[str]:
+    """Parameters that differ between runs of one ablation row (other than the seed): runs that
+    differ in any of them are different settings, never extra seeds of one."""
+    params = [c for c in runs.columns if c.startswith("params.") and c not in NOT_SWEPT]
+    by_label = runs.groupby("tags.distar.label")[params].nunique(dropna=False)
+    return [c for c in params if (by_label[c] > 1).any()]
+
+
+def setting_label(label: str, values: dict[str, object]) -> str:
+    shown = ", ".join(f"{k.removeprefix('params.')}={v}" for k, v in values.items())
+    return f"{label} · {shown}" if shown else label
+
+
+def finished(group: pd.DataFrame) -> pd.Series:
+    """Runs that finished training (status FINISHED and the final-step tag): the only seeds."""
+    done = group["status"] == "FINISHED"
+    if "tags.distar.final_step" in group:
+        done &= group["tags.distar.final_step"].notna() & (group["tags.distar.final_step"] != "")
+    return done
+
+
+def summarise(
+    runs: pd.DataFrame,
+    metrics: tuple[str, ...] = METRICS,
+    prefix: str = "eval/",
+    factors: dict[str, float] | None = None,
+) -> pd.DataFrame:
+    """One row per ablation row and setting of its swept parameters, in Table 2 order: mean and
+    CI over the *finished* seeds of each MLflow metric ``{prefix}{m}`` (times ``factors[m]``,
+    e.g. into the paper's units); ``failed`` says how many runs failed or did not finish."""
+    swept = swept_columns(runs)
+    out = []
+    for keys, group in runs.groupby(["tags.distar.label", *swept], sort=False, dropna=False):
+        keys = keys if isinstance(keys, tuple) else (keys,)
+        label = setting_label(keys[0], dict(zip(swept, keys[1:], strict=True)))
+        done = group[finished(group)]
+        lost = len(group) - len(done)
+        record: dict[str, object] = {
+            "label": label,
+            "row": keys[0],
+            "seeds": len(done),
+            "failed": f"{lost} of {len(group)} seeds failed or unfinished" if lost else "",
+            **recorded_paper_values(group),
+        }
+        for m in metrics:
+            column = f"metrics.{prefix}{m}"
+            if column in group:
+                factor = (factors or {}).get(m, 1.0)
+                record[m], record[f"{m}_ci95"] = mean_ci(done[column] * factor)
+        out.append(record)
+    table = pd.DataFrame(out)
+    table["_order"] = table["row"].map(paper.row_order)
+    return table.sort_values("_order", kind="stable").drop(columns="_order").reset_index(drop=True)
+
+
+def cell(mean: float, half: float) -> str:
+    """``mean ± half``; "–" when no seed finished; no ± for a single seed."""
+    if pd.isna(mean):
+        return "–"
+    return f"{mean:.4f}" if pd.isna(half) else f"{mean:.4f} ± {half:.4f}"
+
+
+def recorded_paper_values(group: pd.DataFrame) -> dict[str, object]:
+    """The paper's values the runs of one row recorded as tags (None where none did)."""
+    out: dict[str, object] = {}
+    for tag in PAPER_TAGS:
+        column = f"tags.{tag}"
+        values = group[column].dropna() if column in group else pd.Series(dtype=str)
+        values = values[values != ""]
+        out[tag] = values.iloc[0] if len(values) else None
+    return out

@@ -1,0 +1,98 @@
+"""One evaluation outside training (``python -m distar.evaluate``): build the generator and the
+metrics once, run every benchmark through the harness (in this process or on Ray actors), log
+everything into one MLflow run."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from distar.config import EvalConfig
+from distar.evaluation.harness import BenchmarkResult, evaluate
+from distar.evaluation.mlflow_tables import log_benchmark
+from distar.evaluation.ray_eval import evaluate_on_ray
+from distar.evaluation.sources import (
+    GeneratorSource,
+    benchmark_prompts,
+    build_generator,
+    build_metrics,
+    harness_options,
+    metric_options,
+)
+from distar.tracking import ensure_experiment, local_artifact_root, log_params
+
+
+@dataclass(frozen=True)
+class EvalJob:
+    """What ``python -m distar.evaluate`` resolves its flags into: the typed evaluation config,
+    the generator to score, where it runs and where it is recorded."""
+
+    eval: EvalConfig
+    source: GeneratorSource = field(default_factory=GeneratorSource)
+    device: str = "cpu"
+    ray_workers: int = 0  # 0: this process
+    tracking_uri: str = "sqlite:///runs/eval/mlflow.db"
+    experiment: str = "distar-eval"
+    run_name: str = "evaluation"
+    cache_dir: str | None = None  # FID reference statistics
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, default=str)
+
+
+def evaluate_here(job: EvalJob, workdir: Path) -> list[BenchmarkResult]:
+    """Every benchmark in this process."""
+    requests = job.eval.requests()
+    metrics = build_metrics(requests, metric_options(job.eval, job.device, job.cache_dir))
+    generator = build_generator(job.source, job.device, workdir)
+    options = harness_options(job.eval, job.device)
+    return [
+        evaluate(generator, benchmark_prompts(job.eval, r), {m: metrics[m] for m in r.metrics},
+                 options)  # fmt: skip
+        for r in requests
+    ]
+
+
+def run_evaluation(job: EvalJob, workdir: Path) -> tuple[str, list[BenchmarkResult]]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(job.tracking_uri)
+    experiment_id = ensure_experiment(
+        client, job.experiment, local_artifact_root(job.tracking_uri)
+    )
+    run = client.create_run(experiment_id, run_name=job.run_name)
+    log_params(client, run.info.run_id, job_params(job))
+    try:
+        if job.ray_workers > 0:
+            args = (job.eval, job.source, job.device, job.ray_workers, job.cache_dir)
+            results = evaluate_on_ray(*args)
+        else:
+            results = evaluate_here(job, workdir)
+        for result in results:
+            log_benchmark(client, run.info.run_id, result)
+    except BaseException:
+        client.set_terminated(run.info.run_id, status="FAILED")
+        raise
+    client.set_terminated(run.info.run_id, status="FINISHED")
+    return run.info.run_id, results
+
+
+def job_params(job: EvalJob) -> dict[str, Any]:
+    """The run's MLflow params: how it sampled, what it scored, where from."""
+    cfg = job.eval
+    flat: dict[str, Any] = {
+        "tiny": cfg.tiny_metrics, "subset": cfg.subset, "seed": cfg.seed,
+        "samples_per_prompt": cfg.images_per_prompt, "batch_size": cfg.batch_size,
+        "device": job.device, "tracking_uri": job.tracking_uri, "experiment": job.experiment,
+        "run_name": job.run_name, "checkpoint": job.source.checkpoint or None,
+        "ray_workers": job.ray_workers, **job.source.world,
+    }  # fmt: skip
+    for r in cfg.requests():
+        flat[f"benchmark.{r.benchmark}.n"] = r.n if r.n is not None else "all"
+        flat[f"benchmark.{r.benchmark}.metrics"] = ",".join(r.metrics)
+    flat.update({f"prompts.{k}": v for k, v in cfg.prompt_paths().items()})
+    flat.update({f"weights.{k}": v for k, v in cfg.weight_paths().items()})
+    return flat

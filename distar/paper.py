@@ -1,0 +1,134 @@
+"""The paper (Luo et al., "Diff-Instruct*"), in one place: its Table 2 ablation rows, the numbers
+it publishes (Tables 1-3, transcribed from the paper), and the one translation of its
+(alpha_rew, alpha_cfg) into a world's config.
+
+Names. A paper value is called ``paper.alpha_rew`` / ``paper.alpha_cfg`` everywhere: the MLflow
+tags of a run, a Tune result, the console, the reports. World-unit values exist only under
+``loss.*`` (``loss.reward_scale``, ``loss.cfg_scale`` with ``loss.cfg_convention``).
+
+Units. The paper's alpha_cfg is the alpha of ``D_c + alpha (D_c - D_null)`` (distar's CFG
+convention; diffusers' guidance_scale would be 1 + alpha), and its alpha_rew multiplies
+PickScore's logit. Each world's preset says how large those are in its own units
+(``WorldPreset.paper_scales``): the embedded world's reward is in [-1, 1] and its CFG acts on a
+2-D mixture, so the paper's 100 / 7.5 become 1.0 / 1.0 there; the SD worlds take them as printed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from distar.config import world_preset
+
+ALPHA_REW = "paper.alpha_rew"
+ALPHA_CFG = "paper.alpha_cfg"
+MODEL = "paper.model"  # the model column of the paper's Table 2
+METHOD = "paper.method"  # the model of the same method in Tables 1 and 3 ("" if none)
+CFG_CONVENTION = "distar"  # the paper's alpha_cfg: D_c + alpha (D_c - D_null)
+# what the paper's numbers fix: a --set of these would change what a row means
+PAPER_KEYS = ("loss.reward_scale", "loss.cfg_scale", "loss.cfg_convention")
+
+
+@dataclass(frozen=True)
+class Scores:
+    """The paper's columns (Tables 1 and 2): ImageReward, Aesthetic, PickScore (as a cosine),
+    CLIP score, and COCO FID (Table 1, COCO only)."""
+
+    image_reward: float
+    aesthetic: float
+    pickscore: float
+    clip_score: float
+    coco_fid: float = float("nan")
+
+
+@dataclass(frozen=True)
+class AblationRow:
+    label: str
+    model: str  # the paper's Table 2 model name
+    divergence: str
+    guidance: str
+    alpha_rew: float
+    alpha_cfg: float
+    published: Scores  # the paper's Table 2 numbers for this row (Parti prompts)
+    method: str = ""  # the model of the same method in Tables 1 and 3
+    trains: bool = True  # False: the initial model, evaluated without training
+
+
+TABLE2: tuple[AblationRow, ...] = (
+    AblationRow("init (stage 0 / DMD2)", "DMD2-SDXL (init model)", "kl", "in", 0, 0,
+                Scores(0.938, 5.51, 0.2249, 32.97), "DMD2-SDXL", trains=False),
+    AblationRow("KL, no CFG", "DI++-SDXL (KL)", "kl", "in", 0, 0,
+                Scores(0.846, 5.50, 0.2243, 32.66)),
+    AblationRow("Diff-Instruct (KL + CFG)", "DI++-SDXL (= Diff-Instruct)", "kl", "in", 0, 7.5,
+                Scores(1.058, 5.60, 0.2253, 33.02), "Diff-Instruct-SDXL"),
+    AblationRow("DI++ (KL + reward + CFG)", "DI++-SDXL (KL)", "kl", "in", 100, 7.5,
+                Scores(1.061, 5.58, 0.2260, 32.94), "DI++-SDXL"),
+    AblationRow("DI*-Out", "DI*-Out-SDXL", "score", "out", 100, 7.5,
+                Scores(1.082, 5.63, 0.2263, 33.03)),
+    AblationRow("DI*-In, no reward, no CFG", "DI*-In-SDXL (baseline no reward)", "score", "in",
+                0, 0, Scores(0.782, 5.74, 0.2256, 32.16)),
+    AblationRow("SIM (score + CFG)", "DI*-In-SDXL (= SIM only CFG)", "score", "in", 0, 7.5,
+                Scores(1.049, 5.66, 0.2273, 32.93), "SIM-SDXL"),
+    AblationRow("DI*-In α_rew 1", "DI*-In-SDXL (human reward + CFG)", "score", "in", 1, 7.5,
+                Scores(1.031, 5.69, 0.2274, 32.87)),
+    AblationRow("DI*-In α_rew 10", "DI*-In-SDXL", "score", "in", 10, 7.5,
+                Scores(1.048, 5.66, 0.2278, 32.91)),
+    AblationRow("DI*-In α_rew 100, α_cfg 4.5", "DI*-In-SDXL", "score", "in", 100, 4.5,
+                Scores(1.020, 5.68, 0.2278, 32.82)),
+    AblationRow("DI*-In α_rew 100, α_cfg 7.5 (best)", "DI*-In-SDXL", "score", "in", 100, 7.5,
+                Scores(1.067, 5.74, 0.2304, 32.82), "DI*-SDXL"),
+)  # fmt: skip
+
+# Table 1: the one-step SDXL methods distar trains, on Parti and COCO-2014 30k prompts
+TABLE1: dict[tuple[str, str], Scores] = {
+    ("parti", "DMD2-SDXL"): Scores(0.930, 5.51, 0.2249, 32.97),
+    ("parti", "Diff-Instruct-SDXL"): Scores(1.058, 5.60, 0.2253, 33.02),
+    ("parti", "SIM-SDXL"): Scores(1.049, 5.66, 0.2273, 32.93),
+    ("parti", "DI++-SDXL"): Scores(1.061, 5.58, 0.2260, 32.94),
+    ("parti", "DI*-SDXL"): Scores(1.067, 5.74, 0.2304, 32.82),
+    ("coco", "DMD2-SDXL"): Scores(0.822, 5.42, 0.2251, 31.89, 15.80),
+    ("coco", "Diff-Instruct-SDXL"): Scores(0.907, 5.48, 0.2264, 31.85, 21.62),
+    ("coco", "SIM-SDXL"): Scores(0.925, 5.54, 0.2277, 31.90, 18.84),
+    ("coco", "DI++-SDXL"): Scores(0.908, 5.53, 0.2265, 31.85, 21.42),
+    ("coco", "DI*-SDXL"): Scores(0.933, 5.57, 0.2305, 31.75, 19.09),
+}
+# Table 3: HPSv2.1 per style of the same one-step methods
+HPS_STYLES = ("animation", "concept_art", "painting", "photo", "average")
+TABLE3: dict[str, tuple[float, float, float, float, float]] = {
+    "DMD2-SDXL": (29.72, 27.96, 27.64, 26.55, 27.97),
+    "Diff-Instruct-SDXL": (31.15, 29.71, 29.72, 28.20, 29.70),
+    "SIM-SDXL": (31.97, 30.46, 30.13, 28.08, 30.16),
+    "DI++-SDXL": (31.19, 29.88, 29.61, 28.21, 29.72),
+    "DI*-SDXL": (32.26, 30.57, 30.10, 27.95, 30.22),
+}
+
+
+def to_world(alpha_rew: float, alpha_cfg: float, world: str) -> dict[str, object]:
+    """The paper's (alpha_rew, alpha_cfg) as a world preset's ``loss.*`` values: scaled by the
+    preset's ``paper_scales``, in the paper's CFG convention. The only translation there is:
+    the grid's rows and the searcher's draws both go through it (``TrialSpec.config``)."""
+    reward_factor, cfg_factor = world_preset(world).paper_scales
+    return {
+        "loss.reward_scale": alpha_rew * reward_factor,
+        "loss.cfg_scale": alpha_cfg * cfg_factor,
+        "loss.cfg_convention": CFG_CONVENTION,
+    }
+
+
+def tags(alpha_rew: float, alpha_cfg: float, model: str = "", method: str = "") -> dict[str, str]:
+    """A run's paper values as MLflow tags (what the reports read back)."""
+    out = {ALPHA_REW: f"{alpha_rew:g}", ALPHA_CFG: f"{alpha_cfg:g}"}
+    out.update({k: v for k, v in ((MODEL, model), (METHOD, method)) if v})
+    return out
+
+
+def published(model: str, alpha_rew: float, alpha_cfg: float) -> Scores | None:
+    """The paper's Table 2 numbers of the row with this model and these scales, if any."""
+    for row in TABLE2:
+        if (row.model, row.alpha_rew, row.alpha_cfg) == (model, alpha_rew, alpha_cfg):
+            return row.published
+    return None
+
+
+def row_order(label: str) -> int:
+    """Table 2's order of a row label (unknown labels last)."""
+    return next((i for i, row in enumerate(TABLE2) if row.label == label), len(TABLE2))

@@ -1,0 +1,91 @@
+"""What one sweep trial is, as plain data that round-trips through Tune's param space: the
+sweep it belongs to (:class:`SweepContext`), the trial itself (:class:`TrialSpec`: a validated
+flat config plus the paper's alpha_rew / alpha_cfg it stands for), what a searcher maximises
+(:class:`Objective`) and one Tune result."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from distar import paper
+from distar.config import Config
+
+
+@dataclass(frozen=True)
+class SweepContext:
+    """What every trial of one sweep shares: where runs and files go."""
+
+    name: str
+    tracking_uri: str
+    experiment: str
+    storage: str  # absolute directory: trial outputs, Ray Train state
+    parent_run_id: str
+    objective: dict[str, Any] | None = None  # Objective fields, for searches
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """``flat_config`` is the trial's config; ``paper`` the paper's (alpha_rew, alpha_cfg) the
+    trial stands for (a grid row's, or a searcher's draw), translated into its ``loss.*`` by
+    :func:`distar.paper.to_world` in :meth:`resolved`, the one place that translates."""
+
+    key: str  # unique within the sweep; names the trial's directory and MLflow run
+    label: str  # the ablation row, human-readable
+    seed: int
+    flat_config: dict[str, Any]
+    tags: dict[str, str] = dataclasses.field(default_factory=dict)  # MLflow tags of its run
+    paper: dict[str, float] = dataclasses.field(default_factory=dict)  # alpha_rew, alpha_cfg
+
+    def to_params(self, sweep: SweepContext) -> dict[str, Any]:
+        return {"trial": asdict(self), "sweep": asdict(sweep)}
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> tuple[TrialSpec, SweepContext]:
+        return cls(**params["trial"]), SweepContext(**params["sweep"])
+
+    def resolved(self) -> TrialSpec:
+        """This trial with the paper's values in its config's units, validated (ConfigError)."""
+        flat = dict(self.flat_config)
+        if self.paper:
+            world = flat.get("world.name", "gmm")
+            flat.update(paper.to_world(self.paper["alpha_rew"], self.paper["alpha_cfg"], world))
+        return dataclasses.replace(self, flat_config=Config.from_flat(flat).to_flat())
+
+    def config(self, sweep: SweepContext) -> Config:
+        out_dir = str(Path(sweep.storage) / "trials" / self.key)
+        return Config.from_flat({**self.resolved().flat_config, "train.out_dir": out_dir})
+
+    def all_tags(self) -> dict[str, str]:
+        """Its tags, with the paper's values under their one name (``paper.alpha_rew``, ...)."""
+        if not self.paper:
+            return dict(self.tags)
+        return {**self.tags, **paper.tags(self.paper["alpha_rew"], self.paper["alpha_cfg"])}
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What a searcher maximises: ``metric`` minus ``penalty`` per unit that ``floor_metric``
+    falls below ``floor`` (e.g. maximise reward while precision stays >= 0.9)."""
+
+    metric: str = "reward"
+    floor_metric: str = "precision"
+    floor: float = 0.0
+    penalty: float = 10.0
+
+    def __call__(self, metrics: dict[str, float]) -> float:
+        shortfall = max(0.0, self.floor - metrics[self.floor_metric])
+        return metrics[self.metric] - self.penalty * shortfall
+
+
+def tune_result(
+    train: dict[str, Any], evals: dict[str, float], step: int, objective: Objective | None
+) -> dict[str, Any]:
+    """One Tune result: the latest training metrics, ``eval/``-prefixed evaluation metrics, the
+    step and (for a search) the scalar objective."""
+    result = {**train, **{f"eval/{k}": v for k, v in evals.items()}, "step": step}
+    if objective is not None and evals:
+        result["objective"] = objective(evals)
+    return result

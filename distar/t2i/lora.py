@@ -1,0 +1,102 @@
+"""LoRA assistants that share their UNet with the frozen reference (peft adapters): adapters off
+*is* the reference, so one set of frozen weights serves both networks."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+
+from distar.t2i.edm import UNetDenoiser
+
+LORA_TARGETS = {
+    "attention": ["to_q", "to_k", "to_v", "to_out.0"],
+    # DMD2's list (sd-worlds.md §1.1)
+    "dmd2": [
+        "to_q",
+        "to_k",
+        "to_v",
+        "to_out.0",
+        "proj_in",
+        "proj_out",
+        "ff.net.0.proj",
+        "ff.net.2",
+        "conv1",
+        "conv2",
+        "conv_shortcut",
+        "downsamplers.0.conv",
+        "upsamplers.0.conv",
+        "time_emb_proj",
+    ],
+}
+
+
+def add_lora(unet: nn.Module, rank: int, alpha: float, targets: str) -> None:
+    """peft LoRA adapters on a frozen UNet (B = 0 at start: adapters on = the base exactly),
+    trained in fp32 whatever the base's dtype."""
+    from diffusers.training_utils import cast_training_params
+    from peft import LoraConfig
+
+    unet.requires_grad_(False)
+    unet.add_adapter(
+        LoraConfig(
+            r=rank, lora_alpha=alpha, target_modules=LORA_TARGETS[targets], init_lora_weights=True
+        )
+    )
+    cast_training_params(unet, dtype=torch.float32)
+
+
+@contextmanager
+def adapters_off(unet: nn.Module):
+    """The UNet without its adapters. peft's ``enable_adapters`` also sets ``requires_grad`` on
+    the adapters; every flag is put back as it was, since a flag that changes between a forward
+    and its backward breaks the recomputation of gradient checkpointing."""
+    flags = [(p, p.requires_grad) for p in unet.parameters()]
+    unet.disable_adapters()
+    try:
+        yield
+    finally:
+        unet.enable_adapters()
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+class _InScope(torch.autograd.Function):
+    """``y = fn(x)`` run *and differentiated* inside ``scope``. Gradient checkpointing recomputes
+    blocks during backward; when the reference (adapters off) and the LoRA assistant (adapters
+    on) share one UNet in one graph, the recomputation must see the forward's adapter state."""
+
+    @staticmethod
+    def forward(ctx, x, fn, scope):
+        with torch.enable_grad(), scope():
+            inner = x.detach().requires_grad_(True)
+            y = fn(inner)
+        ctx.inner, ctx.y, ctx.scope = inner, y, scope
+        return y.detach()
+
+    @staticmethod
+    def backward(ctx, grad):
+        with ctx.scope():
+            (gx,) = torch.autograd.grad(ctx.y, ctx.inner, grad, retain_graph=True)
+        return gx, None, None
+
+
+class SharedReference(nn.Module):
+    """The reference as the LoRA assistant's UNet with its adapters off."""
+
+    def __init__(self, denoiser: UNetDenoiser) -> None:
+        super().__init__()
+        self.denoiser = denoiser
+
+    def forward(self, x: Tensor, sigma: Tensor, cond) -> Tensor:
+        def fn(xx: Tensor) -> Tensor:
+            return self.denoiser(xx, sigma, cond)
+
+        def scope():
+            return adapters_off(self.denoiser.unet)
+
+        if torch.is_grad_enabled() and x.requires_grad:
+            return _InScope.apply(x, fn, scope)
+        with scope():
+            return fn(x)

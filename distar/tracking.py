@@ -1,0 +1,150 @@
+"""The MLflow helpers every layer above uses (sweeps, evaluation, reports): tags, experiments,
+runs found by their tags, batched params and metrics, the tracking store's checks.
+
+MLflow itself loads at the first call that needs it (a sweep's ``--dry-run`` and its refusals
+import none of it). Everything goes through an explicit ``MlflowClient`` and run ids, never
+MLflow's global "active run", because trials log from Ray worker processes. Runs are found
+again by tags, so a restarted sweep or trial continues its own run instead of a duplicate.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+SWEEP_TAG = "distar.sweep"
+TRIAL_TAG = "distar.trial"
+LABEL_TAG = "distar.label"
+FINAL_STEP_TAG = "distar.final_step"
+PARENT_TAG = "mlflow.parentRunId"
+RUN_NAME_TAG = "mlflow.runName"
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+BATCH = 100  # MLflow accepts at most 100 params / 1000 metrics per log_batch
+UNLOGGED = "unlogged.jsonl"  # what the tracking store refused, beside a run's outputs
+
+
+def __getattr__(name: str) -> Any:
+    """``TRACKING_ERRORS``: what a tracking store that is down, read-only or unreachable raises
+    through MlflowClient (built on first use: it needs MLflow's exception classes)."""
+    if name == "TRACKING_ERRORS":
+        from mlflow.exceptions import MlflowException
+        from requests.exceptions import RequestException
+        from sqlalchemy.exc import SQLAlchemyError
+
+        return (MlflowException, RequestException, SQLAlchemyError, OSError)
+    raise AttributeError(name)
+
+
+def default_tracking_uri(root: Path) -> str:
+    """A local SQLite store (MLflow 3 refuses the file store by default) under ``root``."""
+    return f"sqlite:///{(root / 'mlflow.db').resolve()}"
+
+
+def mlflow_ui_url(server: str, experiment_id: str) -> str:
+    """The experiment's runs table in MLflow's UI. MLflow 3 opens every experiment on the GenAI
+    overview unless the browser chose "Model training" before; the link chooses it."""
+    return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+def ensure_experiment(client: MlflowClient, name: str, artifact_root: Path | None) -> str:
+    """The experiment's id, creating it with an explicit artifact location if it is new
+    (otherwise artifacts would land in whatever directory each Ray worker runs in)."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = None
+    if artifact_root is not None:
+        location = (artifact_root / name).resolve().as_uri()
+    # a training experiment: MLflow's UI opens it on the runs table, not the GenAI overview
+    return client.create_experiment(
+        name, location, tags={EXPERIMENT_KIND_TAG: "custom_model_development"}
+    )
+
+
+def find_run(client: MlflowClient, experiment_id: str, tags: dict[str, str]) -> str | None:
+    query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+    runs = client.search_runs([experiment_id], filter_string=query, max_results=2)
+    if len(runs) > 1:
+        raise RuntimeError(f"more than one MLflow run carries the tags {tags}")
+    return runs[0].info.run_id if runs else None
+
+
+def find_or_create_run(
+    client: MlflowClient, experiment_id: str, tags: dict[str, str], name: str
+) -> tuple[str, bool]:
+    """``(run_id, created)``: the run with exactly these tags, or a new one."""
+    run_id = find_run(client, experiment_id, tags)
+    if run_id is not None:
+        return run_id, False
+    run = client.create_run(experiment_id, tags={**tags, RUN_NAME_TAG: name}, run_name=name)
+    return run.info.run_id, True
+
+
+def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> None:
+    """Flat config keys keep their dotted groups (``loss.reward_scale``); logged once per run."""
+    from mlflow.entities import Param
+
+    existing = client.get_run(run_id).data.params
+    items = [Param(k, str(v)) for k, v in sorted(params.items()) if k not in existing]
+    for i in range(0, len(items), BATCH):
+        client.log_batch(run_id, params=items[i : i + BATCH])
+
+
+def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float], step: int) -> None:
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    items = [Metric(k, float(v), now, step) for k, v in metrics.items() if math.isfinite(v)]
+    for i in range(0, len(items), 1000):
+        client.log_batch(run_id, metrics=items[i : i + 1000])
+
+
+def logged_steps(client: MlflowClient, run_id: str) -> tuple[dict[str, int], str | None]:
+    """The last step of every metric already in the run (a restarted trial replays the steps
+    since its last checkpoint, and those must not be logged twice) and its final-step tag."""
+    run = client.get_run(run_id)
+    last = {k: max(m.step for m in client.get_metric_history(run_id, k)) for k in run.data.metrics}
+    return last, run.data.tags.get(FINAL_STEP_TAG)
+
+
+def local_artifact_root(tracking_uri: str) -> Path | None:
+    """For a SQLite store, artifacts beside the database (else MLflow picks the working dir)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    db = Path(tracking_uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    return db.parent.resolve() / "mlartifacts"
+
+
+def missing_store(tracking_uri: str) -> str | None:
+    """The path of a local (SQLite or file) store that does not exist, else None."""
+    for prefix in ("sqlite:///", "file://"):
+        if tracking_uri.startswith(prefix):
+            path = Path(tracking_uri.removeprefix(prefix))
+            return None if path.exists() else str(path)
+    if "://" not in tracking_uri and not Path(tracking_uri).exists():
+        return tracking_uri
+    return None
+
+
+class TrackingStoreError(RuntimeError):
+    """The tracking store is unreachable or refuses writes: nothing can be recorded."""
+
+
+def check_tracking_server(uri: str, timeout: float = 5.0) -> None:
+    """A tracking server answers its health check within ``timeout`` (MLflow's own client would
+    retry for minutes first)."""
+    import requests
+
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        requests.get(f"{uri.rstrip('/')}/health", timeout=timeout).raise_for_status()
+    except requests.RequestException as error:
+        reason = type(error).__name__
+        raise TrackingStoreError(f"--tracking-uri {uri}: unreachable ({reason})") from None
