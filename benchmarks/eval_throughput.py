@@ -44,14 +44,14 @@ def ray_scaling(n: int, batch: int, workers: list[int], parti: str) -> None:
     """Images/s of the whole evaluation (and of its scoring alone) on 1, 2, ... Ray actors."""
     import ray
 
-    from distar.evaluate import parser, resolve
+    from distar.evaluate import build_parser, resolve_job
     from distar.evaluation import ray_eval
 
     ray.init(num_cpus=max(workers), log_to_driver=False)
     for w in workers:
         argv = ["--tiny", "--benchmark", f"parti:{n}", "--prompts", f"parti={parti}",
                 "--batch-size", str(batch), "--ray-workers", str(w)]  # fmt: skip
-        job = resolve(parser().parse_args(argv))
+        job = resolve_job(build_parser().parse_args(argv))
         t0 = time.perf_counter()
         ray_eval.evaluate_on_ray(job.eval, job.source, job.device, w, job.cache_dir)
         total = time.perf_counter() - t0

@@ -14,6 +14,7 @@ weights come from ``--weights KEY=PATH`` or the environment variables in
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 from pathlib import Path
 
@@ -33,7 +34,7 @@ FLAGS = {
 }
 
 
-def parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m distar.evaluate",
         description=__doc__,
@@ -84,18 +85,18 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def resolve(args: argparse.Namespace) -> EvalJob:
+def resolve_job(args: argparse.Namespace) -> EvalJob:
     """The flags as a typed job: an :class:`EvalConfig` (validated; errors name the flag) and
-    the generator, device and tracking settings around it."""
+    the generator, device and tracking settings around it. A bad flag raises ConfigError."""
     if args.smoke_test:
         args.tiny, args.benchmark = True, args.benchmark or ["parti:8", "coco:8"]
         args.batch_size = min(args.batch_size, 8)
     if not args.benchmark:
-        raise SystemExit("--benchmark: give at least one, e.g. --benchmark parti:32")
+        raise ConfigError("--benchmark: give at least one, e.g. --benchmark parti:32")
     if not 0 <= args.ray_workers <= 4096:
-        raise SystemExit("--ray-workers: must be in [0, 4096]")
+        raise ConfigError("--ray-workers: must be in [0, 4096]")
     if args.checkpoint and not Path(args.checkpoint).exists():
-        raise SystemExit(f"--checkpoint: {args.checkpoint} does not exist")
+        raise ConfigError(f"--checkpoint: {args.checkpoint} does not exist")
     world = world_request(args) or {}
     source = GeneratorSource(args.checkpoint or "", world, args.generator_dir or "", args.seed)
     return EvalJob(eval_config(args), source, args.device, args.ray_workers, args.tracking_uri,
@@ -118,7 +119,7 @@ def eval_config(args: argparse.Namespace) -> EvalConfig:
     except ConfigError as error:
         message = str(error)
         field = message.partition(":")[0]
-        raise SystemExit(FLAGS.get(field, field) + message[len(field) :]) from None
+        raise ConfigError(FLAGS.get(field, field) + message[len(field) :]) from None
 
 
 def world_request(args: argparse.Namespace) -> dict | None:
@@ -126,25 +127,26 @@ def world_request(args: argparse.Namespace) -> dict | None:
     validated now (a bad key or value fails before anything loads)."""
     if not args.world:
         if args.overrides:
-            raise SystemExit("--set: only with --world")
+            raise ConfigError("--set: only with --world")
         return None
     if args.checkpoint:
-        raise SystemExit("--world and --checkpoint: give one (a checkpoint brings its own world)")
-    try:
-        config = Config.for_world(args.world, dict(parse_override(o) for o in args.overrides))
-    except ConfigError as error:
-        raise SystemExit(f"config error: {error}") from None
+        raise ConfigError("--world and --checkpoint: give one (a checkpoint brings its own world)")
+    config = Config.for_world(args.world, dict(parse_override(o) for o in args.overrides))
     if not config.world.text_to_image:
-        raise SystemExit(f"--world: {args.world!r} has no text-to-image generator")
+        raise ConfigError(f"--world: {args.world!r} has no text-to-image generator")
     return {k: v for k, v in config.to_flat().items() if k.startswith("world.")}
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parser().parse_args(argv)
-    job = resolve(args)
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        job = resolve_job(args)
+    except ConfigError as error:
+        print(f"config error: {error}", file=sys.stderr)
+        return 2
     if args.dry_run:
         print(job.to_json())
-        return
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         run_id, results = run_evaluation(job, Path(tmp))
     for result in results:
@@ -152,10 +154,9 @@ def main(argv: list[str] | None = None) -> None:
         for key, value in sorted(result.summary.items()):
             if key.count("/") == 1:
                 print(f"  {key:40s} {value:10.4f}")
-    print(
-        f"\nMLflow run {run_id} in experiment {job.experiment!r} at {job.tracking_uri}"
-    )
+    print(f"\nMLflow run {run_id} in experiment {job.experiment!r} at {job.tracking_uri}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -20,7 +20,7 @@ import sys
 from distar import paper
 from distar.config import Config, ConfigError, parse_override, world_preset
 from distar.evaluation.preflight import preflight
-from distar.raytune.search import pareto_front, search_space, search_tune_config
+from distar.raytune.searcher import pareto_front, search_space, search_tune_config
 from distar.raytune.settings import SWEEP_REFUSALS, SweepSettings
 
 # what the searcher draws or the flags set: a --set of one would be overwritten in every trial

@@ -9,8 +9,9 @@ from distar.raytune.console import SweepConsole
 
 def trial(step: int, paper: dict | None = None) -> SimpleNamespace:
     flat = {"train.steps": 600, "loss.guidance": "out", "loss.huber_c": 0.05}
-    spec = {"label": "search" if paper else "DI* (in)", "seed": 3, "paper": paper or {},
-            "flat_config": flat}  # fmt: skip
+    spec = {"label": "search" if paper else "DI* (in)", "seed": 3, "flat_config": flat,
+            "key": "" if paper else "di-in-c0.05-s3",  # grid trials are keyed by their row
+            "paper": paper or {"alpha_rew": 100, "alpha_cfg": 7.5}}  # fmt: skip
     result = {"step": step, "eval/reward": 0.123456, "eval/precision": 0.9}
     return SimpleNamespace(config={"trial": spec}, trial_id="ab12", last_result=result)
 

@@ -233,10 +233,11 @@ def init_imports(graph: Graph) -> list[Edge]:
 
 
 def shared_basenames(graph: Graph) -> dict[str, list[str]]:
-    """Library modules sharing a file name, except the same role in sibling worlds."""
+    """Modules sharing a file name (library, entry points, benchmarks alike), except the same
+    role in sibling worlds."""
     by_name = defaultdict(list)
     for m, path in graph.modules.items():
-        if m.startswith("distar.") and path.name != "__init__.py":
+        if path.name != "__init__.py":
             by_name[path.stem].append(m)
     clash = {}
     for stem, ms in by_name.items():
@@ -280,7 +281,7 @@ def test_package_inits_import_nothing_of_the_project():
     assert not init_imports(GRAPH), show(init_imports(GRAPH))
 
 
-def test_library_module_names_are_unique():
+def test_module_names_are_unique():
     assert shared_basenames(GRAPH) == {}
 
 
@@ -314,7 +315,7 @@ def summary(graph: Graph) -> str:
         show(upward(graph)),
         f"lazy imports deferring nothing heavy: {len(needless_lazy(graph))}",
         f"modules without a layer: {', '.join(unplaced(graph)) or '-'}",
-        f"shared library basenames: {shared_basenames(graph) or '-'}",
+        f"shared module basenames: {shared_basenames(graph) or '-'}",
         "largest modules: " + ", ".join(f"{m} {n}" for n, m in sizes),
     ]
     return "\n".join(line for line in lines if line)

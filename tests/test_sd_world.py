@@ -373,8 +373,8 @@ def test_evaluate_a_world_generator_from_a_diffusers_unet_directory(world_cache,
     the default generator's."""
     from pathlib import Path
 
-    from distar.evaluate import parser
-    from distar.evaluate import resolve as resolve_request
+    from distar.config import ConfigError
+    from distar.evaluate import build_parser, resolve_job
     from distar.evaluation.standalone import run_evaluation
 
     parti = Path(__file__).resolve().parents[2] / "shared" / "data" / "PartiPrompts.tsv"
@@ -383,8 +383,8 @@ def test_evaluate_a_world_generator_from_a_diffusers_unet_directory(world_cache,
     unet_dir = f"{resolve('tiny:sd15')}/unet"
     runs = []
     for extra in ([], ["--set", f"world.generator_init={unet_dir}"]):
-        job = resolve_request(parser().parse_args(base + extra))
+        job = resolve_job(build_parser().parse_args(base + extra))
         runs.append(run_evaluation(job, tmp_path / str(len(runs)))[1][0])
     assert runs[1].summary["parti/pickscore"] == pytest.approx(runs[0].summary["parti/pickscore"])
-    with pytest.raises(SystemExit, match="no text-to-image generator"):
-        resolve_request(parser().parse_args(["--world", "gmm", "--benchmark", "parti:3"]))
+    with pytest.raises(ConfigError, match="no text-to-image generator"):
+        resolve_job(build_parser().parse_args(["--world", "gmm", "--benchmark", "parti:3"]))

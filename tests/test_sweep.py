@@ -366,7 +366,7 @@ def test_sweep_entry_point_dry_run_and_bad_values():
 
 
 def test_optuna_asha_search_in_paper_units_maps_a_pareto_front(ray_address, tmp_path, capsys):
-    from distar.raytune.search import pareto_front, search_space, search_tune_config
+    from distar.raytune.searcher import pareto_front, search_space, search_tune_config
     from distar.raytune.settings import SweepSettings
     from distar.raytune.tuner import run_sweep
 
@@ -404,7 +404,7 @@ def test_optuna_asha_search_in_paper_units_maps_a_pareto_front(ray_address, tmp_
 
 
 def test_pareto_front_keeps_exactly_the_undominated():
-    from distar.raytune.search import pareto_front
+    from distar.raytune.searcher import pareto_front
 
     rows = [
         {"key": k, "error": "", "eval/reward": r, "eval/mmd": m}
@@ -447,7 +447,7 @@ def test_paper_tables_1_to_3_from_runs_in_the_papers_units(tmp_path):
 def test_evaluation_of_a_checkpoint_on_two_ray_workers_equals_one_process(ray_address, tmp_path):
     """``python -m distar.evaluate --checkpoint RUN --ray-workers 2``: two actors, each loading
     the run's generator and the metrics once, give the rows and summaries of one process."""
-    from distar.evaluate import parser, resolve
+    from distar.evaluate import build_parser, resolve_job
     from distar.evaluation.standalone import run_evaluation
     from distar.trainer import Trainer
 
@@ -459,8 +459,8 @@ def test_evaluation_of_a_checkpoint_on_two_ray_workers_equals_one_process(ray_ad
             "--benchmark", "parti:7", "--benchmark", "coco:4",
             "--prompts", BENCH_PROMPTS.split(",")[0], "--prompts", BENCH_PROMPTS.split(",")[1],
             "--tracking-uri", f"sqlite:///{tmp_path / 'eval.db'}"]  # fmt: skip
-    _, one = run_evaluation(resolve(parser().parse_args(args)), tmp_path / "a")
-    job = resolve(parser().parse_args([*args, "--ray-workers", "2", "--run-name", "ray"]))
+    _, one = run_evaluation(resolve_job(build_parser().parse_args(args)), tmp_path / "a")
+    job = resolve_job(build_parser().parse_args([*args, "--ray-workers", "2", "--run-name", "ray"]))
     _, two = run_evaluation(job, tmp_path / "b")
     for a, b in zip(one, two, strict=True):
         assert len(a.rows) == (7 if a.benchmark == "parti" else 4)

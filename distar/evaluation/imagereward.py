@@ -25,22 +25,29 @@ REWARD_MEAN = 0.16717362830052426
 REWARD_STD = 1.0333394966054072
 MAX_TOKENS = 35
 
-_VISION_RENAMES = (  # BLIP's VisionTransformer -> transformers' BlipVisionModel
-    (r"^cls_token$", "embeddings.class_embedding"),
-    (r"^pos_embed$", "embeddings.position_embedding"),
-    (r"^patch_embed\.proj\.", "embeddings.patch_embedding."),
-    (r"^blocks\.(\d+)\.norm1\.", r"encoder.layers.\1.layer_norm1."),
-    (r"^blocks\.(\d+)\.norm2\.", r"encoder.layers.\1.layer_norm2."),
-    (r"^blocks\.(\d+)\.attn\.qkv\.", r"encoder.layers.\1.self_attn.qkv."),
-    (r"^blocks\.(\d+)\.attn\.proj\.", r"encoder.layers.\1.self_attn.projection."),
-    (r"^blocks\.(\d+)\.mlp\.", r"encoder.layers.\1.mlp."),
-    (r"^norm\.", "post_layernorm."),
+# BLIP's VisionTransformer names <-> transformers' BlipVisionModel names, both ways (loading a
+# checkpoint; writing a tiny one in the original layout). A name ending in "." renames a prefix;
+# "{i}" is a block index.
+VISION_NAMES = (
+    ("cls_token", "embeddings.class_embedding"),
+    ("pos_embed", "embeddings.position_embedding"),
+    ("patch_embed.proj.", "embeddings.patch_embedding."),
+    ("blocks.{i}.norm1.", "encoder.layers.{i}.layer_norm1."),
+    ("blocks.{i}.norm2.", "encoder.layers.{i}.layer_norm2."),
+    ("blocks.{i}.attn.qkv.", "encoder.layers.{i}.self_attn.qkv."),
+    ("blocks.{i}.attn.proj.", "encoder.layers.{i}.self_attn.projection."),
+    ("blocks.{i}.mlp.", "encoder.layers.{i}.mlp."),
+    ("norm.", "post_layernorm."),
 )
 
 
-def vision_key(key: str) -> str:
-    for pattern, replacement in _VISION_RENAMES:
-        new, n = re.subn(pattern, replacement, key)
+def rename_vision_key(key: str, to_original: bool = False) -> str:
+    """A vision key in transformers' names (or, ``to_original``, back in BLIP's)."""
+    for blip, ours in VISION_NAMES:
+        source, target = (ours, blip) if to_original else (blip, ours)
+        pattern = "^" + re.escape(source).replace(r"\{i\}", r"(\d+)")
+        new, n = re.subn(pattern + ("" if source.endswith(".") else "$"),
+                         target.replace("{i}", r"\1"), key)  # fmt: skip
         if n:
             return new
     raise KeyError(f"ImageReward checkpoint: no BlipVisionModel name for visual_encoder.{key}")
@@ -53,7 +60,7 @@ def split_checkpoint(state: dict[str, Tensor]) -> tuple[dict, dict, dict]:
         if key.endswith("position_ids"):  # a buffer, rebuilt by the model
             continue
         if key.startswith("blip.visual_encoder."):
-            vision[vision_key(key.removeprefix("blip.visual_encoder."))] = value
+            vision[rename_vision_key(key.removeprefix("blip.visual_encoder."))] = value
         elif key.startswith("blip.text_encoder."):
             text[key.removeprefix("blip.text_encoder.")] = value
         elif key.startswith("mlp."):

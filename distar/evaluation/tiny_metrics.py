@@ -6,13 +6,12 @@ The real CLIP BPE vocabulary is used (from open_clip's package); BERT gets a tin
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import torch
 
 from distar.cache import materialise
-from distar.evaluation.imagereward import ImageRewardScorer, blip_tokenizer
+from distar.evaluation.imagereward import ImageRewardScorer, blip_tokenizer, rename_vision_key
 from distar.evaluation.scorers import blip_configs
 from distar.rewards.heads import RewardHead
 from distar.rewards.tiny_clip import CLIP_VOCAB, tiny_clip, tiny_clip_config, tiny_text_encoder
@@ -108,24 +107,11 @@ def tiny_imagereward(directory: Path, seed: int = 0) -> dict[str, Path]:
     }
 
 
-_TO_ORIGINAL = (  # transformers' BlipVisionModel names -> BLIP's VisionTransformer names
-    (r"^embeddings\.class_embedding$", "cls_token"),
-    (r"^embeddings\.position_embedding$", "pos_embed"),
-    (r"^embeddings\.patch_embedding\.", "patch_embed.proj."),
-    (r"^encoder\.layers\.(\d+)\.layer_norm(\d)\.", r"blocks.\1.norm\2."),
-    (r"^encoder\.layers\.(\d+)\.self_attn\.qkv\.", r"blocks.\1.attn.qkv."),
-    (r"^encoder\.layers\.(\d+)\.self_attn\.projection\.", r"blocks.\1.attn.proj."),
-    (r"^encoder\.layers\.(\d+)\.mlp\.", r"blocks.\1.mlp."),
-    (r"^post_layernorm\.", "norm."),
-)
-
-
 def original_layout(model) -> dict[str, torch.Tensor]:
     """Our scorer's weights under ImageReward.pt's key names."""
     state = {}
     for key, value in model.vision.state_dict().items():
-        new = next(re.sub(p, r, key) for p, r in _TO_ORIGINAL if re.search(p, key))
-        state[f"blip.visual_encoder.{new}"] = value
+        state[f"blip.visual_encoder.{rename_vision_key(key, to_original=True)}"] = value
     for key, value in model.text.state_dict().items():
         state[f"blip.text_encoder.{key}"] = value
     for key, value in model.head.state_dict().items():

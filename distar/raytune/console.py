@@ -39,7 +39,7 @@ class SweepConsole(Callback):
     def name(self, trial: Any) -> str:
         spec = trial_spec(trial)
         label = spec.get("label") or trial.trial_id
-        if spec.get("paper"):  # a searcher's draw: its values are what tells trials apart
+        if spec.get("paper") and not spec.get("key"):  # a searcher's draw: its values name it
             flat = spec.get("flat_config", {})
             drawn = [f"paper.{k} {v:.3g}" for k, v in spec["paper"].items()]
             drawn += [f"huber_c {flat['loss.huber_c']:.3g}"] if "loss.huber_c" in flat else []

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -35,6 +35,7 @@ class EvalGenerator(Protocol):
     def __call__(self, prompts: Sequence[str], noise: Tensor) -> Tensor: ...
 
 
+@runtime_checkable
 class World(Protocol):
     """Reference diffusion + assistant + generator + rewards + metrics of one experiment.
 
