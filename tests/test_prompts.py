@@ -91,3 +91,17 @@ def test_download_checks_the_hash(tmp_path):
         prompts.download(url, "0" * 64, tmp_path / "cache")
     good = prompts._sha256(source)
     assert prompts.download(url, good, tmp_path / "cache").read_text() == "hello\n"
+
+
+def test_training_prompts_from_a_parti_file_a_line_file_or_built_in(tmp_path):
+    """``world.prompts``: a Parti .tsv, one prompt per line, or (empty) the built-in list; the
+    file forms once called ``texts()`` on a property and failed for every file."""
+    tsv = tmp_path / "p.tsv"
+    tsv.write_text("Prompt\tCategory\tChallenge\tNote\na red fox\tAnimals\tBasic\t\n")
+    lines = tmp_path / "p.txt"
+    lines.write_text("a lighthouse\na bowl of ramen\n")
+    assert prompts.training_prompts(str(tsv)) == ["a red fox"]
+    assert prompts.training_prompts(str(lines)) == ["a lighthouse", "a bowl of ramen"]
+    assert prompts.training_prompts("") == list(prompts.BUILT_IN)
+    with pytest.raises(FileNotFoundError, match="world.prompts"):
+        prompts.training_prompts(str(tmp_path / "none.tsv"))
