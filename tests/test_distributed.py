@@ -38,7 +38,11 @@ def _worker(rank: int, port: int, out) -> None:
     params = params_with_grads(rank)
     average_gradients(params, bucket_bytes=2048)
     broadcast_parameters(params)
-    out.put((rank, [p.grad.clone() for p in params], [p.detach().clone() for p in params]))
+    # numpy arrays travel by value: a torch tensor travels as a shared-memory handle that the
+    # parent can only open while this process lives (it failed "No such file" once it exited)
+    grads = [p.grad.numpy().copy() for p in params]
+    weights = [p.detach().numpy().copy() for p in params]
+    out.put((rank, grads, weights))
     dist.destroy_process_group()
 
 
@@ -51,7 +55,10 @@ def test_average_gradients_over_two_gloo_ranks():
     procs = [ctx.Process(target=_worker, args=(r, port, out)) for r in range(2)]
     for p in procs:
         p.start()
-    results = dict((r, (g, w)) for r, g, w in (out.get(timeout=120) for _ in procs))
+    results = {
+        r: ([torch.from_numpy(x) for x in g], [torch.from_numpy(x) for x in w])
+        for r, g, w in (out.get(timeout=120) for _ in procs)
+    }
     for p in procs:
         p.join(timeout=60)
     for i in range(len(SIZES)):

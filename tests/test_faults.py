@@ -116,10 +116,9 @@ def test_a_diverging_trial_fails_with_one_readable_line_and_the_others_finish(
 ):
     from analysis.runs import summarise
 
-    fine, diverging = tiny_trials(rows=(TABLE2[1], TABLE2[-1]), seeds=(0,))
-    diverging = dataclasses.replace(
-        diverging, flat_config={**diverging.flat_config, "loss.reward_scale": 1e38}
-    )
+    # a trial's reward scale comes from its row's paper alpha_rew (x 0.01 on gmm: 1e38)
+    exploding = dataclasses.replace(TABLE2[-1], alpha_rew=1e40)
+    fine, diverging = tiny_trials(rows=(TABLE2[1], exploding), seeds=(0,))
     rows = {r["key"]: r for r in run([fine, diverging], tmp_path, name="nan")}
     assert rows[fine.key]["error"] == ""
     assert "diverged: step 0: generator" in rows[diverging.key]["error"]

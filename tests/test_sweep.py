@@ -3,6 +3,7 @@ One Ray instance serves the whole test session (``ray_address``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -143,6 +144,10 @@ def test_grid_translates_scales_and_validates_before_ray():
     assert init["train.steps"] == 0
     with pytest.raises(ValueError, match="loss.huber_c"):
         expand(TABLE2, Config(), [0], [-1.0])
+    # the paper's values are a trial's only source of its scales: a contradicting edit is refused
+    edited = dataclasses.replace(trials[-1], flat_config={**best, "loss.reward_scale": 5.0})
+    with pytest.raises(ValueError, match="loss.reward_scale: got 5.0; allowed: 1.0"):
+        edited.resolved()
 
 
 def test_smoke_sweep_ray_to_mlflow_to_report(ray_address, tmp_path):

@@ -37,6 +37,11 @@ def row_tags(row: AblationRow) -> dict[str, str]:
     return {**tags, **({paper.METHOD: row.method} if row.method else {})}
 
 
+def unset_paper_keys(base: Config) -> dict[str, object]:
+    """The base config without the keys a trial's paper values set (``TrialSpec.resolved``)."""
+    return {k: v for k, v in base.to_flat().items() if k not in paper.PAPER_KEYS}
+
+
 def expand(
     rows: tuple[AblationRow, ...],
     base: Config,
@@ -54,7 +59,7 @@ def expand(
         cs = (huber_cs or [base.loss.huber_c]) if uses_huber_c(row, base) else [base.loss.huber_c]
         for c in cs:
             for seed in seeds:
-                flat = {**base.to_flat(), **row_overrides(row), "loss.huber_c": c,
+                flat = {**unset_paper_keys(base), **row_overrides(row), "loss.huber_c": c,
                         "train.seed": seed}  # fmt: skip
                 spec = TrialSpec(
                     f"{slug(row.label)}-c{c:g}-s{seed}", row.label, seed, flat, row_tags(row),

@@ -7,6 +7,7 @@ from dataclasses import asdict
 from typing import Any
 
 from distar.config import Config
+from distar.raytune.grid import unset_paper_keys
 from distar.raytune.spec import SweepContext, TrialSpec
 
 LOWER_IS_BETTER = frozenset({"mmd", "frechet", "fid"})  # every other metric: higher is better
@@ -24,7 +25,7 @@ def search_space(
     as the grid's rows) and translated per world by :meth:`TrialSpec.resolved`."""
     from ray import tune
 
-    flat: dict[str, Any] = {**base.to_flat(), "train.seed": seed}
+    flat: dict[str, Any] = {**unset_paper_keys(base), "train.seed": seed}
     flat["loss.huber_c"] = tune.loguniform(*huber_c)
     flat["loss.guidance"] = tune.choice(["in", "out"])
     paper = {"alpha_rew": tune.loguniform(*alpha_rew), "alpha_cfg": tune.uniform(*alpha_cfg)}

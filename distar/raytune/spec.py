@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from distar import paper
-from distar.config import Config
+from distar.config import Config, ConfigError
 
 
 @dataclass(frozen=True)
@@ -47,11 +47,21 @@ class TrialSpec:
         return cls(**params["trial"]), SweepContext(**params["sweep"])
 
     def resolved(self) -> TrialSpec:
-        """This trial with the paper's values in its config's units, validated (ConfigError)."""
+        """This trial with the paper's values in its config's units, validated (ConfigError).
+        A ``loss.*`` value in ``flat_config`` that contradicts them is refused, never
+        overwritten: the paper's values are the trial's only source of those keys."""
         flat = dict(self.flat_config)
         if self.paper:
             world = flat.get("world.name", "gmm")
-            flat.update(paper.to_world(self.paper["alpha_rew"], self.paper["alpha_cfg"], world))
+            wanted = paper.to_world(self.paper["alpha_rew"], self.paper["alpha_cfg"], world)
+            clash = sorted(k for k, v in wanted.items() if k in flat and flat[k] != v)
+            if clash:
+                raise ConfigError(
+                    f"{clash[0]}: got {flat[clash[0]]!r}; allowed: {wanted[clash[0]]!r}, what "
+                    f"the trial's {paper.ALPHA_REW} / {paper.ALPHA_CFG} "
+                    f"{self.paper['alpha_rew']:g} / {self.paper['alpha_cfg']:g} give on {world!r}"
+                )
+            flat.update(wanted)
         return dataclasses.replace(self, flat_config=Config.from_flat(flat).to_flat())
 
     def config(self, sweep: SweepContext) -> Config:
