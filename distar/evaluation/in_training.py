@@ -21,10 +21,13 @@ from distar.worlds.base import EvalGenerator
 
 
 class BenchmarkEvaluator:
-    """Prompt sets and metric models, loaded at the first :meth:`run` and kept for the run."""
+    """Prompt sets and metric models, loaded at the first :meth:`run` and kept for the run
+    (``python -m distar.evaluate`` scores its one generator with it too, with a progress bar)."""
 
-    def __init__(self, cfg: EvalConfig, device: str, cache_dir: str = "") -> None:
-        self.cfg, self.device, self.cache_dir = cfg, device, cache_dir
+    def __init__(
+        self, cfg: EvalConfig, device: str, cache_dir: str = "", progress: bool = False
+    ) -> None:
+        self.cfg, self.device, self.cache_dir, self.progress = cfg, device, cache_dir, progress
         self.requests = cfg.requests()
         self.prompt_sets: dict[str, Any] = {}
         self.metrics: dict[str, Any] | None = None
@@ -44,7 +47,7 @@ class BenchmarkEvaluator:
     ) -> list[BenchmarkResult]:
         """Every benchmark's result on rank 0 (an empty list on the other ranks)."""
         metrics = self._load()
-        options = harness_options(self.cfg, self.device, progress=False)
+        options = harness_options(self.cfg, self.device, self.progress)
         results = []
         for r in self.requests:
             prompts, chosen = self.prompt_sets[r.benchmark], {m: metrics[m] for m in r.metrics}

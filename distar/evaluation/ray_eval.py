@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from distar.config import EvalConfig
@@ -62,16 +63,15 @@ def evaluate_on_ray(
     pool = [actor.remote(cfg, source, device, cache_dir) for _ in range(workers)]
     requests = cfg.requests()
     # set metrics (FID) merge the shards' states here; sample metrics are columns of their rows
-    fid_only = [r.__class__(r.benchmark, r.n, tuple(m for m in r.metrics if m == "fid"))
-                for r in requests]  # fmt: skip
+    fid_only = [replace(r, metrics=tuple(m for m in r.metrics if m == "fid")) for r in requests]
     set_metrics = build_metrics(fid_only, metric_options(cfg, device, cache_dir))
     ray.get([w.ready.remote() for w in pool])  # models loaded: from here on, scoring only
     started = time.perf_counter()
+    options = harness_options(cfg, device)
     results = []
     for i, request in enumerate(requests):
         parts = ray.get([w.shard.remote(i, rank, workers) for rank, w in enumerate(pool)])
         metrics = {m: set_metrics.get(m, m) for m in request.metrics}
-        options = harness_options(cfg, device)
         results.append(finish(benchmark_prompts(cfg, request), metrics, parts, options))
     global LAST_SCORING_SECONDS
     LAST_SCORING_SECONDS = time.perf_counter() - started  # read by benchmarks/eval_throughput.py

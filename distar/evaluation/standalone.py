@@ -11,17 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from distar.config import EvalConfig
-from distar.evaluation.harness import BenchmarkResult, evaluate
+from distar.evaluation.harness import BenchmarkResult
+from distar.evaluation.in_training import BenchmarkEvaluator
 from distar.evaluation.mlflow_tables import log_benchmark
 from distar.evaluation.ray_eval import evaluate_on_ray
-from distar.evaluation.sources import (
-    GeneratorSource,
-    benchmark_prompts,
-    build_generator,
-    build_metrics,
-    harness_options,
-    metric_options,
-)
+from distar.evaluation.sources import GeneratorSource, build_generator
 from distar.tracking import ensure_experiment, local_artifact_root, log_params
 
 
@@ -44,16 +38,9 @@ class EvalJob:
 
 
 def evaluate_here(job: EvalJob, workdir: Path) -> list[BenchmarkResult]:
-    """Every benchmark in this process."""
-    requests = job.eval.requests()
-    metrics = build_metrics(requests, metric_options(job.eval, job.device, job.cache_dir))
-    generator = build_generator(job.source, job.device, workdir)
-    options = harness_options(job.eval, job.device)
-    return [
-        evaluate(generator, benchmark_prompts(job.eval, r), {m: metrics[m] for m in r.metrics},
-                 options)  # fmt: skip
-        for r in requests
-    ]
+    """Every benchmark in this process: the training loop's evaluator on one generator."""
+    evaluator = BenchmarkEvaluator(job.eval, job.device, job.cache_dir or "", progress=True)
+    return evaluator.run(build_generator(job.source, job.device, workdir))
 
 
 def run_evaluation(job: EvalJob, workdir: Path) -> tuple[str, list[BenchmarkResult]]:
