@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.runs import cell, load_runs, summarise
+from analysis.runs import cell, load_runs, published_value, recorded_published, summarise
 from analysis.runs import finished as finished_mask
 from distar import paper
 
@@ -42,10 +42,6 @@ def row_stats(runs: pd.DataFrame, columns: dict[str, float]) -> pd.DataFrame:
     return summarise(runs, tuple(columns), prefix="", factors=columns)
 
 
-def value(scores: paper.Scores | None, column: str):
-    return float("nan") if scores is None else getattr(scores, column)
-
-
 def table1(runs: pd.DataFrame) -> pd.DataFrame:
     """Each row beside the paper's Table 1 model of the same method (its ``paper.method``)."""
     frames = []
@@ -60,7 +56,7 @@ def table1(runs: pd.DataFrame) -> pd.DataFrame:
             for m in metrics:
                 key = f"{bench}/{m}"
                 rec[m] = cell(r.get(key, float("nan")), r.get(f"{key}_ci95", float("nan")))
-                rec[f"paper_{m}"] = value(published, COLUMNS[m][0])
+                rec[f"paper_{m}"] = published_value(published, COLUMNS[m][0])
             frames.append(rec)
     return pd.DataFrame(frames)
 
@@ -71,13 +67,12 @@ def table2(runs: pd.DataFrame) -> pd.DataFrame:
     stats = row_stats(runs, {f"parti/{m}": COLUMNS[m][1] for m in metrics})
     rows = []
     for _, r in stats.iterrows():
-        model, rew, cfg = r[paper.MODEL], r[paper.ALPHA_REW], r[paper.ALPHA_CFG]
-        published = paper.published(model, float(rew), float(cfg)) if model else None
+        published = recorded_published(r)
         rec = {"row": r["label"], "seeds": r["seeds"], "failed": r["failed"]}
         for m in metrics:
             key = f"parti/{m}"
             rec[m] = cell(r.get(key, float("nan")), r.get(f"{key}_ci95", float("nan")))
-            rec[f"paper_{m}"] = None if published is None else value(published, COLUMNS[m][0])
+            rec[f"paper_{m}"] = None if published is None else getattr(published, COLUMNS[m][0])
         rows.append(rec)
     return pd.DataFrame(rows)
 

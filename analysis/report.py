@@ -7,14 +7,20 @@ across seeds, the paper's own numbers beside it, written as markdown and CSV, pl
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
 import pandas as pd
 
 from analysis.paper_tables import build
-from analysis.runs import METRICS, cell, load_runs, summarise
+from analysis.runs import (
+    METRICS,
+    cell,
+    load_runs,
+    published_value,
+    recorded_published,
+    summarise,
+)
 from distar import paper
 from distar.config import world_preset
 from distar.tracking import TrackingStoreError, check_tracking_server, missing_store
@@ -26,14 +32,10 @@ def paper_numbers(table: pd.DataFrame) -> pd.DataFrame:
     """The paper's Table 2 numbers of each summarised row, found by the paper values its runs
     recorded (NaN where the paper has no such row, or the runs recorded none)."""
     out = table.copy()
-    published = [
-        paper.published(model, float(rew), float(cfg)) if model and rew and cfg else None
-        for model, rew, cfg in zip(out[paper.MODEL], out[paper.ALPHA_REW], out[paper.ALPHA_CFG],
-                                   strict=True)
-    ]  # fmt: skip
+    published = [recorded_published(record) for _, record in out.iterrows()]
     out["paper_model"] = out[paper.MODEL]
     for column in PAPER_COLUMNS:
-        out[f"paper_{column}"] = [math.nan if p is None else getattr(p, column) for p in published]
+        out[f"paper_{column}"] = [published_value(p, column) for p in published]
     return out
 
 

@@ -117,3 +117,17 @@ def recorded_paper_values(group: pd.DataFrame) -> dict[str, object]:
         values = values[values != ""]
         out[tag] = values.iloc[0] if len(values) else None
     return out
+
+
+def recorded_published(record: pd.Series) -> paper.Scores | None:
+    """The paper's Table 2 numbers of a summarised row, found by the paper values its runs
+    recorded (None where they recorded none, or the paper has no such row)."""
+    model, rew, cfg = record[paper.MODEL], record[paper.ALPHA_REW], record[paper.ALPHA_CFG]
+    if not (model and rew and cfg):
+        return None
+    return paper.published(model, float(rew), float(cfg))
+
+
+def published_value(scores: paper.Scores | None, column: str) -> float:
+    """One of the paper's columns (NaN where there is no published row)."""
+    return math.nan if scores is None else getattr(scores, column)
