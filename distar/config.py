@@ -209,8 +209,8 @@ class EvalConfig(Section):
         check_range("eval.samples_per_prompt", self.samples_per_prompt, 2, 10**7)
         for key, parse in (
             ("eval.benchmarks", lambda: parse_benchmarks(self.benchmarks)),
-            ("eval.prompts", lambda: parse_pairs(self.prompts, tuple(BENCHMARK_METRICS))),
-            ("eval.weights", lambda: parse_pairs(self.weights, WEIGHT_KEYS)),
+            ("eval.prompts", self.prompt_paths),
+            ("eval.weights", self.weight_paths),
         ):
             try:
                 parse()

@@ -54,13 +54,13 @@ def expand(
         repeated = sorted({v for v in values if values.count(v) > 1})
         if repeated:
             raise ConfigError(f"{flag}: {repeated} given more than once; allowed: distinct values")
+    unset = unset_paper_keys(base)
     trials = []
     for row in rows:
         cs = (huber_cs or [base.loss.huber_c]) if uses_huber_c(row, base) else [base.loss.huber_c]
         for c in cs:
             for seed in seeds:
-                flat = {**unset_paper_keys(base), **row_overrides(row), "loss.huber_c": c,
-                        "train.seed": seed}  # fmt: skip
+                flat = {**unset, **row_overrides(row), "loss.huber_c": c, "train.seed": seed}
                 spec = TrialSpec(
                     f"{slug(row.label)}-c{c:g}-s{seed}", row.label, seed, flat, row_tags(row),
                     {"alpha_rew": row.alpha_rew, "alpha_cfg": row.alpha_cfg},
