@@ -1,7 +1,11 @@
 """Full-state checkpoints without pickled code: the trained weights as safetensors; optimiser
 states, step and RNG states as tensors/primitives loaded with ``weights_only=True``; config as
 YAML. Only what a run trains is written (parameters that require grad): frozen weights the world
-loads itself -- the reference a LoRA assistant shares -- are not copied into every checkpoint."""
+loads itself -- the reference a LoRA assistant shares -- are not copied into every checkpoint.
+
+Sharded runs (``resources.strategy=fsdp``) write the same directory with the trained weights and
+optimizer states as a distributed checkpoint (``sharded/``, torch DCP): every rank its own
+shards, no rank ever holding a whole network; resuming reshards to any number of ranks."""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from torch import nn
 from distar.config import Config
 
 LATEST = "latest"
+SHARDED = "sharded"  # the DCP folder of a sharded checkpoint
 
 
 def save_checkpoint(
@@ -50,6 +55,62 @@ def load_trained_state(module: nn.Module, tensors: dict[str, torch.Tensor], what
     with torch.no_grad():
         for k, p in params.items():
             p.copy_(tensors[k])
+
+
+def _sharded_tree(modules: dict[str, nn.Module], optimizers: dict[str, Any]) -> dict[str, Any]:
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    tree: dict[str, Any] = {name: trained_state(m) for name, m in modules.items()}
+    for name, opt in optimizers.items():
+        tree[f"opt_{name}"] = get_optimizer_state_dict(modules[name], opt)
+    return tree
+
+
+def save_sharded_checkpoint(
+    root: Path,
+    step: int,
+    modules: dict[str, nn.Module],
+    optimizers: dict[str, Any],
+    state: dict[str, Any],
+    config: Config,
+) -> Path:
+    """Every rank (collective): its shards of the trained weights and of ``optimizers``' states
+    into ``root/step_XXXXXXX/sharded/``; rank 0 also ``trainer.pt`` (``state``), the config and,
+    once every rank has written, the ``latest`` pointer."""
+    import torch.distributed as dist
+    import torch.distributed.checkpoint as dcp
+
+    path = Path(root) / f"step_{step:07d}"
+    dcp.save(_sharded_tree(modules, optimizers), checkpoint_id=path / SHARDED)
+    first = dist.get_rank() == 0
+    if first:
+        torch.save({"step": step, **state}, path / "trainer.pt")
+        (path / "config.yaml").write_text(config.to_yaml())
+    dist.barrier()  # the pointer moves only once every rank's shards are on disk
+    if first:
+        (Path(root) / LATEST).write_text(path.name)
+    return path
+
+
+def load_sharded_checkpoint(
+    path: Path, modules: dict[str, nn.Module], optimizers: dict[str, Any]
+) -> dict[str, Any]:
+    """Every rank (collective): load a sharded checkpoint into the sharded ``modules`` and
+    ``optimizers`` in place; returns the trainer state."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+
+    path = resolve_checkpoint(path)
+    if not (path / SHARDED).is_dir():
+        raise ValueError(
+            f"checkpoint {path}: written unsharded (resources.strategy=ddp); resume it with "
+            "resources.strategy=ddp, or export its generator (python -m distar.export)"
+        )
+    tree = _sharded_tree(modules, optimizers)
+    dcp.load(tree, checkpoint_id=path / SHARDED)
+    for name, opt in optimizers.items():
+        set_optimizer_state_dict(modules[name], opt, tree[f"opt_{name}"])
+    return torch.load(path / "trainer.pt", weights_only=True)
 
 
 def resolve_checkpoint(path: Path) -> Path:

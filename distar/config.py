@@ -48,6 +48,7 @@ DISTANCE_UNITS = ("score", "x0")
 GUIDANCE_MODES = ("in", "out")
 CFG_CONVENTIONS = ("diffusers", "distar")
 GRADIENT_PATHS = ("detached", "exact")
+STRATEGIES = ("ddp", "fsdp")  # resources.strategy; distar.sharding does "fsdp"
 GENERATOR_WEIGHTINGS = ("dmd_normalised", "uniform")
 SIGMA_DISTRIBUTIONS = ("lognormal", "loguniform")
 ASSISTANT_WEIGHTINGS = ("edm", "uniform")
@@ -249,9 +250,16 @@ class ResourcesConfig(Section):
     # how often Ray Train restarts a trial whose worker process or node died (from the trial's
     # last checkpoint); a diverging trial is never restarted
     max_failures: int = 3
+    # how the ranks hold the networks: "ddp" every rank a full copy, gradients all-reduced;
+    # "fsdp" FSDP2, every network sharded across the ranks (distar/sharding.py)
+    strategy: str = "ddp"
+    cpu_offload: bool = False  # fsdp on GPUs: trained shards and Adam states in host memory
 
     def validate(self) -> None:
         check_range("resources.num_workers", self.num_workers, 1, 4096)
+        check_choice("resources.strategy", self.strategy, STRATEGIES)
+        if self.cpu_offload and self.strategy != "fsdp":
+            fail("resources.cpu_offload", True, "false unless resources.strategy=fsdp")
         check_range("resources.cpus_per_worker", self.cpus_per_worker, 0.0, 1024.0, low_open=True)
         check_range("resources.max_failures", self.max_failures, 0, 1000)
 

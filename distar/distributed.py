@@ -83,3 +83,14 @@ def all_gather_objects(obj):
     out = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+def mean_across_ranks(values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Each scalar averaged over the ranks (one all-reduce): the logged losses of a step are
+    those of its global batch, whatever the number of ranks."""
+    if not is_distributed() or not values:
+        return values
+    stacked = torch.stack([torch.as_tensor(v, dtype=torch.float32) for v in values.values()])
+    dist.all_reduce(stacked)
+    stacked /= dist.get_world_size()
+    return dict(zip(values, stacked, strict=True))

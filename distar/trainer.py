@@ -17,17 +17,24 @@ import torch
 from torch import nn
 
 from distar.callbacks import Callback
-from distar.checkpoint import load_checkpoint, save_checkpoint
+from distar.checkpoint import (
+    load_checkpoint,
+    load_sharded_checkpoint,
+    save_checkpoint,
+    save_sharded_checkpoint,
+)
 from distar.config import AdamConfig, Config, ConfigError
 from distar.devices import resolve_device
 from distar.distributed import (
     all_gather_objects,
     average_gradients,
     broadcast_parameters,
+    mean_across_ranks,
     rank,
     world_size,
 )
 from distar.losses import GeneratorBatch, Networks, assistant_loss, generator_loss
+from distar.sharding import ensure_process_group, full_tensor, gathered
 from distar.sigmas import ASSISTANT_WEIGHTINGS, sample_sigma
 from distar.timing import Stopwatch
 from distar.worlds.base import EvalGenerator, World
@@ -111,22 +118,26 @@ class FiniteGuard:
 
 
 def clip_and_step(
-    params: list[nn.Parameter], opt: torch.optim.Optimizer, cfg: AdamConfig
+    params: list[nn.Parameter], opt: torch.optim.Optimizer, cfg: AdamConfig, sharded: bool
 ) -> torch.Tensor:
-    """Average gradients across ranks, optionally clip, step; returns the pre-clip gradient
-    norm as a device tensor (the caller watches it for NaN/Inf)."""
-    average_gradients(params)
+    """Average gradients across ranks (FSDP has reduce-scattered them already), optionally
+    clip, step; returns the pre-clip norm of the whole gradient as a device tensor (the caller
+    watches it for NaN/Inf)."""
+    if not sharded:
+        average_gradients(params)
     max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
-    norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+    norm = full_tensor(torch.nn.utils.clip_grad_norm_(params, max_norm))
     opt.step()
     opt.zero_grad(set_to_none=True)  # only the network being stepped holds gradients
     return norm
 
 
-def step_seed(seed: int, rank: int, step: int) -> int:
-    """Training randomness is a pure function of (seed, rank, step): resuming at any step, on any
-    number of ranks, replays exactly the draws an uninterrupted run makes, and ranks differ."""
-    return ((seed * 1_000_003 + rank) * 1_000_000_007 + step) % (2**63 - 1)
+def step_seed(seed: int, step: int) -> int:
+    """Training randomness is a pure function of (seed, step): every rank draws the step's
+    global batch and keeps its own part, so resuming at any step replays exactly the draws an
+    uninterrupted run makes, and N ranks of batch B train on what one process of batch N x B
+    would."""
+    return (seed * 1_000_003 * 1_000_000_007 + step) % (2**63 - 1)
 
 
 def to_floats(metrics: dict[str, Any]) -> dict[str, float]:
@@ -139,9 +150,13 @@ class Trainer:
     ``torch.distributed`` process group every rank trains on its own draws with averaged
     gradients; only rank 0 writes plots and checkpoints.
 
-    Two generators per step, both seeded from (seed, rank, step): ``rng`` on the host for what
-    the world draws on the host (prompts), ``noise_rng`` on the training device for latents,
-    sigmas and noise, so a step makes no host-to-device copy of random numbers."""
+    Two generators per step, both seeded from (seed, step): ``rng`` on the host for what the
+    world draws on the host (prompts), ``noise_rng`` on the training device for latents, sigmas
+    and noise, so a step makes no host-to-device copy of random numbers. Each draw is of the
+    global batch (``train.batch_size`` x ranks), of which a rank keeps its ``part``.
+
+    ``resources.strategy=fsdp``: the world shards its networks with FSDP2 (fp32 master shards,
+    gathered in the compute dtype); evaluation gathers the generator first."""
 
     def __init__(
         self,
@@ -164,12 +179,17 @@ class Trainer:
         with self.stopwatch.phase("world_build"):
             self.world = world or build_world(config.world, self.device, config.train.init)
         self.rank = rank()
-        self.params = {
+        n = config.train.batch_size
+        self.part = slice(self.rank * n, (self.rank + 1) * n)
+        broadcast_parameters(trainable(self.world.generator))
+        broadcast_parameters(trainable(self.world.assistant))
+        self.sharded = config.resources.strategy == "fsdp"
+        if self.sharded:
+            self._shard(config)
+        self.params = {  # after sharding, which replaces every parameter by its shard
             "generator": trainable(self.world.generator),
             "assistant": trainable(self.world.assistant),
         }
-        broadcast_parameters(self.params["generator"])
-        broadcast_parameters(self.params["assistant"])
         self.rng = torch.Generator()
         self.noise_rng = torch.Generator(device=self.device)
         self.opt_generator = make_adam(
@@ -184,13 +204,38 @@ class Trainer:
         self.step = 0
         self.out_dir = Path(config.train.out_dir)
 
+    def _shard(self, config: Config) -> None:
+        if config.resources.cpu_offload and self.device.type != "cuda":
+            raise ConfigError(
+                f"resources.cpu_offload: got true on {self.device.type}; allowed: true only "
+                "when training on CUDA (it moves GPU shards to the host)"
+            )
+        ensure_process_group(self.device)
+        with self.stopwatch.phase("world_build"):
+            self.world.shard(config.resources.cpu_offload)
+
     # ---- one update of each network --------------------------------------------------------
+    def _draw(self, draw, *shape: int) -> torch.Tensor:
+        """This rank's part of a draw of the global batch: ``draw(total, *shape)``."""
+        total = self.config.train.batch_size * world_size()
+        return draw(total, *shape)[self.part]
+
     def _batch(self) -> tuple[torch.Tensor, Any]:
-        n = self.config.train.batch_size
+        total = self.config.train.batch_size * world_size()
         return (
-            self.world.sample_latents(n, self.noise_rng),
-            self.world.sample_conditions(n, self.rng),
+            self._draw(self.world.sample_latents, self.noise_rng),
+            self.world.sample_conditions(total, self.rng, self.part),
         )
+
+    def _noise(self, like: torch.Tensor) -> torch.Tensor:
+        def draw(total: int) -> torch.Tensor:
+            shape = (total, *like.shape[1:])
+            return torch.randn(shape, generator=self.noise_rng, device=self.device)
+
+        return self._draw(draw)
+
+    def _sigma(self, schedule) -> torch.Tensor:
+        return self._draw(lambda total: sample_sigma(schedule, total, self.noise_rng))
 
     def assistant_update(self) -> torch.Tensor:
         """One round of the assistant's denoising loss on stop-gradient generator samples."""
@@ -198,14 +243,16 @@ class Trainer:
         z, cond = self._batch()
         with torch.no_grad():
             x0 = world.generator(z, cond)
-        sigma = sample_sigma(cfg.noise.assistant, len(z), self.noise_rng)
-        noise = torch.randn(x0.shape, generator=self.noise_rng, device=self.device)
+        sigma = self._sigma(cfg.noise.assistant)
+        noise = self._noise(x0)
         weight = ASSISTANT_WEIGHTINGS.get(cfg.noise.assistant_weighting)(sigma, world.sigma_data)
         loss = assistant_loss(world.assistant, x0, sigma, noise, cond, weight).mean()
         self.guard.watch(self.step, "assistant loss", loss)
         self.opt_assistant.zero_grad(set_to_none=True)
         loss.backward()
-        norm = clip_and_step(self.params["assistant"], self.opt_assistant, cfg.optim.assistant)
+        norm = clip_and_step(
+            self.params["assistant"], self.opt_assistant, cfg.optim.assistant, self.sharded
+        )
         self.guard.watch(self.step, "assistant gradient norm", norm)
         return loss.detach()
 
@@ -222,9 +269,9 @@ class Trainer:
         world, cfg = self.world, self.config
         z, cond = self._batch()
         n = len(z)
-        sigma = sample_sigma(cfg.noise.generator, n, self.noise_rng)
+        sigma = self._sigma(cfg.noise.generator)
         x0 = world.generator(z, cond)
-        noise = torch.randn(x0.shape, generator=self.noise_rng, device=self.device)
+        noise = self._noise(x0)
         null = world.null_conditions(cond)
         chunk = cfg.train.generator_chunk or n
         sums: dict[str, torch.Tensor] = {}
@@ -248,14 +295,16 @@ class Trainer:
                 x0.backward(leaf.grad)
         metrics = {key: v / n for key, v in sums.items()}
         self.guard.watch(self.step, "generator loss", metrics["loss/generator"])
-        norm = clip_and_step(self.params["generator"], self.opt_generator, cfg.optim.generator)
+        norm = clip_and_step(
+            self.params["generator"], self.opt_generator, cfg.optim.generator, self.sharded
+        )
         self.guard.watch(self.step, "generator gradient norm", norm)
         return {**metrics, "grad_norm/generator": norm.detach()}
 
     def train_step(self) -> dict[str, torch.Tensor]:
         """K assistant rounds, then one generator step; advances ``self.step``. Returns device
         scalars: nothing here waits for the device."""
-        seed = step_seed(self.config.train.seed, self.rank, self.step)
+        seed = step_seed(self.config.train.seed, self.step)
         self.rng.manual_seed(seed)
         self.noise_rng.manual_seed(seed ^ NOISE_STREAM)
         a_losses = [self.assistant_update() for _ in range(self.config.optim.assistant_rounds)]
@@ -283,8 +332,14 @@ class Trainer:
 
     def evaluate(self, final: bool = True) -> tuple[dict[str, float], dict[str, Path]]:
         """The world's metrics (every evaluation), its sample plot (the final one only: a plot
-        costs more than the metrics on the embedded world), the configured benchmarks."""
+        costs more than the metrics on the embedded world), the configured benchmarks. A
+        sharded generator is gathered first: then ranks may run different numbers of forwards
+        (uneven benchmark shards, rank 0's plot)."""
         self.guard.check()
+        with gathered(self.world.generator):
+            return self._evaluate(final)
+
+    def _evaluate(self, final: bool) -> tuple[dict[str, float], dict[str, Path]]:
         cfg = self.config
         seed = cfg.train.seed + EVAL_SEED_OFFSET
         with self.stopwatch.phase("evaluation"):
@@ -305,9 +360,25 @@ class Trainer:
     def modules(self) -> dict[str, nn.Module]:
         return {"generator": self.world.generator, "assistant": self.world.assistant}
 
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"generator": self.opt_generator, "assistant": self.opt_assistant}
+
     def save(self) -> Path | None:
-        """Rank 0 writes a full-state checkpoint; other ranks write nothing and return None."""
+        """A full-state checkpoint: written by rank 0 alone (other ranks return None), or, with
+        sharded networks, by every rank (its shards, DCP) and returned on every rank."""
         self.guard.check()
+        if self.sharded:
+            with self.stopwatch.phase("checkpoint"):
+                path = save_sharded_checkpoint(
+                    self.out_dir / "checkpoints",
+                    self.step,
+                    self.modules(),
+                    self.optimizers(),
+                    {"torch_rng": torch.get_rng_state()},
+                    self.config,
+                )
+            self._notify("on_checkpoint", self.step, path)
+            return path
         if self.rank != 0:
             return None
         state = {
@@ -324,10 +395,13 @@ class Trainer:
 
     def resume(self, path: Path, fallback: bool = False) -> None:
         """Continue from a checkpoint; ``fallback``: from the newest readable one if it is
-        corrupt."""
-        state = load_checkpoint(path, self.modules(), fallback)
-        self.opt_generator.load_state_dict(state["opt_generator"])
-        self.opt_assistant.load_state_dict(state["opt_assistant"])
+        corrupt (unsharded checkpoints)."""
+        if self.sharded:
+            state = load_sharded_checkpoint(path, self.modules(), self.optimizers())
+        else:
+            state = load_checkpoint(path, self.modules(), fallback)
+            self.opt_generator.load_state_dict(state["opt_generator"])
+            self.opt_assistant.load_state_dict(state["opt_assistant"])
         torch.set_rng_state(state["torch_rng"])
         self.step = int(state["step"])
 
@@ -342,7 +416,8 @@ class Trainer:
             with self.stopwatch.phase("steps"):
                 metrics = self.train_step()
             if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                metrics = {f"train/{k}": v for k, v in to_floats(metrics).items()}
+                metrics = to_floats(mean_across_ranks(metrics))
+                metrics = {f"train/{k}": v for k, v in metrics.items()}
                 self.guard.check(metrics)
                 self._notify("on_step", self.step, metrics)
             if self._due(cfg.eval_every):

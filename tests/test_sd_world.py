@@ -299,6 +299,36 @@ def test_missing_or_malformed_directories_fail_before_loading(world_cache, tmp_p
         build_world(Config.for_world("sd15-tiny", {"world.generator_init": str(bad)}).world, cpu)
 
 
+def test_an_fp16_variant_only_folder_loads_and_an_empty_one_is_named(world_cache, tmp_path, capsys):
+    """A download with ``--include "*fp16*"`` holds only ``*.fp16.safetensors``: every model
+    folder loads its fp16 variant (said on stderr; upcast to fp32 masters where trained), and a
+    folder without weights is refused naming it, before anything loads."""
+    import shutil
+
+    from diffusers import StableDiffusionXLPipeline
+
+    from distar.worlds.builders import build_world
+
+    original = resolve("tiny:sdxl")
+    folder = tmp_path / "sdxl-fp16"
+    pipe = StableDiffusionXLPipeline.from_pretrained(original, local_files_only=True)
+    pipe.to(torch.float16).save_pretrained(folder, variant="fp16")
+    names = {f.name for f in folder.rglob("*") if f.is_file()}
+    assert "diffusion_pytorch_model.fp16.safetensors" in names and "model.fp16.safetensors" in names
+    assert not {"diffusion_pytorch_model.safetensors", "model.safetensors"} & names
+    cfg = Config.for_world("sdxl-tiny", {"world.reference": str(folder)}).world
+    world = build_world(cfg, torch.device("cpu"))
+    assert "holds only fp16 weights" in capsys.readouterr().err
+    got = dict(world.generator.denoiser.unet.named_parameters())
+    for k, v in pipe.unet.named_parameters():
+        assert got[k].dtype == torch.float32 and torch.equal(got[k], v.float())
+    for f in (folder / "text_encoder_2").glob("model*"):
+        f.unlink()
+    with pytest.raises(WorldLoadError, match=r"text_encoder_2 holds no weights"):
+        build_world(cfg, torch.device("cpu"))
+    shutil.rmtree(folder)
+
+
 def test_generator_init_from_a_state_dict_file(world_cache, tmp_path):
     """DMD2 ships the one-step UNet as a state dict: it loads into the reference's UNet config
     (fp16 upcast to fp32 masters); a file for another architecture is refused."""

@@ -44,12 +44,17 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     written to ``failure.txt`` and the worker returns: Ray Train restarts workers that *die*
     (``resources.max_failures``), and a diverging run would only diverge again."""
     out_dir = Path(loop_config["config"]["train.out_dir"])
+    import ray.train
+
+    rank0 = ray.train.get_context().get_world_rank() == 0
+    if rank0:
+        # first of all: a node lost after this point cannot leak the group (seen when the
+        # record came after the imports below and the node died during them)
+        record_placement_group(out_dir)
     timing.mark(out_dir, "worker_start")
     # a lost tracking server must not stall training in MLflow's minutes of retries
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-    import ray.train
-
     # torch and the evaluation stack load in the worker only, never in the trial driver
     from distar.evaluation.in_training import benchmark_evaluator
     from distar.raytune.mlflow_logger import MlflowLogger
@@ -58,9 +63,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     config = Config.from_flat(loop_config["config"])
     objective = loop_config.get("objective")
     callbacks: list[Callback] = [RayReporter(Objective(**objective) if objective else None)]
-    rank0 = ray.train.get_context().get_world_rank() == 0
     if rank0:
-        record_placement_group(out_dir)
         uri, run_id = loop_config["tracking_uri"], loop_config["run_id"]
         callbacks.append(MlflowLogger(uri, run_id, loop_config["row"], out_dir))
         callbacks.append(JsonlLogger(out_dir))

@@ -5,6 +5,8 @@ expected there and where to get it."""
 
 from __future__ import annotations
 
+import re
+import sys
 from pathlib import Path
 
 import torch
@@ -36,11 +38,57 @@ def check_dir(spec: str, key: str, needs: tuple[str, ...], where: str) -> Path:
     return path
 
 
-def load_unet(path: Path, dtype: torch.dtype, subfolder: str | None = "unet") -> nn.Module:
+# the weight files' stems: diffusers models, transformers models
+WEIGHT_STEMS = ("diffusion_pytorch_model", "model", "pytorch_model")
+# ``diffusion_pytorch_model[.fp16][-00001-of-00003].safetensors`` and the sharded index,
+# ``diffusion_pytorch_model.safetensors.index[.fp16].json`` (diffusers' and transformers' names)
+_STEMS = "|".join(WEIGHT_STEMS)
+_WEIGHT_FILE = re.compile(
+    rf"(?:{_STEMS})(?:\.(?P<v>[A-Za-z0-9_]+))?(?:-\d+-of-\d+)?\.(?:safetensors|bin)"
+    rf"|(?:{_STEMS})\.(?:safetensors|bin)\.index(?:\.(?P<vi>[A-Za-z0-9_]+))?\.json"
+)
+NO_VARIANT = ""
+
+
+def weight_variants(folder: Path) -> set[str]:
+    """The weight variants a model folder holds: ``""`` for the plain files, ``"fp16"`` for
+    ``*.fp16.safetensors`` and so on (empty: no weights at all)."""
+    found = set()
+    for file in folder.iterdir() if folder.is_dir() else ():
+        match = _WEIGHT_FILE.fullmatch(file.name)
+        if match:
+            found.add(match["v"] or match["vi"] or NO_VARIANT)
+    return found
+
+
+def weight_variant(folder: Path, key: str) -> str | None:
+    """The variant to load from ``folder`` (``None``: the plain files, preferred when present;
+    else ``fp16``, else the only one there); raises :class:`WorldLoadError` naming ``key`` and
+    the files expected when the folder holds no weights. A folder downloaded with
+    ``--include "*fp16*"`` holds only ``*.fp16.*`` files, which diffusers and transformers load
+    only when told the variant."""
+    found = weight_variants(folder)
+    if NO_VARIANT in found:
+        return None
+    if not found:
+        raise WorldLoadError(
+            f"{key}: {folder} holds no weights (expected diffusion_pytorch_model[.fp16]"
+            ".safetensors, model[.fp16].safetensors or their .bin / sharded forms)"
+        )
+    variant = "fp16" if "fp16" in found else sorted(found)[0]
+    if len(found) > 1 and variant != "fp16":
+        raise WorldLoadError(f"{key}: {folder} holds the variants {sorted(found)}; keep one")
+    print(f"{key}: {folder} holds only {variant} weights; loading those", file=sys.stderr)
+    return variant
+
+
+def load_unet(
+    path: Path, dtype: torch.dtype, subfolder: str | None = "unet", variant: str | None = None
+) -> nn.Module:
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel.from_pretrained(
-        path, subfolder=subfolder, torch_dtype=dtype, local_files_only=True
+        path, subfolder=subfolder, torch_dtype=dtype, local_files_only=True, variant=variant
     )
 
 
@@ -55,10 +103,12 @@ def load_schedule(pipeline: Path) -> tuple[torch.Tensor, str]:
     return scheduler.alphas_cumprod.clone(), scheduler.config.prediction_type
 
 
-def load_vae(path: Path, dtype: torch.dtype) -> nn.Module:
+def load_vae(path: Path, dtype: torch.dtype, variant: str | None = None) -> nn.Module:
     from diffusers import AutoencoderKL
 
-    return AutoencoderKL.from_pretrained(path, torch_dtype=dtype, local_files_only=True)
+    return AutoencoderKL.from_pretrained(
+        path, torch_dtype=dtype, local_files_only=True, variant=variant
+    )
 
 
 def cast(module: nn.Module, dtype: torch.dtype) -> nn.Module:

@@ -57,8 +57,13 @@ class World(Protocol):
         self, x: Tensor, sigma: Tensor, cond: Any, null: Any
     ) -> tuple[Tensor, Tensor]: ...
 
-    def sample_conditions(self, n: int, rng: torch.Generator) -> Conditions:
-        """``n`` training conditions, drawn on the host generator ``rng``, on the device."""
+    def sample_conditions(
+        self, n: int, rng: torch.Generator, keep: slice | None = None
+    ) -> Conditions:
+        """``n`` training conditions drawn on the host generator ``rng``; the ``keep`` part of
+        them (all by default) returned on the device. Every rank draws the global batch and
+        keeps its own part (a run's draws do not depend on its number of ranks); only that part
+        is encoded."""
         ...
 
     def null_conditions(self, cond: Conditions) -> Conditions:
@@ -71,6 +76,12 @@ class World(Protocol):
 
     def reward(self, x0: Tensor, cond: Conditions) -> Tensor:
         """The explicit reward ``r(x0, c)``, one value per sample, differentiable in ``x0``."""
+        ...
+
+    def shard(self, offload: bool) -> None:
+        """Shard every network with FSDP2 in place (``resources.strategy=fsdp``), through
+        :func:`distar.sharding.shard_network`, once every rank holds the same weights.
+        ``offload``: trained shards and their optimizer state on the host."""
         ...
 
     def evaluate(self, samples_per_prompt: int, seed: int) -> dict[str, float]:

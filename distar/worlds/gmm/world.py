@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from distar.devices import to_device
+from distar.sharding import shard_network
 from distar.worlds.base import WORLDS
 from distar.worlds.gmm.eval import GMMGenerator
 from distar.worlds.gmm.metrics import EvalSet, evaluate_samples
@@ -64,8 +65,14 @@ class GMMWorld:
     def reward(self, x0: Tensor, cond: Tensor) -> Tensor:
         return self._reward(x0, cond)
 
-    def sample_conditions(self, n: int, rng: torch.Generator) -> Tensor:
-        return to_device(torch.randint(0, self.mixture.n_prompts, (n,), generator=rng), self.device)
+    def sample_conditions(self, n: int, rng: torch.Generator, keep: slice | None = None) -> Tensor:
+        drawn = torch.randint(0, self.mixture.n_prompts, (n,), generator=rng)
+        return to_device(drawn if keep is None else drawn[keep], self.device)
+
+    def shard(self, offload: bool) -> None:
+        """FSDP2 on each small MLP as a whole (no blocks); the exact reference has no weights."""
+        for net in (self.generator, self.assistant):
+            shard_network(net, [], self.device, torch.float32, trained=True, offload=offload)
 
     def null_conditions(self, cond: Tensor) -> Tensor:
         return torch.full_like(cond, self.null_cond)

@@ -20,7 +20,14 @@ from distar.rewards.heads import load_state_dict
 from distar.rewards.pickscore import PICKSCORE, PICKSCORE_PROCESSOR, load_pickscore
 from distar.rewards.weights import MissingWeightsError
 from distar.t2i.edm import DTYPES
-from distar.t2i.parts import WorldLoadError, check_dir, load_schedule, load_unet, load_vae
+from distar.t2i.parts import (
+    WorldLoadError,
+    check_dir,
+    load_schedule,
+    load_unet,
+    load_vae,
+    weight_variant,
+)
 from distar.t2i.text import TextEncoders
 from distar.worlds.sd.tiny_pipelines import resolve
 from distar.worlds.sd.world_config import SDWorldConfig
@@ -68,6 +75,9 @@ class WorldPaths:
     vae: Path  # a directory holding config.json
     reward_model: Path | None
     reward_processor: Path | None
+    # the weight variant each model folder is loaded with (None: the plain files; "fp16": a
+    # folder holding only *.fp16.* files), by folder: "unet", "text_encoder", "vae", ...
+    variants: dict[str, str | None]
 
 
 def check_paths(cfg: SDWorldConfig) -> WorldPaths:
@@ -98,6 +108,14 @@ def check_paths(cfg: SDWorldConfig) -> WorldPaths:
         if cfg.vae
         else ref / "vae"
     )
+    variants = {
+        part: weight_variant(ref / part, "world.reference")
+        for part in parts
+        if part.startswith(("unet", "text_encoder"))
+    }
+    variants["vae"] = weight_variant(vae, "world.vae" if cfg.vae else "world.reference")
+    if gen is not None and gen.is_dir():
+        variants["generator_init"] = weight_variant(gen, "world.generator_init")
     reward = processor = None
     if cfg.reward != "none":
         try:  # the files PickScore loads, with the $DISTAR_PICKSCORE* fallbacks
@@ -106,7 +124,7 @@ def check_paths(cfg: SDWorldConfig) -> WorldPaths:
                 processor = PICKSCORE_PROCESSOR.resolve(cfg.reward_processor or None)
         except MissingWeightsError as error:
             raise WorldLoadError(f"world.reward_model / world.reward_processor: {error}") from None
-    return WorldPaths(ref, gen, vae, reward, processor)
+    return WorldPaths(ref, gen, vae, reward, processor, variants)
 
 
 def load_generator_unet(paths: WorldPaths) -> nn.Module:
@@ -116,9 +134,10 @@ def load_generator_unet(paths: WorldPaths) -> nn.Module:
     from diffusers import UNet2DConditionModel
 
     if paths.generator_init is None:
-        return load_unet(paths.reference, torch.float32)
+        return load_unet(paths.reference, torch.float32, variant=paths.variants["unet"])
     if paths.generator_init.is_dir():
-        return load_unet(paths.generator_init, torch.float32, subfolder=None)
+        variant = paths.variants["generator_init"]
+        return load_unet(paths.generator_init, torch.float32, subfolder=None, variant=variant)
     config = UNet2DConditionModel.load_config(paths.reference, subfolder="unet")
     unet = UNet2DConditionModel.from_config(config)
     state = load_state_dict(paths.generator_init)
@@ -136,15 +155,16 @@ def load_generator_unet(paths: WorldPaths) -> nn.Module:
 def load_text_encoders(paths: WorldPaths, arch: str, dtype: torch.dtype):
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
+    def encoder(cls, part: str):
+        return cls.from_pretrained(
+            paths.reference / part, dtype=dtype, variant=paths.variants[part], local_files_only=True
+        )
+
     tokenizers = [clip_tokenizer(paths.reference / "tokenizer")]
-    encoders = [CLIPTextModel.from_pretrained(paths.reference / "text_encoder", dtype=dtype)]
+    encoders = [encoder(CLIPTextModel, "text_encoder")]
     if arch == "sdxl":
         tokenizers.append(clip_tokenizer(paths.reference / "tokenizer_2"))
-        encoders.append(
-            CLIPTextModelWithProjection.from_pretrained(
-                paths.reference / "text_encoder_2", dtype=dtype
-            )
-        )
+        encoders.append(encoder(CLIPTextModelWithProjection, "text_encoder_2"))
     return tokenizers, encoders
 
 
@@ -161,15 +181,20 @@ def load_components(cfg: SDWorldConfig) -> Components:
     paths = check_paths(cfg)  # before anything loads
     dtype = DTYPES[cfg.dtype]
     alphas_cumprod, prediction_type = load_schedule(paths.reference)
-    copy = None if cfg.assistant == "lora" else load_unet(paths.reference, torch.float32)
+    unet_variant = paths.variants["unet"]
+    copy = (
+        None
+        if cfg.assistant == "lora"
+        else load_unet(paths.reference, torch.float32, variant=unet_variant)
+    )
     tokenizers, encoders = load_text_encoders(paths, cfg.name, dtype)
     return Components(
         alphas_cumprod,
         prediction_type,
-        reference_unet=load_unet(paths.reference, dtype),
+        reference_unet=load_unet(paths.reference, dtype, variant=unet_variant),
         assistant_unet=copy,
         generator_unet=load_generator_unet(paths),
-        vae=load_vae(paths.vae, DTYPES[cfg.vae_dtype]),
+        vae=load_vae(paths.vae, DTYPES[cfg.vae_dtype], paths.variants["vae"]),
         text=TextEncoders(tokenizers, encoders, cfg.resolution),
         scorer=load_reward(paths),
     )

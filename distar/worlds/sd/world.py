@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from distar.config import ConfigError
 from distar.images import image_grid
 from distar.prompts import training_prompts
+from distar.sharding import shard_network
 from distar.t2i.edm import DTYPES, DDPMSchedule, OneStepGenerator, UNetDenoiser, autocast
 from distar.t2i.lora import SharedReference, add_lora
 from distar.t2i.parts import cast
@@ -91,6 +92,17 @@ class SDWorld:
                 f"world.resolution: got {cfg.resolution}; allowed: a multiple of {self.vae_scale}"
             )
 
+    def shard(self, offload: bool) -> None:
+        """FSDP2 on every UNet, per down / mid / up block and then whole
+        (:func:`distar.sharding.shard_network`); the VAE, text encoders and scorer are frozen
+        and small beside them, so every rank keeps a full copy."""
+        unets = [(self.generator.denoiser.unet, True), (self.assistant.unet, True)]
+        if self.config.assistant != "lora":  # a LoRA assistant's UNet *is* the reference's
+            unets.append((self._reference.unet, False))
+        for unet, trained in unets:
+            blocks = [*unet.down_blocks, unet.mid_block, *unet.up_blocks]
+            shard_network(unet, blocks, self.device, self.dtype, trained, offload)
+
     # ---- what the training loop calls ---------------------------------------------------
     def reference(self, x: Tensor, sigma: Tensor, cond: TextConditions) -> Tensor:
         return self._reference(x, sigma, cond)
@@ -100,9 +112,11 @@ class SDWorld:
         both = self._reference(torch.cat([x, x]), torch.cat([sigma, sigma]), cond.cat(null))
         return both[: len(x)], both[len(x) :]
 
-    def sample_conditions(self, n: int, rng: torch.Generator) -> TextConditions:
+    def sample_conditions(
+        self, n: int, rng: torch.Generator, keep: slice | None = None
+    ) -> TextConditions:
         idx = torch.randint(0, len(self.prompts), (n,), generator=rng).tolist()
-        return self.text.encode([self.prompts[i] for i in idx])
+        return self.text.encode([self.prompts[i] for i in idx[keep or slice(None)]])
 
     def null_conditions(self, cond: TextConditions) -> TextConditions:
         return self.text.unconditional(cond, self.config.uncond, self.empty)
