@@ -113,6 +113,26 @@ def load_sharded_checkpoint(
     return torch.load(path / "trainer.pt", weights_only=True)
 
 
+def read_trained_weights(path: Path, name: str) -> dict[str, torch.Tensor]:
+    """The trained weights of network ``name`` ("generator", "assistant") from a checkpoint,
+    whole, in this process alone: from ``<name>.safetensors``, or gathered from the shards of a
+    sharded checkpoint (no process group needed)."""
+    path = resolve_checkpoint(path)
+    if not (path / SHARDED).is_dir():
+        return load_file(str(path / f"{name}.safetensors"))
+    import torch.distributed.checkpoint as dcp
+
+    metadata = dcp.FileSystemReader(str(path / SHARDED)).read_metadata()
+    prefix = f"{name}."
+    tensors = {
+        key.removeprefix(prefix): torch.empty(meta.size, dtype=meta.properties.dtype)
+        for key, meta in metadata.state_dict_metadata.items()
+        if key.startswith(prefix) and hasattr(meta, "size")
+    }
+    dcp.load({name: tensors}, checkpoint_id=path / SHARDED, no_dist=True)
+    return tensors
+
+
 def resolve_checkpoint(path: Path) -> Path:
     """Accept a checkpoint directory or a root holding a ``latest`` pointer."""
     path = Path(path)
@@ -157,6 +177,11 @@ def load_checkpoint(
     checkpoint raises naming the file; with ``fallback`` the newest readable earlier one of the
     same run is used instead (said on stderr)."""
     path = resolve_checkpoint(path)
+    if (path / SHARDED).is_dir():
+        raise ValueError(
+            f"checkpoint {path}: written sharded (resources.strategy=fsdp); resume it with "
+            "resources.strategy=fsdp, or export its generator (python -m distar.export)"
+        )
     for candidate in [path, *(earlier_checkpoints(path) if fallback else [])]:
         try:
             tensors, state = read_checkpoint(candidate, list(modules))

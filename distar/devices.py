@@ -15,9 +15,13 @@ def to_device(t: Tensor, device: torch.device) -> Tensor:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``train.device``: "auto" is CUDA when torch sees it, else the CPU."""
+    """``train.device``: "auto" is CUDA when torch sees it, else the CPU. CUDA is this process's
+    current device (a launcher's rank sets it: torchrun through
+    :func:`distar.distributed.init_from_launcher`, Ray Train itself)."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("train.device='cuda' but torch sees no CUDA device")
+    if name == "cuda":
+        return torch.device("cuda", torch.cuda.current_device())
     return torch.device(name)

@@ -9,9 +9,22 @@ Without a process group every function here is a no-op, so single-process runs n
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.distributed as dist
 from torch import nn
+
+
+def init_from_launcher() -> None:
+    """Join the process group a launcher describes (torchrun: ``WORLD_SIZE``, ``RANK``,
+    ``LOCAL_RANK``, ``MASTER_ADDR`` / ``MASTER_PORT``), on this rank's GPU when there are GPUs;
+    nothing when there is none or a group already runs (Ray Train starts its own)."""
+    if dist.is_initialized() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
 
 
 def is_distributed() -> bool:

@@ -1,5 +1,6 @@
 """``python -m distar.train``: one DI* run on a world, without Ray (the loop is
-:mod:`distar.trainer`)."""
+:mod:`distar.trainer`); ``torchrun --nproc-per-node N -m distar.train ...`` runs it on N ranks
+(with ``--set resources.strategy=fsdp``: sharded)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 from distar.callbacks import JsonlLogger, ProgressBar
 from distar.checkpoint import CorruptCheckpointError, checkpoint_config
 from distar.config import DEFAULT_WORLD, Config, ConfigError, parse_override, world_preset
+from distar.distributed import init_from_launcher, rank
 from distar.evaluation.preflight import preflight
 
 
@@ -83,8 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     from distar.evaluation.in_training import benchmark_evaluator
     from distar.trainer import NonFiniteLossError, Trainer
 
+    init_from_launcher()  # under torchrun: this process is one rank of the run
+
     out = Path(config.train.out_dir)
-    callbacks = [ProgressBar(), JsonlLogger(out)]
+    first = rank() == 0  # the one rank that prints and writes
+    callbacks = [ProgressBar(), JsonlLogger(out)] if first else []
     trainer = Trainer(config, callbacks=callbacks, benchmarks=benchmark_evaluator(config))
     if args.resume:
         try:
@@ -92,13 +97,15 @@ def main(argv: list[str] | None = None) -> int:
         except CorruptCheckpointError as error:
             print(f"checkpoint error: {error}", file=sys.stderr)
             return 2
-    (out / "config.yaml").write_text(config.to_yaml())  # after the checkpoint proved readable
+    if first:  # after the checkpoint proved readable
+        (out / "config.yaml").write_text(config.to_yaml())
     try:
         final = trainer.train()
     except NonFiniteLossError as error:
         print(f"diverged: {error}", file=sys.stderr)
         return 1
-    print(json.dumps({"step": trainer.step, **final}, indent=1))
+    if first:
+        print(json.dumps({"step": trainer.step, **final}, indent=1))
     return 0
 
 

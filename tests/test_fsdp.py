@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -92,7 +93,9 @@ def _rank(rank: int, port: int, root: str, out) -> None:
             weights = full_weights(trainer)
             if rank == 0:
                 out.put((i, metrics, evaluation, weights))
-        out.put(("resume", resume_exactly(rank, f"{root}/resume")))
+        resumed, saved = resume_exactly(rank, f"{root}/resume")
+        if rank == 0:
+            out.put(("resume", resumed, saved, f"{root}/resume/a/checkpoints"))
     except BaseException as error:  # the parent reports it instead of waiting for a timeout
         out.put(("error", f"rank {rank}: {type(error).__name__}: {error}"))
         raise
@@ -100,8 +103,9 @@ def _rank(rank: int, port: int, root: str, out) -> None:
         dist.destroy_process_group()
 
 
-def resume_exactly(rank: int, root: str) -> bool:
-    """4 steps straight vs 2 steps, a sharded checkpoint, a fresh trainer resuming to 4."""
+def resume_exactly(rank: int, root: str) -> tuple[bool, dict[str, np.ndarray]]:
+    """4 steps straight vs 2 steps, a sharded checkpoint, a fresh trainer resuming to 4; also
+    the weights the checkpoint holds."""
     import torch.distributed as dist
 
     from distar.trainer import Trainer
@@ -110,6 +114,7 @@ def resume_exactly(rank: int, root: str) -> bool:
     straight = Trainer(case_config(case, PER_RANK, "fsdp", f"{root}/a", steps=4))
     train(straight, 2)
     straight.save()
+    saved = full_weights(straight)
     train(straight, 2)
     resumed = Trainer(case_config(case, PER_RANK, "fsdp", f"{root}/b", steps=4))
     resumed.resume(f"{root}/a/checkpoints")
@@ -119,7 +124,7 @@ def resume_exactly(rank: int, root: str) -> bool:
     same = all(np.array_equal(a[k], b[k]) for k in a)
     flags = [None, None]
     dist.all_gather_object(flags, same)
-    return all(flags)
+    return all(flags), saved
 
 
 def run_two_ranks(root) -> dict:
@@ -133,7 +138,7 @@ def run_two_ranks(root) -> dict:
         p.start()
     results = {}
     try:
-        while len(results) < len(CASES) + 1:
+        while len(results) < len(CASES) + 1:  # the cases, then "resume"
             key, *value = out.get(timeout=600)
             assert key != "error", value[0]
             results[key] = value
@@ -176,4 +181,25 @@ def test_two_sharded_ranks_take_the_step_of_one_process(sharded, i, tmp_path):
 
 
 def test_a_sharded_checkpoint_resumes_exactly(sharded):
-    assert sharded["resume"] == [True]
+    assert sharded["resume"][0] is True
+
+
+def test_a_sharded_checkpoint_exports_bit_exactly(sharded, tmp_path):
+    """One process reads the shards back (no process group) into a diffusers UNet folder and a
+    single state-dict file."""
+    from diffusers import UNet2DConditionModel
+
+    from distar.worlds.sd.unet_export import GENERATOR_PREFIX, export_generator
+
+    _, saved, checkpoints = sharded["resume"]
+    written = export_generator(Path(checkpoints), tmp_path)
+    unet = UNet2DConditionModel.from_pretrained(written["folder"])
+    want = {
+        k.removeprefix("generator." + GENERATOR_PREFIX): v
+        for k, v in saved.items()
+        if k.startswith("generator.")
+    }
+    got = unet.state_dict()
+    assert got.keys() == want.keys()
+    for key, value in want.items():
+        assert np.array_equal(got[key].numpy(), value), key

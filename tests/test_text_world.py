@@ -50,8 +50,12 @@ class TinyTextWorld:
         both = self.reference(torch.cat([x, x]), torch.cat([sigma, sigma]), cond.cat(null))
         return both[: len(x)], both[len(x) :]
 
-    def sample_conditions(self, n, rng):
-        return self.text.encode([BUILT_IN[i] for i in torch.randint(0, 16, (n,), generator=rng)])
+    def sample_conditions(self, n, rng, keep=None):
+        drawn = torch.randint(0, 16, (n,), generator=rng)[keep or slice(None)]
+        return self.text.encode([BUILT_IN[i] for i in drawn])
+
+    def shard(self, offload):
+        raise NotImplementedError("this test world trains unsharded")
 
     def null_conditions(self, cond):
         return self.text.unconditional(cond, "empty", self.text.encode([""]))

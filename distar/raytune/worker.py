@@ -85,5 +85,3 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     if rank0:
         timing.write(out_dir, {"phases": trainer.stopwatch.seconds})
         timing.mark(out_dir, "worker_end")
-
-
