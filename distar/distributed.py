@@ -47,6 +47,15 @@ def broadcast_parameters(params: list[nn.Parameter]) -> None:
                 dist.broadcast(p.data, src=0)
 
 
+def broadcast_module(module: nn.Module) -> None:
+    """Every parameter and buffer (non-persistent ones too) of ``module`` from rank 0: how a
+    rank that built the module empty (meta device, then uninitialised storage) gets weights."""
+    if is_distributed():
+        with torch.no_grad():
+            for tensor in [*module.parameters(), *module.buffers()]:
+                dist.broadcast(tensor.data, src=0)
+
+
 BUCKET_BYTES = 64 * 2**20
 
 

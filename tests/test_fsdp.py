@@ -96,6 +96,7 @@ def _rank(rank: int, port: int, root: str, out) -> None:
         resumed, saved = resume_exactly(rank, f"{root}/resume")
         if rank == 0:
             out.put(("resume", resumed, saved, f"{root}/resume/a/checkpoints"))
+        out.put((f"received{rank}", world_tensors(case_config(CASES[1], 1, "ddp", root))))
     except BaseException as error:  # the parent reports it instead of waiting for a timeout
         out.put(("error", f"rank {rank}: {type(error).__name__}: {error}"))
         raise
@@ -127,6 +128,18 @@ def resume_exactly(rank: int, root: str) -> tuple[bool, dict[str, np.ndarray]]:
     return all(flags), saved
 
 
+def world_tensors(config: Config) -> dict[str, np.ndarray]:
+    """Every parameter and buffer of every network of a freshly built world."""
+    from distar.worlds.builders import build_world
+
+    world = build_world(config.world, torch.device("cpu"))
+    return {
+        f"{i}.{name}": t.detach().float().numpy().copy()
+        for i, net in enumerate(world.networks())
+        for name, t in [*net.named_parameters(), *net.named_buffers()]
+    }
+
+
 def run_two_ranks(root) -> dict:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -138,7 +151,7 @@ def run_two_ranks(root) -> dict:
         p.start()
     results = {}
     try:
-        while len(results) < len(CASES) + 1:  # the cases, then "resume"
+        while len(results) < len(CASES) + 3:  # the cases, "resume", "received0", "received1"
             key, *value = out.get(timeout=600)
             assert key != "error", value[0]
             results[key] = value
@@ -178,6 +191,20 @@ def test_two_sharded_ranks_take_the_step_of_one_process(sharded, i, tmp_path):
         update = np.abs(want - initial[key]).max()
         assert np.abs(weights[key] - want).max() <= 0.1 * update + 1e-7, key
     assert evaluation == pytest.approx(one.evaluate()[0], rel=1e-4)
+
+
+def test_a_rank_that_reads_no_weights_receives_rank_0s(sharded, world_cache):
+    """Rank 1 builds every network on the meta device (no weight file read, no host copy) and
+    receives rank 0's weights and buffers: the two worlds are identical."""
+    from distar.worlds.sd.loading import load_components
+
+    empty = load_components(case_config(CASES[1], 1, "ddp", "unused").world, empty=True)
+    assert all(p.is_meta for p in empty.generator_unet.parameters())
+    assert all(p.is_meta for p in empty.scorer.parameters())
+    (first,), (second,) = sharded["received0"], sharded["received1"]
+    assert first.keys() == second.keys() and len(first) > 100
+    for key, value in first.items():
+        assert np.array_equal(value, second[key]), key
 
 
 def test_a_sharded_checkpoint_resumes_exactly(sharded):

@@ -75,11 +75,17 @@ class ClipPairScorer(nn.Module):
         return self.from_embeddings(self.image_embeddings(pixels), self.text_embeddings(prompts))
 
 
-def load_clip(model_dir: Path, processor_dir: Path | None = None):
-    """A transformers CLIP model, its tokenizer and (when the directory has one) its processor."""
-    from transformers import CLIPImageProcessor, CLIPModel
+def load_clip(model_dir: Path, processor_dir: Path | None = None, empty: bool = False):
+    """A transformers CLIP model, its tokenizer and (when the directory has one) its processor.
+    ``empty``: the model built from its config on the meta device, its weights read by no one
+    (they arrive from another rank)."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
-    model = CLIPModel.from_pretrained(model_dir)
+    if empty:
+        with torch.device("meta"):
+            model = CLIPModel(CLIPConfig.from_pretrained(model_dir))
+    else:
+        model = CLIPModel.from_pretrained(model_dir)
     processor_dir = processor_dir or model_dir
     tokenizer = clip_tokenizer(processor_dir)
     processor = None

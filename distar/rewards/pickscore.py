@@ -27,7 +27,9 @@ PICKSCORE_PROCESSOR = WeightFile(  # [pickscore_processor]; its tokenizer + imag
 )
 
 
-def load_pickscore(model: str | Path | None = None, processor: str | Path | None = None):
+def load_pickscore(
+    model: str | Path | None = None, processor: str | Path | None = None, empty: bool = False
+):
     """The PickScore ``ClipPairScorer`` (frozen) from ``model`` / ``processor`` directories or
     ``$DISTAR_PICKSCORE`` / ``$DISTAR_PICKSCORE_PROCESSOR``; raises ``MissingWeightsError``
     naming the file and where to get it. Without a processor the model's own files serve."""
@@ -37,5 +39,5 @@ def load_pickscore(model: str | Path | None = None, processor: str | Path | None
     processor_dir = None
     if processor or os.environ.get(PICKSCORE_PROCESSOR.env):
         processor_dir = PICKSCORE_PROCESSOR.resolve(processor)
-    loaded = load_clip(model_dir, processor_dir or model_dir)
+    loaded = load_clip(model_dir, processor_dir or model_dir, empty)
     return ClipPairScorer("pickscore", *loaded)

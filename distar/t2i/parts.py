@@ -82,11 +82,35 @@ def weight_variant(folder: Path, key: str) -> str | None:
     return variant
 
 
+def empty_model(cls, config) -> nn.Module:
+    """``cls`` built from ``config`` with every tensor on the meta device: no memory, no weight
+    file read. The weights arrive from rank 0 (:func:`distar.distributed.broadcast_module`)
+    after :func:`to_device` gives the tensors storage."""
+    with torch.device("meta"):
+        return cls.from_config(config) if hasattr(cls, "from_config") else cls(config)
+
+
+def to_device(module: nn.Module, device: torch.device, dtype: torch.dtype | None = None):
+    """``module`` on ``device`` (and ``dtype``); a module built on the meta device gets
+    uninitialised storage there instead (its weights are received next)."""
+    if any(p.is_meta for p in module.parameters()):
+        module.to_empty(device=device)
+        return module.to(dtype) if dtype is not None else module
+    return module.to(device, dtype) if dtype is not None else module.to(device)
+
+
 def load_unet(
-    path: Path, dtype: torch.dtype, subfolder: str | None = "unet", variant: str | None = None
+    path: Path,
+    dtype: torch.dtype,
+    subfolder: str | None = "unet",
+    variant: str | None = None,
+    empty: bool = False,
 ) -> nn.Module:
     from diffusers import UNet2DConditionModel
 
+    if empty:
+        config = UNet2DConditionModel.load_config(path, subfolder=subfolder)
+        return empty_model(UNet2DConditionModel, config).to(dtype)
     return UNet2DConditionModel.from_pretrained(
         path, subfolder=subfolder, torch_dtype=dtype, local_files_only=True, variant=variant
     )
@@ -103,9 +127,13 @@ def load_schedule(pipeline: Path) -> tuple[torch.Tensor, str]:
     return scheduler.alphas_cumprod.clone(), scheduler.config.prediction_type
 
 
-def load_vae(path: Path, dtype: torch.dtype, variant: str | None = None) -> nn.Module:
+def load_vae(
+    path: Path, dtype: torch.dtype, variant: str | None = None, empty: bool = False
+) -> nn.Module:
     from diffusers import AutoencoderKL
 
+    if empty:
+        return empty_model(AutoencoderKL, AutoencoderKL.load_config(path)).to(dtype)
     return AutoencoderKL.from_pretrained(
         path, torch_dtype=dtype, local_files_only=True, variant=variant
     )

@@ -23,6 +23,7 @@ from distar.t2i.edm import DTYPES
 from distar.t2i.parts import (
     WorldLoadError,
     check_dir,
+    empty_model,
     load_schedule,
     load_unet,
     load_vae,
@@ -127,22 +128,27 @@ def check_paths(cfg: SDWorldConfig) -> WorldPaths:
     return WorldPaths(ref, gen, vae, reward, processor, variants)
 
 
-def load_generator_unet(paths: WorldPaths) -> nn.Module:
+def load_generator_unet(paths: WorldPaths, empty: bool = False) -> nn.Module:
     """The generator's start in fp32 (master weights): the reference UNet, a UNet directory, or
     a state dict for the reference's UNet config (DMD2 ships fp32 and fp16 ``.bin`` files; an
-    fp16 file is upcast). Keys must match exactly."""
+    fp16 file is upcast). Keys must match exactly. ``empty``: on the meta device."""
     from diffusers import UNet2DConditionModel
 
     if paths.generator_init is None:
-        return load_unet(paths.reference, torch.float32, variant=paths.variants["unet"])
+        variant = paths.variants["unet"]
+        return load_unet(paths.reference, torch.float32, variant=variant, empty=empty)
     if paths.generator_init.is_dir():
         variant = paths.variants["generator_init"]
-        return load_unet(paths.generator_init, torch.float32, subfolder=None, variant=variant)
+        return load_unet(
+            paths.generator_init, torch.float32, subfolder=None, variant=variant, empty=empty
+        )
     config = UNet2DConditionModel.load_config(paths.reference, subfolder="unet")
-    unet = UNet2DConditionModel.from_config(config)
+    unet = empty_model(UNet2DConditionModel, config)  # the state dict's tensors are assigned
+    if empty:
+        return unet.float()
     state = load_state_dict(paths.generator_init)
     try:
-        unet.load_state_dict(state, strict=True)
+        unet.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as error:  # missing / unexpected keys, or shapes of another architecture
         first = str(error).splitlines()[1:3]
         raise WorldLoadError(
@@ -152,15 +158,18 @@ def load_generator_unet(paths: WorldPaths) -> nn.Module:
     return unet.float()
 
 
-def load_text_encoders(paths: WorldPaths, arch: str, dtype: torch.dtype):
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+def load_text_encoders(paths: WorldPaths, arch: str, dtype: torch.dtype, empty: bool = False):
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     def encoder(cls, part: str):
+        if empty:
+            config = CLIPTextConfig.from_pretrained(paths.reference / part)
+            return empty_model(cls, config).to(dtype)
         return cls.from_pretrained(
             paths.reference / part, dtype=dtype, variant=paths.variants[part], local_files_only=True
         )
 
-    tokenizers = [clip_tokenizer(paths.reference / "tokenizer")]
+    tokenizers = [clip_tokenizer(paths.reference / "tokenizer")]  # small: every rank reads them
     encoders = [encoder(CLIPTextModel, "text_encoder")]
     if arch == "sdxl":
         tokenizers.append(clip_tokenizer(paths.reference / "tokenizer_2"))
@@ -168,33 +177,34 @@ def load_text_encoders(paths: WorldPaths, arch: str, dtype: torch.dtype):
     return tokenizers, encoders
 
 
-def load_reward(paths: WorldPaths):
+def load_reward(paths: WorldPaths, empty: bool = False):
     """The differentiable PickScore (a frozen transformers CLIP), or None."""
     if paths.reward_model is None:
         return None
 
-    return load_pickscore(paths.reward_model, paths.reward_processor)
+    return load_pickscore(paths.reward_model, paths.reward_processor, empty)
 
 
-def load_components(cfg: SDWorldConfig) -> Components:
-    """Check every path, then load every network of the world (on the host)."""
+def load_components(cfg: SDWorldConfig, empty: bool = False) -> Components:
+    """Check every path, then load every network of the world (on the host). ``empty``: every
+    network built from its config on the meta device instead, no weight file read (a rank that
+    receives rank 0's weights: one host copy per run instead of one per rank)."""
     paths = check_paths(cfg)  # before anything loads
     dtype = DTYPES[cfg.dtype]
     alphas_cumprod, prediction_type = load_schedule(paths.reference)
     unet_variant = paths.variants["unet"]
-    copy = (
-        None
-        if cfg.assistant == "lora"
-        else load_unet(paths.reference, torch.float32, variant=unet_variant)
-    )
-    tokenizers, encoders = load_text_encoders(paths, cfg.name, dtype)
+
+    def unet(dtype: torch.dtype) -> nn.Module:
+        return load_unet(paths.reference, dtype, variant=unet_variant, empty=empty)
+
+    tokenizers, encoders = load_text_encoders(paths, cfg.name, dtype, empty)
     return Components(
         alphas_cumprod,
         prediction_type,
-        reference_unet=load_unet(paths.reference, dtype, variant=unet_variant),
-        assistant_unet=copy,
-        generator_unet=load_generator_unet(paths),
-        vae=load_vae(paths.vae, DTYPES[cfg.vae_dtype], paths.variants["vae"]),
+        reference_unet=unet(dtype),
+        assistant_unet=None if cfg.assistant == "lora" else unet(torch.float32),
+        generator_unet=load_generator_unet(paths, empty),
+        vae=load_vae(paths.vae, DTYPES[cfg.vae_dtype], paths.variants["vae"], empty),
         text=TextEncoders(tokenizers, encoders, cfg.resolution),
-        scorer=load_reward(paths),
+        scorer=load_reward(paths, empty),
     )

@@ -21,12 +21,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distar.config import ConfigError
+from distar.distributed import broadcast_module, is_distributed, rank
 from distar.images import image_grid
 from distar.prompts import training_prompts
 from distar.sharding import shard_network
 from distar.t2i.edm import DTYPES, DDPMSchedule, OneStepGenerator, UNetDenoiser, autocast
 from distar.t2i.lora import SharedReference, add_lora
-from distar.t2i.parts import cast
+from distar.t2i.parts import cast, to_device
 from distar.t2i.text import TextConditions
 from distar.worlds.base import WORLDS
 from distar.worlds.sd import loading
@@ -50,24 +51,37 @@ class SDWorld:
                 "from world.generator_init, or from the reference UNet when that is empty)"
             )
         self.prompts = training_prompts(cfg.prompts)  # a bad prompt file fails before loading
-        parts = components or loading.load_components(cfg)
+        # under torch.distributed rank 0 alone reads the weights; the others build every network
+        # empty and receive rank 0's: one host copy of the weights per run, not one per rank
+        receives = is_distributed() and rank() != 0
+        parts = components or loading.load_components(cfg, empty=receives)
         self.config, self.device = cfg, device
         self.dtype = DTYPES[cfg.dtype]
         self.sigma_data = SIGMA_DATA
         self.prediction_type = parts.prediction_type
         self.schedule = DDPMSchedule(parts.alphas_cumprod)
         self._build_networks(parts)
-        self.text = parts.text.to(device)
-        self.empty = self.text.encode([""])
+        self.text = to_device(parts.text, device)
         self.scorer = parts.scorer
         if self.scorer is not None:
-            self.scorer.to(device, self.dtype)
+            to_device(self.scorer, device, self.dtype)
+        for network in self.networks():
+            broadcast_module(network)
+        self.empty = self.text.encode([""])
+
+    def networks(self) -> list[nn.Module]:
+        """Every network of the world, each once (a LoRA assistant shares the reference's)."""
+        nets = [self.generator, self.assistant, self.vae, self.text]
+        if self.config.assistant != "lora":
+            nets.append(self._reference)
+        return nets + ([self.scorer] if self.scorer is not None else [])
 
     # ---- construction ------------------------------------------------------------------
     def _denoiser(self, unet: nn.Module) -> UNetDenoiser:
         if self.config.grad_checkpointing:
             unet.enable_gradient_checkpointing()
-        return UNetDenoiser(unet.to(self.device), self.schedule, self.prediction_type, self.dtype)
+        unet = to_device(unet, self.device)
+        return UNetDenoiser(unet, self.schedule, self.prediction_type, self.dtype)
 
     def _build_networks(self, parts: loading.Components) -> None:
         cfg = self.config
@@ -82,7 +96,7 @@ class SDWorld:
             self.assistant = self._denoiser(assistant_unet)
         generator_unet = cast(parts.generator_unet, torch.float32).requires_grad_(True)
         self.generator = OneStepGenerator(self._denoiser(generator_unet), cfg.generator_timestep)
-        self.vae = cast(parts.vae, DTYPES[cfg.vae_dtype]).to(self.device)
+        self.vae = to_device(cast(parts.vae, DTYPES[cfg.vae_dtype]), self.device)
         self.vae.eval().requires_grad_(False)
         if cfg.grad_checkpointing:
             self.vae.enable_gradient_checkpointing()
