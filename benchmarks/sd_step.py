@@ -15,6 +15,7 @@ encoder runs: a run encodes each batch's prompts once, outside the passes measur
 
     python benchmarks/sd_step.py --arch sdxl --batch 2 --grad-ckpt
     python benchmarks/sd_step.py --arch sd15 --batch 8 --lora-rank 64
+    python benchmarks/sd_step.py --arch sdxl --batch 4 --grad-ckpt --fsdp   # FSDP2, 1 GPU
     python benchmarks/sd_step.py --tiny --device cpu      # the script itself, on a laptop
 """
 
@@ -197,6 +198,7 @@ def build(args) -> Trainer:
         "train.device": args.device,
         "train.log_every": 1_000_000,  # no logging step inside the timed steps
         "train.out_dir": "/tmp/distar-sd-step",
+        "resources.strategy": "fsdp" if args.fsdp else "ddp",
     }
     cfg = Config.for_world(world_name, flat)
     device = torch.device(args.device)
@@ -294,6 +296,7 @@ def measure(args) -> dict:
         "grad_ckpt": args.grad_ckpt,
         "lora_rank": args.lora_rank,
         "chunk": args.chunk,
+        "fsdp": args.fsdp,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "step_ms": 1000 * step,
         "images_per_s": args.batch / step,
@@ -320,6 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=3, help="timed repetitions of each pass")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--tiny", action="store_true", help="tiny networks: check the script on CPU")
+    p.add_argument(
+        "--fsdp", action="store_true", help="resources.strategy=fsdp (FSDP2 at world size 1)"
+    )
     p.add_argument("--json", help="append the result as one JSON line to this file")
     args = p.parse_args(argv)
     if args.device == "cuda":
@@ -327,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.backends.cudnn.allow_tf32 = True
     r = measure(args)
     print(
-        f"{r['arch']} batch {r['batch']} ckpt={r['grad_ckpt']} lora={r['lora_rank']} on "
+        f"{r['arch']} batch {r['batch']} ckpt={r['grad_ckpt']} lora={r['lora_rank']} "
+        f"fsdp={r['fsdp']} on "
         f"{r['device']}: step {r['step_ms']:.0f} ms, {r['images_per_s']:.2f} images/s, peak "
         f"{r['peak_gib']:.1f} GiB, floor {r['floor_ms']:.0f} ms, step/floor "
         f"{r['step_over_floor']:.2f}"
