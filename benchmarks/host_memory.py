@@ -1,7 +1,7 @@
 """Peak host memory of loading an SD world on one rank: a rank that reads the weights (rank 0,
 and before distar sent weights from rank 0, every rank) against one that builds every network on
 the meta device and receives rank 0's (``load_components(empty=True)``). Each is measured in a
-fresh process (peak resident set, ``ru_maxrss``); an 8-GPU node holds one of the first and seven
+fresh process (peak resident set, ``VmHWM``; Linux); an 8-GPU node holds one of the first and seven
 of the second.
 
     python benchmarks/host_memory.py --reference /models/sdxl-base     # your pipeline folder
@@ -64,15 +64,16 @@ def write_random_sd15(path: Path) -> None:
 
 
 def measure_one(reference: str, world: str, empty: bool) -> float:
-    """Peak GiB of this process loading the world's components."""
-    import resource
-
+    """Peak GiB of this process loading the world's components: its VmHWM, which (unlike
+    ru_maxrss, kept across fork and exec) counts this program alone."""
     from distar.config import Config
     from distar.worlds.sd.loading import load_components
 
     flat = {"world.reference": reference, "world.reward": "none"}
     load_components(Config.for_world(world, flat).world, empty=empty)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB
+    status = Path("/proc/self/status").read_text().splitlines()
+    kib = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    return kib * 1024 / GIB
 
 
 def measure(reference: str, world: str, empty: bool) -> float:

@@ -154,6 +154,11 @@ class OptimConfig(Section):
     generator: AdamConfig = field(default_factory=lambda: AdamConfig(lr=1e-5))
     assistant: AdamConfig = field(default_factory=lambda: AdamConfig(lr=3e-4))
     assistant_rounds: int = 2  # K assistant updates per generator update
+    # false: the K assistant rounds draw their own generator samples, then the generator step
+    # (the paper's alternation); true: the generator step first, and the first assistant round
+    # trains on its samples, detached (DMD2's loop: one generator forward fewer per step; the
+    # assistant then fits samples one generator update old)
+    reuse_generator_samples: bool = False
 
     def validate(self) -> None:
         check_range("optim.assistant_rounds", self.assistant_rounds, 1, 1000)

@@ -202,6 +202,7 @@ class Trainer:
         self.guard = FiniteGuard()
         self.benchmarks = benchmarks
         self.step = 0
+        self.samples: tuple[torch.Tensor, Any] | None = None  # the generator step's, detached
         self.out_dir = Path(config.train.out_dir)
 
     def _shard(self, config: Config) -> None:
@@ -237,12 +238,16 @@ class Trainer:
     def _sigma(self, schedule) -> torch.Tensor:
         return self._draw(lambda total: sample_sigma(schedule, total, self.noise_rng))
 
-    def assistant_update(self) -> torch.Tensor:
-        """One round of the assistant's denoising loss on stop-gradient generator samples."""
+    def assistant_update(self, samples: tuple[torch.Tensor, Any] | None = None) -> torch.Tensor:
+        """One round of the assistant's denoising loss on stop-gradient generator samples:
+        ``samples`` (x0, conditions) when given (the generator step's own), else fresh ones."""
         world, cfg = self.world, self.config
-        z, cond = self._batch()
-        with torch.no_grad():
-            x0 = world.generator(z, cond)
+        if samples is None:
+            z, cond = self._batch()
+            with torch.no_grad():
+                x0 = world.generator(z, cond)
+        else:
+            x0, cond = samples
         sigma = self._sigma(cfg.noise.assistant)
         noise = self._noise(x0)
         weight = ASSISTANT_WEIGHTINGS.get(cfg.noise.assistant_weighting)(sigma, world.sigma_data)
@@ -293,6 +298,7 @@ class Trainer:
                     sums[key] = sums.get(key, 0) + v
             if leaf is not x0:
                 x0.backward(leaf.grad)
+        self.samples = (x0.detach(), cond)  # for optim.reuse_generator_samples
         metrics = {key: v / n for key, v in sums.items()}
         self.guard.watch(self.step, "generator loss", metrics["loss/generator"])
         norm = clip_and_step(
@@ -307,9 +313,17 @@ class Trainer:
         seed = step_seed(self.config.train.seed, self.step)
         self.rng.manual_seed(seed)
         self.noise_rng.manual_seed(seed ^ NOISE_STREAM)
-        a_losses = [self.assistant_update() for _ in range(self.config.optim.assistant_rounds)]
+        optim = self.config.optim
         diagnose = (self.step + 1) % self.config.train.log_every == 0
-        metrics = self.generator_update(diagnose)
+        if optim.reuse_generator_samples:  # DMD2's order: the generator's samples serve twice
+            metrics = self.generator_update(diagnose)
+            reused = [self.assistant_update(self.samples)]
+            rest = [self.assistant_update() for _ in range(optim.assistant_rounds - 1)]
+            a_losses = reused + rest
+        else:
+            a_losses = [self.assistant_update() for _ in range(optim.assistant_rounds)]
+            metrics = self.generator_update(diagnose)
+        self.samples = None
         metrics["loss/assistant"] = torch.stack(a_losses).mean()
         self.step += 1
         return metrics

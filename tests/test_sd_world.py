@@ -418,3 +418,27 @@ def test_evaluate_a_world_generator_from_a_diffusers_unet_directory(world_cache,
     assert runs[1].summary["parti/pickscore"] == pytest.approx(runs[0].summary["parti/pickscore"])
     with pytest.raises(ConfigError, match="no text-to-image generator"):
         resolve_job(build_parser().parse_args(["--world", "gmm", "--benchmark", "parti:3"]))
+
+
+def test_reusing_the_generator_samples_saves_a_forward_and_trains_on_them(world_cache, tmp_path):
+    """optim.reuse_generator_samples (on in the SD presets): the generator step runs first and
+    the assistant round trains on its very samples, detached -- one generator forward per step
+    instead of two; off, the assistant round draws its own."""
+    from distar.trainer import Trainer
+
+    forwards = {}
+    for reuse in (False, True):
+        flat = {"optim.reuse_generator_samples": reuse, "train.out_dir": str(tmp_path)}
+        trainer = Trainer(Config.for_world("sd15-tiny", {**flat, "train.device": "cpu"}))
+        outputs, fed = [], []
+        trainer.world.generator.register_forward_hook(lambda m, i, o: outputs.append(o.detach()))
+        update = trainer.assistant_update
+        trainer.assistant_update = lambda samples=None: fed.append(samples) or update(samples)
+        trainer.train_step()
+        forwards[reuse] = len(outputs)
+        assert (fed[0] is not None) == reuse
+        if reuse:
+            assert torch.equal(fed[0][0], outputs[0]) and not fed[0][0].requires_grad
+    assert forwards == {False: 2, True: 1}
+    assert Config.for_world("sdxl").optim.reuse_generator_samples
+    assert not Config.for_world("gmm").optim.reuse_generator_samples
