@@ -55,6 +55,8 @@ CASES = [
     (train, ["--set", "loss.cfg_convention=diffusers", "--set", "loss.cfg_scale=0.5"],
      "loss.cfg_scale: got 0.5"),
     (train, ["--set", "optim.assistant_rounds=0"], "optim.assistant_rounds: got 0"),
+    (train, ["--set", "resources.strategy=zero3"], "resources.strategy: got 'zero3'"),
+    (train, ["--set", "resources.cpu_offload=true"], "resources.cpu_offload: got True"),
     (train, ["--set", "train.device=tpu"], "train.device: got 'tpu'"),
     (train, ["--world", "sdxl-tiny", "--set", "world.assistant=half"], "world.assistant"),
     (train, ["--world", "sdxl-tiny", "--set", "world.generator_timestep=1000"],
