@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The GPU checks of the worlds in one go, from the repo root on a CUDA machine (~6 minutes on one
-# H200): every world trains on cuda from an empty cache, host syncs per step are counted, and the
-# sd_step benchmark table is measured. Results: OUT_DIR/sd_step.jsonl and the console.
+# The GPU checks of the worlds in one go, from the repo root on a CUDA machine (~9 minutes on one
+# H200): every world trains on cuda from an empty cache (also sharded, FSDP2 at world size 1),
+# host syncs per step are counted, the sd_step benchmark table is measured (DDP, FSDP, LoRA) and
+# the memory planner is checked against it. Results: OUT_DIR/sd_step.jsonl and the console.
 #   bash benchmarks/gpu_checks.sh OUT_DIR
 set -u
 OUT=${1:-runs/gpu}
@@ -20,6 +21,8 @@ run python -m distar.train --world sdxl-tiny --smoke-test --set train.device=cud
 run python -m distar.train --world sd15-tiny --smoke-test --set train.device=cuda \
   --set world.assistant=lora --set world.dtype=bf16 --set loss.guidance=out \
   --set loss.cfg_scale=2 --set loss.reward_scale=1 --out "$OUT/sd15-tiny"
+run python -m distar.train --world sdxl-tiny --smoke-test --set train.device=cuda \
+  --set resources.strategy=fsdp --set world.dtype=bf16 --out "$OUT/sdxl-tiny-fsdp"
 run python benchmarks/host_syncs.py --world gmm --set loss.reward_scale=1 --set loss.cfg_scale=1
 run python benchmarks/host_syncs.py --world sdxl-tiny --set loss.reward_scale=1 \
   --set loss.cfg_scale=2 --set world.dtype=bf16 --set world.assistant=lora
@@ -30,3 +33,6 @@ run python benchmarks/sd_step.py --arch sd15 --batch 16 --grad-ckpt --json "$J"
 run python benchmarks/sd_step.py --arch sd15 --batch 8 --json "$J"
 run python benchmarks/sd_step.py --arch sdxl --batch 4 --grad-ckpt --json "$J"
 run python benchmarks/sd_step.py --arch sdxl --batch 2 --grad-ckpt --lora-rank 64 --json "$J"
+run python benchmarks/sd_step.py --arch sdxl --batch 4 --grad-ckpt --fsdp --json "$J"
+run python benchmarks/sd_step.py --arch sd15 --batch 8 --grad-ckpt --fsdp --json "$J"
+run python -m distar.plan --check "$J"

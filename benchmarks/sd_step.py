@@ -297,6 +297,7 @@ def measure(args) -> dict:
         "lora_rank": args.lora_rank,
         "chunk": args.chunk,
         "fsdp": args.fsdp,
+        "vae_dtype": args.vae_dtype,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "step_ms": 1000 * step,
         "images_per_s": args.batch / step,

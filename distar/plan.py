@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import math
 import sys
 from dataclasses import dataclass
@@ -243,6 +244,34 @@ def calibration_report() -> str:
     return "\n".join(lines)
 
 
+def check_report(path: str) -> str:
+    """The model against rows ``benchmarks/sd_step.py --json`` wrote (one GPU, fp32 masters)."""
+    k = calibrate()
+    lines = ["| row | measured GiB | predicted GiB | error | measured img/s | predicted img/s |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for line in open(path).read().splitlines():
+        r = json.loads(line)
+        if r["arch"] not in ARCHES:
+            continue
+        s = Setup(
+            r["arch"],
+            strategy="fsdp" if r.get("fsdp") else "ddp",
+            assistant="lora" if r["lora_rank"] else "copy",
+            batch=r["batch"],
+            checkpointing=r["grad_ckpt"],
+            chunk=bool(r.get("chunk")),
+            vae_fp32=r.get("vae_dtype") == "fp32",
+            lora_rank=r["lora_rank"] or 64,
+        )
+        got, want = peak_gib(s, k), r["peak_gib"]
+        lines.append(
+            f"| {s.arch} b{s.batch} ckpt={s.checkpointing} {s.strategy} {s.assistant} | "
+            f"{want:.1f} | {got:.1f} | {(got - want) / want:+.1%} | {r['images_per_s']:.2f} | "
+            f"{s.batch / step_ms(s) * 1000:.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m distar.plan",
@@ -261,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--assistant", choices=("copy", "lora"), help="only this assistant")
     parser.add_argument(
         "--calibration", action="store_true", help="print the model against the measured rows"
+    )
+    parser.add_argument(
+        "--check", metavar="JSONL", help="the model against rows benchmarks/sd_step.py wrote"
     )
     parser.add_argument("--dry-run", action="store_true", help="check the arguments, exit")
     parser.add_argument(
@@ -318,6 +350,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke_test:
         for gpus, memory in ((8, 80.0), (1, 24.0)):
             print(render("sdxl", gpus, memory, 3, assistants))
+        return 0
+    if args.check:
+        print(check_report(args.check))
         return 0
     if args.calibration:
         print(calibration_report())

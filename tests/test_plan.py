@@ -45,3 +45,16 @@ def test_it_says_plainly_when_nothing_fits(capsys):
     assert "nothing fits" in capsys.readouterr().out
     assert main(["--world", "flux"]) == 2
     assert "allowed: sdxl, sd15" in capsys.readouterr().err
+
+
+def test_check_compares_the_model_with_benchmark_rows(tmp_path, capsys):
+    """``--check`` reads what benchmarks/sd_step.py --json writes (the GPU script runs it)."""
+    import json
+
+    row = {"arch": "sdxl", "batch": 2, "grad_ckpt": True, "lora_rank": 0, "chunk": 0,
+           "fsdp": False, "vae_dtype": "bf16", "peak_gib": 90.8, "images_per_s": 0.58}  # fmt: skip
+    rows = tmp_path / "sd_step.jsonl"
+    rows.write_text(json.dumps(row) + "\n" + json.dumps({**row, "arch": "tiny"}) + "\n")
+    assert main(["--check", str(rows)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 3 and "| 90.8 | 90.8 | +0.1% | 0.58 | 0.58 |" in out[2]
