@@ -20,6 +20,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from distar.config import Config
+
 GIB = 2**30
 
 
@@ -66,7 +68,6 @@ def write_random_sd15(path: Path) -> None:
 def measure_one(reference: str, world: str, empty: bool) -> float:
     """Peak GiB of this process loading the world's components: its VmHWM, which (unlike
     ru_maxrss, kept across fork and exec) counts this program alone."""
-    from distar.config import Config
     from distar.worlds.sd.loading import load_components
 
     flat = {"world.reference": reference, "world.reward": "none"}

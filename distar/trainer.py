@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -23,7 +23,7 @@ from distar.checkpoint import (
     save_checkpoint,
     save_sharded_checkpoint,
 )
-from distar.config import AdamConfig, Config, ConfigError
+from distar.config import AdamConfig, Config, ConfigError, NoiseConfig, fail
 from distar.devices import resolve_device
 from distar.distributed import (
     all_gather_objects,
@@ -59,6 +59,20 @@ class BenchmarkRunner(Protocol):
         shard: tuple[int, int],
         gather: Callable[[Any], list[Any]] | None,
     ) -> list: ...
+
+
+def check_noise_range(noise: NoiseConfig, world_range: tuple[float, float]) -> None:
+    """Both noise ranges inside the reference's (1 % slack for rounded preset values): a DDPM
+    UNet asked for a sigma beyond its schedule is silently evaluated at the schedule's end."""
+    low, high = world_range
+    for name in ("generator", "assistant"):
+        sigma = getattr(noise, name)
+        if sigma.sigma_min < low * 0.99:
+            fail(f"noise.{name}.sigma_min", sigma.sigma_min,
+                 f">= {low:.4g}, the lowest noise level of the world's reference")  # fmt: skip
+        if sigma.sigma_max > high * 1.01:
+            fail(f"noise.{name}.sigma_max", sigma.sigma_max,
+                 f"<= {high:.4g}, the highest noise level of the world's reference")  # fmt: skip
 
 
 def trainable(module: nn.Module) -> list[nn.Parameter]:
@@ -178,6 +192,7 @@ class Trainer:
         self.stopwatch = Stopwatch()  # where the run's time goes (benchmarks/sweep_overhead.py)
         with self.stopwatch.phase("world_build"):
             self.world = world or build_world(config.world, self.device, config.train.init)
+        check_noise_range(config.noise, self.world.sigma_range)
         self.rank = rank()
         n = config.train.batch_size
         self.part = slice(self.rank * n, (self.rank + 1) * n)
@@ -261,6 +276,14 @@ class Trainer:
         self.guard.watch(self.step, "assistant gradient norm", norm)
         return loss.detach()
 
+    def _assistant_frozen(self):
+        """The assistant frozen for the generator step. Not under FSDP: FSDP2 builds a
+        network's gathered parameters once, with the ``requires_grad`` its shards had at the
+        first gather, and never looks again -- frozen at that moment, the assistant would never
+        train. Sharded, the generator step computes assistant gradients it does not need (the
+        assistant round discards them before its own backward)."""
+        return nullcontext() if self.sharded else frozen(self.params["assistant"])
+
     def networks(self) -> Networks:
         w = self.world
         return Networks(w.reference, w.assistant, w.reward, w.reference_pair)
@@ -280,7 +303,7 @@ class Trainer:
         null = world.null_conditions(cond)
         chunk = cfg.train.generator_chunk or n
         sums: dict[str, torch.Tensor] = {}
-        with frozen(self.params["assistant"]):
+        with self._assistant_frozen():
             leaf = x0 if chunk >= n else x0.detach().requires_grad_(True)
             self.opt_generator.zero_grad(set_to_none=True)
             for i in range(0, n, chunk):

@@ -16,25 +16,31 @@ import torch.multiprocessing as mp
 
 from distar.config import Config
 
-CASES = [  # (world, assistant, gradient path)
-    ("sdxl-tiny", "copy", "exact"),
-    ("sdxl-tiny", "lora", "exact"),
-    ("sdxl-tiny", "copy", "detached"),
-    ("sdxl-tiny", "lora", "detached"),
-    ("sd15-tiny", "copy", "exact"),
-    ("sd15-tiny", "lora", "detached"),
+# (world, assistant, gradient path, optim.reuse_generator_samples). Reusing, the first generator
+# step meets a copy assistant still equal to the reference: D_psi - D_ref is zero but for
+# rounding, which sharded layouts round differently, and the exact path's gradient through it is
+# that rounding noise -- so copy + exact is compared in the paper's order (a LoRA assistant with
+# its adapters at zero *is* the reference, bit for bit, in every layout).
+CASES = [
+    ("sdxl-tiny", "copy", "exact", False),
+    ("sdxl-tiny", "lora", "exact", True),
+    ("sdxl-tiny", "copy", "detached", True),
+    ("sdxl-tiny", "lora", "detached", False),
+    ("sd15-tiny", "copy", "exact", False),
+    ("sd15-tiny", "lora", "detached", True),
 ]
 STEPS = 2
 PER_RANK = 2
 
 
 def case_config(case, batch: int, strategy: str, out_dir: str, steps: int = STEPS) -> Config:
-    world, assistant, path = case
+    world, assistant, path, reuse = case
     return Config.for_world(
         world,
         {
             "world.assistant": assistant,
             "loss.gradient_path": path,
+            "optim.reuse_generator_samples": reuse,
             "train.batch_size": batch,
             "train.steps": steps,
             "train.log_every": 1,
@@ -168,7 +174,9 @@ def sharded(world_cache, tmp_path_factory):
     return run_two_ranks(tmp_path_factory.mktemp("fsdp"))
 
 
-@pytest.mark.parametrize("i", range(len(CASES)), ids=["-".join(c) for c in CASES])
+@pytest.mark.parametrize(
+    "i", range(len(CASES)), ids=["-".join(map(str, c[:3])) + ("-reuse" * c[3]) for c in CASES]
+)
 def test_two_sharded_ranks_take_the_step_of_one_process(sharded, i, tmp_path):
     from distar.trainer import Trainer
 
@@ -178,10 +186,10 @@ def test_two_sharded_ranks_take_the_step_of_one_process(sharded, i, tmp_path):
     initial = full_weights(one)
     expected = train(one, STEPS)
     expected_weights = full_weights(one)
-    for got, want in zip(metrics, expected, strict=True):
+    for step, (got, want) in enumerate(zip(metrics, expected, strict=True)):
         assert got.keys() == want.keys()
         for key in want:
-            assert got[key] == pytest.approx(want[key], rel=1e-4, abs=1e-6), key
+            assert got[key] == pytest.approx(want[key], rel=1e-4, abs=1e-6), (step, key)
     assert weights.keys() == expected_weights.keys()
     moved = max(np.abs(expected_weights[k] - initial[k]).max() for k in initial)
     assert moved > 1e-4  # the test can see a wrong update

@@ -431,9 +431,15 @@ def test_reusing_the_generator_samples_saves_a_forward_and_trains_on_them(world_
         flat = {"optim.reuse_generator_samples": reuse, "train.out_dir": str(tmp_path)}
         trainer = Trainer(Config.for_world("sd15-tiny", {**flat, "train.device": "cpu"}))
         outputs, fed = [], []
-        trainer.world.generator.register_forward_hook(lambda m, i, o: outputs.append(o.detach()))
-        update = trainer.assistant_update
-        trainer.assistant_update = lambda samples=None: fed.append(samples) or update(samples)
+        trainer.world.generator.register_forward_hook(
+            lambda m, i, o, outputs=outputs: outputs.append(o.detach())
+        )
+
+        def assistant_update(samples=None, update=trainer.assistant_update, fed=fed):
+            fed.append(samples)
+            return update(samples)
+
+        trainer.assistant_update = assistant_update
         trainer.train_step()
         forwards[reuse] = len(outputs)
         assert (fed[0] is not None) == reuse
@@ -442,3 +448,25 @@ def test_reusing_the_generator_samples_saves_a_forward_and_trains_on_them(world_
     assert forwards == {False: 2, True: 1}
     assert Config.for_world("sdxl").optim.reuse_generator_samples
     assert not Config.for_world("gmm").optim.reuse_generator_samples
+
+
+def test_guards_a_real_run_needs(world_cache, capsys):
+    """fp16 on a VAE that says force_upcast is refused before loading; noise ranges beyond the
+    reference's schedule are refused; an empty generator_init on a real folder warns."""
+    from distar.config import ConfigError
+    from distar.trainer import Trainer
+    from distar.worlds.builders import build_world
+
+    cpu = torch.device("cpu")
+    with pytest.raises(ConfigError, match="world.vae_dtype: got 'fp16'.*force_upcast: true"):
+        build_world(Config.for_world("sdxl-tiny", {"world.vae_dtype": "fp16"}).world, cpu)
+    for key, value, allowed in (("noise.generator.sigma_max", 80.0, "<= 14.61"),
+                                ("noise.assistant.sigma_min", 0.002, ">= 0.02917")):  # fmt: skip
+        config = Config.for_world("sd15-tiny", {key: value, "train.device": "cpu"})
+        with pytest.raises(ConfigError, match=f"{key}: got {value}; allowed: {allowed}"):
+            Trainer(config)
+    capsys.readouterr()
+    folder = resolve("tiny:sd15")  # a plain folder, as a user's download is
+    build_world(Config.for_world("sd15-tiny", {"world.reference": folder}).world, cpu)
+    err = capsys.readouterr().err
+    assert "world.generator_init is empty" in err and "tianweiy/DMD2" in err

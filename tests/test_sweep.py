@@ -280,8 +280,11 @@ def test_benchmarks_on_two_workers_equal_one_worker(ray_address, tmp_path):
     assert [r["error"] for r in rows] == ["", ""]
     runs = child_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "shards")
     one, two = (runs[runs["params.resources.num_workers"] == str(n)].iloc[0] for n in (1, 2))
+    # a shard scores 3 prompts per batch where one worker scores 6: with this install (torch
+    # 2.14.1, transformers 5.24) fp32 batch composition moves the tiny CLIP score's mean by
+    # 2e-6, at the old and the new code alike; a lost or repeated prompt moves it far more
     for m in ("parti/pickscore", "parti/imagereward", "parti/aesthetic", "parti/clip_score"):
-        assert one[f"metrics.{m}"] == pytest.approx(two[f"metrics.{m}"], rel=1e-5, abs=1e-6)
+        assert one[f"metrics.{m}"] == pytest.approx(two[f"metrics.{m}"], rel=1e-5, abs=1e-5), m
 
 
 def test_a_missing_weight_file_fails_the_sweep_before_ray_starts(tmp_path):

@@ -22,6 +22,7 @@ from distar.t2i.edm import DDPMSchedule, OneStepGenerator, UNetDenoiser
 from distar.t2i.text import TextEncoders
 from distar.trainer import Trainer
 from distar.worlds.base import World
+from distar.worlds.sd.world_config import SD_DEFAULTS
 
 
 class TinyTextWorld:
@@ -40,6 +41,7 @@ class TinyTextWorld:
                                     down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
                                     up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))  # fmt: skip
         schedule = DDPMSchedule(DDPMScheduler(beta_schedule="scaled_linear").alphas_cumprod)
+        self.sigma_range = (schedule.sigma_min, schedule.sigma_max)
         net = lambda u: UNetDenoiser(u, schedule, "epsilon", torch.float32)  # noqa: E731
         self.reference = net(copy.deepcopy(unet).requires_grad_(False))
         self.assistant = net(copy.deepcopy(unet))
@@ -90,12 +92,16 @@ class TinyTextWorld:
         return path
 
 
+# a DDPM UNet knows the noise levels of its schedule only (Trainer refuses others)
+SD_NOISE = {k: v for k, v in SD_DEFAULTS.items() if k.startswith("noise.")}
+
+
 def test_a_new_text_world_from_the_shared_blocks_is_evaluated_and_trained(tmp_path, world_cache):
     world = TinyTextWorld(tmp_path)
     assert isinstance(world, World)  # every method the loop and the harness call
     before = world.evaluate(2, seed=0)["reward"]
     flat = {"train.batch_size": 2, "loss.reward_scale": 1.0, "loss.cfg_scale": 1.0,
-            "train.out_dir": str(tmp_path)}  # fmt: skip
+            "train.out_dir": str(tmp_path), **SD_NOISE}  # fmt: skip
     config = Config().with_overrides(flat)
     trainer = Trainer(config, world=world)
     start = [p.detach().clone() for p in trainer.params["generator"]]

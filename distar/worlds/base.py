@@ -48,6 +48,9 @@ class World(Protocol):
 
     config: WorldConfig
     sigma_data: float
+    # the noise levels the reference is defined on (a DDPM schedule's sigma(0) .. sigma(T-1);
+    # (0, inf) for an exact reference); the config's noise ranges must lie inside
+    sigma_range: tuple[float, float]
     generator: nn.Module
     assistant: nn.Module
 

@@ -34,6 +34,7 @@ class GMMWorld:
         self.mixture = build_mixture(cfg).to(device)
         self.null_cond = self.mixture.null
         self.sigma_data = reference_sigma_data(self.mixture)
+        self.sigma_range = (0.0, math.inf)  # the mixture's denoiser is exact at every sigma
         n_conds = self.mixture.null + 1
         self.generator = OneStepGenerator(cfg.dim, n_conds, cfg.generator_width, cfg.depth)
         if cfg.assistant_init == "copy":

@@ -7,6 +7,7 @@ Nothing downloads: ``from_pretrained`` gets local directories only (``local_file
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from distar.config import ConfigError
 from distar.rewards.clip_common import clip_tokenizer
 from distar.rewards.heads import load_state_dict
 from distar.rewards.pickscore import PICKSCORE, PICKSCORE_PROCESSOR, load_pickscore
@@ -115,6 +117,7 @@ def check_paths(cfg: SDWorldConfig) -> WorldPaths:
         if part.startswith(("unet", "text_encoder"))
     }
     variants["vae"] = weight_variant(vae, "world.vae" if cfg.vae else "world.reference")
+    check_vae_dtype(vae, cfg.vae_dtype)
     if gen is not None and gen.is_dir():
         variants["generator_init"] = weight_variant(gen, "world.generator_init")
     reward = processor = None
@@ -126,6 +129,20 @@ def check_paths(cfg: SDWorldConfig) -> WorldPaths:
         except MissingWeightsError as error:
             raise WorldLoadError(f"world.reward_model / world.reward_processor: {error}") from None
     return WorldPaths(ref, gen, vae, reward, processor, variants)
+
+
+def check_vae_dtype(vae: Path, dtype: str) -> None:
+    """A VAE whose config says ``force_upcast`` (SDXL's stock VAE) overflows in fp16 and decodes
+    NaNs; refuse fp16 for it before anything loads."""
+    if dtype != "fp16":
+        return
+    config = json.loads((vae / "config.json").read_text())
+    if config.get("force_upcast"):
+        raise ConfigError(
+            f"world.vae_dtype: got 'fp16', but {vae}/config.json says force_upcast: true (this "
+            "VAE overflows in fp16 and decodes NaNs); allowed: 'bf16' or 'fp32', or an "
+            "fp16-safe VAE in world.vae (e.g. madebyollin/sdxl-vae-fp16-fix)"
+        )
 
 
 def load_generator_unet(paths: WorldPaths, empty: bool = False) -> nn.Module:

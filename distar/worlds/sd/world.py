@@ -14,6 +14,7 @@ VAE decoder when ``world.grad_checkpointing``.
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import torch
@@ -34,6 +35,15 @@ from distar.worlds.sd import loading
 from distar.worlds.sd.world_config import SDWorldConfig
 
 SIGMA_DATA = 0.5  # EDM's value for SD latents (scaled by the VAE's scaling factor)
+DMD2_FILES = {  # the one-step generators DI* starts from (huggingface tianweiy/DMD2)
+    "sdxl": "dmd2_sdxl_1step_unet.bin (or _fp16.bin)",
+    "sd15": "model/sdv1.5/.../pytorch_model.bin (the generator of a DMD2 SD1.5 checkpoint)",
+}
+MULTI_STEP_START = (
+    "warning: world.generator_init is empty, so the {name} generator starts from the "
+    "multi-step reference UNet, whose one-step samples are blurry; DI* starts from DMD2's "
+    "one-step UNet: set world.generator_init to tianweiy/DMD2's {file}"
+)
 EVAL_CHUNK = 8
 
 
@@ -55,11 +65,15 @@ class SDWorld:
         # empty and receive rank 0's: one host copy of the weights per run, not one per rank
         receives = is_distributed() and rank() != 0
         parts = components or loading.load_components(cfg, empty=receives)
+        if not cfg.generator_init and not cfg.reference.startswith("tiny:") and not receives:
+            warning = MULTI_STEP_START.format(name=cfg.name, file=DMD2_FILES[cfg.name])
+            print(warning, file=sys.stderr)
         self.config, self.device = cfg, device
         self.dtype = DTYPES[cfg.dtype]
         self.sigma_data = SIGMA_DATA
         self.prediction_type = parts.prediction_type
         self.schedule = DDPMSchedule(parts.alphas_cumprod)
+        self.sigma_range = (self.schedule.sigma_min, self.schedule.sigma_max)
         self._build_networks(parts)
         self.text = to_device(parts.text, device)
         self.scorer = parts.scorer
