@@ -57,16 +57,18 @@ class JsonlLogger(Callback):
 
     def __init__(self, out_dir: Path) -> None:
         self.path = Path(out_dir) / "metrics.jsonl"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def on_train_start(self, step: int, total_steps: int) -> None:
-        """A run resumed at ``step`` replays what follows it: drop those records first."""
+        """A run resumed at ``step`` replays what follows it: drop those records first. The
+        folder is made here, not earlier: a run refused while it is built leaves nothing."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
             kept = [r for r in self.path.read_text().splitlines() if json.loads(r)["step"] <= step]
             self.path.write_text("".join(line + "\n" for line in kept))
 
     def _write(self, kind: str, step: int, metrics: dict[str, float]) -> None:
         clean = {k: (v if math.isfinite(v) else str(v)) for k, v in metrics.items()}
+        self.path.parent.mkdir(parents=True, exist_ok=True)  # also without on_train_start
         with self.path.open("a") as f:
             f.write(json.dumps({"kind": kind, "step": step, **clean}) + "\n")
 

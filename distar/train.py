@@ -90,7 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(config.train.out_dir)
     first = rank() == 0  # the one rank that prints and writes
     callbacks = [ProgressBar(), JsonlLogger(out)] if first else []
-    trainer = Trainer(config, callbacks=callbacks, benchmarks=benchmark_evaluator(config))
+    try:
+        trainer = Trainer(config, callbacks=callbacks, benchmarks=benchmark_evaluator(config))
+    except ConfigError as error:  # what only the built world can check (noise ranges, VAE)
+        print(f"config error: {error}", file=sys.stderr)
+        return 2
     if args.resume:
         try:
             trainer.resume(args.resume, args.resume_fallback)
@@ -98,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"checkpoint error: {error}", file=sys.stderr)
             return 2
     if first:  # after the checkpoint proved readable
+        out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(config.to_yaml())
     try:
         final = trainer.train()

@@ -80,7 +80,9 @@ def load_clip(model_dir: Path, processor_dir: Path | None = None, empty: bool = 
     ``empty``: the model built from its config on the meta device, its weights read by no one
     (they arrive from another rank)."""
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+    from transformers.utils import logging
 
+    logging.disable_progress_bar()  # a bar per model load buries the run's own console
     if empty:
         with torch.device("meta"):
             model = CLIPModel(CLIPConfig.from_pretrained(model_dir))

@@ -206,6 +206,9 @@ def load_components(cfg: SDWorldConfig, empty: bool = False) -> Components:
     """Check every path, then load every network of the world (on the host). ``empty``: every
     network built from its config on the meta device instead, no weight file read (a rank that
     receives rank 0's weights: one host copy per run instead of one per rank)."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()  # a bar per model load buries the run's own console
     paths = check_paths(cfg)  # before anything loads
     dtype = DTYPES[cfg.dtype]
     alphas_cumprod, prediction_type = load_schedule(paths.reference)
