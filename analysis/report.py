@@ -23,7 +23,13 @@ from analysis.runs import (
 )
 from distar import paper
 from distar.config import world_preset
-from distar.tracking import TrackingStoreError, check_tracking_server, missing_store
+from distar.tracking import (
+    CFG_CONVENTION_TAG,
+    REWARD_UNITS_TAG,
+    TrackingStoreError,
+    check_tracking_server,
+    missing_store,
+)
 
 PAPER_COLUMNS = ("image_reward", "aesthetic", "pickscore", "clip_score")
 
@@ -90,11 +96,25 @@ def build_report(
     table = paper_numbers(summarise(runs, metrics))
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "table2.csv", index=False)
-    (out / "table2.md").write_text(to_markdown(table, metrics) + "\n")
+    (out / "table2.md").write_text(to_markdown(table, metrics) + "\n\n" + units_line(runs) + "\n")
     x, y = pareto
     if x != y and {x, y} <= set(table.columns):
         pareto_plot(table, out / "pareto.png", x, y)
     return table
+
+
+def units_line(runs: pd.DataFrame) -> str:
+    """The units the runs recorded for their reward and CFG scales."""
+
+    def recorded(tag: str) -> str:
+        column = runs.get(f"tags.{tag}", pd.Series(dtype=str)).dropna()
+        return ", ".join(sorted(column.unique())) or "not recorded"
+
+    return (
+        f"Units: reward r in {recorded(REWARD_UNITS_TAG)} (world.reward_units); CFG scale in the "
+        f"{recorded(CFG_CONVENTION_TAG)} convention (loss.cfg_convention; distar: "
+        "D_c + a (D_c - D_null), diffusers' guidance w = 1 + a)."
+    )
 
 
 def world_of(runs: pd.DataFrame) -> str:
@@ -128,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     preset = world_preset(world_of(runs))
     table = build_report(runs, args.out, preset.metrics, preset.pareto)
     print(to_markdown(table, preset.metrics))
+    print("\n" + units_line(runs))
     if any(c.startswith(("metrics.parti/", "metrics.coco/", "metrics.hps/")) for c in runs):
         for name, text in build(runs, args.out).items():
             print(f"\n## {name} (ours beside the paper's, PickScore as a cosine)\n\n{text}")

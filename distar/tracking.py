@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from distar.config import Config
+
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
@@ -24,6 +26,9 @@ FINAL_STEP_TAG = "distar.final_step"
 PARENT_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+# the units a run's scales are in (the report prints them)
+REWARD_UNITS_TAG = "distar.reward_units"
+CFG_CONVENTION_TAG = "distar.cfg_convention"
 BATCH = 100  # MLflow accepts at most 100 params / 1000 metrics per log_batch
 UNLOGGED = "unlogged.jsonl"  # what the tracking store refused, beside a run's outputs
 
@@ -148,3 +153,13 @@ def check_tracking_server(uri: str, timeout: float = 5.0) -> None:
     except requests.RequestException as error:
         reason = type(error).__name__
         raise TrackingStoreError(f"--tracking-uri {uri}: unreachable ({reason})") from None
+
+
+def unit_tags(config: Config) -> dict[str, str]:
+    """The units of a run's reward and CFG scales as tags: ``world.reward_units`` (text worlds;
+    the embedded world's reward has its own) and ``loss.cfg_convention``."""
+    tags = {CFG_CONVENTION_TAG: config.loss.cfg_convention}
+    reward_units = getattr(config.world, "reward_units", "")
+    if reward_units:
+        tags[REWARD_UNITS_TAG] = reward_units
+    return tags

@@ -470,3 +470,33 @@ def test_guards_a_real_run_needs(world_cache, capsys):
     build_world(Config.for_world("sd15-tiny", {"world.reference": folder}).world, cpu)
     err = capsys.readouterr().err
     assert "world.generator_init is empty" in err and "tianweiy/DMD2" in err
+
+
+def test_reward_units_and_an_fp32_logit_scale(world_cache):
+    """world.reward_units: the cosine (the paper's tables' PickScore, the default) or the logit
+    (scale x cosine); the learnt scale stays fp32 when the towers are cast to bf16."""
+    import dataclasses
+    import math
+
+    from distar.rewards.pickscore import load_pickscore
+    from distar.worlds.builders import build_world
+
+    scorer = load_pickscore(resolve("tiny:pickscore"))
+    with torch.no_grad():
+        scorer.model.logit_scale.fill_(math.log(100.0))
+    assert float(scorer.model.logit_scale.to(torch.bfloat16).float().exp()) < 98.9  # the trap
+    scorer.cast(torch.bfloat16)
+    assert scorer.model.text_projection.weight.dtype == torch.bfloat16
+    assert float(scorer.scale()) == pytest.approx(100.0, rel=1e-6)
+
+    cfg = Config.for_world("sd15-tiny", {"world.dtype": "bf16"}).world
+    assert cfg.reward_units == "cosine"
+    world = build_world(cfg, torch.device("cpu"))
+    assert world.scorer.model.logit_scale.dtype == torch.float32
+    cond = world.sample_conditions(2, torch.Generator().manual_seed(0))
+    x0 = world.sample_latents(2, torch.Generator().manual_seed(1))
+    cosine = world.reward(x0, cond)
+    assert cosine.abs().max() <= 1.0 + 1e-3
+    world.config = dataclasses.replace(cfg, reward_units="logit")
+    logit = world.reward(x0, cond)
+    torch.testing.assert_close(logit, cosine * world.scorer.scale(), rtol=1e-5, atol=1e-5)

@@ -111,7 +111,7 @@ def child_run(client, spec: TrialSpec, sweep: SweepContext, config: Config) -> t
     if created:
         client.set_tag(run_id, tracking.LABEL_TAG, spec.label)
         client.set_tag(run_id, "distar.seed", str(spec.seed))
-        for key, value in spec.all_tags().items():
+        for key, value in {**spec.all_tags(), **tracking.unit_tags(config)}.items():
             client.set_tag(run_id, key, value)
         tracking.log_params(client, run_id, config.to_flat())
         client.log_text(run_id, config.to_yaml(), "config.yaml")

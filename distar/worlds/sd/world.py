@@ -78,9 +78,11 @@ class SDWorld:
         self.text = to_device(parts.text, device)
         self.scorer = parts.scorer
         if self.scorer is not None:
-            to_device(self.scorer, device, self.dtype)
+            to_device(self.scorer, device)
         for network in self.networks():
             broadcast_module(network)
+        if self.scorer is not None:  # after the broadcast, which carries the fp32 logit scale
+            self.scorer.cast(self.dtype)
         self.empty = self.text.encode([""])
 
     def networks(self) -> list[nn.Module]:
@@ -170,9 +172,15 @@ class SDWorld:
             images = self.vae.decode(latents.to(self.vae.dtype)).sample
         return (images.float() / 2 + 0.5).clamp(0, 1)
 
+    def in_reward_units(self, logits: Tensor) -> Tensor:
+        """PickScore logits (scale x cosine) in ``world.reward_units``."""
+        if self.config.reward_units == "logit":
+            return logits
+        return logits / self.scorer.scale()
+
     def reward(self, x0: Tensor, cond: TextConditions) -> Tensor:
-        """PickScore (logit scale x cosine) of the decoded images, resized to
-        ``world.reward_resolution`` first; differentiable to ``x0``."""
+        """PickScore of the decoded images in ``world.reward_units`` (the cosine by default),
+        resized to ``world.reward_resolution`` first; differentiable to ``x0``."""
         if self.scorer is None:
             return torch.zeros(len(x0), device=x0.device)
         images = self.decode(x0)
@@ -180,7 +188,8 @@ class SDWorld:
         if images.shape[-1] != size:
             images = F.interpolate(images, (size, size), mode="bicubic", antialias=True)
         with autocast(self.device, self.dtype):
-            return self.scorer.differentiable(images.clamp(0, 1), cond.prompts).float()
+            logits = self.scorer.differentiable(images.clamp(0, 1), cond.prompts).float()
+        return self.in_reward_units(logits)
 
     # ---- evaluation ---------------------------------------------------------------------
     @torch.no_grad()
@@ -204,18 +213,20 @@ class SDWorld:
         return [p for p in fixed for _ in range(samples_per_prompt)]
 
     def evaluate(self, samples_per_prompt: int, seed: int) -> dict[str, float]:
-        """Mean reward (PickScore, the scorer's evaluation preprocessing) of the fixed prompts."""
+        """Mean reward (PickScore in ``world.reward_units``, the scorer's evaluation
+        preprocessing) of the fixed prompts."""
         prompts = self.eval_prompts(samples_per_prompt)
         images = self.generate(prompts, seed)
         if self.scorer is None:
             return {"reward": 0.0}
-        scores = torch.cat(
+        logits = torch.cat(
             [
                 self.scorer.score(images[i : i + EVAL_CHUNK], prompts[i : i + EVAL_CHUNK])
                 for i in range(0, len(prompts), EVAL_CHUNK)
             ]
         )
-        return {"reward": scores.float().mean().item(), "reward_std": scores.float().std().item()}
+        scores = self.in_reward_units(logits.float())
+        return {"reward": scores.mean().item(), "reward_std": scores.std().item()}
 
     def plot(self, path: Path, samples_per_prompt: int, seed: int) -> Path:
         prompts = self.eval_prompts(1)[:16]

@@ -26,6 +26,9 @@ UNCOND = ("empty", "zeros")
 ASSISTANTS = ("copy", "lora")
 LORA_TARGETS = ("attention", "dmd2")
 REWARDS = ("none", "pickscore")
+# the unit of r that loss.reward_scale multiplies: PickScore's cosine similarity, as the paper's
+# tables print it (0.2304), or its logit, logit_scale x cosine (~23, as PickScore was trained)
+REWARD_UNITS = ("cosine", "logit")
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,7 @@ class SDWorldConfig(WorldConfig):
     reward_model: str = ""  # PickScore directory ("": $DISTAR_PICKSCORE)
     reward_processor: str = ""  # its processor/tokenizer directory ("": the model's, or env)
     reward_resolution: int = 224  # decoded images are resized to this before the reward model
+    reward_units: str = "cosine"  # one of REWARD_UNITS: what r (and eval/reward) is measured in
     prompts: str = ""  # training prompts: Parti .tsv, or one per line; "": a built-in list
     eval_prompts: int = 8  # the first N prompts are the fixed evaluation set
     cache_dir: str = ""  # where tiny components are written ("": $DISTAR_CACHE or ~/.cache/distar)
@@ -68,6 +72,7 @@ class SDWorldConfig(WorldConfig):
         check_choice("world.dtype", self.dtype, DTYPES)
         check_choice("world.vae_dtype", self.vae_dtype, DTYPES)
         check_choice("world.reward", self.reward, REWARDS)
+        check_choice("world.reward_units", self.reward_units, REWARD_UNITS)
         check_range("world.reward_resolution", self.reward_resolution, 8, 4096)
         check_range("world.eval_prompts", self.eval_prompts, 1, 100_000)
 

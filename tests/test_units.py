@@ -1,0 +1,30 @@
+"""The units of a run's reward and CFG scales: chosen in the config, recorded as tags, printed
+by the report (the reward units' effect on the reward itself: tests/test_sd_world.py)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from analysis.report import units_line
+from distar.config import Config
+from distar.tracking import CFG_CONVENTION_TAG, REWARD_UNITS_TAG, unit_tags
+
+
+def test_every_run_records_its_units():
+    assert unit_tags(Config.for_world("sdxl")) == {
+        REWARD_UNITS_TAG: "cosine",
+        CFG_CONVENTION_TAG: "distar",
+    }
+    logit = Config.for_world("sd15", {"world.reward_units": "logit",
+                                      "loss.cfg_convention": "diffusers",
+                                      "loss.cfg_scale": 8.5})  # fmt: skip
+    assert unit_tags(logit) == {REWARD_UNITS_TAG: "logit", CFG_CONVENTION_TAG: "diffusers"}
+    assert unit_tags(Config.for_world("gmm")) == {CFG_CONVENTION_TAG: "distar"}
+
+
+def test_the_report_prints_the_units_the_runs_recorded():
+    runs = pd.DataFrame({f"tags.{REWARD_UNITS_TAG}": ["cosine", "cosine"],
+                         f"tags.{CFG_CONVENTION_TAG}": ["distar", "distar"]})  # fmt: skip
+    line = units_line(runs)
+    assert "reward r in cosine" in line and "in the distar convention" in line
+    assert "not recorded" in units_line(pd.DataFrame({"x": [1]}))
