@@ -252,8 +252,8 @@ class ResourcesConfig(Section):
     num_workers: int = 1
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
-    # how often Ray Train restarts a trial whose worker process or node died (from the trial's
-    # last checkpoint); a diverging trial is never restarted
+    # how often Tune retries a trial whose worker process or node died (from the trial's last
+    # checkpoint); a diverging trial fails again at once
     max_failures: int = 3
     # how the ranks hold the networks: "ddp" every rank a full copy, gradients all-reduced;
     # "fsdp" FSDP2, every network sharded across the ranks (distar/sharding.py)

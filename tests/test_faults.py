@@ -41,9 +41,9 @@ def jsonl_records(trial_dir: Path) -> list[tuple[str, int]]:
 def test_a_killed_worker_restarts_from_its_checkpoint_and_ends_like_an_undisturbed_run(
     ray_address, tmp_path
 ):
-    """SIGKILL of the rank-0 worker at step 6 (checkpoint at 4): Ray Train restarts the worker
-    group by itself, it resumes at step 4, logs no step twice and ends on exactly the metrics of
-    the same trial run without the fault."""
+    """SIGKILL of the rank-0 worker at step 6 (checkpoint at 4): Tune retries the trial, it
+    resumes at step 4, logs no step twice and ends on exactly the metrics of the same trial run
+    without the fault."""
     (trial,) = tiny_trials(seeds=(0,), **LONGER)
     twin = dataclasses.replace(trial, key=trial.key + "-undisturbed", label="undisturbed")
     inject(tmp_path / "trials" / trial.key, step=6, action="kill")

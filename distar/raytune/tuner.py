@@ -13,15 +13,13 @@ from typing import Any
 from mlflow.tracking import MlflowClient
 
 from distar import tracking
-from distar.config import world_preset
+from distar.config import ResourcesConfig, world_preset
 from distar.local_ray import start_ray
 from distar.raytune.definition import check_definition, record_definition
 from distar.raytune.settings import SweepExistsError, SweepSettings, parent_tags
 from distar.raytune.spec import SweepContext, TrialSpec
 from distar.raytune.trial import driver_resources, one_line, safely, trial_driver
 from distar.raytune.worker import FAILURE_FILE
-
-TRIAL_RETRIES = 2
 
 
 def parent_run(settings: SweepSettings) -> str:
@@ -78,13 +76,22 @@ def build_tuner(
         storage_path=str(path.parent),
         verbose=1 if settings.verbose else 0,
         callbacks=[SweepConsole(total, console_metrics(trials))],
-        # a trial whose driver died (its node was lost) runs again and finds its MLflow run and
-        # checkpoints; one that failed for good says so in failure.txt and is not retried
-        failure_config=tune.FailureConfig(max_failures=TRIAL_RETRIES),
+        # a trial whose worker or driver died (a process, or its node) runs again and finds its
+        # MLflow run and checkpoints; one that failed for good says so in failure.txt and
+        # fails again at once
+        failure_config=tune.FailureConfig(max_failures=trial_retries(trials)),
     )
     return tune.Tuner(
         trainable, param_space=param_space, tune_config=tune_config, run_config=run_config
     )
+
+
+def trial_retries(trials: list[TrialSpec]) -> int:
+    """How often Tune retries a failed trial: ``resources.max_failures`` (the largest of the
+    sweep's trials; the default for a searcher's), plus one for a lost driver."""
+    key = "resources.max_failures"
+    counts = [t.flat_config.get(key, ResourcesConfig.max_failures) for t in trials or []]
+    return 1 + max(counts, default=ResourcesConfig.max_failures)
 
 
 def console_metrics(trials: list[TrialSpec]) -> tuple[str, ...]:

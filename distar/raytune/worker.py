@@ -41,7 +41,7 @@ class RayReporter(Callback):
 
 def train_worker(loop_config: dict[str, Any]) -> None:
     """Layer 3: plain distar training on one TorchTrainer worker. A divergence (NaN/Inf) is
-    written to ``failure.txt`` and the worker returns: Ray Train restarts workers that *die*
+    written to ``failure.txt`` and the worker returns: Tune retries trials whose workers *die*
     (``resources.max_failures``), and a diverging run would only diverge again."""
     out_dir = Path(loop_config["config"]["train.out_dir"])
     import ray.train
