@@ -1,9 +1,9 @@
 """FSDP2 sharding of a run's networks (``resources.strategy=fsdp``).
 
-Each network is sharded block by block and then as a whole (``fully_shard`` on every block a
-world names, then on the network: NVlabs/FastGen's per-UNet-block layout), so a forward gathers
-one block's weights at a time. What is trained keeps fp32 master shards; forwards gather them in
-the world's compute dtype and gradients are reduce-scattered in fp32
+Each network is sharded unit by unit and then as a whole (``fully_shard`` on every unit a world
+names, then on the network; NVlabs/FastGen shards per UNet block, the SD worlds a step finer), so
+a forward gathers one unit's weights at a time. What is trained keeps fp32 master shards;
+forwards gather them in the world's compute dtype and gradients are reduce-scattered in fp32
 (``MixedPrecisionPolicy(param_dtype=compute, reduce_dtype=fp32)``). Activation checkpointing is
 enabled by the world *before* sharding, as FSDP2 expects. Worlds call :func:`shard_network`
 from their ``shard`` method; nothing here knows a world.
