@@ -144,7 +144,7 @@ def test_the_smoke_sweep_survives_losing_a_node(two_nodes, tmp_path):
                 killed = on_second
                 os.killpg(second.pid, signal.SIGKILL)
                 # and a replacement joins, as a cluster's autoscaler brings one: with the head's
-                # one CPU alone, a placement group Ray Train leaks when a node dies (seen in 3
+                # one CPU alone, a placement group left when a node died (seen in 2
                 # of 4 full-suite runs, never alone) held that CPU and stalled the sweep
                 time.sleep(5)
                 replacement = start_node(["--address", f"127.0.0.1:{port}", "--num-cpus", "2"],
