@@ -39,7 +39,7 @@ def world_size() -> int:
     return dist.get_world_size() if is_distributed() else 1
 
 
-def broadcast_parameters(params: list[nn.Parameter]) -> None:
+def broadcast_parameters(params: list[torch.Tensor]) -> None:
     """Make every rank start from rank 0's weights."""
     if is_distributed():
         with torch.no_grad():
@@ -50,10 +50,7 @@ def broadcast_parameters(params: list[nn.Parameter]) -> None:
 def broadcast_module(module: nn.Module) -> None:
     """Every parameter and buffer (non-persistent ones too) of ``module`` from rank 0: how a
     rank that built the module empty (meta device, then uninitialised storage) gets weights."""
-    if is_distributed():
-        with torch.no_grad():
-            for tensor in [*module.parameters(), *module.buffers()]:
-                dist.broadcast(tensor.data, src=0)
+    broadcast_parameters([*module.parameters(), *module.buffers()])
 
 
 BUCKET_BYTES = 64 * 2**20

@@ -85,18 +85,18 @@ def weight_variant(folder: Path, key: str) -> str | None:
 def empty_model(cls, config) -> nn.Module:
     """``cls`` built from ``config`` with every tensor on the meta device: no memory, no weight
     file read. The weights arrive from rank 0 (:func:`distar.distributed.broadcast_module`)
-    after :func:`to_device` gives the tensors storage."""
+    after :func:`place_module` gives the tensors storage."""
     with torch.device("meta"):
         return cls.from_config(config) if hasattr(cls, "from_config") else cls(config)
 
 
-def to_device(module: nn.Module, device: torch.device, dtype: torch.dtype | None = None):
-    """``module`` on ``device`` (and ``dtype``); a module built on the meta device gets
-    uninitialised storage there instead (its weights are received next)."""
+def place_module(module: nn.Module, device: torch.device) -> nn.Module:
+    """``module`` on ``device``; a module built on the meta device gets uninitialised storage
+    there instead (its weights are received next). (:func:`distar.devices.to_device` moves a
+    host tensor.)"""
     if any(p.is_meta for p in module.parameters()):
-        module.to_empty(device=device)
-        return module.to(dtype) if dtype is not None else module
-    return module.to(device, dtype) if dtype is not None else module.to(device)
+        return module.to_empty(device=device)
+    return module.to(device)
 
 
 def load_unet(

@@ -28,7 +28,7 @@ from distar.prompts import training_prompts
 from distar.sharding import shard_network
 from distar.t2i.edm import DTYPES, DDPMSchedule, OneStepGenerator, UNetDenoiser, autocast
 from distar.t2i.lora import SharedReference, add_lora
-from distar.t2i.parts import cast, to_device
+from distar.t2i.parts import cast, place_module
 from distar.t2i.text import TextConditions
 from distar.worlds.base import WORLDS
 from distar.worlds.sd import loading
@@ -75,10 +75,10 @@ class SDWorld:
         self.schedule = DDPMSchedule(parts.alphas_cumprod)
         self.sigma_range = (self.schedule.sigma_min, self.schedule.sigma_max)
         self._build_networks(parts)
-        self.text = to_device(parts.text, device)
+        self.text = place_module(parts.text, device)
         self.scorer = parts.scorer
         if self.scorer is not None:
-            to_device(self.scorer, device)
+            place_module(self.scorer, device)
         for network in self.networks():
             broadcast_module(network)
         if self.scorer is not None:  # after the broadcast, which carries the fp32 logit scale
@@ -96,7 +96,7 @@ class SDWorld:
     def _denoiser(self, unet: nn.Module) -> UNetDenoiser:
         if self.config.grad_checkpointing:
             unet.enable_gradient_checkpointing()
-        unet = to_device(unet, self.device)
+        unet = place_module(unet, self.device)
         return UNetDenoiser(unet, self.schedule, self.prediction_type, self.dtype)
 
     def _build_networks(self, parts: loading.Components) -> None:
@@ -112,7 +112,7 @@ class SDWorld:
             self.assistant = self._denoiser(assistant_unet)
         generator_unet = cast(parts.generator_unet, torch.float32).requires_grad_(True)
         self.generator = OneStepGenerator(self._denoiser(generator_unet), cfg.generator_timestep)
-        self.vae = to_device(cast(parts.vae, DTYPES[cfg.vae_dtype]), self.device)
+        self.vae = place_module(cast(parts.vae, DTYPES[cfg.vae_dtype]), self.device)
         self.vae.eval().requires_grad_(False)
         if cfg.grad_checkpointing:
             self.vae.enable_gradient_checkpointing()
