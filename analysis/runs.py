@@ -91,7 +91,7 @@ def summarise(
             **recorded_paper_values(group),
         }
         for m in metrics:
-            column = f"metrics.{prefix}{m}"
+            column = f"metrics.{m if '/' in m else prefix + m}"  # benchmarks: parti/...
             if column in group:
                 factor = (factors or {}).get(m, 1.0)
                 record[m], record[f"{m}_ci95"] = mean_ci(done[column] * factor)

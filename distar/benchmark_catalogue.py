@@ -13,6 +13,8 @@ BENCHMARK_METRICS = {
     "hps": ("hpsv21",),
 }
 EVAL_METRICS = ("aesthetic", "clip_score", "fid", "hpsv21", "imagereward", "pickscore")
+# metric names (a world's "mmd", a benchmark's "coco/fid"): these fall as they improve
+LOWER_IS_BETTER = frozenset({"mmd", "frechet", "fid"})
 # MetricOptions.paths keys: what --weights / eval.weights may name
 WEIGHT_KEYS = (
     "aesthetic_clip",
@@ -28,18 +30,22 @@ WEIGHT_KEYS = (
 )
 
 
-def parse_benchmarks(text: str) -> list[tuple[str, int | None]]:
-    """``"parti:32,coco"`` -> ``[("parti", 32), ("coco", None)]``; raises ValueError."""
+def parse_benchmarks(text: str) -> list[tuple[str, int | None, bool]]:
+    """``"parti:32,coco,hps?:64"`` -> ``[("parti", 32, False), ("coco", None, False),
+    ("hps", 64, True)]``: name, prompt count (None: all), optional (``?``: evaluated when its
+    prompts are found, skipped with a note otherwise); raises ValueError."""
     out = []
     for item in filter(None, (t.strip() for t in text.split(","))):
         name, _, n = item.partition(":")
+        optional = name.endswith("?")
+        name = name.removesuffix("?")
         if name not in BENCHMARK_METRICS:
             raise ValueError(f"benchmark {name!r}: allowed {sorted(BENCHMARK_METRICS)}")
         if n and (not n.isdigit() or int(n) < 1):
             raise ValueError(f"{item!r}: the count after ':' must be a positive integer")
         if name in [o[0] for o in out]:
             raise ValueError(f"benchmark {name!r} given twice")
-        out.append((name, int(n) if n else None))
+        out.append((name, int(n) if n else None, optional))
     return out
 
 
@@ -71,12 +77,24 @@ class BenchmarkRequest:
     benchmark: str
     n: int | None
     metrics: tuple[str, ...]
+    optional: bool = False  # run only when its prompt file is found
 
 
 def benchmark_requests(benchmarks: str, metrics: str, tiny: bool) -> list[BenchmarkRequest]:
     """``eval.benchmarks`` x ``eval.metrics`` (a comma list; "" = the paper's) -> requests."""
     restrict = tuple(m.strip() for m in metrics.split(",") if m.strip())
     return [
-        BenchmarkRequest(name, n, metrics_for(name, restrict, tiny))
-        for name, n in parse_benchmarks(benchmarks)
+        BenchmarkRequest(name, n, metrics_for(name, restrict, tiny), optional)
+        for name, n, optional in parse_benchmarks(benchmarks)
     ]
+
+
+def lower_is_better(metric: str) -> bool:
+    """``"coco/fid"``, ``"mmd"``: True; every other metric improves as it rises."""
+    return metric.rpartition("/")[2] in LOWER_IS_BETTER
+
+
+def logged_name(metric: str) -> str:
+    """A metric's name in Tune results and MLflow: a world's own metric under ``eval/``
+    (``eval/reward``), a benchmark's as it is (``parti/imagereward``)."""
+    return metric if "/" in metric else f"eval/{metric}"

@@ -121,6 +121,11 @@ class WorldConfig(Section):
     text_to_image: ClassVar[bool] = False  # True: its generator can run the eval benchmarks
     name: str = ""
 
+    def trained_metrics(self) -> frozenset[str]:
+        """Evaluation metrics that score what the generator is trained on (a learned reward):
+        a search refuses to optimise them unless told to (reward hacking scores well there)."""
+        return frozenset()
+
 
 WORLD_CONFIGS: dict[str, type[WorldConfig]] = {}
 
@@ -148,8 +153,11 @@ class WorldPreset:
     overrides: dict[str, Any] = field(default_factory=dict)  # flat keys of any section
     smoke: dict[str, Any] = field(default_factory=dict)  # --smoke-test on top of the preset
     paper_scales: tuple[float, float] = (1.0, 1.0)  # paper (alpha_rew, alpha_cfg) -> world units
-    metrics: tuple[str, ...] = ("reward",)  # eval/<metric> columns of reports, in order
+    # report columns, in order: a world's own metric ("reward": eval/reward) or a benchmark's
+    # ("parti/imagereward")
+    metrics: tuple[str, ...] = ("reward",)
     objective: tuple[str, str] = ("reward", "reward")  # (maximised metric, floor metric)
+    floor: float = 0.0  # the floor metric's floor (a ceiling for FID / MMD), in its units
     pareto: tuple[str, str] = ("reward", "reward")  # (x: fidelity, y: reward)
     description: str = ""
 

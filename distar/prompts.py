@@ -1,8 +1,10 @@
 """Prompts: the benchmark prompt sets Parti (P2), COCO-2014 30k captions and HPSv2 (four
 styles), the subset a benchmark evaluates, and the prompts a text-to-image world trains on.
 
-Each set loads from a local path (argument, else an environment variable). :func:`download` fetches
-a public copy into a cache and checks its sha256; nothing here downloads on import or implicitly.
+Each set loads from a local path (argument, else an environment variable, else the copy shipped
+in ``distar/data``: the full Parti set and the first 1,000 of the 30k COCO captions; HPSv2 is not
+shipped). :func:`download` fetches a public copy into a cache and checks its sha256; nothing
+here downloads on import or implicitly.
 """
 
 from __future__ import annotations
@@ -18,6 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HPS_STYLES = ("anime", "concept-art", "paintings", "photo")
+DATA = Path(__file__).resolve().parent / "data"
+# what a benchmark falls back to when neither a path nor its variable is given
+SHIPPED = {
+    "parti": DATA / "PartiPrompts.tsv",  # all 1,632 prompts (Apache-2.0)
+    "coco": DATA / "coco2014_val_captions_first1000.txt",  # lines 1-1000 of DMD2's 30k
+}
+ENV = {"parti": "DISTAR_PARTI_PROMPTS", "coco": "DISTAR_COCO_CAPTIONS", "hps": "DISTAR_HPS_PROMPTS"}
 
 
 class PromptFileError(ValueError):
@@ -36,6 +45,7 @@ class Prompt:
 class PromptSet:
     name: str
     prompts: tuple[Prompt, ...]
+    source: str = ""  # the file it was read from ("shipped:" + name for distar/data's copies)
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -45,7 +55,7 @@ class PromptSet:
         return [p.text for p in self.prompts]
 
     def first(self, n: int) -> PromptSet:
-        return PromptSet(self.name, self.prompts[:n])
+        return PromptSet(self.name, self.prompts[:n], self.source)
 
     def subset(self, n: int, seed: int = 0) -> PromptSet:
         """``n`` prompts drawn with ``seed``, stratified by group (each group gets its share of
@@ -62,13 +72,13 @@ class PromptSet:
             counts[g] += 1
         rng = random.Random(seed)
         chosen = [p for g in sorted(groups) for p in rng.sample(groups[g], counts[g])]
-        return PromptSet(self.name, tuple(sorted(chosen, key=lambda p: p.index)))
+        return PromptSet(self.name, tuple(sorted(chosen, key=lambda p: p.index)), self.source)
 
 
 def load_parti(path: str | Path | None = None) -> PromptSet:
     """PartiPrompts.tsv: columns Prompt, Category, Challenge, Note. Split on tabs: CSV quoting
     would rewrite prompts that contain quotes (``"G I G G L E" painted in ...``)."""
-    path = _locate(path, "DISTAR_PARTI_PROMPTS", "PartiPrompts.tsv")
+    path = _locate(path, "parti", "PartiPrompts.tsv")
     lines = path.read_text(encoding="utf-8").splitlines()
     header = lines[0].split("\t") if lines else []
     if header[:3] != ["Prompt", "Category", "Challenge"]:
@@ -79,22 +89,22 @@ def load_parti(path: str | Path | None = None) -> PromptSet:
         if len(fields) < 3 or not fields[0].strip():
             raise PromptFileError(f"{path}:{lineno}: expected >= 3 tab-separated fields")
         prompts.append(Prompt(fields[0], fields[1], len(prompts), fields[2]))
-    return PromptSet("parti", tuple(prompts))
+    return PromptSet("parti", tuple(prompts), _source(path))
 
 
 def load_coco(path: str | Path | None = None) -> PromptSet:
     """COCO-2014 30k captions, one per line (duplicates kept: they are part of the protocol)."""
-    path = _locate(path, "DISTAR_COCO_CAPTIONS", "coco2014_val_30k_captions.txt")
+    path = _locate(path, "coco", "coco2014_val_30k_captions.txt")
     lines = path.read_text(encoding="utf-8").splitlines()
     blank = [i + 1 for i, line in enumerate(lines) if not line.strip()]
     if blank:
         raise PromptFileError(f"{path}: empty caption on line(s) {blank[:5]}")
-    return PromptSet("coco", tuple(Prompt(t, "", i) for i, t in enumerate(lines)))
+    return PromptSet("coco", tuple(Prompt(t, "", i) for i, t in enumerate(lines)), _source(path))
 
 
 def load_hps(directory: str | Path | None = None) -> PromptSet:
     """HPSv2 benchmark: ``<dir>/<style>.json``, each a JSON list of prompt strings."""
-    directory = _locate(directory, "DISTAR_HPS_PROMPTS", "the HPSv2 benchmark folder")
+    directory = _locate(directory, "hps", "the HPSv2 benchmark folder")
     prompts: list[Prompt] = []
     for style in HPS_STYLES:
         file = directory / f"{style}.json"
@@ -107,7 +117,7 @@ def load_hps(directory: str | Path | None = None) -> PromptSet:
         if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
             raise PromptFileError(f"{file}: expected a JSON list of strings")
         prompts += [Prompt(t, style, len(prompts) + i) for i, t in enumerate(texts)]
-    return PromptSet("hps", tuple(prompts))
+    return PromptSet("hps", tuple(prompts), _source(directory))
 
 
 LOADERS: dict[str, Callable[[str | Path | None], PromptSet]] = {
@@ -207,8 +217,20 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _locate(path: str | Path | None, env: str, what: str) -> Path:
-    path = path or os.environ.get(env)
+def available(name: str, path: str | Path | None = None) -> bool:
+    """Whether :func:`load` would find a file for benchmark ``name`` (a given or configured path
+    that exists, or a shipped copy): what an optional benchmark (``hps?``) asks."""
+    path = path or os.environ.get(ENV[name]) or SHIPPED.get(name)
+    return bool(path) and Path(path).expanduser().exists()
+
+
+def _source(path: Path) -> str:
+    return f"shipped:{path.name}" if path.resolve() in SHIPPED.values() else str(path)
+
+
+def _locate(path: str | Path | None, name: str, what: str) -> Path:
+    env = ENV[name]
+    path = path or os.environ.get(env) or SHIPPED.get(name)
     if not path:
         raise PromptFileError(f"no path for {what}: pass one or set {env}")
     path = Path(path).expanduser()

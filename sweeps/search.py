@@ -2,10 +2,11 @@
 translated per world), pseudo-Huber c and guidance mode; ASHA early stopping; every trial a
 TorchTrainer tracked in MLflow.
 
-Optuna searches two objectives at once (the world preset's: reward and a fidelity metric,
-precision on the embedded world) and the run ends with their Pareto front. ASHA stops trials on
-one scalar: the first metric while a floor holds on the second (a shortfall below --floor costs
---penalty per unit).
+Optuna searches two objectives at once (the world preset's: on the embedded world its exact
+reward and precision; on the text worlds held-out ones, Parti ImageReward and COCO CLIP score,
+never the PickScore the generator is trained on) and the run ends with their Pareto front. ASHA
+stops trials on one scalar: the first metric while a floor holds on the second (a shortfall
+below --floor costs --penalty per unit; for FID the floor is a ceiling).
 
     python sweeps/search.py --samples 12 --steps 600
     python sweeps/search.py --dry-run
@@ -18,6 +19,7 @@ import math
 import sys
 
 from distar import paper
+from distar.benchmark_catalogue import logged_name, lower_is_better
 from distar.config import Config, ConfigError, parse_override, world_preset
 from distar.evaluation.preflight import preflight
 from distar.raytune.searcher import pareto_front, search_space, search_tune_config
@@ -64,7 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--huber-c-range", type=float, nargs=2, default=[0.01, 1.0])
     p.add_argument("--metric", help="maximised eval metric (default: the world preset's)")
     p.add_argument("--floor-metric", help="metric held above --floor (default: the preset's)")
-    p.add_argument("--floor", type=float, default=0.9)
+    p.add_argument("--floor", type=float, help="the floor metric's floor (default: the preset's)")
+    p.add_argument(
+        "--allow-trained-reward",
+        action="store_true",
+        help="let --metric / --floor-metric be the reward the generator is trained on",
+    )
     p.add_argument("--penalty", type=float, default=10.0)
     SweepSettings.add_arguments(p, "distar-search", "search", "runs/search")
     p.add_argument("--dry-run", action="store_true", help="print base config and space, exit")
@@ -91,6 +98,33 @@ def check_flags(args: argparse.Namespace) -> None:
             raise ConfigError(f"{name}: got {low} {high}; allowed: finite, 0 <= LOW < HIGH")
 
 
+def objective_of(args: argparse.Namespace, base: Config) -> dict:
+    """The preset's objective under the flags; an objective on the trained reward is refused
+    unless ``--allow-trained-reward`` (reward hacking would score best)."""
+    preset = world_preset(args.world)
+    metric = args.metric or preset.objective[0]
+    floor_metric = args.floor_metric or preset.objective[1]
+    trained = base.world.trained_metrics() & {metric, floor_metric}
+    if trained and not args.allow_trained_reward:
+        flag = "--metric" if metric in trained else "--floor-metric"
+        raise ConfigError(
+            f"{flag}: {sorted(trained)[0]} is the reward this world trains on; a search on it "
+            "rewards reward hacking (paper §B.1). Use a held-out metric (e.g. parti/imagereward, "
+            "coco/clip_score, coco/fid) or pass --allow-trained-reward"
+        )
+    floor = preset.floor if args.floor is None else args.floor
+    return {"metric": metric, "floor_metric": floor_metric, "floor": floor, "penalty": args.penalty}
+
+
+def print_axes(objective: dict, base: Config) -> None:
+    held = "ceiling" if lower_is_better(objective["floor_metric"]) else "floor"
+    print(f"pareto axes: {objective['metric']} (maximised) vs {objective['floor_metric']} "
+          f"(fidelity; {held} {objective['floor']:g})")  # fmt: skip
+    trained = sorted(base.world.trained_metrics())
+    if trained:
+        print(f"trained on (not an objective unless --allow-trained-reward): {', '.join(trained)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.smoke_test:
@@ -105,17 +139,11 @@ def main(argv: list[str] | None = None) -> int:
         settings = SweepSettings.from_args(args)
         flat.update(parse_override(o) for o in args.overrides)
         base = Config.for_world(args.world, flat)
-        metric, floor_metric = world_preset(args.world).objective
+        objective = objective_of(args, base)
         preflight(base.eval)  # a missing prompt or weight file fails here, before Ray starts
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
         return 2
-    objective = {
-        "metric": args.metric or metric,
-        "floor_metric": args.floor_metric or floor_metric,
-        "floor": args.floor,
-        "penalty": args.penalty,
-    }
     if args.dry_run:
         print(base.to_yaml(), end="")
         print(
@@ -124,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             f"loss.huber_c ~ loguniform{tuple(args.huber_c_range)}, loss.guidance in (in, out)"
         )
         print(f"objective: {objective}; {args.samples} samples, seed {args.seed}")
+        print_axes(objective, base)
         return 0
     from distar.raytune.tuner import run_sweep
 
@@ -145,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
 def print_results(rows: list[dict], pair: tuple[str, str]) -> None:
     """Every trial by the scalar objective, then the Pareto front of the two searched metrics."""
     def line(r: dict) -> str:
-        shown = " ".join(f"{m} {r.get(f'eval/{m}', float('nan')):.4f}" for m in pair)
+        shown = " ".join(f"{m} {r.get(logged_name(m), float('nan')):.4f}" for m in pair)
         nan = float("nan")
         return (f"{r['key']}: {paper.ALPHA_REW} {r.get(paper.ALPHA_REW, nan):.4g} "
                 f"{paper.ALPHA_CFG} {r.get(paper.ALPHA_CFG, nan):.4g} "

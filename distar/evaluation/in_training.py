@@ -11,6 +11,7 @@ from typing import Any
 from distar.config import Config, EvalConfig
 from distar.devices import resolve_device
 from distar.evaluation.harness import BenchmarkResult, evaluate
+from distar.evaluation.preflight import active_requests
 from distar.evaluation.sources import (
     benchmark_prompts,
     build_metrics,
@@ -28,7 +29,7 @@ class BenchmarkEvaluator:
         self, cfg: EvalConfig, device: str, cache_dir: str = "", progress: bool = False
     ) -> None:
         self.cfg, self.device, self.cache_dir, self.progress = cfg, device, cache_dir, progress
-        self.requests = cfg.requests()
+        self.requests = active_requests(cfg)
         self.prompt_sets: dict[str, Any] = {}
         self.metrics: dict[str, Any] | None = None
 

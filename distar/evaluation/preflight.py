@@ -5,8 +5,10 @@ not trial 7 after an hour."""
 from __future__ import annotations
 
 import os
+import sys
 
 from distar import prompts as prompt_sets
+from distar.benchmark_catalogue import BenchmarkRequest
 from distar.config import ConfigError, EvalConfig
 from distar.evaluation.metric_files import METRIC_FILES
 from distar.rewards.weights import MissingWeightsError
@@ -22,10 +24,24 @@ def weight_paths(cfg: EvalConfig) -> dict[str, str]:
     return paths
 
 
+def active_requests(cfg: EvalConfig) -> list[BenchmarkRequest]:
+    """What an evaluation runs: ``eval.benchmarks`` less the optional ones (``hps?``) whose
+    prompts are not found (no path, variable or shipped copy)."""
+    paths = cfg.prompt_paths()
+    found = prompt_sets.available
+    return [r for r in cfg.requests()
+            if not r.optional or found(r.benchmark, paths.get(r.benchmark))]
+
+
 def preflight(cfg: EvalConfig) -> None:
     """Load every prompt set and resolve every weight file the config needs; raise
-    :class:`ConfigError` naming the first missing or malformed one."""
-    requests = cfg.requests()
+    :class:`ConfigError` naming the first missing or malformed one. An optional benchmark
+    without prompts is named on stderr, once, here."""
+    requests = active_requests(cfg)
+    skipped = [r.benchmark for r in cfg.requests() if r not in requests]
+    for name in skipped:
+        where = f"set {prompt_sets.ENV[name]} or eval.prompts={name}=PATH"
+        print(f"note: eval.benchmarks: {name}? skipped, no prompts ({where})", file=sys.stderr)
     if not requests:
         return
     paths = weight_paths(cfg)
@@ -41,4 +57,5 @@ def preflight(cfg: EvalConfig) -> None:
                 try:
                     weight_file.resolve(paths.get(key))
                 except MissingWeightsError as error:
-                    raise ConfigError(f"eval.weights ({metric}): {error}") from None
+                    skip = f"or leave {metric} out of eval.metrics"
+                    raise ConfigError(f"eval.weights ({metric}): {error} ({skip})") from None

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from distar.config import EvalConfig
 from distar.evaluation.harness import BenchmarkResult, Shard, finish, score_shard
+from distar.evaluation.preflight import active_requests
 from distar.evaluation.sources import (
     GeneratorSource,
     benchmark_prompts,
@@ -33,7 +34,7 @@ class EvalWorker:
         self, cfg: EvalConfig, source: GeneratorSource, device: str, cache_dir: str | None
     ) -> None:
         self.cfg, self.device = cfg, device
-        self.requests = cfg.requests()
+        self.requests = active_requests(cfg)
         self.metrics = build_metrics(self.requests, metric_options(cfg, device, cache_dir))
         workdir = Path(tempfile.mkdtemp(prefix="distar-eval-"))
         self.generator = build_generator(source, device, workdir)
@@ -61,7 +62,7 @@ def evaluate_on_ray(
     gpu = 1 if device.startswith("cuda") else 0
     actor = ray.remote(num_cpus=1, num_gpus=gpu)(EvalWorker)
     pool = [actor.remote(cfg, source, device, cache_dir) for _ in range(workers)]
-    requests = cfg.requests()
+    requests = active_requests(cfg)
     # set metrics (FID) merge the shards' states here; sample metrics are columns of their rows
     fid_only = [replace(r, metrics=tuple(m for m in r.metrics if m == "fid")) for r in requests]
     set_metrics = build_metrics(fid_only, metric_options(cfg, device, cache_dir))

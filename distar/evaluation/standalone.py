@@ -14,6 +14,7 @@ from distar.config import EvalConfig
 from distar.evaluation.harness import BenchmarkResult
 from distar.evaluation.in_training import BenchmarkEvaluator
 from distar.evaluation.mlflow_tables import log_benchmark
+from distar.evaluation.preflight import active_requests
 from distar.evaluation.ray_eval import evaluate_on_ray
 from distar.evaluation.sources import GeneratorSource, build_generator
 from distar.tracking import ensure_experiment, local_artifact_root, log_params
@@ -77,7 +78,7 @@ def job_params(job: EvalJob) -> dict[str, Any]:
         "run_name": job.run_name, "checkpoint": job.source.checkpoint or None,
         "ray_workers": job.ray_workers, **job.source.world,
     }  # fmt: skip
-    for r in cfg.requests():
+    for r in active_requests(cfg):
         flat[f"benchmark.{r.benchmark}.n"] = r.n if r.n is not None else "all"
         flat[f"benchmark.{r.benchmark}.metrics"] = ",".join(r.metrics)
     flat.update({f"prompts.{k}": v for k, v in cfg.prompt_paths().items()})

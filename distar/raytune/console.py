@@ -11,6 +11,8 @@ from typing import Any
 
 from ray.tune import Callback
 
+from distar.benchmark_catalogue import logged_name
+
 
 def clock(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
@@ -54,7 +56,8 @@ class SweepConsole(Callback):
         self.running -= 1
         self.done += 1
         result = trial.last_result or {}
-        shown = [f"{m} {result[f'eval/{m}']:.4g}" for m in self.metrics if f"eval/{m}" in result]
+        logged = {m: logged_name(m) for m in self.metrics}
+        shown = [f"{m} {result[logged[m]]:.4g}" for m in self.metrics if logged[m] in result]
         steps = (trial_spec(trial).get("flat_config") or {}).get("train.steps")
         how = "finished"
         if steps and result.get("step", steps) < steps:  # a scheduler (ASHA) stopped it

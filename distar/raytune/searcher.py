@@ -6,11 +6,10 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
+from distar.benchmark_catalogue import logged_name, lower_is_better
 from distar.config import Config
 from distar.raytune.grid import unset_paper_keys
 from distar.raytune.spec import SweepContext, TrialSpec
-
-LOWER_IS_BETTER = frozenset({"mmd", "frechet", "fid"})  # every other metric: higher is better
 
 
 def search_space(
@@ -48,11 +47,11 @@ def search_tune_config(
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    modes = ["min" if m in LOWER_IS_BETTER else "max" for m in objectives]
+    modes = ["min" if lower_is_better(m) else "max" for m in objectives]
     # Optuna's default is 10 random draws before TPE models anything: a 12-trial search would be
     # a random search. A quarter of the budget (at least 3) explores; TPE proposes the rest.
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(3, num_samples // 4))
-    metrics = [f"eval/{m}" for m in objectives]
+    metrics = [logged_name(m) for m in objectives]
     searcher = OptunaSearch(metric=metrics, mode=modes, sampler=sampler)
     scheduler = ASHAScheduler(
         metric="objective",
@@ -76,8 +75,8 @@ def search_tune_config(
 def pareto_front(rows: list[dict[str, Any]], objectives: tuple[str, str]) -> list[dict[str, Any]]:
     """The finished trials no other finished trial beats on both metrics (directions as the
     searcher's), best first on the first metric."""
-    sign = [(-1.0 if m in LOWER_IS_BETTER else 1.0) for m in objectives]
-    keys = [f"eval/{m}" for m in objectives]
+    sign = [(-1.0 if lower_is_better(m) else 1.0) for m in objectives]
+    keys = [logged_name(m) for m in objectives]
     done = [r for r in rows if not r["error"] and all(k in r for k in keys)]
 
     def score(r):

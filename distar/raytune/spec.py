@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from distar import paper
+from distar.benchmark_catalogue import logged_name, lower_is_better
 from distar.config import Config, ConfigError
 
 
@@ -78,7 +79,8 @@ class TrialSpec:
 @dataclass(frozen=True)
 class Objective:
     """What a searcher maximises: ``metric`` minus ``penalty`` per unit that ``floor_metric``
-    falls below ``floor`` (e.g. maximise reward while precision stays >= 0.9)."""
+    falls below ``floor`` (e.g. maximise reward while precision stays >= 0.9); for a metric
+    that falls as it improves (FID, MMD) the floor is a ceiling, and the metric is negated."""
 
     metric: str = "reward"
     floor_metric: str = "precision"
@@ -86,16 +88,19 @@ class Objective:
     penalty: float = 10.0
 
     def __call__(self, metrics: dict[str, float]) -> float:
-        shortfall = max(0.0, self.floor - metrics[self.floor_metric])
-        return metrics[self.metric] - self.penalty * shortfall
+        held = metrics[self.floor_metric]
+        shortfall = held - self.floor if lower_is_better(self.floor_metric) else self.floor - held
+        value = metrics[self.metric] * (-1.0 if lower_is_better(self.metric) else 1.0)
+        return value - self.penalty * max(0.0, shortfall)
 
 
 def tune_result(
     train: dict[str, Any], evals: dict[str, float], step: int, objective: Objective | None
 ) -> dict[str, Any]:
-    """One Tune result: the latest training metrics, ``eval/``-prefixed evaluation metrics, the
-    step and (for a search) the scalar objective."""
-    result = {**train, **{f"eval/{k}": v for k, v in evals.items()}, "step": step}
+    """One Tune result: the latest training metrics, the evaluation's metrics under their
+    logged names (``eval/reward``, ``parti/imagereward``), the step and (for a search) the
+    scalar objective."""
+    result = {**train, **{logged_name(k): v for k, v in evals.items()}, "step": step}
     if objective is not None and evals:
         result["objective"] = objective(evals)
     return result

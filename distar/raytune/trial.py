@@ -135,6 +135,9 @@ def final_result(out_dir: Path, objective: dict[str, Any] | None) -> dict[str, A
         elif kind == "eval":
             step = record.pop("step")
             evals = record
+        elif kind == "benchmark":  # after the eval record of its step
+            record.pop("step")
+            evals.update(record)
     return tune_result(train, evals, step, Objective(**objective) if objective else None)
 
 

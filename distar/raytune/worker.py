@@ -24,19 +24,36 @@ class TrialFailedError(RuntimeError):
 
 class RayReporter(Callback):
     """Reports to Ray Train at every evaluation (a barrier: every rank evaluates), carrying the
-    latest training metrics along, so Tune's schedulers see one result per evaluation."""
+    latest training metrics along, so Tune's schedulers see one result per evaluation. With
+    benchmarks configured it reports once they are scored too (the trainer calls
+    ``on_benchmarks`` on every rank; rank 0 alone has results), so a search's objective can be
+    a held-out benchmark metric (``parti/imagereward``)."""
 
-    def __init__(self, objective: Objective | None = None) -> None:
+    def __init__(self, objective: Objective | None = None, benchmarks: bool = False) -> None:
         self.latest: dict[str, float] = {}
         self.objective = objective
+        self.benchmarks = benchmarks
+        self.evals: dict[str, float] = {}
 
     def on_step(self, step: int, metrics: dict[str, float]) -> None:
         self.latest = dict(metrics)
 
     def on_eval(self, step: int, metrics: dict[str, float], artifacts: dict[str, Path]) -> None:
+        self.evals = dict(metrics)
+        if not self.benchmarks:
+            self._report(step)
+
+    def on_benchmarks(self, step: int, results: list) -> None:
+        if not self.benchmarks:  # reported at on_eval already
+            return
+        for result in results:
+            self.evals.update(result.summary)
+        self._report(step)
+
+    def _report(self, step: int) -> None:
         import ray.train
 
-        ray.train.report(tune_result(self.latest, metrics, step, self.objective))
+        ray.train.report(tune_result(self.latest, self.evals, step, self.objective))
 
 
 def train_worker(loop_config: dict[str, Any]) -> None:
@@ -57,12 +74,15 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     # torch and the evaluation stack load in the worker only, never in the trial driver
     from distar.evaluation.in_training import benchmark_evaluator
+    from distar.evaluation.preflight import active_requests
     from distar.raytune.mlflow_logger import MlflowLogger
     from distar.trainer import NonFiniteLossError, Trainer
 
     config = Config.from_flat(loop_config["config"])
     objective = loop_config.get("objective")
-    callbacks: list[Callback] = [RayReporter(Objective(**objective) if objective else None)]
+    reporter = RayReporter(Objective(**objective) if objective else None, bool(
+        active_requests(config.eval)))
+    callbacks: list[Callback] = [reporter]
     if rank0:
         uri, run_id = loop_config["tracking_uri"], loop_config["run_id"]
         callbacks.append(MlflowLogger(uri, run_id, loop_config["row"], out_dir))

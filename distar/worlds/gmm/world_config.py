@@ -78,6 +78,7 @@ register_preset(
         paper_scales=(0.01, 1 / 7.5),
         metrics=GMM_METRICS,
         objective=("reward", "precision"),
+        floor=0.9,  # precision >= 0.9
         pareto=("precision", "reward"),
         description="the embedded 2-D conditional Gaussian mixture with an exact reference",
     )

@@ -76,6 +76,12 @@ class SDWorldConfig(WorldConfig):
         check_range("world.reward_resolution", self.reward_resolution, 8, 4096)
         check_range("world.eval_prompts", self.eval_prompts, 1, 100_000)
 
+    def trained_metrics(self) -> frozenset[str]:
+        """PickScore is the trained reward: ``eval/reward`` and every benchmark's PickScore."""
+        if self.reward == "none":
+            return frozenset()
+        return frozenset({"reward", "parti/pickscore", "coco/pickscore", "hps/pickscore"})
+
 
 @register_world_config("sd15")
 @dataclass(frozen=True)
@@ -115,8 +121,22 @@ SD_DEFAULTS = {
     "train.log_every": 10,
     "train.steps": 2000,
     "eval.samples_per_prompt": 2,
+    # held-out benchmarks at train.eval_every and at the end: 200 Parti prompts stratified over
+    # its 12 categories, 200 COCO-2014 captions (the shipped first 1,000 unless
+    # DISTAR_COCO_CAPTIONS names the 30k file), HPSv2 (50 per style) when DISTAR_HPS_PROMPTS is
+    # set. 600 one-step images and their scores: ~1 min on an H200 at SDXL size (estimated).
+    # COCO FID here is torchmetrics' on 200 images: for ranking trials, not for the paper's
+    # columns (eval.fid_protocol gives those).
+    "eval.benchmarks": "parti:200,coco:200,hps?:200",
 }
-SD_METRICS = ("reward",)
+# report columns: the world's reward (trained on) and the held-out benchmark metrics
+SD_METRICS = ("reward", "parti/imagereward", "parti/pickscore", "coco/clip_score", "coco/fid")
+TINY_METRICS = SD_METRICS[:-1]  # tiny metric models have no Inception network: no FID
+# what a search maximises: ImageReward on Parti prompts (a human-preference model the
+# generator never saw, on prompts it never trained on), while COCO CLIP score (x 100, the
+# torchmetrics convention) stays above a floor: 31.0 is 0.9 below DMD2-SDXL's published
+# 31.89, i.e. prompt alignment may not fall much below the one-step model DI* starts from
+SD_OBJECTIVE = ("parti/imagereward", "coco/clip_score")
 
 
 def tiny_overrides(world: str) -> dict:
@@ -135,6 +155,11 @@ def tiny_overrides(world: str) -> dict:
         "train.steps": 20,
         "train.log_every": 5,
         "train.device": "auto",
+        # a few Parti / COCO prompts from the shipped files, scored by tiny random metric
+        # models: every table and image grid of a real run, in seconds
+        "eval.benchmarks": "parti:6,coco:4,hps?:4",
+        "eval.tiny_metrics": True,
+        "eval.batch_size": 4,
     }
 
 
@@ -157,8 +182,9 @@ for _name, _batch, _blurb in (
             smoke={"train.steps": 4, "train.log_every": 2, "world.eval_prompts": 2},
             paper_scales=(1.0, 1.0),  # the paper's alpha_rew / alpha_cfg, untranslated
             metrics=SD_METRICS,
-            objective=("reward", "reward"),
-            pareto=("reward", "reward"),
+            objective=SD_OBJECTIVE,
+            floor=31.0,
+            pareto=("coco/fid", "parti/imagereward"),  # fidelity and diversity vs preference
             description=_blurb,
         )
     )
@@ -169,9 +195,10 @@ for _name, _batch, _blurb in (
             overrides=tiny_overrides(_name),
             smoke=TINY_SMOKE,
             paper_scales=(1.0, 1.0),
-            metrics=SD_METRICS,
-            objective=("reward", "reward"),
-            pareto=("reward", "reward"),
+            metrics=TINY_METRICS,
+            objective=SD_OBJECTIVE,
+            floor=0.0,  # tiny random CLIP: its scores mean nothing, so no floor binds
+            pareto=("coco/clip_score", "parti/imagereward"),
             description=f"tiny random {_name}-shaped components (CPU, offline): the whole path",
         )
     )
