@@ -76,9 +76,10 @@ def test_malformed_files_fail_clearly(tmp_path, monkeypatch):
     (tmp_path / "anime.json").write_text("[]")
     with pytest.raises(PromptFileError, match="concept-art.json missing.*zhwang/HPDv2"):
         prompts.load_hps(tmp_path)
-    monkeypatch.delenv("DISTAR_COCO_CAPTIONS", raising=False)
-    with pytest.raises(PromptFileError, match="DISTAR_COCO_CAPTIONS"):
-        prompts.load_coco()
+    monkeypatch.delenv("DISTAR_HPS_PROMPTS", raising=False)
+    with pytest.raises(PromptFileError, match="DISTAR_HPS_PROMPTS"):  # HPSv2 is not shipped
+        prompts.load_hps()
+    assert not prompts.available("hps") and prompts.available("hps", tmp_path)
     with pytest.raises(KeyError, match="allowed"):
         prompts.load("drawbench")
 
@@ -105,3 +106,21 @@ def test_training_prompts_from_a_parti_file_a_line_file_or_built_in(tmp_path):
     assert prompts.training_prompts("") == list(prompts.BUILT_IN)
     with pytest.raises(FileNotFoundError, match="world.prompts"):
         prompts.training_prompts(str(tmp_path / "none.tsv"))
+
+
+@needs_data
+def test_shipped_prompt_files_are_the_public_ones(monkeypatch):
+    """Without a path or variable, Parti is the shipped full file (the public sha256) and COCO
+    the first 1,000 lines of the 30k file, each caption at its index in the full file (so its
+    evaluation noise is the same whichever file is loaded)."""
+    monkeypatch.delenv("DISTAR_PARTI_PROMPTS", raising=False)
+    monkeypatch.delenv("DISTAR_COCO_CAPTIONS", raising=False)
+    parti = prompts.load("parti")
+    assert parti.source == "shipped:PartiPrompts.tsv" and len(parti) == 1632
+    assert prompts._sha256(prompts.SHIPPED["parti"]) == prompts.PARTI_SHA256
+    assert parti.texts == prompts.load_parti(DATA / "PartiPrompts.tsv").texts
+    sample, full = prompts.load("coco"), prompts.load_coco(DATA / "coco2014_val_30k_captions.txt")
+    assert len(sample) == 1000 and sample.source.startswith("shipped:")
+    assert sample.prompts == full.prompts[:1000]
+    assert prompts.select("coco", 4, None, "first", 0).texts == full.texts[:4]
+    assert prompts.select("parti", 12, None, "stratified", 0).source == parti.source
