@@ -22,6 +22,7 @@ WEIGHT_KEYS = (
     "bert_tokenizer",
     "clip_score",
     "fid_inception",
+    "fid_inception_torchscript",
     "fid_reference",
     "hpsv21",
     "imagereward",
@@ -98,3 +99,49 @@ def logged_name(metric: str) -> str:
     """A metric's name in Tune results and MLflow: a world's own metric under ``eval/``
     (``eval/reward``), a benchmark's as it is (``parti/imagereward``)."""
     return metric if "/" in metric else f"eval/{metric}"
+
+
+@dataclass(frozen=True)
+class FIDProtocol:
+    """How a published COCO FID was measured, so ours is computed the same way or not shown
+    beside it. Both image sets go through DMD2's evaluator: centre crop to a square, LANCZOS to
+    ``resolution`` on uint8, then clean-fid (per-channel float PIL bicubic to 299, no
+    re-quantisation; Inception-v3 TorchScript; Frechet distance in float64)."""
+
+    name: str
+    images: int  # generated images: one per caption, the caption file in order
+    resolution: int  # both image sets are resized to this side before clean-fid
+    captions: str  # which caption file
+    captions_sha256: str  # "" where the file is not public as one text file
+    reference: str  # which real images the reference statistics come from
+    # the published FID of DMD2's released one-step generator, the model a DI* run starts from
+    # (the sweep's init row): ours at step 0 under the protocol should reproduce it
+    published_init: float
+    source: str
+
+
+FID_PROTOCOLS = {
+    p.name: p
+    for p in (
+        FIDProtocol(
+            "dmd2-sd15", 30_000, 256,
+            "DMD2's main/coco_eval/captions_coco14_test.txt (30k COCO-2014 val captions)",
+            "edabd2a556026cbf5d36a5fffa35ad43d7ba71b72f6d640b727c1edefb7f1945",
+            "every COCO-2014 val image (val2014/, 40,504)",
+            8.35,
+            "DMD2 experiments/sdv1.5 (--eval_res 256 --ref_dir val2014 --total_eval_samples 30000)",
+        ),
+        FIDProtocol(
+            "dmd2-sdxl", 10_000, 512,
+            "DMD2's coco10k/all_prompts.pkl (10k COCO-2014 val captions), one per line",
+            "",
+            "DMD2's coco10k/subset (the 10,000 images of those captions)",
+            19.01,
+            "DMD2 experiments/sdxl (--eval_res 512 --ref_dir coco10k/subset; 1-step model 19.01)",
+        ),
+    )
+}  # fmt: skip
+# the DI* paper's Table 1 COCO FIDs: "30K-FID on the COCO validation dataset", with neither the
+# resolution, the resize nor the reference images stated, so no protocol here reproduces it and
+# no FID of ours is printed beside those numbers
+PAPER_FID_PROTOCOL = "di*-paper (30k COCO val prompts; resolution and reference unstated)"

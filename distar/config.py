@@ -18,6 +18,7 @@ import yaml
 from distar.benchmark_catalogue import (
     BENCHMARK_METRICS,
     EVAL_METRICS,
+    FID_PROTOCOLS,
     WEIGHT_KEYS,
     BenchmarkRequest,
     benchmark_requests,
@@ -210,6 +211,10 @@ class EvalConfig(Section):
     tiny_metrics: bool = False  # tiny random metric models (tests, tiny worlds; no FID)
     prompts: str = ""  # "parti=PATH,coco=PATH,hps=DIR"; "": $DISTAR_PARTI_PROMPTS, ...
     weights: str = ""  # "pickscore=PATH,fid_reference=DIR,..."; "": the DISTAR_* variables
+    # COCO FID: "" torchmetrics on the benchmark's images (for ranking runs: not comparable to
+    # published numbers); or a published protocol (benchmark_catalogue.FID_PROTOCOLS, e.g.
+    # "dmd2-sdxl"), computed as it was: its caption file, count, resize and reference
+    fid_protocol: str = ""
 
     def validate(self) -> None:
         check_range("eval.samples_per_prompt", self.samples_per_prompt, 2, 10**7)
@@ -232,6 +237,21 @@ class EvalConfig(Section):
         check_range("eval.batch_size", self.batch_size, 1, 100_000)
         check_range("eval.seed", self.seed, 0, 2**63 - 1)
         check_choice("eval.subset", self.subset, ("first", "stratified"))
+        if self.fid_protocol:
+            self.check_fid_protocol()
+
+    def check_fid_protocol(self) -> None:
+        """A protocol FID scores one image per caption of the whole protocol caption file."""
+        check_choice("eval.fid_protocol", self.fid_protocol, ("", *FID_PROTOCOLS))
+        protocol = FID_PROTOCOLS[self.fid_protocol]
+        coco = [r for r in self.requests() if r.benchmark == "coco"]
+        needs = f"coco:{protocol.images} (or coco) in eval.benchmarks, with fid among its metrics"
+        if not coco or coco[0].optional or "fid" not in coco[0].metrics:
+            fail("eval.fid_protocol", self.fid_protocol, f"a protocol with {needs}")
+        if coco[0].n not in (None, protocol.images):
+            fail("eval.benchmarks", self.benchmarks, f"{needs} under {self.fid_protocol}")
+        if self.images_per_prompt != 1:
+            fail("eval.images_per_prompt", self.images_per_prompt, f"1 under {self.fid_protocol}")
 
     def requests(self) -> list[BenchmarkRequest]:
         """What each configured benchmark evaluates (tiny metric models have no FID)."""

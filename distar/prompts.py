@@ -201,11 +201,11 @@ HPS_HOW_TO = (
 def download(url: str, sha256: str, cache: str | Path) -> Path:
     """Fetch ``url`` into ``cache`` unless a copy with ``sha256`` is there; verify the hash."""
     target = Path(cache) / Path(url).name
-    if not target.is_file() or _sha256(target) != sha256:
+    if not target.is_file() or sha256_of(target) != sha256:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(target.suffix + ".part")
         urllib.request.urlretrieve(url, tmp)  # noqa: S310 - fixed https URLs above
-        got = _sha256(tmp)
+        got = sha256_of(tmp)
         if got != sha256:
             tmp.unlink()
             raise PromptFileError(f"{url}: sha256 {got}, expected {sha256}")
@@ -213,8 +213,13 @@ def download(url: str, sha256: str, cache: str | Path) -> Path:
     return target
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def file_of(name: str, path: str | Path | None = None) -> Path:
+    """The file (folder, for HPS) benchmark ``name`` loads from: as :func:`load` finds it."""
+    return _locate(path, name, f"the {name} prompts")
 
 
 def available(name: str, path: str | Path | None = None) -> bool:

@@ -17,7 +17,7 @@ def trained(world_cache, tmp_path_factory):
     from distar.trainer import Trainer
 
     out = tmp_path_factory.mktemp("run")
-    flat = {"train.steps": 2, "train.out_dir": str(out), "eval.plot": False}
+    flat = {"train.steps": 2, "train.out_dir": str(out), "eval.plot": False, "eval.benchmarks": ""}
     trainer = Trainer(Config.for_world("sd15-tiny", {**flat, "optim.generator.lr": 1e-3}))
     trainer.train()
     unet = trainer.world.generator.denoiser.unet

@@ -46,6 +46,7 @@ def case_config(case, batch: int, strategy: str, out_dir: str, steps: int = STEP
             "train.log_every": 1,
             "train.out_dir": out_dir,
             "train.device": "cpu",
+            "eval.benchmarks": "",
             # a wrong gradient moves the weights visibly (~lr); with eps = lr, Adam's update is
             # continuous in the gradient (lr * g / (|g| + eps)), so summation order alone
             # cannot flip the ~lr step of a near-zero gradient

@@ -90,7 +90,7 @@ def test_download_checks_the_hash(tmp_path):
     url = source.as_uri()
     with pytest.raises(PromptFileError, match="sha256"):
         prompts.download(url, "0" * 64, tmp_path / "cache")
-    good = prompts._sha256(source)
+    good = prompts.sha256_of(source)
     assert prompts.download(url, good, tmp_path / "cache").read_text() == "hello\n"
 
 
@@ -117,7 +117,7 @@ def test_shipped_prompt_files_are_the_public_ones(monkeypatch):
     monkeypatch.delenv("DISTAR_COCO_CAPTIONS", raising=False)
     parti = prompts.load("parti")
     assert parti.source == "shipped:PartiPrompts.tsv" and len(parti) == 1632
-    assert prompts._sha256(prompts.SHIPPED["parti"]) == prompts.PARTI_SHA256
+    assert prompts.sha256_of(prompts.SHIPPED["parti"]) == prompts.PARTI_SHA256
     assert parti.texts == prompts.load_parti(DATA / "PartiPrompts.tsv").texts
     sample, full = prompts.load("coco"), prompts.load_coco(DATA / "coco2014_val_30k_captions.txt")
     assert len(sample) == 1000 and sample.source.startswith("shipped:")

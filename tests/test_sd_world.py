@@ -26,6 +26,7 @@ def sd_config(tmp_path, world: str, **flat) -> Config:
         "eval.plot": False,
         "eval.samples_per_prompt": 2,
         "world.eval_prompts": 2,
+        "eval.benchmarks": "",  # the Trainer alone (the benchmarks are tested with their runner)
     }
     return Config.for_world(f"{world}-tiny", {**base, **flat})
 
@@ -462,7 +463,8 @@ def test_guards_a_real_run_needs(world_cache, capsys):
         build_world(Config.for_world("sdxl-tiny", {"world.vae_dtype": "fp16"}).world, cpu)
     for key, value, allowed in (("noise.generator.sigma_max", 80.0, "<= 14.61"),
                                 ("noise.assistant.sigma_min", 0.002, ">= 0.02917")):  # fmt: skip
-        config = Config.for_world("sd15-tiny", {key: value, "train.device": "cpu"})
+        config = Config.for_world("sd15-tiny", {key: value, "train.device": "cpu",
+                                                "eval.benchmarks": ""})  # fmt: skip
         with pytest.raises(ConfigError, match=f"{key}: got {value}; allowed: {allowed}"):
             Trainer(config)
     capsys.readouterr()

@@ -460,7 +460,7 @@ def test_evaluation_of_a_checkpoint_on_two_ray_workers_equals_one_process(ray_ad
     from distar.trainer import Trainer
 
     run_flat = {"train.steps": 2, "train.batch_size": 2, "eval.plot": False,
-                "train.out_dir": str(tmp_path / "run")}  # fmt: skip
+                "eval.benchmarks": "", "train.out_dir": str(tmp_path / "run")}  # fmt: skip
     run_cfg = Config.for_world("sd15-tiny", run_flat)
     Trainer(run_cfg).train()
     args = ["--tiny", "--checkpoint", str(tmp_path / "run" / "checkpoints"), "--batch-size", "3",

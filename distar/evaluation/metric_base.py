@@ -45,6 +45,7 @@ class MetricOptions:
     paths: dict[str, str | Path] = field(default_factory=dict)
     device: str = "cpu"
     cache_dir: str | Path | None = None  # FID reference statistics
+    fid_protocol: str = ""  # eval.fid_protocol: "" torchmetrics' FID, else a published protocol
 
     def path(self, key: str) -> str | Path | None:
         return self.paths.get(key)

@@ -49,6 +49,13 @@ FID_INCEPTION = WeightFile(  # [fid_inception]
     "FID Inception-v3 weights weights-inception-2015-12-05-6726825d.pth (torch-fidelity, ~91 MB)",
     "Download it from github.com/toshas/torch-fidelity/releases (v0.2.0 assets).",
 )
+FID_TORCHSCRIPT = WeightFile(  # [fid_inception_torchscript]
+    "DISTAR_FID_INCEPTION_TORCHSCRIPT",
+    "Inception-v3 TorchScript inception-2015-12-05.pt (clean-fid / StyleGAN2-ADA, ~92 MB), for "
+    "eval.fid_protocol",
+    "Download https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/"
+    "inception-2015-12-05.pt (the file clean-fid fetches) and keep its name.",
+)
 FID_REFERENCE = WeightFile(  # [fid_reference]
     "DISTAR_FID_REFERENCE",
     "FID reference images (e.g. the COCO-2014 val images of the 30k captions)",
@@ -72,3 +79,8 @@ METRIC_FILES: dict[str, tuple[tuple[str, WeightFile, bool], ...]] = {
     "imagereward": (("imagereward", IMAGEREWARD, True), ("bert_tokenizer", BERT_TOKENIZER, True)),
     "fid": (("fid_inception", FID_INCEPTION, True), ("fid_reference", FID_REFERENCE, True)),
 }
+# "fid" under eval.fid_protocol: clean-fid's Inception instead of torch-fidelity's
+PROTOCOL_FID_FILES = (
+    ("fid_inception_torchscript", FID_TORCHSCRIPT, True),
+    ("fid_reference", FID_REFERENCE, True),
+)

@@ -8,9 +8,9 @@ import os
 import sys
 
 from distar import prompts as prompt_sets
-from distar.benchmark_catalogue import BenchmarkRequest
+from distar.benchmark_catalogue import FID_PROTOCOLS, BenchmarkRequest
 from distar.config import ConfigError, EvalConfig
-from distar.evaluation.metric_files import METRIC_FILES
+from distar.evaluation.metric_files import METRIC_FILES, PROTOCOL_FID_FILES
 from distar.rewards.weights import MissingWeightsError
 
 
@@ -44,6 +44,8 @@ def preflight(cfg: EvalConfig) -> None:
         print(f"note: eval.benchmarks: {name}? skipped, no prompts ({where})", file=sys.stderr)
     if not requests:
         return
+    if cfg.fid_protocol:
+        check_protocol_captions(cfg)
     paths = weight_paths(cfg)
     for r in requests:
         try:
@@ -51,7 +53,9 @@ def preflight(cfg: EvalConfig) -> None:
         except (OSError, ValueError) as error:
             raise ConfigError(f"eval.prompts ({r.benchmark}): {error}") from None
         for metric in r.metrics:
-            for key, weight_file, required in METRIC_FILES[metric]:
+            protocol = metric == "fid" and cfg.fid_protocol
+            files = PROTOCOL_FID_FILES if protocol else METRIC_FILES[metric]
+            for key, weight_file, required in files:
                 if not required and not (paths.get(key) or os.environ.get(weight_file.env)):
                     continue
                 try:
@@ -59,3 +63,19 @@ def preflight(cfg: EvalConfig) -> None:
                 except MissingWeightsError as error:
                     skip = f"or leave {metric} out of eval.metrics"
                     raise ConfigError(f"eval.weights ({metric}): {error} ({skip})") from None
+
+
+def check_protocol_captions(cfg: EvalConfig) -> None:
+    """Under ``eval.fid_protocol`` the COCO captions are the protocol's whole file: its count,
+    and its sha256 where the protocol's file is public."""
+    protocol = FID_PROTOCOLS[cfg.fid_protocol]
+    file = prompt_sets.file_of("coco", cfg.prompt_paths().get("coco"))
+    count = len(prompt_sets.load_coco(file))
+    problem = ""
+    if count != protocol.images:
+        problem = f"{count} captions in {file}, the protocol has {protocol.images}"
+    elif protocol.captions_sha256 and prompt_sets.sha256_of(file) != protocol.captions_sha256:
+        problem = f"{file} is not the protocol's file (sha256 differs)"
+    if problem:
+        where = f"eval.prompts (coco) under eval.fid_protocol={protocol.name}"
+        raise ConfigError(f"{where}: {problem}; use {protocol.captions}")

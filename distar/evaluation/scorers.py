@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from distar.benchmark_catalogue import FID_PROTOCOLS
 from distar.evaluation.fid import FIDMetric
 from distar.evaluation.hps import HPSv2Scorer
 from distar.evaluation.imagereward import ImageRewardScorer
@@ -17,9 +18,11 @@ from distar.evaluation.metric_files import (
     CLIPSCORE,
     FID_INCEPTION,
     FID_REFERENCE,
+    FID_TORCHSCRIPT,
     HPS21,
     IMAGEREWARD,
 )
+from distar.evaluation.protocol_fid import ProtocolFID, load_inception_torchscript
 from distar.rewards.clip_scorers import AestheticScorer, ClipPairScorer, load_clip
 from distar.rewards.pickscore import load_pickscore
 
@@ -68,11 +71,18 @@ def imagereward(options: MetricOptions):
 
 @METRICS.register("fid")
 def fid(options: MetricOptions):
+    """torchmetrics' FID, or under ``eval.fid_protocol`` the published protocol's."""
+    reference = FID_REFERENCE.resolve(options.path("fid_reference"))
+    if options.fid_protocol:
+        file = FID_TORCHSCRIPT.resolve(options.path("fid_inception_torchscript"))
+        protocol = FID_PROTOCOLS[options.fid_protocol]
+        feature_id = f"torchscript-{file.stat().st_size}"
+        metric = ProtocolFID(protocol, load_inception_torchscript(file), feature_id, options.device)
+        metric.reference_from_folder(reference, options.cache_dir)
+        return metric
     weights = FID_INCEPTION.resolve(options.path("fid_inception"))
     metric = FIDMetric(2048, weights, f"inception-2048-{weights.stat().st_size}", options.device)
-    metric.reference_from_folder(
-        FID_REFERENCE.resolve(options.path("fid_reference")), options.cache_dir
-    )
+    metric.reference_from_folder(reference, options.cache_dir)
     return metric
 
 

@@ -29,7 +29,7 @@ from distar.worlds.builders import build_world
 
 def metric_options(cfg: EvalConfig, device: str, cache_dir: str | None = None) -> MetricOptions:
     """Where each metric's weights are, where it runs, where FID caches reference statistics."""
-    return MetricOptions(weight_paths(cfg), device, cache_dir or None)
+    return MetricOptions(weight_paths(cfg), device, cache_dir or None, cfg.fid_protocol)
 
 
 def build_metrics(requests: list[BenchmarkRequest], options: MetricOptions) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from typing import Any
 from distar import timing
 from distar.callbacks import Callback, JsonlLogger
 from distar.config import Config
+from distar.evaluation.preflight import active_requests
 from distar.raytune.faults import FaultInjector
 from distar.raytune.placement import record_placement_group
 from distar.raytune.spec import Objective, tune_result
@@ -74,7 +75,6 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     # torch and the evaluation stack load in the worker only, never in the trial driver
     from distar.evaluation.in_training import benchmark_evaluator
-    from distar.evaluation.preflight import active_requests
     from distar.raytune.mlflow_logger import MlflowLogger
     from distar.trainer import NonFiniteLossError, Trainer
 
