@@ -3,7 +3,10 @@ own numbers beside ours in the same units (PickScore as the paper prints it: the
 our logit-scale x cosine / 100).
 
 - Table 1: per model (ablation row) on Parti and COCO: ImageReward, Aesthetic, PickScore, CLIP
-  score (and FID on COCO); the paper's row for the same method beside it.
+  score (and FID on COCO); the paper's row for the same method beside it. A published FID is
+  printed beside ours only when both were measured under the same protocol
+  (``eval.fid_protocol``, column ``fid_protocol``): the DI* paper does not state its FID's, so
+  its FIDs never are; under a DMD2 protocol DMD2's published FID of the init model is.
 - Table 2: the ablation rows on Parti, the same metrics.
 - Table 3: HPSv2.1 per style and their average.
 Mean ± 95 % CI over the finished seeds only; a row with failed or unfinished seeds says so.
@@ -22,6 +25,7 @@ import pandas as pd
 from analysis.runs import cell, load_runs, published_value, recorded_published, summarise
 from analysis.runs import finished as finished_mask
 from distar import paper
+from distar.benchmark_catalogue import FID_PROTOCOLS, PAPER_FID_PROTOCOL
 
 # our metric name -> (paper column, factor from our units to the paper's)
 COLUMNS = {
@@ -57,8 +61,30 @@ def table1(runs: pd.DataFrame) -> pd.DataFrame:
                 key = f"{bench}/{m}"
                 rec[m] = cell(r.get(key, float("nan")), r.get(f"{key}_ci95", float("nan")))
                 rec[f"paper_{m}"] = published_value(published, COLUMNS[m][0])
+            if bench == "coco":
+                rec["fid_protocol"], rec["paper_fid"] = same_protocol_fid(runs, r)
             frames.append(rec)
     return pd.DataFrame(frames)
+
+
+def fid_protocol_of(runs: pd.DataFrame, label: str) -> str:
+    """The ``eval.fid_protocol`` a row's runs recorded ("" torchmetrics on the benchmark's
+    images; several values: the row mixes protocols, and nothing is comparable)."""
+    column = "params.eval.fid_protocol"
+    if column not in runs:
+        return ""
+    values = set(runs.loc[runs["tags.distar.label"] == label, column].fillna(""))
+    return values.pop() if len(values) == 1 else "mixed"
+
+
+def same_protocol_fid(runs: pd.DataFrame, row) -> tuple[str, float | None]:
+    """(our protocol, the published FID measured the same way, or None). Never the paper's
+    (FID_NOTE): no protocol of ours is the paper's."""
+    ours = fid_protocol_of(runs, row["row"])
+    protocol = FID_PROTOCOLS.get(ours)
+    is_init = any(a.label == row["row"] and not a.trains for a in paper.TABLE2)
+    name = ours or "torchmetrics (not a published protocol)"
+    return name, (protocol.published_init if protocol and is_init else None)
 
 
 def table2(runs: pd.DataFrame) -> pd.DataFrame:
@@ -128,6 +154,12 @@ def category_plot(runs: pd.DataFrame, path: Path, metric: str = "parti/pickscore
     return path
 
 
+FID_NOTE = (
+    f"paper_fid: a published FID measured under our fid_protocol only. The DI* paper's Table 1 "
+    f"FIDs ({PAPER_FID_PROTOCOL}) are never printed beside ours."
+)
+
+
 def build(runs: pd.DataFrame, out: Path) -> dict[str, str]:
     """Write table{1,2,3}.md / .csv and the per-category plot; returns the markdown."""
     out.mkdir(parents=True, exist_ok=True)
@@ -135,7 +167,7 @@ def build(runs: pd.DataFrame, out: Path) -> dict[str, str]:
     texts = {}
     for name, table in tables.items():
         table.to_csv(out / f"{name}.csv", index=False)
-        texts[name] = markdown(table)
+        texts[name] = markdown(table) + (f"\n\n{FID_NOTE}" if name == "table1" else "")
         (out / f"{name}.md").write_text(texts[name] + "\n")
     category_plot(runs, out / "parti_categories.png")
     return texts

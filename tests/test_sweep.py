@@ -443,8 +443,19 @@ def test_paper_tables_1_to_3_from_runs_in_the_papers_units(tmp_path):
     assert mine["pickscore"].startswith("0.2310 ± ")  # (23.0 + 23.2) / 2 / 100
     assert mine["paper_pickscore"] == pytest.approx(0.2304) and mine["paper_model"] == "DI*-SDXL"
     coco_init = t1[(t1["benchmark"] == "coco") & (t1["row"] == init)].iloc[0]
-    assert coco_init["fid"] == "16.0000" and coco_init["paper_fid"] == pytest.approx(15.80)
+    # torchmetrics' FID on the benchmark's images: no published number beside it (the paper's
+    # 15.80 was measured another, unstated way)
+    assert coco_init["fid"] == "16.0000" and pd.isna(coco_init["paper_fid"])
+    assert coco_init["fid_protocol"].startswith("torchmetrics")
+    assert "never printed beside ours" in texts["table1"]
     assert "1 (1 of 2 seeds failed or unfinished)" in texts["table1"]
+    # under DMD2's SDXL protocol, DMD2's published FID of the init model stands beside ours
+    runs["params.eval.fid_protocol"] = "dmd2-sdxl"
+    build(runs, tmp_path)
+    t1 = pd.read_csv(tmp_path / "table1.csv").set_index(["benchmark", "row"])
+    assert t1.loc[("coco", init), "paper_fid"] == pytest.approx(19.01)
+    assert pd.isna(t1.loc[("coco", best), "paper_fid"])  # DMD2 published none for DI*
+    assert t1.loc[("coco", best), "fid_protocol"] == "dmd2-sdxl"
     t2 = pd.read_csv(tmp_path / "table2.csv").set_index("row")
     assert t2.loc[best, "paper_pickscore"] == pytest.approx(0.2304)
     t3 = pd.read_csv(tmp_path / "table3.csv").set_index("row")
@@ -475,3 +486,39 @@ def test_evaluation_of_a_checkpoint_on_two_ray_workers_equals_one_process(ray_ad
         # equal up to fp32 batch-composition rounding (a shard's batches hold other samples)
         pd.testing.assert_frame_equal(a.rows, b.rows, rtol=1e-4, atol=1e-5)
         assert a.summary == pytest.approx(b.summary, rel=1e-4, abs=1e-5)
+
+
+def test_text_presets_search_held_out_metrics_and_refuse_the_trained_reward():
+    """``search.py --world sd15-tiny --dry-run``: a held-out objective (Parti ImageReward) and
+    fidelity axis (COCO CLIP score), not the PickScore it trains on; asking for that is refused
+    unless --allow-trained-reward."""
+    search = [sys.executable, str(ROOT / "sweeps" / "search.py"), "--world", "sd15-tiny"]
+    done = subprocess.run([*search, "--dry-run"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "'metric': 'parti/imagereward', 'floor_metric': 'coco/clip_score'" in done.stdout
+    assert "pareto axes: parti/imagereward (maximised) vs coco/clip_score" in done.stdout
+    for flags in (["--metric", "reward"], ["--floor-metric", "parti/pickscore"]):
+        refused = subprocess.run([*search, "--dry-run", *flags], capture_output=True, text=True,
+                                 timeout=120)  # fmt: skip
+        assert refused.returncode == 2 and "reward this world trains on" in refused.stderr
+        assert "Traceback" not in refused.stderr
+        allowed = [*search, "--dry-run", *flags, "--allow-trained-reward"]
+        assert subprocess.run(allowed, capture_output=True, timeout=120).returncode == 0
+    embedded = subprocess.run([*search[:2], "--dry-run"], capture_output=True, text=True,
+                              timeout=120)  # fmt: skip
+    assert "'metric': 'reward', 'floor_metric': 'precision', 'floor': 0.9" in embedded.stdout
+
+
+def test_objective_floors_and_ceilings():
+    from distar.raytune.spec import Objective, tune_result
+
+    floor = Objective("parti/imagereward", "coco/clip_score", 31.0, 10.0)
+    assert floor({"parti/imagereward": 1.0, "coco/clip_score": 32.0}) == 1.0
+    assert floor({"parti/imagereward": 1.0, "coco/clip_score": 30.5}) == pytest.approx(-4.0)
+    ceiling = Objective("parti/imagereward", "coco/fid", 20.0, 0.1)  # FID: lower is better
+    assert ceiling({"parti/imagereward": 1.0, "coco/fid": 19.0}) == 1.0
+    assert ceiling({"parti/imagereward": 1.0, "coco/fid": 25.0}) == pytest.approx(0.5)
+    result = tune_result({}, {"reward": 0.3, "parti/imagereward": 1.0, "coco/clip_score": 32.0},
+                         5, floor)  # fmt: skip
+    assert result["eval/reward"] == 0.3 and result["parti/imagereward"] == 1.0
+    assert result["objective"] == 1.0
