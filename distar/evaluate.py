@@ -18,7 +18,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from distar.benchmark_catalogue import FID_PROTOCOLS
 from distar.config import Config, ConfigError, EvalConfig, parse_override
+from distar.evaluation.preflight import preflight
 from distar.evaluation.sources import GeneratorSource
 from distar.evaluation.standalone import EvalJob, run_evaluation
 
@@ -31,6 +33,7 @@ FLAGS = {
     "eval.images_per_prompt": "--samples-per-prompt",
     "eval.batch_size": "--batch-size",
     "eval.seed": "--seed",
+    "eval.fid_protocol": "--fid-protocol",
 }
 
 
@@ -45,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", nargs="+", help="restrict to these metrics")
     p.add_argument("--weights", action="append", default=[], help="KEY=PATH of metric weights")
     p.add_argument("--subset", choices=["first", "stratified"], default="stratified")
+    p.add_argument(
+        "--fid-protocol",
+        default="",
+        help="COCO FID as a published protocol measured it: "
+        + ", ".join(FID_PROTOCOLS) + " (default: torchmetrics, not comparable to papers)",
+    )
     p.add_argument("--tiny", action="store_true", help="tiny random generator and metric models")
     p.add_argument("--generator-dir", help="the tiny generator's CLIP text encoder directory")
     p.add_argument(
@@ -115,6 +124,7 @@ def eval_config(args: argparse.Namespace) -> EvalConfig:
             seed=args.seed,
             images_per_prompt=args.samples_per_prompt,
             batch_size=args.batch_size,
+            fid_protocol=args.fid_protocol,
         )
     except ConfigError as error:
         message = str(error)
@@ -141,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         job = resolve_job(args)
+        if not args.dry_run:
+            preflight(job.eval)  # every prompt and weight file, before a model loads
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
         return 2

@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
 def report(args: argparse.Namespace, settings: SweepSettings, base: Config, n_rows: int,
            n_trials: int) -> None:  # fmt: skip
     """The Table-2 report (and Tables 1-3 on a text world), printed and on the parent run."""
-    from analysis.report import build_report, to_markdown
+    from analysis.report import build_report, to_markdown, units_line
     from analysis.runs import load_runs
     from distar.raytune.tuner import log_sweep_report
 
@@ -136,6 +136,7 @@ def report(args: argparse.Namespace, settings: SweepSettings, base: Config, n_ro
     out = args.storage.resolve() / "report"
     table = build_report(runs, out, preset.metrics, preset.pareto)
     print(to_markdown(table, preset.metrics))
+    print("\n" + units_line(runs))
     if base.eval.benchmarks:  # a text-to-image world: the paper's Tables 1-3 as well
         from analysis.paper_tables import build
 

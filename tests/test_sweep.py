@@ -204,8 +204,10 @@ def test_data_parallel_trial_on_two_gloo_workers_on_the_tiny_sd_world(ray_addres
 
 
 def test_smoke_grid_on_the_tiny_sd_world_through_ray_into_mlflow(ray_address, tmp_path):
-    """``ablation_grid.py --world sd15-tiny --smoke-test``: the paper's scales untranslated,
-    every trial a TorchTrainer, each a finished MLflow child run with the world's metrics."""
+    """``ablation_grid.py --world sd15-tiny --smoke-test``, no evaluation flag: the paper's
+    scales untranslated, every trial a TorchTrainer, each a finished MLflow child run with the
+    world's metrics and the Parti / COCO tables and grids the preset evaluates by default (the
+    shipped prompt files, tiny metric models); the report prints Tables 1-3 and the units."""
     args = [
         sys.executable,
         str(ROOT / "sweeps" / "ablation_grid.py"),
@@ -220,18 +222,15 @@ def test_smoke_grid_on_the_tiny_sd_world_through_ray_into_mlflow(ray_address, tm
         "sdgrid",
         "--storage",
         str(tmp_path),
-        "--set",
-        "eval.benchmarks=parti:4,coco:3",
-        "--set",
-        "eval.tiny_metrics=true",
-        "--set",
-        f"eval.prompts={BENCH_PROMPTS}",
     ]
     env = {**os.environ, "RAY_ADDRESS": ray_address}
+    for variable in ("DISTAR_PARTI_PROMPTS", "DISTAR_COCO_CAPTIONS", "DISTAR_HPS_PROMPTS"):
+        env.pop(variable, None)
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "DI*-In α_rew 100, α_cfg 7.5 (best)" in done.stdout  # the report's table
     assert "## table1" in done.stdout and "## table3" in done.stdout  # the paper's tables
+    assert "Units: reward r in cosine" in done.stdout and "never printed beside ours" in done.stdout
     assert (tmp_path / "report" / "table1.md").stat().st_size > 0
     # a console a person can read: a line per finished trial, no Tune status tables
     assert (
@@ -257,7 +256,7 @@ def test_smoke_grid_on_the_tiny_sd_world_through_ray_into_mlflow(ray_address, tm
     for run_id in runs["run_id"]:
         parti = mlflow.load_table("eval/parti_samples.json", run_ids=[run_id])
         coco = mlflow.load_table("eval/coco_samples.json", run_ids=[run_id])
-        assert len(parti) == 4 and len(coco) == 3 and set(parti["step"]) == {10}
+        assert len(parti) == 6 and len(coco) == 4 and set(parti["step"]) == {10}
         assert {"prompt", "group", "pickscore", "imagereward", "clip_score"} <= set(parti.columns)
         names = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "eval")}
         assert {"eval/parti_groups.json", "eval/parti_grid_step0000010.png"} <= names
