@@ -260,6 +260,7 @@ def test_smoke_grid_on_the_tiny_sd_world_through_ray_into_mlflow(ray_address, tm
         assert {"prompt", "group", "pickscore", "imagereward", "clip_score"} <= set(parti.columns)
         names = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "eval")}
         assert {"eval/parti_groups.json", "eval/parti_grid_step0000010.png"} <= names
+    assert set(runs["tags.distar.prompts.coco"]) == {"shipped:coco2014_val_captions_first1000.txt"}
     parent = runs["tags.mlflow.parentRunId"].iloc[0]
     report = {a.path for a in mlflow.MlflowClient().list_artifacts(parent, "report")}
     assert {"report/table2.md", "report/table1.md", "report/table3.csv"} <= report

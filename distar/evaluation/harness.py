@@ -55,6 +55,7 @@ class BenchmarkResult:
     rows: pd.DataFrame  # one row per sample: prompt, group, index, replica, seed, metrics
     summary: dict[str, float]  # MLflow metric name -> value
     examples: Tensor  # the first few samples, for an image grid
+    prompts_source: str = ""  # the prompt file (PromptSet.source: "shipped:..." or a path)
 
     @property
     def metric_columns(self) -> list[str]:
@@ -136,7 +137,7 @@ def finish(
             if len(parts) > 1:
                 m.merge_shard_states([p.set_states[name] for p in parts])
             summary.update(set_metric_values(prompts.name, name, m))
-    return BenchmarkResult(prompts.name, rows, summary, examples)
+    return BenchmarkResult(prompts.name, rows, summary, examples, prompts.source)
 
 
 def evaluate(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from mlflow.tracking import MlflowClient
 
 from distar import timing, tracking
 from distar.config import Config
+from distar.evaluation.preflight import active_requests
 from distar.raytune.placement import remove_placement_groups
 from distar.raytune.spec import Objective, SweepContext, TrialSpec, tune_result
 from distar.raytune.worker import FAILURE_FILE, FAILURE_TAG, TrialFailedError, train_worker
@@ -65,7 +67,9 @@ def trial_driver(params: dict[str, Any]) -> None:
     timing.mark(out_dir, "fit_start")
     remove_placement_groups(out_dir)  # an earlier attempt's, if its driver died with its node
     try:
-        make_torch_trainer(config, spec, sweep, run_id, row).fit()
+        benchmarks = len(active_requests(config.eval))
+        fit_reporting(make_torch_trainer(config, spec, sweep, run_id, row), out_dir,
+                      sweep.objective, benchmarks)  # fmt: skip
         if (out_dir / FAILURE_FILE).exists():
             raise TrialFailedError((out_dir / FAILURE_FILE).read_text().strip())
     except BaseException as error:
@@ -79,7 +83,6 @@ def trial_driver(params: dict[str, Any]) -> None:
     finally:
         remove_placement_groups(out_dir)
     timing.mark(out_dir, "fit_end")
-    report_final(out_dir, sweep.objective)
     safely(client.set_terminated, run_id, status="FINISHED")
     timing.mark(out_dir, "driver_end")
 
@@ -119,35 +122,91 @@ def already_finished(client, run_id: str, steps: int) -> bool:
     return run.info.status == "FINISHED" and final_step == str(steps)
 
 
-def final_result(out_dir: Path, objective: dict[str, Any] | None) -> dict[str, Any]:
-    """The trial's last training and evaluation metrics as one Tune result, read from its own
-    ``metrics.jsonl`` (rank 0 wrote it before returning; no tracking store needed)."""
-    train: dict[str, Any] = {}
-    evals: dict[str, float] = {}
-    step = 0
+REPORT_POLL_SECONDS = 0.5
+
+
+def recorded_evaluations(out_dir: Path, benchmarks: int, finished: bool) -> list[tuple]:
+    """Each evaluation rank 0 wrote to the trial's ``metrics.jsonl``, in order: (step, the
+    training metrics logged before it, its metrics with every benchmark's summary). The last
+    one is left out while its benchmark rows may still come (fewer than ``benchmarks`` and the
+    fit not ``finished``); a line still being written is not read."""
     path = out_dir / "metrics.jsonl"
-    lines = path.read_text().splitlines() if path.exists() else []
+    lines = path.read_text().split("\n")[:-1] if path.exists() else []
+    train: dict[str, Any] = {}
+    found: list[list] = []
     for record in map(json.loads, lines):
-        kind = record.pop("kind")
+        kind, step = record.pop("kind"), record.pop("step")
         if kind == "train":
-            step = record.pop("step")
             train.update(record)
         elif kind == "eval":
-            step = record.pop("step")
-            evals = record
-        elif kind == "benchmark":  # after the eval record of its step
-            record.pop("step")
-            evals.update(record)
+            found.append([step, dict(train), record, 0])
+        elif kind == "benchmark" and found:  # after the eval record of its step
+            found[-1][2].update(record)
+            found[-1][3] += 1
+    if found and found[-1][3] < benchmarks and not finished:
+        found.pop()
+    return [(step, train_then, evals) for step, train_then, evals, _ in found]
+
+
+def final_result(out_dir: Path, objective: dict[str, Any] | None) -> dict[str, Any]:
+    """The trial's last evaluation as one Tune result, read from its own record."""
+    found = recorded_evaluations(out_dir, 0, finished=True)
+    step, train, evals = found[-1] if found else (0, {}, {})
     return tune_result(train, evals, step, Objective(**objective) if objective else None)
 
 
 def report_final(out_dir: Path, objective: dict[str, Any] | None) -> None:
-    """Hand Tune the trial's final result once more, from the trial's own record: after a worker
-    restart Ray Train does not always pass the last report on (seen in tests/test_faults.py),
-    and a trial finished before a ``--resume`` is not trained again."""
+    """Hand Tune the trial's final result from its own record (a trial finished before a
+    ``--resume`` is not trained again)."""
     from ray import tune
 
     tune.report(final_result(out_dir, objective))
+
+
+def fit_reporting(trainer, out_dir: Path, objective: dict[str, Any] | None,
+                  benchmarks: int) -> None:  # fmt: skip
+    """``trainer.fit()`` in a thread while this (Tune's trainable) thread hands Tune each
+    evaluation the trial records, as it completes; the fit's error is raised here.
+
+    Why not Ray Train's ``TuneReportCallback``: it forwards worker reports through a queue that
+    Tune's main thread drains into a one-slot result queue it alone empties; a report forwarded
+    after the function's own last report deadlocked a trial (Ray 2.60, seen in the full suite:
+    both threads blocked in ``Queue.put``). Reports from one thread cannot cross. Evaluations up
+    to the checkpoint a retried attempt resumes from were reported by the attempt before."""
+    from ray import tune
+
+    done, failure = threading.Event(), []
+
+    def fit() -> None:
+        try:
+            trainer.fit()
+        except BaseException as error:  # re-raised in the trial's thread
+            failure.append(error)
+        finally:
+            done.set()
+
+    resumed = checkpoint_step(out_dir / "checkpoints")
+    threading.Thread(target=fit, name="torch-trainer-fit", daemon=True).start()
+    reported: set[int] = set()
+    while True:
+        finished = done.wait(REPORT_POLL_SECONDS)
+        for step, train, evals in recorded_evaluations(out_dir, benchmarks, finished):
+            if step > resumed and step not in reported:
+                tune.report(tune_result(train, evals, step,
+                                        Objective(**objective) if objective else None))  # fmt: skip
+                reported.add(step)
+        if finished:
+            break
+    if failure:
+        raise failure[0]
+    if not reported:  # a retry that resumed at its last step: Tune still needs a result
+        report_final(out_dir, objective)
+
+
+def checkpoint_step(checkpoints: Path) -> int:
+    """The step of the trial's latest checkpoint (-1: none), read before an attempt starts."""
+    latest = checkpoints / "latest"
+    return int(latest.read_text().strip().rpartition("_")[2]) if latest.exists() else -1
 
 
 def make_torch_trainer(
@@ -155,7 +214,6 @@ def make_torch_trainer(
 ):
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
-    from ray.tune.integration.ray_train import TuneReportCallback
 
     res = config.resources
     return TorchTrainer(
@@ -165,7 +223,6 @@ def make_torch_trainer(
             "run_id": run_id,
             "row": row,
             "tracking_uri": sweep.tracking_uri,
-            "objective": sweep.objective,
         },
         torch_config=TorchConfig(backend="nccl" if res.use_gpu else "gloo"),
         scaling_config=ScalingConfig(
@@ -178,7 +235,6 @@ def make_torch_trainer(
         run_config=RunConfig(
             name=f"{spec.key}-{time.time_ns()}",
             storage_path=str(Path(sweep.storage) / "ray_train"),
-            callbacks=[TuneReportCallback()],
             # Ray Train restarts nothing itself: a worker-group restart inside a controller that
             # then failed (ControllerError, a node lost) left the new group's placement group,
             # never started and known to no cleaner, holding a CPU for the rest of the sweep

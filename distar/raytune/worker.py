@@ -1,5 +1,6 @@
 """Layer 3 of a sweep trial: what each TorchTrainer worker runs -- the plain
-:class:`distar.trainer.Trainer`, with the callbacks that report to Ray and MLflow."""
+:class:`distar.trainer.Trainer`, with the callbacks that record to MLflow and to the trial's
+``metrics.jsonl`` (which the trial driver hands on to Tune)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,8 @@ from typing import Any
 from distar import timing
 from distar.callbacks import Callback, JsonlLogger
 from distar.config import Config
-from distar.evaluation.preflight import active_requests
 from distar.raytune.faults import FaultInjector
 from distar.raytune.placement import record_placement_group
-from distar.raytune.spec import Objective, tune_result
 
 FAILURE_FILE = "failure.txt"  # a trial's deterministic failure (divergence), one line
 FAILURE_TAG = "distar.failure"
@@ -21,40 +20,6 @@ FAILURE_TAG = "distar.failure"
 
 class TrialFailedError(RuntimeError):
     """A trial that cannot succeed by retrying (it diverged): Tune marks it failed."""
-
-
-class RayReporter(Callback):
-    """Reports to Ray Train at every evaluation (a barrier: every rank evaluates), carrying the
-    latest training metrics along, so Tune's schedulers see one result per evaluation. With
-    benchmarks configured it reports once they are scored too (the trainer calls
-    ``on_benchmarks`` on every rank; rank 0 alone has results), so a search's objective can be
-    a held-out benchmark metric (``parti/imagereward``)."""
-
-    def __init__(self, objective: Objective | None = None, benchmarks: bool = False) -> None:
-        self.latest: dict[str, float] = {}
-        self.objective = objective
-        self.benchmarks = benchmarks
-        self.evals: dict[str, float] = {}
-
-    def on_step(self, step: int, metrics: dict[str, float]) -> None:
-        self.latest = dict(metrics)
-
-    def on_eval(self, step: int, metrics: dict[str, float], artifacts: dict[str, Path]) -> None:
-        self.evals = dict(metrics)
-        if not self.benchmarks:
-            self._report(step)
-
-    def on_benchmarks(self, step: int, results: list) -> None:
-        if not self.benchmarks:  # reported at on_eval already
-            return
-        for result in results:
-            self.evals.update(result.summary)
-        self._report(step)
-
-    def _report(self, step: int) -> None:
-        import ray.train
-
-        ray.train.report(tune_result(self.latest, self.evals, step, self.objective))
 
 
 def train_worker(loop_config: dict[str, Any]) -> None:
@@ -79,10 +44,8 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     from distar.trainer import NonFiniteLossError, Trainer
 
     config = Config.from_flat(loop_config["config"])
-    objective = loop_config.get("objective")
-    reporter = RayReporter(Objective(**objective) if objective else None, bool(
-        active_requests(config.eval)))
-    callbacks: list[Callback] = [reporter]
+    # no ray.train.report: the trial driver hands Tune each evaluation from metrics.jsonl
+    callbacks: list[Callback] = []
     if rank0:
         uri, run_id = loop_config["tracking_uri"], loop_config["run_id"]
         callbacks.append(MlflowLogger(uri, run_id, loop_config["row"], out_dir))
