@@ -5,7 +5,6 @@ not trial 7 after an hour."""
 from __future__ import annotations
 
 import os
-import sys
 
 from distar import prompts as prompt_sets
 from distar.benchmark_catalogue import FID_PROTOCOLS, BenchmarkRequest
@@ -36,12 +35,12 @@ def active_requests(cfg: EvalConfig) -> list[BenchmarkRequest]:
 def preflight(cfg: EvalConfig) -> None:
     """Load every prompt set and resolve every weight file the config needs; raise
     :class:`ConfigError` naming the first missing or malformed one. An optional benchmark
-    without prompts is named on stderr, once, here."""
+    without prompts is named on stdout, once, here (stderr is for refusals)."""
     requests = active_requests(cfg)
     skipped = [r.benchmark for r in cfg.requests() if r not in requests]
     for name in skipped:
         where = f"set {prompt_sets.ENV[name]} or eval.prompts={name}=PATH"
-        print(f"note: eval.benchmarks: {name}? skipped, no prompts ({where})", file=sys.stderr)
+        print(f"note: eval.benchmarks: {name}? skipped, no prompts ({where})")
     if not requests:
         return
     if cfg.fid_protocol:
