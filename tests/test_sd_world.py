@@ -429,7 +429,8 @@ def test_reusing_the_generator_samples_saves_a_forward_and_trains_on_them(world_
 
     forwards = {}
     for reuse in (False, True):
-        flat = {"optim.reuse_generator_samples": reuse, "train.out_dir": str(tmp_path)}
+        flat = {"optim.reuse_generator_samples": reuse, "train.out_dir": str(tmp_path),
+                "eval.benchmarks": ""}  # fmt: skip
         trainer = Trainer(Config.for_world("sd15-tiny", {**flat, "train.device": "cpu"}))
         outputs, fed = [], []
         trainer.world.generator.register_forward_hook(
