@@ -22,10 +22,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.runs import cell, load_runs, published_value, recorded_published, summarise
+from analysis.runs import cell, published_value, read_runs, recorded_published, summarise
 from analysis.runs import finished as finished_mask
 from distar import paper
 from distar.benchmark_catalogue import FID_PROTOCOLS, PAPER_FID_PROTOCOL
+from distar.refusals import Outputs, check_writable_dir, refusing
+from distar.tracking import TrackingStoreError
 
 # our metric name -> (paper column, factor from our units to the paper's)
 COLUMNS = {
@@ -181,10 +183,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sweep", help="only runs of this sweep name")
     p.add_argument("--out", type=Path, default=Path("runs/report"))
     args = p.parse_args(argv)
-    runs = load_runs(args.tracking_uri, args.experiment, args.sweep)
-    for name, text in build(runs, args.out).items():
-        print(f"\n## {name}\n\n{text}")
-    return 0
+
+    def run(outputs: Outputs) -> int:
+        check_writable_dir(args.out, "--out")
+        runs = read_runs(args)
+        outputs.watch(args.out)
+        for name, text in build(runs, args.out).items():
+            print(f"\n## {name}\n\n{text}")
+        return 0
+
+    return refusing(run, extra=(TrackingStoreError,))
 
 
 if __name__ == "__main__":

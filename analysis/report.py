@@ -7,7 +7,6 @@ across seeds, the paper's own numbers beside it, written as markdown and CSV, pl
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -16,19 +15,18 @@ from analysis.paper_tables import build
 from analysis.runs import (
     METRICS,
     cell,
-    load_runs,
     published_value,
+    read_runs,
     recorded_published,
     summarise,
 )
 from distar import paper
 from distar.config import world_preset
+from distar.refusals import Outputs, check_writable_dir, refusing
 from distar.tracking import (
     CFG_CONVENTION_TAG,
     REWARD_UNITS_TAG,
     TrackingStoreError,
-    check_tracking_server,
-    missing_store,
 )
 
 PAPER_COLUMNS = ("image_reward", "aesthetic", "pickscore", "clip_score")
@@ -134,17 +132,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sweep", help="only runs of this sweep name")
     parser.add_argument("--out", type=Path, default=Path("runs/report"))
     args = parser.parse_args(argv)
+    return refusing(lambda outputs: run(args, outputs), extra=(TrackingStoreError,))
 
-    missing = missing_store(args.tracking_uri)
-    if missing:  # reading must not create an empty store
-        print(f"report error: --tracking-uri: no MLflow store at {missing}", file=sys.stderr)
-        return 2
-    try:
-        check_tracking_server(args.tracking_uri)  # seconds, not MLflow's minutes of retries
-    except TrackingStoreError as error:
-        print(f"report error: {error}", file=sys.stderr)
-        return 2
-    runs = load_runs(args.tracking_uri, args.experiment, args.sweep)
+
+def run(args: argparse.Namespace, outputs: Outputs) -> int:
+    check_writable_dir(args.out, "--out")
+    runs = read_runs(args)
+    outputs.watch(args.out)
     preset = world_preset(world_of(runs))
     table = build_report(runs, args.out, preset.metrics, preset.pareto)
     print(to_markdown(table, preset.metrics))

@@ -10,25 +10,51 @@ import pandas as pd
 from scipy import stats
 
 from distar import paper
+from distar.config import ConfigError
+from distar.tracking import TRACKING_ERRORS, check_tracking_server, missing_store
 
 METRICS = ("reward",)  # the fallback; each world's preset names its own (WorldPreset.metrics)
 PAPER_TAGS = (paper.MODEL, paper.METHOD, paper.ALPHA_REW, paper.ALPHA_CFG)
 
 
 def load_runs(tracking_uri: str, experiment: str, sweep: str | None = None) -> pd.DataFrame:
-    """Finished child runs of the experiment (optionally of one sweep), one row each."""
+    """The trial runs of the experiment (optionally of one sweep), one row each; an experiment
+    or sweep with none is refused naming its flag and what is there (:class:`ConfigError`)."""
     import mlflow
+    from mlflow.tracking import MlflowClient
 
+    found = MlflowClient(tracking_uri).get_experiment_by_name(experiment)
+    if found is None:
+        names = [e.name for e in MlflowClient(tracking_uri).search_experiments()]
+        raise ConfigError(f"--experiment: no experiment {experiment!r} at {tracking_uri}; "
+                          f"allowed: {', '.join(map(repr, names)) or 'none there'}")  # fmt: skip
     mlflow.set_tracking_uri(tracking_uri)
-    query = "tags.`distar.trial` != ''"
-    if sweep:
-        query += f" and tags.`distar.sweep` = '{sweep}'"
-    runs = mlflow.search_runs(
-        experiment_names=[experiment], filter_string=query, output_format="pandas"
-    )
+    trials = "tags.`distar.trial` != ''"
+    runs = mlflow.search_runs([found.experiment_id], trials, output_format="pandas")
     if runs.empty:
-        raise SystemExit(f"no trial runs in experiment {experiment!r} at {tracking_uri}")
+        raise ConfigError(f"--experiment: no trial runs in {experiment!r} at {tracking_uri}")
+    if sweep is not None:  # compared here, not in a filter string: a name may hold a quote
+        sweeps = sorted(set(runs["tags.distar.sweep"].dropna()))
+        runs = runs[runs["tags.distar.sweep"] == sweep]
+        if runs.empty:
+            raise ConfigError(f"--sweep: got {sweep!r}; allowed: {', '.join(map(repr, sweeps))}")
     return runs
+
+
+def read_runs(args) -> pd.DataFrame:
+    """The sweep's runs; a store that is missing, unreachable or not an MLflow store is
+    refused naming ``--tracking-uri`` (reading never creates one)."""
+    uri = args.tracking_uri
+    missing = missing_store(uri)
+    if missing:
+        raise ConfigError(f"--tracking-uri: no MLflow store at {missing}")
+    check_tracking_server(uri)  # seconds, not MLflow's minutes of retries
+    try:
+        return load_runs(uri, args.experiment, args.sweep)
+    except TRACKING_ERRORS as error:
+        why = " ".join(str(error).split())[:160]
+        what = f"{type(error).__name__}: {why}"
+        raise ConfigError(f"--tracking-uri: {uri} cannot be read ({what})") from None
 
 
 def mean_ci(values: pd.Series) -> tuple[float, float]:

@@ -343,7 +343,14 @@ class Config(Section):
 
     @classmethod
     def from_yaml(cls, text: str) -> Config:
-        return cls.from_dict(yaml.safe_load(text) or {})
+        try:
+            tree = yaml.safe_load(text) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"not valid YAML ({' '.join(str(error).split())})") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"the YAML's top level is a {type(tree).__name__}; allowed: a "
+                              "mapping of sections (world:, loss:, train:, ...)")  # fmt: skip
+        return cls.from_dict(tree)
 
     @classmethod
     def from_flat(cls, flat: dict[str, Any]) -> Config:
@@ -370,6 +377,14 @@ class Config(Section):
         return cls.from_flat({"world.name": p.world, **p.overrides, **(flat or {})})
 
     def with_overrides(self, flat: dict[str, Any]) -> Config:
+        """This config with ``flat`` on top; ``world.name`` cannot change (a world brings its
+        own sections and defaults: build it with :meth:`for_world`, ``--world`` on the CLIs)."""
+        name = flat.get("world.name", self.world.name)
+        if name != self.world.name:
+            raise ConfigError(
+                f"world.name: got {name!r} on a {self.world.name!r} config; allowed: --world "
+                f"{name} (a world brings its defaults for every section)"
+            )
         return Config.from_flat({**self.to_flat(), **flat})
 
 

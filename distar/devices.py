@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from distar.config_base import ConfigError
+
 
 def to_device(t: Tensor, device: torch.device) -> Tensor:
     """A host tensor onto ``device``: through pinned memory and a non-blocking copy on CUDA, so a
@@ -21,7 +23,8 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device='cuda' but torch sees no CUDA device")
+        raise ConfigError("train.device: got 'cuda' but torch sees no CUDA device; allowed: "
+                          "'cpu' or 'auto' here")  # fmt: skip
     if name == "cuda":
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device(name)

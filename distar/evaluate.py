@@ -14,7 +14,6 @@ weights come from ``--weights KEY=PATH`` or the environment variables in
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
@@ -23,6 +22,9 @@ from distar.config import Config, ConfigError, EvalConfig, parse_override
 from distar.evaluation.preflight import preflight
 from distar.evaluation.sources import GeneratorSource
 from distar.evaluation.standalone import EvalJob, run_evaluation
+from distar.refusals import Outputs, check_name, refusing
+from distar.tracking import TrackingStoreError
+from distar.worlds.builders import check_world
 
 # the flag of each EvalConfig field this command sets: its errors name the flag
 FLAGS = {
@@ -106,6 +108,8 @@ def resolve_job(args: argparse.Namespace) -> EvalJob:
         raise ConfigError("--ray-workers: must be in [0, 4096]")
     if args.checkpoint and not Path(args.checkpoint).exists():
         raise ConfigError(f"--checkpoint: {args.checkpoint} does not exist")
+    check_name(args.experiment, "--experiment")
+    check_name(args.run_name, "--run-name")
     world = world_request(args) or {}
     source = GeneratorSource(args.checkpoint or "", world, args.generator_dir or "", args.seed)
     return EvalJob(eval_config(args), source, args.device, args.ray_workers, args.tracking_uri,
@@ -149,16 +153,18 @@ def world_request(args: argparse.Namespace) -> dict | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        job = resolve_job(args)
-        if not args.dry_run:
-            preflight(job.eval)  # every prompt and weight file, before a model loads
-    except ConfigError as error:
-        print(f"config error: {error}", file=sys.stderr)
-        return 2
+    return refusing(lambda outputs: run(args, outputs), extra=(TrackingStoreError,))
+
+
+def run(args: argparse.Namespace, outputs: Outputs) -> int:
+    job = resolve_job(args)
     if args.dry_run:
         print(job.to_json())
         return 0
+    # every file, before a model loads: the generator's world, prompts and metric weights
+    if job.source.world:
+        check_world(Config.from_flat(job.source.world).world)
+    preflight(job.eval)
     with tempfile.TemporaryDirectory() as tmp:
         run_id, results = run_evaluation(job, Path(tmp))
     for result in results:

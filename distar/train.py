@@ -12,8 +12,13 @@ from pathlib import Path
 from distar.callbacks import JsonlLogger, ProgressBar
 from distar.checkpoint import CorruptCheckpointError, checkpoint_config
 from distar.config import DEFAULT_WORLD, Config, ConfigError, parse_override, world_preset
+from distar.devices import resolve_device
 from distar.distributed import init_from_launcher, rank
+from distar.evaluation.in_training import benchmark_evaluator
 from distar.evaluation.preflight import preflight
+from distar.refusals import Outputs, check_writable_dir, refusing
+from distar.trainer import NonFiniteLossError, Trainer
+from distar.worlds.builders import check_world
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,9 +59,17 @@ def resolve_config(args: argparse.Namespace) -> Config:
     if args.world and (args.config or args.resume):
         raise ConfigError("--world: give it alone, or set world.* inside --config / the checkpoint")
     if args.config:
-        base = Config.from_yaml(args.config.read_text())
+        if not args.config.is_file():
+            raise ConfigError(f"--config: {args.config} is not a file")
+        try:
+            base = Config.from_yaml(args.config.read_text())
+        except ConfigError as error:
+            raise ConfigError(f"--config {args.config}: {error}") from None
     elif args.resume:
-        base = checkpoint_config(args.resume)
+        try:
+            base = checkpoint_config(args.resume)
+        except (FileNotFoundError, CorruptCheckpointError) as error:
+            raise ConfigError(f"--resume: {error}") from None
     else:
         base = Config.for_world(args.world or DEFAULT_WORLD)
     preset = world_preset(args.world or base.world.name)
@@ -69,38 +82,38 @@ def resolve_config(args: argparse.Namespace) -> Config:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        config = resolve_config(args)
-    except ConfigError as error:
-        print(f"config error: {error}", file=sys.stderr)
-        return 2
+    return refusing(lambda outputs: run(args, outputs), extra=(CorruptCheckpointError,))
+
+
+def preflight_run(config: Config, out_flag: str) -> None:
+    """Everything checkable before a weight loads: the output folder, the device, every file
+    the world reads (keys and shapes of a generator state dict included), every prompt and
+    weight file the evaluation needs."""
+    check_writable_dir(config.train.out_dir, out_flag)
+    resolve_device(config.train.device)
+    check_world(config.world)
+    preflight(config.eval)
+
+
+def run(args: argparse.Namespace, outputs: Outputs) -> int:
+    config = resolve_config(args)
     if args.dry_run:
         print(config.to_yaml(), end="")
         return 0
-    try:
-        preflight(config.eval)  # every prompt and weight file the evaluation needs, up front
-    except ConfigError as error:
-        print(f"config error: {error}", file=sys.stderr)
-        return 2
-    from distar.evaluation.in_training import benchmark_evaluator
-    from distar.trainer import NonFiniteLossError, Trainer
-
+    preflight_run(config, "--out" if args.out else "train.out_dir")
+    outputs.watch(config.train.out_dir)  # removed if the run is refused from here on
     init_from_launcher()  # under torchrun: this process is one rank of the run
 
     out = Path(config.train.out_dir)
     first = rank() == 0  # the one rank that prints and writes
     callbacks = [ProgressBar(), JsonlLogger(out)] if first else []
-    try:
-        trainer = Trainer(config, callbacks=callbacks, benchmarks=benchmark_evaluator(config))
-    except ConfigError as error:  # what only the built world can check (noise ranges, VAE)
-        print(f"config error: {error}", file=sys.stderr)
-        return 2
+    # what only the built world can check (noise ranges) is refused in one line too
+    trainer = Trainer(config, callbacks=callbacks, benchmarks=benchmark_evaluator(config))
     if args.resume:
         try:
             trainer.resume(args.resume, args.resume_fallback)
-        except CorruptCheckpointError as error:
-            print(f"checkpoint error: {error}", file=sys.stderr)
-            return 2
+        except FileNotFoundError as error:
+            raise ConfigError(f"--resume: {error}") from None
     if first:  # after the checkpoint proved readable
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(config.to_yaml())

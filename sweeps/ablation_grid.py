@@ -12,10 +12,10 @@ import sys
 
 from distar import paper, tracking
 from distar.config import Config, ConfigError, parse_override, world_preset
-from distar.evaluation.preflight import preflight
 from distar.paper import TABLE2
 from distar.raytune.grid import expand
-from distar.raytune.settings import SWEEP_REFUSALS, SweepSettings
+from distar.raytune.settings import SWEEP_REFUSALS, SweepSettings, preflight_sweep
+from distar.refusals import Outputs, refusing
 
 SMOKE_ROWS = (TABLE2[1], TABLE2[-1])
 SMOKE = {"train.steps": 10, "train.log_every": 5}  # over the world's own smoke settings
@@ -85,14 +85,13 @@ def base_config(args: argparse.Namespace) -> Config:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        rows = SMOKE_ROWS if args.smoke_test else TABLE2
-        base = base_config(args)
-        trials = expand(rows, base, args.seeds, args.huber_c)
-        preflight(base.eval)  # a missing prompt or weight file fails here, before Ray starts
-    except ConfigError as error:
-        print(f"config error: {error}", file=sys.stderr)
-        return 2
+    return refusing(lambda outputs: run(args, outputs), extra=SWEEP_REFUSALS)
+
+
+def run(args: argparse.Namespace, outputs: Outputs) -> int:
+    rows = SMOKE_ROWS if args.smoke_test else TABLE2
+    base = base_config(args)
+    trials = expand(rows, base, args.seeds, args.huber_c)
     if args.dry_run:
         for t in trials:
             f = t.flat_config
@@ -103,14 +102,12 @@ def main(argv: list[str] | None = None) -> int:
             )
         print(f"{len(trials)} trials")
         return 0
+    settings = SweepSettings.from_args(args)
+    preflight_sweep(base)  # every file a trial reads, before Ray starts
+    outputs.watch(settings.storage)  # removed if the sweep is refused from here on
     from distar.raytune.tuner import run_sweep  # Ray and MLflow: only for a real sweep
 
-    try:
-        settings = SweepSettings.from_args(args)
-        rows_out = run_sweep(trials, settings)
-    except SWEEP_REFUSALS as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    rows_out = run_sweep(trials, settings)
     failed = [r for r in rows_out if r["error"]]
     for r in failed:
         print(f"FAILED {r['key']}: {r['error']}", file=sys.stderr)

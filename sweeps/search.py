@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 
 from distar import paper
 from distar.benchmark_catalogue import logged_name, lower_is_better
 from distar.config import Config, ConfigError, parse_override, world_preset
-from distar.evaluation.preflight import preflight
+from distar.evaluation.preflight import active_requests
 from distar.raytune.searcher import pareto_front, search_space, search_tune_config
-from distar.raytune.settings import SWEEP_REFUSALS, SweepSettings
+from distar.raytune.settings import SWEEP_REFUSALS, SweepSettings, preflight_sweep
+from distar.refusals import Outputs, refusing
 
 # what the searcher draws or the flags set: a --set of one would be overwritten in every trial
 SEARCHED = {
@@ -45,9 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--world", default="gmm")
-    p.add_argument("--samples", type=int, default=12, help="trials the searcher proposes")
-    p.add_argument("--steps", type=int, default=600)
-    p.add_argument("--evals", type=int, default=4, help="evaluations per trial = ASHA rungs")
+    p.add_argument("--samples", type=int, help="trials the searcher proposes (default 12)")
+    p.add_argument("--steps", type=int, help="generator steps per trial (default 600)")
+    p.add_argument("--evals", type=int, help="evaluations per trial = ASHA rungs (default 4)")
     p.add_argument("--seed", type=int, default=0, help="seeds the searcher and every trial")
     p.add_argument(
         "--alpha-rew-range",
@@ -75,12 +75,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--penalty", type=float, default=10.0)
     SweepSettings.add_arguments(p, "distar-search", "search", "runs/search")
     p.add_argument("--dry-run", action="store_true", help="print base config and space, exit")
-    p.add_argument("--smoke-test", action="store_true", help="3 samples, few steps")
+    p.add_argument(
+        "--smoke-test",
+        action="store_true",
+        help=f"{SMOKE['samples']} samples x {SMOKE['steps']} steps, {SMOKE['evals']} evaluations "
+        "(refused beside --samples / --steps / --evals: give one or the other)",
+    )
     return p
+
+
+SMOKE = {"samples": 3, "steps": 10, "evals": 2}
+DEFAULTS = {"samples": 12, "steps": 600, "evals": 4}
+
+
+def sizes(args: argparse.Namespace) -> None:
+    """--samples / --steps / --evals: given, or --smoke-test's, or the defaults; an explicit
+    size beside --smoke-test is refused (it would be overridden)."""
+    for flag, value in SMOKE.items() if args.smoke_test else DEFAULTS.items():
+        if args.smoke_test and getattr(args, flag) is not None:
+            raise ConfigError(f"--{flag}: not with --smoke-test (it sets {value}); give one")
+        if getattr(args, flag) is None:
+            setattr(args, flag, value)
+
+
+def check_metrics(objective: dict, base: Config, preset_metrics: tuple[str, ...]) -> None:
+    """--metric / --floor-metric: a metric every trial reports (the world preset's, or a
+    configured benchmark's ``bench/metric``), checked before Ray starts."""
+    benchmarks = [f"{r.benchmark}/{m}" for r in active_requests(base.eval) for m in r.metrics]
+    known = sorted({*preset_metrics, *benchmarks})
+    for flag, key in (("--metric", "metric"), ("--floor-metric", "floor_metric")):
+        if objective[key] not in known:
+            raise ConfigError(f"{flag}: got {objective[key]!r}; allowed: {', '.join(known)}")
 
 
 def check_flags(args: argparse.Namespace) -> None:
     """Sizes and ranges that would run forever, do nothing or be silently swapped."""
+    sizes(args)
     for flag, value, high in (("samples", args.samples, 100_000), ("steps", args.steps, 10**8),
                               ("evals", args.evals, 10_000)):  # fmt: skip
         if not 1 <= value <= high:
@@ -96,6 +126,9 @@ def check_flags(args: argparse.Namespace) -> None:
         if not (math.isfinite(low) and math.isfinite(high) and 0 <= low < high):
             name = "--" + flag.replace("_", "-")
             raise ConfigError(f"{name}: got {low} {high}; allowed: finite, 0 <= LOW < HIGH")
+        if flag != "alpha_cfg_range" and low <= 0:  # drawn log-uniformly
+            name = "--" + flag.replace("_", "-")
+            raise ConfigError(f"{name}: got {low} {high}; allowed: 0 < LOW < HIGH (log-uniform)")
 
 
 def objective_of(args: argparse.Namespace, base: Config) -> dict:
@@ -113,7 +146,10 @@ def objective_of(args: argparse.Namespace, base: Config) -> dict:
             "coco/clip_score, coco/fid) or pass --allow-trained-reward"
         )
     floor = preset.floor if args.floor is None else args.floor
-    return {"metric": metric, "floor_metric": floor_metric, "floor": floor, "penalty": args.penalty}
+    objective = {"metric": metric, "floor_metric": floor_metric, "floor": floor,
+                 "penalty": args.penalty}  # fmt: skip
+    check_metrics(objective, base, preset.metrics)
+    return objective
 
 
 def print_axes(objective: dict, base: Config) -> None:
@@ -127,23 +163,21 @@ def print_axes(objective: dict, base: Config) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.smoke_test:
-        args.samples, args.steps, args.evals = 3, 10, 2
-    try:
-        check_flags(args)
-        flat = {
-            "train.steps": args.steps,
-            "train.eval_every": max(1, args.steps // args.evals),
-            "eval.plot": False,
-        }
-        settings = SweepSettings.from_args(args)
-        flat.update(parse_override(o) for o in args.overrides)
-        base = Config.for_world(args.world, flat)
-        objective = objective_of(args, base)
-        preflight(base.eval)  # a missing prompt or weight file fails here, before Ray starts
-    except ConfigError as error:
-        print(f"config error: {error}", file=sys.stderr)
-        return 2
+    return refusing(lambda outputs: run(args, outputs), extra=SWEEP_REFUSALS)
+
+
+def run(args: argparse.Namespace, outputs: Outputs) -> int:
+    check_flags(args)
+    flat = {
+        "train.steps": args.steps,
+        "train.eval_every": max(1, args.steps // args.evals),
+        "eval.plot": False,
+    }
+    settings = SweepSettings.from_args(args)
+    flat.update(parse_override(o) for o in args.overrides)
+    base = Config.for_world(args.world, flat)
+    objective = objective_of(args, base)
+    preflight_sweep(base)  # every file a trial reads, before Ray starts
     if args.dry_run:
         print(base.to_yaml(), end="")
         print(
@@ -154,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"objective: {objective}; {args.samples} samples, seed {args.seed}")
         print_axes(objective, base)
         return 0
+    outputs.watch(settings.storage)
     from distar.raytune.tuner import run_sweep
 
     ranges = (tuple(args.alpha_rew_range), tuple(args.alpha_cfg_range), tuple(args.huber_c_range))
@@ -162,11 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     tune_config = search_tune_config(args.samples, args.max_concurrent, args.seed, args.evals, pair)
     definition = {"base": base.to_flat(), "objective": objective, "ranges": ranges,
                   "samples": args.samples, "seed": args.seed, "evals": args.evals}  # fmt: skip
-    try:
-        rows = run_sweep([], settings, tune_config, space, objective, definition)
-    except SWEEP_REFUSALS as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    rows = run_sweep([], settings, tune_config, space, objective, definition)
     print_results(rows, pair)
     return 1 if any(r["error"] for r in rows) else 0
 

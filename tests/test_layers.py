@@ -35,7 +35,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         ("distar.registry", "distar.sigmas", "distar.losses", "distar.checkpoint",
          "distar.rewards.*", "distar.tracking", "distar.local_ray", "distar.callbacks",
          "distar.distributed", "distar.devices", "distar.cache", "distar.images", "distar.timing",
-         "distar.paper", "distar.prompts", "distar.sharding", "distar.step_parts"),
+         "distar.paper", "distar.prompts", "distar.sharding", "distar.step_parts",
+         "distar.refusals"),
     ),  # fmt: skip
     ("text-to-image blocks", ("distar.t2i.*",)),
     ("worlds", ("distar.worlds.*",)),

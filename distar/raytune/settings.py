@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distar.config import ConfigError
+from distar.config import Config, ConfigError
+from distar.evaluation.preflight import preflight
+from distar.refusals import check_name, check_writable_dir
 from distar.tracking import SWEEP_TAG, TrackingStoreError, default_tracking_uri
 
 
@@ -47,6 +49,9 @@ class SweepSettings:
         """From the shared command-line flags of the sweep entry points (checked: ConfigError)."""
         if not 1 <= args.max_concurrent <= 10_000:
             raise ConfigError(f"--max-concurrent: got {args.max_concurrent}; allowed: 1 to 10000")
+        check_name(args.name, "--name")
+        check_name(args.experiment, "--experiment")
+        check_writable_dir(args.storage, "--storage")
         return cls(
             args.name,
             args.experiment,
@@ -59,6 +64,16 @@ class SweepSettings:
 
     def uri(self) -> str:
         return self.tracking_uri or default_tracking_uri(self.storage)
+
+
+def preflight_sweep(base: Config) -> None:
+    """What every trial of a sweep would read, checked here before Ray starts: the world's files
+    (no weight read; the machine that starts the sweep must see them, as its nodes do) and every
+    prompt and weight file the evaluation needs."""
+    from distar.worlds.builders import check_world  # torch
+
+    check_world(base.world)
+    preflight(base.eval)
 
 
 def parent_tags(settings: SweepSettings) -> dict[str, str]:

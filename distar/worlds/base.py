@@ -106,3 +106,7 @@ class World(Protocol):
 
 WorldBuilder = Callable[[WorldConfig, torch.device, str], World]
 WORLDS: Registry[WorldBuilder] = Registry("world")
+# a world's checks of every file it will read, without loading a weight (raises WorldLoadError
+# or ConfigError naming the field); worlds that read no file register none
+WorldCheck = Callable[[WorldConfig], None]
+WORLD_CHECKS: Registry[WorldCheck] = Registry("world check")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,13 @@ from distar.t2i.text import TextEncoders
 from distar.worlds.sd.tiny_pipelines import resolve
 from distar.worlds.sd.world_config import SDWorldConfig
 
-__all__ = ["Components", "WorldLoadError", "check_paths", "load_components"]
+__all__ = [
+    "Components",
+    "WorldLoadError",
+    "check_generator_init",
+    "check_paths",
+    "load_components",
+]
 
 PIPELINE_PARTS = {
     "sd15": ("unet", "vae", "text_encoder", "tokenizer", "scheduler"),
@@ -145,6 +152,64 @@ def check_vae_dtype(vae: Path, dtype: str) -> None:
         )
 
 
+def check_generator_init(paths: WorldPaths) -> None:
+    """A state-dict ``generator_init`` against the reference UNet's config: every key and shape,
+    read without materialising a tensor (safetensors' header; ``torch.load`` with ``mmap``)."""
+    if paths.generator_init is None or paths.generator_init.is_dir():
+        return
+    from diffusers import UNet2DConditionModel
+
+    config = UNet2DConditionModel.load_config(paths.reference, subfolder="unet")
+    unet = empty_model(UNet2DConditionModel, config)  # meta: shapes only
+    expected = {k: tuple(v.shape) for k, v in unet.state_dict().items()}
+    found = state_dict_shapes(paths.generator_init)
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])
+    problems = [f"{len(missing)} keys missing, e.g. {missing[0]}" if missing else "",
+                f"{len(unexpected)} unexpected, e.g. {unexpected[0]}" if unexpected else "",
+                f"{len(wrong)} shapes differ, e.g. {wrong[0]} {found[wrong[0]]} where the "
+                f"config has {expected[wrong[0]]}" if wrong else ""]  # fmt: skip
+    if any(problems):
+        raise WorldLoadError(
+            f"world.generator_init: {paths.generator_init} does not fit the reference's UNet "
+            f"config ({'; '.join(p for p in problems if p)})"
+        )
+
+
+def state_dict_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of a state-dict file, no tensor data read; a file that is not one raises
+    :class:`WorldLoadError` naming it."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        if path.suffix == ".safetensors":
+            with safe_open(str(path), "pt") as f:
+                return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+        state = load_lazily(path)
+    except (SafetensorError, RuntimeError, ValueError, OSError, EOFError, IndexError, KeyError,
+            pickle.UnpicklingError) as error:  # fmt: skip
+        why = " ".join(str(error).split())[:120]
+        raise WorldLoadError(
+            f"world.generator_init: {path} is not a state dict ({type(error).__name__}: {why})"
+        ) from None
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WorldLoadError(f"world.generator_init: {path} is not a state dict of tensors")
+    return {k: tuple(v.shape) for k, v in state.items()}
+
+
+def load_lazily(path: Path):
+    """``torch.load`` with ``mmap`` (no tensor read until touched); a file in the legacy
+    (pre-zip) format cannot be mapped and is read whole."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as error:
+        if "mmap" not in str(error):
+            raise
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def load_generator_unet(paths: WorldPaths, empty: bool = False) -> nn.Module:
     """The generator's start in fp32 (master weights): the reference UNet, a UNet directory, or
     a state dict for the reference's UNet config (DMD2 ships fp32 and fp16 ``.bin`` files; an
@@ -210,6 +275,7 @@ def load_components(cfg: SDWorldConfig, empty: bool = False) -> Components:
 
     logging.disable_progress_bar()  # a bar per model load buries the run's own console
     paths = check_paths(cfg)  # before anything loads
+    check_generator_init(paths)  # a misfit state dict fails now, not after the other networks
     dtype = DTYPES[cfg.dtype]
     alphas_cumprod, prediction_type = load_schedule(paths.reference)
     unet_variant = paths.variants["unet"]

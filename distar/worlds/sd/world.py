@@ -30,7 +30,7 @@ from distar.t2i.edm import DTYPES, DDPMSchedule, OneStepGenerator, UNetDenoiser,
 from distar.t2i.lora import SharedReference, add_lora
 from distar.t2i.parts import cast, place_module
 from distar.t2i.text import TextConditions
-from distar.worlds.base import WORLDS
+from distar.worlds.base import WORLD_CHECKS, WORLDS
 from distar.worlds.sd import loading
 from distar.worlds.sd.world_config import SDWorldConfig
 
@@ -258,5 +258,18 @@ def build(cfg: SDWorldConfig, device: torch.device, init: str = "stage0") -> SDW
     return SDWorld(cfg, device, init)
 
 
+def check(cfg: SDWorldConfig) -> None:
+    """The training prompts, the reference folder's layout and weight files, the VAE's upcast
+    rule, the reward's files and a state-dict ``generator_init`` against the reference UNet;
+    no weight is read."""
+    try:
+        training_prompts(cfg.prompts)
+    except (OSError, ValueError) as error:
+        raise loading.WorldLoadError(str(error)) from None
+    loading.check_generator_init(loading.check_paths(cfg))
+
+
 WORLDS.add("sd15", build)
 WORLDS.add("sdxl", build)
+WORLD_CHECKS.add("sd15", check)
+WORLD_CHECKS.add("sdxl", check)
