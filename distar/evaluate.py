@@ -163,7 +163,7 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
         return 0
     # every file, before a model loads: the generator's world, prompts and metric weights
     if job.source.world:
-        check_world(Config.from_flat(job.source.world).world)
+        check_world(Config.from_flat(job.source.world))
     preflight(job.eval)
     with tempfile.TemporaryDirectory() as tmp:
         run_id, results = run_evaluation(job, Path(tmp))

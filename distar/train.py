@@ -91,7 +91,7 @@ def preflight_run(config: Config, out_flag: str) -> None:
     weight file the evaluation needs."""
     check_writable_dir(config.train.out_dir, out_flag)
     resolve_device(config.train.device)
-    check_world(config.world)
+    check_world(config)
     preflight(config.eval)
 
 

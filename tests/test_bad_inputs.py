@@ -5,6 +5,7 @@ storage). Table-driven: (entry point, arguments, expected message)."""
 from __future__ import annotations
 
 import importlib.util
+import time
 from pathlib import Path
 
 import pytest
@@ -108,21 +109,157 @@ CASES = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("entry,argv,message", CASES, ids=[" ".join(c[1])[:60] for c in CASES])
-def test_bad_input_is_refused_in_one_line_and_leaves_nothing(
-    entry, argv, message, tmp_path, capsys, world_cache
-):
-    out = tmp_path / "out"
+def evaluate_run(argv):
+    """``distar.evaluate`` for real (no --dry-run): refused before a model loads."""
+    from distar.evaluate import main
+
+    return main(argv)
+
+
+# The text worlds and the entry points' own flags (issue 19): "{in}" is a folder of bad inputs
+# (the ``inputs`` fixture); an --out / --storage in the arguments replaces the test's own.
+TEXT_CASES = [
+    (train, ["--config", "{in}/bad.yaml"], "--config {in}/bad.yaml: not valid YAML"),
+    (train, ["--config", "{in}/list.yaml"], "top level is a list; allowed: a mapping of sections"),
+    (train, ["--config", "{in}/nope.yaml"], "--config: {in}/nope.yaml is not a file"),
+    (train, ["--resume", "{in}/nope"], "--resume: no checkpoint at {in}/nope"),
+    (train, ["--resume", "{in}/empty"], "--resume: no checkpoint at {in}/empty"),
+    (train, ["--resume", "{in}/dangling/checkpoints"], "--resume: no checkpoint at"),
+    (train, ["--smoke-test", "--out", "{in}/afile"], "--out: {in}/afile is a file"),
+    (train, ["--smoke-test", "--out", "/proc/distar/out"], "--out: /proc/distar/out cannot be"),
+    (train, ["--set", "world.name=sdxl"], "world.name: got 'sdxl' on a 'gmm' config; allowed: "
+                                          "--world sdxl"),
+    (train, ["--smoke-test", "--set", "train.device=cuda"], "train.device: got 'cuda' but torch"),
+    (train, ["--world", "sdxl"], "world.reference is not set"),
+    (train, ["--world", "sd15", "--set", "world.reference={in}/nope"],
+     "world.reference: {in}/nope is not a directory"),
+    (train, ["--world", "sdxl-tiny", "--set", "world.reference={in}/empty"],
+     "world.reference: {in}/empty lacks"),
+    (train, ["--world", "sdxl-tiny", "--set", "world.generator_init={in}/text.bin"],
+     "world.generator_init: {in}/text.bin is not a state dict"),
+    (train, ["--world", "sdxl-tiny", "--set", "world.generator_init={in}/sd15.bin"],
+     "does not fit the reference's UNet config"),
+    (train, ["--world", "sdxl-tiny", "--set", "world.generator_init={in}/notes.txt"],
+     "world.generator_init: {in}/notes.txt: expected a UNet state dict"),
+    (train, ["--world", "sdxl-tiny", "--set", "world.prompts={in}/nope.txt"],
+     "world.prompts: {in}/nope.txt is not a file"),
+    (train, ["--world", "sdxl-tiny", "--set", "world.reward_model={in}/nope"],
+     "world.reward_model / world.reward_processor"),
+    (train, ["--world", "sd15-tiny", "--set", "world.cache_dir=/proc/distar"],
+     "world.cache_dir (the cache folder): /proc/distar cannot be written"),
+    (train, ["--world", "sd15-tiny", "--set", "eval.fid_protocol=dmd2-sd15"],
+     "eval.fid_protocol: got 'dmd2-sd15'; allowed: a protocol with coco:30000"),
+    (train, ["--world", "sd15-tiny", "--set", "eval.benchmarks=hps:4"], "eval.prompts (hps)"),
+    ("ablation_grid", ["--storage", "{in}/afile"], "--storage: {in}/afile is a file"),
+    ("ablation_grid", ["--name", "it's"], "--name: got \"it's\""),
+    ("ablation_grid", ["--experiment", ""], "--experiment: got ''"),
+    ("ablation_grid", ["--world", "sdxl", "--smoke-test"], "world.reference is not set"),
+    ("ablation_grid", ["--world", "sdxl-tiny", "--smoke-test",
+                       "--set", "world.generator_init={in}/text.bin"], "is not a state dict"),
+    ("ablation_grid", ["--world", "sd15-tiny", "--smoke-test", "--set",
+                       "world.prompts={in}/nope.txt"], "world.prompts: {in}/nope.txt"),
+    ("search", ["--smoke-test", "--evals", "0"], "--evals: not with --smoke-test"),
+    ("search", ["--smoke-test", "--samples", "5"], "--samples: not with --smoke-test"),
+    ("search", ["--floor-metric", "nope"], "--floor-metric: got 'nope'; allowed:"),
+    ("search", ["--world", "sd15-tiny", "--metric", "reward"], "the reward this world trains on"),
+    ("search", ["--huber-c-range", "0", "1"], "--huber-c-range: got 0.0 1.0; allowed: 0 < LOW"),
+    ("search", ["--alpha-rew-range", "0", "10"], "--alpha-rew-range: got 0.0 10.0"),
+    ("search", ["--world", "sdxl", "--smoke-test"], "world.reference is not set"),
+    ("search", ["--name", ""], "--name: got ''"),
+    (report, ["--tracking-uri", "sqlite:///{in}/notdb.db"], "cannot be read (DatabaseError"),
+    (report, ["--tracking-uri", "sqlite:///{in}/store/mlflow.db", "--experiment", "nope"],
+     "--experiment: no experiment 'nope'"),
+    (report, ["--tracking-uri", "sqlite:///{in}/store/mlflow.db", "--experiment", "Default"],
+     "--experiment: no trial runs in 'Default'"),
+    (report, ["--tracking-uri", "sqlite:///{in}/store/mlflow.db", "--out", "{in}/afile"],
+     "--out: {in}/afile is a file"),
+    (evaluate_run, ["--benchmark", "coco", "--fid-protocol", "dmd2-sd15", "--metrics", "fid"],
+     "1000 captions in"),
+    (evaluate_run, ["--benchmark", "parti", "--experiment", ""], "--experiment: got ''"),
+    (evaluate_run, ["--benchmark", "parti", "--world", "sdxl"], "world.reference is not set"),
+    (evaluate_run, ["--benchmark", "parti:4", "--metrics", "pickscore"],
+     "eval.weights (pickscore)"),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, world_cache):
+    """Bad inputs, written once: YAML that does not parse or is a list, a file where a folder
+    belongs, an empty folder, a dangling checkpoint pointer, a text file named .bin, an SD1.5
+    UNet state dict (for an SDXL reference), a store that is not a database, an empty store."""
+    import torch
+    from diffusers import UNet2DConditionModel
+    from mlflow.tracking import MlflowClient
+
+    from distar.worlds.sd.tiny_pipelines import resolve
+
+    d = tmp_path_factory.mktemp("bad-inputs")
+    (d / "bad.yaml").write_text("train: [1\n")
+    (d / "list.yaml").write_text("- 1\n- 2\n")
+    (d / "afile").write_text("a file\n")
+    (d / "notes.txt").write_text("not weights\n")
+    (d / "text.bin").write_text("hello\n")
+    (d / "notdb.db").write_text("not a database\n")
+    (d / "empty").mkdir()
+    (d / "dangling" / "checkpoints").mkdir(parents=True)
+    (d / "dangling" / "checkpoints" / "latest").write_text("step_0000009")
+    unet = UNet2DConditionModel.from_pretrained(resolve("tiny:sd15"), subfolder="unet")
+    torch.save(unet.state_dict(), d / "sd15.bin")
+    (d / "store").mkdir()
+    MlflowClient(f"sqlite:///{d / 'store' / 'mlflow.db'}").search_experiments()
+    return d
+
+
+@pytest.fixture
+def no_model_loads(monkeypatch):
+    """Counts every diffusers / transformers ``from_pretrained`` while a case runs."""
+    from diffusers import ModelMixin
+    from transformers import PreTrainedModel
+
+    calls = []
+    for cls in (ModelMixin, PreTrainedModel):
+        original = cls.from_pretrained.__func__
+
+        def counted(klass, *args, _original=original, **kwargs):
+            calls.append(klass.__name__)
+            return _original(klass, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "from_pretrained", classmethod(counted))
+    return calls
+
+
+def run_case(entry, argv, out):
     if isinstance(entry, str):
-        code = script(entry)([*argv, "--storage", str(out)])
-    elif entry is train:
-        code = train([*argv, "--out", str(out)])
-    elif entry is report:
-        code = report([*argv, "--out", str(out)])
-    else:
-        code = entry(argv)
+        own = "--storage" in argv
+        return script(entry)(argv if own else [*argv, "--storage", str(out)])
+    if entry in (train, report):
+        return entry(argv if "--out" in argv else [*argv, "--out", str(out)])
+    return entry(argv)
+
+
+@pytest.mark.parametrize("entry,argv,message", CASES + TEXT_CASES,
+                         ids=[" ".join(c[1])[:60] for c in CASES + TEXT_CASES])  # fmt: skip
+def test_bad_input_is_refused_in_one_line_and_leaves_nothing(
+    entry, argv, message, tmp_path, capsys, monkeypatch, inputs, no_model_loads
+):
+    """Exit 2, one line naming the flag or field, no traceback, no output folder, no model
+    loaded, in seconds."""
+    monkeypatch.chdir(tmp_path)  # a command that writes to its default folders writes here
+    monkeypatch.delenv("DISTAR_HPS_PROMPTS", raising=False)
+    if "train.device=cuda" in argv:
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("a GPU is present")
+    argv = [a.replace("{in}", str(inputs)) for a in argv]
+    out = tmp_path / "out"
+    started = time.perf_counter()
+    code = run_case(entry, argv, out)
+    seconds = time.perf_counter() - started
     err = capsys.readouterr().err
     assert code == 2
-    assert message in err, err
+    assert message.replace("{in}", str(inputs)) in err, err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
-    assert not out.exists()
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == []
+    assert no_model_loads == [], f"loaded {no_model_loads} before refusing"
+    assert seconds < 30, f"refused after {seconds:.1f} s"

@@ -72,7 +72,7 @@ def preflight_sweep(base: Config) -> None:
     prompt and weight file the evaluation needs."""
     from distar.worlds.builders import check_world  # torch
 
-    check_world(base.world)
+    check_world(base)
     preflight(base.eval)
 
 

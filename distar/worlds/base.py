@@ -106,7 +106,7 @@ class World(Protocol):
 
 WorldBuilder = Callable[[WorldConfig, torch.device, str], World]
 WORLDS: Registry[WorldBuilder] = Registry("world")
-# a world's checks of every file it will read, without loading a weight (raises WorldLoadError
-# or ConfigError naming the field); worlds that read no file register none
-WorldCheck = Callable[[WorldConfig], None]
+# a world's checks of a run's config against every file it will read, without loading a weight
+# (raises WorldLoadError or ConfigError naming the field); worlds that read no file register none
+WorldCheck = Callable[[Any], None]  # the whole distar.config.Config
 WORLD_CHECKS: Registry[WorldCheck] = Registry("world check")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from distar.cache import cache_root
+from distar.config import Config
 from distar.config_base import WorldConfig
 from distar.refusals import check_writable_dir
 from distar.worlds.base import WORLD_CHECKS, WORLDS, World
@@ -15,14 +16,16 @@ from distar.worlds.sd import world as sd
 WORLD_MODULES = (gmm, sd)
 
 
-def check_world(cfg: WorldConfig) -> None:
-    """Every path the world named by ``cfg.name`` will read, checked before a weight loads and
-    before Ray starts (the entry points call it; raises WorldLoadError / ConfigError), and the
-    cache folder every world may write (stage-0 fits, tiny components)."""
+def check_world(config: Config) -> None:
+    """Every path the run's world will read, and what the config asks of those files (noise
+    ranges inside the reference's schedule), checked before a weight loads and before Ray
+    starts (the entry points call it; raises WorldLoadError / ConfigError); and the cache folder
+    every world may write (stage-0 fits, tiny components)."""
+    cfg = config.world
     where = "world.cache_dir" if getattr(cfg, "cache_dir", "") else "DISTAR_CACHE"
     check_writable_dir(cache_root(getattr(cfg, "cache_dir", "")), f"{where} (the cache folder)")
     if cfg.name in WORLD_CHECKS:
-        WORLD_CHECKS.get(cfg.name)(cfg)
+        WORLD_CHECKS.get(cfg.name)(config)
 
 
 def build_world(cfg: WorldConfig, device: torch.device, init: str = "stage0") -> World:

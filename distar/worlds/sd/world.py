@@ -26,9 +26,10 @@ from distar.distributed import broadcast_module, is_distributed, rank
 from distar.images import image_grid
 from distar.prompts import training_prompts
 from distar.sharding import shard_network
+from distar.step_parts import check_noise_range
 from distar.t2i.edm import DTYPES, DDPMSchedule, OneStepGenerator, UNetDenoiser, autocast
 from distar.t2i.lora import SharedReference, add_lora
-from distar.t2i.parts import cast, place_module
+from distar.t2i.parts import cast, load_schedule, place_module
 from distar.t2i.text import TextConditions
 from distar.worlds.base import WORLD_CHECKS, WORLDS
 from distar.worlds.sd import loading
@@ -258,15 +259,19 @@ def build(cfg: SDWorldConfig, device: torch.device, init: str = "stage0") -> SDW
     return SDWorld(cfg, device, init)
 
 
-def check(cfg: SDWorldConfig) -> None:
+def check(config) -> None:
     """The training prompts, the reference folder's layout and weight files, the VAE's upcast
-    rule, the reward's files and a state-dict ``generator_init`` against the reference UNet;
-    no weight is read."""
+    rule, the reward's files, a state-dict ``generator_init`` against the reference UNet, and
+    the noise ranges against the reference's schedule; no weight is read."""
+    cfg = config.world
     try:
         training_prompts(cfg.prompts)
     except (OSError, ValueError) as error:
         raise loading.WorldLoadError(str(error)) from None
-    loading.check_generator_init(loading.check_paths(cfg))
+    paths = loading.check_paths(cfg)
+    loading.check_generator_init(paths)
+    schedule = DDPMSchedule(load_schedule(paths.reference)[0])
+    check_noise_range(config.noise, (schedule.sigma_min, schedule.sigma_max))
 
 
 WORLDS.add("sd15", build)
