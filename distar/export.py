@@ -6,11 +6,11 @@ bit-exact, from an unsharded or a sharded (FSDP) checkpoint. Either loads as a n
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
 from distar.config import Config
+from distar.refusals import Outputs, check_writable_dir, refusing
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,19 +56,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.checkpoint is None or (args.out is None and not args.dry_run):
         parser.error("give CHECKPOINT and --out DIR (or --smoke-test)")
     from distar.checkpoint import resolve_checkpoint
-    from distar.t2i.parts import WorldLoadError
     from distar.worlds.sd.unet_export import UNET_FILE, UNET_FOLDER, export_generator, unet_config
 
-    try:
+    def run(outputs: Outputs) -> int:
         path = resolve_checkpoint(args.checkpoint)
         if args.dry_run:
             unet_config(path)
             print(f"would write {args.out or 'DIR'}/{UNET_FOLDER}/ and {UNET_FILE} from {path}")
             return 0
-        written = export_generator(path, args.out)
-    except (FileNotFoundError, ValueError, WorldLoadError) as error:
-        print(f"export error: {error}", file=sys.stderr)
-        return 2
+        check_writable_dir(args.out, "--out")
+        outputs.watch(args.out)
+        return print_written(export_generator(path, args.out))
+
+    return refusing(run, extra=(ValueError,))  # unet_export's: a run that is not an SD one
+
+
+def print_written(written: dict) -> int:
     for what, where in written.items():
         print(f"{what}: {where}")
     return 0

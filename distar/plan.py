@@ -28,7 +28,10 @@ import json
 import math
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
+from distar.config_base import ConfigError
+from distar.refusals import refusing
 from distar.worlds.sd.footprint import ARCHES, GIB, MEASURED, OUT_OF_MEMORY, PICKSCORE_PARAMS
 from distar.worlds.sd.footprint import MeasuredRow as Row
 
@@ -249,8 +252,13 @@ def check_report(path: str) -> str:
     k = calibrate()
     lines = ["| row | measured GiB | predicted GiB | error | measured img/s | predicted img/s |",
              "|---|---|---|---|---|---|"]  # fmt: skip
-    for line in open(path).read().splitlines():
-        r = json.loads(line)
+    if not Path(path).is_file():
+        raise ConfigError(f"--check: {path} is not a file (what benchmarks/sd_step.py writes)")
+    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            raise ConfigError(f"--check: {path}:{number} is not a JSON row") from None
         if r["arch"] not in ARCHES:
             continue
         s = Setup(
@@ -337,6 +345,10 @@ def render(arch: str, gpus: int, gpu_memory: float, top: int, assistants) -> str
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    return refusing(lambda outputs: run(args))
+
+
+def run(args: argparse.Namespace) -> int:
     if args.world not in ARCHES:
         print(f"--world: got {args.world!r}; allowed: {', '.join(ARCHES)}", file=sys.stderr)
         return 2

@@ -109,6 +109,18 @@ CASES = [
 ]  # fmt: skip
 
 
+def plan(argv):
+    from distar.plan import main
+
+    return main(argv)
+
+
+def export(argv):
+    from distar.export import main
+
+    return main(argv)
+
+
 def evaluate_run(argv):
     """``distar.evaluate`` for real (no --dry-run): refused before a model loads."""
     from distar.evaluate import main
@@ -179,6 +191,11 @@ TEXT_CASES = [
     (evaluate_run, ["--benchmark", "parti", "--world", "sdxl"], "world.reference is not set"),
     (evaluate_run, ["--benchmark", "parti:4", "--metrics", "pickscore"],
      "eval.weights (pickscore)"),
+    (train, ["--world", "sd15-tiny", "--set", "train.init=random"], "train.init: got 'random'"),
+    (plan, ["--check", "{in}/nope.jsonl"], "--check: {in}/nope.jsonl is not a file"),
+    (plan, ["--check", "{in}/bad.yaml"], "--check: {in}/bad.yaml:1 is not a JSON row"),
+    (export, ["{in}/empty", "--out", "out"], "no checkpoint at {in}/empty"),
+    (export, ["{in}/dangling/checkpoints", "--out", "out"], "no checkpoint at"),
 ]  # fmt: skip
 
 

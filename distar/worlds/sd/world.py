@@ -56,11 +56,7 @@ class SDWorld:
         init: str = "stage0",
         components: loading.Components | None = None,
     ) -> None:
-        if init != "stage0":
-            raise ConfigError(
-                "train.init: got 'random'; allowed: 'stage0' (an SD world's generator starts "
-                "from world.generator_init, or from the reference UNet when that is empty)"
-            )
+        check_init(init)
         self.prompts = training_prompts(cfg.prompts)  # a bad prompt file fails before loading
         # under torch.distributed rank 0 alone reads the weights; the others build every network
         # empty and receive rank 0's: one host copy of the weights per run, not one per rank
@@ -259,11 +255,20 @@ def build(cfg: SDWorldConfig, device: torch.device, init: str = "stage0") -> SDW
     return SDWorld(cfg, device, init)
 
 
+def check_init(init: str) -> None:
+    if init != "stage0":
+        raise ConfigError(
+            "train.init: got 'random'; allowed: 'stage0' (an SD world's generator starts "
+            "from world.generator_init, or from the reference UNet when that is empty)"
+        )
+
+
 def check(config) -> None:
     """The training prompts, the reference folder's layout and weight files, the VAE's upcast
     rule, the reward's files, a state-dict ``generator_init`` against the reference UNet, and
     the noise ranges against the reference's schedule; no weight is read."""
     cfg = config.world
+    check_init(config.train.init)
     try:
         training_prompts(cfg.prompts)
     except (OSError, ValueError) as error:
