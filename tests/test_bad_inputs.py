@@ -280,3 +280,28 @@ def test_bad_input_is_refused_in_one_line_and_leaves_nothing(
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == []
     assert no_model_loads == [], f"loaded {no_model_loads} before refusing"
     assert seconds < 30, f"refused after {seconds:.1f} s"
+
+
+def test_refusals_remove_fresh_outputs_keep_started_work_and_let_bugs_through(tmp_path, capsys):
+    """An anticipated error: one line, exit 2, a folder the command made is removed -- unless
+    work started in it (a sweep's trials/, a run's checkpoints/); anything else propagates."""
+    from distar.config import ConfigError
+    from distar.refusals import refusing
+
+    fresh, started = tmp_path / "fresh", tmp_path / "started"
+
+    def body(outputs):
+        outputs.watch(fresh, started)
+        fresh.mkdir()
+        (started / "trials").mkdir(parents=True)
+        raise ConfigError("--flag: got 1; allowed: 2")
+
+    assert refusing(body) == 2
+    assert capsys.readouterr().err == "config error: --flag: got 1; allowed: 2\n"
+    assert not fresh.exists() and (started / "trials").is_dir()
+
+    def bug(outputs):
+        raise KeyError("a bug")
+
+    with pytest.raises(KeyError, match="a bug"):
+        refusing(bug)
