@@ -25,6 +25,21 @@ def start_ray(num_cpus: int | None) -> None:
         start_local_ray(num_cpus)
 
 
+def check_ray_address(timeout: float = 3.0) -> None:
+    """A ``RAY_ADDRESS`` of the form HOST:PORT must accept a connection within seconds:
+    ``ray.init`` on a dead address waits minutes before it gives up."""
+    import socket
+
+    address = os.environ.get("RAY_ADDRESS", "")
+    host, sep, port = address.rpartition(":")
+    if not sep or "/" in address or not port.isdigit():  # "auto", "ray://...", "": Ray decides
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as error:
+        raise ConnectionError(f"nothing answers at {address} ({error.strerror or error})") from None
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     import socket

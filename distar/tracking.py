@@ -9,6 +9,7 @@ again by tags, so a restarted sweep or trial continues its own run instead of a 
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from pathlib import Path
@@ -18,6 +19,11 @@ from distar.config import Config
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
+
+# MLflow announces each new SQLite store's schema set-up on stderr (INFO lines); a sweep keeps
+# stderr for problems, one line each
+for _logger in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+    logging.getLogger(_logger).setLevel(logging.WARNING)
 
 SWEEP_TAG = "distar.sweep"
 TRIAL_TAG = "distar.trial"

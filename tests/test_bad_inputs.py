@@ -5,6 +5,9 @@ storage). Table-driven: (entry point, arguments, expected message)."""
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -305,3 +308,21 @@ def test_refusals_remove_fresh_outputs_keep_started_work_and_let_bugs_through(tm
 
     with pytest.raises(KeyError, match="a bug"):
         refusing(bug)
+
+
+def test_a_sweep_whose_ray_cannot_start_records_nothing(tmp_path):
+    """A dead RAY_ADDRESS: refused in seconds, in one line; no parent run or definition is left,
+    so the same command is refused for the same reason again, never as "already has a run"."""
+    from distar.local_ray import free_port
+
+    env = {**os.environ, "RAY_ADDRESS": f"127.0.0.1:{free_port()}"}
+    out = tmp_path / "sweep"
+    grid = [sys.executable, str(ROOT / "sweeps" / "ablation_grid.py"), "--smoke-test"]
+    for _ in range(2):  # separate processes, as a user reruns a command
+        started = time.perf_counter()
+        done = subprocess.run([*grid, "--storage", str(out)], env=env, capture_output=True,
+                              text=True, timeout=120)  # fmt: skip
+        code, err = done.returncode, done.stderr
+        assert code == 2 and "RAY_ADDRESS: Ray did not start" in err, err
+        assert len(err.strip().splitlines()) == 1 and "already has" not in err
+        assert not out.exists() and time.perf_counter() - started < 30

@@ -17,8 +17,12 @@ class SweepExistsError(RuntimeError):
     pass
 
 
+class SweepStartError(RuntimeError):
+    """Ray could not be started or reached; the sweep recorded nothing (a rerun just works)."""
+
+
 # what refuses a sweep before it starts: one line to the user, exit 2, never a traceback
-SWEEP_REFUSALS = (ConfigError, SweepExistsError, TrackingStoreError)
+SWEEP_REFUSALS = (ConfigError, SweepExistsError, SweepStartError, TrackingStoreError)
 
 
 @dataclass(frozen=True)

@@ -14,37 +14,55 @@ from mlflow.tracking import MlflowClient
 
 from distar import tracking
 from distar.config import ResourcesConfig, world_preset
-from distar.local_ray import start_ray
+from distar.local_ray import check_ray_address, start_ray
 from distar.raytune.definition import check_definition, record_definition
-from distar.raytune.settings import SweepExistsError, SweepSettings, parent_tags
+from distar.raytune.settings import SweepExistsError, SweepSettings, SweepStartError, parent_tags
 from distar.raytune.spec import SweepContext, TrialSpec
 from distar.raytune.trial import driver_resources, one_line, safely, trial_driver
 from distar.raytune.worker import FAILURE_FILE
 
 
-def parent_run(settings: SweepSettings) -> str:
-    """The sweep's parent MLflow run; a second sweep of the same name needs ``resume``. Its
-    creation is the sweep's write probe: a store that refuses writes fails here, before Ray."""
-    # a local store gets an explicit artifact root; a tracking server keeps (and proxies) its own
-    local = settings.uri().startswith(("sqlite:", "file:"))
-    artifact_root = settings.storage / "mlartifacts" if local else None
+def store_call(settings: SweepSettings, call: Callable[[MlflowClient], Any]) -> Any:
+    """A call on the sweep's tracking store; a store that refuses it is named in one line."""
     try:
-        client = MlflowClient(settings.uri())
-        experiment_id = tracking.ensure_experiment(client, settings.experiment, artifact_root)
-        run_id, created = tracking.find_or_create_run(
-            client, experiment_id, parent_tags(settings), settings.name
-        )
+        return call(MlflowClient(settings.uri()))
     except tracking.TRACKING_ERRORS as error:
         lines = [line for line in str(error).splitlines() if line.strip()] or [repr(error)]
         raise tracking.TrackingStoreError(
             f"--tracking-uri {settings.uri()}: cannot write ({lines[0][:200]})"
         ) from None
-    if not created and not settings.resume:
+
+
+def experiment_id(settings: SweepSettings) -> str:
+    """The sweep's experiment, made if new: the store's write probe, before Ray starts."""
+    # a local store gets an explicit artifact root; a tracking server keeps (and proxies) its own
+    local = settings.uri().startswith(("sqlite:", "file:"))
+    root = settings.storage / "mlartifacts" if local else None
+
+    def made_and_written(client: MlflowClient) -> str:
+        found = tracking.ensure_experiment(client, settings.experiment, root)
+        client.set_experiment_tag(found, "distar.last_sweep", settings.name)  # a write
+        return found
+
+    return store_call(settings, made_and_written)
+
+
+def check_new_name(settings: SweepSettings, experiment: str) -> None:
+    """A second sweep of the same name needs ``--resume``."""
+    found = store_call(settings, lambda c: tracking.find_run(c, experiment, parent_tags(settings)))
+    if found and not settings.resume:
         raise SweepExistsError(
-            f"sweep {settings.name!r} already has MLflow run {run_id} in experiment "
+            f"sweep {settings.name!r} already has MLflow run {found} in experiment "
             f"{settings.experiment!r}; pass --resume to continue it or choose another --name"
         )
-    return run_id
+
+
+def parent_run(settings: SweepSettings, experiment: str) -> str:
+    """The sweep's parent MLflow run (found again on ``--resume``), made once Ray is up."""
+    tags = parent_tags(settings)
+    return store_call(
+        settings, lambda c: tracking.find_or_create_run(c, experiment, tags, settings.name)[0]
+    )
 
 
 def build_tuner(
@@ -120,15 +138,28 @@ def log_sweep_report(settings: SweepSettings, report_dir: Path, params: dict[str
 
 
 def open_sweep(settings: SweepSettings, definition: dict[str, Any]) -> str:
-    """Everything that can refuse the sweep, before Ray starts: the tracking server, the
-    definition on ``--resume``, the write probe of the parent run. Returns the parent run id."""
+    """The sweep's start, atomic: everything that can refuse it first (the tracking server and
+    a write to it, the name, the definition on ``--resume``, Ray's address), then Ray, and only
+    then the sweep's records (parent run, definition) -- a start that fails or is killed
+    leaves nothing that refuses the same command again. Returns the parent run id."""
     # the sweep's own MLflow calls: a dead server fails in seconds, not minutes of retries
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
     tracking.check_tracking_server(settings.uri())
     check_definition(settings, definition)
     settings.storage.mkdir(parents=True, exist_ok=True)
-    parent = parent_run(settings)
+    experiment = experiment_id(settings)
+    check_new_name(settings, experiment)
+    try:
+        check_ray_address()
+        start_ray(settings.num_cpus)
+    except Exception as error:  # any way Ray fails to start: one line, nothing recorded
+        address = os.environ.get("RAY_ADDRESS") or "a local Ray"
+        raise SweepStartError(
+            f"RAY_ADDRESS: Ray did not start ({address}: {one_line(error)}); nothing was "
+            "recorded: run the same command again once Ray is reachable"
+        ) from None
+    parent = parent_run(settings, experiment)
     record_definition(settings, definition)
     if settings.resume:  # a failure other than divergence may have been fixed: retry it
         for failure in (settings.storage / "trials").glob(f"*/{FAILURE_FILE}"):
@@ -156,7 +187,6 @@ def run_sweep(
     ctx = SweepContext(
         settings.name, settings.uri(), settings.experiment, str(storage), parent, objective
     )
-    start_ray(settings.num_cpus)
     param_space = space(ctx) if space is not None else None
     results = build_tuner(trials, settings, ctx, tune_config, param_space).fit()
     status = "FAILED" if results.errors else "FINISHED"
