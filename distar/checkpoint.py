@@ -146,6 +146,8 @@ def resolve_checkpoint(path: Path) -> Path:
 class CorruptCheckpointError(RuntimeError):
     """A checkpoint file is missing, truncated or unreadable."""
 
+    label = "checkpoint error"  # how distar.refusals starts its one line
+
 
 def read_checkpoint(path: Path, names: list[str]) -> tuple[dict[str, dict], dict[str, Any]]:
     """Every file of one checkpoint directory, or :class:`CorruptCheckpointError` naming the

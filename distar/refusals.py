@@ -38,7 +38,10 @@ def one_line(error: BaseException) -> str:
 
 
 def label(error: BaseException) -> str:
-    return "config error" if isinstance(error, ConfigError) else "error"
+    """What the line starts with: an error class may name its own (``label``)."""
+    if isinstance(error, ConfigError):
+        return "config error"
+    return getattr(error, "label", "error")
 
 
 # what a started run or sweep has made: a folder holding one is never removed by a refusal
