@@ -107,7 +107,7 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
     out = Path(config.train.out_dir)
     first = rank() == 0  # the one rank that prints and writes
     callbacks = [ProgressBar(), JsonlLogger(out)] if first else []
-    # what only the built world can check (noise ranges) is refused in one line too
+    # a world's own checks at build time refuse in one line too (refusing)
     trainer = Trainer(config, callbacks=callbacks, benchmarks=benchmark_evaluator(config))
     if args.resume:
         try:
