@@ -13,6 +13,9 @@ BENCHMARK_METRICS = {
     "hps": ("hpsv21",),
 }
 EVAL_METRICS = ("aesthetic", "clip_score", "fid", "hpsv21", "imagereward", "pickscore")
+# the columns of a benchmark's per-sample table that are not metrics: the unit (prompt index,
+# image replica, noise seed), its prompt and group, the step it was scored at
+ROW_KEYS = ("prompt", "group", "challenge", "index", "replica", "seed", "step")
 # metric names (a world's "mmd", a benchmark's "coco/fid"): these fall as they improve
 LOWER_IS_BETTER = frozenset({"mmd", "frechet", "fid"})
 # MetricOptions.paths keys: what --weights / eval.weights may name

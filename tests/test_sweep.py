@@ -203,7 +203,7 @@ def test_data_parallel_trial_on_two_gloo_workers_on_the_tiny_sd_world(ray_addres
     assert (trial_dir / "plots" / "samples_step0000004.png").stat().st_size > 0
 
 
-def test_smoke_grid_on_the_tiny_sd_world_through_ray_into_mlflow(ray_address, tmp_path):
+def test_smoke_grid_on_the_tiny_sd_world_through_ray_into_mlflow(ray_address, tmp_path, capsys):
     """``ablation_grid.py --world sd15-tiny --smoke-test``, no evaluation flag: the paper's
     scales untranslated, every trial a TorchTrainer, each a finished MLflow child run with the
     world's metrics and the Parti / COCO tables and grids the preset evaluates by default (the
@@ -261,6 +261,14 @@ def test_smoke_grid_on_the_tiny_sd_world_through_ray_into_mlflow(ray_address, tm
         names = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "eval")}
         assert {"eval/parti_groups.json", "eval/parti_grid_step0000010.png"} <= names
     assert set(runs["tags.distar.prompts.coco"]) == {"shipped:coco2014_val_captions_first1000.txt"}
+    # the two rows, unit by unit (same prompts and noise): one line per benchmark metric
+    from analysis.compare import main as compare
+
+    assert compare(["--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+                    *runs["run_id"].iloc[:2]]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "| parti/pickscore |" in printed and "| coco/clip_score |" in printed
+    assert "p (Holm)" in printed and "units needed" in printed
     parent = runs["tags.mlflow.parentRunId"].iloc[0]
     report = {a.path for a in mlflow.MlflowClient().list_artifacts(parent, "report")}
     assert {"report/table2.md", "report/table1.md", "report/table3.csv"} <= report

@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from distar.benchmark_catalogue import ROW_KEYS
 from distar.evaluation.metric_base import is_set_metric
 from distar.evaluation.summary import metric_name, summarise
 from distar.prompts import Prompt, PromptSet
@@ -62,7 +63,6 @@ class BenchmarkResult:
         return [c for c in self.rows.columns if c not in ROW_KEYS]
 
 
-ROW_KEYS = ("prompt", "group", "challenge", "index", "replica", "seed", "step")
 
 
 @dataclass

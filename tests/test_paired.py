@@ -1,0 +1,76 @@
+"""Paired comparisons (analysis/paired.py) held to closed forms on Gaussian data: the CI against
+the paired t-interval, the false-positive rate of an A/A comparison, the power against a known
+shift, Holm's adjustment, and the refusal of units that do not pair."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from analysis.paired import UnpairedError, compare, holm, paired_differences, units_needed
+
+
+def test_the_ci_matches_the_paired_t_interval_on_gaussian_data():
+    rng = np.random.default_rng(0)
+    diffs = rng.normal(0.3, 1.0, 600)
+    got = compare(diffs, n_boot=8000, seed=1)
+    half = stats.t.ppf(0.975, 599) * diffs.std(ddof=1) / np.sqrt(600)
+    assert got.delta == pytest.approx(diffs.mean())
+    assert got.ci_low == pytest.approx(diffs.mean() - half, abs=0.1 * half)
+    assert got.ci_high == pytest.approx(diffs.mean() + half, abs=0.1 * half)
+    assert got.n_units == 600 and got.n_seeds == 1
+
+
+def a_pair(rng, shift: float, units: int = 120, seeds: int = 1) -> np.ndarray:
+    """Per-unit A - B where both rows see the same prompts (a large prompt effect that pairing
+    cancels) and independent noise."""
+    prompt = rng.normal(0, 5.0, units)
+    a = prompt + shift + rng.normal(0, 1.0, (seeds, units))
+    b = prompt + rng.normal(0, 1.0, (seeds, units))
+    return a - b
+
+
+def test_an_a_a_comparison_is_declared_different_at_most_at_the_nominal_rate():
+    rng = np.random.default_rng(2)
+    repeats = 300
+    hits = sum(compare(a_pair(rng, 0.0, seeds=2), n_boot=1000, seed=i).p < 0.05
+               for i in range(repeats))  # fmt: skip
+    # nominal 5 %; three binomial standard deviations above it is the bound
+    assert hits / repeats <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / repeats), hits
+
+
+def test_a_known_shift_is_found_with_the_predicted_power():
+    rng = np.random.default_rng(3)
+    units, sd = 120, np.sqrt(2.0)  # the sd of a difference of two unit-variance noises
+    shift = (stats.norm.ppf(0.975) + stats.norm.ppf(0.8)) * sd / np.sqrt(units)  # power 0.8
+    repeats = 200
+    found = sum(compare(a_pair(rng, shift, units), n_boot=1000, seed=i).p < 0.05
+                for i in range(repeats))  # fmt: skip
+    assert abs(found / repeats - 0.8) < 0.1, found
+
+
+def test_units_needed_and_holm():
+    rng = np.random.default_rng(4)
+    diffs = rng.normal(0.1, 1.0, 5000)
+    assert units_needed(diffs) == pytest.approx((1.96 * diffs.std(ddof=1) / diffs.mean()) ** 2,
+                                                rel=0.01)  # fmt: skip
+    assert holm([0.01, 0.04, 0.03, 0.5]) == pytest.approx([0.04, 0.09, 0.09, 0.5])
+
+
+def table(indices, values, seed=7):
+    return pd.DataFrame({"index": indices, "replica": 0, "seed": seed, "group": "g",
+                         "pickscore": values})  # fmt: skip
+
+
+def test_units_that_do_not_pair_are_refused():
+    a, b = table([0, 1, 2], [1.0, 2.0, 3.0]), table([2, 1, 0], [0.5, 1.0, 2.0])
+    diffs = paired_differences(a, b, "pickscore")  # paired by unit, not by row order
+    assert sorted(diffs["diff"]) == [-1.0, 1.0, 2.5]  # 1 - 2, 2 - 1, 3 - 0.5
+    with pytest.raises(UnpairedError, match="1 units only in A, 1 only in B"):
+        paired_differences(table([0, 1, 3], [1.0, 2.0, 3.0]), b, "pickscore")
+    with pytest.raises(UnpairedError, match="eval.seed must match"):
+        paired_differences(table([0, 1, 2], [1.0, 2.0, 3.0], seed=8), b, "pickscore")
+    with pytest.raises(UnpairedError, match="non-finite"):
+        paired_differences(table([0, 1, 2], [1.0, np.nan, 3.0]), b, "pickscore")
