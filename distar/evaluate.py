@@ -17,6 +17,8 @@ import argparse
 import tempfile
 from pathlib import Path
 
+import torch
+
 from distar.benchmark_catalogue import FID_PROTOCOLS
 from distar.config import Config, ConfigError, EvalConfig, parse_override
 from distar.evaluation.preflight import preflight
@@ -161,7 +163,10 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
     if args.dry_run:
         print(job.to_json())
         return 0
-    # every file, before a model loads: the generator's world, prompts and metric weights
+    # every file, before a model loads: the device, the generator's world, prompts and weights
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device: got {args.device!r} but torch sees no CUDA device; "
+                          "allowed: 'cpu' here")  # fmt: skip
     if job.source.world:
         check_world(Config.from_flat(job.source.world))
     preflight(job.eval)

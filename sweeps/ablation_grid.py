@@ -92,6 +92,7 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
     rows = SMOKE_ROWS if args.smoke_test else TABLE2
     base = base_config(args)
     trials = expand(rows, base, args.seeds, args.huber_c)
+    preflight_sweep(base)  # every file a trial reads, before Ray starts (a dry run too)
     if args.dry_run:
         for t in trials:
             f = t.flat_config
@@ -103,7 +104,6 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
         print(f"{len(trials)} trials")
         return 0
     settings = SweepSettings.from_args(args)
-    preflight_sweep(base)  # every file a trial reads, before Ray starts
     outputs.watch(settings.storage)  # removed if the sweep is refused from here on
     from distar.raytune.tuner import run_sweep  # Ray and MLflow: only for a real sweep
 

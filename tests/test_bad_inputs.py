@@ -191,6 +191,8 @@ TEXT_CASES = [
     (evaluate_run, ["--benchmark", "coco", "--fid-protocol", "dmd2-sd15", "--metrics", "fid"],
      "1000 captions in"),
     (evaluate_run, ["--benchmark", "parti", "--experiment", ""], "--experiment: got ''"),
+    (evaluate_run, ["--benchmark", "parti:4", "--tiny", "--device", "cuda"],
+     "--device: got 'cuda' but torch sees no CUDA device"),
     (evaluate_run, ["--benchmark", "parti", "--world", "sdxl"], "world.reference is not set"),
     (evaluate_run, ["--benchmark", "parti:4", "--metrics", "pickscore"],
      "eval.weights (pickscore)"),
@@ -266,7 +268,7 @@ def test_bad_input_is_refused_in_one_line_and_leaves_nothing(
     loaded, in seconds."""
     monkeypatch.chdir(tmp_path)  # a command that writes to its default folders writes here
     monkeypatch.delenv("DISTAR_HPS_PROMPTS", raising=False)
-    if "train.device=cuda" in argv:
+    if "train.device=cuda" in argv or "cuda" in argv:
         import torch
 
         if torch.cuda.is_available():
