@@ -16,11 +16,15 @@ import argparse
 import json
 import os
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from analysis.paired import Paired, compare, holm, paired_differences
+from analysis.runs import finished
+from distar import paper
 from distar.benchmark_catalogue import ROW_KEYS
 from distar.config import ConfigError
 from distar.refusals import refusing
@@ -46,6 +50,7 @@ def find_run(client, ref: str) -> str:
 
 def samples(client, run_id: str, benchmark: str) -> pd.DataFrame | None:
     """The run's per-sample table of ``benchmark`` at its last evaluation (None: not scored)."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a clean stderr
     path = f"eval/{benchmark}_samples.json"
     if path not in {a.path for a in client.list_artifacts(run_id, "eval")}:
         return None
@@ -84,6 +89,74 @@ def markdown(found: list[tuple[str, Paired]]) -> str:
     return "\n".join(lines)
 
 
+def default_baseline(labels: set[str]) -> str:
+    """The first Table-2 row the sweep ran (the init model when it did)."""
+    for row in paper.TABLE2:
+        if row.label in labels:
+            return row.label
+    return sorted(labels)[0]
+
+
+def row_comparisons(client, runs: pd.DataFrame, metrics: list[str],
+                    baseline: str | None = None) -> pd.DataFrame:  # fmt: skip
+    """Every row of a sweep against ``baseline`` on each benchmark ``metric`` (``bench/m``),
+    paired unit by unit within each seed both finished, the seeds stacked; Holm-adjusted over
+    the table. Failed or unfinished seeds are left out, never imputed."""
+    done = runs[finished(runs)]
+    by = {(r["tags.distar.label"], r["tags.distar.seed"]): r["run_id"] for _, r in done.iterrows()}
+    if len(by) < len(done):
+        raise ConfigError("a row has several runs per seed (a swept setting): compare runs")
+    labels = {label for label, _ in by}
+    baseline = baseline or default_baseline(labels)
+    tables: dict[tuple[str, str], pd.DataFrame | None] = {}
+
+    def table(run_id: str, bench: str) -> pd.DataFrame | None:
+        if (run_id, bench) not in tables:
+            tables[run_id, bench] = samples(client, run_id, bench)
+        return tables[run_id, bench]
+
+    def seeds_of(label: str) -> set[str]:
+        return {s for lab, s in by if lab == label}
+
+    found = []
+    for label in sorted(labels - {baseline}, key=paper.row_order):
+        for metric in metrics:
+            bench, _, name = metric.partition("/")
+            per_seed = [
+                paired_differences(table(by[label, s], bench), table(by[baseline, s], bench), name)
+                for s in sorted(seeds_of(label) & seeds_of(baseline))
+            ]
+            if per_seed:  # the same units in every seed (eval.seed fixes the noise), in order
+                diffs = np.stack([d["diff"].to_numpy() for d in per_seed])
+                found.append((label, compare(diffs, per_seed[0]["group"].to_numpy(), metric)))
+    adjusted = holm([c.p for _, c in found])
+    return pd.DataFrame([{"row": label, "baseline": baseline, **asdict(c), "p_adj": p_adj}
+                         for (label, c), p_adj in zip(found, adjusted, strict=True)])  # fmt: skip
+
+
+def paired_report(runs: pd.DataFrame, uri: str, out: Path, metrics: tuple[str, ...]) -> str:
+    """``paired.md`` / ``paired.csv`` in ``out``: every row against the baseline on the
+    preset's per-sample benchmark metrics (FID has no per-unit value); returns the markdown."""
+    from mlflow.tracking import MlflowClient
+
+    per_unit = [m for m in metrics if "/" in m and not m.endswith("/fid")]
+    table = row_comparisons(MlflowClient(uri), runs, per_unit)
+    table.to_csv(out / "paired.csv", index=False)
+    lines = ["| row | metric | delta vs " + (table["baseline"].iloc[0] if len(table) else "–")
+             + " | 95 % CI | p (Holm) | P(better) | units x seeds | units needed |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for _, r in table.iterrows():
+        mark = " *" if r["p_adj"] < 0.05 else ""
+        needed = "–" if r["units_needed"] < 0 else str(r["units_needed"])
+        units = f"{r['n_units']} x {r['n_seeds']}"
+        lines.append(f"| {r['row']}{mark} | {r['metric']} | {r['delta']:+.4f} | "
+                     f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] | {r['p_adj']:.3g} | "
+                     f"{r['prob_improvement']:.2f} | {units} | {needed} |")  # fmt: skip
+    text = "\n".join(lines) + "\n\n* differs from the baseline at Holm-adjusted p < 0.05"
+    (out / "paired.md").write_text(text + "\n")
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m analysis.compare", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -94,8 +167,6 @@ def main(argv: list[str] | None = None) -> int:
 
     def run(outputs) -> int:
         from mlflow.tracking import MlflowClient
-
-        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a clean stderr
         missing = missing_store(args.tracking_uri)
         if missing:
             raise ConfigError(f"--tracking-uri: no MLflow store at {missing}")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis.compare import paired_report
 from analysis.paper_tables import build
 from analysis.runs import (
     METRICS,
@@ -144,6 +145,8 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
     print(to_markdown(table, preset.metrics))
     print("\n" + units_line(runs))
     if any(c.startswith(("metrics.parti/", "metrics.coco/", "metrics.hps/")) for c in runs):
+        text = paired_report(runs, args.tracking_uri, args.out, preset.metrics)
+        print(f"\n## paired: each row minus the baseline, same prompts and noise\n\n{text}")
         for name, text in build(runs, args.out).items():
             print(f"\n## {name} (ours beside the paper's, PickScore as a cosine)\n\n{text}")
     print(

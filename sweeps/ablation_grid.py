@@ -135,8 +135,11 @@ def report(args: argparse.Namespace, settings: SweepSettings, base: Config, n_ro
     print(to_markdown(table, preset.metrics))
     print("\n" + units_line(runs))
     if base.eval.benchmarks:  # a text-to-image world: the paper's Tables 1-3 as well
+        from analysis.compare import paired_report
         from analysis.paper_tables import build
 
+        text = paired_report(runs, settings.uri(), out, preset.metrics)
+        print(f"\n## paired: each row minus the baseline, same prompts and noise\n\n{text}")
         for name, text in build(runs, out).items():
             print(f"\n## {name} (ours beside the paper's, PickScore as a cosine)\n\n{text}")
     sweep_params = {

@@ -231,6 +231,10 @@ def test_smoke_grid_on_the_tiny_sd_world_through_ray_into_mlflow(ray_address, tm
     assert "DI*-In α_rew 100, α_cfg 7.5 (best)" in done.stdout  # the report's table
     assert "## table1" in done.stdout and "## table3" in done.stdout  # the paper's tables
     assert "Units: reward r in cosine" in done.stdout and "never printed beside ours" in done.stdout
+    # each row against the baseline, unit by unit, in the report and on the parent run
+    assert "## paired: each row minus the baseline" in done.stdout
+    assert "| DI*-In α_rew 100, α_cfg 7.5 (best)" in done.stdout.split("## paired")[1]
+    assert (tmp_path / "report" / "paired.csv").stat().st_size > 0
     assert (tmp_path / "report" / "table1.md").stat().st_size > 0
     # a console a person can read: a line per finished trial, no Tune status tables
     assert (
@@ -271,7 +275,8 @@ def test_smoke_grid_on_the_tiny_sd_world_through_ray_into_mlflow(ray_address, tm
     assert "p (Holm)" in printed and "units needed" in printed
     parent = runs["tags.mlflow.parentRunId"].iloc[0]
     report = {a.path for a in mlflow.MlflowClient().list_artifacts(parent, "report")}
-    assert {"report/table2.md", "report/table1.md", "report/table3.csv"} <= report
+    expected = {"report/table2.md", "report/table1.md", "report/table3.csv", "report/paired.md"}
+    assert expected <= report
     assert mlflow.MlflowClient().get_run(parent).data.params["sweep.world"] == "sd15-tiny"
 
 
