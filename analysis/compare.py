@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.paired import Paired, compare, holm, paired_differences
+from analysis.paired import Paired, UnpairedError, compare, holm, paired_differences
 from analysis.runs import finished
 from distar import paper
 from distar.benchmark_catalogue import ROW_KEYS
@@ -105,7 +105,10 @@ def row_comparisons(client, runs: pd.DataFrame, metrics: list[str],
     done = runs[finished(runs)]
     by = {(r["tags.distar.label"], r["tags.distar.seed"]): r["run_id"] for _, r in done.iterrows()}
     if len(by) < len(done):
-        raise ConfigError("a row has several runs per seed (a swept setting): compare runs")
+        raise UnpairedError(
+            "a row has several runs per seed (a swept setting such as --huber-c): compare two "
+            "runs with python -m analysis.compare"
+        )
     labels = {label for label, _ in by}
     baseline = baseline or default_baseline(labels)
     tables: dict[tuple[str, str], pd.DataFrame | None] = {}
@@ -140,7 +143,11 @@ def paired_report(runs: pd.DataFrame, uri: str, out: Path, metrics: tuple[str, .
     from mlflow.tracking import MlflowClient
 
     per_unit = [m for m in metrics if "/" in m and not m.endswith("/fid")]
-    table = row_comparisons(MlflowClient(uri), runs, per_unit)
+    try:
+        table = row_comparisons(MlflowClient(uri), runs, per_unit)
+    except UnpairedError as error:  # the sweep ran: say why there is no table, do not fail it
+        (out / "paired.md").write_text(f"no paired table: {error}\n")
+        return f"no paired table: {error}"
     table.to_csv(out / "paired.csv", index=False)
     lines = ["| row | metric | delta vs " + (table["baseline"].iloc[0] if len(table) else "–")
              + " | 95 % CI | p (Holm) | P(better) | units x seeds | units needed |",
