@@ -74,3 +74,16 @@ def test_units_that_do_not_pair_are_refused():
         paired_differences(table([0, 1, 2], [1.0, 2.0, 3.0], seed=8), b, "pickscore")
     with pytest.raises(UnpairedError, match="non-finite"):
         paired_differences(table([0, 1, 2], [1.0, np.nan, 3.0]), b, "pickscore")
+
+
+def test_a_sweep_whose_rows_do_not_pair_gets_a_note_not_a_failure(tmp_path):
+    """Two runs of one row and seed (a swept setting): the report says why there is no paired
+    table instead of failing a sweep that already ran."""
+    from analysis.compare import paired_report
+
+    runs = pd.DataFrame({"tags.distar.label": ["a", "a", "b"], "tags.distar.seed": ["0", "0", "0"],
+                         "run_id": ["r1", "r2", "r3"], "status": "FINISHED",
+                         "tags.distar.final_step": "10"})  # fmt: skip
+    text = paired_report(runs, f"sqlite:///{tmp_path}/none.db", tmp_path, ("parti/pickscore",))
+    assert text.startswith("no paired table: a row has several runs per seed")
+    assert (tmp_path / "paired.md").read_text().startswith("no paired table")
