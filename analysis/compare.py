@@ -23,12 +23,12 @@ import numpy as np
 import pandas as pd
 
 from analysis.paired import Paired, UnpairedError, compare, holm, paired_differences
-from analysis.runs import finished
+from analysis.runs import check_store, finished
 from distar import paper
 from distar.benchmark_catalogue import ROW_KEYS
 from distar.config import ConfigError
 from distar.refusals import refusing
-from distar.tracking import TrackingStoreError, check_tracking_server, missing_store
+from distar.tracking import TrackingStoreError
 
 BENCHMARKS = ("parti", "coco", "hps")
 
@@ -174,10 +174,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def run(outputs) -> int:
         from mlflow.tracking import MlflowClient
-        missing = missing_store(args.tracking_uri)
-        if missing:
-            raise ConfigError(f"--tracking-uri: no MLflow store at {missing}")
-        check_tracking_server(args.tracking_uri)
+        check_store(args.tracking_uri)
         client = MlflowClient(args.tracking_uri)
         run_a, run_b = find_run(client, args.run_a), find_run(client, args.run_b)
         print(markdown(comparisons(client, run_a, run_b)))

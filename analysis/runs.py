@@ -41,14 +41,20 @@ def load_runs(tracking_uri: str, experiment: str, sweep: str | None = None) -> p
     return runs
 
 
-def read_runs(args) -> pd.DataFrame:
-    """The sweep's runs; a store that is missing, unreachable or not an MLflow store is
-    refused naming ``--tracking-uri`` (reading never creates one)."""
-    uri = args.tracking_uri
+def check_store(uri: str) -> None:
+    """A store to read: missing or unreachable ones are refused naming ``--tracking-uri``
+    (reading never creates one)."""
     missing = missing_store(uri)
     if missing:
         raise ConfigError(f"--tracking-uri: no MLflow store at {missing}")
     check_tracking_server(uri)  # seconds, not MLflow's minutes of retries
+
+
+def read_runs(args) -> pd.DataFrame:
+    """The sweep's runs; a store that is missing, unreachable or not an MLflow store is
+    refused naming ``--tracking-uri``."""
+    uri = args.tracking_uri
+    check_store(uri)
     try:
         return load_runs(uri, args.experiment, args.sweep)
     except TRACKING_ERRORS as error:
