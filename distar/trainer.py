@@ -295,9 +295,9 @@ class Trainer:
                     path, min(cfg.eval.samples_per_prompt, 1500), seed
                 )
         self._notify("on_eval", self.step, metrics, artifacts)
-        if self.benchmarks is not None:  # every rank (a reporter may wait for it); results: rank 0
-            with self.stopwatch.phase("evaluation"):
-                results = self.run_benchmarks()
+        with self.stopwatch.phase("evaluation"):
+            results = self.run_benchmarks()
+        if results:
             self._notify("on_benchmarks", self.step, results)
         return metrics, artifacts
 
