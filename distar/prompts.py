@@ -225,8 +225,14 @@ def file_of(name: str, path: str | Path | None = None) -> Path:
 def available(name: str, path: str | Path | None = None) -> bool:
     """Whether :func:`load` would find a file for benchmark ``name`` (a given or configured path
     that exists, or a shipped copy): what an optional benchmark (``hps?``) asks."""
-    path = path or os.environ.get(ENV[name]) or SHIPPED.get(name)
+    path = _candidate(name, path)
     return bool(path) and Path(path).expanduser().exists()
+
+
+def _candidate(name: str, path: str | Path | None) -> str | Path | None:
+    """Where benchmark ``name``'s prompts are looked for: the given path, its variable, the
+    shipped copy (None: nowhere)."""
+    return path or os.environ.get(ENV[name]) or SHIPPED.get(name)
 
 
 def _source(path: Path) -> str:
@@ -235,7 +241,7 @@ def _source(path: Path) -> str:
 
 def _locate(path: str | Path | None, name: str, what: str) -> Path:
     env = ENV[name]
-    path = path or os.environ.get(env) or SHIPPED.get(name)
+    path = _candidate(name, path)
     if not path:
         raise PromptFileError(f"no path for {what}: pass one or set {env}")
     path = Path(path).expanduser()
