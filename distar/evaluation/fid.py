@@ -89,12 +89,7 @@ class FIDMetric:
         return cache
 
     def cache_key(self, files: list[Path], image_size: int) -> str:
-        h = hashlib.sha256(f"{self.feature_id}|{image_size}".encode())
-        root = files[0].parent if len(files) == 1 else Path(os.path.commonpath(files))
-        for f in files:
-            stat = f.stat()
-            h.update(f"{f.relative_to(root)}|{stat.st_size}|{stat.st_mtime_ns}".encode())
-        return h.hexdigest()[:16]
+        return listing_key(files, f"{self.feature_id}|{image_size}")
 
     def _save_state(self, path: Path) -> None:
         from safetensors.torch import save_file
@@ -113,6 +108,17 @@ class FIDMetric:
             current = getattr(self.metric, key)
             setattr(self.metric, key, state[key].reshape(current.shape).to(current.device))
         self.has_reference = True
+
+
+def listing_key(files: list[Path], salt: str) -> str:
+    """A cache key of reference statistics: ``salt`` (how they were computed) and the folder
+    listing (relative names, sizes, modification times)."""
+    h = hashlib.sha256(salt.encode())
+    root = files[0].parent if len(files) == 1 else Path(os.path.commonpath(files))
+    for f in files:
+        stat = f.stat()
+        h.update(f"{f.relative_to(root)}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
 
 
 def image_files(folder: Path) -> list[Path]:

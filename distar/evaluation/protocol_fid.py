@@ -17,7 +17,6 @@ Feature sums are kept in float64 so shards (ranks, Ray actors) merge exactly.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from distar.benchmark_catalogue import FIDProtocol
-from distar.evaluation.fid import image_files
+from distar.evaluation.fid import image_files, listing_key
 
 CLEAN_SIZE = 299
 
@@ -151,11 +150,7 @@ class ProtocolFID:
         return cache
 
     def cache_key(self, files: list[Path]) -> str:
-        h = hashlib.sha256(f"{self.protocol}|{self.feature_id}".encode())
-        for f in files:
-            stat = f.stat()
-            h.update(f"{f}|{stat.st_size}|{stat.st_mtime_ns}".encode())
-        return h.hexdigest()[:16]
+        return listing_key(files, f"{self.protocol}|{self.feature_id}")
 
 
 def read_uint8(files: list[Path], batch_size: int) -> Iterator[list[np.ndarray]]:
