@@ -16,15 +16,21 @@ def to_device(t: Tensor, device: torch.device) -> Tensor:
     return t.pin_memory().to(device, non_blocking=True)
 
 
+def check_cuda(name: str, field: str, allowed: str) -> None:
+    """A CUDA device (``cuda``, ``cuda:1``) asked for where torch sees none: refused naming
+    the field or flag."""
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"{field}: got {name!r} but torch sees no CUDA device; allowed: "
+                          f"{allowed} here")  # fmt: skip
+
+
 def resolve_device(name: str) -> torch.device:
     """``train.device``: "auto" is CUDA when torch sees it, else the CPU. CUDA is this process's
     current device (a launcher's rank sets it: torchrun through
     :func:`distar.distributed.init_from_launcher`, Ray Train itself)."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device: got 'cuda' but torch sees no CUDA device; allowed: "
-                          "'cpu' or 'auto' here")  # fmt: skip
+    check_cuda(name, "train.device", "'cpu' or 'auto'")
     if name == "cuda":
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device(name)

@@ -17,10 +17,9 @@ import argparse
 import tempfile
 from pathlib import Path
 
-import torch
-
 from distar.benchmark_catalogue import FID_PROTOCOLS
 from distar.config import Config, ConfigError, EvalConfig, parse_override
+from distar.devices import check_cuda
 from distar.evaluation.preflight import preflight
 from distar.evaluation.sources import GeneratorSource
 from distar.evaluation.standalone import EvalJob, run_evaluation
@@ -164,9 +163,7 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
         print(job.to_json())
         return 0
     # every file, before a model loads: the device, the generator's world, prompts and weights
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device: got {args.device!r} but torch sees no CUDA device; "
-                          "allowed: 'cpu' here")  # fmt: skip
+    check_cuda(args.device, "--device", "'cpu'")
     if job.source.world:
         check_world(Config.from_flat(job.source.world))
     preflight(job.eval)
