@@ -25,12 +25,14 @@ import pandas as pd
 from analysis.paired import Paired, UnpairedError, compare, holm, paired_differences
 from analysis.runs import check_store, finished
 from distar import paper
-from distar.benchmark_catalogue import ROW_KEYS
+from distar.benchmark_catalogue import ROW_KEYS, WORLD_UNITS, lower_is_better
 from distar.config import ConfigError
 from distar.refusals import refusing
 from distar.tracking import TrackingStoreError
 
-BENCHMARKS = ("parti", "coco", "hps")
+# the world's own per-sample values first (the embedded world's reward, precision, ...), then
+# the text worlds' benchmarks
+BENCHMARKS = (WORLD_UNITS, "parti", "coco", "hps")
 
 
 def find_run(client, ref: str) -> str:
@@ -57,7 +59,10 @@ def samples(client, run_id: str, benchmark: str) -> pd.DataFrame | None:
     with tempfile.TemporaryDirectory() as tmp:
         data = json.loads(Path(client.download_artifacts(run_id, path, tmp)).read_text())
     table = pd.DataFrame(data["data"], columns=data["columns"])
-    return table[table["step"] == table["step"].max()] if "step" in table else table
+    if "step" in table:
+        table = table[table["step"] == table["step"].max()]
+    # a retried trial may log an evaluation twice (the same step, the same values)
+    return table.drop_duplicates([k for k in ROW_KEYS if k in table], keep="last")
 
 
 def comparisons(client, run_a: str, run_b: str) -> list[tuple[str, Paired]]:
@@ -97,11 +102,19 @@ def default_baseline(labels: set[str]) -> str:
     return sorted(labels)[0]
 
 
-def row_comparisons(client, runs: pd.DataFrame, metrics: list[str],
-                    baseline: str | None = None) -> pd.DataFrame:  # fmt: skip
-    """Every row of a sweep against ``baseline`` on each benchmark ``metric`` (``bench/m``),
-    paired unit by unit within each seed both finished, the seeds stacked; Holm-adjusted over
-    the table. Failed or unfinished seeds are left out, never imputed."""
+def unit_metric(metric: str) -> str:
+    """A preset metric's per-unit name: ``parti/imagereward`` as is, a world metric
+    (``reward``) as the world's table names it (``eval/reward``)."""
+    return metric if "/" in metric else f"{WORLD_UNITS}/{metric}"
+
+
+def row_comparisons(client, runs: pd.DataFrame, metrics: list[str], baseline: str | None = None,
+                    all_pairs: bool = False) -> pd.DataFrame:  # fmt: skip
+    """Every row of a sweep against ``baseline`` (or, ``all_pairs``, every row against every
+    row before it in Table-2 order) on each per-unit ``metric`` (``bench/m``), paired unit by
+    unit within each seed both finished, the seeds stacked; Holm-adjusted over the table.
+    Failed or unfinished seeds are left out, never imputed; a metric without per-unit values
+    (a set metric: MMD, FID) is skipped."""
     done = runs[finished(runs)]
     by = {(r["tags.distar.label"], r["tags.distar.seed"]): r["run_id"] for _, r in done.iterrows()}
     if len(by) < len(done):
@@ -109,8 +122,14 @@ def row_comparisons(client, runs: pd.DataFrame, metrics: list[str],
             "a row has several runs per seed (a swept setting such as --huber-c): compare two "
             "runs with python -m analysis.compare"
         )
-    labels = {label for label, _ in by}
-    baseline = baseline or default_baseline(labels)
+    labels = sorted({label for label, _ in by}, key=paper.row_order)
+    if baseline is not None and baseline not in labels:
+        raise ConfigError(f"--baseline: {baseline!r} is not a row of this sweep ({labels})")
+    baseline = baseline or default_baseline(set(labels))
+    others = [label for label in labels if label != baseline]
+    pairs = [(label, baseline) for label in others]
+    if all_pairs:
+        pairs += [(a, b) for i, b in enumerate(others) for a in others[i + 1:]]
     tables: dict[tuple[str, str], pd.DataFrame | None] = {}
 
     def table(run_id: str, bench: str) -> pd.DataFrame | None:
@@ -122,46 +141,84 @@ def row_comparisons(client, runs: pd.DataFrame, metrics: list[str],
         return {s for lab, s in by if lab == label}
 
     found = []
-    for label in sorted(labels - {baseline}, key=paper.row_order):
+    for label, base in pairs:
         for metric in metrics:
             bench, _, name = metric.partition("/")
-            per_seed = [
-                paired_differences(table(by[label, s], bench), table(by[baseline, s], bench), name)
-                for s in sorted(seeds_of(label) & seeds_of(baseline))
-            ]
+            per_seed = []
+            for seed in sorted(seeds_of(label) & seeds_of(base)):
+                a, b = table(by[label, seed], bench), table(by[base, seed], bench)
+                if a is not None and b is not None and name in a and name in b:
+                    per_seed.append(paired_differences(a, b, name))
             if per_seed:  # the same units in every seed (eval.seed fixes the noise), in order
                 diffs = np.stack([d["diff"].to_numpy() for d in per_seed])
-                found.append((label, compare(diffs, per_seed[0]["group"].to_numpy(), metric)))
-    adjusted = holm([c.p for _, c in found])
-    return pd.DataFrame([{"row": label, "baseline": baseline, **asdict(c), "p_adj": p_adj}
-                         for (label, c), p_adj in zip(found, adjusted, strict=True)])  # fmt: skip
+                found.append((label, base, compare(diffs, per_seed[0]["group"].to_numpy(),
+                                                   metric)))  # fmt: skip
+    adjusted = holm([c.p for _, _, c in found])
+    table = pd.DataFrame([{"row": label, "baseline": base, **asdict(c), "p_adj": p_adj}
+                          for (label, base, c), p_adj in zip(found, adjusted, strict=True)])
+    table.attrs["baseline"] = baseline
+    return table
 
 
-def paired_report(runs: pd.DataFrame, uri: str, out: Path, metrics: tuple[str, ...]) -> str:
-    """``paired.md`` / ``paired.csv`` in ``out``: every row against the baseline on the
-    preset's per-sample benchmark metrics (FID has no per-unit value); returns the markdown."""
+def paired_report(runs: pd.DataFrame, uri: str, out: Path, metrics: tuple[str, ...],
+                  baseline: str | None = None,
+                  all_pairs: bool = False) -> tuple[str, pd.DataFrame]:  # fmt: skip
+    """``paired.md`` / ``paired.csv`` in ``out``: every row against the baseline (or every pair)
+    on the preset's per-unit metrics (the world's own, ``eval/<name>``, and the benchmarks'; a
+    set metric such as FID or MMD has no per-unit value); returns the markdown and the table
+    (empty when the runs do not pair, the markdown then says why)."""
     from mlflow.tracking import MlflowClient
 
-    per_unit = [m for m in metrics if "/" in m and not m.endswith("/fid")]
+    per_unit = [unit_metric(m) for m in metrics if not m.endswith("fid")]
+    out.mkdir(parents=True, exist_ok=True)
     try:
-        table = row_comparisons(MlflowClient(uri), runs, per_unit)
+        table = row_comparisons(MlflowClient(uri), runs, per_unit, baseline, all_pairs)
     except UnpairedError as error:  # the sweep ran: say why there is no table, do not fail it
         (out / "paired.md").write_text(f"no paired table: {error}\n")
-        return f"no paired table: {error}"
+        return f"no paired table: {error}", pd.DataFrame()
+    if table.empty:
+        text = "no paired table: no per-unit values both rows recorded (eval/*_samples.json)"
+        (out / "paired.md").write_text(text + "\n")
+        return text, table
     table.to_csv(out / "paired.csv", index=False)
-    lines = ["| row | metric | delta vs " + (table["baseline"].iloc[0] if len(table) else "–")
-             + " | 95 % CI | p (Holm) | P(better) | units x seeds | units needed |",
-             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    head = ["row", "vs", "metric", "delta", "95 % CI", "p", "p (Holm)", "P(row > vs)",
+            "units x seeds", "units needed"]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in table.iterrows():
-        mark = " *" if r["p_adj"] < 0.05 else ""
         needed = "–" if r["units_needed"] < 0 else str(r["units_needed"])
-        units = f"{r['n_units']} x {r['n_seeds']}"
-        lines.append(f"| {r['row']}{mark} | {r['metric']} | {r['delta']:+.4f} | "
-                     f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] | {r['p_adj']:.3g} | "
-                     f"{r['prob_improvement']:.2f} | {units} | {needed} |")  # fmt: skip
-    text = "\n".join(lines) + "\n\n* differs from the baseline at Holm-adjusted p < 0.05"
+        lines.append(f"| {r['row']}{verdict_mark(r)} | {r['baseline']} | {r['metric']} | "
+                     f"{r['delta']:+.4g} | [{r['ci_low']:+.4g}, {r['ci_high']:+.4g}] | "
+                     f"{r['p']:.3g} | {r['p_adj']:.3g} | {r['prob_improvement']:.2f} | "
+                     f"{r['n_units']} x {r['n_seeds']} | {needed} |")  # fmt: skip
+    text = "\n".join(lines) + (
+        "\n\n▲ / ▼: the row beats / loses to the one it is compared with at Holm-adjusted "
+        "p < 0.05 (paired bootstrap over units within their group, and over seeds). units "
+        "needed: the units at which the 95 % CI would exclude 0 for this effect and spread "
+        "(size the next sweep with eval.samples_per_prompt or eval.benchmarks=parti:N)."
+    )
     (out / "paired.md").write_text(text + "\n")
-    return text
+    return text, table
+
+
+def verdict_mark(r: pd.Series) -> str:
+    """`` ▲`` / `` ▼`` where a comparison is significant after Holm, by the metric's sense."""
+    if r["p_adj"] >= 0.05:
+        return ""
+    better = (r["delta"] < 0) if lower_is_better(r["metric"]) else (r["delta"] > 0)
+    return " ▲" if better else " ▼"
+
+
+def verdicts(table: pd.DataFrame) -> dict[str, str]:
+    """Per row, its significant comparisons with the baseline (``eval/reward ▲, ...``), for the
+    Table-2 report; the baseline row says so."""
+    if table.empty:
+        return {}
+    baseline = table.attrs["baseline"]
+    out = {baseline: "baseline"}
+    for row, group in table[table["baseline"] == baseline].groupby("row"):
+        marks = [f"{r['metric']}{verdict_mark(r)}" for _, r in group.iterrows() if verdict_mark(r)]
+        out[str(row)] = ", ".join(marks) or "no significant difference"
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

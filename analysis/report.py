@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.compare import paired_report
+from analysis.compare import paired_report, verdicts
 from analysis.paper_tables import build
 from analysis.runs import (
     METRICS,
@@ -45,14 +45,18 @@ def paper_numbers(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def to_markdown(table: pd.DataFrame, metrics: tuple[str, ...] = METRICS) -> str:
+    """The Table-2 markdown; a ``paired`` column (:func:`analysis.compare.verdicts`) when the
+    table has one: which metrics a row significantly beats (▲) or loses (▼) to the baseline."""
     shown = [m for m in metrics if m in table]
     paper = [c for c in table.columns if c.startswith("paper_") and c != "paper_model"]
-    head = ["row", "seeds", *shown, *paper]
+    verdict = ["paired"] if "paired" in table else []
+    head = ["row", "seeds", *shown, *verdict, *paper]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in table.iterrows():
         seeds = str(r["seeds"]) + (f" ({r['failed']})" if r.get("failed") else "")
         cells = [str(r["label"]), seeds]
         cells += [cell(r[m], r[f"{m}_ci95"]) for m in shown]
+        cells += [str(r["paired"]) for _ in verdict]
         cells += ["–" if pd.isna(r[c]) else f"{r[c]:g}" for c in paper]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -89,10 +93,14 @@ def build_report(
     out: Path,
     metrics: tuple[str, ...] = METRICS,
     pareto: tuple[str, str] = ("reward", "reward"),
+    paired: dict[str, str] | None = None,
 ) -> pd.DataFrame:
     """``metrics`` and the ``pareto`` axes (x fidelity, y reward) come from the world's preset;
-    the paper's numbers from the paper values each run recorded."""
+    the paper's numbers from the paper values each run recorded; ``paired``: each row's
+    verdict against the baseline (:func:`analysis.compare.verdicts`)."""
     table = paper_numbers(summarise(runs, metrics))
+    if paired:
+        table["paired"] = [paired.get(label, "–") for label in table["label"]]
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "table2.csv", index=False)
     (out / "table2.md").write_text(to_markdown(table, metrics) + "\n\n" + units_line(runs) + "\n")
@@ -116,6 +124,14 @@ def units_line(runs: pd.DataFrame) -> str:
     )
 
 
+def add_paired_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--baseline", metavar="ROW",
+                        help="the row every other is paired against (default: the first "
+                             "Table-2 row the sweep ran, the init model when it ran)")  # fmt: skip
+    parser.add_argument("--all-pairs", action="store_true",
+                        help="also pair every row with every other (Holm over all of them)")
+
+
 def world_of(runs: pd.DataFrame) -> str:
     """The world preset a sweep's runs used (their logged ``world.name`` param)."""
     names = runs.get("params.world.name", pd.Series(dtype=str)).dropna().unique()
@@ -132,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--experiment", default="distar-table2")
     parser.add_argument("--sweep", help="only runs of this sweep name")
     parser.add_argument("--out", type=Path, default=Path("runs/report"))
+    add_paired_flags(parser)
     args = parser.parse_args(argv)
     return refusing(lambda outputs: run(args, outputs), extra=(TrackingStoreError,))
 
@@ -140,19 +157,27 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
     check_writable_dir(args.out, "--out")
     runs = read_runs(args)
     outputs.watch(args.out)
-    preset = world_preset(world_of(runs))
-    table = build_report(runs, args.out, preset.metrics, preset.pareto)
-    print(to_markdown(table, preset.metrics))
-    print("\n" + units_line(runs))
-    if any(c.startswith(("metrics.parti/", "metrics.coco/", "metrics.hps/")) for c in runs):
-        text = paired_report(runs, args.tracking_uri, args.out, preset.metrics)
-        print(f"\n## paired: each row minus the baseline, same prompts and noise\n\n{text}")
-        for name, text in build(runs, args.out).items():
-            print(f"\n## {name} (ours beside the paper's, PickScore as a cosine)\n\n{text}")
+    print(report_text(runs, args.tracking_uri, args.out, args.baseline, args.all_pairs))
     print(
         f"\nwritten: {args.out / 'table2.md'}, {args.out / 'table2.csv'}, {args.out / 'pareto.png'}"
     )
     return 0
+
+
+def report_text(runs: pd.DataFrame, uri: str, out: Path, baseline: str | None = None,
+                all_pairs: bool = False) -> str:  # fmt: skip
+    """Every report of a sweep written to ``out`` (Table 2 with each row's paired verdict,
+    ``paired.md``, and on a text world the paper's Tables 1-3); returns what to print."""
+    preset = world_preset(world_of(runs))
+    paired, comparisons = paired_report(runs, uri, out, preset.metrics, baseline, all_pairs)
+    table = build_report(runs, out, preset.metrics, preset.pareto, verdicts(comparisons))
+    parts = [to_markdown(table, preset.metrics), units_line(runs),
+             f"## paired: each row minus {baseline or 'the baseline'}, same prompts and noise"
+             f"\n\n{paired}"]  # fmt: skip
+    if any(c.startswith(("metrics.parti/", "metrics.coco/", "metrics.hps/")) for c in runs):
+        for name, text in build(runs, out).items():
+            parts.append(f"## {name} (ours beside the paper's, PickScore as a cosine)\n\n{text}")
+    return "\n\n".join(parts)
 
 
 if __name__ == "__main__":

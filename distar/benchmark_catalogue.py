@@ -15,6 +15,9 @@ BENCHMARK_METRICS = {
 EVAL_METRICS = ("aesthetic", "clip_score", "fid", "hpsv21", "imagereward", "pickscore")
 # the columns of a benchmark's per-sample table that are not metrics: the unit (prompt index,
 # image replica, noise seed), its prompt and group, the step it was scored at
+# the world's own per-sample values (World.unit_scores), tabled beside the benchmarks' as
+# eval/<WORLD_UNITS>_samples.json: their metrics are the world's, eval/<name>
+WORLD_UNITS = "eval"
 ROW_KEYS = ("prompt", "group", "challenge", "index", "replica", "seed", "step")
 # metric names (a world's "mmd", a benchmark's "coco/fid"): these fall as they improve
 LOWER_IS_BETTER = frozenset({"mmd", "frechet", "fid"})

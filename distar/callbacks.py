@@ -21,6 +21,10 @@ class Callback:
 
     def on_checkpoint(self, step: int, path: Path) -> None: ...
 
+    def on_units(self, step: int, name: str, rows) -> None:
+        """The world's per-sample values at an evaluation (a ``pandas.DataFrame`` from
+        ``World.unit_scores``, keyed to pair across runs), rank 0 only."""
+
     def on_benchmarks(self, step: int, results: list) -> None:
         """Benchmark results (``distar.evaluation.harness.BenchmarkResult``), rank 0 only."""
 
@@ -52,19 +56,28 @@ class ProgressBar(Callback):
             self.bar.close()
 
 
+def keep_until(path: Path, step: int) -> None:
+    """Drop the records of a JSON-lines file written after ``step``."""
+    if path.exists():
+        kept = [r for r in path.read_text().splitlines() if json.loads(r)["step"] <= step]
+        path.write_text("".join(line + "\n" for line in kept))
+
+
 class JsonlLogger(Callback):
-    """Appends every report to ``metrics.jsonl``: one JSON object a line, with its kind."""
+    """Appends every report to ``metrics.jsonl``: one JSON object a line, with its kind; and
+    every evaluation's per-sample rows (the world's, each benchmark's) to ``units/<name>.jsonl``,
+    one row a line with its step: the units ``analysis.paired`` pairs on."""
 
     def __init__(self, out_dir: Path) -> None:
         self.path = Path(out_dir) / "metrics.jsonl"
+        self.units = Path(out_dir) / "units"
 
     def on_train_start(self, step: int, total_steps: int) -> None:
         """A run resumed at ``step`` replays what follows it: drop those records first. The
         folder is made here, not earlier: a run refused while it is built leaves nothing."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists():
-            kept = [r for r in self.path.read_text().splitlines() if json.loads(r)["step"] <= step]
-            self.path.write_text("".join(line + "\n" for line in kept))
+        for path in [self.path, *self.units.glob("*.jsonl")]:
+            keep_until(path, step)
 
     def _write(self, kind: str, step: int, metrics: dict[str, float]) -> None:
         clean = {k: (v if math.isfinite(v) else str(v)) for k, v in metrics.items()}
@@ -78,6 +91,12 @@ class JsonlLogger(Callback):
     def on_eval(self, step: int, metrics: dict[str, float], artifacts: dict[str, Path]) -> None:
         self._write("eval", step, metrics)
 
+    def on_units(self, step: int, name: str, rows) -> None:
+        self.units.mkdir(parents=True, exist_ok=True)
+        with (self.units / f"{name}.jsonl").open("a") as f:
+            rows.assign(step=step).to_json(f, orient="records", lines=True)
+
     def on_benchmarks(self, step: int, results: list) -> None:
         for result in results:
             self._write("benchmark", step, result.summary)
+            self.on_units(step, result.benchmark, result.rows)

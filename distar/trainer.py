@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from distar.benchmark_catalogue import WORLD_UNITS
 from distar.callbacks import Callback
 from distar.checkpoint import (
     load_checkpoint,
@@ -288,6 +289,7 @@ class Trainer:
         seed = cfg.train.seed + EVAL_SEED_OFFSET
         with self.stopwatch.phase("evaluation"):
             metrics = self.world.evaluate(cfg.eval.samples_per_prompt, seed)
+            units = self.world.unit_scores(cfg.eval.samples_per_prompt, seed)
             artifacts: dict[str, Path] = {}
             if cfg.eval.plot and final and self.rank == 0:
                 path = self.out_dir / "plots" / f"samples_step{self.step:07d}.png"
@@ -295,6 +297,8 @@ class Trainer:
                     path, min(cfg.eval.samples_per_prompt, 1500), seed
                 )
         self._notify("on_eval", self.step, metrics, artifacts)
+        if units is not None and self.rank == 0:
+            self._notify("on_units", self.step, WORLD_UNITS, units)
         with self.stopwatch.phase("evaluation"):
             results = self.run_benchmarks()
         if results:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from analysis.report import add_paired_flags, report_text
+from analysis.runs import load_runs
 from distar import paper, tracking
 from distar.config import Config, ConfigError, parse_override, world_preset
 from distar.paper import TABLE2
@@ -44,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     SweepSettings.add_arguments(p, "distar-table2", "table2", "runs/table2")
     p.add_argument("--dry-run", action="store_true", help="print the resolved trials, exit")
     p.add_argument("--smoke-test", action="store_true", help="2 rows, few steps")
+    add_paired_flags(p)
     return p
 
 
@@ -90,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace, outputs: Outputs) -> int:
     rows = SMOKE_ROWS if args.smoke_test else TABLE2
+    if args.baseline is not None and args.baseline not in [r.label for r in rows]:
+        raise ConfigError(f"--baseline: {args.baseline!r} is not a row of this grid; its rows: "
+                          + ", ".join(repr(r.label) for r in rows))  # fmt: skip
     base = base_config(args)
     trials = expand(rows, base, args.seeds, args.huber_c)
     preflight_sweep(base)  # every file a trial reads, before Ray starts (a dry run too)
@@ -124,24 +130,11 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
 def report(args: argparse.Namespace, settings: SweepSettings, base: Config, n_rows: int,
            n_trials: int) -> None:  # fmt: skip
     """The Table-2 report (and Tables 1-3 on a text world), printed and on the parent run."""
-    from analysis.report import build_report, to_markdown, units_line
-    from analysis.runs import load_runs
     from distar.raytune.tuner import log_sweep_report
 
     runs = load_runs(settings.uri(), args.experiment, args.name)
-    preset = world_preset(args.world)
     out = args.storage.resolve() / "report"
-    table = build_report(runs, out, preset.metrics, preset.pareto)
-    print(to_markdown(table, preset.metrics))
-    print("\n" + units_line(runs))
-    if base.eval.benchmarks:  # a text-to-image world: the paper's Tables 1-3 as well
-        from analysis.compare import paired_report
-        from analysis.paper_tables import build
-
-        text = paired_report(runs, settings.uri(), out, preset.metrics)
-        print(f"\n## paired: each row minus the baseline, same prompts and noise\n\n{text}")
-        for name, text in build(runs, out).items():
-            print(f"\n## {name} (ours beside the paper's, PickScore as a cosine)\n\n{text}")
+    print(report_text(runs, settings.uri(), out, args.baseline, args.all_pairs))
     sweep_params = {
         "sweep.world": args.world,
         "sweep.rows": n_rows,

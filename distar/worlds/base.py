@@ -5,13 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 
 from distar.config_base import WorldConfig
 from distar.registry import Registry
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class Conditions(Protocol):
@@ -90,6 +93,13 @@ class World(Protocol):
     def evaluate(self, samples_per_prompt: int, seed: int) -> dict[str, float]:
         """The world's own metrics of the current generator (``eval/<name>`` in every run):
         ``samples_per_prompt`` samples of each of its fixed evaluation prompts."""
+        ...
+
+    def unit_scores(self, samples_per_prompt: int, seed: int) -> pd.DataFrame | None:
+        """:meth:`evaluate`'s per-sample values, one row per sample keyed like a benchmark's
+        per-sample rows (prompt, group, index, replica, seed), so two runs' evaluations pair
+        sample by sample (``analysis.paired``); None where a world has none of its own (the
+        text-to-image worlds: their units are their benchmarks' per-sample rows)."""
         ...
 
     def plot(self, path: Path, samples_per_prompt: int, seed: int) -> Path:

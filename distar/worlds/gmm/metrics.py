@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
+import pandas as pd
 import torch
 from scipy.stats import chi2
 from torch import Tensor
@@ -49,29 +50,58 @@ class EvalSet:
 GMM_METRICS: Registry[Callable[[EvalSet], dict[str, float]]] = Registry("gmm metric")
 
 
-@GMM_METRICS.register("reward")
-def mean_reward(e: EvalSet) -> dict[str, float]:
-    return {"reward": e.reward_fn(e.x, e.cond).mean().item()}
+def sample_reward(e: EvalSet) -> Tensor:
+    return e.reward_fn(e.x, e.cond)
 
 
-@GMM_METRICS.register("loglik")
-def mean_loglik(e: EvalSet) -> dict[str, float]:
-    """Average exact ``log p_ref(x | c)``."""
+def sample_loglik(e: EvalSet) -> Tensor:
+    """Exact ``log p_ref(x | c)`` of each sample."""
     zero = torch.zeros(len(e.x), dtype=e.x.dtype, device=e.x.device)
-    return {"loglik": e.mixture.log_prob(e.x, zero, e.cond).mean().item()}
+    return e.mixture.log_prob(e.x, zero, e.cond)
 
 
-@GMM_METRICS.register("precision")
-def precision(e: EvalSet) -> dict[str, float]:
-    """Fraction of samples inside the reference's support (the 0.999 ball of some mode)."""
-    return {"precision": e.on_support.float().mean().item()}
+def sample_precision(e: EvalSet) -> Tensor:
+    """1 where a sample is inside the reference's support (the 0.999 ball of some mode)."""
+    return e.on_support.float()
 
 
-@GMM_METRICS.register("adherence")
-def prompt_adherence(e: EvalSet) -> dict[str, float]:
-    """Fraction of samples whose nearest mode belongs to their own prompt."""
-    owners = e.mixture.owners()
-    return {"adherence": (owners[e.nearest_mode] == e.cond).float().mean().item()}
+def sample_adherence(e: EvalSet) -> Tensor:
+    """1 where a sample's nearest mode belongs to its own prompt."""
+    return (e.mixture.owners()[e.nearest_mode] == e.cond).float()
+
+
+# The metrics that are means over samples: their per-sample values are the units two runs'
+# evaluations pair on (sample j of prompt i has the same noise in every run at one eval seed).
+PER_SAMPLE: dict[str, Callable[[EvalSet], Tensor]] = {
+    "reward": sample_reward,
+    "loglik": sample_loglik,
+    "precision": sample_precision,
+    "adherence": sample_adherence,
+}
+
+
+def _mean_of(name: str) -> Callable[[EvalSet], dict[str, float]]:
+    def metric(e: EvalSet) -> dict[str, float]:
+        return {name: PER_SAMPLE[name](e).mean().item()}
+
+    metric.__doc__ = f"The mean of :func:`{PER_SAMPLE[name].__name__}`."
+    return metric
+
+
+for _name in PER_SAMPLE:
+    GMM_METRICS.register(_name)(_mean_of(_name))
+
+
+def unit_rows(e: EvalSet, seed: int) -> pd.DataFrame:
+    """One row per sample, keyed like a benchmark's (prompt, group, index = prompt id,
+    replica = the sample's number within its prompt, seed = the evaluation seed), with the
+    per-sample values of :data:`PER_SAMPLE`; their means are :func:`evaluate_samples`'."""
+    cond = e.cond.cpu().numpy()
+    replica = pd.Series(cond).groupby(cond).cumcount().to_numpy()
+    names = [f"prompt {c}" for c in cond]
+    rows = {"prompt": names, "group": names, "index": cond, "replica": replica, "seed": seed}
+    values = {k: f(e).double().cpu().numpy() for k, f in PER_SAMPLE.items()}
+    return pd.DataFrame({**rows, **values})
 
 
 @GMM_METRICS.register("coverage")

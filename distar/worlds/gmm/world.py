@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import pandas as pd
 import torch
 from torch import Tensor
 
@@ -14,7 +15,7 @@ from distar.devices import to_device
 from distar.sharding import shard_network
 from distar.worlds.base import WORLDS
 from distar.worlds.gmm.eval import GMMGenerator
-from distar.worlds.gmm.metrics import EvalSet, evaluate_samples
+from distar.worlds.gmm.metrics import EvalSet, evaluate_samples, unit_rows
 from distar.worlds.gmm.mixture import ConditionalGMM, build_mixture
 from distar.worlds.gmm.nets import EDMDenoiser, OneStepGenerator, ResidualDenoiser
 from distar.worlds.gmm.rewards import GMM_REWARDS
@@ -101,6 +102,12 @@ class GMMWorld:
         prompt."""
         cond = self.eval_prompts(samples_per_prompt)
         return evaluate_samples(self.eval_set(self.generate(cond, seed), cond, seed))
+
+    def unit_scores(self, samples_per_prompt: int, seed: int) -> pd.DataFrame:
+        """:meth:`evaluate`'s per-sample values (the same samples), one row per sample keyed
+        so that two runs evaluated at ``seed`` pair sample by sample."""
+        cond = self.eval_prompts(samples_per_prompt)
+        return unit_rows(self.eval_set(self.generate(cond, seed), cond, seed), seed)
 
     def evaluate_reference(self, n_per_prompt: int, seed: int) -> dict[str, float]:
         """The same metrics on exact reference samples: the best achievable fidelity."""
