@@ -22,11 +22,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.paired import Paired, UnpairedError, compare, holm, paired_differences
 from analysis.runs import check_store, finished
 from distar import paper
 from distar.benchmark_catalogue import ROW_KEYS, WORLD_UNITS, lower_is_better
 from distar.config import ConfigError
+from distar.paired import (
+    Paired,
+    UnpairedError,
+    compare,
+    holm,
+    paired_differences,
+    unit_metric,
+)
 from distar.refusals import refusing
 from distar.tracking import TrackingStoreError
 
@@ -100,12 +107,6 @@ def default_baseline(labels: set[str]) -> str:
         if row.label in labels:
             return row.label
     return sorted(labels)[0]
-
-
-def unit_metric(metric: str) -> str:
-    """A preset metric's per-unit name: ``parti/imagereward`` as is, a world metric
-    (``reward``) as the world's table names it (``eval/reward``)."""
-    return metric if "/" in metric else f"{WORLD_UNITS}/{metric}"
 
 
 def row_comparisons(client, runs: pd.DataFrame, metrics: list[str], baseline: str | None = None,

@@ -4,7 +4,8 @@
     python benchmarks/search_vs_grid.py --grid runs/table2 --search runs/s0 runs/s1  # finished
 
 The search runs once per ``--search-seeds`` seed (default 0 1 2: one seed's figure is luck as
-much as method); the figure per seed and their median are printed.
+much as method) and per ``--stoppers`` entry (default: ASHA alone, then the paired stopper
+alone -- ``search.py --stopper``); the figure per seed and their median are printed per stopper.
 
 The objective is the search's scalar (``--metric`` minus ``--penalty`` per unit that
 ``--floor-metric`` falls below ``--floor``; default: reward with precision >= 0.9), computed for
@@ -67,6 +68,8 @@ def main() -> None:
         help="finished searches' --storage (default: run one per --search-seeds)",
     )
     p.add_argument("--search-seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--stoppers", nargs="+", default=["asha", "paired"],
+                   help="search.py --stopper values to compare (default: asha paired)")
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--samples", type=int, default=11)
     p.add_argument("--evals", type=int, default=4)
@@ -79,19 +82,32 @@ def main() -> None:
     if args.grid is None:
         args.grid = tmp / "grid"
         run("ablation_grid.py", args.grid, ["--seeds", "0", "--steps", str(args.steps)])
-    if args.search is None:
-        args.search = []
+    searches = {"given": args.search} if args.search else {}
+    for stopper in [] if args.search else args.stoppers:
+        searches[stopper] = []
         for seed in args.search_seeds:
-            args.search.append(tmp / f"search-s{seed}")
-            run("search.py", args.search[-1], ["--samples", str(args.samples), "--steps",
-                str(args.steps), "--evals", str(args.evals), "--seed", str(seed)])  # fmt: skip
+            searches[stopper].append(tmp / f"search-{stopper}-s{seed}")
+            run("search.py", searches[stopper][-1], [
+                "--samples", str(args.samples), "--steps", str(args.steps), "--evals",
+                str(args.evals), "--seed", str(seed), "--stopper", stopper])  # fmt: skip
     objective = Objective(args.metric, args.floor_metric, args.floor, args.penalty)
     grid = trial_outcomes(args.grid, objective)
     grid_best = max(r["objective"] for r in grid if r["objective"] is not None)
     grid_compute = sum(r["steps"] for r in grid)
     print(f"grid:   {len(grid)} trials, {grid_compute} steps, best objective {grid_best:.4f}")
+    medians = {name: compare_searches(found, objective, grid_best, grid_compute)
+               for name, found in searches.items()}  # fmt: skip
+    for name, median in medians.items():
+        print(f"{name}: median over {len(searches[name])} searches: {median:.0%} of the grid's "
+              "compute to come within 1 % of its best objective")  # fmt: skip
+
+
+def compare_searches(storages: list[Path], objective: Objective, grid_best: float,
+                     grid_compute: int) -> float:  # fmt: skip
+    """Each search's line (trials, steps, best, compute to match the grid); their median
+    fraction of the grid's compute (inf for a search that never matched)."""
     fractions = []
-    for storage in args.search:
+    for storage in storages:
         search = trial_outcomes(storage, objective)
         matched, best = compute_to_match(search, grid_best - 0.01 * abs(grid_best))
         spent = sum(r["steps"] for r in search)
@@ -103,10 +119,7 @@ def main() -> None:
             fractions.append(matched / grid_compute)
             print(line + f"within 1 % of the grid's best after {matched} steps "
                   f"= {fractions[-1]:.0%} of the grid's compute")  # fmt: skip
-    print(
-        f"median over {len(fractions)} searches: {statistics.median(fractions):.0%} "
-        "of the grid's compute"
-    )
+    return statistics.median(fractions)
 
 
 def compute_to_match(search: list[dict], target: float) -> tuple[int | None, float]:

@@ -19,6 +19,9 @@ EVAL_METRICS = ("aesthetic", "clip_score", "fid", "hpsv21", "imagereward", "pick
 # eval/<WORLD_UNITS>_samples.json: their metrics are the world's, eval/<name>
 WORLD_UNITS = "eval"
 ROW_KEYS = ("prompt", "group", "challenge", "index", "replica", "seed", "step")
+# metrics of a whole sample set, with no per-sample value to pair on (the rest are means of
+# per-sample values: reward, precision, ImageReward, CLIP score, ...)
+SET_METRICS = frozenset({"fid", "mmd", "frechet", "coverage"})
 # metric names (a world's "mmd", a benchmark's "coco/fid"): these fall as they improve
 LOWER_IS_BETTER = frozenset({"mmd", "frechet", "fid"})
 # MetricOptions.paths keys: what --weights / eval.weights may name

@@ -66,7 +66,7 @@ def keep_until(path: Path, step: int) -> None:
 class JsonlLogger(Callback):
     """Appends every report to ``metrics.jsonl``: one JSON object a line, with its kind; and
     every evaluation's per-sample rows (the world's, each benchmark's) to ``units/<name>.jsonl``,
-    one row a line with its step: the units ``analysis.paired`` pairs on."""
+    one row a line with its step: the units ``distar.paired`` pairs on."""
 
     def __init__(self, out_dir: Path) -> None:
         self.path = Path(out_dir) / "metrics.jsonl"
@@ -97,6 +97,6 @@ class JsonlLogger(Callback):
             rows.assign(step=step).to_json(f, orient="records", lines=True)
 
     def on_benchmarks(self, step: int, results: list) -> None:
-        for result in results:
-            self._write("benchmark", step, result.summary)
+        for result in results:  # units first: a record read means its units are there
             self.on_units(step, result.benchmark, result.rows)
+            self._write("benchmark", step, result.summary)

@@ -296,9 +296,9 @@ class Trainer:
                 artifacts["samples"] = self.world.plot(
                     path, min(cfg.eval.samples_per_prompt, 1500), seed
                 )
-        self._notify("on_eval", self.step, metrics, artifacts)
-        if units is not None and self.rank == 0:
+        if units is not None and self.rank == 0:  # first: an eval record means its units exist
             self._notify("on_units", self.step, WORLD_UNITS, units)
+        self._notify("on_eval", self.step, metrics, artifacts)
         with self.stopwatch.phase("evaluation"):
             results = self.run_benchmarks()
         if results:

@@ -18,10 +18,16 @@ import argparse
 import math
 
 from distar import paper
-from distar.benchmark_catalogue import logged_name, lower_is_better
+from distar.benchmark_catalogue import SET_METRICS, logged_name, lower_is_better
 from distar.config import Config, ConfigError, parse_override, world_preset
 from distar.evaluation.preflight import active_requests
-from distar.raytune.searcher import pareto_front, search_space, search_tune_config
+from distar.raytune.searcher import (
+    STOPPERS,
+    paired_stopper,
+    pareto_front,
+    search_space,
+    search_tune_config,
+)
 from distar.raytune.settings import SWEEP_REFUSALS, SweepSettings, preflight_sweep
 from distar.refusals import Outputs, refusing
 
@@ -73,6 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="let --metric / --floor-metric be the reward the generator is trained on",
     )
     p.add_argument("--penalty", type=float, default=10.0)
+    p.add_argument("--stopper", choices=STOPPERS, default="asha",
+                   help="what stops weak trials early: ASHA on the objective at each evaluation "
+                        "(default); paired: a trial whose per-sample --metric is confidently "
+                        "below the best trial's at the same evaluation, on the same prompts "
+                        "and noise (Wilcoxon signed-rank); both")  # fmt: skip
+    p.add_argument("--stop-alpha", type=float, default=0.05,
+                   help="paired stopper: the chance a trial as good as the best is stopped "
+                        "at some evaluation (Bonferroni over its --evals)")  # fmt: skip
     SweepSettings.add_arguments(p, "distar-search", "search", "runs/search")
     p.add_argument("--dry-run", action="store_true", help="print base config and space, exit")
     p.add_argument(
@@ -119,6 +133,8 @@ def check_flags(args: argparse.Namespace) -> None:
         if key in SEARCHED:
             use = SEARCHED[key]
             raise ConfigError(f"--set {key}: the search sets it in every trial; use {use}")
+    if not 0 < args.stop_alpha < 1:
+        raise ConfigError(f"--stop-alpha: got {args.stop_alpha}; allowed: 0 < ALPHA < 1")
     if args.evals > args.steps:
         raise ConfigError(f"--evals: got {args.evals}; allowed: at most --steps ({args.steps})")
     for flag in ("alpha_rew_range", "alpha_cfg_range", "huber_c_range"):
@@ -149,6 +165,9 @@ def objective_of(args: argparse.Namespace, base: Config) -> dict:
     objective = {"metric": metric, "floor_metric": floor_metric, "floor": floor,
                  "penalty": args.penalty}  # fmt: skip
     check_metrics(objective, base, preset.metrics)
+    if args.stopper != "asha" and metric.rpartition("/")[2] in SET_METRICS:
+        raise ConfigError(f"--stopper {args.stopper}: {metric} is a set metric with no "
+                          "per-sample values to pair; use --stopper asha or another --metric")
     return objective
 
 
@@ -185,7 +204,8 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
             f"{paper.ALPHA_CFG} ~ uniform{tuple(args.alpha_cfg_range)}, "
             f"loss.huber_c ~ loguniform{tuple(args.huber_c_range)}, loss.guidance in (in, out)"
         )
-        print(f"objective: {objective}; {args.samples} samples, seed {args.seed}")
+        print(f"objective: {objective}; {args.samples} samples, seed {args.seed}; "
+              f"stopper {args.stopper}")
         print_axes(objective, base)
         return 0
     outputs.watch(settings.storage)
@@ -194,10 +214,16 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
     ranges = (tuple(args.alpha_rew_range), tuple(args.alpha_cfg_range), tuple(args.huber_c_range))
     space = search_space(base, args.seed, *ranges)
     pair = (objective["metric"], objective["floor_metric"])
-    tune_config = search_tune_config(args.samples, args.max_concurrent, args.seed, args.evals, pair)
+    tune_config = search_tune_config(args.samples, args.max_concurrent, args.seed, args.evals,
+                                     pair, args.stopper)  # fmt: skip
+    stop = paired_stopper(args.stopper, objective["metric"], args.stop_alpha, args.evals)
     definition = {"base": base.to_flat(), "objective": objective, "ranges": ranges,
-                  "samples": args.samples, "seed": args.seed, "evals": args.evals}  # fmt: skip
-    rows = run_sweep([], settings, tune_config, space, objective, definition)
+                  "samples": args.samples, "seed": args.seed, "evals": args.evals,
+                  "stopper": args.stopper, "stop_alpha": args.stop_alpha}  # fmt: skip
+    rows = run_sweep([], settings, tune_config, space, objective, definition, stop)
+    if stop is not None:
+        for trial, why in stop.stopped.items():
+            print(f"paired stop: {trial}: {why}")
     print_results(rows, pair)
     return 1 if any(r["error"] for r in rows) else 0
 

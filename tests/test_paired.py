@@ -1,4 +1,4 @@
-"""Paired comparisons (analysis/paired.py) held to closed forms on Gaussian data: the CI against
+"""Paired comparisons (distar/paired.py) held to closed forms on Gaussian data: the CI against
 the paired t-interval, the false-positive rate of an A/A comparison, the power against a known
 shift, Holm's adjustment, and the refusal of units that do not pair."""
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from analysis.paired import UnpairedError, compare, holm, paired_differences, units_needed
+from distar.paired import UnpairedError, compare, holm, paired_differences, units_needed
 
 
 def test_the_ci_matches_the_paired_t_interval_on_gaussian_data():
@@ -84,6 +84,58 @@ def test_a_sweep_whose_rows_do_not_pair_gets_a_note_not_a_failure(tmp_path):
     runs = pd.DataFrame({"tags.distar.label": ["a", "a", "b"], "tags.distar.seed": ["0", "0", "0"],
                          "run_id": ["r1", "r2", "r3"], "status": "FINISHED",
                          "tags.distar.final_step": "10"})  # fmt: skip
-    text = paired_report(runs, f"sqlite:///{tmp_path}/none.db", tmp_path, ("parti/pickscore",))
-    assert text.startswith("no paired table: a row has several runs per seed")
+    text, table = paired_report(runs, f"sqlite:///{tmp_path}/none.db", tmp_path,
+                                ("parti/pickscore",))  # fmt: skip
+    assert table.empty and text.startswith("no paired table: a row has several runs per seed")
     assert (tmp_path / "paired.md").read_text().startswith("no paired table")
+
+
+def test_the_paired_stopper_stops_a_trial_as_good_as_the_best_at_most_at_alpha():
+    """A/A at every evaluation of a trial (4 evaluations, Bonferroni inside): the share of
+    trials ever stopped stays under alpha; a trial worse by 0.25 sd of a difference is
+    stopped almost always (the shared prompt effect, sd 5, cancels in the pairs)."""
+    from distar.paired import confidently_worse, stop_level
+
+    rng = np.random.default_rng(5)
+    level, repeats = stop_level(0.05, 4), 400
+
+    def ever_stopped(shift: float) -> bool:
+        return any(confidently_worse(a_pair(rng, shift, units=200)[0], level) for _ in range(4))
+
+    false = sum(ever_stopped(0.0) for _ in range(repeats)) / repeats
+    assert false <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / repeats), false
+    assert sum(ever_stopped(-0.25 * np.sqrt(2.0)) for _ in range(100)) >= 90
+    assert not confidently_worse(np.zeros(500), level)  # all ties: no evidence either way
+
+
+def write_units(folder, step: int, values: np.ndarray, seed: int = 3) -> str:
+    (folder / "units").mkdir(parents=True)
+    rows = pd.DataFrame({"prompt": "p", "group": "p", "index": np.arange(len(values)) % 4,
+                         "replica": np.arange(len(values)) // 4, "seed": seed,
+                         "reward": values, "step": step})  # fmt: skip
+    rows.to_json(folder / "units" / "eval.jsonl", orient="records", lines=True)
+    return str(folder)
+
+
+def test_the_paired_stopper_pairs_each_trial_with_the_best_at_the_same_step(tmp_path):
+    pytest.importorskip("ray")
+    from distar.raytune.paired_stop import PairedStopper
+    from distar.raytune.spec import TRIAL_DIR
+
+    rng = np.random.default_rng(6)
+    prompt = rng.normal(0, 5.0, 400)  # what pairing cancels: a mean of 400 units alone cannot
+    best = write_units(tmp_path / "best", 10, prompt + rng.normal(0, 1, 400))
+    worse = write_units(tmp_path / "worse", 10, prompt - 0.5 + rng.normal(0, 1, 400))
+    tied = write_units(tmp_path / "tied", 10, prompt + rng.normal(0, 1, 400))
+    other = write_units(tmp_path / "other", 10, prompt - 0.5 + rng.normal(0, 1, 400), seed=9)
+    stop = PairedStopper("reward", alpha=0.05, decisions=4)
+
+    def report(trial, folder, objective, step=10):
+        return stop(trial, {"step": step, "objective": objective, TRIAL_DIR: folder})
+
+    assert not report("best", best, 1.0)  # the first at a step has no incumbent
+    assert report("worse", worse, 0.5) and "worse than best at step 10" in stop.stopped["worse"]
+    assert not report("tied", tied, 0.99)  # below on its mean, not confidently so on its units
+    assert not report("other", other, 0.5)  # another eval seed: nothing pairs, never stop blind
+    assert not report("late", worse, 0.5, step=20)  # alone at its step
+    assert not report("above", worse, 2.0)  # above the incumbent's objective: no test

@@ -177,6 +177,21 @@ def test_smoke_sweep_ray_to_mlflow_to_report(ray_address, tmp_path):
     assert report["paper_pickscore"].iloc[0] == pytest.approx(0.2243)
     assert (tmp_path / "report" / "pareto.png").stat().st_size > 0
     assert "KL, no CFG" in (tmp_path / "report" / "table2.md").read_text()
+    # every evaluation's per-sample values, in MLflow and in the trial folder, whose means are
+    # the logged metrics; two seeds evaluate other noise, so their units do not pair
+    from analysis.compare import samples
+    from distar.paired import UnpairedError, paired_differences, read_units
+
+    tables = {}
+    for _, r in runs.iterrows():
+        tables[r["tags.distar.seed"]] = units = samples(client, r["run_id"], "eval")
+        assert len(units) == 4 * TINY["eval.samples_per_prompt"]  # 4 prompts
+        assert units["reward"].mean() == pytest.approx(r["metrics.eval/reward"], rel=1e-5)
+        assert units["precision"].mean() == pytest.approx(r["metrics.eval/precision"], rel=1e-5)
+        local_units = read_units(tmp_path / "trials" / r["tags.distar.trial"], "eval", 6)
+        assert local_units["reward"].to_numpy() == pytest.approx(units["reward"].to_numpy())
+    with pytest.raises(UnpairedError, match="eval.seed must match"):
+        paired_differences(tables["0"], tables["1"], "reward")
 
 
 def test_data_parallel_trial_on_two_gloo_workers(ray_address, tmp_path):
@@ -387,7 +402,13 @@ def test_sweep_entry_point_dry_run_and_bad_values():
 
 
 def test_optuna_asha_search_in_paper_units_maps_a_pareto_front(ray_address, tmp_path, capsys):
-    from distar.raytune.searcher import pareto_front, search_space, search_tune_config
+    from distar.paired import paired_differences, read_units
+    from distar.raytune.searcher import (
+        paired_stopper,
+        pareto_front,
+        search_space,
+        search_tune_config,
+    )
     from distar.raytune.settings import SweepSettings
     from distar.raytune.tuner import run_sweep
 
@@ -396,8 +417,16 @@ def test_optuna_asha_search_in_paper_units_maps_a_pareto_front(ray_address, tmp_
     objective = {"metric": "reward", "floor_metric": "precision", "floor": 0.9, "penalty": 10.0}
     settings = SweepSettings("search", "exp", tmp_path, None, 2, False)
     pair = ("reward", "precision")
-    rows = run_sweep([], settings, search_tune_config(3, 2, 7, 2, pair), space, objective)
+    # ASHA and the paired stopper both: each result names its trial folder, whose units the
+    # stopper pairs with the best trial's at the same step (the same eval seed: they pair)
+    stop = paired_stopper("both", "reward", 0.05, 2)
+    rows = run_sweep([], settings, search_tune_config(3, 2, 7, 2, pair, "both"), space,
+                     objective, stop=stop)  # fmt: skip
     assert len(rows) == 3 and all(r["error"] == "" for r in rows)
+    assert len(stop.at_step[3]) == 3  # every trial's first evaluation reached the stopper
+    folders = [Path(folder) for _, folder in stop.at_step[3].values()]
+    units = [read_units(f, "eval", 3) for f in folders]
+    assert paired_differences(units[0], units[1], "reward").shape[0] == 4 * 60
     for r in rows:
         expected = r["eval/reward"] - 10.0 * max(0.0, 0.9 - r["eval/precision"])
         assert r["objective"] == pytest.approx(expected)

@@ -36,15 +36,20 @@ def search_space(
     return space
 
 
+STOPPERS = ("asha", "paired", "both")  # what stops a searched trial early
+
+
 def search_tune_config(
-    num_samples: int, max_concurrent: int, seed: int, max_rungs: int, objectives: tuple[str, str]
-):
+    num_samples: int, max_concurrent: int, seed: int, max_rungs: int, objectives: tuple[str, str],
+    stopper: str = "asha",
+):  # fmt: skip
     """Multi-objective Optuna (its TPE sampler, seeded) over two eval metrics, e.g. reward and
-    a fidelity metric, so the search maps their Pareto front; ASHA stops weak trials on the
-    scalar ``objective`` (the first metric with a floor on the second), one rung per eval."""
+    a fidelity metric, so the search maps their Pareto front; with ``stopper`` asha or both,
+    ASHA stops weak trials on the scalar ``objective`` (the first metric with a floor on the
+    second), one rung per eval (the paired stopper is :func:`paired_stopper`)."""
     import optuna
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
 
     modes = ["min" if lower_is_better(m) else "max" for m in objectives]
@@ -60,7 +65,7 @@ def search_tune_config(
         max_t=max_rungs + 1,  # + the final result each trial driver reports itself
         grace_period=1,
         reduction_factor=2,
-    )
+    ) if stopper in ("asha", "both") else FIFOScheduler()
     return tune.TuneConfig(
         search_alg=searcher,
         scheduler=scheduler,
@@ -70,6 +75,16 @@ def search_tune_config(
         # (Tune then fails that trial: "reuse requires reset_config()")
         reuse_actors=False,
     )
+
+
+def paired_stopper(stopper: str, metric: str, alpha: float, evaluations: int):
+    """The paired stopper for ``stopper`` paired or both (None for asha): ``metric``'s
+    per-sample values against the incumbent's at each evaluation, false stops <= ``alpha``."""
+    if stopper not in ("paired", "both"):
+        return None
+    from distar.raytune.paired_stop import PairedStopper  # Ray Tune: only for a real search
+
+    return PairedStopper(metric, alpha, evaluations)
 
 
 def pareto_front(rows: list[dict[str, Any]], objectives: tuple[str, str]) -> list[dict[str, Any]]:

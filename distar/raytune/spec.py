@@ -94,6 +94,9 @@ class Objective:
         return value - self.penalty * max(0.0, shortfall)
 
 
+TRIAL_DIR = "trial_dir"  # the Tune result key naming the trial's folder (its units/ files)
+
+
 def tune_result(
     train: dict[str, Any], evals: dict[str, float], step: int, objective: Objective | None
 ) -> dict[str, Any]:

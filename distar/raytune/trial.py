@@ -26,7 +26,7 @@ from distar import timing, tracking
 from distar.config import Config
 from distar.evaluation.preflight import active_requests
 from distar.raytune.placement import remove_placement_groups
-from distar.raytune.spec import Objective, SweepContext, TrialSpec, tune_result
+from distar.raytune.spec import TRIAL_DIR, Objective, SweepContext, TrialSpec, tune_result
 from distar.raytune.worker import FAILURE_FILE, FAILURE_TAG, TrialFailedError, train_worker
 
 
@@ -192,8 +192,10 @@ def fit_reporting(trainer, out_dir: Path, objective: dict[str, Any] | None,
         finished = done.wait(REPORT_POLL_SECONDS)
         for step, train, evals in recorded_evaluations(out_dir, benchmarks, finished):
             if step > resumed and step not in reported:
-                tune.report(tune_result(train, evals, step,
-                                        Objective(**objective) if objective else None))  # fmt: skip
+                result = tune_result(train, evals, step,
+                                     Objective(**objective) if objective else None)  # fmt: skip
+                # where its per-sample units are: the paired stopper reads them
+                tune.report({**result, TRIAL_DIR: str(out_dir)})
                 reported.add(step)
         if finished:
             break

@@ -71,7 +71,10 @@ def build_tuner(
     ctx: SweepContext,
     tune_config: Any = None,
     param_space: dict[str, Any] | None = None,
+    stop: Any = None,
 ):
+    """The Tuner (a restored one for ``--resume``); ``stop``: a Tune ``Stopper`` (the search's
+    paired stopper) checked on every result."""
     from ray import tune
 
     from distar.raytune.console import SweepConsole
@@ -98,6 +101,7 @@ def build_tuner(
         # MLflow run and checkpoints; one that failed for good says so in failure.txt and
         # fails again at once
         failure_config=tune.FailureConfig(max_failures=trial_retries(trials)),
+        stop=stop,
     )
     return tune.Tuner(
         trainable, param_space=param_space, tune_config=tune_config, run_config=run_config
@@ -175,6 +179,7 @@ def run_sweep(
     space: Callable[[SweepContext], dict[str, Any]] | None = None,
     objective: dict[str, Any] | None = None,
     definition: dict[str, Any] | None = None,
+    stop: Any = None,
 ) -> list[dict[str, Any]]:
     """Run every trial (or, with ``space``, whatever Tune samples from ``space(ctx)``); returns one
     dict per Tune trial: its key, label, seed, error and last reported metrics. ``definition``
@@ -188,7 +193,7 @@ def run_sweep(
         settings.name, settings.uri(), settings.experiment, str(storage), parent, objective
     )
     param_space = space(ctx) if space is not None else None
-    results = build_tuner(trials, settings, ctx, tune_config, param_space).fit()
+    results = build_tuner(trials, settings, ctx, tune_config, param_space, stop).fit()
     status = "FAILED" if results.errors else "FINISHED"
     safely(MlflowClient(settings.uri()).set_terminated, parent, status=status)
     report_unlogged(storage)

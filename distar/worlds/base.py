@@ -98,7 +98,7 @@ class World(Protocol):
     def unit_scores(self, samples_per_prompt: int, seed: int) -> pd.DataFrame | None:
         """:meth:`evaluate`'s per-sample values, one row per sample keyed like a benchmark's
         per-sample rows (prompt, group, index, replica, seed), so two runs' evaluations pair
-        sample by sample (``analysis.paired``); None where a world has none of its own (the
+        sample by sample (``distar.paired``); None where a world has none of its own (the
         text-to-image worlds: their units are their benchmarks' per-sample rows)."""
         ...
 

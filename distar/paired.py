@@ -1,7 +1,8 @@
 """Paired comparisons of two runs scored on the same units (prompt x image, the same noise):
 the mean difference with a paired bootstrap CI (units resampled within their group -- Parti
 category, HPS style -- and seeds resampled too), a two-sided p-value, Holm's adjustment across
-comparisons, the probability of improvement, and how many units a decision would need.
+comparisons, the probability of improvement, and how many units a decision would need; and
+the one-sided test a sweep stops a trial on (:func:`confidently_worse`).
 
 Pairing removes the between-prompt variance that per-row means ± CI over seeds keep: two rows
 scored on identical prompts and noise differ only by what the setting changed.
@@ -11,10 +12,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy import stats
+
+from distar.benchmark_catalogue import WORLD_UNITS
 
 UNIT_KEYS = ("index", "replica", "seed")  # a sample's prompt, image and noise seed
 
@@ -123,3 +127,38 @@ def holm(pvalues: list[float]) -> list[float]:
         running = max(running, min(1.0, (m - rank) * pvalues[i]))
         adjusted[i] = running
     return adjusted.tolist()
+
+
+def unit_metric(metric: str) -> str:
+    """A preset metric's per-unit name: ``parti/imagereward`` as is, a world metric
+    (``reward``) as the world's table names it (``eval/reward``)."""
+    return metric if "/" in metric else f"{WORLD_UNITS}/{metric}"
+
+
+def read_units(trial_dir: Path, bench: str, step: int) -> pd.DataFrame | None:
+    """The per-sample rows a trial wrote for ``bench`` at ``step`` (``units/<bench>.jsonl``,
+    :class:`distar.callbacks.JsonlLogger`); None when it wrote none."""
+    path = Path(trial_dir) / "units" / f"{bench}.jsonl"
+    if not path.exists():
+        return None
+    table = pd.read_json(path, lines=True, dtype={"prompt": str, "group": str})
+    table = table[table["step"] == step]
+    return None if table.empty else table.drop_duplicates(
+        [k for k in (*UNIT_KEYS, "step") if k in table], keep="last")
+
+
+def stop_level(alpha: float, decisions: int) -> float:
+    """The level of each of a trial's stopping tests: Bonferroni over its ``decisions``, so a
+    trial no worse than the incumbent is stopped at some evaluation with probability <= alpha."""
+    return alpha / max(1, decisions)
+
+
+def confidently_worse(diffs: np.ndarray, level: float) -> bool:
+    """True when the per-unit differences (trial - incumbent, paired) are shifted below zero at
+    one-sided ``level``: Wilcoxon's signed-rank test, as Optuna's ``WilcoxonPruner`` uses (zero
+    differences split between the signs: ties, common in 0/1 metrics, count against neither)."""
+    diffs = np.asarray(diffs, dtype=np.float64)
+    if len(diffs) < 10 or not np.any(diffs):
+        return False
+    p = stats.wilcoxon(diffs, alternative="less", zero_method="zsplit").pvalue
+    return bool(p < level and diffs.mean() < 0)
