@@ -1,13 +1,15 @@
-"""Two runs compared unit by unit (prompt x image, same noise) on every benchmark both scored:
-the mean difference A - B per metric with a paired bootstrap 95 % CI (units resampled within
-their Parti category / HPS style), a p-value and its Holm adjustment across the rows shown, the
-probability that A beats B on a unit, and how many units a decision would need.
+"""Two runs (or two rows) compared unit by unit (prompt x image, same noise) on every benchmark
+both scored: the mean difference A - B per metric with a paired bootstrap 95 % CI (units
+resampled within their prompt / Parti category / HPS style), a p-value and its Holm adjustment
+across the rows shown, the probability that A beats B on a unit, and how many units a decision
+would need.
 
     python -m analysis.compare --tracking-uri sqlite:///runs/sd/mlflow.db RUN_A RUN_B
 
-A run is its MLflow run id or its run name ("DI*-In α_rew 10 · seed 0"). Each run's last
-evaluation is used; units that differ between the runs (another subset, image count or
-``eval.seed``) are refused, never dropped silently.
+A run is its MLflow run id or its run name ("DI*-In α_rew 10 · seed 0"); a row is its label
+("DI*-In α_rew 10"): every finished seed of it, paired seed by seed with the other row's and
+stacked. Each run's last evaluation is used; units that differ between the runs (another
+subset, image count or ``eval.seed``) are refused, never dropped silently.
 """
 
 from __future__ import annotations
@@ -42,19 +44,27 @@ from distar.tracking import TrackingStoreError
 BENCHMARKS = (WORLD_UNITS, "parti", "coco", "hps")
 
 
-def find_run(client, ref: str) -> str:
-    """A run id, or the one run carrying that name; refused naming the argument otherwise."""
+def find_runs(client, ref: str, flag: str) -> dict[str, str]:
+    """Seed -> run id: one run (its id or its unique name) or a whole row (its label: every
+    finished seed of it); refused naming the argument otherwise."""
     from mlflow.exceptions import MlflowException
 
     try:
-        return client.get_run(ref).info.run_id
+        run = client.get_run(ref)
+        return {run.data.tags.get("distar.seed", ""): run.info.run_id}
     except MlflowException:
         pass
     ids = [e.experiment_id for e in client.search_experiments()]
-    found = client.search_runs(ids, f"tags.`mlflow.runName` = '{ref.replace(chr(39), '')}'")
-    if len(found) != 1:
-        raise ConfigError(f"RUN: {ref!r} names {len(found)} runs; give a run id or a unique name")
-    return found[0].info.run_id
+    quoted = ref.replace(chr(39), "")
+    found = client.search_runs(ids, f"tags.`mlflow.runName` = '{quoted}'")
+    if len(found) == 1:
+        return {found[0].data.tags.get("distar.seed", ""): found[0].info.run_id}
+    row = client.search_runs(ids, f"tags.`distar.label` = '{quoted}' and status = 'FINISHED'")
+    seeds = {r.data.tags.get("distar.seed", ""): r.info.run_id for r in row}
+    if len(found) > 1 or not seeds or len(seeds) < len(row):
+        raise ConfigError(f"{flag}: {ref!r} names {len(found) or len(row)} runs; give a run id, "
+                          "a unique run name or a row label with one finished run per seed")
+    return seeds
 
 
 def samples(client, run_id: str, benchmark: str) -> pd.DataFrame | None:
@@ -72,16 +82,23 @@ def samples(client, run_id: str, benchmark: str) -> pd.DataFrame | None:
     return table.drop_duplicates([k for k in ROW_KEYS if k in table], keep="last")
 
 
-def comparisons(client, run_a: str, run_b: str) -> list[tuple[str, Paired]]:
-    """(benchmark, comparison) for every metric of every benchmark both runs scored."""
+def comparisons(client, a: dict[str, str], b: dict[str, str]) -> list[tuple[str, Paired]]:
+    """(benchmark, comparison) for every metric of every benchmark both sides scored: two runs
+    pair directly; rows (seed -> run) pair within each seed both finished, seeds stacked."""
+    pairs = [(next(iter(a.values())), next(iter(b.values())))] if len(a) == len(b) == 1 else [
+        (a[seed], b[seed]) for seed in sorted(a.keys() & b.keys())]  # fmt: skip
+    if not pairs:
+        raise ConfigError("RUN_A RUN_B: the rows share no finished seed")
     out = []
     for bench in BENCHMARKS:
-        a, b = samples(client, run_a, bench), samples(client, run_b, bench)
-        if a is None or b is None:
+        tables = [(samples(client, x, bench), samples(client, y, bench)) for x, y in pairs]
+        if any(x is None or y is None for x, y in tables):
             continue
-        for metric in [c for c in a.columns if c not in ROW_KEYS and c in b.columns]:
-            diffs = paired_differences(a, b, metric)
-            out.append((bench, compare(diffs["diff"].to_numpy(), diffs["group"].to_numpy(),
+        for metric in [c for c in tables[0][0].columns if c not in ROW_KEYS
+                       and c in tables[0][1].columns]:  # fmt: skip
+            per_seed = [paired_differences(x, y, metric) for x, y in tables]
+            diffs = np.stack([d["diff"].to_numpy() for d in per_seed])
+            out.append((bench, compare(diffs, per_seed[0]["group"].to_numpy(),
                                        f"{bench}/{metric}")))  # fmt: skip
     if not out:
         raise ConfigError("RUN_A RUN_B: no benchmark both runs scored (eval.benchmarks)")
@@ -96,7 +113,7 @@ def markdown(found: list[tuple[str, Paired]]) -> str:
     for (_, c), p_adj in zip(found, adjusted, strict=True):
         needed = "–" if c.units_needed < 0 else str(c.units_needed)
         lines.append(f"| {c.metric} | {c.delta:+.4f} | [{c.ci_low:+.4f}, {c.ci_high:+.4f}] | "
-                     f"{c.p:.3g} | {p_adj:.3g} | {c.prob_improvement:.2f} | {c.n_units} | "
+                     f"{p_text(c.p)} | {p_text(p_adj)} | {c.prob_improvement:.2f} | {c.n_units} | "
                      f"{c.n_seeds} | {needed} |")  # fmt: skip
     return "\n".join(lines)
 
@@ -189,7 +206,7 @@ def paired_report(runs: pd.DataFrame, uri: str, out: Path, metrics: tuple[str, .
         needed = "–" if r["units_needed"] < 0 else str(r["units_needed"])
         lines.append(f"| {r['row']}{verdict_mark(r)} | {r['baseline']} | {r['metric']} | "
                      f"{r['delta']:+.4g} | [{r['ci_low']:+.4g}, {r['ci_high']:+.4g}] | "
-                     f"{r['p']:.3g} | {r['p_adj']:.3g} | {r['prob_improvement']:.2f} | "
+                     f"{p_text(r['p'])} | {p_text(r['p_adj'])} | {r['prob_improvement']:.2f} | "
                      f"{r['n_units']} x {r['n_seeds']} | {needed} |")  # fmt: skip
     text = "\n".join(lines) + (
         "\n\n▲ / ▼: the row beats / loses to the one it is compared with at Holm-adjusted "
@@ -199,6 +216,11 @@ def paired_report(runs: pd.DataFrame, uri: str, out: Path, metrics: tuple[str, .
     )
     (out / "paired.md").write_text(text + "\n")
     return text, table
+
+
+def p_text(p: float) -> str:
+    """A p-value as printed: a normal tail far out is no more precise than "< 1e-6"."""
+    return "< 1e-6" if p < 1e-6 else f"{p:.3g}"
 
 
 def verdict_mark(r: pd.Series) -> str:
@@ -225,8 +247,8 @@ def verdicts(table: pd.DataFrame) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m analysis.compare", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("run_a", metavar="RUN_A")
-    p.add_argument("run_b", metavar="RUN_B")
+    p.add_argument("run_a", metavar="RUN_A", help="a run id, run name or row label")
+    p.add_argument("run_b", metavar="RUN_B", help="the same, for the other side")
     p.add_argument("--tracking-uri", default="sqlite:///runs/table2/mlflow.db")
     args = p.parse_args(argv)
 
@@ -234,8 +256,8 @@ def main(argv: list[str] | None = None) -> int:
         from mlflow.tracking import MlflowClient
         check_store(args.tracking_uri)
         client = MlflowClient(args.tracking_uri)
-        run_a, run_b = find_run(client, args.run_a), find_run(client, args.run_b)
-        print(markdown(comparisons(client, run_a, run_b)))
+        a, b = find_runs(client, args.run_a, "RUN_A"), find_runs(client, args.run_b, "RUN_B")
+        print(markdown(comparisons(client, a, b)))
         return 0
 
     return refusing(run, extra=(TrackingStoreError, ValueError))

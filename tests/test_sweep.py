@@ -286,6 +286,13 @@ def test_smoke_grid_on_the_tiny_sd_world_through_ray_into_mlflow(ray_address, tm
     assert compare(["--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
                     *runs["run_id"].iloc[:2]]) == 0  # fmt: skip
     printed = capsys.readouterr().out
+    # rows by their labels (every finished seed), as a run id would be
+    assert compare(["--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+                    "DI*-In α_rew 100, α_cfg 7.5 (best)", "KL, no CFG"]) == 0  # fmt: skip
+    assert capsys.readouterr().out.splitlines()[2:] and all(
+        (tmp_path / "trials" / key / "units" / "parti.jsonl").exists()
+        for key in runs["tags.distar.trial"]
+    )
     assert "| parti/pickscore |" in printed and "| coco/clip_score |" in printed
     assert "p (Holm)" in printed and "units needed" in printed
     parent = runs["tags.mlflow.parentRunId"].iloc[0]
