@@ -7,6 +7,8 @@ across seeds, the paper's own numbers beside it, written as markdown and CSV, pl
 from __future__ import annotations
 
 import argparse
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -69,13 +71,17 @@ def pareto_plot(table: pd.DataFrame, path: Path, x: str = "precision", y: str = 
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 5))
-    for _, r in table.dropna(subset=[x, y]).iterrows():
+    shown = table.dropna(subset=[x, y])
+    colours = plt.get_cmap("tab20")(range(len(shown)))  # one colour per row (tab10 repeats)
+    markers = "osD^vP*Xh<>p"
+    for i, (_, r) in enumerate(shown.iterrows()):
         ax.errorbar(
             r[x],
             r[y],
             xerr=0.0 if pd.isna(r[f"{x}_ci95"]) else r[f"{x}_ci95"],
             yerr=0.0 if pd.isna(r[f"{y}_ci95"]) else r[f"{y}_ci95"],
-            fmt="o",
+            fmt=markers[i % len(markers)],
+            color=colours[i],
             capsize=3,
             label=r["label"],
         )
@@ -164,10 +170,27 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
     return 0
 
 
+@dataclass
+class Reports:
+    """What :func:`write_reports` wrote: the printed text, Table 2 (one row per ablation row)
+    and the paired comparisons (empty when the runs do not pair)."""
+
+    text: str
+    table: pd.DataFrame
+    paired: pd.DataFrame
+    metrics: tuple[str, ...]
+
+
 def report_text(runs: pd.DataFrame, uri: str, out: Path, baseline: str | None = None,
                 all_pairs: bool = False) -> str:  # fmt: skip
+    """:func:`write_reports`' printed text."""
+    return write_reports(runs, uri, out, baseline, all_pairs).text
+
+
+def write_reports(runs: pd.DataFrame, uri: str, out: Path, baseline: str | None = None,
+                  all_pairs: bool = False) -> Reports:  # fmt: skip
     """Every report of a sweep written to ``out`` (Table 2 with each row's paired verdict,
-    ``paired.md``, and on a text world the paper's Tables 1-3); returns what to print."""
+    ``paired.md``, and on a text world the paper's Tables 1-3)."""
     preset = world_preset(world_of(runs))
     paired, comparisons = paired_report(runs, uri, out, preset.metrics, baseline, all_pairs)
     table = build_report(runs, out, preset.metrics, preset.pareto, verdicts(comparisons))
@@ -177,7 +200,47 @@ def report_text(runs: pd.DataFrame, uri: str, out: Path, baseline: str | None = 
     if any(c.startswith(("metrics.parti/", "metrics.coco/", "metrics.hps/")) for c in runs):
         for name, text in build(runs, out).items():
             parts.append(f"## {name} (ours beside the paper's, PickScore as a cosine)\n\n{text}")
-    return "\n\n".join(parts)
+    return Reports("\n\n".join(parts), table, comparisons, preset.metrics)
+
+
+DESCRIPTION_LIMIT = 7900  # MLflow keeps at most 8000 characters of a tag (a run's description)
+
+
+def overview_markdown(reports: Reports, runs: pd.DataFrame, links: dict[str, str]) -> str:
+    """The parent run's description (MLflow renders it on the run's Overview): Table 2 with
+    each row's seeds, means ± 95 % CI and paired verdict, the units, and links to the full
+    report; the paper's columns are dropped first if it would not fit a tag."""
+    head = ("**Table 2** — mean ± 95 % CI over finished seeds; *paired*: the metrics a row "
+            "beats (▲) or loses to (▼) the baseline on, same prompts and noise, Holm-adjusted "
+            "p < 0.05.")  # fmt: skip
+    links_line = " · ".join(f"[{name}]({url})" for name, url in links.items())
+    for table in (reports.table, reports.table.drop(
+            columns=[c for c in reports.table if c.startswith("paper_")])):  # fmt: skip
+        text = "\n\n".join([head, to_markdown(table, reports.metrics), units_line(runs),
+                             f"Full report: {links_line}"])  # fmt: skip
+        if len(text) <= DESCRIPTION_LIMIT:
+            return text
+    return text[: DESCRIPTION_LIMIT - 40] + f"\n\n… (cut: see {links_line})"
+
+
+def row_key(label: str) -> str:
+    """A row label as an MLflow metric-name part (letters, digits, ``_ - . /`` and spaces)."""
+    return " ".join(re.sub(r"[^\w\-. ]", "", label).split())
+
+
+def summary_metrics(reports: Reports) -> dict[str, float]:
+    """Per row, its means (``<row>/<metric>``) and paired deltas to the baseline
+    (``<row>/paired/<metric>``): the parent run's metrics, shown in the runs table."""
+    out = {}
+    for _, r in reports.table.iterrows():
+        for m in reports.metrics:
+            if m in r and pd.notna(r[m]):
+                out[f"{row_key(r['label'])}/{m}"] = float(r[m])
+    if not reports.paired.empty:
+        baseline = reports.paired.attrs["baseline"]
+        for _, r in reports.paired[reports.paired["baseline"] == baseline].iterrows():
+            out[f"{row_key(r['row'])}/paired/{r['metric']}"] = float(r["delta"])
+    return out
 
 
 if __name__ == "__main__":

@@ -32,6 +32,9 @@ FINAL_STEP_TAG = "distar.final_step"
 PARENT_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+NOTE_TAG = "mlflow.note.content"  # a run's / an experiment's description (markdown in the UI)
+# a runs-table view MLflow 3 opens from ?viewStateShareKey=KEY (the UI's own "Share" writes it)
+SHARED_VIEW_PREFIX = "mlflow.sharedViewState."
 # the units a run's scales are in (the report prints them)
 REWARD_UNITS_TAG = "distar.reward_units"
 CFG_CONVENTION_TAG = "distar.cfg_convention"
@@ -60,6 +63,45 @@ def mlflow_ui_url(server: str, experiment_id: str) -> str:
     """The experiment's runs table in MLflow's UI. MLflow 3 opens every experiment on the GenAI
     overview unless the browser chose "Model training" before; the link chooses it."""
     return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+def browser_safe(rows):
+    """A table as it is logged to MLflow: identifiers that a browser would round as 64-bit JSON
+    integers (noise seeds: 8849405741441832926 showed as ...833000) become strings."""
+    return rows.astype({"seed": str}) if "seed" in rows else rows
+
+
+def runs_view_url(server: str, experiment_id: str, key: str) -> str:
+    """The runs table in the view :func:`share_runs_view` stored under ``key``."""
+    return (f"{server.rstrip('/')}/#/experiments/{experiment_id}?viewStateShareKey={key}"
+            "&workflowType=machine_learning")  # fmt: skip
+
+
+def share_runs_view(client: MlflowClient, experiment_id: str, key: str, search_filter: str,
+                    columns: list[str], group_by_tag: str, order_by: str) -> None:  # fmt: skip
+    """Store a runs-table view on the experiment as MLflow 3.17's UI reads one (its
+    ``mlflow.sharedViewState.<key>`` tag: search facets and UI state, JSON): runs matching
+    ``search_filter`` grouped by ``group_by_tag`` (group rows show the mean), the metric
+    ``columns`` shown, sorted by ``order_by`` descending."""
+    import json
+
+    state = {
+        "searchFilter": search_filter,
+        "orderByKey": f"metrics.`{order_by}`",
+        "orderByAsc": False,
+        "startTime": "ALL",
+        "lifecycleFilter": "Active",
+        "datasetsFilter": [],
+        "modelVersionFilter": "All Runs",
+        "selectedColumns": [f"metrics.`{c}`" for c in columns],
+        "groupBy": {"aggregateFunction": "average",
+                    "groupByKeys": [{"mode": "tag", "groupByData": group_by_tag}]},
+        "groupsExpanded": {},
+        "viewMaximized": False,
+        "runListHidden": False,
+        "useGroupedValuesInCharts": True,
+    }  # fmt: skip
+    client.set_experiment_tag(experiment_id, SHARED_VIEW_PREFIX + key, json.dumps(state))
 
 
 def ensure_experiment(client: MlflowClient, name: str, artifact_root: Path | None) -> str:

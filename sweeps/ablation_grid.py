@@ -10,9 +10,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from analysis.report import add_paired_flags, report_text
+from analysis.report import (
+    add_paired_flags,
+    overview_markdown,
+    summary_metrics,
+    units_line,
+    write_reports,
+)
 from analysis.runs import load_runs
 from distar import paper, tracking
+from distar.benchmark_catalogue import logged_name
 from distar.config import Config, ConfigError, parse_override, world_preset
 from distar.paper import TABLE2
 from distar.raytune.grid import expand
@@ -80,8 +87,9 @@ def base_config(args: argparse.Namespace) -> Config:
         flat.update({**world_preset(args.world).smoke, **SMOKE})
     flat.update(parse_override(o) for o in args.overrides)
     config = Config.for_world(args.world, flat)
-    if not config.world.text_to_image and "train.eval_every" not in flat:
-        # eval metrics as curves (4 points), not one dot at the end; cheap on the embedded world
+    if "train.eval_every" not in flat and (args.smoke_test or not config.world.text_to_image):
+        # eval metrics as curves (4 points), not one dot at the end: cheap on the embedded world
+        # and on the tiny text presets a smoke test runs (a real text world sets its own)
         config = config.with_overrides({"train.eval_every": max(1, config.train.steps // 4)})
     return config
 
@@ -129,12 +137,15 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
 
 def report(args: argparse.Namespace, settings: SweepSettings, base: Config, n_rows: int,
            n_trials: int) -> None:  # fmt: skip
-    """The Table-2 report (and Tables 1-3 on a text world), printed and on the parent run."""
+    """The Table-2 report (and Tables 1-3 on a text world), printed and on the parent run: as
+    its artifacts, its description (the run's Overview) and per-row summary metrics; the
+    runs-table view the printed link opens."""
     from distar.raytune.tuner import log_sweep_report
 
     runs = load_runs(settings.uri(), args.experiment, args.name)
     out = args.storage.resolve() / "report"
-    print(report_text(runs, settings.uri(), out, args.baseline, args.all_pairs))
+    reports = write_reports(runs, settings.uri(), out, args.baseline, args.all_pairs)
+    print(reports.text)
     sweep_params = {
         "sweep.world": args.world,
         "sweep.rows": n_rows,
@@ -143,21 +154,58 @@ def report(args: argparse.Namespace, settings: SweepSettings, base: Config, n_ro
         "sweep.steps": base.train.steps,
         "sweep.trials": n_trials,
     }
-    log_sweep_report(settings, out, sweep_params)  # the parent run holds the report
-    print_ui_hint(settings)
+
+    def overview(experiment: str, run_id: str) -> str:
+        files = ("table2.md", "paired.md", "pareto.png", "table2.csv", "paired.csv")
+        links = {name: f"#/experiments/{experiment}/runs/{run_id}/artifacts/report/{name}"
+                 for name in files if (out / name).exists()}  # fmt: skip
+        return overview_markdown(reports, runs, links)
+
+    parent = log_sweep_report(settings, out, sweep_params, overview, summary_metrics(reports))
+    print_ui_hint(settings, world_preset(args.world), parent, units_line(runs))
 
 
-def print_ui_hint(settings: SweepSettings) -> None:
+EXPERIMENT_NOTE = """**distar: Diff-Instruct\\* sweeps.** One child run per (Table-2 row, seed),
+tagged distar.label (the row) and distar.seed; one parent run per sweep, named after it, whose
+Overview holds Table 2 (mean ± 95 % CI over finished seeds) with each row's paired verdict
+against the baseline row (▲ beats, ▼ loses, same prompts and noise, Holm-adjusted p < 0.05),
+and whose artifacts hold the report (table2.md, paired.md, pareto.png and their CSVs).
+
+Metrics: eval/NAME are the world's own; parti/..., coco/..., hps/... the benchmarks'; ci95/...
+their bootstrap CI bounds. A parent run's ROW/METRIC are its rows' means and ROW/paired/METRIC
+their paired differences to the baseline. Params loss.* are in the world's units; the tags
+paper.alpha_rew and paper.alpha_cfg hold the paper's values each row stands for.
+
+{units}
+
+Start from the link a sweep prints: its runs grouped by row (group rows show the seeds' mean),
+sorted by the objective."""
+
+
+def print_ui_hint(settings: SweepSettings, preset, parent: str | None, units: str) -> None:
+    """The link that opens the runs table on the answer: this sweep's runs grouped by row
+    (group rows show the seeds' mean), the preset's metrics, sorted by its objective; and the
+    parent run, whose Overview holds Table 2 with the paired verdicts."""
     from mlflow.tracking import MlflowClient
 
     uri = settings.uri()
-    experiment = MlflowClient(uri).get_experiment_by_name(settings.experiment)
-    if uri.startswith("http"):
-        print(f"MLflow: {tracking.mlflow_ui_url(uri, experiment.experiment_id)}")
-        return
-    url = tracking.mlflow_ui_url("http://127.0.0.1:5000", experiment.experiment_id)
-    print(f"MLflow: mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000, then open "
-          f"{url}")  # fmt: skip
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(settings.experiment).experiment_id
+    client.set_experiment_tag(experiment, tracking.NOTE_TAG, EXPERIMENT_NOTE.format(units=units))
+    key = f"distar-{settings.name}"
+    tracking.share_runs_view(
+        client, experiment, key, f"tags.`{tracking.SWEEP_TAG}` = '{settings.name}'",
+        [logged_name(m) for m in preset.metrics], tracking.LABEL_TAG,
+        logged_name(preset.objective[0]),
+    )  # fmt: skip
+    server = uri if uri.startswith("http") else "http://127.0.0.1:5000"
+    view = tracking.runs_view_url(server, experiment, key)
+    answer = f"{server}/#/experiments/{experiment}/runs/{parent}" if parent else ""
+    if not uri.startswith("http"):
+        print(f"MLflow: mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000, then")
+    print(f"MLflow: {view}  (runs grouped by row, sorted by {preset.objective[0]})")
+    if answer:
+        print(f"MLflow: {answer}  (the sweep's run: Table 2 and the paired verdicts)")
 
 
 if __name__ == "__main__":

@@ -80,6 +80,6 @@ def test_sharded_evaluation_equals_one_process(world_cache):
         assert a.summary == pytest.approx(b.summary, rel=1e-5, abs=1e-6)  # batch size in fp32
         torch.testing.assert_close(a.examples, b.examples)
         assert a.examples.shape[-2:] == (48, 48)  # eval.resolution
-    assert {"parti/pickscore", "parti/pickscore_ci95_low", "coco/clip_score"} <= set(
+    assert {"parti/pickscore", "ci95/parti/pickscore_low", "coco/clip_score"} <= set(
         whole[0].summary | whole[1].summary
     )

@@ -94,7 +94,7 @@ def test_rows_summaries_and_set_metrics():
     ]
     s = result.summary
     assert s["toy/brightness"] == pytest.approx(result.rows["brightness"].mean())
-    assert s["toy/brightness_ci95_low"] < s["toy/brightness"] < s["toy/brightness_ci95_high"]
+    assert s["ci95/toy/brightness_low"] < s["toy/brightness"] < s["ci95/toy/brightness_high"]
     assert s["toy/brightness/a"] == pytest.approx(result.rows["brightness"][::2].mean())
     assert s["toy/count"] == 10.0
     assert result.examples.shape == (10, 3, 8, 8)

@@ -35,15 +35,16 @@ PRIMARY = {"hps": "hpsv21"}
 def summarise(
     rows: pd.DataFrame, benchmark: str, metrics: list[str], seed: int = 0
 ) -> dict[str, float]:
-    """``{bench}/{m}``, ``{bench}/{m}_ci95_low|high`` and ``{bench}/{m}/{group}`` for each
-    sample metric ``m`` (groups: Parti category, HPS style)."""
+    """``{bench}/{m}``, ``ci95/{bench}/{m}_low|high`` and ``{bench}/{m}/{group}`` for each
+    sample metric ``m`` (groups: Parti category, HPS style). The CI bounds share one prefix, so
+    MLflow's UI puts them in one chart section of their own instead of beside each metric."""
     out: dict[str, float] = {}
     for m in metrics:
         values = rows[m].to_numpy(dtype=np.float64)
         low, high = bootstrap_ci(values, seed=seed)
         out[metric_name(benchmark, m)] = float(values.mean())
-        out[metric_name(benchmark, f"{m}_ci95_low")] = low
-        out[metric_name(benchmark, f"{m}_ci95_high")] = high
+        out["ci95/" + metric_name(benchmark, f"{m}_low")] = low
+        out["ci95/" + metric_name(benchmark, f"{m}_high")] = high
         by_group = rows.groupby("group")[m].mean()
         if len(by_group) > 1:
             for group, mean in by_group.items():

@@ -16,7 +16,13 @@ from mlflow.tracking import MlflowClient
 
 from distar.callbacks import Callback
 from distar.evaluation.mlflow_tables import log_benchmark
-from distar.tracking import FINAL_STEP_TAG, TRACKING_ERRORS, UNLOGGED, logged_steps
+from distar.tracking import (
+    FINAL_STEP_TAG,
+    TRACKING_ERRORS,
+    UNLOGGED,
+    browser_safe,
+    logged_steps,
+)
 
 
 class MlflowLogger(Callback):
@@ -104,7 +110,8 @@ class MlflowLogger(Callback):
         would be: ``eval/<name>_samples.json``. Not spooled (a table, not a metric): a failed
         write is said and tagged, as a benchmark's is."""
         try:
-            self.client.log_table(self.run_id, rows.assign(step=step), f"eval/{name}_samples.json")
+            table = browser_safe(rows.assign(step=step))
+            self.client.log_table(self.run_id, table, f"eval/{name}_samples.json")
         except TRACKING_ERRORS as error:
             self._warn(error)
             self._call("set_tag", f"distar.unlogged_units.{name}", step)

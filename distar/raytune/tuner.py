@@ -131,14 +131,24 @@ def parent_run_id(settings: SweepSettings) -> str | None:
     return tracking.find_run(client, experiment.experiment_id, tags)
 
 
-def log_sweep_report(settings: SweepSettings, report_dir: Path, params: dict[str, Any]) -> None:
-    """The sweep's report (tables, CSV, plots) and its own parameters on the parent run."""
+def log_sweep_report(settings: SweepSettings, report_dir: Path, params: dict[str, Any],
+                     overview: Callable[[str, str], str] | None = None,
+                     metrics: dict[str, float] | None = None) -> str | None:  # fmt: skip
+    """The sweep's report (tables, CSV, plots) and its own parameters on the parent run, with
+    ``overview(experiment_id, run_id)`` as its description (the run's Overview page) and
+    ``metrics`` (per-row summaries); returns the parent run id."""
     run_id = parent_run_id(settings)
     if run_id is None:
-        return
+        return None
     client = MlflowClient(settings.uri())
     tracking.log_params(client, run_id, params)
     client.log_artifacts(run_id, str(report_dir), "report")
+    if overview is not None:
+        experiment = client.get_run(run_id).info.experiment_id
+        client.set_tag(run_id, tracking.NOTE_TAG, overview(experiment, run_id))
+    if metrics:
+        tracking.log_metrics(client, run_id, metrics, 0)
+    return run_id
 
 
 def open_sweep(settings: SweepSettings, definition: dict[str, Any]) -> str:
