@@ -73,7 +73,7 @@ def browser_safe(rows):
 
 def runs_view_url(server: str, experiment_id: str, key: str) -> str:
     """The runs table in the view :func:`share_runs_view` stored under ``key``."""
-    return (f"{server.rstrip('/')}/#/experiments/{experiment_id}?viewStateShareKey={key}"
+    return (f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?viewStateShareKey={key}"
             "&workflowType=machine_learning")  # fmt: skip
 
 
