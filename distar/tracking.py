@@ -32,6 +32,7 @@ FINAL_STEP_TAG = "distar.final_step"
 PARENT_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+PAIRED_TAG = "distar.paired"  # a child run's row verdict against the baseline (the report's)
 NOTE_TAG = "mlflow.note.content"  # a run's / an experiment's description (markdown in the UI)
 # a runs-table view MLflow 3 opens from ?viewStateShareKey=KEY (the UI's own "Share" writes it)
 SHARED_VIEW_PREFIX = "mlflow.sharedViewState."
@@ -78,11 +79,13 @@ def runs_view_url(server: str, experiment_id: str, key: str) -> str:
 
 
 def share_runs_view(client: MlflowClient, experiment_id: str, key: str, search_filter: str,
-                    columns: list[str], group_by_tag: str, order_by: str) -> None:  # fmt: skip
+                    columns: list[str], group_by_tag: str, order_by: str,
+                    tag_columns: tuple[str, ...] = ()) -> None:  # fmt: skip
     """Store a runs-table view on the experiment as MLflow 3.17's UI reads one (its
     ``mlflow.sharedViewState.<key>`` tag: search facets and UI state, JSON): runs matching
     ``search_filter`` grouped by ``group_by_tag`` (group rows show the mean), the metric
-    ``columns`` shown, sorted by ``order_by`` descending."""
+    ``columns`` and ``tag_columns`` shown, sorted by ``order_by`` descending. MLflow applies
+    it on a page load whose URL carries no search facets of its own."""
     import json
 
     state = {
@@ -93,7 +96,8 @@ def share_runs_view(client: MlflowClient, experiment_id: str, key: str, search_f
         "lifecycleFilter": "Active",
         "datasetsFilter": [],
         "modelVersionFilter": "All Runs",
-        "selectedColumns": [f"metrics.`{c}`" for c in columns],
+        "selectedColumns": [f"tags.`{t}`" for t in tag_columns]
+        + [f"metrics.`{c}`" for c in columns],
         "groupBy": {"aggregateFunction": "average",
                     "groupByKeys": [{"mode": "tag", "groupByData": group_by_tag}]},
         "groupsExpanded": {},

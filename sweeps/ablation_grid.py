@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from analysis.compare import verdicts
 from analysis.report import (
     add_paired_flags,
     overview_markdown,
@@ -162,6 +163,13 @@ def report(args: argparse.Namespace, settings: SweepSettings, base: Config, n_ro
         return overview_markdown(reports, runs, links)
 
     parent = log_sweep_report(settings, out, sweep_params, overview, summary_metrics(reports))
+    from mlflow.tracking import MlflowClient  # MLflow: only once a sweep ran
+
+    client = MlflowClient(settings.uri())
+    row_verdicts = verdicts(reports.paired)
+    for _, run in runs.iterrows():  # each seed's line in the runs table says its row's verdict
+        verdict = row_verdicts.get(run["tags.distar.label"], "–")
+        client.set_tag(run["run_id"], tracking.PAIRED_TAG, verdict)
     print_ui_hint(settings, world_preset(args.world), parent, units_line(runs))
 
 
@@ -183,9 +191,10 @@ sorted by the objective."""
 
 
 def print_ui_hint(settings: SweepSettings, preset, parent: str | None, units: str) -> None:
-    """The link that opens the runs table on the answer: this sweep's runs grouped by row
-    (group rows show the seeds' mean), the preset's metrics, sorted by its objective; and the
-    parent run, whose Overview holds Table 2 with the paired verdicts."""
+    """The experiment's description, and the link that opens the runs table on the answer:
+    this sweep's runs grouped by row (group rows show the seeds' mean), each with its row's
+    paired verdict, the preset's metrics, sorted by its objective; and the parent run, whose
+    Overview holds Table 2 with the paired verdicts."""
     from mlflow.tracking import MlflowClient
 
     uri = settings.uri()
@@ -193,17 +202,21 @@ def print_ui_hint(settings: SweepSettings, preset, parent: str | None, units: st
     experiment = client.get_experiment_by_name(settings.experiment).experiment_id
     client.set_experiment_tag(experiment, tracking.NOTE_TAG, EXPERIMENT_NOTE.format(units=units))
     key = f"distar-{settings.name}"
+    children = (f"tags.`{tracking.SWEEP_TAG}` = '{settings.name}' and "
+                f"tags.`{tracking.TRIAL_TAG}` != ''")  # fmt: skip
     tracking.share_runs_view(
-        client, experiment, key, f"tags.`{tracking.SWEEP_TAG}` = '{settings.name}'",
-        [logged_name(m) for m in preset.metrics], tracking.LABEL_TAG,
-        logged_name(preset.objective[0]),
+        # the objective and its floor metric (all of the preset's would push the verdict out of
+        # a laptop's width: the table scrolls sideways and the browser draws only what shows)
+        client, experiment, key, children, [logged_name(m) for m in preset.objective],
+        tracking.LABEL_TAG, logged_name(preset.objective[0]), (tracking.PAIRED_TAG,),
     )  # fmt: skip
     server = uri if uri.startswith("http") else "http://127.0.0.1:5000"
     view = tracking.runs_view_url(server, experiment, key)
     answer = f"{server}/#/experiments/{experiment}/runs/{parent}" if parent else ""
     if not uri.startswith("http"):
         print(f"MLflow: mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000, then")
-    print(f"MLflow: {view}  (runs grouped by row, sorted by {preset.objective[0]})")
+    print(f"MLflow: {view}  (runs grouped by row, sorted by {preset.objective[0]}, each with "
+          "its row's paired verdict)")  # fmt: skip
     if answer:
         print(f"MLflow: {answer}  (the sweep's run: Table 2 and the paired verdicts)")
 

@@ -1,7 +1,10 @@
-"""The MLflow UI over a smoke sweep's store, in a real headless browser (Debian's chromium and
-chromedriver through selenium): the experiment opens on the runs table, the child runs sort into
-their grid rows, the parent run holds the sweep's report. Screenshots go to
-``$DISTAR_TEST_ARTIFACTS`` (default ``test-artifacts/``) as the test's artifacts."""
+"""The MLflow UI over a smoke sweep's store (the embedded world, and sd15-tiny with its
+benchmarks), in a real headless browser (Debian's chromium and chromedriver through selenium):
+the link the sweep prints opens the runs table grouped by row, sorted by the objective, and
+from it the Table-2 answer (rows, seeds, means, the paired verdicts) is on screen within two
+clicks; the experiment opens on the runs table, the parent run holds the sweep's report.
+Screenshots go to ``$DISTAR_TEST_ARTIFACTS`` (default ``test-artifacts/``) as the test's
+artifacts."""
 
 from __future__ import annotations
 
@@ -27,30 +30,38 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.fixture
-def ui_over_a_smoke_sweep(ray_address, tmp_path):
-    """A finished smoke sweep (through Ray, as a user runs it) and ``mlflow server`` on it."""
+@pytest.fixture(params=["gmm", "sd15-tiny"])
+def ui_over_a_smoke_sweep(request, ray_address, tmp_path, capsys):
+    """A finished smoke sweep (through Ray, as a user runs it), ``mlflow server`` on it, and
+    the MLflow links the sweep printed (pointed at that server)."""
     from test_bad_inputs import script
 
     storage = tmp_path / "sweep"
-    flags = [f"--set={k}={v}" for k, v in TINY.items()]
-    assert script("ablation_grid")(["--smoke-test", "--storage", str(storage), *flags]) == 0
+    flags = [f"--set={k}={v}" for k, v in TINY.items()] if request.param == "gmm" else []
+    assert script("ablation_grid")(["--world", request.param, "--smoke-test", "--storage",
+                                    str(storage), *flags]) == 0  # fmt: skip
+    printed = [line.split()[1] for line in capsys.readouterr().out.splitlines()
+               if line.startswith("MLflow: http")]  # fmt: skip
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
          "--backend-store-uri", f"sqlite:///{storage / 'mlflow.db'}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "mlflow-server.log", "w"),
+        start_new_session=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
+    links = [link.replace("http://127.0.0.1:5000", url) for link in printed]
     try:
-        deadline = time.time() + 90
-        while time.time() < deadline:
+        deadline = time.time() + 180
+        while True:
             try:
                 urllib.request.urlopen(f"{url}/health", timeout=2)
                 break
             except OSError:
+                assert time.time() < deadline and server.poll() is None, (
+                    "mlflow server down: " + (tmp_path / "mlflow-server.log").read_text()[-3000:])
                 time.sleep(0.5)
-        yield url, storage
+        yield url, storage, links, request.param
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -91,7 +102,7 @@ def test_the_ui_shows_the_runs_grouped_by_row_and_the_sweeps_report(ui_over_a_sm
 
     from distar.tracking import mlflow_ui_url
 
-    url, storage = ui_over_a_smoke_sweep
+    url, storage, links, world = ui_over_a_smoke_sweep
     client = MlflowClient(f"sqlite:///{storage / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("distar-table2")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
@@ -100,7 +111,8 @@ def test_the_ui_shows_the_runs_grouped_by_row_and_the_sweeps_report(ui_over_a_sm
     browser.get(mlflow_ui_url(url, experiment.experiment_id))  # the link the sweep prints
     wait_for(browser, "a[href*='/runs/']")
     assert "/runs" in browser.current_url and "overview" not in browser.current_url
-    browser.save_screenshot(str(ARTIFACTS / "1-experiment-opens-on-runs.png"))
+    shot = f"{world}-"
+    browser.save_screenshot(str(ARTIFACTS / f"{shot}1-experiment-opens-on-runs.png"))
 
     children = "tags.`distar.sweep` = 'table2' and tags.`distar.trial` != ''"
     query = {"workflowType": "machine_learning", "searchFilter": children,
@@ -117,7 +129,7 @@ def test_the_ui_shows_the_runs_grouped_by_row_and_the_sweeps_report(ui_over_a_sm
     labels = [name.split(" · ")[0] for name in names]
     assert len(names) == 4 and labels == sorted(labels)  # each row's seeds side by side
     assert {"KL, no CFG", "DI*-In α_rew 100, α_cfg 7.5 (best)"} == set(labels)
-    browser.save_screenshot(str(ARTIFACTS / "2-child-runs-by-row.png"))
+    browser.save_screenshot(str(ARTIFACTS / f"{shot}2-child-runs-by-row.png"))
 
     (parent,) = client.search_runs([experiment.experiment_id], "tags.`distar.role` = 'parent'")
     browser.get(f"{url}/#/experiments/{experiment.experiment_id}/runs/"
@@ -128,5 +140,58 @@ def test_the_ui_shows_the_runs_grouped_by_row_and_the_sweeps_report(ui_over_a_sm
         time.sleep(0.5)
     body = browser.find_element("tag name", "body").text
     assert "pareto.png" in body and "table2.csv" in body
-    browser.save_screenshot(str(ARTIFACTS / "3-parent-run-report.png"))
+    browser.save_screenshot(str(ARTIFACTS / f"{shot}3-parent-run-report.png"))
     assert parent.data.params["sweep.trials"] == "4"
+    the_printed_link_lands_on_the_answer(browser, links, world)
+
+
+def body_text(browser) -> str:
+    return browser.find_element("tag name", "body").text
+
+
+def wait_for_text(browser, texts: list[str], seconds: float = 60.0) -> str:
+    deadline = time.time() + seconds
+    while not all(t in (body := body_text(browser)) for t in texts):
+        missing = [t for t in texts if t not in body]
+        assert time.time() < deadline, f"never on screen: {missing} at {browser.current_url}"
+        time.sleep(0.5)
+    return body
+
+
+def the_printed_link_lands_on_the_answer(browser, links: list[str], world: str) -> None:
+    """The sweep's first printed link, opened as a pasted link is: its runs grouped by row
+    (each row's seeds inside its group, the group row showing their mean), each run with its
+    row's paired verdict, the objective as the sort -- the Table-2 answer with no click. The
+    second link: the sweep's run, whose Overview shows Table 2 with the verdicts (one click on
+    "Show more" for all of its rows)."""
+    from selenium.webdriver.common.by import By
+
+    from distar.benchmark_catalogue import logged_name
+    from distar.config import world_preset
+
+    view, answer = links
+    objective = logged_name(world_preset(world).objective[0])
+    rows = ["KL, no CFG", "DI*-In α_rew 100, α_cfg 7.5 (best)"]
+    # a fresh page load, as a pasted link is: a new hash alone keeps the app's previous view,
+    # and a reload of the URL the app rewrote (its search facets added) ignores the shared view
+    browser.get("about:blank")
+    browser.get(view)
+    body = wait_for_text(browser, ["Group: KL, no C", "Group: DI*-In", f"Sort: {objective}",
+                                   "distar.paired", "baseline"])  # fmt: skip
+    assert objective in body and "(average)" in body  # a group row shows its seeds' mean
+    assert body.count("baseline") >= 2  # the baseline row's two seeds say so
+    verdicts = ("▲", "▼", "no significant difference")
+    assert any(v in body for v in verdicts), body[-1500:]  # the other row's verdict
+    runs = [a.text for a in browser.find_elements(By.CSS_SELECTOR, "a[href*='/runs/']")]
+    assert sum("seed" in r for r in runs) == 4 and "table2" not in runs  # children only
+    browser.save_screenshot(str(ARTIFACTS / f"{world}-4-printed-link-the-answer.png"))
+
+    browser.get("about:blank")
+    browser.get(answer)
+    wait_for_text(browser, ["Description", "Table 2", "baseline"])
+    more = browser.find_elements(By.XPATH, "//*[normalize-space(text())='Show more']")
+    if more:
+        more[0].click()
+    body = wait_for_text(browser, rows + ["paired"])
+    assert any(v in body for v in verdicts), body[:3000]
+    browser.save_screenshot(str(ARTIFACTS / f"{world}-5-sweep-run-overview.png"))
