@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from distar.benchmark_catalogue import ROW_KEYS
 from distar.config import Config
 
 if TYPE_CHECKING:
@@ -67,8 +68,11 @@ def mlflow_ui_url(server: str, experiment_id: str) -> str:
 
 
 def browser_safe(rows):
-    """A table as it is logged to MLflow: identifiers that a browser would round as 64-bit JSON
-    integers (noise seeds: 8849405741441832926 showed as ...833000) become strings."""
+    """A table as it is logged to MLflow: its metric columns first (what a reader looks for),
+    the keys after them; identifiers that a browser would round as 64-bit JSON integers (noise
+    seeds: 8849405741441832926 showed as ...833000) as strings."""
+    keys = [c for c in rows.columns if c in ROW_KEYS]
+    rows = rows[[c for c in rows.columns if c not in keys] + keys]
     return rows.astype({"seed": str}) if "seed" in rows else rows
 
 

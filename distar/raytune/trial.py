@@ -25,6 +25,7 @@ from mlflow.tracking import MlflowClient
 from distar import timing, tracking
 from distar.config import Config
 from distar.evaluation.preflight import active_requests
+from distar.paper import ALPHA_CFG, ALPHA_REW
 from distar.raytune.placement import remove_placement_groups
 from distar.raytune.spec import TRIAL_DIR, Objective, SweepContext, TrialSpec, tune_result
 from distar.raytune.worker import FAILURE_FILE, FAILURE_TAG, TrialFailedError, train_worker
@@ -111,7 +112,10 @@ def child_run(client, spec: TrialSpec, sweep: SweepContext, config: Config) -> t
         client.set_tag(run_id, "distar.seed", str(spec.seed))
         for key, value in {**spec.all_tags(), **tracking.unit_tags(config)}.items():
             client.set_tag(run_id, key, value)
-        tracking.log_params(client, run_id, config.to_flat())
+        # the paper's values as params too (MLflow's Compare plots params, not tags), beside
+        # the world-unit loss.* params they translate into
+        values = {k: v for k, v in spec.all_tags().items() if k in (ALPHA_REW, ALPHA_CFG)}
+        tracking.log_params(client, run_id, {**config.to_flat(), **values})
         client.log_text(run_id, config.to_yaml(), "config.yaml")
     return run_id, created
 
