@@ -232,15 +232,17 @@ def verdict_mark(r: pd.Series) -> str:
 
 
 def verdicts(table: pd.DataFrame) -> dict[str, str]:
-    """Per row, its significant comparisons with the baseline (``eval/reward ▲, ...``), for the
-    Table-2 report; the baseline row says so."""
+    """Per row, its significant comparisons with the baseline (``▲ eval/reward, ...``), for the
+    Table-2 report and the runs' ``distar.paired`` tags; the baseline row says so."""
     if table.empty:
         return {}
     baseline = table.attrs["baseline"]
     out = {baseline: "baseline"}
     for row, group in table[table["baseline"] == baseline].groupby("row"):
-        marks = [f"{r['metric']}{verdict_mark(r)}" for _, r in group.iterrows() if verdict_mark(r)]
-        out[str(row)] = ", ".join(marks) or "no significant difference"
+        # the mark first: a narrow table cell cut after a few characters still shows it
+        marks = [f"{verdict_mark(r).strip()} {r['metric']}" for _, r in group.iterrows()
+                 if verdict_mark(r)]  # fmt: skip
+        out[str(row)] = ", ".join(marks) or "n.s. (no significant difference)"
     return out
 
 

@@ -188,17 +188,20 @@ def report_text(runs: pd.DataFrame, uri: str, out: Path, baseline: str | None = 
 
 
 def write_reports(runs: pd.DataFrame, uri: str, out: Path, baseline: str | None = None,
-                  all_pairs: bool = False) -> Reports:  # fmt: skip
+                  all_pairs: bool = False, world: str | None = None) -> Reports:  # fmt: skip
     """Every report of a sweep written to ``out`` (Table 2 with each row's paired verdict,
-    ``paired.md``, and on a text world the paper's Tables 1-3)."""
-    preset = world_preset(world_of(runs))
+    ``paired.md``, and on a text world the paper's Tables 1-3 in ``out/paper/``); ``world``:
+    the preset the sweep ran (default: the world its runs logged, which cannot tell a tiny
+    preset from its real one)."""
+    preset = world_preset(world or world_of(runs))
     paired, comparisons = paired_report(runs, uri, out, preset.metrics, baseline, all_pairs)
     table = build_report(runs, out, preset.metrics, preset.pareto, verdicts(comparisons))
     parts = [to_markdown(table, preset.metrics), units_line(runs),
              f"## paired: each row minus {baseline or 'the baseline'}, same prompts and noise"
              f"\n\n{paired}"]  # fmt: skip
     if any(c.startswith(("metrics.parti/", "metrics.coco/", "metrics.hps/")) for c in runs):
-        for name, text in build(runs, out).items():
+        # the paper's tables in a folder of their own: its table2 is not the sweep's Table 2
+        for name, text in build(runs, out / "paper").items():
             parts.append(f"## {name} (ours beside the paper's, PickScore as a cosine)\n\n{text}")
     return Reports("\n\n".join(parts), table, comparisons, preset.metrics)
 

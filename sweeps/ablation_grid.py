@@ -145,7 +145,7 @@ def report(args: argparse.Namespace, settings: SweepSettings, base: Config, n_ro
 
     runs = load_runs(settings.uri(), args.experiment, args.name)
     out = args.storage.resolve() / "report"
-    reports = write_reports(runs, settings.uri(), out, args.baseline, args.all_pairs)
+    reports = write_reports(runs, settings.uri(), out, args.baseline, args.all_pairs, args.world)
     print(reports.text)
     sweep_params = {
         "sweep.world": args.world,

@@ -250,7 +250,8 @@ def test_smoke_grid_on_the_tiny_sd_world_through_ray_into_mlflow(ray_address, tm
     assert "## paired: each row minus the baseline" in done.stdout
     assert "| DI*-In α_rew 100, α_cfg 7.5 (best)" in done.stdout.split("## paired")[1]
     assert (tmp_path / "report" / "paired.csv").stat().st_size > 0
-    assert (tmp_path / "report" / "table1.md").stat().st_size > 0
+    assert (tmp_path / "report" / "paper" / "table1.md").stat().st_size > 0
+    assert (tmp_path / "report" / "pareto.png").stat().st_size > 0  # the tiny preset's axes
     # a console a person can read: a line per finished trial, no Tune status tables
     assert (
         "finished KL, no CFG · seed 0: reward" in done.stdout and "Trial status" not in done.stdout
@@ -275,7 +276,14 @@ def test_smoke_grid_on_the_tiny_sd_world_through_ray_into_mlflow(ray_address, tm
     for run_id in runs["run_id"]:
         parti = mlflow.load_table("eval/parti_samples.json", run_ids=[run_id])
         coco = mlflow.load_table("eval/coco_samples.json", run_ids=[run_id])
-        assert len(parti) == 6 and len(coco) == 4 and set(parti["step"]) == {10}
+        # 5 evaluations (a smoke grid's curves), each appending its rows with its step
+        assert set(parti["step"]) == {2, 4, 6, 8, 10} and len(parti) == 5 * 6
+        assert len(coco) == 5 * 4
+        # the logged JSON has its metric columns first (its seeds are strings only in a
+        # one-evaluation table: MLflow's append parses the earlier rows back into integers)
+        raw = json.loads(Path(mlflow.MlflowClient().download_artifacts(
+            run_id, "eval/parti_samples.json", str(tmp_path / "raw"))).read_text())  # fmt: skip
+        assert raw["columns"][0] == "pickscore"
         assert {"prompt", "group", "pickscore", "imagereward", "clip_score"} <= set(parti.columns)
         names = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "eval")}
         assert {"eval/parti_groups.json", "eval/parti_grid_step0000010.png"} <= names
@@ -297,7 +305,7 @@ def test_smoke_grid_on_the_tiny_sd_world_through_ray_into_mlflow(ray_address, tm
     assert "p (Holm)" in printed and "units needed" in printed
     parent = runs["tags.mlflow.parentRunId"].iloc[0]
     report = {a.path for a in mlflow.MlflowClient().list_artifacts(parent, "report")}
-    expected = {"report/table2.md", "report/table1.md", "report/table3.csv", "report/paired.md"}
+    expected = {"report/table2.md", "report/paper", "report/paired.md", "report/pareto.png"}
     assert expected <= report
     assert mlflow.MlflowClient().get_run(parent).data.params["sweep.world"] == "sd15-tiny"
 
