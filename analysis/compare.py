@@ -33,6 +33,7 @@ from distar.paired import (
     UnpairedError,
     compare,
     holm,
+    one_row_per_unit,
     paired_differences,
     unit_metric,
 )
@@ -78,8 +79,7 @@ def samples(client, run_id: str, benchmark: str) -> pd.DataFrame | None:
     table = pd.DataFrame(data["data"], columns=data["columns"])
     if "step" in table:
         table = table[table["step"] == table["step"].max()]
-    # a retried trial may log an evaluation twice (the same step, the same values)
-    return table.drop_duplicates([k for k in ROW_KEYS if k in table], keep="last")
+    return one_row_per_unit(table)
 
 
 def comparisons(client, a: dict[str, str], b: dict[str, str]) -> list[tuple[str, Paired]]:

@@ -146,8 +146,13 @@ def read_units(trial_dir: Path, bench: str, step: int) -> pd.DataFrame | None:
         return None
     table = pd.read_json(path, lines=True, dtype={"prompt": str, "group": str})
     table = table[table["step"] == step]
-    return None if table.empty else table.drop_duplicates(
-        [k for k in (*UNIT_KEYS, "step") if k in table], keep="last")
+    return None if table.empty else one_row_per_unit(table)
+
+
+def one_row_per_unit(table: pd.DataFrame) -> pd.DataFrame:
+    """A unit's last row at its step: a retried trial may record an evaluation twice (the same
+    step, the same values)."""
+    return table.drop_duplicates([k for k in (*UNIT_KEYS, "step") if k in table], keep="last")
 
 
 def stop_level(alpha: float, decisions: int) -> float:

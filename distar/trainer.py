@@ -289,14 +289,16 @@ class Trainer:
         seed = cfg.train.seed + EVAL_SEED_OFFSET
         with self.stopwatch.phase("evaluation"):
             metrics = self.world.evaluate(cfg.eval.samples_per_prompt, seed)
-            units = self.world.unit_scores(cfg.eval.samples_per_prompt, seed)
+            units = None  # only rank 0 reports them (as it alone plots): no other rank computes
+            if self.rank == 0:
+                units = self.world.unit_scores(cfg.eval.samples_per_prompt, seed)
             artifacts: dict[str, Path] = {}
             if cfg.eval.plot and final and self.rank == 0:
                 path = self.out_dir / "plots" / f"samples_step{self.step:07d}.png"
                 artifacts["samples"] = self.world.plot(
                     path, min(cfg.eval.samples_per_prompt, 1500), seed
                 )
-        if units is not None and self.rank == 0:  # first: an eval record means its units exist
+        if units is not None:  # first: an eval record means its units exist
             self._notify("on_units", self.step, WORLD_UNITS, units)
         self._notify("on_eval", self.step, metrics, artifacts)
         with self.stopwatch.phase("evaluation"):
