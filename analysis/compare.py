@@ -15,9 +15,6 @@ subset, image count or ``eval.seed``) are refused, never dropped silently.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -38,7 +35,7 @@ from distar.paired import (
     unit_metric,
 )
 from distar.refusals import refusing
-from distar.tracking import TrackingStoreError
+from distar.tracking import TrackingStoreError, read_table
 
 # the world's own per-sample values first (the embedded world's reward, precision, ...), then
 # the text worlds' benchmarks
@@ -70,13 +67,9 @@ def find_runs(client, ref: str, flag: str) -> dict[str, str]:
 
 def samples(client, run_id: str, benchmark: str) -> pd.DataFrame | None:
     """The run's per-sample table of ``benchmark`` at its last evaluation (None: not scored)."""
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a clean stderr
-    path = f"eval/{benchmark}_samples.json"
-    if path not in {a.path for a in client.list_artifacts(run_id, "eval")}:
+    table = read_table(client, run_id, f"eval/{benchmark}_samples.json")
+    if table is None:
         return None
-    with tempfile.TemporaryDirectory() as tmp:
-        data = json.loads(Path(client.download_artifacts(run_id, path, tmp)).read_text())
-    table = pd.DataFrame(data["data"], columns=data["columns"])
     if "step" in table:
         table = table[table["step"] == table["step"].max()]
     return one_row_per_unit(table)

@@ -1,6 +1,6 @@
 """The paper's Tables 1-3 from a sweep's MLflow runs on a text-to-image world, with the paper's
-own numbers beside ours in the same units (PickScore as the paper prints it: the cosine, i.e.
-our logit-scale x cosine / 100).
+own numbers beside ours in the same units (PickScore as the paper prints it, and as distar
+logs it: the cosine).
 
 - Table 1: per model (ablation row) on Parti and COCO: ImageReward, Aesthetic, PickScore, CLIP
   score (and FID on COCO); the paper's row for the same method beside it. A published FID is
@@ -29,23 +29,24 @@ from distar.benchmark_catalogue import FID_PROTOCOLS, PAPER_FID_PROTOCOL
 from distar.refusals import Outputs, check_writable_dir, refusing
 from distar.tracking import TrackingStoreError
 
-# our metric name -> (paper column, factor from our units to the paper's)
+# our metric name -> the paper's column (the same units: PickScore as the cosine, CLIP score
+# as 100 x the cosine)
 COLUMNS = {
-    "imagereward": ("image_reward", 1.0),
-    "aesthetic": ("aesthetic", 1.0),
-    "pickscore": ("pickscore", 0.01),
-    "clip_score": ("clip_score", 1.0),
-    "fid": ("coco_fid", 1.0),
+    "imagereward": "image_reward",
+    "aesthetic": "aesthetic",
+    "pickscore": "pickscore",
+    "clip_score": "clip_score",
+    "fid": "coco_fid",
 }
 # our HPS style names -> the paper's Table 3 columns (paper.HPS_STYLES, in order)
 HPS_STYLES = dict(zip(("anime", "concept-art", "paintings", "photo", "average"),
                       paper.HPS_STYLES, strict=True))  # fmt: skip
 
 
-def row_stats(runs: pd.DataFrame, columns: dict[str, float]) -> pd.DataFrame:
+def row_stats(runs: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     """Per ablation row and swept setting (as the Table-2 report groups them): finished seeds,
-    failures, mean and CI of each MLflow metric times its factor."""
-    return summarise(runs, tuple(columns), prefix="", factors=columns)
+    failures, mean and CI of each MLflow metric."""
+    return summarise(runs, tuple(columns), prefix="")
 
 
 def table1(runs: pd.DataFrame) -> pd.DataFrame:
@@ -53,7 +54,7 @@ def table1(runs: pd.DataFrame) -> pd.DataFrame:
     frames = []
     for bench in ("parti", "coco"):
         metrics = [m for m in COLUMNS if bench == "coco" or m != "fid"]
-        stats = row_stats(runs, {f"{bench}/{m}": COLUMNS[m][1] for m in metrics})
+        stats = row_stats(runs, [f"{bench}/{m}" for m in metrics])
         for _, r in stats.iterrows():
             model = r[paper.METHOD] or ""
             published = paper.TABLE1.get((bench, model))
@@ -62,7 +63,7 @@ def table1(runs: pd.DataFrame) -> pd.DataFrame:
             for m in metrics:
                 key = f"{bench}/{m}"
                 rec[m] = cell(r.get(key, float("nan")), r.get(f"{key}_ci95", float("nan")))
-                rec[f"paper_{m}"] = published_value(published, COLUMNS[m][0])
+                rec[f"paper_{m}"] = published_value(published, COLUMNS[m])
             if bench == "coco":
                 rec["fid_protocol"], rec["paper_fid"] = same_protocol_fid(runs, r)
             frames.append(rec)
@@ -92,7 +93,7 @@ def same_protocol_fid(runs: pd.DataFrame, row) -> tuple[str, float | None]:
 def table2(runs: pd.DataFrame) -> pd.DataFrame:
     """The ablation rows on Parti beside the paper's Table 2 row of the same model and scales."""
     metrics = [m for m in COLUMNS if m != "fid"]
-    stats = row_stats(runs, {f"parti/{m}": COLUMNS[m][1] for m in metrics})
+    stats = row_stats(runs, [f"parti/{m}" for m in metrics])
     rows = []
     for _, r in stats.iterrows():
         published = recorded_published(r)
@@ -100,13 +101,13 @@ def table2(runs: pd.DataFrame) -> pd.DataFrame:
         for m in metrics:
             key = f"parti/{m}"
             rec[m] = cell(r.get(key, float("nan")), r.get(f"{key}_ci95", float("nan")))
-            rec[f"paper_{m}"] = None if published is None else getattr(published, COLUMNS[m][0])
+            rec[f"paper_{m}"] = None if published is None else getattr(published, COLUMNS[m])
         rows.append(rec)
     return pd.DataFrame(rows)
 
 
 def table3(runs: pd.DataFrame) -> pd.DataFrame:
-    stats = row_stats(runs, {f"hps/{s}": 1.0 for s in HPS_STYLES})
+    stats = row_stats(runs, [f"hps/{s}" for s in HPS_STYLES])
     rows = []
     for _, r in stats.iterrows():
         published = paper.TABLE3.get(r[paper.METHOD] or "")

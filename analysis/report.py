@@ -124,7 +124,7 @@ def units_line(runs: pd.DataFrame) -> str:
         return ", ".join(sorted(column.unique())) or "not recorded"
 
     return (
-        f"Units: reward r in {recorded(REWARD_UNITS_TAG)} (world.reward_units); CFG scale in the "
+        f"Units: reward r in {recorded(REWARD_UNITS_TAG)}; CFG scale in the "
         f"{recorded(CFG_CONVENTION_TAG)} convention (loss.cfg_convention; distar: "
         "D_c + a (D_c - D_null), diffusers' guidance w = 1 + a)."
     )

@@ -103,11 +103,10 @@ def summarise(
     runs: pd.DataFrame,
     metrics: tuple[str, ...] = METRICS,
     prefix: str = "eval/",
-    factors: dict[str, float] | None = None,
 ) -> pd.DataFrame:
     """One row per ablation row and setting of its swept parameters, in Table 2 order: mean and
-    CI over the *finished* seeds of each MLflow metric ``{prefix}{m}`` (times ``factors[m]``,
-    e.g. into the paper's units); ``failed`` says how many runs failed or did not finish."""
+    CI over the *finished* seeds of each MLflow metric ``{prefix}{m}``; ``failed`` says how many
+    runs failed or did not finish."""
     swept = swept_columns(runs)
     out = []
     for keys, group in runs.groupby(["tags.distar.label", *swept], sort=False, dropna=False):
@@ -125,8 +124,7 @@ def summarise(
         for m in metrics:
             column = f"metrics.{m if '/' in m else prefix + m}"  # benchmarks: parti/...
             if column in group:
-                factor = (factors or {}).get(m, 1.0)
-                record[m], record[f"{m}_ci95"] = mean_ci(done[column] * factor)
+                record[m], record[f"{m}_ci95"] = mean_ci(done[column])
         out.append(record)
     table = pd.DataFrame(out)
     table["_order"] = table["row"].map(paper.row_order)

@@ -121,6 +121,11 @@ class WorldConfig(Section):
     text_to_image: ClassVar[bool] = False  # True: its generator can run the eval benchmarks
     name: str = ""
 
+    def reward_unit(self) -> str:
+        """What the world's reward r (and ``eval/reward``) is measured in, in a few words: every
+        run records it (``distar.reward_units``) and the reports print it."""
+        raise NotImplementedError(f"world {self.name!r}: say what its reward is measured in")
+
     def trained_metrics(self) -> frozenset[str]:
         """Evaluation metrics that score what the generator is trained on (a learned reward):
         a search refuses to optimise them unless told to (reward hacking scores well there)."""

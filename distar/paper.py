@@ -51,31 +51,33 @@ class AblationRow:
     published: Scores  # the paper's Table 2 numbers for this row (Parti prompts)
     method: str = ""  # the model of the same method in Tables 1 and 3
     trains: bool = True  # False: the initial model, evaluated without training
+    short: str = ""  # the method in a run's name, after its scales: "100/7.5 DI*-In s0"
 
 
 TABLE2: tuple[AblationRow, ...] = (
     AblationRow("init (stage 0 / DMD2)", "DMD2-SDXL (init model)", "kl", "in", 0, 0,
-                Scores(0.938, 5.51, 0.2249, 32.97), "DMD2-SDXL", trains=False),
+                Scores(0.938, 5.51, 0.2249, 32.97), "DMD2-SDXL", trains=False, short="init"),
     AblationRow("KL, no CFG", "DI++-SDXL (KL)", "kl", "in", 0, 0,
-                Scores(0.846, 5.50, 0.2243, 32.66)),
+                Scores(0.846, 5.50, 0.2243, 32.66), short="KL"),
     AblationRow("Diff-Instruct (KL + CFG)", "DI++-SDXL (= Diff-Instruct)", "kl", "in", 0, 7.5,
-                Scores(1.058, 5.60, 0.2253, 33.02), "Diff-Instruct-SDXL"),
+                Scores(1.058, 5.60, 0.2253, 33.02), "Diff-Instruct-SDXL",
+                short="Diff-Instruct"),
     AblationRow("DI++ (KL + reward + CFG)", "DI++-SDXL (KL)", "kl", "in", 100, 7.5,
-                Scores(1.061, 5.58, 0.2260, 32.94), "DI++-SDXL"),
+                Scores(1.061, 5.58, 0.2260, 32.94), "DI++-SDXL", short="DI++"),
     AblationRow("DI*-Out", "DI*-Out-SDXL", "score", "out", 100, 7.5,
-                Scores(1.082, 5.63, 0.2263, 33.03)),
+                Scores(1.082, 5.63, 0.2263, 33.03), short="DI*-Out"),
     AblationRow("DI*-In, no reward, no CFG", "DI*-In-SDXL (baseline no reward)", "score", "in",
-                0, 0, Scores(0.782, 5.74, 0.2256, 32.16)),
+                0, 0, Scores(0.782, 5.74, 0.2256, 32.16), short="DI*-In"),
     AblationRow("SIM (score + CFG)", "DI*-In-SDXL (= SIM only CFG)", "score", "in", 0, 7.5,
-                Scores(1.049, 5.66, 0.2273, 32.93), "SIM-SDXL"),
+                Scores(1.049, 5.66, 0.2273, 32.93), "SIM-SDXL", short="SIM"),
     AblationRow("DI*-In α_rew 1", "DI*-In-SDXL (human reward + CFG)", "score", "in", 1, 7.5,
-                Scores(1.031, 5.69, 0.2274, 32.87)),
+                Scores(1.031, 5.69, 0.2274, 32.87), short="DI*-In"),
     AblationRow("DI*-In α_rew 10", "DI*-In-SDXL", "score", "in", 10, 7.5,
-                Scores(1.048, 5.66, 0.2278, 32.91)),
+                Scores(1.048, 5.66, 0.2278, 32.91), short="DI*-In"),
     AblationRow("DI*-In α_rew 100, α_cfg 4.5", "DI*-In-SDXL", "score", "in", 100, 4.5,
-                Scores(1.020, 5.68, 0.2278, 32.82)),
+                Scores(1.020, 5.68, 0.2278, 32.82), short="DI*-In"),
     AblationRow("DI*-In α_rew 100, α_cfg 7.5 (best)", "DI*-In-SDXL", "score", "in", 100, 7.5,
-                Scores(1.067, 5.74, 0.2304, 32.82), "DI*-SDXL"),
+                Scores(1.067, 5.74, 0.2304, 32.82), "DI*-SDXL", short="DI*-In"),
 )  # fmt: skip
 
 # Table 1: the one-step SDXL methods distar trains, on Parti and COCO-2014 30k prompts

@@ -34,6 +34,7 @@ PARENT_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 PAIRED_TAG = "distar.paired"  # a child run's row verdict against the baseline (the report's)
+LOGGED_ARTIFACTS_TAG = "mlflow.loggedArtifacts"  # which artifacts the UI shows as tables
 NOTE_TAG = "mlflow.note.content"  # a run's / an experiment's description (markdown in the UI)
 # a runs-table view MLflow 3 opens from ?viewStateShareKey=KEY (the UI's own "Share" writes it)
 SHARED_VIEW_PREFIX = "mlflow.sharedViewState."
@@ -76,22 +77,77 @@ def browser_safe(rows):
     return rows.astype({"seed": str}) if "seed" in rows else rows
 
 
+def run_url(server: str, experiment_id: str, run_id: str, page: str = "") -> str:
+    """A run's page (``page``: e.g. ``artifacts/report/table2.md``) in MLflow's training view:
+    without ``workflowType`` MLflow 3 shows a run in its GenAI layout (an "Evaluations" trail,
+    the GenAI sidebar) unless the browser chose "Model training" before."""
+    path = f"#/experiments/{experiment_id}/runs/{run_id}" + (f"/{page}" if page else "")
+    return f"{server.rstrip('/')}/{path}?workflowType=machine_learning".lstrip("/")
+
+
+def read_table(client: MlflowClient, run_id: str, artifact_file: str):
+    """A run's logged table (MLflow's table JSON) as a DataFrame, its cells as the JSON holds
+    them (no type guessing: string seeds stay strings); None if the run has no such file."""
+    import json
+    import os
+    import tempfile
+
+    import pandas as pd
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a clean stderr
+    folder = artifact_file.rpartition("/")[0] or None
+    if artifact_file not in {a.path for a in client.list_artifacts(run_id, folder)}:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        data = json.loads(Path(client.download_artifacts(run_id, artifact_file, tmp)).read_text())
+    return pd.DataFrame(data["data"], columns=data["columns"])
+
+
+def log_table(client: MlflowClient, run_id: str, rows, artifact_file: str) -> None:
+    """``rows`` (a DataFrame) appended to the run's table ``artifact_file`` (MLflow's table JSON,
+    listed as a table like ``MlflowClient.log_table``'s), :func:`browser_safe`. MLflow's own
+    append reads the earlier rows back with pandas' type guessing, which turns string seeds into
+    64-bit integers again; :func:`read_table` keeps them as written."""
+    import json
+    import tempfile
+
+    import pandas as pd
+
+    earlier = read_table(client, run_id, artifact_file)
+    rows = browser_safe(rows if earlier is None else pd.concat([earlier, rows], ignore_index=True))
+    folder, _, name = artifact_file.rpartition("/")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        rows.to_json(path, orient="split", index=False, date_format="iso")
+        client.log_artifact(run_id, str(path), folder or None)
+    listed = json.loads(client.get_run(run_id).data.tags.get(LOGGED_ARTIFACTS_TAG, "[]"))
+    if (entry := {"path": artifact_file, "type": "table"}) not in listed:
+        client.set_tag(run_id, LOGGED_ARTIFACTS_TAG, json.dumps([*listed, entry]))
+
+
 def runs_view_url(server: str, experiment_id: str, key: str) -> str:
     """The runs table in the view :func:`share_runs_view` stored under ``key``."""
     return (f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?viewStateShareKey={key}"
             "&workflowType=machine_learning")  # fmt: skip
 
 
+RUN_NAME_COLUMN = "attributes.`Run Name`"  # the runs table's own column ids (MLflow 3.17)
+
+
 def share_runs_view(client: MlflowClient, experiment_id: str, key: str, search_filter: str,
                     columns: list[str], group_by_tag: str, order_by: str,
-                    tag_columns: tuple[str, ...] = ()) -> None:  # fmt: skip
+                    tag_columns: tuple[str, ...] = (), widths: dict[str, int] | None = None,
+                    ) -> None:  # fmt: skip
     """Store a runs-table view on the experiment as MLflow 3.17's UI reads one (its
     ``mlflow.sharedViewState.<key>`` tag: search facets and UI state, JSON): runs matching
-    ``search_filter`` grouped by ``group_by_tag`` (group rows show the mean), the metric
-    ``columns`` and ``tag_columns`` shown, sorted by ``order_by`` descending. MLflow applies
-    it on a page load whose URL carries no search facets of its own."""
+    ``search_filter`` grouped by ``group_by_tag`` (group rows show the mean), the run name,
+    ``tag_columns`` and the metric ``columns`` first, in that order, sorted by ``order_by``
+    descending. ``widths``: pixels per column id (``RUN_NAME_COLUMN``, ``tags.`NAME```,
+    ``metrics.`NAME```), e.g. a run-name column wide enough for its group names. MLflow
+    applies the view on a page load whose URL carries no search facets of its own."""
     import json
 
+    shown = [f"tags.`{t}`" for t in tag_columns] + [f"metrics.`{c}`" for c in columns]
     state = {
         "searchFilter": search_filter,
         "orderByKey": f"metrics.`{order_by}`",
@@ -100,8 +156,10 @@ def share_runs_view(client: MlflowClient, experiment_id: str, key: str, search_f
         "lifecycleFilter": "Active",
         "datasetsFilter": [],
         "modelVersionFilter": "All Runs",
-        "selectedColumns": [f"tags.`{t}`" for t in tag_columns]
-        + [f"metrics.`{c}`" for c in columns],
+        "selectedColumns": shown,
+        # the UI applies widths only to the columns it orders (and orders only these)
+        "columnOrder": [RUN_NAME_COLUMN, *shown],
+        "columnWidths": dict(widths or {}),
         "groupBy": {"aggregateFunction": "average",
                     "groupByKeys": [{"mode": "tag", "groupByData": group_by_tag}]},
         "groupsExpanded": {},
@@ -212,10 +270,7 @@ def check_tracking_server(uri: str, timeout: float = 5.0) -> None:
 
 
 def unit_tags(config: Config) -> dict[str, str]:
-    """The units of a run's reward and CFG scales as tags: ``world.reward_units`` (text worlds;
-    the embedded world's reward has its own) and ``loss.cfg_convention``."""
-    tags = {CFG_CONVENTION_TAG: config.loss.cfg_convention}
-    reward_units = getattr(config.world, "reward_units", "")
-    if reward_units:
-        tags[REWARD_UNITS_TAG] = reward_units
-    return tags
+    """The units of a run's reward and CFG scales as tags: the world's reward unit
+    (:meth:`WorldConfig.reward_unit`) and ``loss.cfg_convention``."""
+    return {REWARD_UNITS_TAG: config.world.reward_unit(),
+            CFG_CONVENTION_TAG: config.loss.cfg_convention}  # fmt: skip

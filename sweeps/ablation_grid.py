@@ -158,7 +158,7 @@ def report(args: argparse.Namespace, settings: SweepSettings, base: Config, n_ro
 
     def overview(experiment: str, run_id: str) -> str:
         files = ("table2.md", "paired.md", "pareto.png", "table2.csv", "paired.csv")
-        links = {name: f"#/experiments/{experiment}/runs/{run_id}/artifacts/report/{name}"
+        links = {name: tracking.run_url("", experiment, run_id, f"artifacts/report/{name}")
                  for name in files if (out / name).exists()}  # fmt: skip
         return overview_markdown(reports, runs, links)
 
@@ -174,15 +174,18 @@ def report(args: argparse.Namespace, settings: SweepSettings, base: Config, n_ro
 
 
 EXPERIMENT_NOTE = """**distar: Diff-Instruct\\* sweeps.** One child run per (Table-2 row, seed),
-tagged distar.label (the row) and distar.seed; one parent run per sweep, named after it, whose
-Overview holds Table 2 (mean ± 95 % CI over finished seeds) with each row's paired verdict
-against the baseline row (▲ beats, ▼ loses, same prompts and noise, Holm-adjusted p < 0.05),
-and whose artifacts hold the report (table2.md, paired.md, pareto.png and their CSVs).
+tagged distar.label (the row) and distar.seed, named by what tells it apart: the paper's
+alpha_rew/alpha_cfg, the method, the seed ("100/7.5 DI*-In s0"); one parent run per sweep,
+named after it, whose Overview holds Table 2 (mean ± 95 % CI over finished seeds) with each
+row's paired verdict against the baseline row (▲ beats, ▼ loses, same prompts and noise,
+Holm-adjusted p < 0.05), and whose artifacts hold the report (table2.md, paired.md, pareto.png
+and their CSVs).
 
 Metrics: eval/NAME are the world's own; parti/..., coco/..., hps/... the benchmarks'; ci95/...
 their bootstrap CI bounds. A parent run's ROW/METRIC are its rows' means and ROW/paired/METRIC
-their paired differences to the baseline. Params loss.* are in the world's units; the tags
-paper.alpha_rew and paper.alpha_cfg hold the paper's values each row stands for.
+their paired differences to the baseline. Params paper.alpha_rew and paper.alpha_cfg are the
+paper's values a row stands for; loss.* are those in the world's units. One scale per metric:
+PickScore (*/pickscore) is the cosine the paper prints, CLIP score 100 x the cosine.
 
 {units}
 
@@ -204,15 +207,16 @@ def print_ui_hint(settings: SweepSettings, preset, parent: str | None, units: st
     key = f"distar-{settings.name}"
     children = (f"tags.`{tracking.SWEEP_TAG}` = '{settings.name}' and "
                 f"tags.`{tracking.TRIAL_TAG}` != ''")  # fmt: skip
-    tracking.share_runs_view(
-        # the objective and its floor metric (all of the preset's would push the verdict out of
-        # a laptop's width: the table scrolls sideways and the browser draws only what shows)
-        client, experiment, key, children, [logged_name(m) for m in preset.objective],
-        tracking.LABEL_TAG, logged_name(preset.objective[0]), (tracking.PAIRED_TAG,),
-    )  # fmt: skip
+    # the verdict, then the objective and its floor metric, then the preset's other metrics
+    # (the table scrolls sideways to them); the run-name column wide enough for a row's label
+    metrics = [logged_name(m) for m in dict.fromkeys([*preset.objective, *preset.metrics])]
+    widths = {tracking.RUN_NAME_COLUMN: 330, f"tags.`{tracking.PAIRED_TAG}`": 190,
+              **{f"metrics.`{m}`": 125 for m in metrics}}  # fmt: skip
+    tracking.share_runs_view(client, experiment, key, children, metrics, tracking.LABEL_TAG,
+                             metrics[0], (tracking.PAIRED_TAG,), widths)  # fmt: skip
     server = uri if uri.startswith("http") else "http://127.0.0.1:5000"
     view = tracking.runs_view_url(server, experiment, key)
-    answer = f"{server}/#/experiments/{experiment}/runs/{parent}" if parent else ""
+    answer = tracking.run_url(server, experiment, parent) if parent else ""
     if not uri.startswith("http"):
         print(f"MLflow: mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000, then")
     print(f"MLflow: {view}  (runs grouped by row, sorted by {preset.objective[0]}, each with "

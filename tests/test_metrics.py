@@ -69,6 +69,20 @@ def test_score_ranges(metrics):
     assert (metrics["hpsv21"].score(images, PROMPTS).abs() <= 100 + 1e-4).all()
 
 
+def test_pickscore_is_the_cosine_the_paper_prints(metrics):
+    """*/pickscore is on the paper's scale (DI*-SDXL: 0.2304): the model's logit over its learnt
+    logit scale, the same number in charts, tables and reports."""
+    from distar.rewards.clip_scorers import ClipPairScorer
+
+    pick = metrics["pickscore"]
+    logit = ClipPairScorer("pickscore", pick.model, pick.tokenizer, pick.processor)
+    assert logit.scale() > 2  # the tiny model's learnt scale: dividing by it shows
+    images = smooth_images(4, 32, 32)
+    cosine = pick.score(images, PROMPTS)
+    assert torch.allclose(cosine, logit.score(images, PROMPTS) / logit.scale(), atol=1e-6)
+    assert (cosine.abs() <= 1 + 1e-6).all()
+
+
 @pytest.mark.parametrize("size", [(32, 32), (48, 40), (96, 96)])
 def test_differentiable_pickscore_matches_the_processor_path(metrics, size):
     pick = metrics["pickscore"]

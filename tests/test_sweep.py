@@ -160,7 +160,8 @@ def test_smoke_sweep_ray_to_mlflow_to_report(ray_address, tmp_path):
     assert [r["error"] for r in rows] == ["", ""]
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     runs = child_runs(uri, "t")
-    assert sorted(runs["tags.mlflow.runName"]) == ["KL, no CFG · seed 0", "KL, no CFG · seed 1"]
+    # the values that tell runs apart first: the paper's scales, the method, the seed
+    assert sorted(runs["tags.mlflow.runName"]) == ["0/0 KL s0", "0/0 KL s1"]
     assert set(runs["status"]) == {"FINISHED"} and runs["tags.mlflow.parentRunId"].nunique() == 1
     assert runs["params.loss.divergence"].eq("kl").all()
     client = MlflowClient(uri)
@@ -245,7 +246,8 @@ def test_smoke_grid_on_the_tiny_sd_world_through_ray_into_mlflow(ray_address, tm
     assert done.returncode == 0, done.stderr[-3000:]
     assert "DI*-In α_rew 100, α_cfg 7.5 (best)" in done.stdout  # the report's table
     assert "## table1" in done.stdout and "## table3" in done.stdout  # the paper's tables
-    assert "Units: reward r in cosine" in done.stdout and "never printed beside ours" in done.stdout
+    assert "Units: reward r in PickScore's cosine" in done.stdout
+    assert "never printed beside ours" in done.stdout
     # each row against the baseline, unit by unit, in the report and on the parent run
     assert "## paired: each row minus the baseline" in done.stdout
     assert "| DI*-In α_rew 100, α_cfg 7.5 (best)" in done.stdout.split("## paired")[1]
@@ -279,11 +281,14 @@ def test_smoke_grid_on_the_tiny_sd_world_through_ray_into_mlflow(ray_address, tm
         # 5 evaluations (a smoke grid's curves), each appending its rows with its step
         assert set(parti["step"]) == {2, 4, 6, 8, 10} and len(parti) == 5 * 6
         assert len(coco) == 5 * 4
-        # the logged JSON has its metric columns first (its seeds are strings only in a
-        # one-evaluation table: MLflow's append parses the earlier rows back into integers)
+        # the logged JSON has its metric columns first, and its 64-bit noise seeds as strings
+        # in every evaluation's rows (a browser rounds a JSON integer past 2**53)
         raw = json.loads(Path(mlflow.MlflowClient().download_artifacts(
             run_id, "eval/parti_samples.json", str(tmp_path / "raw"))).read_text())  # fmt: skip
         assert raw["columns"][0] == "pickscore"
+        seeds = [row[raw["columns"].index("seed")] for row in raw["data"]]
+        assert len(seeds) == 5 * 6 and all(isinstance(x, str) and int(x) >= 0 for x in seeds)
+        assert max(int(x) for x in seeds) > 2**53  # the case a browser gets wrong
         assert {"prompt", "group", "pickscore", "imagereward", "clip_score"} <= set(parti.columns)
         names = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "eval")}
         assert {"eval/parti_groups.json", "eval/parti_grid_step0000010.png"} <= names
@@ -460,6 +465,11 @@ def test_optuna_asha_search_in_paper_units_maps_a_pareto_front(ray_address, tmp_
         assert float(run["tags.paper.alpha_rew"]) == pytest.approx(
             r["paper.alpha_rew"], 1e-5
         )
+        # each run named by its draw, first: "37.2/5.06 out c0.041 s7"
+        draw = f"{r['paper.alpha_rew']:.3g}/{r['paper.alpha_cfg']:.3g} "
+        assert run["tags.mlflow.runName"].startswith(draw), run["tags.mlflow.runName"]
+        assert run["tags.mlflow.runName"].endswith(f"{run['params.loss.guidance']} c"
+                                                   f"{float(run['params.loss.huber_c']):.2g} s7")
     front = pareto_front(rows, pair)
     assert front and all(
         not (q["eval/reward"] > p["eval/reward"] and q["eval/precision"] > p["eval/precision"])
@@ -488,16 +498,16 @@ def test_paper_tables_1_to_3_from_runs_in_the_papers_units(tmp_path):
     runs = fake_runs([(best, 0.1, 0, "FINISHED", 0.0), (best, 0.1, 1, "FINISHED", 0.0),
                       (init, 0.1, 0, "FINISHED", 0.0), (init, 0.1, 1, "FAILED", 0.0)])  # fmt: skip
     for bench in ("parti", "coco"):
-        runs[f"metrics.{bench}/pickscore"] = [23.0, 23.2, 22.5, float("nan")]
+        runs[f"metrics.{bench}/pickscore"] = [0.230, 0.232, 0.225, float("nan")]  # cosine
         runs[f"metrics.{bench}/imagereward"] = [1.0, 1.1, 0.9, float("nan")]
     runs["metrics.coco/fid"] = [20.0, 22.0, 16.0, float("nan")]
-    runs["metrics.parti/pickscore/Animals"] = [23.5, 23.0, 22.0, float("nan")]
+    runs["metrics.parti/pickscore/Animals"] = [0.235, 0.230, 0.220, float("nan")]
     for style in ("anime", "concept-art", "paintings", "photo", "average"):
         runs[f"metrics.hps/{style}"] = [30.0, 30.5, 28.0, float("nan")]
     texts = build(runs, tmp_path)
     t1 = pd.read_csv(tmp_path / "table1.csv")
     mine = t1[(t1["benchmark"] == "parti") & (t1["row"] == best)].iloc[0]
-    assert mine["pickscore"].startswith("0.2310 ± ")  # (23.0 + 23.2) / 2 / 100
+    assert mine["pickscore"].startswith("0.2310 ± ")  # (0.230 + 0.232) / 2, as logged
     assert mine["paper_pickscore"] == pytest.approx(0.2304) and mine["paper_model"] == "DI*-SDXL"
     coco_init = t1[(t1["benchmark"] == "coco") & (t1["row"] == init)].iloc[0]
     # torchmetrics' FID on the benchmark's images: no published number beside it (the paper's

@@ -12,14 +12,18 @@ from distar.tracking import CFG_CONVENTION_TAG, REWARD_UNITS_TAG, unit_tags
 
 def test_every_run_records_its_units():
     assert unit_tags(Config.for_world("sdxl")) == {
-        REWARD_UNITS_TAG: "cosine",
+        REWARD_UNITS_TAG: "PickScore's cosine (world.reward_units)",
         CFG_CONVENTION_TAG: "distar",
     }
     logit = Config.for_world("sd15", {"world.reward_units": "logit",
                                       "loss.cfg_convention": "diffusers",
                                       "loss.cfg_scale": 8.5})  # fmt: skip
-    assert unit_tags(logit) == {REWARD_UNITS_TAG: "logit", CFG_CONVENTION_TAG: "diffusers"}
-    assert unit_tags(Config.for_world("gmm")) == {CFG_CONVENTION_TAG: "distar"}
+    assert unit_tags(logit) == {REWARD_UNITS_TAG: "PickScore's logit (world.reward_units)",
+                                CFG_CONVENTION_TAG: "diffusers"}  # fmt: skip
+    # the embedded world's reward says its bounds (it has no PickScore)
+    gmm = unit_tags(Config.for_world("gmm", {"world.reward": "bump"}))
+    assert gmm == {REWARD_UNITS_TAG: "the bump reward, in [0, 1] (world.reward)",
+                   CFG_CONVENTION_TAG: "distar"}  # fmt: skip
 
 
 def test_the_report_prints_the_units_the_runs_recorded():

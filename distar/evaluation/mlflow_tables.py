@@ -6,17 +6,17 @@ from __future__ import annotations
 from distar.evaluation.harness import BenchmarkResult
 from distar.evaluation.summary import group_table
 from distar.images import image_grid
-from distar.tracking import browser_safe, log_metrics
+from distar.tracking import log_metrics, log_table
 
 
 def log_benchmark(client, run_id: str, result: BenchmarkResult, step: int = 0) -> None:
     bench = result.benchmark
     if result.prompts_source:  # which file: a shipped sample and the full file differ
         client.set_tag(run_id, f"distar.prompts.{bench}", result.prompts_source)
-    client.log_table(run_id, browser_safe(result.rows), f"eval/{bench}_samples.json")
+    log_table(client, run_id, result.rows, f"eval/{bench}_samples.json")
     if result.rows["group"].nunique() > 1:
         table = group_table(result.rows, result.metric_columns)
-        client.log_table(run_id, table, f"eval/{bench}_groups.json")
+        log_table(client, run_id, table, f"eval/{bench}_groups.json")
     log_metrics(client, run_id, result.summary, step)
     if result.examples.ndim == 4 and result.examples.shape[1] == 3:
         name = f"eval/{bench}_grid.png" if step == 0 else f"eval/{bench}_grid_step{step:07d}.png"

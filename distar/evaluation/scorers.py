@@ -34,8 +34,11 @@ def build_metric(name: str, options: MetricOptions | None = None):
 
 @METRICS.register("pickscore")
 def pickscore(options: MetricOptions):
+    """PickScore as the DI* paper prints it (0.2304): the cosine of image and prompt embeddings,
+    not the model's logit (its learnt scale ~100 x the cosine). One scale everywhere: charts,
+    tables, reports, and an SD world's reward in its default ``world.reward_units``."""
     paths = (options.path("pickscore"), options.path("pickscore_processor"))
-    return load_pickscore(*paths).to(options.device)
+    return load_pickscore(*paths, scale=1.0).to(options.device)
 
 
 @METRICS.register("clip_score")

@@ -59,11 +59,12 @@ def expand(
     for row in rows:
         cs = (huber_cs or [base.loss.huber_c]) if uses_huber_c(row, base) else [base.loss.huber_c]
         for c in cs:
+            method = f"{row.short} c{c:g}" if len(cs) > 1 else row.short
             for seed in seeds:
                 flat = {**unset, **row_overrides(row), "loss.huber_c": c, "train.seed": seed}
                 spec = TrialSpec(
                     f"{slug(row.label)}-c{c:g}-s{seed}", row.label, seed, flat, row_tags(row),
-                    {"alpha_rew": row.alpha_rew, "alpha_cfg": row.alpha_cfg},
-                )
+                    {"alpha_rew": row.alpha_rew, "alpha_cfg": row.alpha_cfg}, method,
+                )  # fmt: skip
                 trials.append(spec.resolved())  # validates now, before any Ray trial
     return trials

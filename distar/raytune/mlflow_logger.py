@@ -20,7 +20,7 @@ from distar.tracking import (
     FINAL_STEP_TAG,
     TRACKING_ERRORS,
     UNLOGGED,
-    browser_safe,
+    log_table,
     logged_steps,
 )
 
@@ -110,8 +110,7 @@ class MlflowLogger(Callback):
         would be: ``eval/<name>_samples.json``. Not spooled (a table, not a metric): a failed
         write is said and tagged, as a benchmark's is."""
         try:
-            table = browser_safe(rows.assign(step=step))
-            self.client.log_table(self.run_id, table, f"eval/{name}_samples.json")
+            log_table(self.client, self.run_id, rows.assign(step=step), f"eval/{name}_samples.json")
         except TRACKING_ERRORS as error:
             self._warn(error)
             self._call("set_tag", f"distar.unlogged_units.{name}", step)

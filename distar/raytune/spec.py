@@ -39,6 +39,7 @@ class TrialSpec:
     flat_config: dict[str, Any]
     tags: dict[str, str] = dataclasses.field(default_factory=dict)  # MLflow tags of its run
     paper: dict[str, float] = dataclasses.field(default_factory=dict)  # alpha_rew, alpha_cfg
+    method: str = ""  # its run name's method: a grid row's short name ("" for a searcher's)
 
     def to_params(self, sweep: SweepContext) -> dict[str, Any]:
         return {"trial": asdict(self), "sweep": asdict(sweep)}
@@ -68,6 +69,16 @@ class TrialSpec:
     def config(self, sweep: SweepContext) -> Config:
         out_dir = str(Path(sweep.storage) / "trials" / self.key)
         return Config.from_flat({**self.resolved().flat_config, "train.out_dir": out_dir})
+
+    def run_name(self) -> str:
+        """Its MLflow run name, the values that tell trials apart first (the runs table shows
+        the first ~25 characters): the paper's alpha_rew/alpha_cfg, the method (a grid row's;
+        a searcher's guidance and c), the seed: ``100/7.5 DI*-In s0``, ``37.2/5.06 out c0.041 s0``.
+        """
+        flat = self.flat_config
+        method = self.method or f"{flat['loss.guidance']} c{flat['loss.huber_c']:.2g}"
+        scales = self.paper and f"{self.paper['alpha_rew']:.3g}/{self.paper['alpha_cfg']:.3g} "
+        return f"{scales or ''}{method} s{self.seed}"
 
     def all_tags(self) -> dict[str, str]:
         """Its tags, with the paper's values under their one name (``paper.alpha_rew``, ...)."""

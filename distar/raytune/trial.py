@@ -104,9 +104,7 @@ def child_run(client, spec: TrialSpec, sweep: SweepContext, config: Config) -> t
         tracking.TRIAL_TAG: spec.key,
         tracking.PARENT_TAG: sweep.parent_run_id,
     }
-    run_id, created = tracking.find_or_create_run(
-        client, experiment_id, tags, f"{spec.label} · seed {spec.seed}"
-    )
+    run_id, created = tracking.find_or_create_run(client, experiment_id, tags, spec.run_name())
     if created:
         client.set_tag(run_id, tracking.LABEL_TAG, spec.label)
         client.set_tag(run_id, "distar.seed", str(spec.seed))

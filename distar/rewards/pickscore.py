@@ -28,11 +28,15 @@ PICKSCORE_PROCESSOR = WeightFile(  # [pickscore_processor]; its tokenizer + imag
 
 
 def load_pickscore(
-    model: str | Path | None = None, processor: str | Path | None = None, empty: bool = False
+    model: str | Path | None = None,
+    processor: str | Path | None = None,
+    empty: bool = False,
+    scale: float | None = None,
 ):
     """The PickScore ``ClipPairScorer`` (frozen) from ``model`` / ``processor`` directories or
     ``$DISTAR_PICKSCORE`` / ``$DISTAR_PICKSCORE_PROCESSOR``; raises ``MissingWeightsError``
-    naming the file and where to get it. Without a processor the model's own files serve."""
+    naming the file and where to get it. Without a processor the model's own files serve.
+    ``scale``: None scores the model's logit (its learnt scale x the cosine), 1.0 the cosine."""
     from distar.rewards.clip_scorers import ClipPairScorer, load_clip
 
     model_dir = PICKSCORE.resolve(model)
@@ -40,4 +44,4 @@ def load_pickscore(
     if processor or os.environ.get(PICKSCORE_PROCESSOR.env):
         processor_dir = PICKSCORE_PROCESSOR.resolve(processor)
     loaded = load_clip(model_dir, processor_dir or model_dir, empty)
-    return ClipPairScorer("pickscore", *loaded)
+    return ClipPairScorer("pickscore", *loaded, scale=scale)

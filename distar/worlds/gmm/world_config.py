@@ -39,6 +39,10 @@ class GMMWorldConfig(WorldConfig):
     ode_steps: int = 48
     cache_dir: str = ""  # "": $DISTAR_CACHE or ~/.cache/distar
 
+    def reward_unit(self) -> str:
+        bounds = {"directional": "[-1, 1]", "bump": "[0, 1]"}[self.reward]
+        return f"the {self.reward} reward, in {bounds} (world.reward)"
+
     def validate(self) -> None:
         check_range("world.dim", self.dim, 2, 4096)
         check_range("world.n_prompts", self.n_prompts, 1, 1000)

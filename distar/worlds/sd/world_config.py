@@ -76,6 +76,9 @@ class SDWorldConfig(WorldConfig):
         check_range("world.reward_resolution", self.reward_resolution, 8, 4096)
         check_range("world.eval_prompts", self.eval_prompts, 1, 100_000)
 
+    def reward_unit(self) -> str:
+        return f"PickScore's {self.reward_units} (world.reward_units)"
+
     def trained_metrics(self) -> frozenset[str]:
         """PickScore is the trained reward: ``eval/reward`` and every benchmark's PickScore."""
         if self.reward == "none":
