@@ -56,7 +56,7 @@ def paired_differences(a: pd.DataFrame, b: pd.DataFrame, metric: str) -> pd.Data
             "were not scored on the same prompts, images and noise (eval.benchmarks, "
             "eval.images_per_prompt, eval.seed must match)"
         )
-    joined = left[[metric, "group"]].join(right[[metric]], rsuffix="_b").sort_index()
+    joined = left[[metric, "group"]].join(right[[metric]].add_suffix("_b")).sort_index()
     diff = (joined[metric] - joined[f"{metric}_b"]).to_numpy(dtype=np.float64)
     if not np.isfinite(diff).all():
         raise UnpairedError(f"{metric}: non-finite values; failed units are excluded upstream")

@@ -181,11 +181,12 @@ row's paired verdict against the baseline row (▲ beats, ▼ loses, same prompt
 Holm-adjusted p < 0.05), and whose artifacts hold the report (table2.md, paired.md, pareto.png
 and their CSVs).
 
-Metrics: eval/NAME are the world's own; parti/..., coco/..., hps/... the benchmarks'; ci95/...
-their bootstrap CI bounds. A parent run's ROW/METRIC are its rows' means and ROW/paired/METRIC
-their paired differences to the baseline. Params paper.alpha_rew and paper.alpha_cfg are the
-paper's values a row stands for; loss.* are those in the world's units. One scale per metric:
-PickScore (*/pickscore) is the cosine the paper prints, CLIP score 100 x the cosine.
+Metrics: eval/NAME are the world's own; parti/..., coco/..., hps/... the benchmarks' (their
+bootstrap CIs: artifact eval/BENCH_ci95.json). A parent run's ROW/METRIC are its rows' means
+and ROW/paired/METRIC their paired differences to the baseline. Params paper.alpha_rew and
+paper.alpha_cfg are the paper's values a row stands for; loss.* are those in the world's units.
+One scale per metric: PickScore (*/pickscore) is the cosine the paper prints, CLIP score 100 x
+the cosine.
 
 {units}
 

@@ -139,7 +139,22 @@ def test_the_ui_shows_the_runs_grouped_by_row_and_the_sweeps_report(ui_over_a_sm
     wait_for_text(browser, ["KL, no CFG", "pareto.png", "table2.csv", "paired.md"])
     browser.save_screenshot(str(ARTIFACTS / f"{shot}3-parent-run-report.png"))
     assert parent.data.params["sweep.trials"] == "4"
+    a_runs_charts_lead_with_its_metrics(browser, client, url, experiment.experiment_id, world)
     the_printed_link_lands_on_the_answer(browser, links, world)
+
+
+def a_runs_charts_lead_with_its_metrics(browser, client, url, experiment_id, world) -> None:
+    """A child run's charts: curves (the smoke grids evaluate 5 times), sections of metrics with
+    no CI bounds among them (those are a table per benchmark), on a training run's page."""
+    from distar.tracking import run_url
+
+    (child,) = client.search_runs([experiment_id], "attributes.run_name = '0/0 KL s0'")
+    assert len(client.get_metric_history(child.info.run_id, "eval/reward")) == 5
+    browser.get("about:blank")
+    browser.get(run_url(url, experiment_id, child.info.run_id, "model-metrics"))
+    body = wait_for_text(browser, ["0/0 KL s0", "eval", "train/loss"])
+    assert "ci95" not in body and "Judges" not in body, body[:2000]
+    browser.save_screenshot(str(ARTIFACTS / f"{world}-6-run-charts.png"))
 
 
 def body_text(browser) -> str:
@@ -189,7 +204,7 @@ def the_printed_link_lands_on_the_answer(browser, links: list[str], world: str) 
     # the other row's two seeds carry its verdict (the mark first: the cell is narrow)
     assert len(re.findall(r"[▲▼] (eval|parti|coco)/|n\.s\.", body)) >= 2, body[-1500:]
     runs = [a.text for a in browser.find_elements(By.CSS_SELECTOR, "a[href*='/runs/']")]
-    assert sum("seed" in r for r in runs) == 4 and "table2" not in runs  # children only
+    assert sum(bool(re.search(r" s[01]$", r)) for r in runs) == 4 and "table2" not in runs
     browser.save_screenshot(str(ARTIFACTS / f"{world}-4-printed-link-the-answer.png"))
 
     browser.get("about:blank")

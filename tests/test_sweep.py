@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 from sweeps_common import TINY, child_runs, free_port, run, tiny_trials
 
+from distar.benchmark_catalogue import ROW_KEYS
 from distar.config import Config
 from distar.paper import TABLE2
 from distar.raytune.grid import expand
@@ -292,6 +293,13 @@ def test_smoke_grid_on_the_tiny_sd_world_through_ray_into_mlflow(ray_address, tm
         assert {"prompt", "group", "pickscore", "imagereward", "clip_score"} <= set(parti.columns)
         names = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "eval")}
         assert {"eval/parti_groups.json", "eval/parti_grid_step0000010.png"} <= names
+        # the bootstrap CIs as one table (a row per metric and evaluation), not as charts
+        bounds = mlflow.load_table("eval/parti_ci95.json", run_ids=[run_id])
+        scored = {f"parti/{m}" for m in parti.columns if m not in ROW_KEYS}
+        assert len(bounds) == 5 * len(scored) and set(bounds["metric"]) == scored
+        assert (bounds["ci95_low"] <= bounds["mean"]).all()
+        assert (bounds["mean"] <= bounds["ci95_high"]).all()
+    assert not [m for m in runs.columns if m.startswith("metrics.ci95/")]
     assert set(runs["tags.distar.prompts.coco"]) == {"shipped:coco2014_val_captions_first1000.txt"}
     # the two rows, unit by unit (same prompts and noise): one line per benchmark metric
     from analysis.compare import main as compare

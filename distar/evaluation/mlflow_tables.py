@@ -1,10 +1,11 @@
-"""Benchmark results into an MLflow run: per-sample and per-group tables, summary metrics,
-an image grid. Explicit client + run id (works from any process, no global active run)."""
+"""Benchmark results into an MLflow run: per-sample and per-group tables, summary metrics and
+their CIs, an image grid. Explicit client + run id (works from any process, no global active
+run)."""
 
 from __future__ import annotations
 
 from distar.evaluation.harness import BenchmarkResult
-from distar.evaluation.summary import group_table
+from distar.evaluation.summary import CI_PREFIX, ci_table, group_table
 from distar.images import image_grid
 from distar.tracking import log_metrics, log_table
 
@@ -17,7 +18,12 @@ def log_benchmark(client, run_id: str, result: BenchmarkResult, step: int = 0) -
     if result.rows["group"].nunique() > 1:
         table = group_table(result.rows, result.metric_columns)
         log_table(client, run_id, table, f"eval/{bench}_groups.json")
-    log_metrics(client, run_id, result.summary, step)
+    # each metric's CI as a table row (eval/<bench>_ci95.json), not two more charts per metric
+    # ahead of the metrics themselves in the run's chart list ("ci95" sorts first)
+    summary = {k: v for k, v in result.summary.items() if not k.startswith(CI_PREFIX)}
+    log_metrics(client, run_id, summary, step)
+    bounds = ci_table(result.summary, bench, result.metric_columns).assign(step=step)
+    log_table(client, run_id, bounds, f"eval/{bench}_ci95.json")
     if result.examples.ndim == 4 and result.examples.shape[1] == 3:
         name = f"eval/{bench}_grid.png" if step == 0 else f"eval/{bench}_grid_step{step:07d}.png"
         client.log_image(run_id, image_grid(result.examples), artifact_file=name)

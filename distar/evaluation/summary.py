@@ -32,19 +32,21 @@ def metric_name(*parts: str) -> str:
 PRIMARY = {"hps": "hpsv21"}
 
 
+CI_PREFIX = "ci95/"  # a summary's CI bounds: ci95/{bench}/{m}_low|high
+
+
 def summarise(
     rows: pd.DataFrame, benchmark: str, metrics: list[str], seed: int = 0
 ) -> dict[str, float]:
     """``{bench}/{m}``, ``ci95/{bench}/{m}_low|high`` and ``{bench}/{m}/{group}`` for each
-    sample metric ``m`` (groups: Parti category, HPS style). The CI bounds share one prefix, so
-    MLflow's UI puts them in one chart section of their own instead of beside each metric."""
+    sample metric ``m`` (groups: Parti category, HPS style)."""
     out: dict[str, float] = {}
     for m in metrics:
         values = rows[m].to_numpy(dtype=np.float64)
         low, high = bootstrap_ci(values, seed=seed)
         out[metric_name(benchmark, m)] = float(values.mean())
-        out["ci95/" + metric_name(benchmark, f"{m}_low")] = low
-        out["ci95/" + metric_name(benchmark, f"{m}_high")] = high
+        out[CI_PREFIX + metric_name(benchmark, f"{m}_low")] = low
+        out[CI_PREFIX + metric_name(benchmark, f"{m}_high")] = high
         by_group = rows.groupby("group")[m].mean()
         if len(by_group) > 1:
             for group, mean in by_group.items():
@@ -53,6 +55,17 @@ def summarise(
             out.update({metric_name(benchmark, str(g)): float(v) for g, v in by_group.items()})
             out[metric_name(benchmark, "average")] = float(by_group.mean())
     return out
+
+
+def ci_table(summary: dict[str, float], benchmark: str, metrics: list[str]) -> pd.DataFrame:
+    """One row per sample metric: its mean and bootstrap 95 % CI bounds (``summary``'s)."""
+    rows = []
+    for m in metrics:
+        name = metric_name(benchmark, m)
+        low, high = (summary[CI_PREFIX + metric_name(benchmark, f"{m}_{end}")]
+                     for end in ("low", "high"))  # fmt: skip
+        rows.append({"metric": name, "mean": summary[name], "ci95_low": low, "ci95_high": high})
+    return pd.DataFrame(rows)
 
 
 def group_table(rows: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
