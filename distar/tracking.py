@@ -29,6 +29,7 @@ for _logger in ("mlflow.store.db.utils", "alembic.runtime.migration"):
 SWEEP_TAG = "distar.sweep"
 TRIAL_TAG = "distar.trial"
 LABEL_TAG = "distar.label"
+GROUP_TAG = "distar.group"  # a grid's runs-table group: its row (at one c, when c is crossed)
 FINAL_STEP_TAG = "distar.final_step"
 PARENT_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"

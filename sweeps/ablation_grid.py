@@ -190,8 +190,9 @@ the cosine.
 
 {units}
 
-Start from the link a sweep prints: its runs grouped by row (group rows show the seeds' mean),
-sorted by the objective."""
+Start from the link a sweep prints: its runs grouped by row (tag distar.group: the row, and its
+c when the grid crosses pseudo-Huber c; group rows show the seeds' mean), sorted by the
+objective."""
 
 
 def print_ui_hint(settings: SweepSettings, preset, parent: str | None, units: str) -> None:
@@ -213,7 +214,7 @@ def print_ui_hint(settings: SweepSettings, preset, parent: str | None, units: st
     metrics = [logged_name(m) for m in dict.fromkeys([*preset.objective, *preset.metrics])]
     widths = {tracking.RUN_NAME_COLUMN: 330, f"tags.`{tracking.PAIRED_TAG}`": 190,
               **{f"metrics.`{m}`": 125 for m in metrics}}  # fmt: skip
-    tracking.share_runs_view(client, experiment, key, children, metrics, tracking.LABEL_TAG,
+    tracking.share_runs_view(client, experiment, key, children, metrics, tracking.GROUP_TAG,
                              metrics[0], (tracking.PAIRED_TAG,), widths)  # fmt: skip
     server = uri if uri.startswith("http") else "http://127.0.0.1:5000"
     view = tracking.runs_view_url(server, experiment, key)

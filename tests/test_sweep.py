@@ -53,6 +53,10 @@ def test_grid_runs_no_identical_trials():
     assert len(set(configs)) == len(configs)
     kl = [t for t in trials if t.flat_config["loss.divergence"] == "kl"]
     assert {t.flat_config["loss.huber_c"] for t in kl} == {Config().loss.huber_c}
+    # the runs table groups a row's seeds, and a crossed row's seeds at each c apart
+    groups = {t.tags["distar.group"] for t in trials}
+    assert f"{TABLE2[-1].label} · c 0.05" in groups and TABLE2[1].label in groups
+    assert len(groups) == len(trials) // 2  # two seeds a group
     l2 = expand(TABLE2, Config().with_overrides({"loss.distance": "l2"}), [0], [0.05, 0.5])
     assert len(l2) == len(TABLE2)
     with pytest.raises(ValueError, match=r"--seeds: \[1\] given more than once"):

@@ -10,6 +10,7 @@ from distar import paper
 from distar.config import Config, ConfigError
 from distar.paper import AblationRow
 from distar.raytune.spec import TrialSpec
+from distar.tracking import GROUP_TAG
 
 
 def slug(text: str) -> str:
@@ -59,11 +60,13 @@ def expand(
     for row in rows:
         cs = (huber_cs or [base.loss.huber_c]) if uses_huber_c(row, base) else [base.loss.huber_c]
         for c in cs:
-            method = f"{row.short} c{c:g}" if len(cs) > 1 else row.short
+            crossed = len(cs) > 1  # then a row's runs at one c are one group, not all of them
+            method = f"{row.short} c{c:g}" if crossed else row.short
+            tags = {**row_tags(row), GROUP_TAG: f"{row.label} · c {c:g}" if crossed else row.label}
             for seed in seeds:
                 flat = {**unset, **row_overrides(row), "loss.huber_c": c, "train.seed": seed}
                 spec = TrialSpec(
-                    f"{slug(row.label)}-c{c:g}-s{seed}", row.label, seed, flat, row_tags(row),
+                    f"{slug(row.label)}-c{c:g}-s{seed}", row.label, seed, flat, tags,
                     {"alpha_rew": row.alpha_rew, "alpha_cfg": row.alpha_cfg}, method,
                 )  # fmt: skip
                 trials.append(spec.resolved())  # validates now, before any Ray trial
