@@ -11,7 +11,12 @@ from scipy import stats
 
 from distar import paper
 from distar.config import ConfigError
-from distar.tracking import TRACKING_ERRORS, check_tracking_server, missing_store
+from distar.tracking import (
+    TRACKING_ERRORS,
+    check_tracking_server,
+    missing_store,
+    setting_label,
+)
 
 METRICS = ("reward",)  # the fallback; each world's preset names its own (WorldPreset.metrics)
 PAPER_TAGS = (paper.MODEL, paper.METHOD, paper.ALPHA_REW, paper.ALPHA_CFG)
@@ -84,11 +89,6 @@ def swept_columns(runs: pd.DataFrame) -> list[str]:
     params = [c for c in runs.columns if c.startswith("params.") and c not in NOT_SWEPT]
     by_label = runs.groupby("tags.distar.label")[params].nunique(dropna=False)
     return [c for c in params if (by_label[c] > 1).any()]
-
-
-def setting_label(label: str, values: dict[str, object]) -> str:
-    shown = ", ".join(f"{k.removeprefix('params.')}={v}" for k, v in values.items())
-    return f"{label} · {shown}" if shown else label
 
 
 def finished(group: pd.DataFrame) -> pd.Series:

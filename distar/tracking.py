@@ -58,6 +58,13 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
+def setting_label(label: str, values: dict[str, object]) -> str:
+    """A row at one setting of its swept parameters, ``label · loss.huber_c=0.05``: the report's
+    row name, and the runs-table group (``GROUP_TAG``) of a grid that crosses them."""
+    shown = ", ".join(f"{k.removeprefix('params.')}={v}" for k, v in values.items())
+    return f"{label} · {shown}" if shown else label
+
+
 def default_tracking_uri(root: Path) -> str:
     """A local SQLite store (MLflow 3 refuses the file store by default) under ``root``."""
     return f"sqlite:///{(root / 'mlflow.db').resolve()}"
@@ -83,7 +90,8 @@ def run_url(server: str, experiment_id: str, run_id: str, page: str = "") -> str
     without ``workflowType`` MLflow 3 shows a run in its GenAI layout (an "Evaluations" trail,
     the GenAI sidebar) unless the browser chose "Model training" before."""
     path = f"#/experiments/{experiment_id}/runs/{run_id}" + (f"/{page}" if page else "")
-    return f"{server.rstrip('/')}/{path}?workflowType=machine_learning".lstrip("/")
+    root = f"{server.rstrip('/')}/" if server else ""  # "": a link within the UI's own page
+    return f"{root}{path}?workflowType=machine_learning"
 
 
 def read_table(client: MlflowClient, run_id: str, artifact_file: str):
@@ -121,6 +129,8 @@ def log_table(client: MlflowClient, run_id: str, rows, artifact_file: str) -> No
         path = Path(tmp) / name
         rows.to_json(path, orient="split", index=False, date_format="iso")
         client.log_artifact(run_id, str(path), folder or None)
+    if earlier is not None:
+        return  # listed as a table when it was first written
     listed = json.loads(client.get_run(run_id).data.tags.get(LOGGED_ARTIFACTS_TAG, "[]"))
     if (entry := {"path": artifact_file, "type": "table"}) not in listed:
         client.set_tag(run_id, LOGGED_ARTIFACTS_TAG, json.dumps([*listed, entry]))

@@ -55,7 +55,8 @@ def test_grid_runs_no_identical_trials():
     assert {t.flat_config["loss.huber_c"] for t in kl} == {Config().loss.huber_c}
     # the runs table groups a row's seeds, and a crossed row's seeds at each c apart
     groups = {t.tags["distar.group"] for t in trials}
-    assert f"{TABLE2[-1].label} · c 0.05" in groups and TABLE2[1].label in groups
+    # named as the report names a row at one setting
+    assert f"{TABLE2[-1].label} · loss.huber_c=0.05" in groups and TABLE2[1].label in groups
     assert len(groups) == len(trials) // 2  # two seeds a group
     l2 = expand(TABLE2, Config().with_overrides({"loss.distance": "l2"}), [0], [0.05, 0.5])
     assert len(l2) == len(TABLE2)

@@ -10,7 +10,7 @@ from distar import paper
 from distar.config import Config, ConfigError
 from distar.paper import AblationRow
 from distar.raytune.spec import TrialSpec
-from distar.tracking import GROUP_TAG
+from distar.tracking import GROUP_TAG, setting_label
 
 
 def slug(text: str) -> str:
@@ -62,7 +62,8 @@ def expand(
         for c in cs:
             crossed = len(cs) > 1  # then a row's runs at one c are one group, not all of them
             method = f"{row.short} c{c:g}" if crossed else row.short
-            tags = {**row_tags(row), GROUP_TAG: f"{row.label} · c {c:g}" if crossed else row.label}
+            group = setting_label(row.label, {"loss.huber_c": c} if crossed else {})
+            tags = {**row_tags(row), GROUP_TAG: group}
             for seed in seeds:
                 flat = {**unset, **row_overrides(row), "loss.huber_c": c, "train.seed": seed}
                 spec = TrialSpec(

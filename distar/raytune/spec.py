@@ -77,8 +77,9 @@ class TrialSpec:
         """
         flat = self.flat_config
         method = self.method or f"{flat['loss.guidance']} c{flat['loss.huber_c']:.2g}"
-        scales = self.paper and f"{self.paper['alpha_rew']:.3g}/{self.paper['alpha_cfg']:.3g} "
-        return f"{scales or ''}{method} s{self.seed}"
+        paper = self.paper
+        scales = f"{paper['alpha_rew']:.3g}/{paper['alpha_cfg']:.3g} " if paper else ""
+        return f"{scales}{method} s{self.seed}"
 
     def all_tags(self) -> dict[str, str]:
         """Its tags, with the paper's values under their one name (``paper.alpha_rew``, ...)."""
