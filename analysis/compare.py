@@ -1,38 +1,53 @@
 """Two runs (or two rows) compared unit by unit (prompt x image, same noise) on every benchmark
-both scored: the mean difference A - B per metric with a paired bootstrap 95 % CI (units
-resampled within their prompt / Parti category / HPS style), a p-value and its Holm adjustment
-across the rows shown, the probability that A beats B on a unit, and how many units a decision
-would need.
+both scored, at two levels (:mod:`distar.paired`):
+
+- setting: the rows as recipes, over training seeds (per-seed paired means, Student-t on
+  S - 1 df; 3 seeds or more to decide anything);
+- checkpoint: these trained runs on these units (units bootstrapped within seeds).
+
+Each with its 95 % CI, p and Holm adjustment over the metrics shown, the per-sample share of
+units A wins, the variance split, and the seeds and units per seed a decision would need.
 
     python -m analysis.compare --tracking-uri sqlite:///runs/sd/mlflow.db RUN_A RUN_B
 
 A run is its MLflow run id or its run name ("DI*-In α_rew 10 · seed 0"); a row is its label
-("DI*-In α_rew 10"): every finished seed of it, paired seed by seed with the other row's and
-stacked. Each run's last evaluation is used; units that differ between the runs (another
-subset, image count or ``eval.seed``) are refused, never dropped silently.
+("DI*-In α_rew 10"): every finished seed of it, paired seed by seed with the other row's. Each
+run's last evaluation is compared, and both sides' must be at the same step; units, steps,
+seed columns or unit counts that differ between the runs are refused in one line, never
+dropped silently.
 """
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict
+from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
+from analysis.paired_table import (
+    Found,
+    add_min_effect_flag,
+    check_min_effect,
+    checkpoint_table,
+    p_text,
+    parse_min_effect,
+    plan_columns,
+    run_sd,
+    setting_table,
+    verdict_mark,
+)
 from analysis.runs import check_store, finished
 from distar import paper
-from distar.benchmark_catalogue import ROW_KEYS, WORLD_UNITS, lower_is_better
+from distar.benchmark_catalogue import ROW_KEYS, SET_METRICS, WORLD_UNITS
 from distar.config import ConfigError
-from distar.paired import (
-    Paired,
+from distar.paired import MIN_SEEDS, unit_metric
+from distar.pairing import (
     UnpairedError,
-    compare,
-    holm,
     one_row_per_unit,
     paired_differences,
-    unit_metric,
+    shared_seeds,
+    stack_seeds,
 )
 from distar.refusals import refusing
 from distar.tracking import TrackingStoreError, read_table
@@ -75,40 +90,98 @@ def samples(client, run_id: str, benchmark: str) -> pd.DataFrame | None:
     return one_row_per_unit(table)
 
 
-def comparisons(client, a: dict[str, str], b: dict[str, str]) -> list[tuple[str, Paired]]:
-    """(benchmark, comparison) for every metric of every benchmark both sides scored: two runs
-    pair directly; rows (seed -> run) pair within each seed both finished, seeds stacked."""
-    pairs = [(next(iter(a.values())), next(iter(b.values())))] if len(a) == len(b) == 1 else [
-        (a[seed], b[seed]) for seed in sorted(a.keys() & b.keys())]  # fmt: skip
-    if not pairs:
-        raise ConfigError("RUN_A RUN_B: the rows share no finished seed")
+def pair_rows(row: str, base: str, metric: str, a: dict[str, pd.DataFrame],
+              b: dict[str, pd.DataFrame]) -> Found:  # fmt: skip
+    """One comparison: ``row``'s per-seed tables (seed -> table) against ``base``'s on
+    ``metric``, seed with seed, at the step each side was evaluated last (stated in ``steps``);
+    what does not pair is a note naming the runs, not an error."""
+    seeds, note = shared_seeds(set(a), set(b), (row, base))
+    if not seeds:
+        return Found(row, base, metric, None, None, note or "no seed in common")
+    try:
+        per_seed = {s: paired_differences(a[s], b[s], metric, (f"{row} seed {s}",
+                                                               f"{base} seed {s}"))
+                    for s in seeds}  # fmt: skip
+        diffs, groups = stack_seeds(per_seed, (row, base))
+    except UnpairedError as error:
+        return Found(row, base, metric, None, None, str(error))
+    return Found(row, base, metric, diffs, groups, note, steps_compared(a[seeds[0]], b[seeds[0]]))
+
+
+def steps_compared(a: pd.DataFrame, b: pd.DataFrame) -> str:
+    """The evaluation steps a comparison pairs: ``600``, or ``600 vs 0`` against a model that
+    was not trained."""
+    steps = [str(t["step"].iloc[0]) if "step" in t else "?" for t in (a, b)]
+    return steps[0] if steps[0] == steps[1] else " vs ".join(steps)
+
+
+def comparisons(client, a: dict[str, str], b: dict[str, str], names=("A", "B")) -> list[Found]:
+    """Every metric of every benchmark both sides scored: two runs pair directly; rows
+    (seed -> run) pair seed with seed."""
+    if len(a) == len(b) == 1:
+        a, b = {"": next(iter(a.values()))}, {"": next(iter(b.values()))}
     out = []
     for bench in BENCHMARKS:
-        tables = [(samples(client, x, bench), samples(client, y, bench)) for x, y in pairs]
-        if any(x is None or y is None for x, y in tables):
+        tables_a = {s: samples(client, run, bench) for s, run in a.items()}
+        tables_b = {s: samples(client, run, bench) for s, run in b.items()}
+        if any(t is None for t in (*tables_a.values(), *tables_b.values())):
             continue
-        for metric in [c for c in tables[0][0].columns if c not in ROW_KEYS
-                       and c in tables[0][1].columns]:  # fmt: skip
-            per_seed = [paired_differences(x, y, metric) for x, y in tables]
-            diffs = np.stack([d["diff"].to_numpy() for d in per_seed])
-            out.append((bench, compare(diffs, per_seed[0]["group"].to_numpy(),
-                                       f"{bench}/{metric}")))  # fmt: skip
+        first_a, first_b = next(iter(tables_a.values())), next(iter(tables_b.values()))
+        for metric in [c for c in first_a.columns if c not in ROW_KEYS and c in first_b]:
+            found = pair_rows(*names, metric, tables_a, tables_b)
+            out.append(replace(found, metric=f"{bench}/{metric}"))
     if not out:
         raise ConfigError("RUN_A RUN_B: no benchmark both runs scored (eval.benchmarks)")
+    unpaired = [f.note for f in out if f.diffs is None]
+    if unpaired:
+        raise UnpairedError(unpaired[0])
     return out
 
 
-def markdown(found: list[tuple[str, Paired]]) -> str:
-    adjusted = holm([c.p for _, c in found])
-    head = ["metric", "delta (A - B)", "95 % CI", "p", "p (Holm)", "P(A > B)", "units", "seeds",
-            "units needed"]  # fmt: skip
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for (_, c), p_adj in zip(found, adjusted, strict=True):
-        needed = "–" if c.units_needed < 0 else str(c.units_needed)
-        lines.append(f"| {c.metric} | {c.delta:+.4f} | [{c.ci_low:+.4f}, {c.ci_high:+.4f}] | "
-                     f"{p_text(c.p)} | {p_text(p_adj)} | {c.prob_improvement:.2f} | {c.n_units} | "
-                     f"{c.n_seeds} | {needed} |")  # fmt: skip
-    return "\n".join(lines)
+def both_levels(found: list[Found], min_effect: dict[str, float] | None = None,
+                n_boot: int = 2000) -> pd.DataFrame:  # fmt: skip
+    """The setting level (with its plan) and the checkpoint level of every comparison, one
+    table with a ``level`` column."""
+    setting = plan_columns(setting_table(found), found, min_effect)
+    return pd.concat([setting, checkpoint_table(found, n_boot)], ignore_index=True)
+
+
+def markdown(table: pd.DataFrame, with_rows: bool = False) -> str:
+    """Both levels as markdown: the setting level (marks, plan) first, then the checkpoint
+    level, each under a heading that says what it claims."""
+    parts = []
+    for level, title in (("setting", SETTING_TITLE), ("checkpoint", CHECKPOINT_TITLE)):
+        part = table[table["level"] == level]
+        if part.empty:
+            continue
+        head = (["row", "vs"] if with_rows else []) + [
+            "metric", "step", "delta", "95 % CI", "p", "p (Holm)", "seeds", "units/seed",
+            "units won (per sample)"] + (["plan (80 % power)"] if level == "setting" else [])
+        lines = [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for _, r in part.iterrows():
+            cells = ([f"{r['row']}{verdict_mark(r)}", str(r["baseline"])] if with_rows else [])
+            cells += [r["metric"], str(r.get("steps") or "–")] + number_cells(r)
+            if level == "setting":
+                cells.append(str(r.get("plan", "–")) + (
+                    f"; at {r['min_effect']:g}: {r['plan_min_effect']}"
+                    if r.get("plan_min_effect", "–") != "–" else ""))  # fmt: skip
+            lines.append("| " + " | ".join(cells) + " |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
+def number_cells(r: pd.Series) -> list[str]:
+    if r["n_seeds"] == 0:  # did not pair
+        return [f"– ({r['note']})", "–", "–", "–", "0", "–", "–"]
+    ci = "–" if r["ci_low"] != r["ci_low"] else f"[{r['ci_low']:+.4g}, {r['ci_high']:+.4g}]"
+    return [f"{r['delta']:+.4g}", ci, p_text(r["p"]), p_text(r["p_adj"]), str(int(r["n_seeds"])),
+            str(int(r["n_units"])), f"{r['unit_win_rate']:.2f}"]  # fmt: skip
+
+
+SETTING_TITLE = ("setting level: the rows as recipes, over training seeds (per-seed paired "
+                 f"means, Student-t on S - 1 df; marks from {MIN_SEEDS} seeds)")
+CHECKPOINT_TITLE = ("checkpoint level: these trained runs on these units (units bootstrapped "
+                    "within seeds; says nothing about another training run)")
 
 
 def default_baseline(labels: set[str]) -> str:
@@ -120,12 +193,12 @@ def default_baseline(labels: set[str]) -> str:
 
 
 def row_comparisons(client, runs: pd.DataFrame, metrics: list[str], baseline: str | None = None,
-                    all_pairs: bool = False) -> pd.DataFrame:  # fmt: skip
+                    all_pairs: bool = False, min_effect: dict[str, float] | None = None
+                    ) -> pd.DataFrame:  # fmt: skip
     """Every row of a sweep against ``baseline`` (or, ``all_pairs``, every row against every
-    row before it in Table-2 order) on each per-unit ``metric`` (``bench/m``), paired unit by
-    unit within each seed both finished, the seeds stacked; Holm-adjusted over the table.
-    Failed or unfinished seeds are left out, never imputed; a metric without per-unit values
-    (a set metric: MMD, FID) is skipped."""
+    row before it in Table-2 order) on each per-unit ``metric`` (``bench/m``), at both levels
+    (:func:`both_levels`). Failed or unfinished seeds are left out, never imputed (the cell's
+    note names them); a metric without per-unit values (a set metric: MMD, FID) is skipped."""
     done = runs[finished(runs)]
     by = {(r["tags.distar.label"], r["tags.distar.seed"]): r["run_id"] for _, r in done.iterrows()}
     if len(by) < len(done):
@@ -141,49 +214,45 @@ def row_comparisons(client, runs: pd.DataFrame, metrics: list[str], baseline: st
     pairs = [(label, baseline) for label in others]
     if all_pairs:
         pairs += [(a, b) for i, b in enumerate(others) for a in others[i + 1:]]
-    tables: dict[tuple[str, str], pd.DataFrame | None] = {}
+    cache: dict[tuple[str, str], pd.DataFrame | None] = {}
 
-    def table(run_id: str, bench: str) -> pd.DataFrame | None:
-        if (run_id, bench) not in tables:
-            tables[run_id, bench] = samples(client, run_id, bench)
-        return tables[run_id, bench]
-
-    def seeds_of(label: str) -> set[str]:
-        return {s for lab, s in by if lab == label}
+    def tables(label: str, bench: str, name: str) -> dict[str, pd.DataFrame]:
+        out = {}
+        for (lab, seed), run_id in by.items():
+            if lab == label:
+                if (run_id, bench) not in cache:
+                    cache[run_id, bench] = samples(client, run_id, bench)
+                if cache[run_id, bench] is not None and name in cache[run_id, bench]:
+                    out[seed] = cache[run_id, bench]
+        return out
 
     found = []
     for label, base in pairs:
         for metric in metrics:
             bench, _, name = metric.partition("/")
-            per_seed = []
-            for seed in sorted(seeds_of(label) & seeds_of(base)):
-                a, b = table(by[label, seed], bench), table(by[base, seed], bench)
-                if a is not None and b is not None and name in a and name in b:
-                    per_seed.append(paired_differences(a, b, name))
-            if per_seed:  # the same units in every seed (eval.seed fixes the noise), in order
-                diffs = np.stack([d["diff"].to_numpy() for d in per_seed])
-                found.append((label, base, compare(diffs, per_seed[0]["group"].to_numpy(),
-                                                   metric)))  # fmt: skip
-    adjusted = holm([c.p for _, _, c in found])
-    table = pd.DataFrame([{"row": label, "baseline": base, **asdict(c), "p_adj": p_adj}
-                          for (label, base, c), p_adj in zip(found, adjusted, strict=True)])
+            a, b = tables(label, bench, name), tables(base, bench, name)
+            if a and b:
+                found.append(replace(pair_rows(label, base, name, a, b), metric=metric))
+    table = both_levels(found, min_effect) if found else pd.DataFrame()
     table.attrs["baseline"] = baseline
     return table
 
 
 def paired_report(runs: pd.DataFrame, uri: str, out: Path, metrics: tuple[str, ...],
-                  baseline: str | None = None,
-                  all_pairs: bool = False) -> tuple[str, pd.DataFrame]:  # fmt: skip
+                  baseline: str | None = None, all_pairs: bool = False,
+                  min_effect: dict[str, float] | None = None
+                  ) -> tuple[str, pd.DataFrame]:  # fmt: skip
     """``paired.md`` / ``paired.csv`` in ``out``: every row against the baseline (or every pair)
     on the preset's per-unit metrics (the world's own, ``eval/<name>``, and the benchmarks'; a
-    set metric such as FID or MMD has no per-unit value); returns the markdown and the table
-    (empty when the runs do not pair, the markdown then says why)."""
+    set metric such as FID or MMD has no per-unit value), both levels; returns the markdown and
+    the table (empty when the runs do not pair, the markdown then says why)."""
     from mlflow.tracking import MlflowClient
 
-    per_unit = [unit_metric(m) for m in metrics if not m.endswith("fid")]
+    per_unit = [unit_metric(m) for m in metrics if m.rpartition("/")[2] not in SET_METRICS]
     out.mkdir(parents=True, exist_ok=True)
     try:
-        table = row_comparisons(MlflowClient(uri), runs, per_unit, baseline, all_pairs)
+        table = row_comparisons(MlflowClient(uri), runs, per_unit, baseline, all_pairs,
+                                min_effect)  # fmt: skip
     except UnpairedError as error:  # the sweep ran: say why there is no table, do not fail it
         (out / "paired.md").write_text(f"no paired table: {error}\n")
         return f"no paired table: {error}", pd.DataFrame()
@@ -192,51 +261,23 @@ def paired_report(runs: pd.DataFrame, uri: str, out: Path, metrics: tuple[str, .
         (out / "paired.md").write_text(text + "\n")
         return text, table
     table.to_csv(out / "paired.csv", index=False)
-    head = ["row", "vs", "metric", "delta", "95 % CI", "p", "p (Holm)", "P(row > vs)",
-            "units x seeds", "units needed"]  # fmt: skip
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for _, r in table.iterrows():
-        needed = "–" if r["units_needed"] < 0 else str(r["units_needed"])
-        lines.append(f"| {r['row']}{verdict_mark(r)} | {r['baseline']} | {r['metric']} | "
-                     f"{r['delta']:+.4g} | [{r['ci_low']:+.4g}, {r['ci_high']:+.4g}] | "
-                     f"{p_text(r['p'])} | {p_text(r['p_adj'])} | {r['prob_improvement']:.2f} | "
-                     f"{r['n_units']} x {r['n_seeds']} | {needed} |")  # fmt: skip
-    text = "\n".join(lines) + (
-        "\n\n▲ / ▼: the row beats / loses to the one it is compared with at Holm-adjusted "
-        "p < 0.05 (paired bootstrap over units within their group, and over seeds). units "
-        "needed: the units at which the 95 % CI would exclude 0 for this effect and spread "
-        "(size the next sweep with eval.samples_per_prompt or eval.benchmarks=parti:N)."
-    )
+    sds = ", ".join(f"{m} {sd:.3g}" for m, sd in run_sd(table).items())
+    notes = sorted({n for n in table["note"].dropna() if n})
+    text = "\n\n".join([markdown(table, with_rows=True), LEGEND,
+                         f"run sd (a training run's mean around its setting's, from the "
+                         f"seeds; sweeps/search.py --stop-run-sd): {sds or '– (one seed)'}",
+                         *(f"note: {n}" for n in notes)])  # fmt: skip
     (out / "paired.md").write_text(text + "\n")
     return text, table
 
 
-def p_text(p: float) -> str:
-    """A p-value as printed: a normal tail far out is no more precise than "< 1e-6"."""
-    return "< 1e-6" if p < 1e-6 else f"{p:.3g}"
-
-
-def verdict_mark(r: pd.Series) -> str:
-    """`` ▲`` / `` ▼`` where a comparison is significant after Holm, by the metric's sense."""
-    if r["p_adj"] >= 0.05:
-        return ""
-    better = (r["delta"] < 0) if lower_is_better(r["metric"]) else (r["delta"] > 0)
-    return " ▲" if better else " ▼"
-
-
-def verdicts(table: pd.DataFrame) -> dict[str, str]:
-    """Per row, its significant comparisons with the baseline (``▲ eval/reward, ...``), for the
-    Table-2 report and the runs' ``distar.paired`` tags; the baseline row says so."""
-    if table.empty:
-        return {}
-    baseline = table.attrs["baseline"]
-    out = {baseline: "baseline"}
-    for row, group in table[table["baseline"] == baseline].groupby("row"):
-        # the mark first: a narrow table cell cut after a few characters still shows it
-        marks = [f"{verdict_mark(r).strip()} {r['metric']}" for _, r in group.iterrows()
-                 if verdict_mark(r)]  # fmt: skip
-        out[str(row)] = ", ".join(marks) or "n.s. (no significant difference)"
-    return out
+LEGEND = (f"▲ / ▼: the row beats / loses to the one it is compared with as a setting (over "
+          f"training seeds, {MIN_SEEDS}+ of them) at Holm-adjusted p < 0.05; fewer seeds: no "
+          "mark. units won: the per-sample share of units on which the row scores better "
+          "(not the chance that the setting is better). plan: the seeds (at these units per "
+          "seed) or units per seed (at these seeds) for 80 % power at the effect seen, at the "
+          "table's Bonferroni level; 'more seeds, not more prompts' when training runs "
+          "differ more than any number of prompts can average out.")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -245,14 +286,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run_a", metavar="RUN_A", help="a run id, run name or row label")
     p.add_argument("run_b", metavar="RUN_B", help="the same, for the other side")
     p.add_argument("--tracking-uri", default="sqlite:///runs/table2/mlflow.db")
+    add_min_effect_flag(p)
     args = p.parse_args(argv)
 
     def run(outputs) -> int:
         from mlflow.tracking import MlflowClient
         check_store(args.tracking_uri)
         client = MlflowClient(args.tracking_uri)
+        min_effect = parse_min_effect(args.min_effect)
         a, b = find_runs(client, args.run_a, "RUN_A"), find_runs(client, args.run_b, "RUN_B")
-        print(markdown(comparisons(client, a, b)))
+        found = comparisons(client, a, b, (args.run_a, args.run_b))
+        check_min_effect(min_effect, {f.metric for f in found})
+        print(markdown(both_levels(found, min_effect)))
         return 0
 
     return refusing(run, extra=(TrackingStoreError, ValueError))

@@ -13,7 +13,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.compare import paired_report, verdicts
+from analysis.compare import paired_report
+from analysis.paired_table import (
+    add_min_effect_flag,
+    check_min_effect,
+    parse_min_effect,
+    verdicts,
+)
 from analysis.paper_tables import build
 from analysis.runs import (
     METRICS,
@@ -24,7 +30,9 @@ from analysis.runs import (
     summarise,
 )
 from distar import paper
+from distar.benchmark_catalogue import SET_METRICS
 from distar.config import world_preset
+from distar.paired import unit_metric
 from distar.refusals import Outputs, check_writable_dir, refusing
 from distar.tracking import (
     CFG_CONVENTION_TAG,
@@ -136,6 +144,7 @@ def add_paired_flags(parser: argparse.ArgumentParser) -> None:
                              "Table-2 row the sweep ran, the init model when it ran)")  # fmt: skip
     parser.add_argument("--all-pairs", action="store_true",
                         help="also pair every row with every other (Holm over all of them)")
+    add_min_effect_flag(parser)
 
 
 def world_of(runs: pd.DataFrame) -> str:
@@ -163,7 +172,8 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
     check_writable_dir(args.out, "--out")
     runs = read_runs(args)
     outputs.watch(args.out)
-    print(report_text(runs, args.tracking_uri, args.out, args.baseline, args.all_pairs))
+    print(write_reports(runs, args.tracking_uri, args.out, args.baseline, args.all_pairs,
+                        min_effect=min_effect_of(args, world_of(runs))).text)
     print(
         f"\nwritten: {args.out / 'table2.md'}, {args.out / 'table2.csv'}, {args.out / 'pareto.png'}"
     )
@@ -181,20 +191,24 @@ class Reports:
     metrics: tuple[str, ...]
 
 
-def report_text(runs: pd.DataFrame, uri: str, out: Path, baseline: str | None = None,
-                all_pairs: bool = False) -> str:  # fmt: skip
-    """:func:`write_reports`' printed text."""
-    return write_reports(runs, uri, out, baseline, all_pairs).text
+def min_effect_of(args: argparse.Namespace, world: str) -> dict[str, float]:
+    """--min-effect, each metric one the world's preset reports per unit (``eval/reward``)."""
+    min_effect = parse_min_effect(args.min_effect)
+    check_min_effect(min_effect, {unit_metric(m) for m in world_preset(world).metrics
+                                  if m.rpartition("/")[2] not in SET_METRICS})  # fmt: skip
+    return min_effect
 
 
 def write_reports(runs: pd.DataFrame, uri: str, out: Path, baseline: str | None = None,
-                  all_pairs: bool = False, world: str | None = None) -> Reports:  # fmt: skip
+                  all_pairs: bool = False, world: str | None = None,
+                  min_effect: dict[str, float] | None = None) -> Reports:  # fmt: skip
     """Every report of a sweep written to ``out`` (Table 2 with each row's paired verdict,
     ``paired.md``, and on a text world the paper's Tables 1-3 in ``out/paper/``); ``world``:
     the preset the sweep ran (default: the world its runs logged, which cannot tell a tiny
     preset from its real one)."""
     preset = world_preset(world or world_of(runs))
-    paired, comparisons = paired_report(runs, uri, out, preset.metrics, baseline, all_pairs)
+    paired, comparisons = paired_report(runs, uri, out, preset.metrics, baseline, all_pairs,
+                                        min_effect)  # fmt: skip
     table = build_report(runs, out, preset.metrics, preset.pareto, verdicts(comparisons))
     parts = [to_markdown(table, preset.metrics), units_line(runs),
              f"## paired: each row minus {baseline or 'the baseline'}, same prompts and noise"
@@ -214,8 +228,9 @@ def overview_markdown(reports: Reports, runs: pd.DataFrame, links: dict[str, str
     each row's seeds, means ± 95 % CI and paired verdict, the units, and links to the full
     report; the paper's columns are dropped first if it would not fit a tag."""
     head = ("**Table 2** — mean ± 95 % CI over finished seeds; *paired*: the metrics a row "
-            "beats (▲) or loses to (▼) the baseline on, same prompts and noise, Holm-adjusted "
-            "p < 0.05.")  # fmt: skip
+            "beats (▲) or loses to (▼) the baseline on as a setting (over 3+ training seeds, "
+            "each seed's paired mean on the same prompts and noise; Student-t, Holm-adjusted "
+            "p < 0.05).")  # fmt: skip
     links_line = " · ".join(f"[{name}]({url})" for name, url in links.items())
     for table in (reports.table, reports.table.drop(
             columns=[c for c in reports.table if c.startswith("paper_")])):  # fmt: skip
@@ -241,7 +256,11 @@ def summary_metrics(reports: Reports) -> dict[str, float]:
                 out[f"{row_key(r['label'])}/{m}"] = float(r[m])
     if not reports.paired.empty:
         baseline = reports.paired.attrs["baseline"]
-        for _, r in reports.paired[reports.paired["baseline"] == baseline].iterrows():
+        paired = reports.paired
+        setting = paired[(paired["baseline"] == baseline) & (paired["level"] == "setting")]
+        for _, r in setting.iterrows():
+            if not r.get("delta") == r.get("delta"):  # did not pair: no delta
+                continue
             out[f"{row_key(r['row'])}/paired/{r['metric']}"] = float(r["delta"])
     return out
 

@@ -4,8 +4,9 @@
     python benchmarks/search_vs_grid.py --grid runs/table2 --search runs/s0 runs/s1  # finished
 
 The search runs once per ``--search-seeds`` seed (default 0 1 2: one seed's figure is luck as
-much as method) and per ``--stoppers`` entry (default: ASHA alone, then the paired stopper
-alone -- ``search.py --stopper``); the figure per seed and their median are printed per stopper.
+much as method) and per ``--stoppers`` entry (default: ASHA alone, the paired stopper alone,
+both -- ``search.py --stopper``; the paired stopper's run sd is the world preset's unless
+``--stop-run-sd``); the figure per seed and their median are printed per stopper.
 
 The objective is the search's scalar (``--metric`` minus ``--penalty`` per unit that
 ``--floor-metric`` falls below ``--floor``; default: reward with precision >= 0.9), computed for
@@ -53,7 +54,9 @@ def trial_outcomes(storage: Path, objective: Objective) -> list[dict]:
 
 def run(script: str, storage: Path, args: list[str]) -> None:
     cmd = [sys.executable, str(ROOT / "sweeps" / script), "--storage", str(storage), *args]
-    subprocess.run(cmd, check=False, stdout=subprocess.DEVNULL)
+    done = subprocess.run(cmd, check=False, stdout=subprocess.DEVNULL)
+    if done.returncode == 2:  # refused (its one line is on stderr): nothing to compare
+        raise SystemExit(f"{script} refused its flags: {' '.join(args)}")
 
 
 def main() -> None:
@@ -68,8 +71,9 @@ def main() -> None:
         help="finished searches' --storage (default: run one per --search-seeds)",
     )
     p.add_argument("--search-seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--stoppers", nargs="+", default=["asha", "paired"],
-                   help="search.py --stopper values to compare (default: asha paired)")
+    p.add_argument("--stoppers", nargs="+", default=["asha", "paired", "both"],
+                   help="search.py --stopper values to compare (default: asha paired both)")
+    p.add_argument("--stop-run-sd", type=float, help="search.py --stop-run-sd")
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--samples", type=int, default=11)
     p.add_argument("--evals", type=int, default=4)
@@ -87,9 +91,10 @@ def main() -> None:
         searches[stopper] = []
         for seed in args.search_seeds:
             searches[stopper].append(tmp / f"search-{stopper}-s{seed}")
+            run_sd = ["--stop-run-sd", str(args.stop_run_sd)] if args.stop_run_sd else []
             run("search.py", searches[stopper][-1], [
                 "--samples", str(args.samples), "--steps", str(args.steps), "--evals",
-                str(args.evals), "--seed", str(seed), "--stopper", stopper])  # fmt: skip
+                str(args.evals), "--seed", str(seed), "--stopper", stopper, *run_sd])  # fmt: skip
     objective = Objective(args.metric, args.floor_metric, args.floor, args.penalty)
     grid = trial_outcomes(args.grid, objective)
     grid_best = max(r["objective"] for r in grid if r["objective"] is not None)

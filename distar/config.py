@@ -192,6 +192,13 @@ class TrainConfig(Section):
         check_choice("train.init", self.init, ("random", "stage0"))
         check_range("train.generator_chunk", self.generator_chunk, 0, 1 << 20)
 
+    def evaluations(self) -> int:
+        """How many evaluations a run makes: at every ``eval_every`` steps before the last, and
+        at the end (the trainer's schedule; a paired stopper corrects for exactly these)."""
+        if self.eval_every <= 0 or self.steps == 0:
+            return 1
+        return -(-self.steps // self.eval_every)
+
 
 @dataclass(frozen=True)
 class EvalConfig(Section):

@@ -164,6 +164,9 @@ class WorldPreset:
     objective: tuple[str, str] = ("reward", "reward")  # (maximised metric, floor metric)
     floor: float = 0.0  # the floor metric's floor (a ceiling for FID / MMD), in its units
     pareto: tuple[str, str] = ("reward", "reward")  # (x: fidelity, y: reward)
+    # a metric's sd between training runs of one setting (a grid's variance split, measured as
+    # its description says): the paired stopper's default --stop-run-sd
+    run_sd: dict[str, float] = field(default_factory=dict)
     description: str = ""
 
 

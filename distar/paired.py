@@ -1,74 +1,117 @@
-"""Paired comparisons of two runs scored on the same units (prompt x image, the same noise):
-the mean difference with a paired bootstrap CI (units resampled within their group -- Parti
-category, HPS style -- and seeds resampled too), a two-sided p-value, Holm's adjustment across
-comparisons, the probability of improvement, and how many units a decision would need; and
-the one-sided test a sweep stops a trial on (:func:`confidently_worse`).
+"""Paired comparisons of two rows scored on the same units (prompt x image, the same noise), at
+the two levels a sweep can make a claim at:
 
-Pairing removes the between-prompt variance that per-row means ± CI over seeds keep: two rows
-scored on identical prompts and noise differ only by what the setting changed.
+- **setting** ("alpha_rew 10 beats alpha_rew 1 as a recipe"): the replication unit is the
+  training seed. Each seed's paired mean difference is one observation; Student-t on S - 1
+  degrees of freedom (:func:`setting_level`). Verdicts (Table 2's marks, the ``distar.paired``
+  tag) use this level only, and only from :data:`MIN_SEEDS` seeds.
+- **checkpoint** ("these trained generators differ on these prompts"): the trained runs are
+  fixed and only the units vary; a bootstrap of the units within each seed and group
+  (:func:`checkpoint_level`). It says nothing about another training run of the same setting.
+
+Each training run lands a little differently (a seed x row effect of sd tau); the checkpoint
+level sees that as a real difference, so it rejects equal settings more and more often as the
+units grow (tau * sqrt(units) >> 1). :func:`plan` splits the variance of a seed's paired mean
+into that seed part and the unit part and says how many seeds and units per seed a decision
+needs -- "more seeds, not more prompts" when the seed part alone is too large.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
-from scipy import stats
+from scipy import special, stats
 
 from distar.benchmark_catalogue import WORLD_UNITS
 
-UNIT_KEYS = ("index", "replica", "seed")  # a sample's prompt, image and noise seed
-
-
-class UnpairedError(ValueError):
-    """Two runs whose units (prompts, images, noise seeds) are not the same set."""
+# Setting-level verdicts need 3 seeds: with 2, t has 1 degree of freedom (a 95 % critical value
+# of 12.7) and one seed's luck decides the sign; Holm over a table then never rejects.
+MIN_SEEDS = 3
+MAX_SEEDS = 1000  # the planner's search bound
 
 
 @dataclass(frozen=True)
 class Paired:
-    """One comparison of A against B on one metric (delta = mean of A - B)."""
+    """One comparison of A against B on one metric at one level (delta = mean of A - B)."""
 
     metric: str
+    level: str  # "setting" (seeds replicate) or "checkpoint" (units replicate, runs fixed)
     delta: float
-    ci_low: float
+    ci_low: float  # NaN where the level cannot say (setting level from one seed)
     ci_high: float
-    p: float
-    prob_improvement: float  # P(A's unit beats B's), ties counting half
-    n_units: int
+    p: float  # two-sided; NaN where the level cannot test
+    df: float  # the t-distribution's degrees of freedom (inf: the normal)
+    n_units: int  # per seed
     n_seeds: int
-    units_needed: int  # units at which the CI would exclude 0, for this effect and spread
+    # per-sample: the share of units on which A beats B (ties half); not P(setting A is better)
+    unit_win_rate: float
 
 
-def paired_differences(a: pd.DataFrame, b: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Per-unit ``a - b`` of ``metric`` with the unit's group; refuses unit sets that differ
-    (another prompt subset, image count or evaluation seed: then nothing pairs)."""
-    keys = [k for k in UNIT_KEYS if k in a and k in b]
-    left, right = a.set_index(keys), b.set_index(keys)
-    if left.index.has_duplicates or right.index.has_duplicates:
-        raise UnpairedError(f"units repeat within a run (keys {keys}); one row per unit")
-    only_a, only_b = left.index.difference(right.index), right.index.difference(left.index)
-    if len(only_a) or len(only_b):
-        raise UnpairedError(
-            f"{len(only_a)} units only in A, {len(only_b)} only in B (keys {keys}): the runs "
-            "were not scored on the same prompts, images and noise (eval.benchmarks, "
-            "eval.images_per_prompt, eval.seed must match)"
-        )
-    joined = left[[metric, "group"]].join(right[[metric]].add_suffix("_b")).sort_index()
-    diff = (joined[metric] - joined[f"{metric}_b"]).to_numpy(dtype=np.float64)
-    if not np.isfinite(diff).all():
-        raise UnpairedError(f"{metric}: non-finite values; failed units are excluded upstream")
-    return pd.DataFrame({"group": joined["group"].to_numpy(), "diff": diff})
+def _ci(delta: float, se: float, df: float, level: float) -> tuple[float, float, float]:
+    """(low, high, two-sided p) of a t (or normal, df = inf) statistic ``delta / se``
+    (scipy's special functions: a frozen distribution costs more than the whole test)."""
+    tail = (1 - level) / 2
+    if math.isinf(df):
+        half, sf = -float(special.ndtri(tail)) * se, lambda x: float(special.ndtr(-x))
+    else:
+        half, sf = -float(special.stdtrit(df, tail)) * se, lambda x: float(special.stdtr(df, -x))
+    p = 2 * sf(abs(delta) / se) if se > 0 else float(delta == 0.0)
+    return delta - half, delta + half, p
+
+
+def setting_level(diffs: np.ndarray, metric: str = "", level: float = 0.95) -> Paired:
+    """Is the setting better, over training runs? ``diffs``: [seeds, units] of A - B, each
+    seed's units paired (same prompts and noise). The per-seed means are independent and,
+    being means of many units, close to normal; their one-sample t-test on S - 1 degrees of
+    freedom is exact under the mixed model ``value ~ row + (1|unit) + (1|seed) + (1|seed:row)``
+    with the same units in each seed (the balanced case, where REML with Satterthwaite df
+    gives this very test), with nothing to fit or converge."""
+    diffs = _as_seeds_units(diffs)
+    means = diffs.mean(axis=1)
+    s, delta = len(means), float(means.mean())
+    win = _win_rate(diffs)
+    if s < 2:  # no seed-to-seed spread: nothing to test against
+        nan = float("nan")
+        return Paired(metric, "setting", delta, nan, nan, nan, 0.0, diffs.shape[1], s, win)
+    se = float(means.std(ddof=1) / math.sqrt(s))
+    low, high, p = _ci(delta, se, s - 1, level)
+    return Paired(metric, "setting", delta, low, high, p, float(s - 1), diffs.shape[1], s, win)
+
+
+def checkpoint_level(diffs: np.ndarray, groups: np.ndarray | None = None, metric: str = "",
+                     level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> Paired:  # fmt: skip
+    """Do these trained runs differ on these units? Units resampled within each group (Parti
+    category, HPS style: each keeps its share) and within each seed; the seeds are not
+    resampled (the runs are what is compared, not the setting). CI: bootstrap quantiles; p: the
+    normal tail of ``delta / bootstrap se`` (not floored at 1 / n_boot, which Holm would
+    multiply past any threshold)."""
+    diffs = _as_seeds_units(diffs)
+    groups = np.zeros(diffs.shape[1], dtype=int) if groups is None else np.asarray(groups)
+    boot = bootstrap_means(diffs, groups, n_boot, np.random.default_rng(seed))
+    delta = float(diffs.mean())
+    se = float(boot.std(ddof=1))
+    _, _, p = _ci(delta, se, math.inf, level)
+    tail = (1 - level) / 2
+    low, high = np.quantile(boot, [tail, 1 - tail])
+    return Paired(metric, "checkpoint", delta, float(low), float(high), p, math.inf,
+                  diffs.shape[1], diffs.shape[0], _win_rate(diffs))  # fmt: skip
+
+
+def compare(diffs: np.ndarray, groups: np.ndarray | None = None, metric: str = "",
+            level: float = 0.95, n_boot: int = 2000,
+            seed: int = 0) -> tuple[Paired, Paired]:  # fmt: skip
+    """Both levels of one comparison: (setting, checkpoint)."""
+    return (setting_level(diffs, metric, level),
+            checkpoint_level(diffs, groups, metric, level, n_boot, seed))  # fmt: skip
 
 
 def bootstrap_means(
     diffs: np.ndarray, groups: np.ndarray, n_boot: int, rng: np.random.Generator
 ) -> np.ndarray:
     """Bootstrap distribution of the mean of ``diffs`` ([seeds, units]): units resampled with
-    replacement within each group (each group keeps its share), seeds resampled too."""
-    n_seeds, n_units = diffs.shape
+    replacement within each group (each group keeps its share); the seeds stay as they are."""
     members = [np.flatnonzero(groups == g) for g in np.unique(groups)]
     out = np.empty(n_boot)
     for start in range(0, n_boot, 256):  # batches bound the memory: seeds x batch x units
@@ -76,58 +119,127 @@ def bootstrap_means(
         units = np.concatenate(
             [m[rng.integers(0, len(m), (size, len(m)))] for m in members], axis=1
         )
-        per_seed = diffs[:, units].mean(axis=2).T  # [batch, seeds]: each seed's unit mean
-        seeds = rng.integers(0, n_seeds, (size, n_seeds))
-        out[start : start + size] = np.take_along_axis(per_seed, seeds, axis=1).mean(axis=1)
+        out[start : start + size] = diffs[:, units].mean(axis=(0, 2))
     return out
 
 
-def compare(
-    diffs: np.ndarray,
-    groups: np.ndarray | None = None,
-    metric: str = "",
-    level: float = 0.95,
-    n_boot: int = 2000,
-    seed: int = 0,
-) -> Paired:
-    """The paired comparison of ``diffs`` (A - B per unit; [units] or [seeds, units])."""
-    diffs = np.atleast_2d(np.asarray(diffs, dtype=np.float64))
-    groups = np.zeros(diffs.shape[1], dtype=int) if groups is None else np.asarray(groups)
-    rng = np.random.default_rng(seed)
-    boot = bootstrap_means(diffs, groups, n_boot, rng)
-    delta = float(diffs.mean())
-    tail = (1 - level) / 2
-    low, high = np.quantile(boot, [tail, 1 - tail])
-    # two-sided p from the bootstrap's standard error (stratified, seeds resampled) and the
-    # normal tail: not floored at 1 / n_boot as a count of bootstrap draws is, which Holm over
-    # a table of comparisons multiplies past any threshold
-    se = float(boot.std(ddof=1))
-    p = float(2 * stats.norm.sf(abs(delta) / se)) if se > 0 else float(delta == 0.0)
-    flat = diffs.ravel()
-    improvement = float((flat > 0).mean() + 0.5 * (flat == 0).mean())
-    return Paired(metric, delta, float(low), float(high), p, improvement, diffs.shape[1],
-                  diffs.shape[0], units_needed(flat, level))  # fmt: skip
+def _as_seeds_units(diffs: np.ndarray) -> np.ndarray:
+    return np.atleast_2d(np.asarray(diffs, dtype=np.float64))
 
 
-def units_needed(diffs: np.ndarray, level: float = 0.95) -> int:
-    """Units at which a CI of this width (normal approximation) would just exclude zero, for the
-    observed mean and spread of the per-unit differences (what ``eval.benchmarks=bench:N``
-    should be next time)."""
-    mean, sd = float(np.mean(diffs)), float(np.std(diffs, ddof=1)) if len(diffs) > 1 else 0.0
-    if mean == 0.0:
-        return -1  # no effect observed: no number of units decides it
-    z = stats.norm.ppf(1 - (1 - level) / 2)
-    return max(2, math.ceil((z * sd / abs(mean)) ** 2))
+def _win_rate(diffs: np.ndarray) -> float:
+    return float((diffs > 0).mean() + 0.5 * (diffs == 0).mean())
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a setting-level decision on one comparison needs (80 % power by default), from the
+    variance of a seed's paired mean split into its parts:
+    ``var(seed mean) = seed_var + unit_var / units``."""
+
+    effect: float  # the difference planned for, in the metric's units
+    seed_var: float  # between training runs (seed x row), per seed; 0 when none is seen
+    unit_var: float  # of one unit's paired difference within a seed
+    n_units: int  # units per seed now
+    n_seeds: int
+    seeds: int | None  # seeds needed at n_units units per seed (None: more than MAX_SEEDS)
+    units: int | None  # units per seed needed at max(n_seeds, MIN_SEEDS) seeds (None: none do)
+    note: str = ""  # why there is no plan (one seed, no effect)
+
+    def text(self) -> str:
+        """The planner's answer in a table cell."""
+        if self.note:
+            return self.note
+        at = max(self.n_seeds, MIN_SEEDS)
+        seeds = f"> {MAX_SEEDS}" if self.seeds is None else str(self.seeds)
+        if self.units is None:
+            units = f"at {at} seeds no number of units does: more seeds, not more prompts"
+        else:
+            units = f"or {self.units} units/seed at {at} seeds"
+        return f"{seeds} seeds at {self.n_units} units/seed; {units}"
+
+
+def variance_split(diffs: np.ndarray) -> tuple[float, float]:
+    """(seed_var, unit_var) by one-way random-effects ANOVA on [seeds, units]: the within-seed
+    mean square estimates unit_var; the between-seed variance of the seed means, less
+    unit_var / units, estimates seed_var (floored at 0)."""
+    diffs = _as_seeds_units(diffs)
+    s, u = diffs.shape
+    unit_var = float(diffs.var(axis=1, ddof=1).mean()) if u > 1 else 0.0
+    if s < 2:
+        return float("nan"), unit_var
+    between = float(diffs.mean(axis=1).var(ddof=1))
+    return max(0.0, between - unit_var / u), unit_var
+
+
+def power(effect: float, seed_var: float, unit_var: float, seeds: int, units: float,
+          alpha: float = 0.05) -> float:  # fmt: skip
+    """Power of the two-sided setting-level t-test (S - 1 df) at ``effect``: noncentral t."""
+    if seeds < 2:
+        return 0.0
+    se = math.sqrt((seed_var + unit_var / units) / seeds)
+    if se == 0.0:
+        return 1.0 if effect else 0.0
+    crit = float(stats.t.ppf(1 - alpha / 2, seeds - 1))
+    ncp = abs(effect) / se
+    got = float(stats.nct.sf(crit, seeds - 1, ncp) + stats.nct.cdf(-crit, seeds - 1, ncp))
+    if not math.isfinite(got):  # scipy's noncentral t gives NaN far out in its tail
+        got = float(stats.norm.sf(crit - ncp))
+    return min(1.0, got)
+
+
+def plan(diffs: np.ndarray, effect: float | None = None, alpha: float = 0.05,
+         target: float = 0.8) -> Plan:  # fmt: skip
+    """Seeds (at the units per seed used now) and units per seed (at the seeds used now, at
+    least :data:`MIN_SEEDS`) for ``target`` power at ``effect`` (default: the observed mean
+    difference), at two-sided level ``alpha`` (a report passes its family's Bonferroni level)."""
+    diffs = _as_seeds_units(diffs)
+    s, u = diffs.shape
+    effect = float(abs(diffs.mean()) if effect is None else abs(effect))
+    seed_var, unit_var = variance_split(diffs)
+    base = Plan(effect, seed_var, unit_var, u, s, None, None)
+    if s < 2:
+        return _replace(base, note="1 seed: its seed-to-seed variance is unknown; run 3+")
+    if effect == 0.0:
+        return _replace(base, note="no effect observed: no design decides it")
+
+    def ok(seeds: int, units: float) -> bool:
+        return power(effect, seed_var, unit_var, seeds, units, alpha) >= target
+
+    at = max(s, MIN_SEEDS)
+    seeds = _fewest(lambda n: ok(n, u), 2, MAX_SEEDS) if ok(MAX_SEEDS, u) else None
+    units = _fewest(lambda n: ok(at, n), 1, None) if ok(at, math.inf) else None
+    return _replace(base, seeds=seeds, units=units)
+
+
+def _fewest(enough, low: int, cap: int | None) -> int:
+    """The smallest n >= low with ``enough(n)``, for a monotone ``enough`` known to hold at
+    ``cap`` (or somewhere, cap None): doubling, then bisection."""
+    high = low
+    while not enough(high):
+        low, high = high + 1, high * 2 if cap is None else min(cap, high * 2)
+    while low < high:
+        mid = (low + high) // 2
+        low, high = (low, mid) if enough(mid) else (mid + 1, high)
+    return low
+
+
+def _replace(p: Plan, **changes) -> Plan:
+    from dataclasses import replace
+
+    return replace(p, **changes)
 
 
 def holm(pvalues: list[float]) -> list[float]:
-    """Holm's step-down adjustment (family-wise error over the comparisons shown)."""
-    order = np.argsort(pvalues)
-    m = len(pvalues)
-    adjusted = np.empty(m)
-    running = 0.0
+    """Holm's step-down adjustment (family-wise error over the comparisons shown); NaN (no
+    test) stays NaN and does not count in the family."""
+    values = np.asarray(pvalues, dtype=np.float64)
+    adjusted = np.full(len(values), np.nan)
+    tested = np.flatnonzero(~np.isnan(values))
+    order = tested[np.argsort(values[tested])]
+    running, m = 0.0, len(order)
     for rank, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        running = max(running, min(1.0, (m - rank) * values[i]))
         adjusted[i] = running
     return adjusted.tolist()
 
@@ -136,37 +248,3 @@ def unit_metric(metric: str) -> str:
     """A preset metric's per-unit name: ``parti/imagereward`` as is, a world metric
     (``reward``) as the world's table names it (``eval/reward``)."""
     return metric if "/" in metric else f"{WORLD_UNITS}/{metric}"
-
-
-def read_units(trial_dir: Path, bench: str, step: int) -> pd.DataFrame | None:
-    """The per-sample rows a trial wrote for ``bench`` at ``step`` (``units/<bench>.jsonl``,
-    :class:`distar.callbacks.JsonlLogger`); None when it wrote none."""
-    path = Path(trial_dir) / "units" / f"{bench}.jsonl"
-    if not path.exists():
-        return None
-    table = pd.read_json(path, lines=True, dtype={"prompt": str, "group": str})
-    table = table[table["step"] == step]
-    return None if table.empty else one_row_per_unit(table)
-
-
-def one_row_per_unit(table: pd.DataFrame) -> pd.DataFrame:
-    """A unit's last row at its step: a retried trial may record an evaluation twice (the same
-    step, the same values)."""
-    return table.drop_duplicates([k for k in (*UNIT_KEYS, "step") if k in table], keep="last")
-
-
-def stop_level(alpha: float, decisions: int) -> float:
-    """The level of each of a trial's stopping tests: Bonferroni over its ``decisions``, so a
-    trial no worse than the incumbent is stopped at some evaluation with probability <= alpha."""
-    return alpha / max(1, decisions)
-
-
-def confidently_worse(diffs: np.ndarray, level: float) -> bool:
-    """True when the per-unit differences (trial - incumbent, paired) are shifted below zero at
-    one-sided ``level``: Wilcoxon's signed-rank test, as Optuna's ``WilcoxonPruner`` uses (zero
-    differences split between the signs: ties, common in 0/1 metrics, count against neither)."""
-    diffs = np.asarray(diffs, dtype=np.float64)
-    if len(diffs) < 10 or not np.any(diffs):
-        return False
-    p = stats.wilcoxon(diffs, alternative="less", zero_method="zsplit").pvalue
-    return bool(p < level and diffs.mean() < 0)

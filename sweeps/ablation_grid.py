@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from analysis.compare import verdicts
+from analysis.paired_table import verdicts
 from analysis.report import (
     add_paired_flags,
+    min_effect_of,
     overview_markdown,
     summary_metrics,
     units_line,
@@ -29,6 +30,15 @@ from distar.refusals import Outputs, refusing
 
 SMOKE_ROWS = (TABLE2[1], TABLE2[-1])
 SMOKE = {"train.steps": 10, "train.log_every": 5}  # over the world's own smoke settings
+# The default grid answers at the setting level in about 6 minutes on 2 cores: 3 seeds per row
+# (33 trials), bought with fewer steps (600 -> 300) and fewer units on the embedded world (8000
+# -> 2000 a row and seed). Units are what the variance split says costs least: at 3 seeds the
+# training runs' spread, not the units, sets the setting-level CI (report: "more seeds, not
+# more prompts").
+STEPS = 300
+EMBEDDED_UNITS = 500  # eval.samples_per_prompt: x 4 prompts = 2000 units a row and seed
+SEEDS = (0, 1, 2)  # distar.paired.MIN_SEEDS: a row's paired verdict needs 3 training seeds
+SMOKE_SEEDS = (0, 1)  # the smoke grid checks the path, not the verdicts: 2 keep CI short
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,10 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--steps",
         type=int,
         default=None,
-        help="generator steps per trial (default 600: the embedded grid, 22 trials, "
-        "runs in under 15 minutes on 2 cores)",
+        help=f"generator steps per trial (default {STEPS}: the embedded grid, 33 trials, "
+        "runs in about 6 minutes on 2 cores)",
     )
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--seeds", type=int, nargs="+",
+                   help=f"training seeds per row (default {' '.join(map(str, SEEDS))}: the "
+                        f"{len(SEEDS)} a setting-level verdict needs; --smoke-test: "
+                        f"{' '.join(map(str, SMOKE_SEEDS))}, no verdicts)")  # fmt: skip
     p.add_argument("--huber-c", type=float, nargs="+", help="cross the grid with these c values")
     SweepSettings.add_arguments(p, "distar-table2", "table2", "runs/table2")
     p.add_argument("--dry-run", action="store_true", help="print the resolved trials, exit")
@@ -83,7 +96,9 @@ def check_flags(args: argparse.Namespace) -> None:
 def base_config(args: argparse.Namespace) -> Config:
     """The world preset < --steps < the world's smoke settings and SMOKE < --set."""
     check_flags(args)
-    flat: dict = {"eval.plot": True, "train.steps": args.steps or 600}
+    flat: dict = {"eval.plot": True, "train.steps": args.steps or STEPS}
+    if not Config.for_world(args.world).world.text_to_image:
+        flat["eval.samples_per_prompt"] = EMBEDDED_UNITS
     if args.smoke_test:
         flat.update({**world_preset(args.world).smoke, **SMOKE})
     flat.update(parse_override(o) for o in args.overrides)
@@ -105,7 +120,10 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
     if args.baseline is not None and args.baseline not in [r.label for r in rows]:
         raise ConfigError(f"--baseline: {args.baseline!r} is not a row of this grid; its rows: "
                           + ", ".join(repr(r.label) for r in rows))  # fmt: skip
+    if args.seeds is None:
+        args.seeds = list(SMOKE_SEEDS if args.smoke_test else SEEDS)
     base = base_config(args)
+    min_effect = min_effect_of(args, args.world)  # refused here, before Ray starts
     trials = expand(rows, base, args.seeds, args.huber_c)
     preflight_sweep(base)  # every file a trial reads, before Ray starts (a dry run too)
     if args.dry_run:
@@ -127,7 +145,7 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
     for r in failed:
         print(f"FAILED {r['key']}: {r['error']}", file=sys.stderr)
     try:
-        report(args, settings, base, len(rows), len(trials))
+        report(args, settings, base, (len(rows), len(trials)), min_effect)
     except tracking.TRACKING_ERRORS as error:
         print(f"report: the tracking store {settings.uri()} failed ({type(error).__name__}); "
               "trial outputs are under --storage; run analysis.report once it is back",
@@ -136,8 +154,8 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
     return 1 if failed else 0
 
 
-def report(args: argparse.Namespace, settings: SweepSettings, base: Config, n_rows: int,
-           n_trials: int) -> None:  # fmt: skip
+def report(args: argparse.Namespace, settings: SweepSettings, base: Config,
+           sizes: tuple[int, int], min_effect: dict[str, float]) -> None:  # fmt: skip
     """The Table-2 report (and Tables 1-3 on a text world), printed and on the parent run: as
     its artifacts, its description (the run's Overview) and per-row summary metrics; the
     runs-table view the printed link opens."""
@@ -145,7 +163,9 @@ def report(args: argparse.Namespace, settings: SweepSettings, base: Config, n_ro
 
     runs = load_runs(settings.uri(), args.experiment, args.name)
     out = args.storage.resolve() / "report"
-    reports = write_reports(runs, settings.uri(), out, args.baseline, args.all_pairs, args.world)
+    reports = write_reports(runs, settings.uri(), out, args.baseline, args.all_pairs, args.world,
+                            min_effect)
+    n_rows, n_trials = sizes
     print(reports.text)
     sweep_params = {
         "sweep.world": args.world,

@@ -83,10 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what stops weak trials early: ASHA on the objective at each evaluation "
                         "(default); paired: a trial whose per-sample --metric is confidently "
                         "below the best trial's at the same evaluation, on the same prompts "
-                        "and noise (Wilcoxon signed-rank); both")  # fmt: skip
+                        "and noise by more than two training runs differ (a test of the "
+                        "mean); both")  # fmt: skip
     p.add_argument("--stop-alpha", type=float, default=0.05,
                    help="paired stopper: the chance a trial as good as the best is stopped "
-                        "at some evaluation (Bonferroni over its --evals)")  # fmt: skip
+                        "at some evaluation (Bonferroni over its evaluations and rivals)")
+    p.add_argument("--stop-run-sd", type=float, metavar="SD",
+                   help="paired stopper: the sd of --metric's mean between training runs of "
+                        "one setting, in its units (a grid's report prints it: 'run sd'); "
+                        "default: the world preset's measured value, where it has one")  # fmt: skip
     SweepSettings.add_arguments(p, "distar-search", "search", "runs/search")
     p.add_argument("--dry-run", action="store_true", help="print base config and space, exit")
     p.add_argument(
@@ -135,6 +140,8 @@ def check_flags(args: argparse.Namespace) -> None:
             raise ConfigError(f"--set {key}: the search sets it in every trial; use {use}")
     if not 0 < args.stop_alpha < 1:
         raise ConfigError(f"--stop-alpha: got {args.stop_alpha}; allowed: 0 < ALPHA < 1")
+    if args.stop_run_sd is not None and not 0 <= args.stop_run_sd < math.inf:
+        raise ConfigError(f"--stop-run-sd: got {args.stop_run_sd}; allowed: 0 <= SD, finite")
     if args.evals > args.steps:
         raise ConfigError(f"--evals: got {args.evals}; allowed: at most --steps ({args.steps})")
     for flag in ("alpha_rew_range", "alpha_cfg_range", "huber_c_range"):
@@ -171,6 +178,19 @@ def objective_of(args: argparse.Namespace, base: Config) -> dict:
     return objective
 
 
+def run_sd_of(args: argparse.Namespace, metric: str) -> float:
+    """--stop-run-sd, or the world preset's measured training-run sd of ``metric``; a paired
+    stopper without one is refused (it could not keep its promise)."""
+    if args.stop_run_sd is not None:
+        return args.stop_run_sd
+    measured = world_preset(args.world).run_sd.get(metric)
+    if measured is None and args.stopper != "asha":
+        raise ConfigError(f"--stop-run-sd: needed with --stopper {args.stopper} on --world "
+                          f"{args.world} for {metric} (no measured value): run the grid with 3+ "
+                          "seeds and pass the 'run sd' its report prints")  # fmt: skip
+    return measured or 0.0
+
+
 def print_axes(objective: dict, base: Config) -> None:
     held = "ceiling" if lower_is_better(objective["floor_metric"]) else "floor"
     print(f"pareto axes: {objective['metric']} (maximised) vs {objective['floor_metric']} "
@@ -196,6 +216,7 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
     flat.update(parse_override(o) for o in args.overrides)
     base = Config.for_world(args.world, flat)
     objective = objective_of(args, base)
+    run_sd = run_sd_of(args, objective["metric"])  # refused here, before Ray starts
     preflight_sweep(base)  # every file a trial reads, before Ray starts
     if args.dry_run:
         print(base.to_yaml(), end="")
@@ -205,7 +226,8 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
             f"loss.huber_c ~ loguniform{tuple(args.huber_c_range)}, loss.guidance in (in, out)"
         )
         print(f"objective: {objective}; {args.samples} samples, seed {args.seed}; "
-              f"stopper {args.stopper}")
+              f"stopper {args.stopper}" + (f" (run sd {run_sd:g})" if args.stopper != "asha"
+                                           else ""))  # fmt: skip
         print_axes(objective, base)
         return 0
     outputs.watch(settings.storage)
@@ -214,12 +236,14 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
     ranges = (tuple(args.alpha_rew_range), tuple(args.alpha_cfg_range), tuple(args.huber_c_range))
     space = search_space(base, args.seed, *ranges)
     pair = (objective["metric"], objective["floor_metric"])
-    tune_config = search_tune_config(args.samples, args.max_concurrent, args.seed, args.evals,
-                                     pair, args.stopper)  # fmt: skip
-    stop = paired_stopper(args.stopper, objective["metric"], args.stop_alpha, args.evals)
+    tune_config = search_tune_config(args.samples, args.max_concurrent, args.seed,
+                                     base.train.evaluations(), pair, args.stopper)  # fmt: skip
+    stop = paired_stopper(args.stopper, objective["metric"], args.stop_alpha,
+                          base.train.evaluations(), run_sd)
     definition = {"base": base.to_flat(), "objective": objective, "ranges": ranges,
                   "samples": args.samples, "seed": args.seed, "evals": args.evals,
-                  "stopper": args.stopper, "stop_alpha": args.stop_alpha}  # fmt: skip
+                  "stopper": args.stopper, "stop_alpha": args.stop_alpha,
+                  "stop_run_sd": args.stop_run_sd}  # fmt: skip
     rows = run_sweep([], settings, tune_config, space, objective, definition, stop)
     if stop is not None:
         for trial, why in stop.stopped.items():

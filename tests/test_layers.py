@@ -36,7 +36,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
          "distar.rewards.*", "distar.tracking", "distar.local_ray", "distar.callbacks",
          "distar.distributed", "distar.devices", "distar.cache", "distar.images", "distar.timing",
          "distar.paper", "distar.prompts", "distar.sharding", "distar.step_parts",
-         "distar.refusals", "distar.paired"),
+         "distar.refusals", "distar.paired", "distar.pairing", "distar.stopping"),
     ),  # fmt: skip
     ("text-to-image blocks", ("distar.t2i.*",)),
     ("worlds", ("distar.worlds.*",)),

@@ -1,79 +1,232 @@
-"""Paired comparisons (distar/paired.py) held to closed forms on Gaussian data: the CI against
-the paired t-interval, the false-positive rate of an A/A comparison, the power against a known
-shift, Holm's adjustment, and the refusal of units that do not pair."""
+"""Paired comparisons (distar/paired.py, analysis/paired_table.py) held to closed forms and to
+their error rates in the regime a sweep runs in: each training run lands a little differently.
+
+The model (benchmarks/paired_calibration.py, which prints these rates): value[row, seed, unit] =
+unit effect (sd 5, shared by rows and seeds: pairing cancels it) + seed effect (sd 1, shared by
+the rows of a seed: cancels too) + row x seed effect (sd tau: a training run's own luck) + row
+effect + noise (sd 1). tau * sqrt(units) >= 3 is the hard case: a checkpoint-level test then
+rejects equal settings most of the time.
+
+Every calibration test holds its rate in a band of 3 binomial standard deviations around the
+nominal level (noise fails it 0.3 % of the time) and carries its own mutation check: the same
+p-values divided by 1.5 must land outside the band (a test that passes a 1.5x liberal p-value
+could not catch a real bug). Repeats are sized so that the mutation is caught: at alpha 0.05 a
+1.5x liberal test rejects 7.5 %, 3 binomial sds away from 5 % plus 3 of its own at 4000
+repeats.
+"""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats
+from scipy import optimize, stats
 
-from distar.paired import UnpairedError, compare, holm, paired_differences, units_needed
+from benchmarks.paired_calibration import a_a, marked, null_table, values
+from distar.paired import (
+    MIN_SEEDS,
+    checkpoint_level,
+    compare,
+    holm,
+    plan,
+    power,
+    setting_level,
+    variance_split,
+)
+from distar.pairing import UnpairedError, paired_differences, shared_seeds, stack_seeds
+
+ALPHA = 0.05
 
 
-def test_the_ci_matches_the_paired_t_interval_on_gaussian_data():
+def band(rate: float, n: int, p0: float = ALPHA) -> tuple[float, float]:
+    half = 3 * math.sqrt(p0 * (1 - p0) / n)
+    return p0 - half, p0 + half
+
+
+def check_calibrated(pvalues: np.ndarray, nominal: float = ALPHA) -> None:
+    """The rejection rate is in the band around ``nominal``; p / 1.5 (a 1.5x liberal test) is
+    not."""
+    low, high = band(nominal, len(pvalues), nominal)
+    rate = float(np.mean(pvalues < ALPHA))
+    mutated = float(np.mean(pvalues / 1.5 < ALPHA))
+    assert low <= rate <= high, (rate, low, high)
+    assert not low <= mutated <= high, f"p / 1.5 passed too ({mutated}): the test cannot fail"
+
+
+def test_the_setting_level_is_the_t_test_on_the_seeds_paired_means():
     rng = np.random.default_rng(0)
+    diffs = a_a(rng, 4, 300, 0.2, shift=0.3)
+    got = setting_level(diffs, "m")
+    want = stats.ttest_1samp(diffs.mean(axis=1), 0.0)
+    ci = want.confidence_interval(0.95)
+    assert got.level == "setting" and got.df == 3 and got.n_seeds == 4 and got.n_units == 300
+    assert got.p == pytest.approx(want.pvalue, rel=1e-9)
+    assert (got.ci_low, got.ci_high) == pytest.approx((ci.low, ci.high), rel=1e-9)
+    one = setting_level(diffs[:1])  # one seed: no spread to test against
+    assert math.isnan(one.p) and math.isnan(one.ci_low) and one.n_seeds == 1
+
+
+def test_the_checkpoint_ci_matches_the_paired_t_interval_on_gaussian_data():
+    rng = np.random.default_rng(1)
     diffs = rng.normal(0.3, 1.0, 600)
-    got = compare(diffs, n_boot=8000, seed=1)
+    got = checkpoint_level(diffs, n_boot=8000, seed=1)
     half = stats.t.ppf(0.975, 599) * diffs.std(ddof=1) / np.sqrt(600)
-    assert got.delta == pytest.approx(diffs.mean())
+    assert got.level == "checkpoint" and got.delta == pytest.approx(diffs.mean())
     assert got.ci_low == pytest.approx(diffs.mean() - half, abs=0.1 * half)
     assert got.ci_high == pytest.approx(diffs.mean() + half, abs=0.1 * half)
-    assert got.n_units == 600 and got.n_seeds == 1
 
 
-def a_pair(rng, shift: float, units: int = 120, seeds: int = 1) -> np.ndarray:
-    """Per-unit A - B where both rows see the same prompts (a large prompt effect that pairing
-    cancels) and independent noise."""
-    prompt = rng.normal(0, 5.0, units)
-    a = prompt + shift + rng.normal(0, 1.0, (seeds, units))
-    b = prompt + rng.normal(0, 1.0, (seeds, units))
-    return a - b
+@pytest.mark.parametrize("seeds", [2, 3, 5])
+def test_a_a_setting_level_false_positives_hold_alpha_when_runs_differ(seeds):
+    """tau sqrt(U) = 3 (tau 0.15, 400 units): the old pooled bootstrap rejected 18-38 % of
+    these. The setting level holds 5 % at every seed count (t on S - 1 df is exact here)."""
+    rng = np.random.default_rng(10 + seeds)
+    p = np.array([setting_level(a_a(rng, seeds, 400, 0.15)).p for _ in range(4000)])
+    check_calibrated(p)
 
 
-def test_an_a_a_comparison_is_declared_different_at_most_at_the_nominal_rate():
-    rng = np.random.default_rng(2)
-    repeats = 300
-    hits = sum(compare(a_pair(rng, 0.0, seeds=2), n_boot=1000, seed=i).p < 0.05
-               for i in range(repeats))  # fmt: skip
-    # nominal 5 %; three binomial standard deviations above it is the bound
-    assert hits / repeats <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / repeats), hits
+def test_a_a_without_run_effects_holds_alpha_at_both_levels():
+    rng = np.random.default_rng(20)
+    diffs = [a_a(rng, 2, 100, 0.0) for _ in range(4000)]
+    check_calibrated(np.array([setting_level(d).p for d in diffs]))
+    check_calibrated(np.array([checkpoint_level(d, n_boot=200, seed=i).p
+                               for i, d in enumerate(diffs)]))  # fmt: skip
 
 
-def test_a_known_shift_is_found_with_the_predicted_power():
-    rng = np.random.default_rng(3)
-    units, sd = 120, np.sqrt(2.0)  # the sd of a difference of two unit-variance noises
-    shift = (stats.norm.ppf(0.975) + stats.norm.ppf(0.8)) * sd / np.sqrt(units)  # power 0.8
-    repeats = 200
-    found = sum(compare(a_pair(rng, shift, units), n_boot=1000, seed=i).p < 0.05
-                for i in range(repeats))  # fmt: skip
-    assert abs(found / repeats - 0.8) < 0.1, found
+def test_the_checkpoint_level_rejects_equal_settings_when_runs_differ():
+    """What the checkpoint level is not: with tau sqrt(U) = 3 it calls equal settings
+    different most of the time -- the runs do differ; the settings do not."""
+    rng = np.random.default_rng(21)
+    p = [checkpoint_level(a_a(rng, 3, 400, 0.15), n_boot=200, seed=i).p for i in range(300)]
+    assert np.mean(np.array(p) < ALPHA) > 0.5
 
 
-def test_units_needed_and_holm():
-    rng = np.random.default_rng(4)
-    diffs = rng.normal(0.1, 1.0, 5000)
-    assert units_needed(diffs) == pytest.approx((1.96 * diffs.std(ddof=1) / diffs.mean()) ** 2,
-                                                rel=0.01)  # fmt: skip
+def test_a_known_effect_is_found_at_the_predicted_power():
+    """5 seeds x 200 units, tau 0.2: the effect with predicted power 0.5 (noncentral t) is
+    found at that rate; p / 1.5 would find it visibly more often."""
+    rng = np.random.default_rng(30)
+    seeds, units, tau = 5, 200, 0.2
+    seed_var, unit_var = 2 * tau**2, 2.0  # two runs' effects; two noises per difference
+
+    def predicted(effect: float) -> float:
+        return power(effect, seed_var, unit_var, seeds, units, ALPHA)
+
+    effect = optimize.brentq(lambda e: predicted(e) - 0.5, 1e-3, 5.0)
+    p = np.array([setting_level(a_a(rng, seeds, units, tau, effect)).p for _ in range(4000)])
+    low, high = band(0.5, len(p), 0.5)
+    assert low <= np.mean(p < ALPHA) <= high
+    assert not low <= np.mean(p / 1.5 < ALPHA) <= high
+
+
+def test_the_plan_asks_for_seeds_not_prompts_when_runs_dominate():
+    rng = np.random.default_rng(40)
+    diffs = a_a(rng, 4, 2000, 0.3, shift=0.3)
+    seed_var, unit_var = variance_split(diffs)
+    assert unit_var == pytest.approx(2.0, rel=0.05)  # two unit noises of sd 1
+    found = plan(diffs, effect=0.3)
+    assert found.units is None and "more seeds, not more prompts" in found.text()
+
+    def pw(n):
+        return power(0.3, seed_var, unit_var, n, 2000)
+
+    assert pw(found.seeds) >= 0.8 > pw(found.seeds - 1)
+    few_units = plan(a_a(rng, 5, 50, 0.0, shift=0.3), effect=0.3)  # no run effect
+    assert few_units.units is not None and few_units.units > 50
+
+
+def test_an_undecided_comparison_never_asks_for_fewer_seeds_or_units():
+    """In an A/A whose p is above alpha, the plan at the observed effect always wants more
+    than was run (the old units_needed asked for fewer units than were used at p = 0.28)."""
+    rng = np.random.default_rng(41)
+    for _ in range(300):
+        diffs = a_a(rng, 3, 200, 0.1)
+        if setting_level(diffs).p < ALPHA:
+            continue
+        got = plan(diffs, alpha=ALPHA)
+        assert got.note or got.seeds is None or got.seeds > 3, got
+        assert got.note or got.units is None or got.units > 200, got
+
+
+def test_holm_skips_untested_comparisons():
     assert holm([0.01, 0.04, 0.03, 0.5]) == pytest.approx([0.04, 0.09, 0.09, 0.5])
+    got = holm([0.01, float("nan"), 0.04])
+    assert got[0] == pytest.approx(0.02) and math.isnan(got[1]) and got[2] == pytest.approx(0.04)
 
 
-def table(indices, values, seed=7):
-    return pd.DataFrame({"index": indices, "replica": 0, "seed": seed, "group": "g",
-                         "pickscore": values})  # fmt: skip
+def test_a_whole_null_table_is_marked_at_most_at_alpha():
+    """11 equal rows x 4 metrics, 3 seeds, tau sqrt(U) = 4.5, through the report's setting
+    table, Holm and verdict cells: the share of tables with any ▲ / ▼ stays within Monte-Carlo
+    error of alpha (the old report marked 77.5 % of them); the same tables with every p / 1.5
+    break the bound."""
+    rng = np.random.default_rng(50)
+    tables = [null_table(rng, 3, 0.45) for _ in range(2000)]
+    rate = np.mean([marked(t) for t in tables])
+    mutated = np.mean([marked(t, p_scale=1.5) for t in tables])
+    bound = band(ALPHA, len(tables))[1]
+    assert rate <= bound, rate
+    assert mutated > bound, f"p / 1.5 stayed under the bound ({mutated})"
 
 
-def test_units_that_do_not_pair_are_refused():
-    a, b = table([0, 1, 2], [1.0, 2.0, 3.0]), table([2, 1, 0], [0.5, 1.0, 2.0])
+def test_too_few_seeds_get_no_mark_and_say_how_many_are_needed():
+    from analysis.paired_table import Found, plan_columns, setting_table, verdicts
+
+    rng = np.random.default_rng(60)
+    v = values(rng, 2, 2, 400, 0.0, [0.0, 3.0])  # a huge effect, 2 seeds
+    found = null_table(rng, 2, 0.1, metrics=1, rows=2)
+    found.append(Found("row big", "row 0", "eval/m0", v[1] - v[0]))
+    table = plan_columns(setting_table(found), found)
+    table.attrs["baseline"] = "row 0"
+    cell = verdicts(table)["row big"]
+    assert cell.startswith(f"no verdict: 2 seed(s), {MIN_SEEDS}+ needed"), cell
+    assert table["p_adj"].isna().all()  # never in a Holm family, never marked
+
+
+def unit_table(values_, seed=7, step=10, without=()) -> pd.DataFrame:
+    n = len(values_)
+    table = pd.DataFrame({"index": np.arange(n), "replica": 0, "seed": seed, "step": step,
+                          "group": "g", "pickscore": values_})
+    return table.drop(columns=list(without))
+
+
+def test_units_that_do_not_pair_are_refused_in_one_line():
+    a, b = unit_table([1.0, 2.0, 3.0]), unit_table([1.0, 2.0, 0.5]).iloc[[2, 1, 0]]
     diffs = paired_differences(a, b, "pickscore")  # paired by unit, not by row order
-    assert sorted(diffs["diff"]) == [-1.0, 1.0, 2.5]  # 1 - 2, 2 - 1, 3 - 0.5
-    with pytest.raises(UnpairedError, match="1 units only in A, 1 only in B"):
-        paired_differences(table([0, 1, 3], [1.0, 2.0, 3.0]), b, "pickscore")
-    with pytest.raises(UnpairedError, match="eval.seed must match"):
-        paired_differences(table([0, 1, 2], [1.0, 2.0, 3.0], seed=8), b, "pickscore")
-    with pytest.raises(UnpairedError, match="non-finite"):
-        paired_differences(table([0, 1, 2], [1.0, np.nan, 3.0]), b, "pickscore")
+    assert list(diffs["diff"]) == [0.0, 0.0, 2.5]
+    cases = [
+        (unit_table([1.0, 2.0, 3.0], seed=8), "eval.seed must match"),
+        (unit_table([1.0, 2.0, 3.0], step=20), "A was evaluated at step 20, B at step 10"),
+        (unit_table([1.0, 2.0, 3.0], without=["seed"]), "A records no seed column"),
+        (unit_table([1.0, np.nan, 3.0]), "non-finite"),
+        (pd.concat([unit_table([1.0]), unit_table([1.0], step=5)]), "mixes evaluation steps"),
+    ]
+    for table, message in cases:
+        with pytest.raises(UnpairedError, match=message.replace("(", r"\(")):
+            paired_differences(table, b, "pickscore")
+    with pytest.raises(UnpairedError, match="0 units only in A, 1 only in B"):
+        paired_differences(unit_table([1.0, 2.0]), b, "pickscore")
+
+
+def test_seeds_stack_only_when_they_pair_alike():
+    d = paired_differences(unit_table([1.0, 2.0, 3.0]), unit_table([0.0, 0.0, 0.0]), "pickscore")
+    diffs, groups = stack_seeds({"0": d, "1": d}, ("r", "b"))
+    assert diffs.shape == (2, 3) and list(groups) == ["g"] * 3
+    with pytest.raises(UnpairedError, match=r"different numbers of units \{'0': 3, '1': 2\}"):
+        stack_seeds({"0": d, "1": d.iloc[:2]}, ("r", "b"))
+    other = d.assign(group=["x", "y", "z"])
+    with pytest.raises(UnpairedError, match="other prompt groups"):
+        stack_seeds({"0": d, "1": other}, ("r", "b"))
+    seeds, note = shared_seeds({"0", "1", "2"}, {"0", "1"}, ("r", "b"))
+    assert seeds == ["0", "1"] and note.startswith("seeds ['2'] only in r")
+
+
+def test_compare_gives_both_levels_labelled():
+    rng = np.random.default_rng(70)
+    setting, checkpoint = compare(a_a(rng, 3, 200, 0.1), metric="eval/reward", n_boot=200)
+    assert (setting.level, checkpoint.level) == ("setting", "checkpoint")
+    assert setting.delta == pytest.approx(checkpoint.delta)
+    assert 0 <= setting.unit_win_rate <= 1 and math.isinf(checkpoint.df)
 
 
 def test_a_sweep_whose_rows_do_not_pair_gets_a_note_not_a_failure(tmp_path):
@@ -88,54 +241,3 @@ def test_a_sweep_whose_rows_do_not_pair_gets_a_note_not_a_failure(tmp_path):
                                 ("parti/pickscore",))  # fmt: skip
     assert table.empty and text.startswith("no paired table: a row has several runs per seed")
     assert (tmp_path / "paired.md").read_text().startswith("no paired table")
-
-
-def test_the_paired_stopper_stops_a_trial_as_good_as_the_best_at_most_at_alpha():
-    """A/A at every evaluation of a trial (4 evaluations, Bonferroni inside): the share of
-    trials ever stopped stays under alpha; a trial worse by 0.25 sd of a difference is
-    stopped almost always (the shared prompt effect, sd 5, cancels in the pairs)."""
-    from distar.paired import confidently_worse, stop_level
-
-    rng = np.random.default_rng(5)
-    level, repeats = stop_level(0.05, 4), 400
-
-    def ever_stopped(shift: float) -> bool:
-        return any(confidently_worse(a_pair(rng, shift, units=200)[0], level) for _ in range(4))
-
-    false = sum(ever_stopped(0.0) for _ in range(repeats)) / repeats
-    assert false <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / repeats), false
-    assert sum(ever_stopped(-0.25 * np.sqrt(2.0)) for _ in range(100)) >= 90
-    assert not confidently_worse(np.zeros(500), level)  # all ties: no evidence either way
-
-
-def write_units(folder, step: int, values: np.ndarray, seed: int = 3) -> str:
-    (folder / "units").mkdir(parents=True)
-    rows = pd.DataFrame({"prompt": "p", "group": "p", "index": np.arange(len(values)) % 4,
-                         "replica": np.arange(len(values)) // 4, "seed": seed,
-                         "reward": values, "step": step})  # fmt: skip
-    rows.to_json(folder / "units" / "eval.jsonl", orient="records", lines=True)
-    return str(folder)
-
-
-def test_the_paired_stopper_pairs_each_trial_with_the_best_at_the_same_step(tmp_path):
-    pytest.importorskip("ray")
-    from distar.raytune.paired_stop import PairedStopper
-    from distar.raytune.spec import TRIAL_DIR
-
-    rng = np.random.default_rng(6)
-    prompt = rng.normal(0, 5.0, 400)  # what pairing cancels: a mean of 400 units alone cannot
-    best = write_units(tmp_path / "best", 10, prompt + rng.normal(0, 1, 400))
-    worse = write_units(tmp_path / "worse", 10, prompt - 0.5 + rng.normal(0, 1, 400))
-    tied = write_units(tmp_path / "tied", 10, prompt + rng.normal(0, 1, 400))
-    other = write_units(tmp_path / "other", 10, prompt - 0.5 + rng.normal(0, 1, 400), seed=9)
-    stop = PairedStopper("reward", alpha=0.05, decisions=4)
-
-    def report(trial, folder, objective, step=10):
-        return stop(trial, {"step": step, "objective": objective, TRIAL_DIR: folder})
-
-    assert not report("best", best, 1.0)  # the first at a step has no incumbent
-    assert report("worse", worse, 0.5) and "worse than best at step 10" in stop.stopped["worse"]
-    assert not report("tied", tied, 0.99)  # below on its mean, not confidently so on its units
-    assert not report("other", other, 0.5)  # another eval seed: nothing pairs, never stop blind
-    assert not report("late", worse, 0.5, step=20)  # alone at its step
-    assert not report("above", worse, 2.0)  # above the incumbent's objective: no test

@@ -187,7 +187,7 @@ def test_smoke_sweep_ray_to_mlflow_to_report(ray_address, tmp_path):
     # every evaluation's per-sample values, in MLflow and in the trial folder, whose means are
     # the logged metrics; two seeds evaluate other noise, so their units do not pair
     from analysis.compare import samples
-    from distar.paired import UnpairedError, paired_differences, read_units
+    from distar.pairing import UnpairedError, paired_differences, read_units
 
     tables = {}
     for _, r in runs.iterrows():
@@ -320,7 +320,8 @@ def test_smoke_grid_on_the_tiny_sd_world_through_ray_into_mlflow(ray_address, tm
         for key in runs["tags.distar.trial"]
     )
     assert "| parti/pickscore |" in printed and "| coco/clip_score |" in printed
-    assert "p (Holm)" in printed and "units needed" in printed
+    assert "p (Holm)" in printed and "plan (80 % power)" in printed
+    assert "### setting level" in printed and "### checkpoint level" in printed
     parent = runs["tags.mlflow.parentRunId"].iloc[0]
     report = {a.path for a in mlflow.MlflowClient().list_artifacts(parent, "report")}
     expected = {"report/table2.md", "report/paper", "report/paired.md", "report/pareto.png"}
@@ -435,7 +436,7 @@ def test_sweep_entry_point_dry_run_and_bad_values():
 
 
 def test_optuna_asha_search_in_paper_units_maps_a_pareto_front(ray_address, tmp_path, capsys):
-    from distar.paired import paired_differences, read_units
+    from distar.pairing import paired_differences, read_units
     from distar.raytune.searcher import (
         paired_stopper,
         pareto_front,
@@ -452,7 +453,7 @@ def test_optuna_asha_search_in_paper_units_maps_a_pareto_front(ray_address, tmp_
     pair = ("reward", "precision")
     # ASHA and the paired stopper both: each result names its trial folder, whose units the
     # stopper pairs with the best trial's at the same step (the same eval seed: they pair)
-    stop = paired_stopper("both", "reward", 0.05, 2)
+    stop = paired_stopper("both", "reward", 0.05, 2, 0.01)
     rows = run_sweep([], settings, search_tune_config(3, 2, 7, 2, pair, "both"), space,
                      objective, stop=stop)  # fmt: skip
     assert len(rows) == 3 and all(r["error"] == "" for r in rows)

@@ -1,12 +1,13 @@
-"""Stopping a searched trial on a paired test, as Optuna's ``WilcoxonPruner`` prunes on shared
-instances: at each evaluation, the trial's per-sample values are paired with those of the best
-trial so far at the same step (same prompts, same noise: a search's trials share ``train.seed``
-and so the evaluation seed), and the trial stops when it is confidently worse.
+"""Stopping a searched trial on a paired test of the mean (:class:`distar.stopping.StopRule`): at
+each evaluation, the trial's per-sample values are paired with those of each trial above it at
+the same step (same prompts, same noise: a search's trials share ``train.seed`` and so the
+evaluation seed), and the trial stops when it is confidently below one of them -- by more than
+two training runs of one setting would differ (``run_sd``).
 
 ASHA compares one number per trial at a rung and stops the bottom half, however close; this
-stops only what the units show to be worse, at a level set so that a trial as good as the
-incumbent is stopped at some evaluation with probability <= ``alpha`` (Bonferroni over its
-evaluations, :func:`distar.paired.stop_level`)."""
+stops only what the units show to be worse, at a level set so that a trial as good as the best
+is stopped at some evaluation with probability <= ``alpha`` (selection among the rivals, the
+training-run effect and the evaluations actually made all counted)."""
 
 from __future__ import annotations
 
@@ -15,52 +16,44 @@ from typing import Any
 
 from ray.tune import Stopper
 
-from distar.paired import (
-    UnpairedError,
-    confidently_worse,
-    paired_differences,
-    read_units,
-    stop_level,
-    unit_metric,
-)
+from distar.paired import unit_metric
+from distar.pairing import UnpairedError, paired_differences, read_units
 from distar.raytune.spec import TRIAL_DIR
+from distar.stopping import StopRule
 
 
 class PairedStopper(Stopper):
     """``stop=`` for a search: trial results carry ``step``, ``objective`` (higher is better)
     and :data:`TRIAL_DIR`; ``metric`` is the objective's metric (``reward``,
-    ``parti/imagereward``), whose per-unit values the test pairs."""
+    ``parti/imagereward``), whose per-unit values the test pairs; ``run_sd``: the sd of that
+    metric's mean between training runs of one setting, in its units."""
 
-    def __init__(self, metric: str, alpha: float = 0.05, decisions: int = 1) -> None:
+    def __init__(self, metric: str, alpha: float, evaluations: int, run_sd: float) -> None:
         self.bench, _, self.name = unit_metric(metric).partition("/")
-        self.level = stop_level(alpha, decisions)
-        self.at_step: dict[int, dict[str, tuple[float, str]]] = {}  # step -> trial -> (obj, dir)
-        self.stopped: dict[str, str] = {}  # trial -> why, for the console and the tests
+        self.rule = StopRule(alpha, evaluations, run_sd, self._pair)
+
+    @property
+    def stopped(self) -> dict[str, str]:
+        return self.rule.stopped  # trial -> why
+
+    @property
+    def at_step(self) -> dict[int, dict[str, tuple[float, Any]]]:
+        return self.rule.at_step
+
+    def _pair(self, mine: str, theirs: str, step: int):
+        a, b = read_units(Path(mine), self.bench, step), read_units(Path(theirs), self.bench, step)
+        if a is None or b is None or self.name not in a or self.name not in b:
+            return None  # nothing to pair on: never stop blind
+        try:
+            return paired_differences(a, b, self.name)["diff"].to_numpy()
+        except UnpairedError:
+            return None  # other prompts or noise (a different eval seed): no paired verdict
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
         step, value, folder = result.get("step"), result.get("objective"), result.get(TRIAL_DIR)
         if step is None or value is None or folder is None:
             return False
-        rivals = {t: v for t, v in self.at_step.setdefault(step, {}).items() if t != trial_id}
-        self.at_step[step][trial_id] = (float(value), str(folder))
-        if not rivals:
-            return False
-        best = max(rivals, key=lambda t: rivals[t][0])
-        if rivals[best][0] <= value:
-            return False  # as good as the incumbent at this step on the objective itself
-        mine = read_units(Path(folder), self.bench, step)
-        theirs = read_units(Path(rivals[best][1]), self.bench, step)
-        if mine is None or theirs is None or self.name not in mine or self.name not in theirs:
-            return False  # nothing to pair on: never stop blind
-        try:
-            diffs = paired_differences(mine, theirs, self.name)["diff"].to_numpy()
-        except UnpairedError:
-            return False  # other prompts or noise (a different eval seed): no paired verdict
-        if confidently_worse(diffs, self.level):
-            units = len(diffs)
-            self.stopped[trial_id] = f"worse than {best} at step {step} (paired, {units} units)"
-            return True
-        return False
+        return self.rule(trial_id, int(step), float(value), str(folder)) is not None
 
     def stop_all(self) -> bool:
         return False

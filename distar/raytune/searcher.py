@@ -77,14 +77,16 @@ def search_tune_config(
     )
 
 
-def paired_stopper(stopper: str, metric: str, alpha: float, evaluations: int):
+def paired_stopper(stopper: str, metric: str, alpha: float, evaluations: int, run_sd: float):
     """The paired stopper for ``stopper`` paired or both (None for asha): ``metric``'s
-    per-sample values against the incumbent's at each evaluation, false stops <= ``alpha``."""
+    per-sample values against each trial above it at every evaluation; a trial as good as the
+    best is stopped with probability <= ``alpha`` over its ``evaluations`` (the count the trainer
+    makes), given ``run_sd``, the metric's sd between training runs of one setting."""
     if stopper not in ("paired", "both"):
         return None
     from distar.raytune.paired_stop import PairedStopper  # Ray Tune: only for a real search
 
-    return PairedStopper(metric, alpha, evaluations)
+    return PairedStopper(metric, alpha, evaluations, run_sd)
 
 
 def pareto_front(rows: list[dict[str, Any]], objectives: tuple[str, str]) -> list[dict[str, Any]]:

@@ -1,0 +1,85 @@
+"""When a searched trial may be stopped on its per-sample values: the rule behind
+:class:`distar.raytune.paired_stop.PairedStopper`, without Ray or files.
+
+The promise: a trial whose setting is, in expectation, as good as the best trial's is stopped
+at some evaluation with probability <= ``alpha``. Four things would break it, and each is
+counted:
+
+- **best-of-K selection**: the incumbent is the best of the other trials on these very units,
+  so it is lucky. The trial is tested against every rival above it on the objective, each at
+  the level divided by the number of rivals present (a union bound holds whichever rival is
+  chosen, however it was chosen).
+- **the training-run effect**: a trial is one training run; another run of the same setting
+  lands a little differently (sd ``run_sd`` of the metric's mean, a grid's variance split:
+  :func:`distar.paired.variance_split`). Units cannot see that, so the variance of a paired
+  mean difference is ``unit variance / units + 2 run_sd^2`` (two runs).
+- **skewed differences**: a test of the mean (z on the paired mean difference, many units), not
+  of the pseudo-median as Wilcoxon's signed-rank test is.
+- **repeated looks**: Bonferroni over the evaluations the trial actually makes
+  (:meth:`distar.config.TrainConfig.evaluations`).
+
+The bound is a union bound, so the realised rate sits below ``alpha`` when the looks and the
+rivals are correlated (they are); ``tests/test_stopping.py`` measures it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Hashable
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+
+def stop_level(alpha: float, evaluations: int, rivals: int) -> float:
+    """The level of one test: ``alpha`` over the trial's evaluations and the rivals present."""
+    return alpha / (max(1, evaluations) * max(1, rivals))
+
+
+def below_p(diffs: np.ndarray, run_sd: float) -> float:
+    """One-sided p of "the trial's setting is below the rival's", from the paired per-unit
+    differences (trial - rival): z on their mean, with the two runs' own effects in its
+    variance."""
+    diffs = np.asarray(diffs, dtype=np.float64)
+    var = float(diffs.var(ddof=1)) / len(diffs) + 2.0 * run_sd**2
+    if var == 0.0:
+        return 0.5
+    return float(stats.norm.cdf(float(diffs.mean()) / math.sqrt(var)))
+
+
+class StopRule:
+    """The paired stopper's bookkeeping: every trial's objective and unit handle per step; a
+    trial reporting at a step is tested against the rivals that reported there before it.
+    ``pair(mine, theirs, step)`` gives the paired per-unit differences (None: nothing pairs;
+    never stop blind); higher objectives are better."""
+
+    MIN_UNITS = 10  # fewer: a mean's normal tail is not to be trusted
+
+    def __init__(self, alpha: float, evaluations: int, run_sd: float,
+                 pair: Callable[[Any, Any, int], np.ndarray | None]) -> None:  # fmt: skip
+        if not 0 < alpha < 1 or evaluations < 1 or not (run_sd >= 0 and math.isfinite(run_sd)):
+            raise ValueError(f"stop rule: alpha {alpha} in (0, 1), evaluations {evaluations} "
+                             f">= 1 and run_sd {run_sd} >= 0 finite are needed")  # fmt: skip
+        self.alpha, self.evaluations, self.run_sd, self.pair = alpha, evaluations, run_sd, pair
+        self.at_step: dict[int, dict[Hashable, tuple[float, Any]]] = {}
+        self.stopped: dict[Hashable, str] = {}  # trial -> why, for the console and the tests
+
+    def __call__(self, trial: Hashable, step: int, objective: float, handle: Any) -> str | None:
+        """Why ``trial`` stops at ``step`` (None: it goes on)."""
+        rivals = {t: v for t, v in self.at_step.setdefault(step, {}).items() if t != trial}
+        self.at_step[step][trial] = (float(objective), handle)
+        level = stop_level(self.alpha, self.evaluations, len(rivals))
+        above = sorted((t for t in rivals if rivals[t][0] > objective),
+                       key=lambda t: -rivals[t][0])  # fmt: skip
+        for rival in above:
+            diffs = self.pair(handle, rivals[rival][1], step)
+            if diffs is None or len(diffs) < self.MIN_UNITS:
+                continue
+            p = below_p(diffs, self.run_sd)
+            if p < level:
+                why = (f"below {rival} at step {step} (paired mean {float(np.mean(diffs)):+.4g} "
+                       f"over {len(diffs)} units, p {p:.2g} < {level:.2g})")  # fmt: skip
+                self.stopped[trial] = why
+                return why
+        return None
