@@ -1,9 +1,9 @@
 """When a searched trial may be stopped on its per-sample values: the rule behind
 :class:`distar.raytune.paired_stop.PairedStopper`, without Ray or files.
 
-The promise: a trial whose setting is, in expectation, as good as the best trial's is stopped
-at some evaluation with probability <= ``alpha``. Four things would break it, and each is
-counted:
+The promise, over a whole search: the probability that any trial whose setting is, in
+expectation, as good as the best trial's is stopped at any evaluation is <= ``alpha``. Five
+things would break it, and each is counted:
 
 - **best-of-K selection**: the incumbent is the best of the other trials on these very units,
   so it is lucky. The trial is tested against every rival above it on the objective, each at
@@ -17,9 +17,12 @@ counted:
   of the pseudo-median as Wilcoxon's signed-rank test is.
 - **repeated looks**: Bonferroni over the evaluations the trial actually makes
   (:meth:`distar.config.TrainConfig.evaluations`).
+- **many trials**: Bonferroni over the search's trials (its ``--samples``), so the promise
+  holds for the search, not only for each trial.
 
 The bound is a union bound, so the realised rate sits below ``alpha`` when the looks and the
-rivals are correlated (they are); ``tests/test_stopping.py`` measures it.
+rivals are correlated (they are); ``benchmarks/paired_calibration.py`` measures it and
+``tests/test_stopping.py`` holds it.
 """
 
 from __future__ import annotations
@@ -32,9 +35,10 @@ import numpy as np
 from scipy import stats
 
 
-def stop_level(alpha: float, evaluations: int, rivals: int) -> float:
-    """The level of one test: ``alpha`` over the trial's evaluations and the rivals present."""
-    return alpha / (max(1, evaluations) * max(1, rivals))
+def stop_level(alpha: float, evaluations: int, rivals: int, trials: int) -> float:
+    """The level of one test: ``alpha`` over the trial's evaluations, the rivals present and
+    the search's trials."""
+    return alpha / (max(1, evaluations) * max(1, rivals) * max(1, trials))
 
 
 def below_p(diffs: np.ndarray, run_sd: float) -> float:
@@ -52,16 +56,20 @@ class StopRule:
     """The paired stopper's bookkeeping: every trial's objective and unit handle per step; a
     trial reporting at a step is tested against the rivals that reported there before it.
     ``pair(mine, theirs, step)`` gives the paired per-unit differences (None: nothing pairs;
-    never stop blind); higher objectives are better."""
+    never stop blind); higher objectives are better; ``trials``: how many the search runs."""
 
     MIN_UNITS = 10  # fewer: a mean's normal tail is not to be trusted
 
     def __init__(self, alpha: float, evaluations: int, run_sd: float,
-                 pair: Callable[[Any, Any, int], np.ndarray | None]) -> None:  # fmt: skip
-        if not 0 < alpha < 1 or evaluations < 1 or not (run_sd >= 0 and math.isfinite(run_sd)):
+                 pair: Callable[[Any, Any, int], np.ndarray | None],
+                 trials: int) -> None:  # fmt: skip
+        if (not 0 < alpha < 1 or evaluations < 1 or trials < 1
+                or not (run_sd >= 0 and math.isfinite(run_sd))):  # fmt: skip
             raise ValueError(f"stop rule: alpha {alpha} in (0, 1), evaluations {evaluations} "
-                             f">= 1 and run_sd {run_sd} >= 0 finite are needed")  # fmt: skip
+                             f">= 1, trials {trials} >= 1 and run_sd {run_sd} >= 0 finite are "
+                             "needed")  # fmt: skip
         self.alpha, self.evaluations, self.run_sd, self.pair = alpha, evaluations, run_sd, pair
+        self.trials = trials
         self.at_step: dict[int, dict[Hashable, tuple[float, Any]]] = {}
         self.stopped: dict[Hashable, str] = {}  # trial -> why, for the console and the tests
 
@@ -69,7 +77,7 @@ class StopRule:
         """Why ``trial`` stops at ``step`` (None: it goes on)."""
         rivals = {t: v for t, v in self.at_step.setdefault(step, {}).items() if t != trial}
         self.at_step[step][trial] = (float(objective), handle)
-        level = stop_level(self.alpha, self.evaluations, len(rivals))
+        level = stop_level(self.alpha, self.evaluations, len(rivals), self.trials)
         above = sorted((t for t in rivals if rivals[t][0] > objective),
                        key=lambda t: -rivals[t][0])  # fmt: skip
         for rival in above:

@@ -86,8 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "and noise by more than two training runs differ (a test of the "
                         "mean); both")  # fmt: skip
     p.add_argument("--stop-alpha", type=float, default=0.05,
-                   help="paired stopper: the chance a trial as good as the best is stopped "
-                        "at some evaluation (Bonferroni over its evaluations and rivals)")
+                   help="paired stopper: the chance that any trial as good as the best is "
+                        "stopped in the whole search (Bonferroni over the trials, their "
+                        "evaluations and rivals)")
     p.add_argument("--stop-run-sd", type=float, metavar="SD",
                    help="paired stopper: the sd of --metric's mean between training runs of "
                         "one setting, in its units (a grid's report prints it: 'run sd'); "
@@ -239,7 +240,7 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
     tune_config = search_tune_config(args.samples, args.max_concurrent, args.seed,
                                      base.train.evaluations(), pair, args.stopper)  # fmt: skip
     stop = paired_stopper(args.stopper, objective["metric"], args.stop_alpha,
-                          base.train.evaluations(), run_sd)
+                          base.train.evaluations(), run_sd, args.samples)
     definition = {"base": base.to_flat(), "objective": objective, "ranges": ranges,
                   "samples": args.samples, "seed": args.seed, "evals": args.evals,
                   "stopper": args.stopper, "stop_alpha": args.stop_alpha,

@@ -453,7 +453,7 @@ def test_optuna_asha_search_in_paper_units_maps_a_pareto_front(ray_address, tmp_
     pair = ("reward", "precision")
     # ASHA and the paired stopper both: each result names its trial folder, whose units the
     # stopper pairs with the best trial's at the same step (the same eval seed: they pair)
-    stop = paired_stopper("both", "reward", 0.05, 2, 0.01)
+    stop = paired_stopper("both", "reward", 0.05, 2, 0.01, 3)
     rows = run_sweep([], settings, search_tune_config(3, 2, 7, 2, pair, "both"), space,
                      objective, stop=stop)  # fmt: skip
     assert len(rows) == 3 and all(r["error"] == "" for r in rows)

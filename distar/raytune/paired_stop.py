@@ -5,9 +5,9 @@ evaluation seed), and the trial stops when it is confidently below one of them -
 two training runs of one setting would differ (``run_sd``).
 
 ASHA compares one number per trial at a rung and stops the bottom half, however close; this
-stops only what the units show to be worse, at a level set so that a trial as good as the best
-is stopped at some evaluation with probability <= ``alpha`` (selection among the rivals, the
-training-run effect and the evaluations actually made all counted)."""
+stops only what the units show to be worse, at a level set so that, over the whole search, any
+trial as good as the best is stopped with probability <= ``alpha`` (selection among the
+rivals, the training-run effect, the evaluations actually made and the trials all counted)."""
 
 from __future__ import annotations
 
@@ -28,9 +28,10 @@ class PairedStopper(Stopper):
     ``parti/imagereward``), whose per-unit values the test pairs; ``run_sd``: the sd of that
     metric's mean between training runs of one setting, in its units."""
 
-    def __init__(self, metric: str, alpha: float, evaluations: int, run_sd: float) -> None:
+    def __init__(self, metric: str, alpha: float, evaluations: int, run_sd: float,
+                 trials: int) -> None:  # fmt: skip
         self.bench, _, self.name = unit_metric(metric).partition("/")
-        self.rule = StopRule(alpha, evaluations, run_sd, self._pair)
+        self.rule = StopRule(alpha, evaluations, run_sd, self._pair, trials)
 
     @property
     def stopped(self) -> dict[str, str]:

@@ -77,16 +77,18 @@ def search_tune_config(
     )
 
 
-def paired_stopper(stopper: str, metric: str, alpha: float, evaluations: int, run_sd: float):
+def paired_stopper(stopper: str, metric: str, alpha: float, evaluations: int, run_sd: float,
+                   trials: int):  # fmt: skip
     """The paired stopper for ``stopper`` paired or both (None for asha): ``metric``'s
-    per-sample values against each trial above it at every evaluation; a trial as good as the
-    best is stopped with probability <= ``alpha`` over its ``evaluations`` (the count the trainer
-    makes), given ``run_sd``, the metric's sd between training runs of one setting."""
+    per-sample values against each trial above it at every evaluation; any trial as good as the
+    best is stopped with probability <= ``alpha`` over the search's ``trials`` and their
+    ``evaluations`` (the count the trainer makes), given ``run_sd``, the metric's sd between
+    training runs of one setting."""
     if stopper not in ("paired", "both"):
         return None
     from distar.raytune.paired_stop import PairedStopper  # Ray Tune: only for a real search
 
-    return PairedStopper(metric, alpha, evaluations, run_sd)
+    return PairedStopper(metric, alpha, evaluations, run_sd, trials)
 
 
 def pareto_front(rows: list[dict[str, Any]], objectives: tuple[str, str]) -> list[dict[str, Any]]:
