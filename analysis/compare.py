@@ -156,7 +156,7 @@ def markdown(table: pd.DataFrame, with_rows: bool = False) -> str:
             continue
         head = (["row", "vs"] if with_rows else []) + [
             "metric", "step", "delta", "95 % CI", "p", "p (Holm)", "seeds", "units/seed",
-            "units won (per sample)"] + (["plan (80 % power)"] if level == "setting" else [])
+            "units A > B (per sample)"] + (["plan (80 % power)"] if level == "setting" else [])
         lines = [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for _, r in part.iterrows():
             cells = ([f"{r['row']}{verdict_mark(r)}", str(r["baseline"])] if with_rows else [])
@@ -175,7 +175,7 @@ def number_cells(r: pd.Series) -> list[str]:
         return [f"– ({r['note']})", "–", "–", "–", "0", "–", "–"]
     ci = "–" if r["ci_low"] != r["ci_low"] else f"[{r['ci_low']:+.4g}, {r['ci_high']:+.4g}]"
     return [f"{r['delta']:+.4g}", ci, p_text(r["p"]), p_text(r["p_adj"]), str(int(r["n_seeds"])),
-            str(int(r["n_units"])), f"{r['unit_win_rate']:.2f}"]  # fmt: skip
+            str(int(r["n_units"])), f"{r['units_higher']:.2f}"]  # fmt: skip
 
 
 SETTING_TITLE = ("setting level: the rows as recipes, over training seeds (per-seed paired "
@@ -273,10 +273,10 @@ def paired_report(runs: pd.DataFrame, uri: str, out: Path, metrics: tuple[str, .
 
 LEGEND = (f"▲ / ▼: the row beats / loses to the one it is compared with as a setting (over "
           f"training seeds, {MIN_SEEDS}+ of them) at Holm-adjusted p < 0.05; fewer seeds: no "
-          "mark. units won: the per-sample share of units on which the row scores better "
-          "(not the chance that the setting is better). plan: the seeds (at these units per "
-          "seed) or units per seed (at these seeds) for 80 % power at the effect seen, at the "
-          "table's Bonferroni level; 'more seeds, not more prompts' when training runs "
+          "mark. units A > B: the per-sample share of units on which the row scores higher "
+          "(ties half; not the chance that the setting is better). plan: the seeds (at these "
+          "units per seed) or units per seed (at these seeds) for 80 % power at the effect seen, "
+          "at the table's Bonferroni level; 'more seeds, not more prompts' when training runs "
           "differ more than any number of prompts can average out.")
 
 

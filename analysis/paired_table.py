@@ -51,7 +51,7 @@ def setting_table(found: list[Found]) -> pd.DataFrame:
                             "steps": f.steps})
             continue  # fmt: skip
         c = setting_level(f.diffs, f.metric)
-        records.append({"row": f.row, "baseline": f.baseline, **asdict(c), "note": f.note,
+        records.append({"row": f.row, "baseline": f.baseline, **vars(c), "note": f.note,
                         "steps": f.steps})
     table = pd.DataFrame(records)
     if table.empty:
@@ -113,7 +113,7 @@ def run_sd(table: pd.DataFrame) -> dict[str, float]:
     return out
 
 
-def verdict_mark(r: pd.Series) -> str:
+def verdict_mark(r: pd.Series | dict) -> str:
     """`` ▲`` / `` ▼`` where a setting-level comparison with ``MIN_SEEDS`` seeds or more is
     significant after Holm, by the metric's sense; "" otherwise (checkpoint rows never mark)."""
     if r.get("level") != "setting" or not r["n_seeds"] >= MIN_SEEDS or not r["p_adj"] < ALPHA:
@@ -129,27 +129,25 @@ def verdicts(table: pd.DataFrame) -> dict[str, str]:
     if table.empty:
         return {}
     baseline = table.attrs["baseline"]
-    out = {baseline: "baseline"}
-    setting = table[(table["baseline"] == baseline) & (table["level"] == "setting")]
-    for row, group in setting.groupby("row"):
-        out[str(row)] = row_verdict(group)
-    return out
+    rows: dict[str, list[dict]] = {}
+    for r in table.to_dict("records"):
+        if r["baseline"] == baseline and r.get("level") == "setting":
+            rows.setdefault(str(r["row"]), []).append(r)
+    return {baseline: "baseline", **{row: row_verdict(rs) for row, rs in rows.items()}}
 
 
-def row_verdict(group: pd.DataFrame) -> str:
-    """One row's cell: its marks (the mark first: a narrow cell cut after a few characters
-    still shows it), or why it has none."""
-    marks = [f"{verdict_mark(r).strip()} {r['metric']}" for _, r in group.iterrows()
-             if verdict_mark(r)]  # fmt: skip
+def row_verdict(comparisons: list[dict]) -> str:
+    """One row's cell from its setting-level comparisons: its marks (the mark first: a narrow
+    cell cut after a few characters still shows it), or why it has none."""
+    marks = [f"{verdict_mark(r).strip()} {r['metric']}" for r in comparisons if verdict_mark(r)]
     if marks:
         return ", ".join(marks)
-    seeds = int(group["n_seeds"].max())
+    seeds = max(int(r["n_seeds"]) for r in comparisons)
     if seeds == 0:
-        return "no verdict: " + str(group["note"].iloc[0])
+        return "no verdict: " + str(comparisons[0]["note"])
     if seeds < MIN_SEEDS:
-        needed = group["seeds_needed"].dropna() if "seeds_needed" in group else pd.Series()
-        power = (f"; ~{int(needed.min())} for 80 % power at the effects seen"
-                 if len(needed) else "")  # fmt: skip
+        needed = [r["seeds_needed"] for r in comparisons if r.get("seeds_needed", 0) > 0]
+        power = f"; ~{int(min(needed))} for 80 % power at the effects seen" if needed else ""
         return f"no verdict: {seeds} seed(s), {MIN_SEEDS}+ needed{power}"
     return "n.s. (no significant difference)"
 

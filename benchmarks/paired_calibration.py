@@ -141,7 +141,7 @@ def a_a_rates(repeats: int) -> None:
 
 def null_tables(repeats: int) -> None:
     rng = np.random.default_rng(1)
-    n = max(200, repeats // 2)
+    n = repeats
     print(f"\nwhole null Table 2 (11 equal rows x 4 metrics, tau sqrt(U) = 4.5, {n} tables): "
           "share with any ▲ / ▼ (2 seeds: none by rule)")  # fmt: skip
     for seeds in (3, 5):

@@ -19,7 +19,7 @@ needs -- "more seeds, not more prompts" when the seed part alone is too large.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import special, stats
@@ -45,8 +45,8 @@ class Paired:
     df: float  # the t-distribution's degrees of freedom (inf: the normal)
     n_units: int  # per seed
     n_seeds: int
-    # per-sample: the share of units on which A beats B (ties half); not P(setting A is better)
-    unit_win_rate: float
+    # per-sample: the share of units on which A scores higher (ties half); not P(A is better)
+    units_higher: float
 
 
 def _ci(delta: float, se: float, df: float, level: float) -> tuple[float, float, float]:
@@ -199,9 +199,9 @@ def plan(diffs: np.ndarray, effect: float | None = None, alpha: float = 0.05,
     seed_var, unit_var = variance_split(diffs)
     base = Plan(effect, seed_var, unit_var, u, s, None, None)
     if s < 2:
-        return _replace(base, note="1 seed: its seed-to-seed variance is unknown; run 3+")
+        return replace(base, note="1 seed: its seed-to-seed variance is unknown; run 3+")
     if effect == 0.0:
-        return _replace(base, note="no effect observed: no design decides it")
+        return replace(base, note="no effect observed: no design decides it")
 
     def ok(seeds: int, units: float) -> bool:
         return power(effect, seed_var, unit_var, seeds, units, alpha) >= target
@@ -209,7 +209,7 @@ def plan(diffs: np.ndarray, effect: float | None = None, alpha: float = 0.05,
     at = max(s, MIN_SEEDS)
     seeds = _fewest(lambda n: ok(n, u), 2, MAX_SEEDS) if ok(MAX_SEEDS, u) else None
     units = _fewest(lambda n: ok(at, n), 1, None) if ok(at, math.inf) else None
-    return _replace(base, seeds=seeds, units=units)
+    return replace(base, seeds=seeds, units=units)
 
 
 def _fewest(enough, low: int, cap: int | None) -> int:
@@ -222,12 +222,6 @@ def _fewest(enough, low: int, cap: int | None) -> int:
         mid = (low + high) // 2
         low, high = (low, mid) if enough(mid) else (mid + 1, high)
     return low
-
-
-def _replace(p: Plan, **changes) -> Plan:
-    from dataclasses import replace
-
-    return replace(p, **changes)
 
 
 def holm(pvalues: list[float]) -> list[float]:

@@ -84,11 +84,9 @@ def shared_seeds(seeds_a: set[str], seeds_b: set[str], names: tuple[str, str]
                  ) -> tuple[list[str], str]:  # fmt: skip
     """The seeds both rows finished (seed pairs with seed), and one line naming what was left
     out when their seed sets differ ("" when they do not)."""
-    only_a, only_b = sorted(seeds_a - seeds_b), sorted(seeds_b - seeds_a)
-    note = ""
-    if only_a or only_b:
-        note = (f"seeds {only_a or '–'} only in {names[0]}, {only_b or '–'} only in "
-                f"{names[1]} (failed or not run): left out, seeds pair one to one")  # fmt: skip
+    only = [f"seeds {sorted(mine)} only in {name}" for mine, name in
+            ((seeds_a - seeds_b, names[0]), (seeds_b - seeds_a, names[1])) if mine]  # fmt: skip
+    note = f"{', '.join(only)} (failed or not run): left out, seeds pair one to one" if only else ""
     return sorted(seeds_a & seeds_b, key=lambda s: (len(s), s)), note
 
 

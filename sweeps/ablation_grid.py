@@ -197,9 +197,10 @@ EXPERIMENT_NOTE = """**distar: Diff-Instruct\\* sweeps.** One child run per (Tab
 tagged distar.label (the row) and distar.seed, named by what tells it apart: the paper's
 alpha_rew/alpha_cfg, the method, the seed ("100/7.5 DI*-In s0"); one parent run per sweep,
 named after it, whose Overview holds Table 2 (mean ± 95 % CI over finished seeds) with each
-row's paired verdict against the baseline row (▲ beats, ▼ loses, same prompts and noise,
-Holm-adjusted p < 0.05), and whose artifacts hold the report (table2.md, paired.md, pareto.png
-and their CSVs).
+row's paired verdict against the baseline row as a setting (▲ beats, ▼ loses: over 3+
+training seeds, each seed's paired mean on the same prompts and noise, Student-t, Holm-adjusted
+p < 0.05; fewer seeds: no verdict), and whose artifacts hold the report (table2.md, paired.md
+with the setting and checkpoint levels and what a decision needs, pareto.png and their CSVs).
 
 Metrics: eval/NAME are the world's own; parti/..., coco/..., hps/... the benchmarks' (their
 bootstrap CIs: artifact eval/BENCH_ci95.json). A parent run's ROW/METRIC are its rows' means

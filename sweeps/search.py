@@ -143,6 +143,8 @@ def check_flags(args: argparse.Namespace) -> None:
         raise ConfigError(f"--stop-alpha: got {args.stop_alpha}; allowed: 0 < ALPHA < 1")
     if args.stop_run_sd is not None and not 0 <= args.stop_run_sd < math.inf:
         raise ConfigError(f"--stop-run-sd: got {args.stop_run_sd}; allowed: 0 <= SD, finite")
+    if args.stop_run_sd is not None and args.stopper == "asha":
+        raise ConfigError("--stop-run-sd: only with --stopper paired or both (ASHA ignores it)")
     if args.evals > args.steps:
         raise ConfigError(f"--evals: got {args.evals}; allowed: at most --steps ({args.steps})")
     for flag in ("alpha_rew_range", "alpha_cfg_range", "huber_c_range"):

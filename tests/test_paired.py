@@ -161,7 +161,7 @@ def test_a_whole_null_table_is_marked_at_most_at_alpha():
     error of alpha (the old report marked 77.5 % of them); the same tables with every p / 1.5
     break the bound."""
     rng = np.random.default_rng(50)
-    tables = [null_table(rng, 3, 0.45) for _ in range(2000)]
+    tables = [null_table(rng, 3, 0.45) for _ in range(4000)]
     rate = np.mean([marked(t) for t in tables])
     mutated = np.mean([marked(t, p_scale=1.5) for t in tables])
     bound = band(ALPHA, len(tables))[1]
@@ -226,7 +226,7 @@ def test_compare_gives_both_levels_labelled():
     setting, checkpoint = compare(a_a(rng, 3, 200, 0.1), metric="eval/reward", n_boot=200)
     assert (setting.level, checkpoint.level) == ("setting", "checkpoint")
     assert setting.delta == pytest.approx(checkpoint.delta)
-    assert 0 <= setting.unit_win_rate <= 1 and math.isinf(checkpoint.df)
+    assert 0 <= setting.units_higher <= 1 and math.isinf(checkpoint.df)
 
 
 def test_a_sweep_whose_rows_do_not_pair_gets_a_note_not_a_failure(tmp_path):
@@ -241,3 +241,35 @@ def test_a_sweep_whose_rows_do_not_pair_gets_a_note_not_a_failure(tmp_path):
                                 ("parti/pickscore",))  # fmt: skip
     assert table.empty and text.startswith("no paired table: a row has several runs per seed")
     assert (tmp_path / "paired.md").read_text().startswith("no paired table")
+
+
+def test_the_report_pairs_rows_seed_with_seed_and_says_what_it_left_out(monkeypatch):
+    """row_comparisons on a sweep's runs (per-unit tables as MLflow returns them): both levels
+    with a level column, the steps compared (a trained row against the untrained init at step
+    0), a seed that one row lacks named and left out, two rows run to other steps refused in
+    their cell, and the verdicts from the setting level only."""
+    import analysis.compare as compare_module
+    from analysis.paired_table import verdicts
+
+    rng = np.random.default_rng(80)
+    v = values(rng, 3, 3, 300, 0.05, [0.0, 2.0, 0.0])
+    steps = {"init": 0, "good": 50, "late": 40}
+    tables = {f"{row}-{seed}": unit_table(v[i, seed], seed=seed, step=steps[row])
+              for i, row in enumerate(steps) for seed in range(3)}  # fmt: skip
+    monkeypatch.setattr(compare_module, "samples", lambda client, run, bench: tables[run])
+    runs = pd.DataFrame([{"tags.distar.label": row, "tags.distar.seed": str(seed),
+                          "run_id": f"{row}-{seed}", "status": "FINISHED"}
+                         for row in steps for seed in range(3)
+                         if (row, seed) != ("late", 2)])  # fmt: skip
+    table = compare_module.row_comparisons(None, runs, ["eval/pickscore"], "init", True)
+    assert set(table["level"]) == {"setting", "checkpoint"}
+    setting = table[table["level"] == "setting"].set_index(["row", "baseline"])
+    good = setting.loc["good", "init"]
+    assert good["steps"] == "50 vs 0" and good["n_seeds"] == 3 and good["p_adj"] < 0.05
+    late = setting.loc["late", "init"]
+    assert late["n_seeds"] == 2 and late["note"].startswith("seeds ['2'] only in init")
+    other = table[table["row"].isin(["good", "late"]) & table["baseline"].isin(["good", "late"])]
+    assert len(other) == 1 and other["n_seeds"].iloc[0] == 0  # 40 against 50 steps: no pair
+    assert "was evaluated at step" in other["note"].iloc[0], other["note"].iloc[0]
+    cells = verdicts(table)
+    assert cells["good"] == "▲ eval/pickscore" and cells["late"].startswith("no verdict: 2 seed")
