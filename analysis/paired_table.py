@@ -147,8 +147,8 @@ def row_verdict(comparisons: list[dict]) -> str:
         return "no verdict: " + str(comparisons[0]["note"])
     if seeds < MIN_SEEDS:
         needed = [r["seeds_needed"] for r in comparisons if r.get("seeds_needed", 0) > 0]
-        power = f"; ~{int(min(needed))} for 80 % power at the effects seen" if needed else ""
-        return f"no verdict: {seeds} seed(s), {MIN_SEEDS}+ needed{power}"
+        power = f" (~{int(min(needed))} for 80 % power at the effects seen)" if needed else ""
+        return f"no verdict: {seeds} seed{'s' * (seeds > 1)}, {MIN_SEEDS}+ needed{power}"
     return "n.s. (no significant difference)"
 
 

@@ -179,7 +179,7 @@ def test_too_few_seeds_get_no_mark_and_say_how_many_are_needed():
     table = plan_columns(setting_table(found), found)
     table.attrs["baseline"] = "row 0"
     cell = verdicts(table)["row big"]
-    assert cell.startswith(f"no verdict: 2 seed(s), {MIN_SEEDS}+ needed"), cell
+    assert cell.startswith(f"no verdict: 2 seeds, {MIN_SEEDS}+ needed"), cell
     assert table["p_adj"].isna().all()  # never in a Holm family, never marked
 
 

@@ -419,7 +419,7 @@ def test_sweep_entry_point_dry_run_and_bad_values():
         text=True,
         check=True,
     )
-    assert f"{len(TABLE2) * 2} trials" in dry.stdout
+    assert f"{len(TABLE2) * 3} trials" in dry.stdout  # 3 seeds: a setting-level verdict
     bad = subprocess.run(
         [
             sys.executable,
