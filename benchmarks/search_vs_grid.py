@@ -103,7 +103,8 @@ def main() -> None:
     medians = {name: compare_searches(found, objective, grid_best, grid_compute)
                for name, found in searches.items()}  # fmt: skip
     for name, median in medians.items():
-        print(f"{name}: median over {len(searches[name])} searches: {median:.0%} of the grid's "
+        share = f"{median:.0%}" if median < float("inf") else "never (most never matched)"
+        print(f"{name}: median over {len(searches[name])} searches: {share} of the grid's "
               "compute to come within 1 % of its best objective")  # fmt: skip
 
 
