@@ -126,8 +126,9 @@ def comparisons(client, a: dict[str, str], b: dict[str, str], names=("A", "B")) 
         tables_b = {s: samples(client, run, bench) for s, run in b.items()}
         if any(t is None for t in (*tables_a.values(), *tables_b.values())):
             continue
-        first_a, first_b = next(iter(tables_a.values())), next(iter(tables_b.values()))
-        for metric in [c for c in first_a.columns if c not in ROW_KEYS and c in first_b]:
+        tables = [*tables_a.values(), *tables_b.values()]
+        shared = set.intersection(*(set(t.columns) for t in tables)) - set(ROW_KEYS)
+        for metric in [c for c in tables[0].columns if c in shared]:  # every seed scored it
             found = pair_rows(*names, metric, tables_a, tables_b)
             out.append(replace(found, metric=f"{bench}/{metric}"))
     if not out:
@@ -160,7 +161,8 @@ def markdown(table: pd.DataFrame, with_rows: bool = False) -> str:
         lines = [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for _, r in part.iterrows():
             cells = ([f"{r['row']}{verdict_mark(r)}", str(r["baseline"])] if with_rows else [])
-            cells += [r["metric"], str(r.get("steps") or "–")] + number_cells(r)
+            mark = "" if with_rows else verdict_mark(r)  # with rows, the row cell holds it
+            cells += [r["metric"] + mark, str(r.get("steps") or "–")] + number_cells(r)
             if level == "setting":
                 cells.append(str(r.get("plan", "–")) + (
                     f"; at {r['min_effect']:g}: {r['plan_min_effect']}"

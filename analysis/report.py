@@ -7,6 +7,7 @@ across seeds, the paper's own numbers beside it, written as markdown and CSV, pl
 from __future__ import annotations
 
 import argparse
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -259,7 +260,7 @@ def summary_metrics(reports: Reports) -> dict[str, float]:
         paired = reports.paired
         setting = paired[(paired["baseline"] == baseline) & (paired["level"] == "setting")]
         for _, r in setting.iterrows():
-            if not r.get("delta") == r.get("delta"):  # did not pair: no delta
+            if pd.isna(r.get("delta", math.nan)):  # did not pair: no delta
                 continue
             out[f"{row_key(r['row'])}/paired/{r['metric']}"] = float(r["delta"])
     return out

@@ -6,8 +6,9 @@ the two levels a sweep can make a claim at:
   degrees of freedom (:func:`setting_level`). Verdicts (Table 2's marks, the ``distar.paired``
   tag) use this level only, and only from :data:`MIN_SEEDS` seeds.
 - **checkpoint** ("these trained generators differ on these prompts"): the trained runs are
-  fixed and only the units vary; a bootstrap of the units within each seed and group
-  (:func:`checkpoint_level`). It says nothing about another training run of the same setting.
+  fixed and only the units vary; a bootstrap of the units within their prompt groups, the same
+  draw in every seed, the seeds kept (:func:`checkpoint_level`). It says nothing about another
+  training run of the same setting.
 
 Each training run lands a little differently (a seed x row effect of sd tau); the checkpoint
 level sees that as a real difference, so it rejects equal settings more and more often as the
@@ -57,6 +58,8 @@ def _ci(delta: float, se: float, df: float, level: float) -> tuple[float, float,
         half, sf = -float(special.ndtri(tail)) * se, lambda x: float(special.ndtr(-x))
     else:
         half, sf = -float(special.stdtrit(df, tail)) * se, lambda x: float(special.stdtr(df, -x))
+    if not (math.isfinite(se) and math.isfinite(delta)):
+        return math.nan, math.nan, math.nan
     p = 2 * sf(abs(delta) / se) if se > 0 else float(delta == 0.0)
     return delta - half, delta + half, p
 
@@ -83,11 +86,14 @@ def setting_level(diffs: np.ndarray, metric: str = "", level: float = 0.95) -> P
 def checkpoint_level(diffs: np.ndarray, groups: np.ndarray | None = None, metric: str = "",
                      level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> Paired:  # fmt: skip
     """Do these trained runs differ on these units? Units resampled within each group (Parti
-    category, HPS style: each keeps its share) and within each seed; the seeds are not
-    resampled (the runs are what is compared, not the setting). CI: bootstrap quantiles; p: the
+    category, HPS style: each keeps its share), the same draw in every seed (a prompt counts
+    once however many seeds scored it); the seeds are not resampled (the runs are what is
+    compared, not the setting). CI: bootstrap quantiles; p: the
     normal tail of ``delta / bootstrap se`` (not floored at 1 / n_boot, which Holm would
     multiply past any threshold)."""
     diffs = _as_seeds_units(diffs)
+    if diffs.shape[1] < 2:
+        raise ValueError(f"{metric}: {diffs.shape[1]} unit(s) per seed; a bootstrap needs 2+")
     groups = np.zeros(diffs.shape[1], dtype=int) if groups is None else np.asarray(groups)
     boot = bootstrap_means(diffs, groups, n_boot, np.random.default_rng(seed))
     delta = float(diffs.mean())
@@ -182,6 +188,8 @@ def power(effect: float, seed_var: float, unit_var: float, seeds: int, units: fl
         return 1.0 if effect else 0.0
     crit = float(stats.t.ppf(1 - alpha / 2, seeds - 1))
     ncp = abs(effect) / se
+    if not math.isfinite(ncp):
+        return 0.0 if math.isnan(ncp) else 1.0
     got = float(stats.nct.sf(crit, seeds - 1, ncp) + stats.nct.cdf(-crit, seeds - 1, ncp))
     if not math.isfinite(got):  # scipy's noncentral t gives NaN far out in its tail
         got = float(stats.norm.sf(crit - ncp))
@@ -198,8 +206,11 @@ def plan(diffs: np.ndarray, effect: float | None = None, alpha: float = 0.05,
     effect = float(abs(diffs.mean()) if effect is None else abs(effect))
     seed_var, unit_var = variance_split(diffs)
     base = Plan(effect, seed_var, unit_var, u, s, None, None)
-    if s < 2:
-        return replace(base, note="1 seed: its seed-to-seed variance is unknown; run 3+")
+    if s < 2 or u < 2:
+        why = "1 seed: its seed-to-seed variance" if s < 2 else "1 unit a seed: its unit variance"
+        return replace(base, note=f"{why} is unknown; run {MIN_SEEDS}+ seeds of 2+ units")
+    if not math.isfinite(effect):
+        return replace(base, note="no finite effect to plan for")
     if effect == 0.0:
         return replace(base, note="no effect observed: no design decides it")
 
@@ -207,17 +218,19 @@ def plan(diffs: np.ndarray, effect: float | None = None, alpha: float = 0.05,
         return power(effect, seed_var, unit_var, seeds, units, alpha) >= target
 
     at = max(s, MIN_SEEDS)
-    seeds = _fewest(lambda n: ok(n, u), 2, MAX_SEEDS) if ok(MAX_SEEDS, u) else None
+    seeds = _fewest(lambda n: ok(n, u), MIN_SEEDS, MAX_SEEDS) if ok(MAX_SEEDS, u) else None
     units = _fewest(lambda n: ok(at, n), 1, None) if ok(at, math.inf) else None
     return replace(base, seeds=seeds, units=units)
 
 
 def _fewest(enough, low: int, cap: int | None) -> int:
-    """The smallest n >= low with ``enough(n)``, for a monotone ``enough`` known to hold at
-    ``cap`` (or somewhere, cap None): doubling, then bisection."""
-    high = low
+    """The smallest n >= low with ``enough(n)`` for a monotone ``enough`` (doubling, then
+    bisection); ``cap`` (default 10^12) when it does not hold below that."""
+    high, cap = low, 10**12 if cap is None else cap  # 10^12 units: "none do" in practice
     while not enough(high):
-        low, high = high + 1, high * 2 if cap is None else min(cap, high * 2)
+        if high >= cap:
+            return cap
+        low, high = high + 1, min(cap, high * 2)
     while low < high:
         mid = (low + high) // 2
         low, high = (low, mid) if enough(mid) else (mid + 1, high)

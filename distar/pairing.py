@@ -34,10 +34,16 @@ def paired_differences(a: pd.DataFrame, b: pd.DataFrame, metric: str,
     the same units (prompt, image and noise seed) at the same evaluation step -- or one side
     at step 0, a model that was not trained (Table 2's init row) set against the other's."""
     for table, other, name in ((a, b, names[0]), (b, a, names[1])):
-        missing = [k for k in ("seed", "step") if k in other and k not in table]
+        missing = [k for k in (*UNIT_KEYS, "step") if k in other and k not in table]
         if missing:
             raise UnpairedError(f"{name} records no {' or '.join(missing)} column and the "
                                 "other run does: its units cannot be matched to them")  # fmt: skip
+        absent = [k for k in ("index", "group", metric) if k not in table]
+        if absent:
+            raise UnpairedError(f"{name} records no {', '.join(absent)} column: nothing to "
+                                f"pair on {metric}")  # fmt: skip
+        if len(table) < 2:
+            raise UnpairedError(f"{name}: {len(table)} unit(s) of {metric}; a comparison needs 2+")
     steps = evaluated_step(a, names[0]), evaluated_step(b, names[1])
     if steps[0] != steps[1] and 0 not in steps:
         raise UnpairedError(f"{names[0]} was evaluated at step {steps[0]}, {names[1]} at step "

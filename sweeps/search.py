@@ -251,6 +251,10 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
     if stop is not None:
         for trial, why in stop.stopped.items():
             print(f"paired stop: {trial}: {why}")
+        if stop.skipped:
+            print(f"paired stopper: {stop.skipped} comparisons not made (units that did not "
+                  f"pair, or fewer than {stop.rule.MIN_UNITS} of {objective['metric']}: size "
+                  "eval.benchmarks / eval.samples_per_prompt up)")  # fmt: skip
     print_results(rows, pair)
     return 1 if any(r["error"] for r in rows) else 0
 

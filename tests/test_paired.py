@@ -66,6 +66,7 @@ def test_the_setting_level_is_the_t_test_on_the_seeds_paired_means():
     assert (got.ci_low, got.ci_high) == pytest.approx((ci.low, ci.high), rel=1e-9)
     one = setting_level(diffs[:1])  # one seed: no spread to test against
     assert math.isnan(one.p) and math.isnan(one.ci_low) and one.n_seeds == 1
+    assert math.isnan(setting_level(np.full((3, 4), np.nan)).p)  # no number, no mark
 
 
 def test_the_checkpoint_ci_matches_the_paired_t_interval_on_gaussian_data():
@@ -134,6 +135,8 @@ def test_the_plan_asks_for_seeds_not_prompts_when_runs_dominate():
     assert pw(found.seeds) >= 0.8 > pw(found.seeds - 1)
     few_units = plan(a_a(rng, 5, 50, 0.0, shift=0.3), effect=0.3)  # no run effect
     assert few_units.units is not None and few_units.units > 50
+    huge = plan(a_a(rng, 2, 2000, 0.0, shift=3.0))  # decided with 2, but a verdict needs 3
+    assert huge.seeds == MIN_SEEDS
 
 
 def test_an_undecided_comparison_never_asks_for_fewer_seeds_or_units():
@@ -206,6 +209,13 @@ def test_units_that_do_not_pair_are_refused_in_one_line():
             paired_differences(table, b, "pickscore")
     with pytest.raises(UnpairedError, match="0 units only in A, 1 only in B"):
         paired_differences(unit_table([1.0, 2.0]), b, "pickscore")
+    for table, message in [(unit_table([1.0, 2.0, 3.0], without=["replica"]), "no replica"),
+                           (unit_table([1.0, 2.0, 3.0], without=["group"]), "no group"),
+                           (unit_table([1.0, 2.0, 3.0]).rename(columns={"pickscore": "x"}),
+                            "no pickscore"),
+                           (unit_table([1.0]), "1 unit")]:  # fmt: skip
+        with pytest.raises(UnpairedError, match=message):
+            paired_differences(table, b, "pickscore")
 
 
 def test_seeds_stack_only_when_they_pair_alike():
@@ -273,3 +283,18 @@ def test_the_report_pairs_rows_seed_with_seed_and_says_what_it_left_out(monkeypa
     assert "was evaluated at step" in other["note"].iloc[0], other["note"].iloc[0]
     cells = verdicts(table)
     assert cells["good"] == "▲ eval/pickscore" and cells["late"].startswith("no verdict: 2 seed")
+
+
+def test_analysis_compare_marks_only_the_setting_level():
+    """Two rows, 3 seeds, a large effect on one metric: the printed setting level marks it;
+    the checkpoint level, which calls far more different, never marks."""
+    from analysis.compare import both_levels, markdown
+    from analysis.paired_table import Found
+
+    rng = np.random.default_rng(90)
+    found = [Found("A", "B", "eval/m0", a_a(rng, 3, 300, 0.05, shift=2.0)),
+             Found("A", "B", "eval/m1", a_a(rng, 3, 300, 0.3))]  # fmt: skip
+    text = markdown(both_levels(found, n_boot=200))
+    setting, checkpoint = text.split("### checkpoint level")
+    assert "| eval/m0 ▲ |" in setting and "| eval/m1 |" in setting
+    assert "▲" not in checkpoint and "▼" not in checkpoint

@@ -38,6 +38,10 @@ class PairedStopper(Stopper):
         return self.rule.stopped  # trial -> why
 
     @property
+    def skipped(self) -> int:
+        return self.rule.skipped  # comparisons not made (nothing paired, too few units)
+
+    @property
     def at_step(self) -> dict[int, dict[str, tuple[float, Any]]]:
         return self.rule.at_step
 
