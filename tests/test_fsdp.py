@@ -31,6 +31,13 @@ CASES = [
 ]
 STEPS = 2
 PER_RANK = 2
+# The generator loss and its divergence term are linear in Delta = D_psi - D_ref, ~1/400 to
+# 1/2300 of |D| after one LoRA assistant step: fp32 rounding of the two forwards (~2.5 u =
+# 1.5e-7 of |D|) times |D|/|Delta|, times ~3 for per-sample terms of both signs, moves them by
+# up to 4e-4 between batch layouts alone (train.generator_chunk 2 vs 0: 4.0e-4 in one process;
+# against float64, one process is 2.8e-4 off and the sharded run 1.5e-4). A wrong gradient or
+# draw is off by percents, and the 10 % weight-update check below still catches it.
+DELTA_KEYS = {"loss/generator", "loss/divergence"}
 
 
 def case_config(case, batch: int, strategy: str, out_dir: str, steps: int = STEPS) -> Config:
@@ -190,7 +197,8 @@ def test_two_sharded_ranks_take_the_step_of_one_process(sharded, i, tmp_path):
     for step, (got, want) in enumerate(zip(metrics, expected, strict=True)):
         assert got.keys() == want.keys()
         for key in want:
-            assert got[key] == pytest.approx(want[key], rel=1e-4, abs=1e-6), (step, key)
+            rel = 1e-3 if key in DELTA_KEYS else 1e-4
+            assert got[key] == pytest.approx(want[key], rel=rel, abs=1e-6), (step, key)
     assert weights.keys() == expected_weights.keys()
     moved = max(np.abs(expected_weights[k] - initial[k]).max() for k in initial)
     assert moved > 1e-4  # the test can see a wrong update
