@@ -169,7 +169,8 @@ def markdown(table: pd.DataFrame, with_rows: bool = False) -> str:
                     if r.get("plan_min_effect", "–") != "–" else ""))  # fmt: skip
             lines.append("| " + " | ".join(cells) + " |")
         parts.append("\n".join(lines))
-    return "\n\n".join(parts)
+    notes = sorted({n for n in table.get("note", pd.Series(dtype=str)).dropna() if n})
+    return "\n\n".join([*parts, *(f"note: {n}" for n in notes)])
 
 
 def number_cells(r: pd.Series) -> list[str]:
@@ -183,7 +184,8 @@ def number_cells(r: pd.Series) -> list[str]:
 SETTING_TITLE = ("setting level: the rows as recipes, over training seeds (per-seed paired "
                  f"means, Student-t on S - 1 df; marks from {MIN_SEEDS} seeds)")
 CHECKPOINT_TITLE = ("checkpoint level: these trained runs on these units (units bootstrapped "
-                    "within seeds; says nothing about another training run)")
+                    "within prompt groups, the runs fixed; says nothing about another training "
+                    "run)")
 
 
 def default_baseline(labels: set[str]) -> str:
@@ -264,11 +266,9 @@ def paired_report(runs: pd.DataFrame, uri: str, out: Path, metrics: tuple[str, .
         return text, table
     table.to_csv(out / "paired.csv", index=False)
     sds = ", ".join(f"{m} {sd:.3g}" for m, sd in run_sd(table).items())
-    notes = sorted({n for n in table["note"].dropna() if n})
     text = "\n\n".join([markdown(table, with_rows=True), LEGEND,
                          f"run sd (a training run's mean around its setting's, from the "
-                         f"seeds; sweeps/search.py --stop-run-sd): {sds or '– (one seed)'}",
-                         *(f"note: {n}" for n in notes)])  # fmt: skip
+                         f"seeds; sweeps/search.py --stop-run-sd): {sds or '– (one seed)'}"])
     (out / "paired.md").write_text(text + "\n")
     return text, table
 
