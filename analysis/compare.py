@@ -80,6 +80,12 @@ def find_runs(client, ref: str, flag: str) -> dict[str, str]:
     return seeds
 
 
+def per_unit_metrics(metrics: tuple[str, ...]) -> list[str]:
+    """The preset metrics that have per-unit values, by their per-unit names (``eval/reward``,
+    ``parti/imagereward``); a set metric (FID, MMD) has none."""
+    return [unit_metric(m) for m in metrics if m.rpartition("/")[2] not in SET_METRICS]
+
+
 def samples(client, run_id: str, benchmark: str) -> pd.DataFrame | None:
     """The run's per-sample table of ``benchmark`` at its last evaluation (None: not scored)."""
     table = read_table(client, run_id, f"eval/{benchmark}_samples.json")
@@ -252,7 +258,7 @@ def paired_report(runs: pd.DataFrame, uri: str, out: Path, metrics: tuple[str, .
     the table (empty when the runs do not pair, the markdown then says why)."""
     from mlflow.tracking import MlflowClient
 
-    per_unit = [unit_metric(m) for m in metrics if m.rpartition("/")[2] not in SET_METRICS]
+    per_unit = per_unit_metrics(metrics)
     out.mkdir(parents=True, exist_ok=True)
     try:
         table = row_comparisons(MlflowClient(uri), runs, per_unit, baseline, all_pairs,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.compare import paired_report
+from analysis.compare import paired_report, per_unit_metrics
 from analysis.paired_table import (
     add_min_effect_flag,
     check_min_effect,
@@ -31,9 +31,7 @@ from analysis.runs import (
     summarise,
 )
 from distar import paper
-from distar.benchmark_catalogue import SET_METRICS
 from distar.config import world_preset
-from distar.paired import unit_metric
 from distar.refusals import Outputs, check_writable_dir, refusing
 from distar.tracking import (
     CFG_CONVENTION_TAG,
@@ -195,8 +193,7 @@ class Reports:
 def min_effect_of(args: argparse.Namespace, world: str) -> dict[str, float]:
     """--min-effect, each metric one the world's preset reports per unit (``eval/reward``)."""
     min_effect = parse_min_effect(args.min_effect)
-    check_min_effect(min_effect, {unit_metric(m) for m in world_preset(world).metrics
-                                  if m.rpartition("/")[2] not in SET_METRICS})  # fmt: skip
+    check_min_effect(min_effect, set(per_unit_metrics(world_preset(world).metrics)))
     return min_effect
 
 

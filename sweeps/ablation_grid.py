@@ -97,13 +97,14 @@ def base_config(args: argparse.Namespace) -> Config:
     """The world preset < --steps < the world's smoke settings and SMOKE < --set."""
     check_flags(args)
     flat: dict = {"eval.plot": True, "train.steps": args.steps or STEPS}
-    if not Config.for_world(args.world).world.text_to_image:
-        flat["eval.samples_per_prompt"] = EMBEDDED_UNITS
     if args.smoke_test:
         flat.update({**world_preset(args.world).smoke, **SMOKE})
     flat.update(parse_override(o) for o in args.overrides)
     config = Config.for_world(args.world, flat)
-    if "train.eval_every" not in flat and (args.smoke_test or not config.world.text_to_image):
+    embedded = not config.world.text_to_image
+    if "eval.samples_per_prompt" not in flat and embedded:
+        config = config.with_overrides({"eval.samples_per_prompt": EMBEDDED_UNITS})
+    if "train.eval_every" not in flat and (args.smoke_test or embedded):
         # eval metrics as curves (4 points), not one dot at the end: cheap on the embedded world
         # and on the tiny text presets a smoke test runs (a real text world sets its own)
         config = config.with_overrides({"train.eval_every": max(1, config.train.steps // 4)})

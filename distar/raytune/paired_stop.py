@@ -32,6 +32,7 @@ class PairedStopper(Stopper):
                  trials: int) -> None:  # fmt: skip
         self.bench, _, self.name = unit_metric(metric).partition("/")
         self.rule = StopRule(alpha, evaluations, run_sd, self._pair, trials)
+        self._read: tuple[tuple[str, int] | None, Any] = (None, None)  # the last trial's units
 
     @property
     def stopped(self) -> dict[str, str]:
@@ -45,8 +46,15 @@ class PairedStopper(Stopper):
     def at_step(self) -> dict[int, dict[str, tuple[float, Any]]]:
         return self.rule.at_step
 
+    def _units(self, folder: str, step: int):
+        """A trial's units at ``step``, read once: a trial is paired with every rival above it
+        (its own file would otherwise be read once per rival, at every evaluation)."""
+        if self._read[0] != (folder, step):
+            self._read = ((folder, step), read_units(Path(folder), self.bench, step))
+        return self._read[1]
+
     def _pair(self, mine: str, theirs: str, step: int):
-        a, b = read_units(Path(mine), self.bench, step), read_units(Path(theirs), self.bench, step)
+        a, b = self._units(mine, step), read_units(Path(theirs), self.bench, step)
         if a is None or b is None or self.name not in a or self.name not in b:
             return None  # nothing to pair on: never stop blind
         try:
