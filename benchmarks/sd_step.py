@@ -199,6 +199,8 @@ def build(args) -> Trainer:
         "train.log_every": 1_000_000,  # no logging step inside the timed steps
         "train.out_dir": "/tmp/distar-sd-step",
         "resources.strategy": "fsdp" if args.fsdp else "ddp",
+        "resources.cpu_offload": args.offload,
+        "eval.benchmarks": "",  # a step, not an evaluation
     }
     cfg = Config.for_world(world_name, flat)
     device = torch.device(args.device)
@@ -278,6 +280,8 @@ def floor_passes(trainer: Trainer) -> dict[str, Callable[[], object]]:
 def measure(args) -> dict:
     trainer = build(args)
     device = trainer.device
+    # the networks were whole on the GPU before sharding: the run's start-up peak
+    startup = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     for _ in range(args.warmup):
         trainer.train_step()
     if device.type == "cuda":
@@ -297,11 +301,14 @@ def measure(args) -> dict:
         "lora_rank": args.lora_rank,
         "chunk": args.chunk,
         "fsdp": args.fsdp,
+        "offload": args.offload,
+        "weighting": args.weighting,
         "vae_dtype": args.vae_dtype,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "step_ms": 1000 * step,
         "images_per_s": args.batch / step,
         "peak_gib": peak,
+        "startup_gib": startup,
         "floor_ms": 1000 * total,
         "step_over_floor": step / total,
         "passes_ms": {k: 1000 * v for k, v in floor.items()},
@@ -327,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--fsdp", action="store_true", help="resources.strategy=fsdp (FSDP2 at world size 1)"
     )
+    p.add_argument("--offload", action="store_true", help="resources.cpu_offload (with --fsdp)")
     p.add_argument("--json", help="append the result as one JSON line to this file")
     args = p.parse_args(argv)
     if args.device == "cuda":
@@ -335,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     r = measure(args)
     print(
         f"{r['arch']} batch {r['batch']} ckpt={r['grad_ckpt']} lora={r['lora_rank']} "
-        f"fsdp={r['fsdp']} on "
+        f"fsdp={r['fsdp']} offload={r['offload']} chunk={r['chunk']} on "
         f"{r['device']}: step {r['step_ms']:.0f} ms, {r['images_per_s']:.2f} images/s, peak "
         f"{r['peak_gib']:.1f} GiB, floor {r['floor_ms']:.0f} ms, step/floor "
         f"{r['step_over_floor']:.2f}"

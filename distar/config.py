@@ -285,7 +285,9 @@ class ResourcesConfig(Section):
     # how the ranks hold the networks: "ddp" every rank a full copy, gradients all-reduced;
     # "fsdp" FSDP2, every network sharded across the ranks (distar/sharding.py)
     strategy: str = "ddp"
-    cpu_offload: bool = False  # fsdp on GPUs: trained shards and Adam states in host memory
+    # fsdp: trained shards, their gradients and Adam states in host memory, the optimizer
+    # stepping there (on a CPU run it saves nothing but runs the same code path)
+    cpu_offload: bool = False
 
     def validate(self) -> None:
         check_range("resources.num_workers", self.num_workers, 1, 4096)

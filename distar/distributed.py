@@ -16,7 +16,21 @@ import torch.distributed as dist
 from torch import nn
 
 
-def init_from_launcher() -> None:
+def backend(cuda: bool, offload: bool = False) -> str:
+    """The process group's backend: NCCL on GPUs, gloo on CPUs. FSDP2 with CPU offload
+    (``resources.cpu_offload``) keeps gradients on the host, where the gradient-norm reduction
+    of the clip runs, so it needs a CPU backend beside NCCL (torchtitan does the same)."""
+    if not cuda:
+        return "gloo"
+    return "cuda:nccl,cpu:gloo" if offload else "nccl"
+
+
+def has_cpu_backend() -> bool:
+    """Whether the default group can run collectives on host tensors."""
+    return "cpu:" in dist.get_backend_config()
+
+
+def init_from_launcher(offload: bool = False) -> None:
     """Join the process group a launcher describes (torchrun: ``WORLD_SIZE``, ``RANK``,
     ``LOCAL_RANK``, ``MASTER_ADDR`` / ``MASTER_PORT``), on this rank's GPU when there are GPUs;
     nothing when there is none or a group already runs (Ray Train starts its own)."""
@@ -24,7 +38,7 @@ def init_from_launcher() -> None:
         return
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    dist.init_process_group(backend(torch.cuda.is_available(), offload))
 
 
 def is_distributed() -> bool:

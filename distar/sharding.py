@@ -19,19 +19,31 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from distar.config import ConfigError
+from distar.distributed import backend, has_cpu_backend
+
 # reshard_after_forward per network, remembered for gathered() to restore
 _RESHARD: weakref.WeakKeyDictionary[nn.Module, bool] = weakref.WeakKeyDictionary()
 
 
-def ensure_process_group(device: torch.device) -> None:
+def ensure_process_group(device: torch.device, offload: bool = False) -> None:
     """FSDP2 needs a process group even on one rank (``--fsdp`` benchmarks at world size 1):
-    start a single-rank one in memory when none is running."""
-    if dist.is_initialized():
-        return
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(
-        backend, store=dist.HashStore(), rank=0, world_size=1, timeout=timedelta(minutes=30)
-    )
+    start a single-rank one in memory when none is running. With ``offload`` the group must
+    reach host tensors: refuse one that cannot, in one line, before the first clip fails."""
+    if not dist.is_initialized():
+        dist.init_process_group(
+            backend(device.type == "cuda", offload),
+            store=dist.HashStore(),
+            rank=0,
+            world_size=1,
+            timeout=timedelta(minutes=30),
+        )
+    if offload and not has_cpu_backend():
+        raise ConfigError(
+            f"resources.cpu_offload: got true in a process group of {dist.get_backend_config()}"
+            "; allowed: true only in a group with a CPU backend (start it with backend "
+            f"{backend(True, True)!r}: distar.distributed.backend)"
+        )
 
 
 def shard_network(
@@ -47,25 +59,44 @@ def shard_network(
     ``reshard_after_forward``: a trained network frees its gathered weights after each forward
     and gathers them again for its backward (ZeRO-3): it holds most memory (fp32 masters, two Adam
     moments, gradients) and the generator's forward comes long before its backward (the whole DI*
-    loss lies between). The frozen reference keeps its gathered bf16 weights from the forward to
-    the backward through its *input* that the generator loss needs (one all-gather per step
-    instead of two, at the cost of one unsharded bf16 copy: 5.1 GB on SDXL).
-    ``offload``: trained shards, their gradients and Adam states live on the host and the
-    optimizer steps there (CPUOffloadPolicy; CUDA only)."""
+    loss lies between). A frozen network is not resharded after its forward: the backward
+    through its *input* that the generator loss needs follows, and the loop holds it gathered
+    for the whole generator step (:func:`gathered`: one all-gather per step whatever the
+    chunking, at the cost of one unsharded bf16 copy, 5.1 GB on SDXL, held from a forward to
+    its backward anyway). ``offload``: trained shards, their gradients and Adam states live on
+    the host and the optimizer steps there (CPUOffloadPolicy; on a CPU run the same code path
+    with nothing to save)."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
 
     mesh = init_device_mesh(device.type, (dist.get_world_size(),))
-    policy = MixedPrecisionPolicy(param_dtype=compute_dtype, reduce_dtype=torch.float32)
+    # cast_forward_inputs=False: FSDP would cast every float input to bf16, the UNet's
+    # timestep too (399 -> 400, 999 -> 1000, multiples of 4 above 512); autocast already
+    # governs compute, as in NVlabs/FastGen ("so we can control t precision")
+    policy = MixedPrecisionPolicy(
+        param_dtype=compute_dtype, reduce_dtype=torch.float32, cast_forward_inputs=False
+    )
     kwargs = {"mesh": mesh, "mp_policy": policy, "reshard_after_forward": trained}
-    if offload and trained:
-        kwargs["offload_policy"] = CPUOffloadPolicy()
+    if offload and trained:  # pinned host memory exists only beside a GPU
+        kwargs["offload_policy"] = CPUOffloadPolicy(pin_memory=device.type == "cuda")
     for block in blocks:
         fully_shard(block, **kwargs)
     fully_shard(network, **kwargs)
     _RESHARD[network] = trained
     for block in blocks:
         _RESHARD[block] = trained
+    initialise_now(network)
+
+
+def initialise_now(network: nn.Module) -> None:
+    """FSDP2's lazy initialisation, run now while every parameter has the ``requires_grad`` it
+    trains with. Left to the first forward, it would fix each unit's reduce dtype from the flags
+    of that moment: a LoRA UNet first run as the reference (adapters off, so no trainable
+    parameter) in a unit mixing bf16 base and fp32 adapters gets no fp32 reduce dtype, and its
+    first backward fails assigning bf16 gradients to fp32 shards. torch has no public call for
+    it (``FSDPModule.unshard`` initialises the module's own groups, not the root's dtypes)."""
+    state = network._get_fsdp_state()  # noqa: SLF001
+    state._lazy_init()  # noqa: SLF001
 
 
 def fsdp_modules(module: nn.Module) -> list[nn.Module]:
@@ -75,14 +106,16 @@ def fsdp_modules(module: nn.Module) -> list[nn.Module]:
 
 
 @contextmanager
-def gathered(module: nn.Module):
-    """Every sharded part of ``module`` gathered for the block (collective on entry and exit,
-    every rank must enter): forwards inside need no collective, so ranks may run different
-    numbers of them -- uneven evaluation shards, a plot on rank 0 alone. Costs one unsharded
-    copy in the compute dtype. A no-op on an unsharded module."""
-    parts = fsdp_modules(module)
+def gathered(*modules: nn.Module):
+    """Every sharded part of ``modules`` gathered for the block (collective on entry and exit,
+    every rank must enter) and kept so through forwards *and backwards*: forwards inside need
+    no collective, so ranks may run different numbers of them -- uneven evaluation shards, a
+    plot on rank 0 alone -- and a frozen network used by several chunks of one step is gathered
+    once. Costs one unsharded copy in the compute dtype. A no-op on unsharded modules."""
+    parts = [part for module in modules for part in fsdp_modules(module)]
     for part in parts:
         part.set_reshard_after_forward(False, recurse=False)
+        part.set_reshard_after_backward(False, recurse=False)
         part.unshard()
     try:
         yield
@@ -90,6 +123,7 @@ def gathered(module: nn.Module):
         for part in parts:
             part.reshard()
             part.set_reshard_after_forward(_RESHARD.get(part, True), recurse=False)
+            part.set_reshard_after_backward(True, recurse=False)
 
 
 def full_tensor(value: torch.Tensor) -> torch.Tensor:

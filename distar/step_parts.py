@@ -40,14 +40,16 @@ def trainable(module: nn.Module) -> list[nn.Parameter]:
     return [p for p in module.parameters() if p.requires_grad]
 
 
-def make_adam(params: list[nn.Parameter], cfg: AdamConfig, device: torch.device):
+def make_adam(params: list[nn.Parameter], cfg: AdamConfig):
+    """Adam over ``params``, fused into one kernel where they live on a GPU (offloaded shards
+    live on the host: the optimizer steps there)."""
     return torch.optim.Adam(
         params,
         lr=cfg.lr,
         betas=(cfg.beta1, cfg.beta2),
         eps=cfg.eps,
         weight_decay=cfg.weight_decay,
-        fused=device.type == "cuda",  # one kernel for all parameters; fp32 states
+        fused=bool(params) and all(p.device.type == "cuda" for p in params),  # fp32 states
     )
 
 

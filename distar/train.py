@@ -102,7 +102,8 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
         return 0
     preflight_run(config, "--out" if args.out else "train.out_dir")
     outputs.watch(config.train.out_dir)  # removed if the run is refused from here on
-    init_from_launcher()  # under torchrun: this process is one rank of the run
+    # under torchrun: this process is one rank of the run
+    init_from_launcher(config.resources.cpu_offload)
 
     out = Path(config.train.out_dir)
     first = rank() == 0  # the one rank that prints and writes

@@ -8,7 +8,6 @@ benchmark evaluation is handed in (:class:`BenchmarkRunner`) by the layer that b
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -115,12 +114,8 @@ class Trainer:
         }
         self.rng = torch.Generator()
         self.noise_rng = torch.Generator(device=self.device)
-        self.opt_generator = make_adam(
-            self.params["generator"], config.optim.generator, self.device
-        )
-        self.opt_assistant = make_adam(
-            self.params["assistant"], config.optim.assistant, self.device
-        )
+        self.opt_generator = make_adam(self.params["generator"], config.optim.generator)
+        self.opt_assistant = make_adam(self.params["assistant"], config.optim.assistant)
         self.callbacks = list(callbacks)
         self.guard = FiniteGuard()
         self.benchmarks = benchmarks
@@ -129,12 +124,9 @@ class Trainer:
         self.out_dir = Path(config.train.out_dir)
 
     def _shard(self, config: Config) -> None:
-        if config.resources.cpu_offload and self.device.type != "cuda":
-            raise ConfigError(
-                f"resources.cpu_offload: got true on {self.device.type}; allowed: true only "
-                "when training on CUDA (it moves GPU shards to the host)"
-            )
-        ensure_process_group(self.device)
+        # offload on CPU saves nothing (the shards are on the host already) but runs the
+        # offload code path of a GPU run: host gradients, host Adam, a CPU-capable group
+        ensure_process_group(self.device, config.resources.cpu_offload)
         with self.stopwatch.phase("world_build"):
             self.world.shard(config.resources.cpu_offload)
 
@@ -184,14 +176,6 @@ class Trainer:
         self.guard.watch(self.step, "assistant gradient norm", norm)
         return loss.detach()
 
-    def _assistant_frozen(self):
-        """The assistant frozen for the generator step. Not under FSDP: FSDP2 builds a
-        network's gathered parameters once, with the ``requires_grad`` its shards had at the
-        first gather, and never looks again -- frozen at that moment, the assistant would never
-        train. Sharded, the generator step computes assistant gradients it does not need (the
-        assistant round discards them before its own backward)."""
-        return nullcontext() if self.sharded else frozen(self.params["assistant"])
-
     def networks(self) -> Networks:
         w = self.world
         return Networks(w.reference, w.assistant, w.reward, w.reference_pair)
@@ -211,7 +195,7 @@ class Trainer:
         null = world.null_conditions(cond)
         chunk = cfg.train.generator_chunk or n
         sums: dict[str, torch.Tensor] = {}
-        with self._assistant_frozen():
+        with frozen(self.params["assistant"]), gathered(*world.frozen_networks()):
             leaf = x0 if chunk >= n else x0.detach().requires_grad_(True)
             self.opt_generator.zero_grad(set_to_none=True)
             for i in range(0, n, chunk):

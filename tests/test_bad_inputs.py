@@ -63,6 +63,8 @@ CASES = [
     (train, ["--world", "sd15-tiny", "--set", "noise.generator.sigma_max=80"],
      "noise.generator.sigma_max: got 80.0; allowed: <= 14.61"),
     (train, ["--world", "sd15-tiny", "--set", "world.vae_dtype=fp16"], "force_upcast: true"),
+    (train, ["--world", "sd15-tiny", "--set", "world.dtype=fp16"],
+     "world.dtype: got 'fp16'; allowed: one of ('bf16', 'fp32') (fp16 trains without a loss"),
     (train, ["--set", "resources.cpu_offload=true"], "resources.cpu_offload: got True"),
     (train, ["--set", "train.device=tpu"], "train.device: got 'tpu'"),
     (train, ["--world", "sdxl-tiny", "--set", "world.assistant=half"], "world.assistant"),

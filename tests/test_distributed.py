@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -65,3 +66,40 @@ def test_average_gradients_over_two_gloo_ranks():
         for rank in (0, 1):
             assert torch.all(results[rank][0][i] == 1.5 * (i + 1))  # mean of (1, 2) x (i + 1)
         assert torch.equal(results[0][1][i], results[1][1][i])  # rank 0's weights everywhere
+
+
+def test_offload_gets_a_group_that_reaches_host_tensors():
+    """CPU offload keeps gradients on the host, where the clip's norm is all-reduced: on GPUs
+    the group needs gloo beside NCCL (an NCCL-only group failed at the first clip). Ray's
+    TorchConfig, torchrun's launcher and the single-rank group all take ``backend``."""
+    from distar.distributed import backend
+
+    assert backend(cuda=True, offload=True) == "cuda:nccl,cpu:gloo"
+    assert backend(cuda=True) == "nccl" and backend(cuda=False, offload=True) == "gloo"
+
+
+def test_a_trial_asks_ray_for_that_group(tmp_path):
+    from distar.config import Config
+    from distar.raytune.spec import SweepContext, TrialSpec
+    from distar.raytune.trial import make_torch_trainer
+
+    sets = {"resources.strategy": "fsdp", "resources.cpu_offload": True, "resources.use_gpu": True}
+    config = Config.for_world("gmm", sets)
+    spec = TrialSpec("t0", "row", 0, config.to_flat())
+    sweep = SweepContext("s", f"file:{tmp_path}/mlruns", "e", str(tmp_path), "parent")
+    trainer = make_torch_trainer(config, spec, sweep, "run", {})
+    assert trainer.backend_config.backend == "cuda:nccl,cpu:gloo"
+
+
+def test_offload_in_a_group_without_a_cpu_backend_is_refused_in_one_line():
+    from distar.config import ConfigError
+    from distar.sharding import ensure_process_group
+
+    dist.init_process_group("cuda:gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        refusal = "resources.cpu_offload: got true in a process group of cuda:gloo; allowed"
+        with pytest.raises(ConfigError, match=refusal):
+            ensure_process_group(torch.device("cpu"), offload=True)
+        ensure_process_group(torch.device("cpu"), offload=False)  # without offload: fine
+    finally:
+        dist.destroy_process_group()

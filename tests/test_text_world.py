@@ -56,6 +56,9 @@ class TinyTextWorld:
         drawn = torch.randint(0, 16, (n,), generator=rng)[keep or slice(None)]
         return self.text.encode([BUILT_IN[i] for i in drawn])
 
+    def frozen_networks(self):
+        return []
+
     def shard(self, offload):
         raise NotImplementedError("this test world trains unsharded")
 

@@ -24,6 +24,7 @@ from mlflow.tracking import MlflowClient
 
 from distar import timing, tracking
 from distar.config import Config
+from distar.distributed import backend
 from distar.evaluation.preflight import active_requests
 from distar.paper import ALPHA_CFG, ALPHA_REW
 from distar.raytune.placement import remove_placement_groups
@@ -228,7 +229,7 @@ def make_torch_trainer(
             "row": row,
             "tracking_uri": sweep.tracking_uri,
         },
-        torch_config=TorchConfig(backend="nccl" if res.use_gpu else "gloo"),
+        torch_config=TorchConfig(backend=backend(res.use_gpu, res.cpu_offload)),
         scaling_config=ScalingConfig(
             num_workers=res.num_workers,
             use_gpu=res.use_gpu,

@@ -63,6 +63,14 @@ class World(Protocol):
         self, x: Tensor, sigma: Tensor, cond: Any, null: Any
     ) -> tuple[Tensor, Tensor]: ...
 
+    def frozen_networks(self) -> list[nn.Module]:
+        """The frozen networks with weights of their own that the generator step calls (an SD
+        world's reference UNet beside a copy assistant; none for an exact reference or one
+        sharing the assistant's weights). Sharded, the loop gathers them once for the whole
+        step, chunks and backward included: they are held whole between a chunk's forward and
+        its backward anyway, so one gather costs no peak memory over one per chunk."""
+        ...
+
     def sample_conditions(
         self, n: int, rng: torch.Generator, keep: slice | None = None
     ) -> Conditions:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from distar.devices import to_device
 from distar.sharding import shard_network
@@ -70,6 +70,9 @@ class GMMWorld:
     def sample_conditions(self, n: int, rng: torch.Generator, keep: slice | None = None) -> Tensor:
         drawn = torch.randint(0, self.mixture.n_prompts, (n,), generator=rng)
         return to_device(drawn if keep is None else drawn[keep], self.device)
+
+    def frozen_networks(self) -> list[nn.Module]:
+        return []  # the exact reference has no weights
 
     def shard(self, offload: bool) -> None:
         """FSDP2 on each small MLP as a whole (no blocks); the exact reference has no weights."""

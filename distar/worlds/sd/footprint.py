@@ -1,5 +1,6 @@
-"""What an SD world costs a GPU: the architectures' sizes, per-image activation estimates and
-the measured step rows the planner (``python -m distar.plan``) is calibrated on. Torch-free.
+"""What an SD world costs a GPU: the architectures' sizes, per-image activation estimates, the
+measured step rows the planner (``python -m distar.plan``) is calibrated on, and the bytes a
+training setup holds (at start-up, and resident through the generator step). Torch-free.
 
 Sources: parameter counts from diffusers' ``UNet2DConditionModel`` in the SD1.5 / SDXL
 configurations (counted on the meta device), FSDP unit = the largest attention or resnet;
@@ -14,6 +15,9 @@ from dataclasses import dataclass
 
 GIB = 2**30
 PICKSCORE_PARAMS = 0.986e9  # CLIP-H/14, held in the world's compute dtype (bf16)
+# bytes per PickScore parameter at start-up: CLIPModel.from_pretrained loads fp32, and
+# SDWorld.__init__ casts it to the compute dtype only after the broadcast
+PICKSCORE_STARTUP_BYTES = 4
 
 
 @dataclass(frozen=True)
@@ -80,3 +84,119 @@ MEASURED = (
 # gpu-step-floor.md: SDXL batch 2 without checkpointing, fp32 masters, both networks'
 # gradients alive: out of memory on a 139.8 GiB H200 -- a lower bound the model must respect
 OUT_OF_MEMORY = (MeasuredRow("sdxl", 2, False, 0.0, 139.8, stale_grads=True),)
+
+
+@dataclass(frozen=True)
+class Setup:
+    """One training setup the planner weighs; :meth:`flags` gives it as ``--set`` flags."""
+
+    arch: str
+    gpus: int = 1
+    strategy: str = "ddp"
+    assistant: str = "copy"
+    batch: int = 1
+    checkpointing: bool = True
+    chunk: bool = False
+    vae_fp32: bool = False
+    offload: bool = False
+    lora_rank: int = 64
+
+    def trained(self) -> tuple[float, float]:
+        a = ARCHES[self.arch]
+        lora = a.lora_r64 * self.lora_rank / 64
+        return a.unet, a.unet if self.assistant == "copy" else lora
+
+    def flags(self) -> str:
+        sets = {
+            "resources.num_workers": self.gpus,
+            "resources.use_gpu": "true",
+            "resources.strategy": self.strategy,
+            "resources.cpu_offload": str(self.offload).lower(),
+            "world.assistant": self.assistant,
+            "train.batch_size": self.batch,
+            "world.grad_checkpointing": str(self.checkpointing).lower(),
+            "train.generator_chunk": 1 if self.chunk else 0,
+            "world.vae_dtype": "fp32" if self.vae_fp32 else "bf16",
+        }
+        return " ".join(f"--set {k}={v}" for k, v in sets.items())
+
+
+def shards(s: Setup) -> int:
+    return s.gpus if s.strategy == "fsdp" else 1
+
+
+def frozen_parts(s: Setup) -> float:
+    """Bytes of the text encoders, the VAE and PickScore: whole on every rank, never sharded."""
+    a = ARCHES[s.arch]
+    return 2 * a.text_encoders + (4 if s.vae_fp32 else 2) * a.vae + 2 * PICKSCORE_PARAMS
+
+
+def startup_gib(s: Setup) -> float:
+    """Every network unsharded on the GPU before ``world.shard()``: fp32 generator, fp32 copy
+    assistant or LoRA adapters, bf16 reference UNet, frozen parts (PickScore still in fp32); no
+    Adam state or gradient yet. CPU offload does not help here: it applies after sharding."""
+    pickscore = (PICKSCORE_STARTUP_BYTES - 2) * PICKSCORE_PARAMS  # beyond frozen_parts' bf16
+    return (4 * sum(s.trained()) + 2 * ARCHES[s.arch].unet + frozen_parts(s) + pickscore) / GIB
+
+
+def resident_gib(s: Setup) -> float:
+    """What the generator step holds besides activations and gradient shards: weights and Adam
+    states, the reference, the frozen parts, FSDP's unit buffers."""
+    a, n = ARCHES[s.arch], shards(s)
+    states = 0.0 if s.offload else 12 * sum(s.trained()) / n
+    reference = 2 * a.unet / n  # a LoRA assistant's base: the same UNet
+    buffers = 0.0
+    if s.strategy == "fsdp":
+        if s.assistant == "copy":  # gathered whole through the generator step
+            reference += 2 * a.unet
+        # bf16 weights of this unit and the next; in the generator's backward, one unit's
+        # unsharded bf16 gradients and the fp32 copy that is reduce-scattered
+        buffers = (2 * 2 + 2 + 4) * a.fsdp_unit
+    return (states + reference + frozen_parts(s) + buffers) / GIB
+
+
+def activation_units(s: Setup) -> float:
+    """The research note's activation GiB of one generator step (before calibration)."""
+    a = ARCHES[s.arch]
+    if s.chunk:
+        per, fixed = (
+            (a.chunk_img_ckpt, a.chunk_fixed_ckpt)
+            if s.checkpointing
+            else (a.chunk_img_full, a.chunk_fixed_full)
+        )
+        vae_images = 1
+    else:
+        per, fixed = (a.act_ckpt if s.checkpointing else a.act_full), 0.0
+        vae_images = s.batch
+    vae = (a.vae_act_ckpt if s.checkpointing else a.vae_act_full) if s.vae_fp32 else 0.0
+    return per * s.batch + fixed + vae * vae_images
+
+
+def setup_of(row: MeasuredRow) -> Setup:
+    return Setup(row.arch, batch=row.batch, checkpointing=row.checkpointing, vae_fp32=row.vae_fp32)
+
+
+def stale_gib(row: MeasuredRow) -> float:
+    return 4 * ARCHES[row.arch].unet / GIB if row.stale_grads else 0.0
+
+
+def basis(s: Setup) -> str:
+    """'measured' for a setup the measured rows cover, else 'extrapolated: ' and why."""
+    why = [f"{s.gpus} GPUs"] if s.gpus > 1 else []
+    why += [
+        name
+        for name, on in (
+            ("fsdp", s.strategy == "fsdp"),
+            ("lora", s.assistant == "lora"),
+            ("chunk", s.chunk),
+            ("offload", s.offload),
+            ("fp32 VAE", s.vae_fp32),
+        )
+        if on
+    ]
+    batches = {r.batch for r in MEASURED if (r.arch, r.checkpointing) == (s.arch, s.checkpointing)}
+    if not batches:
+        why.append(f"{s.arch} {'with' if s.checkpointing else 'without'} ckpt")
+    elif s.batch not in batches:
+        why.append(f"batch {s.batch}")
+    return f"extrapolated: {', '.join(why)}" if why else "measured"

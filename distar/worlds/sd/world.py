@@ -134,6 +134,11 @@ class SDWorld:
                 units += [*(getattr(block, "attentions", None) or []), *block.resnets, block]
             shard_network(unet, units, self.device, self.dtype, trained, offload)
 
+    def frozen_networks(self) -> list[nn.Module]:
+        """The reference beside a copy assistant (a LoRA assistant's reference is the trained
+        UNet, gathered unit by unit: holding it whole would add its bf16 copy to the peak)."""
+        return [] if self.config.assistant == "lora" else [self._reference]
+
     # ---- what the training loop calls ---------------------------------------------------
     def reference(self, x: Tensor, sigma: Tensor, cond: TextConditions) -> Tensor:
         return self._reference(x, sigma, cond)

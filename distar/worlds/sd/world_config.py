@@ -22,6 +22,9 @@ from distar.config_base import (
 )
 
 DTYPES = ("bf16", "fp16", "fp32")
+# compute dtypes of trained networks: fp16 would need a loss scaler (torch's GradScaler) that
+# this loop does not run, and unscaled fp16 gradients underflow silently; bf16 has fp32's range
+TRAIN_DTYPES = ("bf16", "fp32")
 UNCOND = ("empty", "zeros")
 ASSISTANTS = ("copy", "lora")
 LORA_TARGETS = ("attention", "dmd2")
@@ -69,7 +72,10 @@ class SDWorldConfig(WorldConfig):
         check_range("world.lora_rank", self.lora_rank, 1, 4096)
         check_range("world.lora_alpha", self.lora_alpha, 0.0, 1e6, low_open=True)
         check_choice("world.lora_targets", self.lora_targets, LORA_TARGETS)
-        check_choice("world.dtype", self.dtype, DTYPES)
+        if self.dtype == "fp16":
+            why = "fp16 trains without a loss scaler here: its gradients underflow silently"
+            fail("world.dtype", self.dtype, f"one of {TRAIN_DTYPES} ({why})")
+        check_choice("world.dtype", self.dtype, TRAIN_DTYPES)
         check_choice("world.vae_dtype", self.vae_dtype, DTYPES)
         check_choice("world.reward", self.reward, REWARDS)
         check_choice("world.reward_units", self.reward_units, REWARD_UNITS)
