@@ -111,7 +111,9 @@ def gathered(*modules: nn.Module):
     every rank must enter) and kept so through forwards *and backwards*: forwards inside need
     no collective, so ranks may run different numbers of them -- uneven evaluation shards, a
     plot on rank 0 alone -- and a frozen network used by several chunks of one step is gathered
-    once. Costs one unsharded copy in the compute dtype. A no-op on unsharded modules."""
+    once. Costs one unsharded copy in the compute dtype. A no-op on unsharded modules. Enter it
+    with the ``requires_grad`` flags the modules train with (or frozen for good): ``unshard``
+    re-derives each unit's dtypes from the flags of that moment."""
     parts = [part for module in modules for part in fsdp_modules(module)]
     for part in parts:
         part.set_reshard_after_forward(False, recurse=False)

@@ -16,6 +16,8 @@ Mutation checks (each breaks one fix and names the test that fails):
 - the reference not held gathered (``gathered(*world.frozen_networks())`` dropped): the same
   test, chunked copy cases (one gather per chunk);
 - offload on an NCCL-only group: tests/test_distributed.py (``backend``, the refusal).
+
+``bash scripts/fsdp_mutations.sh`` applies each and runs the tests that must fail.
 """
 
 from __future__ import annotations
