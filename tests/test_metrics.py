@@ -102,8 +102,21 @@ def test_imagereward_loads_the_original_checkpoint_layout(metrics, tiny_paths, t
     state = original_layout(scorer)
     assert "blip.visual_encoder.blocks.0.attn.qkv.weight" in state
     assert "blip.visual_encoder.norm.weight" in state and "mlp.layers.7.bias" in state
+    # what the publisher's module writes beside the weights the score reads (image-reward 1.5,
+    # BLIP_Pretrain: vision_proj, text_proj; med.py: position_ids) is skipped by name
+    assert set(ir.UNUSED_KEYS) <= set(state)
     vision, text, head = ir.split_checkpoint(state)
     assert set(vision) == set(scorer.vision.state_dict())
+    assert "embeddings.position_ids" not in text
+    missing = dict(state)
+    missing.pop("mlp.layers.7.bias")
+    torch.save(missing, tmp_path / "missing.pt")
+    with pytest.raises(RuntimeError, match=r"Missing key\(s\).*layers\.7\.bias"):
+        ir.ImageRewardScorer.load(
+            tmp_path / "missing.pt",
+            Path(tiny_paths["bert_tokenizer"]),
+            blip_configs(Path(tiny_paths["imagereward_configs"])),
+        )
     state["blip.visual_encoder.blocks.0.attn.relative_bias"] = torch.zeros(1)
     with pytest.raises(KeyError, match="relative_bias"):
         ir.split_checkpoint(state)

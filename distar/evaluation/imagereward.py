@@ -6,7 +6,9 @@ BLIP ViT-L/16 image encoder (``BlipVisionModel``) -> BERT text encoder with cros
 image tokens (``BlipTextModel``, the port of BLIP's ``med.py``) -> the [CLS] state -> MLP head ->
 ``(r - 0.16717362830052426) / 1.0333394966054072``. Weights: the original ``ImageReward.pt``
 state dict (keys ``blip.visual_encoder.*``, ``blip.text_encoder.*``, ``mlp.layers.*``), renamed
-to transformers' names below; any key left unmatched is an error.
+to transformers' names below. The publisher's module writes a few tensors the score never uses
+(:data:`UNUSED_KEYS`): those are skipped by name; any other key left unmatched is an error, and
+a missing one fails the strict loads.
 """
 
 from __future__ import annotations
@@ -24,6 +26,19 @@ from distar.rewards.heads import RewardHead, load_state_dict
 REWARD_MEAN = 0.16717362830052426
 REWARD_STD = 1.0333394966054072
 MAX_TOKENS = 35
+# What ImageReward.pt holds that the score never reads, by name: the state dict of the
+# publisher's ``ImageReward`` module (image-reward 1.5, loaded there with strict=False) includes
+# BLIP_Pretrain's contrastive projections (``ImageReward/models/BLIP/blip_pretrain.py``:
+# ``self.vision_proj`` / ``self.text_proj``, Linear(width, 256)) and the text embeddings'
+# persistent ``position_ids`` buffer (``ImageReward/models/BLIP/med.py``, BertEmbeddings)
+UNUSED_KEYS = (
+    "blip.vision_proj.weight",
+    "blip.vision_proj.bias",
+    "blip.text_proj.weight",
+    "blip.text_proj.bias",
+    "blip.text_encoder.embeddings.position_ids",
+)
+PROJECTION_WIDTH = 256  # BLIP_Pretrain's embed_dim
 
 # BLIP's VisionTransformer names <-> transformers' BlipVisionModel names, both ways (loading a
 # checkpoint; writing a tiny one in the original layout). A name ending in "." renames a prefix;
@@ -57,7 +72,7 @@ def split_checkpoint(state: dict[str, Tensor]) -> tuple[dict, dict, dict]:
     """ImageReward.pt -> (vision, text, head) state dicts in transformers' / our names."""
     vision, text, head = {}, {}, {}
     for key, value in state.items():
-        if key.endswith("position_ids"):  # a buffer, rebuilt by the model
+        if key in UNUSED_KEYS:
             continue
         if key.startswith("blip.visual_encoder."):
             vision[rename_vision_key(key.removeprefix("blip.visual_encoder."))] = value

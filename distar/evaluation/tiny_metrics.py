@@ -108,8 +108,19 @@ def tiny_imagereward(directory: Path, seed: int = 0) -> dict[str, Path]:
 
 
 def original_layout(model) -> dict[str, torch.Tensor]:
-    """Our scorer's weights under ImageReward.pt's key names."""
-    state = {}
+    """Our scorer's weights under ImageReward.pt's key names, with the tensors the publisher's
+    module also writes (:data:`~distar.evaluation.imagereward.UNUSED_KEYS`, random here)."""
+    from distar.evaluation.imagereward import PROJECTION_WIDTH
+
+    vision_width, text_width = model.vision.config.hidden_size, model.text.config.hidden_size
+    positions = model.text.config.max_position_embeddings
+    state = {
+        "blip.vision_proj.weight": torch.randn(PROJECTION_WIDTH, vision_width),
+        "blip.vision_proj.bias": torch.zeros(PROJECTION_WIDTH),
+        "blip.text_proj.weight": torch.randn(PROJECTION_WIDTH, text_width),
+        "blip.text_proj.bias": torch.zeros(PROJECTION_WIDTH),
+        "blip.text_encoder.embeddings.position_ids": torch.arange(positions)[None],
+    }
     for key, value in model.vision.state_dict().items():
         state[f"blip.visual_encoder.{rename_vision_key(key, to_original=True)}"] = value
     for key, value in model.text.state_dict().items():
@@ -142,7 +153,7 @@ def cached_tiny_metric_paths(cache_dir: str = "") -> dict[str, str]:
     return {k: str(path / v) if (path / v).exists() else v for k, v in relative.items()}
 
 
-TINY_METRICS_VERSION = "1"
+TINY_METRICS_VERSION = "2"  # 2: ImageReward.pt with the publisher's unused tensors
 
 if __name__ == "__main__":  # python -m distar.evaluation.tiny_metrics metrics DIRECTORY
     import sys
