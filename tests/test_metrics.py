@@ -245,3 +245,30 @@ def test_fid_merged_from_shards_equals_fid_of_the_whole_set():
     merged.merge_shard_states(shards)
     assert merged.compute() == pytest.approx(whole.compute(), rel=1e-6)
     assert whole.compute() > 0.01
+
+
+def test_clip_loaders_refuse_a_file_that_is_not_the_model(tmp_path):
+    """PickScore's, CLIP score's and the aesthetic backbone's folders (transformers'
+    ``save_pretrained`` layout, the publisher's writer): a missing or extra tensor is refused by
+    name; transformers would only print a report and leave a missing one at random. What 4.x
+    wrote beside the weights (``*.embeddings.position_ids``) still loads."""
+    from safetensors.torch import load_file, save_file
+
+    from distar.rewards.clip_common import WeightLayoutError
+    from distar.rewards.clip_scorers import AestheticScorer, load_clip
+    from distar.rewards.tiny_clip import tiny_clip
+
+    folder = tiny_clip(tmp_path / "clip")
+    (weights,) = folder.glob("*.safetensors")
+    state = load_file(weights)
+    positions = state["text_model.embeddings.token_embedding.weight"].new_zeros(1, 8).long()
+    save_file({**state, "text_model.embeddings.position_ids": positions}, weights)
+    load_clip(folder)  # 4.x's buffer: dropped by transformers, by name
+    save_file({**state, "logit_bias": torch.zeros(1)}, weights)
+    with pytest.raises(WeightLayoutError, match="unexpected keys: logit_bias"):
+        load_clip(folder)
+    save_file({k: v for k, v in state.items() if k != "visual_projection.weight"}, weights)
+    with pytest.raises(WeightLayoutError, match="missing keys: visual_projection.weight"):
+        load_clip(folder)
+    with pytest.raises(WeightLayoutError, match="missing keys: visual_projection.weight"):
+        AestheticScorer.load(folder, tmp_path / "head.pth")

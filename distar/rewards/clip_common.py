@@ -17,6 +17,29 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
+class WeightLayoutError(ValueError):
+    """A weight file whose tensors do not match the model it should hold (missing, extra or
+    misshapen keys): refused, instead of a model left partly at random initialisation."""
+
+
+def from_pretrained_exactly(model_class, directory: Path):
+    """``model_class.from_pretrained(directory)``, refusing a checkpoint with missing, unexpected
+    or misshapen tensors. transformers itself only prints those (a missing projection would be
+    left at random); the keys it drops by name (old ``*.position_ids`` buffers) stay dropped."""
+    model, info = model_class.from_pretrained(directory, output_loading_info=True)
+    problems = {
+        kind: sorted(map(str, info.get(kind) or ()))
+        for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")
+    }
+    problems = {kind: keys for kind, keys in problems.items() if keys}
+    if problems:
+        listed = "; ".join(f"{kind.replace('_', ' ')}: {', '.join(keys[:5])}"
+                           + (f" (+{len(keys) - 5})" if len(keys) > 5 else "")
+                           for kind, keys in problems.items())  # fmt: skip
+        raise WeightLayoutError(f"{directory}: not a {model_class.__name__} checkpoint ({listed})")
+    return model
+
+
 def check_images(images: Tensor) -> None:
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"images: expected [batch, 3, H, W], got {tuple(images.shape)}")

@@ -12,6 +12,7 @@ from distar.devices import to_device
 from distar.rewards.clip_common import (
     clip_pixels,
     clip_tokenizer,
+    from_pretrained_exactly,
     normalised,
     pooled,
 )
@@ -96,7 +97,7 @@ def load_clip(model_dir: Path, processor_dir: Path | None = None, empty: bool = 
         with torch.device("meta"):
             model = CLIPModel(CLIPConfig.from_pretrained(model_dir))
     else:
-        model = CLIPModel.from_pretrained(model_dir)
+        model = from_pretrained_exactly(CLIPModel, model_dir)
     processor_dir = processor_dir or model_dir
     tokenizer = clip_tokenizer(processor_dir)
     processor = None
@@ -129,7 +130,7 @@ class AestheticScorer(nn.Module):
     def load(cls, clip_dir: Path, head_file: Path) -> AestheticScorer:
         from transformers import CLIPModel
 
-        clip = CLIPModel.from_pretrained(clip_dir)
+        clip = from_pretrained_exactly(CLIPModel, clip_dir)
         head = RewardHead(clip.config.projection_dim)
         head.load_state_dict(load_state_dict(head_file))
         return cls(clip, head)
