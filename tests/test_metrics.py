@@ -272,3 +272,45 @@ def test_clip_loaders_refuse_a_file_that_is_not_the_model(tmp_path):
         load_clip(folder)
     with pytest.raises(WeightLayoutError, match="missing keys: visual_projection.weight"):
         AestheticScorer.load(folder, tmp_path / "head.pth")
+
+
+@pytest.mark.parametrize("value", [1.5, -0.1, float("nan")])
+def test_every_scorer_refuses_images_outside_0_1(metrics, value):
+    """Every sample metric, FID and the protocol FID refuse what is not an image in [0, 1] in one
+    line, naming the range, instead of clamping ([-1, 1] images were scored 0.44 for 0.18)."""
+    from distar.evaluation.fid import FIDMetric
+    from distar.evaluation.protocol_fid import to_uint8
+
+    images = smooth_images(2, 32, 32)
+    images[1, 2, 5, 7] = value
+    refusal = r"images: expected values in \[0, 1\], got min"
+    for metric in metrics.values():
+        with pytest.raises(ValueError, match=refusal):
+            metric.score(images, PROMPTS[:2])
+        assert torch.isfinite(metric.score(images.nan_to_num().clamp(0, 1), PROMPTS[:2])).all()
+    fid = FIDMetric.__new__(FIDMetric)  # the check comes before any network
+    for call in (fid.update, fid.add_reference, to_uint8):
+        with pytest.raises(ValueError, match=refusal):
+            call(images)
+
+
+def test_hps_pads_a_non_square_image_as_hpsv2_does(metrics):
+    """hpsv2 1.2.0's ``ResizeMaxSize(224, fill=0)`` (``hpsv2/src/open_clip/transform.py``, which
+    takes tensors too): the longer side resized, then zero padding to a centred square --
+    rebuilt here from torchvision's own resize and pad, the calls that class makes."""
+    import torchvision.transforms.functional as TF
+
+    from distar.evaluation.hps import longest_side_padded
+
+    images = smooth_images(2, 48, 40)
+    got = longest_side_padded(images, 224)
+    h, w = round(48 * 224 / 48), round(40 * 224 / 48)
+    want = TF.resize(images, [h, w], TF.InterpolationMode.BICUBIC, antialias=True)
+    pad_w = 224 - w
+    want = TF.pad(want, [pad_w // 2, 0, pad_w - pad_w // 2, 0], fill=0)
+    assert got.shape == (2, 3, 224, 224)
+    assert torch.allclose(got, want, atol=1e-6)
+    assert (got[..., : pad_w // 2] == 0).all() and (got[..., -(pad_w - pad_w // 2) :] == 0).all()
+    hps = metrics["hpsv21"]
+    stretched = torch.nn.functional.interpolate(images, (48, 48), mode="bicubic").clamp(0, 1)
+    assert not torch.allclose(hps.score(images, PROMPTS[:2]), hps.score(stretched, PROMPTS[:2]))

@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from distar.rewards.clip_common import check_range
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 _STATE = ("real_features_sum", "real_features_cov_sum", "real_features_num_samples")
 FAKE_STATE = ("fake_features_sum", "fake_features_cov_sum", "fake_features_num_samples")
@@ -48,7 +50,8 @@ class FIDMetric:
         self.metric.reset()  # generated features only: reset_real_features=False
 
     def update(self, images: Tensor, prompts: Sequence[str] = ()) -> None:
-        self.metric.update(images.to(self.device).float().clamp(0, 1), real=False)
+        check_range(images)
+        self.metric.update(images.to(self.device).float(), real=False)
 
     def compute(self) -> float:
         if not self.has_reference:
@@ -68,7 +71,8 @@ class FIDMetric:
             setattr(self.metric, k, total.to(current.dtype).to(current.device))
 
     def add_reference(self, images: Tensor) -> None:
-        self.metric.update(images.to(self.device).float().clamp(0, 1), real=True)
+        check_range(images)
+        self.metric.update(images.to(self.device).float(), real=True)
         self.has_reference = True
 
     def reference_from_folder(

@@ -12,10 +12,32 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distar.rewards.clip_common import CLIP_MEAN, CLIP_STD, clip_pixels, normalised
+from distar.rewards.clip_common import (
+    CLIP_MEAN,
+    CLIP_STD,
+    check_range,
+    clip_pixels,
+    normalised,
+)
 from distar.rewards.heads import load_state_dict
+
+
+def longest_side_padded(images: Tensor, size: int) -> Tensor:
+    """hpsv2's ``ResizeMaxSize(size, fill=0)`` (hpsv2 1.2.0, ``hpsv2/src/open_clip/transform.py``):
+    the longer side resized to ``size`` (bicubic), then zero padding to a centred square, before
+    normalisation. A square image is a plain resize; stretching a 48 x 40 one instead moved its
+    score by 0.075."""
+    h, w = images.shape[-2:]
+    if h == w:
+        return images
+    scale = size / max(h, w)
+    new_h, new_w = round(h * scale), round(w * scale)
+    resized = F.interpolate(images, (new_h, new_w), mode="bicubic", antialias=True)
+    pad_h, pad_w = size - new_h, size - new_w
+    return F.pad(resized, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
 
 
 class HPSv2Scorer(nn.Module):
@@ -36,14 +58,16 @@ class HPSv2Scorer(nn.Module):
         return next(self.model.parameters()).device
 
     def differentiable(self, images: Tensor, prompts: Sequence[str]) -> Tensor:
-        # hpsv2 resizes the longer side to 224 and pads: for square images, a plain resize
-        pixels = clip_pixels(images, self.image_size, self.mean, self.std, crop=False)
+        pixels = clip_pixels(
+            longest_side_padded(images, self.image_size), self.image_size, self.mean, self.std
+        )
         image_emb = normalised(self.model.encode_image(pixels))
         text_emb = normalised(self.model.encode_text(self.tokenizer(list(prompts)).to(self.device)))
         return 100.0 * (image_emb * text_emb).sum(-1)
 
     @torch.no_grad()
     def score(self, images: Tensor, prompts: Sequence[str]) -> Tensor:
+        check_range(images)
         return self.differentiable(images, prompts)
 
     @classmethod

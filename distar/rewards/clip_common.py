@@ -47,6 +47,20 @@ def check_images(images: Tensor) -> None:
         raise ValueError(f"images: expected floats in [0, 1], got {images.dtype}")
 
 
+def check_range(images: Tensor) -> None:
+    """Refuse images outside [0, 1], the range every scorer and FID network is documented for
+    (one host sync: evaluation paths only). Clamping instead scored [-1, 1] images silently
+    wrong. NaN fails too."""
+    check_images(images)
+    low, high = torch.aminmax(images.detach()) if images.numel() else (torch.zeros(()),) * 2
+    low, high = float(low), float(high)
+    if not (0.0 <= low and high <= 1.0):
+        raise ValueError(
+            f"images: expected values in [0, 1], got min {low:.4g}, max {high:.4g} (images in "
+            "[-1, 1]: pass x / 2 + 0.5)"
+        )
+
+
 def clip_pixels(
     images: Tensor, size: int, mean=CLIP_MEAN, std=CLIP_STD, crop: bool = True
 ) -> Tensor:

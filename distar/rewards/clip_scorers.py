@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from distar.devices import to_device
 from distar.rewards.clip_common import (
+    check_range,
     clip_pixels,
     clip_tokenizer,
     from_pretrained_exactly,
@@ -77,9 +78,10 @@ class ClipPairScorer(nn.Module):
 
     @torch.no_grad()
     def score(self, images: Tensor, prompts: Sequence[str]) -> Tensor:
+        check_range(images)
         if self.processor is None:
             return self.differentiable(images, prompts)
-        arrays = list(images.detach().float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy())
+        arrays = list(images.detach().float().permute(0, 2, 3, 1).cpu().numpy())
         pixels = self.processor(images=arrays, do_rescale=False, return_tensors="pt")
         pixels = pixels["pixel_values"].to(self.device)
         return self.from_embeddings(self.image_embeddings(pixels), self.text_embeddings(prompts))
@@ -124,6 +126,7 @@ class AestheticScorer(nn.Module):
 
     @torch.no_grad()
     def score(self, images: Tensor, prompts: Sequence[str] = ()) -> Tensor:
+        check_range(images)
         return self.differentiable(images, prompts)
 
     @classmethod
