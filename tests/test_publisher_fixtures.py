@@ -180,3 +180,72 @@ def test_hps_file_as_hpsv2_writes_it_scores_as_hpsv2_does(tmp_path):
         got = ours.score(as_tensor(arrays), PROMPTS).double()
         bound = 1e-4 if shape[0] == size else 0.1
         assert (got - want).abs().max() <= bound, (shape, got - want)
+
+
+def test_clip_score_as_torchmetrics_and_pickscore_as_its_model_card(tmp_path):
+    """The CLIP-score model and PickScore's folder are what transformers' ``save_pretrained``
+    writes (``tiny_clip``: the publisher's writer). CLIP score against torchmetrics' own
+    ``CLIPScore`` (1.x; its ``get_*_features`` expect 4.x tensors, so the model it is handed
+    returns transformers 5's ``pooler_output``, the projected embedding); PickScore against its
+    model card's recipe (processor on PIL images, normalised features, ``logit_scale.exp()``
+    times the dot). Native size: same fp32 ops (measured 6e-6, 2e-6). Resized to 32 px by the
+    processor from uint8 PIL against distar's float path: measured 0.012 (x 100 scale) and
+    0.003 (logits); bounds 0.05 and 0.01."""
+    from torchmetrics.multimodal.clip_score import CLIPScore
+    from transformers import CLIPModel, CLIPProcessor
+
+    from distar.evaluation.scorers import MetricOptions, build_metric
+    from distar.rewards.clip_common import pooled
+    from distar.rewards.tiny_clip import tiny_clip
+
+    class TensorFeatures(CLIPModel):
+        def get_image_features(self, *args, **kwargs):
+            return pooled(super().get_image_features(*args, **kwargs))
+
+        def get_text_features(self, *args, **kwargs):
+            return pooled(super().get_text_features(*args, **kwargs))
+
+    folder = tiny_clip(tmp_path / "clip")
+    options = MetricOptions({"clip_score": str(folder), "pickscore": str(folder)})
+    clip_score, pickscore = build_metric("clip_score", options), build_metric("pickscore", options)
+    model = TensorFeatures.from_pretrained(folder).eval()
+    processor = CLIPProcessor.from_pretrained(folder)
+    reference = CLIPScore(model_name_or_path=lambda: (model, processor))
+    for shape in ((32, 32), (96, 96), (96, 80)):
+        arrays = pictures(shape, detail=16)
+        want_clip = torch.tensor([float(reference(torch.from_numpy(a).permute(2, 0, 1), [p]))
+                                  for a, p in zip(arrays, PROMPTS, strict=True)])  # fmt: skip
+        with torch.no_grad():
+            images = processor(images=[Image.fromarray(a) for a in arrays], return_tensors="pt")
+            texts = processor(text=PROMPTS, padding=True, truncation=True, max_length=77,
+                              return_tensors="pt")  # fmt: skip
+            image = torch.nn.functional.normalize(model.get_image_features(**images), dim=-1)
+            text = torch.nn.functional.normalize(model.get_text_features(**texts), dim=-1)
+            want_pick = (model.logit_scale.exp() * text @ image.T).diagonal()
+        got_clip = clip_score.score(as_tensor(arrays), PROMPTS)
+        got_pick = pickscore.score(as_tensor(arrays), PROMPTS) * model.logit_scale.exp()
+        native = shape == (32, 32)
+        assert (got_clip - want_clip).abs().max() <= (1e-4 if native else 0.05), shape
+        assert (got_pick - want_pick).abs().max() <= (1e-4 if native else 0.01), shape
+
+
+def test_fid_loads_torch_fidelitys_inception_as_its_own_class_writes_it(tmp_path, monkeypatch):
+    """pt_inception-2015-12-05 is the state dict of torch-fidelity's own
+    ``FeatureExtractorInceptionV3`` (0.4.0): built here with its download patched out, saved
+    with ``torch.save``, loaded strictly by torch-fidelity inside distar's FID. A loading check
+    only: random Inception weights make every FID ~0."""
+    import torch_fidelity.feature_extractor_inceptionv3 as fidelity
+
+    from distar.evaluation.fid import FIDMetric
+
+    with monkeypatch.context() as patch:
+        patch.setattr(fidelity, "load_state_dict_from_url", lambda *args, **kwargs: None)
+        patch.setattr(fidelity.FeatureExtractorInceptionV3, "load_state_dict", lambda *a: None)
+        torch.manual_seed(0)
+        publisher = fidelity.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    saved = publisher.state_dict()
+    torch.save(saved, tmp_path / "weights-inception-2015-12-05-6726825d.pth")
+    fid = FIDMetric(weights=tmp_path / "weights-inception-2015-12-05-6726825d.pth")
+    loaded = fid.metric.inception.state_dict()
+    assert loaded.keys() == saved.keys() and len(saved) > 500
+    assert all(torch.equal(loaded[k], saved[k]) for k in saved)
