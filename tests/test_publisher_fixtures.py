@@ -23,6 +23,8 @@ by the 8-bit rounding it comes from (see each test).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -249,3 +251,32 @@ def test_fid_loads_torch_fidelitys_inception_as_its_own_class_writes_it(tmp_path
     loaded = fid.metric.inception.state_dict()
     assert loaded.keys() == saved.keys() and len(saved) > 500
     assert all(torch.equal(loaded[k], saved[k]) for k in saved)
+
+
+def test_dmd2_unet_bin_as_dmd2_writes_and_reads_it(world_cache, tmp_path):
+    """DMD2's one-step UNet (``dmd2_sdxl_1step_unet_fp16.bin``): written by its training code
+    as ``torch.save(feedforward_model.state_dict())`` of a diffusers UNet
+    (tianweiy/DMD2@8d8fa55 ``main/train_sd.py``), read by its README as
+    ``UNet2DConditionModel.from_config(base, subfolder="unet")`` then
+    ``load_state_dict(torch.load(path))``. distar's ``world.generator_init`` holds the same
+    weights as that recipe (fp16 file, fp32 masters), bit for bit."""
+    from diffusers import UNet2DConditionModel
+
+    from distar.config import Config
+    from distar.worlds.builders import build_world
+    from distar.worlds.sd.loading import load_unet
+    from distar.worlds.sd.tiny_pipelines import resolve
+
+    base = Path(resolve("tiny:sdxl"))
+    unet = load_unet(base, torch.float16)
+    with torch.no_grad():
+        for p in unet.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    torch.save(unet.state_dict(), tmp_path / "dmd2_sdxl_1step_unet_fp16.bin")
+    readme = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(base / "unet"))
+    readme.load_state_dict(torch.load(tmp_path / "dmd2_sdxl_1step_unet_fp16.bin"))
+    sets = {"world.generator_init": str(tmp_path / "dmd2_sdxl_1step_unet_fp16.bin")}
+    world = build_world(Config.for_world("sdxl-tiny", sets).world, torch.device("cpu"))
+    got = dict(world.generator.denoiser.unet.named_parameters())
+    for key, want in readme.named_parameters():
+        assert got[key].dtype == torch.float32 and torch.equal(got[key], want.float()), key

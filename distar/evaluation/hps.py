@@ -72,6 +72,9 @@ class HPSv2Scorer(nn.Module):
 
     @classmethod
     def load(cls, checkpoint: Path, arch: str = "ViT-H-14") -> HPSv2Scorer:
+        """Accepted layouts: the dict hpsv2's ``save_ckpt`` writes (``state_dict`` read, its
+        ``iterations`` / ``name`` / ``optimizer`` ignored), or a bare open_clip state dict; a
+        ``module.`` prefix (a DDP-wrapped save) is stripped. Loaded strictly, as hpsv2 does."""
         import open_clip
 
         model = open_clip.create_model(arch, pretrained=None)  # the checkpoint holds every weight
