@@ -19,6 +19,11 @@ Tolerances: at the scorer's native size no resize happens and the two sides comp
 fp32 ops (rel 1e-5). With a resize the references use 8-bit PIL bicubic and distar a float
 antialiased bicubic in torch, which is differentiable: that difference is measured and bounded
 by the 8-bit rounding it comes from (see each test).
+
+Mutation checks: ``bash scripts/publisher_mutations.sh`` breaks each rule (the publisher's
+unused keys not skipped, transformers' lenient load, clamping instead of refusing, HPSv2
+stretching instead of padding, resizing without antialiasing) and the tests here or in
+tests/test_metrics.py fail.
 """
 
 from __future__ import annotations
