@@ -131,6 +131,9 @@ class AestheticScorer(nn.Module):
 
     @classmethod
     def load(cls, clip_dir: Path, head_file: Path) -> AestheticScorer:
+        """Accepted layouts: a transformers CLIP folder (exactly: :func:`from_pretrained_exactly`)
+        and LAION's head as its MLP class saves it (``layers.{0,2,4,6,7}.*``, ``torch.save`` or
+        safetensors), loaded strictly."""
         from transformers import CLIPModel
 
         clip = from_pretrained_exactly(CLIPModel, clip_dir)
