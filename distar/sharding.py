@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from distar.config import ConfigError
+from distar.config_base import ConfigError
 from distar.distributed import backend, has_cpu_backend
 
 # reshard_after_forward per network, remembered for gathered() to restore
@@ -60,12 +60,12 @@ def shard_network(
     and gathers them again for its backward (ZeRO-3): it holds most memory (fp32 masters, two Adam
     moments, gradients) and the generator's forward comes long before its backward (the whole DI*
     loss lies between). A frozen network is not resharded after its forward: the backward
-    through its *input* that the generator loss needs follows, and the loop holds it gathered
-    for the whole generator step (:func:`gathered`: one all-gather per step whatever the
-    chunking, at the cost of one unsharded bf16 copy, 5.1 GB on SDXL, held from a forward to
-    its backward anyway). ``offload``: trained shards, their gradients and Adam states live on
-    the host and the optimizer steps there (CPUOffloadPolicy; on a CPU run the same code path
-    with nothing to save)."""
+    through its *input* that the generator loss needs follows, and a chunked generator step
+    holds it gathered for all its chunks (:func:`gathered`: one all-gather per step whatever
+    the chunking; the unsharded bf16 copy, 5.1 GB on SDXL, is held from a forward to its
+    backward anyway, and let go before the generator's backward). ``offload``: trained
+    shards, their gradients and Adam states live on the host and the optimizer steps there
+    (CPUOffloadPolicy; on a CPU run the same code path with nothing to save)."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
 

@@ -8,6 +8,7 @@ benchmark evaluation is handed in (:class:`BenchmarkRunner`) by the layer that b
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -194,23 +195,17 @@ class Trainer:
         noise = self._noise(x0)
         null = world.null_conditions(cond)
         chunk = cfg.train.generator_chunk or n
-        sums: dict[str, torch.Tensor] = {}
-        with frozen(self.params["assistant"]), gathered(*world.frozen_networks()):
+        with frozen(self.params["assistant"]):
             leaf = x0 if chunk >= n else x0.detach().requires_grad_(True)
             self.opt_generator.zero_grad(set_to_none=True)
-            for i in range(0, n, chunk):
-                part = slice(i, min(i + chunk, n))
-                part_batch = GeneratorBatch(
-                    leaf[part], sigma[part], noise[part], cond[part], null[part]
+            # chunked, the frozen reference is gathered once for every chunk's forward and
+            # backward, and let go before the generator's backward (one chunk holds it whole
+            # from its forward to its backward anyway); unchunked, FSDP's own order is that
+            held = gathered(*world.frozen_networks()) if leaf is not x0 else nullcontext()
+            with held:
+                sums = self._generator_chunks(
+                    GeneratorBatch(leaf, sigma, noise, cond, null), chunk, diagnose
                 )
-                out = generator_loss(cfg.loss, part_batch, self.networks(), diagnose)
-                (out.per_sample.sum() / n).backward()
-                k = part.stop - part.start
-                values = {"loss/generator": out.per_sample.detach().sum()}
-                values.update({f"loss/{t}": v.detach().sum() for t, v in out.terms.items()})
-                values.update({d: k * torch.as_tensor(v) for d, v in out.diagnostics.items()})
-                for key, v in values.items():
-                    sums[key] = sums.get(key, 0) + v
             if leaf is not x0:
                 x0.backward(leaf.grad)
         self.samples = (x0.detach(), cond)  # for optim.reuse_generator_samples
@@ -221,6 +216,29 @@ class Trainer:
         )
         self.guard.watch(self.step, "generator gradient norm", norm)
         return {**metrics, "grad_norm/generator": norm.detach()}
+
+    def _generator_chunks(
+        self, batch: GeneratorBatch, chunk: int, diagnose: bool
+    ) -> dict[str, torch.Tensor]:
+        """The generator loss and its backward, ``chunk`` samples at a time; the sums of the
+        logged values over the batch."""
+        n = len(batch.x0)
+        sums: dict[str, torch.Tensor] = {}
+        for i in range(0, n, chunk):
+            part = slice(i, min(i + chunk, n))
+            part_batch = GeneratorBatch(
+                batch.x0[part], batch.sigma[part], batch.noise[part], batch.cond[part],
+                batch.null[part],
+            )  # fmt: skip
+            out = generator_loss(self.config.loss, part_batch, self.networks(), diagnose)
+            (out.per_sample.sum() / n).backward()
+            k = part.stop - part.start
+            values = {"loss/generator": out.per_sample.detach().sum()}
+            values.update({f"loss/{t}": v.detach().sum() for t, v in out.terms.items()})
+            values.update({d: k * torch.as_tensor(v) for d, v in out.diagnostics.items()})
+            for key, v in values.items():
+                sums[key] = sums.get(key, 0) + v
+        return sums
 
     def train_step(self) -> dict[str, torch.Tensor]:
         """K assistant rounds, then one generator step; advances ``self.step``. Returns device

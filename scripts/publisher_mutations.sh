@@ -4,22 +4,7 @@
 # runs the tests that must then fail; every block below should end in "failed". ~2 minutes.
 #   bash scripts/publisher_mutations.sh
 set -u
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-run() {
-  name=$1; file=$2; from=$3; to=$4; tests=$5
-  copy=$(mktemp -d)
-  git -C "$ROOT" ls-files -co --exclude-standard | tar -C "$ROOT" -cf - -T - | tar -C "$copy" -xf -
-  python - "$copy/$file" "$from" "$to" <<'PY'
-import sys
-path, old, new = sys.argv[1:]
-text = open(path).read()
-assert old in text, f"{path}: {old!r} not found (the code moved: update the mutation)"
-open(path, "w").write(text.replace(old, new))
-PY
-  (cd "$copy" && PYTHONPATH="$copy" timeout 600 python -m pytest -q -p no:cacheprovider $tests \
-    2>&1 | tail -1 | sed "s/^/[$name] /")
-  rm -rf "$copy"
-}
+source "$(dirname "$0")/mutation_lib.sh"
 T="tests/test_publisher_fixtures.py tests/test_metrics.py"
 run unused-keys-not-skipped distar/evaluation/imagereward.py "        if key in UNUSED_KEYS:" \
   "        if False:" "$T"

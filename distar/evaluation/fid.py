@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from distar.rewards.clip_common import check_range
+from distar.rewards.clip_common import check_pixel_range
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 _STATE = ("real_features_sum", "real_features_cov_sum", "real_features_num_samples")
@@ -50,7 +50,7 @@ class FIDMetric:
         self.metric.reset()  # generated features only: reset_real_features=False
 
     def update(self, images: Tensor, prompts: Sequence[str] = ()) -> None:
-        check_range(images)
+        check_pixel_range(images)
         self.metric.update(images.to(self.device).float(), real=False)
 
     def compute(self) -> float:
@@ -71,7 +71,7 @@ class FIDMetric:
             setattr(self.metric, k, total.to(current.dtype).to(current.device))
 
     def add_reference(self, images: Tensor) -> None:
-        check_range(images)
+        check_pixel_range(images)
         self.metric.update(images.to(self.device).float(), real=True)
         self.has_reference = True
 

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from distar.rewards.clip_common import (
     CLIP_MEAN,
     CLIP_STD,
-    check_range,
+    check_pixel_range,
     clip_pixels,
     normalised,
 )
@@ -67,7 +67,7 @@ class HPSv2Scorer(nn.Module):
 
     @torch.no_grad()
     def score(self, images: Tensor, prompts: Sequence[str]) -> Tensor:
-        check_range(images)
+        check_pixel_range(images)
         return self.differentiable(images, prompts)
 
     @classmethod

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from distar.rewards.clip_common import check_range, clip_pixels
+from distar.rewards.clip_common import check_pixel_range, clip_pixels
 from distar.rewards.heads import RewardHead, load_state_dict
 
 REWARD_MEAN = 0.16717362830052426
@@ -120,7 +120,7 @@ class ImageRewardScorer(nn.Module):
 
     @torch.no_grad()
     def score(self, images: Tensor, prompts: Sequence[str]) -> Tensor:
-        check_range(images)
+        check_pixel_range(images)
         return self.differentiable(images, prompts)
 
     @classmethod

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from distar.benchmark_catalogue import FIDProtocol
 from distar.evaluation.fid import image_files, listing_key
-from distar.rewards.clip_common import check_range
+from distar.rewards.clip_common import check_pixel_range
 
 CLEAN_SIZE = 299
 
@@ -47,7 +47,7 @@ def protocol_pixels(image: np.ndarray, resolution: int) -> np.ndarray:
 def to_uint8(images: Tensor) -> np.ndarray:
     """Step 1: float [B, 3, H, W] in [0, 1] (refused outside) -> uint8 [B, H, W, 3], truncated
     as DMD2 casts."""
-    check_range(images)
+    check_pixel_range(images)
     scaled = images.detach().float().cpu() * 255.0
     return scaled.to(torch.uint8).permute(0, 2, 3, 1).numpy()
 

@@ -11,7 +11,12 @@ from pathlib import Path
 import torch
 
 from distar.cache import materialise
-from distar.evaluation.imagereward import ImageRewardScorer, blip_tokenizer, rename_vision_key
+from distar.evaluation.imagereward import (
+    PROJECTION_WIDTH,
+    ImageRewardScorer,
+    blip_tokenizer,
+    rename_vision_key,
+)
 from distar.evaluation.scorers import blip_configs
 from distar.rewards.heads import RewardHead
 from distar.rewards.tiny_clip import CLIP_VOCAB, tiny_clip, tiny_clip_config, tiny_text_encoder
@@ -110,8 +115,6 @@ def tiny_imagereward(directory: Path, seed: int = 0) -> dict[str, Path]:
 def original_layout(model) -> dict[str, torch.Tensor]:
     """Our scorer's weights under ImageReward.pt's key names, with the tensors the publisher's
     module also writes (:data:`~distar.evaluation.imagereward.UNUSED_KEYS`, random here)."""
-    from distar.evaluation.imagereward import PROJECTION_WIDTH
-
     vision_width, text_width = model.vision.config.hidden_size, model.text.config.hidden_size
     positions = model.text.config.max_position_embeddings
     state = {

@@ -47,7 +47,7 @@ def check_images(images: Tensor) -> None:
         raise ValueError(f"images: expected floats in [0, 1], got {images.dtype}")
 
 
-def check_range(images: Tensor) -> None:
+def check_pixel_range(images: Tensor) -> None:
     """Refuse images outside [0, 1], the range every scorer and FID network is documented for
     (one host sync: evaluation paths only). Clamping instead scored [-1, 1] images silently
     wrong. NaN fails too."""
@@ -61,19 +61,13 @@ def check_range(images: Tensor) -> None:
         )
 
 
-def clip_pixels(
-    images: Tensor, size: int, mean=CLIP_MEAN, std=CLIP_STD, crop: bool = True
-) -> Tensor:
+def clip_pixels(images: Tensor, size: int, mean=CLIP_MEAN, std=CLIP_STD) -> Tensor:
     """[B, 3, H, W] in [0, 1] -> normalised [B, 3, size, size]; differentiable. Bicubic resize of
-    the shorter side to ``size`` (antialiased, like PIL), then a centre crop; with ``crop=False``
-    both sides are resized to ``size`` (open_clip's HPSv2 transform)."""
+    the shorter side to ``size`` (antialiased, like PIL), then a centre crop."""
     check_images(images)
     h, w = images.shape[-2:]
-    if crop:
-        scale = size / min(h, w)
-        out_hw = (max(size, round(h * scale)), max(size, round(w * scale)))
-    else:
-        out_hw = (size, size)
+    scale = size / min(h, w)
+    out_hw = (max(size, round(h * scale)), max(size, round(w * scale)))
     if (h, w) != out_hw:
         images = F.interpolate(images, out_hw, mode="bicubic", antialias=True, align_corners=False)
     top, left = (images.shape[-2] - size) // 2, (images.shape[-1] - size) // 2

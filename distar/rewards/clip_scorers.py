@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from distar.devices import to_device
 from distar.rewards.clip_common import (
-    check_range,
+    check_pixel_range,
     clip_pixels,
     clip_tokenizer,
     from_pretrained_exactly,
@@ -78,7 +78,7 @@ class ClipPairScorer(nn.Module):
 
     @torch.no_grad()
     def score(self, images: Tensor, prompts: Sequence[str]) -> Tensor:
-        check_range(images)
+        check_pixel_range(images)
         if self.processor is None:
             return self.differentiable(images, prompts)
         arrays = list(images.detach().float().permute(0, 2, 3, 1).cpu().numpy())
@@ -126,7 +126,7 @@ class AestheticScorer(nn.Module):
 
     @torch.no_grad()
     def score(self, images: Tensor, prompts: Sequence[str] = ()) -> Tensor:
-        check_range(images)
+        check_pixel_range(images)
         return self.differentiable(images, prompts)
 
     @classmethod

@@ -66,9 +66,10 @@ class World(Protocol):
     def frozen_networks(self) -> list[nn.Module]:
         """The frozen networks with weights of their own that the generator step calls (an SD
         world's reference UNet beside a copy assistant; none for an exact reference or one
-        sharing the assistant's weights). Sharded, the loop gathers them once for the whole
-        step, chunks and backward included: they are held whole between a chunk's forward and
-        its backward anyway, so one gather costs no peak memory over one per chunk."""
+        sharing the assistant's weights). Sharded, a chunked generator step gathers them once
+        for all its chunks and lets go before the generator's backward: each chunk holds them
+        whole from its forward to its backward anyway, so one gather costs no peak memory over
+        one per chunk."""
         ...
 
     def sample_conditions(
