@@ -280,7 +280,9 @@ def floor_passes(trainer: Trainer) -> dict[str, Callable[[], object]]:
 def measure(args) -> dict:
     trainer = build(args)
     device = trainer.device
-    # the networks were whole on the GPU before sharding: the run's start-up peak
+    # the networks were whole on the GPU before sharding: a start-up peak, but not quite a run's
+    # (the reference is built in fp32 here and then cast, 8 B a parameter for a moment, and no
+    # text encoder is loaded): plan --check's start-up column is indicative
     startup = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     for _ in range(args.warmup):
         trainer.train_step()
