@@ -29,9 +29,13 @@ from pathlib import Path
 import torch
 
 from distar.evaluation.imagereward import REWARD_MEAN, REWARD_STD
-from distar.evaluation.tiny_metrics import tiny_bert_tokenizer
-
-WIDTH, IMAGE_SIZE, POSITIONS = 32, 32, 64
+from distar.evaluation.tiny_metrics import (
+    BLIP_IMAGE_SIZE,
+    BLIP_POSITIONS,
+    BLIP_WIDTH,
+    tiny_bert_tokenizer,
+    tiny_blip_configs,
+)
 
 
 def package_root() -> Path | None:
@@ -98,20 +102,19 @@ def tiny_reference(directory: Path, seed: int = 0):
         return tokenizer
 
     def tiny_vit(vit_name, image_size, *args):
-        net = vit.VisionTransformer(
-            img_size=image_size, patch_size=16, embed_dim=WIDTH, depth=1, num_heads=2, mlp_ratio=2
-        )
-        return net, WIDTH
+        net = vit.VisionTransformer(img_size=image_size, patch_size=16, embed_dim=BLIP_WIDTH,
+                                    depth=1, num_heads=2, mlp_ratio=2)  # fmt: skip
+        return net, BLIP_WIDTH
 
     pretrain.init_tokenizer, pretrain.create_vit = local_tokenizer, tiny_vit
     vocab = len(local_tokenizer())
     med_config = {
         "architectures": ["BertModel"], "attention_probs_dropout_prob": 0.1, "hidden_act": "gelu",
-        "hidden_dropout_prob": 0.1, "hidden_size": WIDTH, "initializer_range": 0.02,
-        "intermediate_size": 2 * WIDTH, "layer_norm_eps": 1e-12,
-        "max_position_embeddings": POSITIONS, "model_type": "bert", "num_attention_heads": 2,
+        "hidden_dropout_prob": 0.1, "hidden_size": BLIP_WIDTH, "initializer_range": 0.02,
+        "intermediate_size": 2 * BLIP_WIDTH, "layer_norm_eps": 1e-12,
+        "max_position_embeddings": BLIP_POSITIONS, "model_type": "bert", "num_attention_heads": 2,
         "num_hidden_layers": 1, "pad_token_id": 0, "type_vocab_size": 2, "vocab_size": vocab,
-        "encoder_width": WIDTH, "add_cross_attention": True,
+        "encoder_width": BLIP_WIDTH, "add_cross_attention": True,
     }  # fmt: skip
     (directory / "med_config.json").write_text(json.dumps(med_config))
     torch.manual_seed(seed)
@@ -119,28 +122,15 @@ def tiny_reference(directory: Path, seed: int = 0):
     torch.nn.Module.__init__(model)
     model.device = "cpu"
     model.blip = pretrain.BLIP_Pretrain(
-        image_size=IMAGE_SIZE, vit="large", med_config=str(directory / "med_config.json")
+        image_size=BLIP_IMAGE_SIZE, vit="large", med_config=str(directory / "med_config.json")
     )
-    model.preprocess = module._transform(IMAGE_SIZE)
-    model.mlp = module.MLP(WIDTH)
+    model.preprocess = module._transform(BLIP_IMAGE_SIZE)
+    model.mlp = module.MLP(BLIP_WIDTH)
     for p in model.mlp.parameters():  # its own init scores every pair ~-0.163: spread it
         torch.nn.init.normal_(p, std=0.3)
     model.mean, model.std = REWARD_MEAN, REWARD_STD
     model.eval()
     torch.save(model.state_dict(), directory / "ImageReward.pt")
-    return model, directory / "ImageReward.pt", bert, distar_configs(directory / "configs", vocab)
+    configs = tiny_blip_configs(directory / "configs", vocab)  # distar's, of the same shapes
+    return model, directory / "ImageReward.pt", bert, configs
 
-
-def distar_configs(directory: Path, vocab: int) -> Path:
-    """BlipVisionConfig / BlipTextConfig of the same shapes (distar.evaluation.scorers)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    vision = {"hidden_size": WIDTH, "intermediate_size": 2 * WIDTH, "num_hidden_layers": 1,
-              "num_attention_heads": 2, "image_size": IMAGE_SIZE, "patch_size": 16,
-              "layer_norm_eps": 1e-6}  # fmt: skip
-    text = {"vocab_size": vocab, "hidden_size": WIDTH, "encoder_hidden_size": WIDTH,
-            "intermediate_size": 2 * WIDTH, "num_hidden_layers": 1, "num_attention_heads": 2,
-            "max_position_embeddings": POSITIONS, "layer_norm_eps": 1e-12,
-            "pad_token_id": 0}  # fmt: skip
-    (directory / "vision.json").write_text(json.dumps(vision))
-    (directory / "text.json").write_text(json.dumps(text))
-    return directory

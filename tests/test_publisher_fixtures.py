@@ -11,9 +11,11 @@ scorers and score as the publishers' own scoring code does.
 - HPS_v2.1_compressed.pt: an open_clip model (hpsv2 1.2.0 vendors open_clip; its key set is
   that of open_clip 3.3 on the same config) saved in the dict hpsv2's own writer makes
   (``hpsv2/src/training/file_utils.py`` ``save_ckpt``: iterations, name, state_dict,
-  optimizer), scored by the recipe of ``hpsv2/img_score.py`` ``score`` with open_clip's own
-  preprocessing (PIL) and forward. hpsv2 itself does not import as shipped (its wheel lacks
-  the BPE vocabulary file ``tokenizer.py`` opens at import; pins protobuf<4, pytest==7.2).
+  optimizer), scored by the recipe of ``hpsv2/img_score.py`` ``score``: its evaluation
+  transform (``ResizeMaxSize``, pad to a square, on the PIL image) rebuilt from the torchvision
+  calls it makes, and open_clip's forward. hpsv2 itself does not import as shipped (its wheel
+  lacks the BPE vocabulary file ``tokenizer.py`` opens at import; pins protobuf<4,
+  pytest==7.2).
 
 Tolerances: at the scorer's native size no resize happens and the two sides compute the same
 fp32 ops (rel 1e-5). With a resize the references use 8-bit PIL bicubic and distar a float

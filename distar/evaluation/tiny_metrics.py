@@ -71,37 +71,45 @@ def tiny_bert_tokenizer(directory: Path) -> Path:
     return directory
 
 
-def tiny_imagereward(directory: Path, seed: int = 0) -> dict[str, Path]:
-    """ImageReward.pt in the original layout (BLIP names), its BLIP configs and a tokenizer."""
-    directory.mkdir(parents=True, exist_ok=True)
-    tokenizer_dir = tiny_bert_tokenizer(directory / "bert")
-    vocab = len(blip_tokenizer(tokenizer_dir))
+# the tiny BLIP's shapes (ImageReward's ViT and BERT, one layer each)
+BLIP_WIDTH, BLIP_IMAGE_SIZE, BLIP_POSITIONS = 32, 32, 64
+
+
+def tiny_blip_configs(directory: Path, vocab: int) -> Path:
+    """``vision.json`` / ``text.json`` of the tiny BLIP in ``directory`` (what
+    :func:`distar.evaluation.scorers.blip_configs` reads)."""
     vision = {
-        "hidden_size": 32,
-        "intermediate_size": 64,
+        "hidden_size": BLIP_WIDTH,
+        "intermediate_size": 2 * BLIP_WIDTH,
         "num_hidden_layers": 1,
         "num_attention_heads": 2,
-        "image_size": 32,
+        "image_size": BLIP_IMAGE_SIZE,
         "patch_size": 16,
         "layer_norm_eps": 1e-6,
     }
     text = {
         "vocab_size": vocab,
-        "hidden_size": 32,
-        "encoder_hidden_size": 32,
-        "intermediate_size": 64,
+        "hidden_size": BLIP_WIDTH,
+        "encoder_hidden_size": BLIP_WIDTH,
+        "intermediate_size": 2 * BLIP_WIDTH,
         "num_hidden_layers": 1,
         "num_attention_heads": 2,
-        "max_position_embeddings": 64,
+        "max_position_embeddings": BLIP_POSITIONS,
         "bos_token_id": 1,
         "sep_token_id": 3,
         "pad_token_id": 0,
     }
-    configs = directory / "configs"
-    configs.mkdir(exist_ok=True)
-    (configs / "vision.json").write_text(json.dumps(vision))
-    (configs / "text.json").write_text(json.dumps(text))
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "vision.json").write_text(json.dumps(vision))
+    (directory / "text.json").write_text(json.dumps(text))
+    return directory
 
+
+def tiny_imagereward(directory: Path, seed: int = 0) -> dict[str, Path]:
+    """ImageReward.pt in the original layout (BLIP names), its BLIP configs and a tokenizer."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tokenizer_dir = tiny_bert_tokenizer(directory / "bert")
+    configs = tiny_blip_configs(directory / "configs", len(blip_tokenizer(tokenizer_dir)))
     torch.manual_seed(seed)
     model = ImageRewardScorer.build(*blip_configs(configs), blip_tokenizer(tokenizer_dir))
     torch.save(original_layout(model), directory / "ImageReward.pt")
