@@ -9,10 +9,10 @@ import math
 import pandas as pd
 from scipy import stats
 
-from distar import paper
+from distar import paper, tracking
 from distar.config import ConfigError
+from distar.extras import require
 from distar.tracking import (
-    TRACKING_ERRORS,
     check_tracking_server,
     missing_store,
     setting_label,
@@ -48,7 +48,8 @@ def load_runs(tracking_uri: str, experiment: str, sweep: str | None = None) -> p
 
 def check_store(uri: str) -> None:
     """A store to read: missing or unreachable ones are refused naming ``--tracking-uri``
-    (reading never creates one)."""
+    (reading never creates one); MLflow itself first (one line naming its extra)."""
+    require("sweep", "reading runs from MLflow", ("mlflow",))
     missing = missing_store(uri)
     if missing:
         raise ConfigError(f"--tracking-uri: no MLflow store at {missing}")
@@ -62,7 +63,7 @@ def read_runs(args) -> pd.DataFrame:
     check_store(uri)
     try:
         return load_runs(uri, args.experiment, args.sweep)
-    except TRACKING_ERRORS as error:
+    except tracking.TRACKING_ERRORS as error:  # MLflow's classes: imported when needed
         why = " ".join(str(error).split())[:160]
         what = f"{type(error).__name__}: {why}"
         raise ConfigError(f"--tracking-uri: {uri} cannot be read ({what})") from None

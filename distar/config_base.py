@@ -119,6 +119,7 @@ class WorldConfig(Section):
 
     section: ClassVar[str] = "world"
     text_to_image: ClassVar[bool] = False  # True: its generator can run the eval benchmarks
+    extra: ClassVar[str] = ""  # the pyproject extra its builder needs (distar.extras); "": none
     name: str = ""
 
     def reward_unit(self) -> str:

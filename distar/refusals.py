@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from distar.config_base import ConfigError
+from distar.extras import missing_extra
 
 ANTICIPATED: tuple[type[BaseException], ...] = (
     ConfigError,
@@ -74,10 +75,20 @@ def refusing(
     outputs = Outputs()
     try:
         return body(outputs)
+    except ModuleNotFoundError as error:
+        if (missing := missing_extra(error)) is None:
+            raise
+        return refuse(missing, outputs)
     except (*ANTICIPATED, *extra) as error:
+        return refuse(error, outputs)
+
+
+def refuse(error: BaseException, outputs: Outputs | None = None) -> int:
+    """The refusal itself: one line on stderr, exit code 2, fresh outputs removed."""
+    if outputs is not None:
         outputs.remove()
-        print(f"{label(error)}: {one_line(error)}", file=sys.stderr)
-        return 2
+    print(f"{label(error)}: {one_line(error)}", file=sys.stderr)
+    return 2
 
 
 def check_writable_dir(path: str | Path, flag: str) -> None:

@@ -126,7 +126,7 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
     base = base_config(args)
     min_effect = min_effect_of(args, args.world)  # refused here, before Ray starts
     trials = expand(rows, base, args.seeds, args.huber_c)
-    preflight_sweep(base)  # every file a trial reads, before Ray starts (a dry run too)
+    preflight_sweep(base, args.dry_run)  # what a trial reads, before Ray starts (a dry run too)
     if args.dry_run:
         for t in trials:
             f = t.flat_config

@@ -220,7 +220,7 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
     base = Config.for_world(args.world, flat)
     objective = objective_of(args, base)
     run_sd = run_sd_of(args, objective["metric"])  # refused here, before Ray starts
-    preflight_sweep(base)  # every file a trial reads, before Ray starts
+    preflight_sweep(base, args.dry_run)  # every file a trial reads, before Ray starts
     if args.dry_run:
         print(base.to_yaml(), end="")
         print(

@@ -9,6 +9,7 @@ from typing import Any
 
 from distar.config import Config, ConfigError
 from distar.evaluation.preflight import preflight
+from distar.extras import require
 from distar.refusals import check_name, check_writable_dir
 from distar.tracking import SWEEP_TAG, TrackingStoreError, default_tracking_uri
 
@@ -70,14 +71,17 @@ class SweepSettings:
         return self.tracking_uri or default_tracking_uri(self.storage)
 
 
-def preflight_sweep(base: Config) -> None:
-    """What every trial of a sweep would read, checked here before Ray starts: the world's files
-    (no weight read; the machine that starts the sweep must see them, as its nodes do) and every
-    prompt and weight file the evaluation needs."""
+def preflight_sweep(base: Config, dry_run: bool) -> None:
+    """What every trial of a sweep would read, checked here before Ray starts: the world's
+    optional dependencies and files (no weight read; the machine that starts the sweep must see
+    them, as its nodes do), every prompt and weight file the evaluation needs, and (unless it is
+    a dry run) the sweep's own dependencies."""
     from distar.worlds.builders import check_world  # torch
 
     check_world(base)
     preflight(base.eval)
+    if not dry_run:
+        require("sweep", "a sweep (Ray Tune trials, tracked in MLflow)")
 
 
 def parent_tags(settings: SweepSettings) -> dict[str, str]:

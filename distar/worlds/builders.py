@@ -8,6 +8,7 @@ import torch
 from distar.cache import cache_root
 from distar.config import Config
 from distar.config_base import WorldConfig
+from distar.extras import require
 from distar.refusals import check_writable_dir
 from distar.worlds.base import WORLD_CHECKS, WORLDS, World
 from distar.worlds.gmm import world as gmm
@@ -20,8 +21,11 @@ def check_world(config: Config) -> None:
     """Every path the run's world will read, and what the config asks of those files (noise
     ranges inside the reference's schedule), checked before a weight loads and before Ray
     starts (the entry points call it; raises WorldLoadError / ConfigError); and the cache folder
-    every world may write (stage-0 fits, tiny components)."""
+    every world may write (stage-0 fits, tiny components). First of all, that the world's
+    optional dependencies are installed (:class:`MissingExtraError`)."""
     cfg = config.world
+    if cfg.extra:
+        require(cfg.extra, f"world {cfg.name!r}")
     where = "world.cache_dir" if getattr(cfg, "cache_dir", "") else "DISTAR_CACHE"
     check_writable_dir(cache_root(getattr(cfg, "cache_dir", "")), f"{where} (the cache folder)")
     if cfg.name in WORLD_CHECKS:

@@ -40,6 +40,7 @@ class SDWorldConfig(WorldConfig):
     reference, or LoRA adapters on it), one-step generator, VAE, text encoders, reward."""
 
     text_to_image: ClassVar[bool] = True
+    extra: ClassVar[str] = "t2i"
     reference: str = ""  # diffusers pipeline dir: unet/ vae/ text_encoder*/ tokenizer*/ scheduler/
     generator_init: str = ""  # "": the reference UNet; a UNet directory; or a state-dict file
     vae: str = ""  # "": the reference's vae/; or a separate AutoencoderKL directory

@@ -1,0 +1,96 @@
+"""A missing optional dependency is one line naming the extra to install, from every entry point,
+before anything starts -- never a traceback. Each case runs the entry point in a fresh Python
+with the extra's modules made unimportable (``sys.modules[name] = None``: ``import name`` then
+fails as it does when the package is not installed, and ``find_spec`` finds nothing)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from distar import extras
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN_BLOCKED = """
+import runpy, sys
+blocked, entry, *args = sys.argv[1:]
+sys.modules.update({name: None for name in blocked.split(",")})
+sys.argv = [entry, *args]
+if entry.endswith(".py"):
+    runpy.run_path(entry, run_name="__main__")
+else:
+    runpy.run_module(entry, run_name="__main__", alter_sys=True)
+"""
+GRID, SEARCH = "sweeps/ablation_grid.py", "sweeps/search.py"
+CASES = [  # (blocked modules, entry point, its arguments, the extra, words the line must hold)
+    ("diffusers,peft", GRID, ["--world", "sd15-tiny", "--smoke-test"], "t2i", "world 'sd15'"),
+    ("diffusers", SEARCH, ["--world", "sdxl-tiny", "--smoke-test"], "t2i", "world 'sdxl'"),
+    ("peft", "distar.train", ["--world", "sd15-tiny", "--smoke-test"], "t2i", "world 'sd15'"),
+    ("ray", GRID, ["--smoke-test"], "sweep", "a sweep"),
+    ("optuna", SEARCH, ["--smoke-test"], "sweep", "a sweep"),
+    ("transformers", "distar.evaluate", ["--tiny", "--benchmark", "parti:2"], "eval",
+     "transformers"),
+    ("mlflow", "analysis.report", ["--tracking-uri", "sqlite:///{tmp}/m.db"], "sweep", "mlflow"),
+    ("mlflow", "analysis.compare", ["--tracking-uri", "sqlite:///{tmp}/m.db", "a", "b"], "sweep",
+     "mlflow"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("blocked", "entry", "args", "extra", "words"), CASES,
+                         ids=[f"{c[1]}-{c[0]}" for c in CASES])  # fmt: skip
+def test_a_missing_extra_is_one_line_naming_it(blocked, entry, args, extra, words, tmp_path):
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    storage = tmp_path / "out"
+    if entry in (GRID, SEARCH):
+        args += ["--storage", str(storage)]
+    elif entry == "distar.train":
+        args += ["--out", str(storage)]
+    done = subprocess.run([sys.executable, "-c", RUN_BLOCKED, blocked, entry, *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert lines[0].startswith("missing dependency: ") and words in lines[0], lines[0]
+    assert lines[0].endswith(f'pip install -e ".[{extra}]"'), lines[0]
+    assert not storage.exists()  # refused before anything started
+
+
+def test_a_genuine_import_error_keeps_its_traceback():
+    """Only an absent optional package is a refusal: a missing module of ours, or of an
+    installed package, is a bug and must show where it happened."""
+    for name in ("distar.no_such_module", "mlflow.no_such_module", "no_such_package"):
+        assert extras.missing_extra(ModuleNotFoundError(name, name=name)) is None
+    assert extras.missing_extra(ModuleNotFoundError("x", name="ray.tune")) is None  # installed
+
+
+def requirement_names(extra: str, table: dict[str, list[str]]) -> set[str]:
+    """The distributions ``pip install -e .[extra]`` brings, following ``distar[...]`` within."""
+    names: set[str] = set()
+    for req in table[extra]:
+        name = req.split(";")[0].split("[")[0].strip()
+        for cut in "<>=!~ ":
+            name = name.split(cut)[0]
+        if name == "distar":
+            for inner in req.split("[")[1].split("]")[0].split(","):
+                names |= requirement_names(inner.strip(), table)
+        else:
+            names.add(name.lower().replace("_", "-"))
+    return names
+
+
+def test_each_extra_installs_the_modules_the_refusal_names():
+    """The line tells the user to install an extra: that extra must bring every module it is
+    named for (a module listed under the wrong extra would send the user round in circles)."""
+    table = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    optional = table["optional-dependencies"]
+    base = {d.split("=")[0].split(">")[0].lower() for d in table["dependencies"]}
+    for module, (extra, distribution) in extras.MODULES.items():
+        assert distribution.lower().replace("_", "-") in requirement_names(extra, optional), module
+    for extra, modules in extras.EXTRAS.items():
+        for module in modules:
+            brought = requirement_names(extra, optional) | base
+            assert extras.MODULES[module][1].lower().replace("_", "-") in brought, (extra, module)
