@@ -22,7 +22,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.runs import cell, published_value, read_runs, recorded_published, summarise
+from analysis.runs import (
+    cell,
+    column_title,
+    published_value,
+    read_runs,
+    recorded_published,
+    summarise,
+)
 from analysis.runs import finished as finished_mask
 from distar import paper
 from distar.benchmark_catalogue import FID_PROTOCOLS, PAPER_FID_PROTOCOL
@@ -122,7 +129,7 @@ def table3(runs: pd.DataFrame) -> pd.DataFrame:
 
 def markdown(table: pd.DataFrame) -> str:
     head = [c for c in table.columns if c != "failed"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = ["| " + " | ".join(map(column_title, head)) + " |", "|" + "---|" * len(head)]
     for _, r in table.iterrows():
         cells = []
         for c in head:
@@ -163,14 +170,32 @@ FID_NOTE = (
 )
 
 
+# the benchmarks each table reads, and how a run gets them (an empty table says so)
+BENCHMARKS = {"table1": ("parti", "coco"), "table2": ("parti",), "table3": ("hps",)}
+HOW = {"parti": "eval.benchmarks=parti:N", "coco": "eval.benchmarks=coco:N",
+       "hps": "eval.benchmarks=hps:N, with DISTAR_HPS_PROMPTS or eval.prompts=hps=DIR: "
+              "the HPSv2 prompts are not shipped"}  # fmt: skip
+
+
+def empty_because(name: str, runs: pd.DataFrame) -> str | None:
+    """Why a table has none of our numbers (None: it has some): no run logged its benchmarks."""
+    benches = BENCHMARKS[name]
+    if any(c.startswith(tuple(f"metrics.{b}/" for b in benches)) for c in runs):
+        return None
+    return (f"No numbers of ours: no run logged {' or '.join(f'{b}/*' for b in benches)} "
+            f"(add {'; '.join(HOW[b] for b in benches)}).")
+
+
 def build(runs: pd.DataFrame, out: Path) -> dict[str, str]:
-    """Write table{1,2,3}.md / .csv and the per-category plot; returns the markdown."""
+    """Write table{1,2,3}.md / .csv and the per-category plot; returns the markdown (a table
+    none of whose benchmarks ran says why instead of printing dashes)."""
     out.mkdir(parents=True, exist_ok=True)
     tables = {"table1": table1(runs), "table2": table2(runs), "table3": table3(runs)}
     texts = {}
     for name, table in tables.items():
         table.to_csv(out / f"{name}.csv", index=False)
-        texts[name] = markdown(table) + (f"\n\n{FID_NOTE}" if name == "table1" else "")
+        texts[name] = empty_because(name, runs) or (
+            markdown(table) + (f"\n\n{FID_NOTE}" if name == "table1" else ""))
         (out / f"{name}.md").write_text(texts[name] + "\n")
     category_plot(runs, out / "parti_categories.png")
     return texts

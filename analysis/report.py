@@ -24,7 +24,9 @@ from analysis.paired_table import (
 from analysis.paper_tables import build
 from analysis.runs import (
     METRICS,
+    PAPER_PREFIX,
     cell,
+    column_title,
     published_value,
     read_runs,
     recorded_published,
@@ -36,6 +38,7 @@ from distar.refusals import Outputs, check_writable_dir, refusing
 from distar.tracking import (
     CFG_CONVENTION_TAG,
     REWARD_UNITS_TAG,
+    SMOKE_TAG,
     TrackingStoreError,
 )
 
@@ -57,10 +60,10 @@ def to_markdown(table: pd.DataFrame, metrics: tuple[str, ...] = METRICS) -> str:
     """The Table-2 markdown; a ``paired`` column (:func:`analysis.compare.verdicts`) when the
     table has one: which metrics a row significantly beats (▲) or loses (▼) to the baseline."""
     shown = [m for m in metrics if m in table]
-    paper = [c for c in table.columns if c.startswith("paper_") and c != "paper_model"]
+    paper = [c for c in table.columns if c.startswith(PAPER_PREFIX) and c != "paper_model"]
     verdict = ["paired"] if "paired" in table else []
     head = ["row", "seeds", *shown, *verdict, *paper]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = ["| " + " | ".join(map(column_title, head)) + " |", "|" + "---|" * len(head)]
     for _, r in table.iterrows():
         seeds = str(r["seeds"]) + (f" ({r['failed']})" if r.get("failed") else "")
         cells = [str(r["label"]), seeds]
@@ -107,20 +110,60 @@ def build_report(
     metrics: tuple[str, ...] = METRICS,
     pareto: tuple[str, str] = ("reward", "reward"),
     paired: dict[str, str] | None = None,
+    above: str = "",
+    below: str = "",
 ) -> pd.DataFrame:
     """``metrics`` and the ``pareto`` axes (x fidelity, y reward) come from the world's preset;
     the paper's numbers from the paper values each run recorded; ``paired``: each row's
-    verdict against the baseline (:func:`analysis.compare.verdicts`)."""
+    verdict against the baseline (:func:`analysis.compare.verdicts`); ``above`` / ``below``:
+    what to know before reading it (:func:`caveats`, :func:`paper_note`)."""
     table = paper_numbers(summarise(runs, metrics))
     if paired:
         table["paired"] = [paired.get(label, "–") for label in table["label"]]
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "table2.csv", index=False)
-    (out / "table2.md").write_text(to_markdown(table, metrics) + "\n\n" + units_line(runs) + "\n")
+    text = "\n\n".join(filter(None, [above, to_markdown(table, metrics), below,
+                                      units_line(runs)]))
+    (out / "table2.md").write_text(text + "\n")
     x, y = pareto
     if x != y and {x, y} <= set(table.columns):
         pareto_plot(table, out / "pareto.png", x, y)
     return table
+
+
+SMOKE_NOTE = ("smoke test: it checks that the whole path runs; its numbers are not results "
+              "(too few steps and seeds: drop --smoke-test for a real sweep)")
+
+
+def column_values(runs: pd.DataFrame, column: str) -> list[str]:
+    return sorted(runs[column].dropna().astype(str).unique()) if column in runs else []
+
+
+def caveats(runs: pd.DataFrame, preset) -> str:
+    """What a reader must know before taking the numbers below as results: a smoke test, tiny
+    random networks or metric models."""
+    notes = []
+    if "true" in column_values(runs, f"tags.{SMOKE_TAG}"):
+        steps = ", ".join(column_values(runs, "params.train.steps")) or "?"
+        seeds = len(column_values(runs, "tags.distar.seed"))
+        notes.append(f"**Smoke test: not results.** {steps} steps, {seeds} seeds a row: it "
+                     "checks that the whole path runs (a verdict needs 3+ seeds and a full run: "
+                     "drop --smoke-test).")  # fmt: skip
+    if preset.name.endswith("-tiny"):
+        notes.append(f"**Tiny random networks** ({preset.name}: {preset.description}): the "
+                     "generator, reference and reward are untrained.")  # fmt: skip
+    if "True" in column_values(runs, "params.eval.tiny_metrics"):
+        notes.append("**Tiny random metric models** (eval.tiny_metrics): every benchmark score "
+                     "comes from untrained tiny networks; alike or not, the rows' scores mean "
+                     "nothing.")  # fmt: skip
+    return "\n\n".join(notes)
+
+
+def paper_note(preset) -> str:
+    """Under a table with the paper's columns: whose numbers they are."""
+    on = "the paper's own model" if preset.name == "sdxl" else f"not this world ({preset.name})"
+    return (f"*paper, SDXL*: the paper's Table 2 numbers (DI*-SDXL, Parti prompts) for the "
+            f"setting a row stands for: {on}; shown for orientation.")  # fmt: skip
 
 
 def units_line(runs: pd.DataFrame) -> str:
@@ -188,6 +231,7 @@ class Reports:
     table: pd.DataFrame
     paired: pd.DataFrame
     metrics: tuple[str, ...]
+    notes: str = ""  # :func:`caveats`
 
 
 def min_effect_of(args: argparse.Namespace, world: str) -> dict[str, float]:
@@ -207,36 +251,49 @@ def write_reports(runs: pd.DataFrame, uri: str, out: Path, baseline: str | None 
     preset = world_preset(world or world_of(runs))
     paired, comparisons = paired_report(runs, uri, out, preset.metrics, baseline, all_pairs,
                                         min_effect)  # fmt: skip
-    table = build_report(runs, out, preset.metrics, preset.pareto, verdicts(comparisons))
-    parts = [to_markdown(table, preset.metrics), units_line(runs),
+    notes = caveats(runs, preset)
+    table = build_report(runs, out, preset.metrics, preset.pareto, verdicts(comparisons),
+                         notes, paper_note(preset))  # fmt: skip
+    parts = [notes, to_markdown(table, preset.metrics), paper_note(preset), units_line(runs),
              f"## paired: each row minus {baseline or 'the baseline'}, same prompts and noise"
              f"\n\n{paired}"]  # fmt: skip
     if any(c.startswith(("metrics.parti/", "metrics.coco/", "metrics.hps/")) for c in runs):
         # the paper's tables in a folder of their own: its table2 is not the sweep's Table 2
         for name, text in build(runs, out / "paper").items():
             parts.append(f"## {name} (ours beside the paper's, PickScore as a cosine)\n\n{text}")
-    return Reports("\n\n".join(parts), table, comparisons, preset.metrics)
+    return Reports("\n\n".join(filter(None, parts)), table, comparisons, preset.metrics, notes)
 
 
 DESCRIPTION_LIMIT = 7900  # MLflow keeps at most 8000 characters of a tag (a run's description)
 
 
-def overview_markdown(reports: Reports, runs: pd.DataFrame, links: dict[str, str]) -> str:
+def overview_markdown(reports: Reports, runs: pd.DataFrame, links: dict[str, str],
+                      headline: tuple[str, ...]) -> str:  # fmt: skip
     """The parent run's description (MLflow renders it on the run's Overview): Table 2 with
-    each row's seeds, means ± 95 % CI and paired verdict, the units, and links to the full
-    report; the paper's columns are dropped first if it would not fit a tag."""
+    each row's seeds, the ``headline`` metrics' means ± 95 % CI and its paired verdict (few
+    columns, so that row labels do not wrap), the units, and links to the full report (every
+    metric, the paper's numbers)."""
     head = ("**Table 2** — mean ± 95 % CI over finished seeds; *paired*: the metrics a row "
             "beats (▲) or loses to (▼) the baseline on as a setting (over 3+ training seeds, "
             "each seed's paired mean on the same prompts and noise; Student-t, Holm-adjusted "
-            "p < 0.05).")  # fmt: skip
+            "p < 0.05). Every metric and the paper's numbers: table2.md.")  # fmt: skip
     links_line = " · ".join(f"[{name}]({url})" for name, url in links.items())
-    for table in (reports.table, reports.table.drop(
-            columns=[c for c in reports.table if c.startswith("paper_")])):  # fmt: skip
-        text = "\n\n".join([head, to_markdown(table, reports.metrics), units_line(runs),
-                             f"Full report: {links_line}"])  # fmt: skip
-        if len(text) <= DESCRIPTION_LIMIT:
-            return text
+    table = reports.table.drop(columns=[c for c in reports.table if c.startswith(PAPER_PREFIX)])
+    text = "\n\n".join(filter(None, [head, reports.notes, to_markdown(table, headline),
+                                      units_line(runs), f"Full report: {links_line}"]))
+    if len(text) <= DESCRIPTION_LIMIT:
+        return text
     return text[: DESCRIPTION_LIMIT - 40] + f"\n\n… (cut: see {links_line})"
+
+
+def headline_cells(reports: Reports, headline: tuple[str, ...]) -> dict[str, str]:
+    """Per Table-2 row (its label): the ``headline`` metrics' mean ± 95 % CI and its seeds, on
+    one line -- a runs-table column, as MLflow's group rows show bare, unrounded means."""
+    out = {}
+    for _, r in reports.table.iterrows():
+        shown = " · ".join(f"{m} {cell(r[m], r[f'{m}_ci95'])}" for m in headline if m in r)
+        out[r["label"]] = f"{shown} ({r['seeds']} seeds)"
+    return out
 
 
 def row_key(label: str) -> str:

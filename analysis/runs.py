@@ -132,11 +132,33 @@ def summarise(
     return table.sort_values("_order", kind="stable").drop(columns="_order").reset_index(drop=True)
 
 
+def decimals(half: float) -> int:
+    """The decimal places that show a CI half-width to two significant digits: the mean is
+    rounded to the same place (digits beyond it are noise the CI does not support)."""
+    return max(0, 1 - math.floor(math.log10(half)))
+
+
 def cell(mean: float, half: float) -> str:
-    """``mean ± half``; "–" when no seed finished; no ± for a single seed."""
+    """``mean ± half``, rounded to what the CI supports; "–" when no seed finished; no ± for a
+    single seed (4 significant digits); "± 0" when the seeds agree exactly."""
     if pd.isna(mean):
         return "–"
-    return f"{mean:.4f}" if pd.isna(half) else f"{mean:.4f} ± {half:.4f}"
+    if pd.isna(half) or half == 0:
+        shown = f"{mean:#.4g}".rstrip(".")
+        return shown if pd.isna(half) else f"{shown} ± 0"
+    places = decimals(half)
+    return f"{mean:.{places}f} ± {half:.{places}f}"
+
+
+PAPER_PREFIX = "paper_"  # a report's columns of the paper's own (SDXL) numbers
+
+
+def column_title(column: str) -> str:
+    """A report column's header: the paper's numbers, wherever they stand beside ours, are
+    marked as the paper's SDXL ones (they are not this world's)."""
+    if column.startswith(PAPER_PREFIX):
+        return f"paper, SDXL: {column.removeprefix(PAPER_PREFIX)}"
+    return column
 
 
 def recorded_paper_values(group: pd.DataFrame) -> dict[str, object]:

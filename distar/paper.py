@@ -76,7 +76,7 @@ TABLE2: tuple[AblationRow, ...] = (
                 Scores(1.048, 5.66, 0.2278, 32.91), short="DI*-In"),
     AblationRow("DI*-In α_rew 100, α_cfg 4.5", "DI*-In-SDXL", "score", "in", 100, 4.5,
                 Scores(1.020, 5.68, 0.2278, 32.82), short="DI*-In"),
-    AblationRow("DI*-In α_rew 100, α_cfg 7.5 (best)", "DI*-In-SDXL", "score", "in", 100, 7.5,
+    AblationRow("DI*-In α_rew 100, α_cfg 7.5", "DI*-In-SDXL", "score", "in", 100, 7.5,
                 Scores(1.067, 5.74, 0.2304, 32.82), "DI*-SDXL", short="DI*-In"),
 )  # fmt: skip
 

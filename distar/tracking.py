@@ -31,10 +31,14 @@ TRIAL_TAG = "distar.trial"
 LABEL_TAG = "distar.label"
 GROUP_TAG = "distar.group"  # a grid's runs-table group: its row (at one c, when c is crossed)
 FINAL_STEP_TAG = "distar.final_step"
+SMOKE_TAG = "distar.smoke"  # "true" on a --smoke-test sweep's runs: they check the path only
 PARENT_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 PAIRED_TAG = "distar.paired"  # a child run's row verdict against the baseline (the report's)
+# a child run's row: its headline metrics' mean ± 95 % CI over seeds (the runs table's group
+# rows show MLflow's bare, unrounded mean)
+ROW_CI_TAG = "distar.row_ci95"
 LOGGED_ARTIFACTS_TAG = "mlflow.loggedArtifacts"  # which artifacts the UI shows as tables
 NOTE_TAG = "mlflow.note.content"  # a run's / an experiment's description (markdown in the UI)
 # a runs-table view MLflow 3 opens from ?viewStateShareKey=KEY (the UI's own "Share" writes it)
@@ -68,6 +72,20 @@ def setting_label(label: str, values: dict[str, object]) -> str:
 def default_tracking_uri(root: Path) -> str:
     """A local SQLite store (MLflow 3 refuses the file store by default) under ``root``."""
     return f"sqlite:///{(root / 'mlflow.db').resolve()}"
+
+
+LOCAL_UI = "http://127.0.0.1:5000"
+
+
+def ui_server(uri: str) -> tuple[str, str | None]:
+    """The address a tracking store's UI links start with, and the command that serves it over
+    a local store (None: ``uri`` is a server already). ``--app-name distar``: MLflow's server
+    with its UI opening in the training layout (:mod:`distar.mlflow_app`)."""
+    if uri.startswith("http"):
+        return uri, None
+    port = LOCAL_UI.rpartition(":")[2]
+    return LOCAL_UI, (f"mlflow server --app-name distar --backend-store-uri {uri} "
+                      f"--host 127.0.0.1 --port {port}")  # fmt: skip
 
 
 def mlflow_ui_url(server: str, experiment_id: str) -> str:

@@ -12,7 +12,9 @@ import sys
 
 from analysis.paired_table import verdicts
 from analysis.report import (
+    SMOKE_NOTE,
     add_paired_flags,
+    headline_cells,
     min_effect_of,
     overview_markdown,
     summary_metrics,
@@ -139,6 +141,9 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
         return 0
     settings = SweepSettings.from_args(args)
     outputs.watch(settings.storage)  # removed if the sweep is refused from here on
+    if args.smoke_test:
+        print(f"{SMOKE_NOTE}: {len(rows)} rows x {len(args.seeds)} seeds x "
+              f"{base.train.steps} steps, into {settings.storage}")  # fmt: skip
     from distar.raytune.tuner import run_sweep  # Ray and MLflow: only for a real sweep
 
     rows_out = run_sweep(trials, settings)
@@ -181,17 +186,22 @@ def report(args: argparse.Namespace, settings: SweepSettings, base: Config,
         files = ("table2.md", "paired.md", "pareto.png", "table2.csv", "paired.csv")
         links = {name: tracking.run_url("", experiment, run_id, f"artifacts/report/{name}")
                  for name in files if (out / name).exists()}  # fmt: skip
-        return overview_markdown(reports, runs, links)
+        return overview_markdown(reports, runs, links, headline)
 
+    preset = world_preset(args.world)
+    headline = tuple(dict.fromkeys(preset.objective))  # the objective and its floor metric
     parent = log_sweep_report(settings, out, sweep_params, overview, summary_metrics(reports))
     from mlflow.tracking import MlflowClient  # MLflow: only once a sweep ran
 
     client = MlflowClient(settings.uri())
     row_verdicts = verdicts(reports.paired)
-    for _, run in runs.iterrows():  # each seed's line in the runs table says its row's verdict
+    row_cells = headline_cells(reports, headline)
+    for _, run in runs.iterrows():  # each seed's line says its row's mean ± CI and verdict
         verdict = row_verdicts.get(run["tags.distar.label"], "–")
         client.set_tag(run["run_id"], tracking.PAIRED_TAG, verdict)
-    print_ui_hint(settings, world_preset(args.world), parent, units_line(runs))
+        group = run.get(f"tags.{tracking.GROUP_TAG}") or run["tags.distar.label"]
+        client.set_tag(run["run_id"], tracking.ROW_CI_TAG, row_cells.get(group, "–"))
+    print_ui_hint(settings, preset, parent, units_line(runs))
 
 
 EXPERIMENT_NOTE = """**distar: Diff-Instruct\\* sweeps.** One child run per (Table-2 row, seed),
@@ -234,15 +244,16 @@ def print_ui_hint(settings: SweepSettings, preset, parent: str | None, units: st
     # the verdict, then the objective and its floor metric, then the preset's other metrics
     # (the table scrolls sideways to them); the run-name column wide enough for a row's label
     metrics = [logged_name(m) for m in dict.fromkeys([*preset.objective, *preset.metrics])]
-    widths = {tracking.RUN_NAME_COLUMN: 330, f"tags.`{tracking.PAIRED_TAG}`": 190,
-              **{f"metrics.`{m}`": 125 for m in metrics}}  # fmt: skip
+    tags = (tracking.ROW_CI_TAG, tracking.PAIRED_TAG)
+    widths = {tracking.RUN_NAME_COLUMN: 330, f"tags.`{tracking.ROW_CI_TAG}`": 330,
+              f"tags.`{tracking.PAIRED_TAG}`": 190, **{f"metrics.`{m}`": 125 for m in metrics}}
     tracking.share_runs_view(client, experiment, key, children, metrics, tracking.GROUP_TAG,
-                             metrics[0], (tracking.PAIRED_TAG,), widths)  # fmt: skip
-    server = uri if uri.startswith("http") else "http://127.0.0.1:5000"
+                             metrics[0], tags, widths)  # fmt: skip
+    server, command = tracking.ui_server(uri)
     view = tracking.runs_view_url(server, experiment, key)
     answer = tracking.run_url(server, experiment, parent) if parent else ""
-    if not uri.startswith("http"):
-        print(f"MLflow: mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000, then")
+    if command:
+        print(f"MLflow: {command}, then")
     print(f"MLflow: {view}  (runs grouped by row, sorted by {preset.objective[0]}, each with "
           "its row's paired verdict)")  # fmt: skip
     if answer:

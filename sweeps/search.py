@@ -17,7 +17,8 @@ from __future__ import annotations
 import argparse
 import math
 
-from distar import paper
+from analysis.report import SMOKE_NOTE
+from distar import paper, tracking
 from distar.benchmark_catalogue import SET_METRICS, logged_name, lower_is_better
 from distar.config import Config, ConfigError, parse_override, world_preset
 from distar.evaluation.preflight import active_requests
@@ -236,6 +237,11 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
     outputs.watch(settings.storage)
     from distar.raytune.tuner import run_sweep
 
+    print(f"search: {args.samples} trials x {args.steps} steps into {settings.storage} "
+          f"(MLflow store {settings.uri()})")  # fmt: skip
+    if args.smoke_test:
+        print(SMOKE_NOTE)
+
     ranges = (tuple(args.alpha_rew_range), tuple(args.alpha_cfg_range), tuple(args.huber_c_range))
     space = search_space(base, args.seed, *ranges)
     pair = (objective["metric"], objective["floor_metric"])
@@ -256,7 +262,28 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
                   f"pair, or fewer than {stop.rule.MIN_UNITS} of {objective['metric']}: size "
                   "eval.benchmarks / eval.samples_per_prompt up)")  # fmt: skip
     print_results(rows, pair)
+    print_links(settings)
     return 1 if any(r["error"] for r in rows) else 0
+
+
+def print_links(settings: SweepSettings) -> None:
+    """Where to see the search in MLflow: its experiment's runs, and the search's own run
+    (its trials nested under it)."""
+    from mlflow.tracking import MlflowClient
+
+    from distar.raytune.tuner import parent_run_id
+
+    server, command = tracking.ui_server(settings.uri())
+    found = MlflowClient(settings.uri()).get_experiment_by_name(settings.experiment)
+    if found is None:
+        return
+    if command:
+        print(f"MLflow: {command}, then")
+    experiment = found.experiment_id
+    print(f"MLflow: {tracking.mlflow_ui_url(server, experiment)}  (the experiment's runs)")
+    if parent := parent_run_id(settings):
+        print(f"MLflow: {tracking.run_url(server, experiment, parent)}  (the search's run, its "
+              "trials under it)")  # fmt: skip
 
 
 def print_results(rows: list[dict], pair: tuple[str, str]) -> None:

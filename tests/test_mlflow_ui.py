@@ -187,7 +187,7 @@ def the_printed_link_lands_on_the_answer(browser, links: list[str], world: str) 
 
     view, answer = links
     objective = logged_name(world_preset(world).objective[0])
-    rows = ["KL, no CFG", "DI*-In α_rew 100, α_cfg 7.5 (best)"]
+    rows = ["KL, no CFG", "DI*-In α_rew 100, α_cfg 7.5"]
     # a fresh page load, as a pasted link is: a new hash alone keeps the app's previous view,
     # and a reload of the URL the app rewrote (its search facets added) ignores the shared view
     browser.get("about:blank")

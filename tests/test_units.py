@@ -22,7 +22,7 @@ def test_every_run_records_its_units():
                                 CFG_CONVENTION_TAG: "diffusers"}  # fmt: skip
     # the embedded world's reward says its bounds (it has no PickScore)
     gmm = unit_tags(Config.for_world("gmm", {"world.reward": "bump"}))
-    assert gmm == {REWARD_UNITS_TAG: "the bump reward, in [0, 1] (world.reward)",
+    assert gmm == {REWARD_UNITS_TAG: "the bump reward, between 0 and 1 (world.reward)",
                    CFG_CONVENTION_TAG: "distar"}  # fmt: skip
 
 

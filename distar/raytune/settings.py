@@ -36,6 +36,7 @@ class SweepSettings:
     resume: bool = False
     verbose: bool = False  # Tune's own status tables
     num_cpus: int | None = None  # None: all of this machine's (a cluster brings its own)
+    smoke: bool = False  # --smoke-test: its runs are tagged as such (SMOKE_TAG), never results
 
     @staticmethod
     def add_arguments(p: Any, experiment: str, name: str, storage: str) -> None:
@@ -65,6 +66,7 @@ class SweepSettings:
             args.max_concurrent,
             args.resume,
             verbose=args.verbose,
+            smoke=args.smoke_test,
         )
 
     def uri(self) -> str:

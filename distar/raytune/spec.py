@@ -25,6 +25,7 @@ class SweepContext:
     storage: str  # absolute directory: trial outputs, Ray Train state
     parent_run_id: str
     objective: dict[str, Any] | None = None  # Objective fields, for searches
+    smoke: bool = False  # a --smoke-test sweep: its runs carry tracking.SMOKE_TAG
 
 
 @dataclass(frozen=True)

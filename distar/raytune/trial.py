@@ -109,6 +109,8 @@ def child_run(client, spec: TrialSpec, sweep: SweepContext, config: Config) -> t
     if created:
         client.set_tag(run_id, tracking.LABEL_TAG, spec.label)
         client.set_tag(run_id, "distar.seed", str(spec.seed))
+        if sweep.smoke:
+            client.set_tag(run_id, tracking.SMOKE_TAG, "true")
         for key, value in {**spec.all_tags(), **tracking.unit_tags(config)}.items():
             client.set_tag(run_id, key, value)
         # the paper's values as params too (MLflow's Compare plots params, not tags), beside

@@ -60,9 +60,12 @@ def check_new_name(settings: SweepSettings, experiment: str) -> None:
 def parent_run(settings: SweepSettings, experiment: str) -> str:
     """The sweep's parent MLflow run (found again on ``--resume``), made once Ray is up."""
     tags = parent_tags(settings)
-    return store_call(
+    run_id = store_call(
         settings, lambda c: tracking.find_or_create_run(c, experiment, tags, settings.name)[0]
     )
+    if settings.smoke:
+        store_call(settings, lambda c: c.set_tag(run_id, tracking.SMOKE_TAG, "true"))
+    return run_id
 
 
 def build_tuner(
@@ -199,9 +202,8 @@ def run_sweep(
     if definition is None:
         definition = {t.key: t.flat_config for t in trials}
     parent = open_sweep(settings, definition)
-    ctx = SweepContext(
-        settings.name, settings.uri(), settings.experiment, str(storage), parent, objective
-    )
+    ctx = SweepContext(settings.name, settings.uri(), settings.experiment, str(storage), parent,
+                       objective, settings.smoke)  # fmt: skip
     param_space = space(ctx) if space is not None else None
     results = build_tuner(trials, settings, ctx, tune_config, param_space, stop).fit()
     status = "FAILED" if results.errors else "FINISHED"
