@@ -10,8 +10,9 @@ units A wins, the variance split, and the seeds and units per seed a decision wo
 
     python -m analysis.compare --tracking-uri sqlite:///runs/sd/mlflow.db RUN_A RUN_B
 
-A run is its MLflow run id or its run name ("DI*-In α_rew 10 · seed 0"); a row is its label
-("DI*-In α_rew 10"): every finished seed of it, paired seed by seed with the other row's. Each
+A run is its MLflow run id or its run name ("10/7.5 DI*-In s0"); a row is its label
+("DI*-In α_rew 10"): every finished seed of it, paired seed by seed with the other row's. The
+first line printed says which side is A; every delta is A - B. Each
 run's last evaluation is compared, and both sides' must be at the same step; units, steps,
 seed columns or unit counts that differ between the runs are refused in one line, never
 dropped silently.
@@ -55,6 +56,11 @@ from distar.tracking import TrackingStoreError, read_table
 # the world's own per-sample values first (the embedded world's reward, precision, ...), then
 # the text worlds' benchmarks
 BENCHMARKS = (WORLD_UNITS, "parti", "coco", "hps")
+
+
+def seeds(runs: dict[str, str]) -> str:
+    """How many runs a side is, for the line that names A and B."""
+    return "1 run" if len(runs) == 1 else f"{len(runs)} runs, one per seed"
 
 
 def find_runs(client, ref: str, flag: str) -> dict[str, str]:
@@ -305,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
         a, b = find_runs(client, args.run_a, "RUN_A"), find_runs(client, args.run_b, "RUN_B")
         found = comparisons(client, a, b, (args.run_a, args.run_b))
         check_min_effect(min_effect, {f.metric for f in found})
+        print(f"A = {args.run_a!r} ({seeds(a)}), B = {args.run_b!r} ({seeds(b)}); each delta "
+              "is A - B, 'units A > B' the share of units on which A scores higher\n")
         print(markdown(both_levels(found, min_effect)))
         return 0
 

@@ -255,7 +255,8 @@ def write_reports(runs: pd.DataFrame, uri: str, out: Path, baseline: str | None 
     table = build_report(runs, out, preset.metrics, preset.pareto, verdicts(comparisons),
                          notes, paper_note(preset))  # fmt: skip
     parts = [notes, to_markdown(table, preset.metrics), paper_note(preset), units_line(runs),
-             f"## paired: each row minus {baseline or 'the baseline'}, same prompts and noise"
+             f"## paired: each row minus the baseline "
+             f"({comparisons.attrs.get('baseline', baseline) or 'none'}), same prompts and noise"
              f"\n\n{paired}"]  # fmt: skip
     if any(c.startswith(("metrics.parti/", "metrics.coco/", "metrics.hps/")) for c in runs):
         # the paper's tables in a folder of their own: its table2 is not the sweep's Table 2

@@ -237,9 +237,9 @@ def assumptions(s: Setup) -> int:
 
 def plan(arch: str, gpus: int, gpu_memory: float, assistants=("copy", "lora")) -> list[tuple]:
     """The setups whose peak (start-up or step) fits ``gpu_memory`` GiB (less headroom), as
-    (images/s per GPU, peak GiB, setup), best first: most images/s (within 5 %, fewer assumed
-    costs first), then least memory; one setup -- the best -- per strategy, assistant, offload
-    and checkpointing."""
+    (images/s per GPU, peak GiB, setup), best first: most images/s, then least memory; one
+    setup per strategy, assistant, offload and checkpointing -- its fastest, where setups
+    within 5 % of each other count as equal and fewer assumed costs, then less memory, win."""
     k = calibrate()
     rows = []
     for s in candidates(arch, gpus, assistants):
@@ -251,7 +251,7 @@ def plan(arch: str, gpus: int, gpu_memory: float, assistants=("copy", "lora")) -
     for row in rows:
         s = row[2]
         best.setdefault((s.strategy, s.assistant, s.offload, s.checkpointing), row)
-    return list(best.values())
+    return sorted(best.values(), key=lambda r: (-r[0], r[1]))  # the order the table's speeds show
 
 
 def smallest(arch: str, gpus: int) -> tuple[float, Setup]:

@@ -1,15 +1,17 @@
 """The MLflow UI over a smoke sweep's store (the embedded world, and sd15-tiny with its
-benchmarks), in a real headless browser (Debian's chromium and chromedriver through selenium):
-the link the sweep prints opens the runs table grouped by row, sorted by the objective, and
-from it the Table-2 answer (rows, seeds, means, the paired verdicts) is on screen within two
-clicks; the experiment opens on the runs table, the parent run holds the sweep's report.
-Screenshots go to ``$DISTAR_TEST_ARTIFACTS`` (default ``test-artifacts/``) as the test's
-artifacts."""
+benchmarks: the README's command, run as written), served as the README says (``mlflow server
+--app-name distar``), in a real headless browser (Debian's chromium and chromedriver through
+selenium) with a fresh profile: the link the sweep prints opens the runs table grouped by row,
+sorted by the objective, with each row's mean ± CI and paired verdict; clicking through from
+it (a run, its artifacts, back) never leaves the training layout; the experiment opens on the
+runs table, the parent run holds the sweep's report. Screenshots go to
+``$DISTAR_TEST_ARTIFACTS`` (default ``test-artifacts/``) as the test's artifacts."""
 
 from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -31,22 +33,57 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+def readme_command(needle: str) -> str:
+    """The README's one command line (in a ```bash block) that holds ``needle``."""
+    blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    (line,) = [line for block in blocks for line in block.splitlines() if needle in line]
+    return line
+
+
+def readme_sd15_tiny_smoke(tmp_path: Path) -> tuple[Path, str]:
+    """The README's sd15-tiny smoke grid, copied and run as written in a fresh folder (beside
+    a link to ``sweeps/``): its install names the extras that world and a sweep need (CI
+    installs them all), its command succeeds. Returns its storage and its console output."""
+    from distar import extras
+    from distar.config import Config
+
+    install, _, command = readme_command("--world sd15-tiny --smoke-test").partition(" && ")
+    named = set(re.search(r'"\.\[([\w,]+)\]"', install)[1].split(","))
+    assert install.startswith("pip install -e ") and {
+        "sweep", Config.for_world("sd15-tiny").world.extra} <= named, install  # fmt: skip
+    assert not extras.missing(tuple(m for e in named for m in extras.EXTRAS[e]))
+    (tmp_path / "sweeps").symlink_to(ROOT / "sweeps")
+    assert command.startswith("python ")
+    done = subprocess.run(f"{shlex.quote(sys.executable)} {command.removeprefix('python ')}",
+                          shell=True, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=1200)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return tmp_path / "runs" / "table2", done.stdout
+
+
 @pytest.fixture(params=["gmm", "sd15-tiny"])
 def ui_over_a_smoke_sweep(request, ray_address, tmp_path, capsys):
-    """A finished smoke sweep (through Ray, as a user runs it), ``mlflow server`` on it, and
-    the MLflow links the sweep printed (pointed at that server)."""
+    """A finished smoke sweep (through Ray, as a user runs it), the UI served on it as the
+    sweep says (``mlflow server --app-name distar``), and the MLflow links the sweep printed
+    (pointed at that server)."""
     from test_bad_inputs import script
 
-    storage = tmp_path / "sweep"
-    flags = [f"--set={k}={v}" for k, v in TINY.items()] if request.param == "gmm" else []
-    assert script("ablation_grid")(["--world", request.param, "--smoke-test", "--storage",
-                                    str(storage), *flags]) == 0  # fmt: skip
-    printed = [line.split()[1] for line in capsys.readouterr().out.splitlines()
-               if line.startswith("MLflow: http")]  # fmt: skip
+    if request.param == "gmm":
+        storage = tmp_path / "sweep"
+        flags = [f"--set={k}={v}" for k, v in TINY.items()]
+        assert script("ablation_grid")(["--smoke-test", "--storage", str(storage), *flags]) == 0
+        out = capsys.readouterr().out
+    else:
+        storage, out = readme_sd15_tiny_smoke(tmp_path)
+    assert "smoke test: it checks that the whole path runs" in out  # says what it is, at once
+    (command,) = [line.removeprefix("MLflow: ").removesuffix(", then")
+                  for line in out.splitlines() if line.startswith("MLflow: mlflow server")]
+    printed = [line.split()[1] for line in out.splitlines() if line.startswith("MLflow: http")]
     port = free_port()
+    served = [sys.executable, "-m", *shlex.split(command.replace("--port 5000", f"--port {port}"))]
+    assert "--app-name" in served and f"sqlite:///{storage.resolve() / 'mlflow.db'}" in served
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{storage / 'mlflow.db'}"],
+        served,
         stdout=subprocess.DEVNULL, stderr=open(tmp_path / "mlflow-server.log", "w"),
         start_new_session=True,
     )  # fmt: skip
@@ -106,10 +143,11 @@ def test_the_ui_shows_the_runs_grouped_by_row_and_the_sweeps_report(ui_over_a_sm
     url, storage, links, world = ui_over_a_smoke_sweep
     client = MlflowClient(f"sqlite:///{storage / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("distar-table2")
-    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    the_printed_link_lands_on_the_answer(browser, links, world)  # first: a fresh profile
+    clicking_through_stays_in_the_training_layout(browser, links[0], world)
 
-    browser.get(mlflow_ui_url(url, experiment.experiment_id))  # the link the sweep prints
+    browser.get(mlflow_ui_url(url, experiment.experiment_id))
     wait_for(browser, "a[href*='/runs/']")
     assert "/runs" in browser.current_url and "overview" not in browser.current_url
     shot = f"{world}-"
@@ -140,7 +178,48 @@ def test_the_ui_shows_the_runs_grouped_by_row_and_the_sweeps_report(ui_over_a_sm
     browser.save_screenshot(str(ARTIFACTS / f"{shot}3-parent-run-report.png"))
     assert parent.data.params["sweep.trials"] == "4"
     a_runs_charts_lead_with_its_metrics(browser, client, url, experiment.experiment_id, world)
-    the_printed_link_lands_on_the_answer(browser, links, world)
+
+
+GENAI = ("Judges", "Evaluation runs", "Sessions", "Evaluations")  # MLflow 3's GenAI layout
+
+
+def training_layout(browser, where: str) -> str:
+    """The page's text, asserted to be MLflow's training layout (no GenAI sidebar or trail)
+    with the Assistant panel closed."""
+    body = body_text(browser)
+    assert not [w for w in GENAI if w in body], f"GenAI layout at {where}: {body[:1500]}"
+    assert "Ask a question" not in body, f"the Assistant panel is open at {where}"
+    return body
+
+
+def clicking_through_stays_in_the_training_layout(browser, view: str, world: str) -> None:
+    """From the printed link's runs table, as a user clicks: a run, its Artifacts tab, back,
+    back: every page in the training layout (MLflow's own run links carry no
+    ``workflowType``: ``--app-name distar`` makes training the fresh browser's default)."""
+    from selenium.webdriver.common.by import By
+
+    browser.get("about:blank")
+    browser.get(view)
+    wait_for_text(browser, ["Group: KL, no CFG", "0/0 KL s0"])
+    (run,) = [a for a in browser.find_elements(By.CSS_SELECTOR, "a[href*='/runs/']")
+              if a.text == "0/0 KL s0"]  # fmt: skip
+    run.click()
+    wait_for_text(browser, ["0/0 KL s0", "Overview", "Artifacts", "Parameters"])
+    training_layout(browser, "a run clicked in the runs table")
+    browser.save_screenshot(str(ARTIFACTS / f"{world}-7-clicked-run.png"))
+    (tab,) = [t for t in browser.find_elements(By.XPATH, "//*[normalize-space(text())="
+                                                         "'Artifacts']") if t.is_displayed()]
+    tab.click()
+    wait_for_text(browser, ["config.yaml", "metrics_table.json"])
+    training_layout(browser, "the run's artifacts")
+    browser.save_screenshot(str(ARTIFACTS / f"{world}-8-clicked-artifacts.png"))
+    browser.back()
+    wait_for_text(browser, ["0/0 KL s0", "Parameters"])
+    training_layout(browser, "back on the run")
+    browser.back()
+    wait_for_text(browser, ["Group: KL, no CFG", "distar.row_ci95"])
+    training_layout(browser, "back on the runs table")
+    browser.save_screenshot(str(ARTIFACTS / f"{world}-9-back-on-the-runs.png"))
 
 
 def a_runs_charts_lead_with_its_metrics(browser, client, url, experiment_id, world) -> None:
@@ -193,7 +272,11 @@ def the_printed_link_lands_on_the_answer(browser, links: list[str], world: str) 
     browser.get("about:blank")
     browser.get(view)
     body = wait_for_text(browser, [f"Group: {row}" for row in rows] + [
-        f"Sort: {objective}", "distar.paired", "baseline"])  # fmt: skip
+        f"Sort: {objective}", "distar.row_ci95", "distar.paired", "baseline"])  # fmt: skip
+    training_layout(browser, "the printed link")
+    # each seed's line carries its row's mean ± 95 % CI, rounded to the CI (MLflow's group
+    # row shows a bare, unrounded mean): uncertainty at the first glance
+    assert len(re.findall(r" ± [\d.]+ \(2 seeds\)", body)) >= 4, body[-2000:]
     # the group names are whole on screen, not cut ("Group: DI*-In α…"): the view sets the
     # run-name column's width
     groups = browser.execute_script(
@@ -214,9 +297,12 @@ def the_printed_link_lands_on_the_answer(browser, links: list[str], world: str) 
 
     browser.get("about:blank")
     browser.get(answer)
-    body = wait_for_text(browser, ["Description", "Table 2", "baseline"])
-    # a training run's page, not MLflow 3's GenAI layout (its "Evaluation runs", "Judges")
-    assert "Judges" not in body and "Evaluation runs" not in body, body[:1500]
+    body = wait_for_text(browser, ["Description", "Table 2", "baseline", "Units:"])
+    training_layout(browser, "the sweep's run")
+    # a smoke test says so; its units line links nowhere (markdown read "[-1, 1] (x)" as one)
+    assert "Smoke test: not results" in body, body[:2000]
+    hrefs = [a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, "a")]
+    assert not [h for h in hrefs if h and "world.reward" in h], hrefs
     more = browser.find_elements(By.XPATH, "//*[normalize-space(text())='Show more']")
     if more:
         more[0].click()

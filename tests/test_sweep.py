@@ -252,10 +252,15 @@ def test_smoke_grid_on_the_tiny_sd_world_through_ray_into_mlflow(ray_address, tm
     assert done.returncode == 0, done.stderr[-3000:]
     assert "DI*-In α_rew 100, α_cfg 7.5" in done.stdout  # the report's table
     assert "## table1" in done.stdout and "## table3" in done.stdout  # the paper's tables
+    # an empty table says why, not a table of dashes; what the numbers are comes first
+    assert "No numbers of ours: no run logged hps/*" in done.stdout.split("## table3")[1]
+    assert "**Tiny random networks** (sd15-tiny" in done.stdout.split("| row |")[0]
+    assert "**Tiny random metric models**" in done.stdout.split("| row |")[0]
+    assert "| paper, SDXL: image_reward |" in done.stdout
     assert "Units: reward r in PickScore's cosine" in done.stdout
     assert "never printed beside ours" in done.stdout
     # each row against the baseline, unit by unit, in the report and on the parent run
-    assert "## paired: each row minus the baseline" in done.stdout
+    assert "## paired: each row minus the baseline (KL, no CFG)" in done.stdout
     assert "| DI*-In α_rew 100, α_cfg 7.5" in done.stdout.split("## paired")[1]
     assert (tmp_path / "report" / "paired.csv").stat().st_size > 0
     assert (tmp_path / "report" / "paper" / "table1.md").stat().st_size > 0
@@ -315,7 +320,13 @@ def test_smoke_grid_on_the_tiny_sd_world_through_ray_into_mlflow(ray_address, tm
     # rows by their labels (every finished seed), as a run id would be
     assert compare(["--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
                     "DI*-In α_rew 100, α_cfg 7.5", "KL, no CFG"]) == 0  # fmt: skip
-    assert capsys.readouterr().out.splitlines()[2:] and all(
+    printed_rows = capsys.readouterr().out
+    assert printed_rows.startswith("A = 'DI*-In α_rew 100, α_cfg 7.5' (1 run), B = 'KL, no CFG'")
+    # by run name, as the --help's example names one
+    assert compare(["--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+                    "100/7.5 DI*-In s0", "0/0 KL s0"]) == 0  # fmt: skip
+    assert "| parti/pickscore |" in capsys.readouterr().out
+    assert printed_rows.splitlines()[2:] and all(
         (tmp_path / "trials" / key / "units" / "parti.jsonl").exists()
         for key in runs["tags.distar.trial"]
     )
