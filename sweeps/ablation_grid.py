@@ -182,14 +182,15 @@ def report(args: argparse.Namespace, settings: SweepSettings, base: Config,
         "sweep.trials": n_trials,
     }
 
+    preset = world_preset(args.world)
+    headline = tuple(dict.fromkeys(preset.objective))  # the objective and its floor metric
+
     def overview(experiment: str, run_id: str) -> str:
         files = ("table2.md", "paired.md", "pareto.png", "table2.csv", "paired.csv")
         links = {name: tracking.run_url("", experiment, run_id, f"artifacts/report/{name}")
                  for name in files if (out / name).exists()}  # fmt: skip
         return overview_markdown(reports, runs, links, headline)
 
-    preset = world_preset(args.world)
-    headline = tuple(dict.fromkeys(preset.objective))  # the objective and its floor metric
     parent = log_sweep_report(settings, out, sweep_params, overview, summary_metrics(reports))
     from mlflow.tracking import MlflowClient  # MLflow: only once a sweep ran
 
@@ -245,7 +246,7 @@ def print_ui_hint(settings: SweepSettings, preset, parent: str | None, units: st
     # (the table scrolls sideways to them); the run-name column wide enough for a row's label
     metrics = [logged_name(m) for m in dict.fromkeys([*preset.objective, *preset.metrics])]
     tags = (tracking.ROW_CI_TAG, tracking.PAIRED_TAG)
-    widths = {tracking.RUN_NAME_COLUMN: 330, f"tags.`{tracking.ROW_CI_TAG}`": 330,
+    widths = {tracking.RUN_NAME_COLUMN: 330, f"tags.`{tracking.ROW_CI_TAG}`": 470,
               f"tags.`{tracking.PAIRED_TAG}`": 190, **{f"metrics.`{m}`": 125 for m in metrics}}
     tracking.share_runs_view(client, experiment, key, children, metrics, tracking.GROUP_TAG,
                              metrics[0], tags, widths)  # fmt: skip

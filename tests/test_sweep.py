@@ -501,6 +501,21 @@ def test_optuna_asha_search_in_paper_units_maps_a_pareto_front(ray_address, tmp_
         for p in front
         for q in rows
     )
+    # the search ends with where to look: the command that serves its store, and its links
+    print_search_links(settings)
+    links = capsys.readouterr().out
+    assert f"MLflow: mlflow server --app-name distar --backend-store-uri {settings.uri()}" in links
+    assert "(the search's run, its trials under it)" in links
+
+
+def print_search_links(settings) -> None:
+    """``sweeps/search.py``'s closing lines for ``settings`` (a script, not a module)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("search", ROOT / "sweeps" / "search.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.print_links(settings)
 
 
 def test_pareto_front_keeps_exactly_the_undominated():
