@@ -11,6 +11,12 @@ fresh browser's first visit to a local server (localStorage
 ``mlflow.assistant.fab.autoOpenedOnFirstLoad_v1``). The page this app serves sets those two
 keys to the training layout and "already opened" -- only where the browser has no value yet,
 so a layout or panel a user chooses in the UI stays theirs.
+
+And a shared runs view (a link's ``viewStateShareKey``, an experiment tag
+``mlflow.sharedViewState.<key>``) holds only while its link's first page lasts: Back from a run
+rebuilds the runs table from the browser's own saved view of the experiment, empty in a fresh
+browser (no grouping, default columns). Where that slot is empty, the page copies the shared
+view into it, so Back returns to the view the link opened; a view the user saved stays theirs.
 """
 
 from __future__ import annotations
@@ -23,11 +29,28 @@ UI_DEFAULTS = {
     "mlflow.workflowType_v1": "machine_learning",
     "mlflow.assistant.fab.autoOpenedOnFirstLoad_v1": True,
 }
-SCRIPT = (
-    "<script>(function(){var d=" + json.dumps(UI_DEFAULTS) + ";try{for(var k in d){"
-    "if(localStorage.getItem(k)===null){localStorage.setItem(k,JSON.stringify(d[k]));}}}"
-    "catch(e){}})();</script>"
-)
+# MLflow 3.17's saved view of an experiment's runs page: localStorage PREFIX + the JSON list of
+# its experiment ids + SUFFIX (its LocalStorageStore, version 1.1, component "ExperimentPage")
+SAVED_VIEW = ("MLflowLocalStorage-1.1-ExperimentPage-", "-ReactComponentState")
+SET_DEFAULTS = r"""(function(){var d=DEFAULTS;
+for(var k in d){if(localStorage.getItem(k)===null){localStorage.setItem(k,JSON.stringify(d[k]));}}
+})();""".replace("DEFAULTS", json.dumps(UI_DEFAULTS))
+SEED_SAVED_VIEW = r"""(function(){
+var m=location.hash.match(/^#\/experiments\/([^\/?]+)[^?]*\?(.*)$/);if(!m)return;
+var key=new URLSearchParams(m[2]).get('viewStateShareKey');if(!key)return;
+var id=decodeURIComponent(m[1]);var slot=PREFIX+JSON.stringify([id])+SUFFIX;
+if(localStorage.getItem(slot)!==null)return;
+fetch('ajax-api/2.0/mlflow/experiments/get?experiment_id='+encodeURIComponent(id))
+.then(function(r){return r.json();}).then(function(j){
+ var t=((j.experiment||{}).tags||[]).filter(function(x){
+  return x.key==='mlflow.sharedViewState.'+key;})[0];if(!t)return;
+ var s=JSON.parse(t.value);if(typeof s.state==='string'){s=JSON.parse(s.state);}
+ if(localStorage.getItem(slot)===null){localStorage.setItem(slot,JSON.stringify(s));}
+}).catch(function(){});
+})();""".replace("PREFIX", json.dumps(SAVED_VIEW[0])).replace("SUFFIX", json.dumps(SAVED_VIEW[1]))
+# each in its own try: a default that fails must never break MLflow's own page
+SCRIPT = "".join(f"<script>try{{{js}}}catch(e){{}}</script>" for js in (SET_DEFAULTS,
+                                                                      SEED_SAVED_VIEW))
 
 
 def index_html(static_folder: str) -> str:

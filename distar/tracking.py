@@ -173,7 +173,8 @@ def share_runs_view(client: MlflowClient, experiment_id: str, key: str, search_f
     ``tag_columns`` and the metric ``columns`` first, in that order, sorted by ``order_by``
     descending. ``widths``: pixels per column id (``RUN_NAME_COLUMN``, ``tags.`NAME```,
     ``metrics.`NAME```), e.g. a run-name column wide enough for its group names. MLflow
-    applies the view on a page load whose URL carries no search facets of its own."""
+    applies the view on a page load whose URL carries no search facets of its own. Stored in
+    the envelope the UI's "Views" menu lists (named ``key``), which a link opens too."""
     import json
 
     shown = [f"tags.`{t}`" for t in tag_columns] + [f"metrics.`{c}`" for c in columns]
@@ -196,7 +197,9 @@ def share_runs_view(client: MlflowClient, experiment_id: str, key: str, search_f
         "runListHidden": False,
         "useGroupedValuesInCharts": True,
     }  # fmt: skip
-    client.set_experiment_tag(experiment_id, SHARED_VIEW_PREFIX + key, json.dumps(state))
+    now = int(time.time() * 1000)
+    view = {"name": key, "createdAt": now, "updatedAt": now, "state": json.dumps(state)}
+    client.set_experiment_tag(experiment_id, SHARED_VIEW_PREFIX + key, json.dumps(view))
 
 
 def ensure_experiment(client: MlflowClient, name: str, artifact_root: Path | None) -> str:

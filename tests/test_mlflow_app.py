@@ -29,8 +29,7 @@ def test_the_plugin_is_registered_where_mlflow_server_finds_it():
 
 def test_the_page_sets_the_defaults_before_mlflows_code_runs():
     html = mlflow_app.index_html(str(static_folder()))
-    head = html[: html.index("</head>")]
-    assert head.index(mlflow_app.SCRIPT) < head.index("<script", head.index(mlflow_app.SCRIPT) + 1)
+    assert html.index("<script") == html.index(mlflow_app.SCRIPT) < html.index("</head>")
     # only where the browser has no value: a layout the user picks stays theirs
     assert "if(localStorage.getItem(k)===null)" in mlflow_app.SCRIPT
     stock = (static_folder() / "index.html").read_text()
@@ -42,9 +41,17 @@ def test_the_keys_set_are_the_ones_this_mlflows_ui_reads():
     useLocalStorage hook); each default must name a key and version the bundle declares, and a
     value it understands."""
     bundle = "".join(p.read_text(errors="ignore") for p in (static_folder() / "static" / "js")
-                     .glob("main.*.js"))  # fmt: skip
+                     .glob("*.js"))  # fmt: skip
     assert "`${e}_v${t}`" in bundle  # the hook's storage name
     for stored in mlflow_app.UI_DEFAULTS:
         key, version = re.fullmatch(r"(.+)_v(\d+)", stored).groups()
         assert f'key:"{key}",version:{version}' in bundle, stored
     assert 'MACHINE_LEARNING="machine_learning"' in bundle
+    # the saved view of an experiment's runs page: LocalStorageStore's key, built as
+    # MLflowLocalStorage-<version>-<component>-<scope>-ReactComponentState
+    prefix, suffix = mlflow_app.SAVED_VIEW
+    _, version, component, _ = prefix.split("-")
+    for fragment in ('["MLflowLocalStorage",r.version,this.scope,e].join("-")',
+                     f'version="{version}"', f'getStoreForComponent("{component}",',
+                     f'reactComponentStateKey="{suffix.removeprefix("-")}"'):  # fmt: skip
+        assert fragment in bundle, fragment

@@ -98,6 +98,15 @@ def fit_generator(
         sched.step()
 
 
+def reinitialise(module: nn.Module, seed: int) -> None:
+    """Every layer's own initialisation, drawn from ``seed`` (the global RNG left as it was)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for layer in module.modules():
+            if hasattr(layer, "reset_parameters"):
+                layer.reset_parameters()
+
+
 def load_or_fit(
     cfg: GMMWorldConfig, mixture: ConditionalGMM, generator: nn.Module, assistant: nn.Module
 ) -> Path:
@@ -110,6 +119,10 @@ def load_or_fit(
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not path.exists():
             rng = torch.Generator().manual_seed(cfg.geometry_seed)
+            # the cache is keyed by the world config alone: its networks start from that config's
+            # seed, not from the global RNG of whichever run happens to fit it first
+            for module in (generator, assistant) if fits_assistant else (generator,):
+                reinitialise(module, cfg.geometry_seed)
             if fits_assistant:
                 fit_assistant(assistant, mixture, cfg.assistant_fit_steps, rng)
             fit_generator(generator, mixture, cfg.stage0_steps, cfg.ode_steps, rng)
