@@ -32,7 +32,7 @@ from distar.refusals import Outputs, refusing
 
 SMOKE_ROWS = (TABLE2[1], TABLE2[-1])
 SMOKE = {"train.steps": 10, "train.log_every": 5}  # over the world's own smoke settings
-# The default grid answers at the setting level in about 6 minutes on 2 cores: 3 seeds per row
+# The default grid answers at the setting level in about 7 minutes on 2 cores: 3 seeds per row
 # (33 trials), bought with fewer steps (600 -> 300) and fewer units on the embedded world (8000
 # -> 2000 a row and seed). Units are what the variance split says costs least: at 3 seeds the
 # training runs' spread, not the units, sets the setting-level CI (report: "more seeds, not
@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help=f"generator steps per trial (default {STEPS}: the embedded grid, 33 trials, "
-        "runs in about 6 minutes on 2 cores)",
+        "runs in about 7 minutes on 2 cores)",
     )
     p.add_argument("--seeds", type=int, nargs="+",
                    help=f"training seeds per row (default {' '.join(map(str, SEEDS))}: the "
