@@ -136,6 +136,7 @@ SMOKE_NOTE = ("smoke test: it checks that the whole path runs; its numbers are n
 
 
 def column_values(runs: pd.DataFrame, column: str) -> list[str]:
+    """The distinct values the runs hold in ``column`` (none if no run has it), as text."""
     return sorted(runs[column].dropna().astype(str).unique()) if column in runs else []
 
 

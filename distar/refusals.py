@@ -83,10 +83,9 @@ def refusing(
         return refuse(error, outputs)
 
 
-def refuse(error: BaseException, outputs: Outputs | None = None) -> int:
+def refuse(error: BaseException, outputs: Outputs) -> int:
     """The refusal itself: one line on stderr, exit code 2, fresh outputs removed."""
-    if outputs is not None:
-        outputs.remove()
+    outputs.remove()
     print(f"{label(error)}: {one_line(error)}", file=sys.stderr)
     return 2
 

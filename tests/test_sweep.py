@@ -531,6 +531,19 @@ def test_pareto_front_keeps_exactly_the_undominated():
     assert [r["key"] for r in pareto_front(rows, ("reward", "mmd"))] == ["b", "a"]
 
 
+def test_a_cell_is_rounded_to_two_significant_digits_of_its_ci():
+    """Digits beyond the CI's second are noise: a mean shows no more than its CI supports."""
+    from analysis.runs import cell
+
+    assert cell(0.123456, 0.0123) == "0.123 ± 0.012"
+    assert cell(-27.9925, 3.5068) == "-28.0 ± 3.5"
+    assert cell(0.0012345, 0.00951) == "0.0012 ± 0.0095"
+    assert cell(1234.4, 120.0) == "1234 ± 120"
+    assert cell(1.0, 0.0) == "1.000 ± 0"  # seeds that agree exactly
+    assert cell(16.0, float("nan")) == "16.00"  # one seed: no CI, 4 significant digits
+    assert cell(float("nan"), 0.1) == "–"
+
+
 def test_paper_tables_1_to_3_from_runs_in_the_papers_units(tmp_path):
     from analysis.paper_tables import build
 
