@@ -28,7 +28,7 @@ from distar.sigmas import edm_weight
 from distar.worlds.gmm.mixture import ConditionalGMM, probability_flow
 from distar.worlds.gmm.world_config import GMMWorldConfig
 
-STAGE0_VERSION = "1"  # bump when the fitting procedure changes, so old caches are not reused
+STAGE0_VERSION = "2"  # bump when the fitting procedure changes, so old caches are not reused
 BATCH = 1024
 ODE_PAIRS = 65536
 
