@@ -15,8 +15,10 @@ so a layout or panel a user chooses in the UI stays theirs.
 And a shared runs view (a link's ``viewStateShareKey``, an experiment tag
 ``mlflow.sharedViewState.<key>``) holds only while its link's first page lasts: Back from a run
 rebuilds the runs table from the browser's own saved view of the experiment, empty in a fresh
-browser (no grouping, default columns). Where that slot is empty, the page copies the shared
-view into it, so Back returns to the view the link opened; a view the user saved stays theirs.
+browser (no grouping, default columns). Where that slot is empty, or still holds the view this
+page put there (a later link, another sweep's view, replaces it), the page copies the shared
+view into it, so Back returns to the view the link opened; a view the user saved or changed
+stays theirs.
 """
 
 from __future__ import annotations
@@ -39,13 +41,15 @@ SEED_SAVED_VIEW = r"""(function(){
 var m=location.hash.match(/^#\/experiments\/([^\/?]+)[^?]*\?(.*)$/);if(!m)return;
 var key=new URLSearchParams(m[2]).get('viewStateShareKey');if(!key)return;
 var id=decodeURIComponent(m[1]);var slot=PREFIX+JSON.stringify([id])+SUFFIX;
-if(localStorage.getItem(slot)!==null)return;
+var mine='distar.seededView_'+id;var ours=function(){var v=localStorage.getItem(slot);
+ return v===null||v===localStorage.getItem(mine);};
+if(!ours())return;
 fetch('ajax-api/2.0/mlflow/experiments/get?experiment_id='+encodeURIComponent(id))
 .then(function(r){return r.json();}).then(function(j){
  var t=((j.experiment||{}).tags||[]).filter(function(x){
   return x.key==='mlflow.sharedViewState.'+key;})[0];if(!t)return;
  var s=JSON.parse(t.value);if(typeof s.state==='string'){s=JSON.parse(s.state);}
- if(localStorage.getItem(slot)===null){localStorage.setItem(slot,JSON.stringify(s));}
+ if(ours()){var v=JSON.stringify(s);localStorage.setItem(slot,v);localStorage.setItem(mine,v);}
 }).catch(function(){});
 })();""".replace("PREFIX", json.dumps(SAVED_VIEW[0])).replace("SUFFIX", json.dumps(SAVED_VIEW[1]))
 # each in its own try: a default that fails must never break MLflow's own page
