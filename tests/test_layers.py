@@ -27,7 +27,7 @@ HEAVY = frozenset(
 
 # Bottom to top. A module takes the first layer whose pattern matches its dotted name.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("config base", ("distar.config_base", "distar.benchmark_catalogue")),
+    ("config base", ("distar.config_base", "distar.benchmark_catalogue", "distar.extras")),
     ("world configs", ("distar.worlds.*.world_config", "distar.worlds.catalogue")),
     ("config", ("distar.config",)),
     (
@@ -36,7 +36,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
          "distar.rewards.*", "distar.tracking", "distar.local_ray", "distar.callbacks",
          "distar.distributed", "distar.devices", "distar.cache", "distar.images", "distar.timing",
          "distar.paper", "distar.prompts", "distar.sharding", "distar.step_parts",
-         "distar.refusals", "distar.paired", "distar.pairing", "distar.stopping"),
+         "distar.refusals", "distar.paired", "distar.pairing", "distar.stopping",
+         "distar.mlflow_app"),
     ),  # fmt: skip
     ("text-to-image blocks", ("distar.t2i.*",)),
     ("worlds", ("distar.worlds.*",)),
