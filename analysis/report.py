@@ -252,10 +252,10 @@ def write_reports(runs: pd.DataFrame, uri: str, out: Path, baseline: str | None 
     preset = world_preset(world or world_of(runs))
     paired, comparisons = paired_report(runs, uri, out, preset.metrics, baseline, all_pairs,
                                         min_effect)  # fmt: skip
-    notes = caveats(runs, preset)
+    notes, under = caveats(runs, preset), paper_note(preset)
     table = build_report(runs, out, preset.metrics, preset.pareto, verdicts(comparisons),
-                         notes, paper_note(preset))  # fmt: skip
-    parts = [notes, to_markdown(table, preset.metrics), paper_note(preset), units_line(runs),
+                         notes, under)  # fmt: skip
+    parts = [notes, to_markdown(table, preset.metrics), under, units_line(runs),
              f"## paired: each row minus the baseline "
              f"({comparisons.attrs.get('baseline', baseline) or 'none'}), same prompts and noise"
              f"\n\n{paired}"]  # fmt: skip

@@ -34,7 +34,6 @@ EXTRAS: dict[str, tuple[str, ...]] = {
              "torchvision", "PIL", "mlflow"),  # fmt: skip
     "t2i": ("diffusers", "peft", "transformers", "open_clip", "torchmetrics", "torchvision"),
 }
-CPU_TORCH = "--extra-index-url https://download.pytorch.org/whl/cpu"  # README: no GPU
 
 
 class MissingExtraError(ModuleNotFoundError):

@@ -11,6 +11,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from distar import extras
 
@@ -68,17 +70,15 @@ def test_a_genuine_import_error_keeps_its_traceback():
 
 
 def requirement_names(extra: str, table: dict[str, list[str]]) -> set[str]:
-    """The distributions ``pip install -e .[extra]`` brings, following ``distar[...]`` within."""
+    """The distributions ``pip install -e .[extra]`` brings, following ``distar[...]`` within
+    (pip's own requirement parser and name normalisation)."""
     names: set[str] = set()
-    for req in table[extra]:
-        name = req.split(";")[0].split("[")[0].strip()
-        for cut in "<>=!~ ":
-            name = name.split(cut)[0]
-        if name == "distar":
-            for inner in req.split("[")[1].split("]")[0].split(","):
-                names |= requirement_names(inner.strip(), table)
+    for requirement in map(Requirement, table[extra]):
+        if requirement.name == "distar":
+            for inner in requirement.extras:
+                names |= requirement_names(inner, table)
         else:
-            names.add(name.lower().replace("_", "-"))
+            names.add(canonicalize_name(requirement.name))
     return names
 
 
@@ -87,10 +87,10 @@ def test_each_extra_installs_the_modules_the_refusal_names():
     named for (a module listed under the wrong extra would send the user round in circles)."""
     table = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     optional = table["optional-dependencies"]
-    base = {d.split("=")[0].split(">")[0].lower() for d in table["dependencies"]}
+    base = {canonicalize_name(Requirement(d).name) for d in table["dependencies"]}
     for module, (extra, distribution) in extras.MODULES.items():
-        assert distribution.lower().replace("_", "-") in requirement_names(extra, optional), module
+        assert canonicalize_name(distribution) in requirement_names(extra, optional), module
     for extra, modules in extras.EXTRAS.items():
+        brought = requirement_names(extra, optional) | base
         for module in modules:
-            brought = requirement_names(extra, optional) | base
-            assert extras.MODULES[module][1].lower().replace("_", "-") in brought, (extra, module)
+            assert canonicalize_name(extras.MODULES[module][1]) in brought, (extra, module)
