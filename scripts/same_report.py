@@ -27,10 +27,13 @@ IGNORED: frozenset[str] = frozenset()
 
 def run_grid(rev: str, work: Path, full: bool, extra: list[str]) -> Path:
     """The grid at ``rev``, from a worktree of it; returns its report/table2.csv."""
+    storage = work / f"runs-{rev}"
+    if (storage / "report" / "table2.csv").is_file():  # kept from an earlier call with --work
+        print(f"[{rev}] reusing {storage}", flush=True)
+        return storage / "report" / "table2.csv"
     tree = work / f"tree-{rev}"
     subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-f", str(tree), rev],
                    check=True, capture_output=True)  # fmt: skip
-    storage = work / f"runs-{rev}"
     cmd = [sys.executable, "sweeps/ablation_grid.py", "--storage", str(storage), *extra]
     if not full:
         cmd.append("--smoke-test")
@@ -78,7 +81,9 @@ def main() -> None:
     parser.add_argument("before", help="a git revision")
     parser.add_argument("after", nargs="?", default="HEAD", help="a git revision (default HEAD)")
     parser.add_argument("--full", action="store_true", help="the default grid, not the smoke grid")
-    parser.add_argument("--work", type=Path, help="keep worktrees, runs and logs here")
+    parser.add_argument("--work", type=Path,
+                        help="keep runs and logs here; a revision whose report is already here "
+                             "is not run again (name revisions by commit, not HEAD, to reuse)")
     argv = sys.argv[1:]
     cut = argv.index("--") if "--" in argv else len(argv)
     args, extra = parser.parse_args(argv[:cut]), argv[cut + 1 :]
