@@ -1,5 +1,5 @@
 """Two runs (or two rows) compared unit by unit (prompt x image, same noise) on every benchmark
-both scored, at two levels (:mod:`distar.paired`):
+both scored, at two levels (:mod:`distar.track.paired`):
 
 - setting: the rows as recipes, over training seeds (per-seed paired means, Student-t on
   S - 1 df; 3 seeds or more to decide anything);
@@ -39,19 +39,19 @@ from analysis.paired_table import (
     verdict_mark,
 )
 from analysis.runs import check_store, finished
-from distar import paper
-from distar.benchmark_catalogue import ROW_KEYS, SET_METRICS, WORLD_UNITS
-from distar.config import ConfigError
-from distar.paired import MIN_SEEDS, unit_metric
-from distar.pairing import (
+from distar.config import paper
+from distar.config.benchmarks import ROW_KEYS, SET_METRICS, WORLD_UNITS
+from distar.config.tree import ConfigError
+from distar.track.paired import MIN_SEEDS, unit_metric
+from distar.track.pairing import (
     UnpairedError,
     one_row_per_unit,
     paired_differences,
     shared_seeds,
     stack_seeds,
 )
-from distar.refusals import refusing
-from distar.tracking import TrackingStoreError, read_table
+from distar.track.tracking import TrackingStoreError, read_table
+from distar.util.refusals import refusing
 
 # the world's own per-sample values first (the embedded world's reward, precision, ...), then
 # the text worlds' benchmarks

@@ -1,5 +1,5 @@
 """A sweep's paired table: every row against the baseline (or every pair), unit by unit within
-each seed both finished, at both levels (:mod:`distar.paired`):
+each seed both finished, at both levels (:mod:`distar.track.paired`):
 
 - ``setting``: the seeds replicate (per-seed paired means, Student-t on S - 1 df), Holm over the
   table. Only this level marks a row (▲ / ▼), and only from ``MIN_SEEDS`` seeds.
@@ -18,9 +18,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from distar.benchmark_catalogue import lower_is_better
-from distar.config import ConfigError
-from distar.paired import MIN_SEEDS, checkpoint_level, holm, plan, setting_level
+from distar.config.benchmarks import lower_is_better
+from distar.config.tree import ConfigError
+from distar.track.paired import MIN_SEEDS, checkpoint_level, holm, plan, setting_level
 
 ALPHA = 0.05  # the family-wise level of a table's marks
 
@@ -124,7 +124,7 @@ def verdict_mark(r: pd.Series | dict) -> str:
 
 def verdicts(table: pd.DataFrame) -> dict[str, str]:
     """Per row, its significant setting-level comparisons with the baseline (``▲ eval/reward,
-    ...``), for the Table-2 report and the runs' ``distar.paired`` tags; the baseline row says
+    ...``), for the Table-2 report and the runs' ``distar.track.paired`` tags; the baseline row says
     so; a row with too few seeds says how many it needs."""
     if table.empty:
         return {}

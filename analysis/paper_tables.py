@@ -31,10 +31,10 @@ from analysis.runs import (
     summarise,
 )
 from analysis.runs import finished as finished_mask
-from distar import paper
-from distar.benchmark_catalogue import FID_PROTOCOLS, PAPER_FID_PROTOCOL
-from distar.refusals import Outputs, check_writable_dir, refusing
-from distar.tracking import TrackingStoreError
+from distar.config import paper
+from distar.config.benchmarks import FID_PROTOCOLS, PAPER_FID_PROTOCOL
+from distar.track.tracking import TrackingStoreError
+from distar.util.refusals import Outputs, check_writable_dir, refusing
 
 # our metric name -> the paper's column (the same units: PickScore as the cosine, CLIP score
 # as 100 x the cosine)

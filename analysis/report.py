@@ -32,15 +32,15 @@ from analysis.runs import (
     recorded_published,
     summarise,
 )
-from distar import paper
-from distar.config import world_preset
-from distar.refusals import Outputs, check_writable_dir, refusing
-from distar.tracking import (
+from distar.config import paper
+from distar.config.tree import world_preset
+from distar.track.tracking import (
     CFG_CONVENTION_TAG,
     REWARD_UNITS_TAG,
     SMOKE_TAG,
     TrackingStoreError,
 )
+from distar.util.refusals import Outputs, check_writable_dir, refusing
 
 PAPER_COLUMNS = ("image_reward", "aesthetic", "pickscore", "clip_score")
 

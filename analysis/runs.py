@@ -9,10 +9,11 @@ import math
 import pandas as pd
 from scipy import stats
 
-from distar import paper, tracking
-from distar.config import ConfigError
-from distar.extras import require
-from distar.tracking import (
+from distar.config import paper
+from distar.config.extras import require
+from distar.config.tree import ConfigError
+from distar.track import tracking
+from distar.track.tracking import (
     check_tracking_server,
     missing_store,
     setting_label,

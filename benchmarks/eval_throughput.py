@@ -7,7 +7,7 @@ harness' overhead over the bare forward passes it wraps. Not a test; prints numb
 - per metric: ``score(images, prompts)`` on ready batches (tokenise + preprocess + forward);
 - harness: ``evaluate()`` end to end (per-sample seeded noise, generation, every metric, rows,
   bootstrap summaries) against the sum of the bare generator and metric calls on the same batches;
-- ``--ray-workers``: ``python -m distar.evaluate``'s request on N Ray actors (one CPU each),
+- ``--ray-workers``: ``python -m distar.cli.evaluate``'s request on N Ray actors (one CPU each),
   end to end including the actors' start and model loads, and the scoring alone.
 """
 
@@ -20,12 +20,12 @@ from pathlib import Path
 
 import torch
 
+from distar.data.prompts import Prompt, PromptSet
 from distar.evaluation.generators import GENERATORS
 from distar.evaluation.harness import HarnessOptions, evaluate
 from distar.evaluation.metric_base import MetricOptions
 from distar.evaluation.scorers import build_metric
 from distar.evaluation.tiny_metrics import tiny_metric_paths, tiny_text_encoder
-from distar.prompts import Prompt, PromptSet
 
 METRICS = ("pickscore", "clip_score", "aesthetic", "hpsv21", "imagereward")
 
@@ -44,7 +44,7 @@ def ray_scaling(n: int, batch: int, workers: list[int], parti: str) -> None:
     """Images/s of the whole evaluation (and of its scoring alone) on 1, 2, ... Ray actors."""
     import ray
 
-    from distar.evaluate import build_parser, resolve_job
+    from distar.cli.evaluate import build_parser, resolve_job
     from distar.evaluation import ray_eval
 
     ray.init(num_cpus=max(workers), log_to_driver=False)

@@ -18,15 +18,15 @@ run() {
   timeout 170 "$@" 2>&1 | grep -v "Loading weights\|kept in float32\|Writing model\|it/s\]" | tail -20
   echo "rc=${PIPESTATUS[0]}"
 }
-run python -m distar.train --smoke-test --set train.device=cuda --out "$OUT/gmm"
-run python -m distar.train --world sdxl-tiny --smoke-test --set train.device=cuda \
+run python -m distar.cli.train --smoke-test --set train.device=cuda --out "$OUT/gmm"
+run python -m distar.cli.train --world sdxl-tiny --smoke-test --set train.device=cuda \
   --set loss.cfg_scale=7.5 --set loss.reward_scale=10 --out "$OUT/sdxl-tiny"
-run python -m distar.train --world sd15-tiny --smoke-test --set train.device=cuda \
+run python -m distar.cli.train --world sd15-tiny --smoke-test --set train.device=cuda \
   --set world.assistant=lora --set world.dtype=bf16 --set loss.guidance=out \
   --set loss.cfg_scale=2 --set loss.reward_scale=1 --out "$OUT/sd15-tiny"
-run python -m distar.train --world sdxl-tiny --smoke-test --set train.device=cuda \
+run python -m distar.cli.train --world sdxl-tiny --smoke-test --set train.device=cuda \
   --set resources.strategy=fsdp --set world.dtype=bf16 --out "$OUT/sdxl-tiny-fsdp"
-run python -m distar.train --world sdxl-tiny --smoke-test --set train.device=cuda \
+run python -m distar.cli.train --world sdxl-tiny --smoke-test --set train.device=cuda \
   --set resources.strategy=fsdp --set world.dtype=bf16 --set world.assistant=lora \
   --set loss.weighting=dmd_normalised --set optim.reuse_generator_samples=true \
   --set train.generator_chunk=1 --set resources.cpu_offload=true --out "$OUT/sdxl-tiny-fsdp-lora"
@@ -44,4 +44,4 @@ run python benchmarks/sd_step.py --arch sdxl --batch 4 --grad-ckpt --fsdp --chun
 run python benchmarks/sd_step.py --arch sdxl --batch 4 --grad-ckpt --fsdp --offload $D --json "$J"
 run python benchmarks/sd_step.py --arch sd15 --batch 8 --grad-ckpt --fsdp --lora-rank 64 --chunk 1 \
   $D --json "$J"
-run python -m distar.plan --check "$J"
+run python -m distar.cli.plan --check "$J"

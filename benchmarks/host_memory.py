@@ -20,7 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from distar.config import Config
+from distar.config.tree import Config
 
 GIB = 2**30
 

@@ -15,7 +15,7 @@ import warnings
 
 import torch
 
-from distar.config import Config, parse_override
+from distar.config.tree import Config, parse_override
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         print("no CUDA device: nothing to count")
         return 0
-    from distar.trainer import Trainer
+    from distar.loop.trainer import Trainer
 
     flat = {"train.device": "cuda", "train.log_every": 1_000_000, "train.out_dir": "/tmp/syncs"}
     flat.update(parse_override(o) for o in args.overrides)

@@ -27,8 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from analysis.paired_table import Found, setting_table, verdicts  # noqa: E402
-from distar.paired import checkpoint_level, power, setting_level  # noqa: E402
-from distar.stopping import StopRule  # noqa: E402
+from distar.track.paired import checkpoint_level, power, setting_level  # noqa: E402
+from distar.track.stopping import StopRule  # noqa: E402
 
 ALPHA = 0.05
 

@@ -14,9 +14,9 @@ from collections.abc import Callable
 
 import torch
 
-from distar.config import Config, parse_override
-from distar.sigmas import edm_weight
-from distar.trainer import Trainer
+from distar.config.tree import Config, parse_override
+from distar.loop.trainer import Trainer
+from distar.method.sigmas import edm_weight
 
 
 def median_seconds(fn: Callable[[], object], reps: int, warmup: int = 10) -> float:

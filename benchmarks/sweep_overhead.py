@@ -5,7 +5,7 @@
     python benchmarks/sweep_overhead.py --floor            # + what a no-op TorchTrainer costs
 
 Each trial's driver and rank-0 worker append wall-clock marks and phase sums to
-``trials/<trial>/timings.jsonl`` (:mod:`distar.timing`); this prints their mean per trial:
+``trials/<trial>/timings.jsonl`` (:mod:`distar.runtime.timing`); this prints their mean per trial:
 
 - driver set-up: the Tune trial's MLflow child run, params, config artifact;
 - Ray Train start: the TorchTrainer's controller, worker processes, process group;
@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from distar import timing  # noqa: E402
-from distar.local_ray import start_local_ray  # noqa: E402
+from distar.runtime.local_ray import start_local_ray  # noqa: E402
 
 ROWS = (
     ("driver set-up", lambda m, p: m["fit_start"] - m["driver_start"]),

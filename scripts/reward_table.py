@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from distar.config import Config, parse_override
-from distar.trainer import Trainer
+from distar.config.tree import Config, parse_override
+from distar.loop.trainer import Trainer
 
 ROWS = [
     ("KL (Diff-Instruct / DI++)", {"loss.divergence": "kl"}),

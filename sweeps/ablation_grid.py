@@ -22,13 +22,14 @@ from analysis.report import (
     write_reports,
 )
 from analysis.runs import load_runs
-from distar import paper, tracking
-from distar.benchmark_catalogue import logged_name
-from distar.config import Config, ConfigError, parse_override, world_preset
-from distar.paper import TABLE2
+from distar.config import paper
+from distar.config.benchmarks import logged_name
+from distar.config.paper import TABLE2
+from distar.config.tree import Config, ConfigError, parse_override, world_preset
 from distar.raytune.grid import expand
 from distar.raytune.settings import SWEEP_REFUSALS, SweepSettings, preflight_sweep
-from distar.refusals import Outputs, refusing
+from distar.track import tracking
+from distar.util.refusals import Outputs, refusing
 
 SMOKE_ROWS = (TABLE2[1], TABLE2[-1])
 SMOKE = {"train.steps": 10, "train.log_every": 5}  # over the world's own smoke settings
@@ -39,7 +40,7 @@ SMOKE = {"train.steps": 10, "train.log_every": 5}  # over the world's own smoke 
 # more prompts").
 STEPS = 300
 EMBEDDED_UNITS = 500  # eval.samples_per_prompt: x 4 prompts = 2000 units a row and seed
-SEEDS = (0, 1, 2)  # distar.paired.MIN_SEEDS: a row's paired verdict needs 3 training seeds
+SEEDS = (0, 1, 2)  # distar.track.paired.MIN_SEEDS: a row's paired verdict needs 3 training seeds
 SMOKE_SEEDS = (0, 1)  # the smoke grid checks the path, not the verdicts: 2 keep CI short
 
 

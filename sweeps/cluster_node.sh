@@ -113,7 +113,7 @@ start_head() {
     wait_until ray ray status --address "$ip:$RAY_PORT"
     # MLflow 3 answers 403 "Invalid Host header" to a Host it does not know: the head's address
     # (which need not be a private one) and the SSH tunnel's localhost are allowed;
-    # --app-name distar: its UI opens in the training layout (distar/mlflow_app.py)
+    # --app-name distar: its UI opens in the training layout (distar/track/mlflow_app.py)
     detach mlflow mlflow server --app-name distar --host "$ip" --port "$MLFLOW_PORT" \
         --allowed-hosts "$ip,$ip:$MLFLOW_PORT,localhost:*,127.0.0.1:*" \
         --backend-store-uri "sqlite:///$RUNS/mlflow.db" --artifacts-destination "$RUNS/mlartifacts"

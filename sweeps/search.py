@@ -18,9 +18,9 @@ import argparse
 import math
 
 from analysis.report import SMOKE_NOTE
-from distar import paper, tracking
-from distar.benchmark_catalogue import SET_METRICS, logged_name, lower_is_better
-from distar.config import Config, ConfigError, parse_override, world_preset
+from distar.config import paper
+from distar.config.benchmarks import SET_METRICS, logged_name, lower_is_better
+from distar.config.tree import Config, ConfigError, parse_override, world_preset
 from distar.evaluation.preflight import active_requests
 from distar.raytune.searcher import (
     STOPPERS,
@@ -30,7 +30,8 @@ from distar.raytune.searcher import (
     search_tune_config,
 )
 from distar.raytune.settings import SWEEP_REFUSALS, SweepSettings, preflight_sweep
-from distar.refusals import Outputs, refusing
+from distar.track import tracking
+from distar.util.refusals import Outputs, refusing
 
 # what the searcher draws or the flags set: a --set of one would be overwritten in every trial
 SEARCHED = {

@@ -17,7 +17,7 @@ def world_cache(tmp_path_factory):
 def ray_address(world_cache):
     import ray
 
-    from distar.local_ray import start_local_ray  # sets Ray Train's report interval too
+    from distar.runtime.local_ray import start_local_ray  # sets Ray Train's report interval too
 
     start_local_ray(num_cpus=4)
     yield ray.get_runtime_context().gcs_address

@@ -45,7 +45,7 @@ def recorded_timesteps(world, into: list[tuple[str, str, list[float]]]):
 
 def groups(unet: nn.Module) -> list:
     """The FSDP parameter groups of a sharded UNet (one per unit that holds parameters)."""
-    from distar.sharding import fsdp_modules
+    from distar.runtime.sharding import fsdp_modules
 
     found = [m._get_fsdp_state()._fsdp_param_group for m in fsdp_modules(unet)]
     return [g for g in found if g is not None]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pandas as pd
 
-from distar.config import Config
-from distar.local_ray import free_port  # noqa: F401  (the tests' ports, as Ray's)
-from distar.paper import TABLE2
+from distar.config.paper import TABLE2
+from distar.config.tree import Config
 from distar.raytune.grid import expand
 from distar.raytune.spec import TrialSpec
+from distar.runtime.local_ray import free_port  # noqa: F401  (the tests' ports, as Ray's)
 
 TINY = {
     "train.steps": 6,

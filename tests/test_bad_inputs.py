@@ -25,13 +25,13 @@ def script(name: str):
 
 
 def train(argv):
-    from distar.train import main
+    from distar.cli.train import main
 
     return main(argv)
 
 
 def evaluate(argv):
-    from distar.evaluate import main
+    from distar.cli.evaluate import main
 
     return main([*argv, "--dry-run"])
 
@@ -121,20 +121,20 @@ CASES = [
 
 
 def plan(argv):
-    from distar.plan import main
+    from distar.cli.plan import main
 
     return main(argv)
 
 
 def export(argv):
-    from distar.export import main
+    from distar.cli.export import main
 
     return main(argv)
 
 
 def evaluate_run(argv):
-    """``distar.evaluate`` for real (no --dry-run): refused before a model loads."""
-    from distar.evaluate import main
+    """``distar.cli.evaluate`` for real (no --dry-run): refused before a model loads."""
+    from distar.cli.evaluate import main
 
     return main(argv)
 
@@ -298,8 +298,8 @@ def test_bad_input_is_refused_in_one_line_and_leaves_nothing(
 def test_refusals_remove_fresh_outputs_keep_started_work_and_let_bugs_through(tmp_path, capsys):
     """An anticipated error: one line, exit 2, a folder the command made is removed -- unless
     work started in it (a sweep's trials/, a run's checkpoints/); anything else propagates."""
-    from distar.config import ConfigError
-    from distar.refusals import refusing
+    from distar.config.tree import ConfigError
+    from distar.util.refusals import refusing
 
     fresh, started = tmp_path / "fresh", tmp_path / "started"
 
@@ -323,7 +323,7 @@ def test_refusals_remove_fresh_outputs_keep_started_work_and_let_bugs_through(tm
 def test_a_sweep_whose_ray_cannot_start_records_nothing(tmp_path):
     """A dead RAY_ADDRESS: refused in seconds, in one line; no parent run or definition is left,
     so the same command is refused for the same reason again, never as "already has a run"."""
-    from distar.local_ray import free_port
+    from distar.runtime.local_ray import free_port
 
     env = {**os.environ, "RAY_ADDRESS": f"127.0.0.1:{free_port()}"}
     out = tmp_path / "sweep"

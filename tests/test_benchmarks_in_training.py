@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 import torch
 
-from distar.benchmark_catalogue import EVAL_METRICS, WEIGHT_KEYS
-from distar.config import Config, ConfigError
+from distar.config.benchmarks import EVAL_METRICS, WEIGHT_KEYS
+from distar.config.tree import Config, ConfigError
 from distar.evaluation.in_training import BenchmarkEvaluator
 from distar.evaluation.preflight import preflight
 

@@ -2,13 +2,13 @@ import dataclasses
 
 import pytest
 
-from distar import config as C
-from distar.config import Config, ConfigError, LossConfig, parse_override
-from distar.losses import DISTANCES, DIVERGENCES, GENERATOR_WEIGHTINGS
-from distar.sigmas import ASSISTANT_WEIGHTINGS, SIGMA_DISTRIBUTIONS
+from distar.config import tree as C
+from distar.config.gmm import GMMWorldConfig
+from distar.config.tree import Config, ConfigError, LossConfig, parse_override
+from distar.method.losses import DISTANCES, DIVERGENCES, GENERATOR_WEIGHTINGS
+from distar.method.sigmas import ASSISTANT_WEIGHTINGS, SIGMA_DISTRIBUTIONS
 from distar.worlds.builders import WORLDS
 from distar.worlds.gmm.rewards import GMM_REWARDS
-from distar.worlds.gmm.world_config import GMMWorldConfig
 
 
 def test_flat_dict_round_trip():
@@ -116,7 +116,7 @@ def test_reward_choices_are_the_registry_names():
 
 
 def test_every_world_has_a_config_a_builder_and_a_base_preset():
-    from distar.worlds.gmm.world_config import GMM_REWARD_NAMES
+    from distar.config.gmm import GMM_REWARD_NAMES
     assert tuple(sorted(C.WORLD_CONFIGS)) == WORLDS.names()
     assert all(C.WORLD_PRESETS[name].world == name for name in C.WORLD_CONFIGS)
     assert all(p.world in C.WORLD_CONFIGS for p in C.WORLD_PRESETS.values())

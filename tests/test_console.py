@@ -39,7 +39,7 @@ def test_a_searched_trial_names_its_draw_and_an_early_stop(capsys):
 def test_two_one_cpu_trials_and_their_drivers_fit_on_two_cpus():
     """A trial driver only waits on its TorchTrainer: with even a token CPU share, two 1-CPU
     trials plus their drivers ask for more than 2 CPUs and a 2-core machine runs one at a time."""
-    from distar.config import Config
+    from distar.config.tree import Config
     from distar.raytune.trial import driver_resources
 
     driver = driver_resources()

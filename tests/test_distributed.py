@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from distar.distributed import average_gradients, broadcast_parameters, gradient_buckets
+from distar.runtime.distributed import average_gradients, broadcast_parameters, gradient_buckets
 
 SIZES = [(300,), (50, 4), (1000,), (7,), (64, 64)]  # bytes: 1200, 800, 4000, 28, 16384
 
@@ -72,14 +72,14 @@ def test_offload_gets_a_group_that_reaches_host_tensors():
     """CPU offload keeps gradients on the host, where the clip's norm is all-reduced: on GPUs
     the group needs gloo beside NCCL (an NCCL-only group failed at the first clip). Ray's
     TorchConfig, torchrun's launcher and the single-rank group all take ``backend``."""
-    from distar.distributed import backend
+    from distar.runtime.distributed import backend
 
     assert backend(cuda=True, offload=True) == "cuda:nccl,cpu:gloo"
     assert backend(cuda=True) == "nccl" and backend(cuda=False, offload=True) == "gloo"
 
 
 def test_a_trial_asks_ray_for_that_group(tmp_path):
-    from distar.config import Config
+    from distar.config.tree import Config
     from distar.raytune.spec import SweepContext, TrialSpec
     from distar.raytune.trial import make_torch_trainer
 
@@ -92,8 +92,8 @@ def test_a_trial_asks_ray_for_that_group(tmp_path):
 
 
 def test_offload_in_a_group_without_a_cpu_backend_is_refused_in_one_line():
-    from distar.config import ConfigError
-    from distar.sharding import ensure_process_group
+    from distar.config.tree import ConfigError
+    from distar.runtime.sharding import ensure_process_group
 
     dist.init_process_group("cuda:gloo", store=dist.HashStore(), rank=0, world_size=1)
     try:

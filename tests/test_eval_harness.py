@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 import torch
 
+from distar.data.prompts import HPS_STYLES, Prompt, PromptSet
 from distar.evaluation import summary
 from distar.evaluation.harness import HarnessOptions, evaluate, noise_for, sample_seed
-from distar.prompts import HPS_STYLES, Prompt, PromptSet
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -137,7 +137,7 @@ def test_non_finite_images_or_scores_stop_the_evaluation():
 def test_evaluate_command_logs_tables_to_mlflow(tmp_path, capsys):
     from mlflow.tracking import MlflowClient
 
-    from distar.evaluate import main
+    from distar.cli.evaluate import main
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     main(
@@ -178,9 +178,9 @@ def test_evaluate_command_logs_tables_to_mlflow(tmp_path, capsys):
 
 
 def test_the_embedded_world_goes_through_the_same_harness(world_cache):
+    from distar.config.gmm import GMMWorldConfig
     from distar.worlds.gmm.eval import GMMGenerator, gmm_metrics, prompt_set
     from distar.worlds.gmm.world import GMMWorld
-    from distar.worlds.gmm.world_config import GMMWorldConfig
 
     world = GMMWorld(GMMWorldConfig(), torch.device("cpu"))
     result = evaluate(

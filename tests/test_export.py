@@ -1,5 +1,5 @@
-"""``python -m distar.export``: an unsharded checkpoint's generator as a diffusers UNet folder and
-one state-dict file, each loading back bit-exactly -- with ``from_pretrained`` and as a new
+"""``python -m distar.cli.export``: an unsharded checkpoint's generator as a diffusers UNet folder
+and one state-dict file, each loading back bit-exactly -- with ``from_pretrained`` and as a new
 run's ``world.generator_init`` (the sharded case: tests/test_fsdp.py)."""
 
 from __future__ import annotations
@@ -8,13 +8,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from distar.config import Config
-from distar.export import main
+from distar.cli.export import main
+from distar.config.tree import Config
 
 
 @pytest.fixture(scope="module")
 def trained(world_cache, tmp_path_factory):
-    from distar.trainer import Trainer
+    from distar.loop.trainer import Trainer
 
     out = tmp_path_factory.mktemp("run")
     flat = {"train.steps": 2, "train.out_dir": str(out), "eval.plot": False, "eval.benchmarks": ""}

@@ -14,7 +14,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from distar import extras
+from distar.config import extras
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_BLOCKED = """
@@ -31,10 +31,10 @@ GRID, SEARCH = "sweeps/ablation_grid.py", "sweeps/search.py"
 CASES = [  # (blocked modules, entry point, its arguments, the extra, words the line must hold)
     ("diffusers,peft", GRID, ["--world", "sd15-tiny", "--smoke-test"], "t2i", "world 'sd15'"),
     ("diffusers", SEARCH, ["--world", "sdxl-tiny", "--smoke-test"], "t2i", "world 'sdxl'"),
-    ("peft", "distar.train", ["--world", "sd15-tiny", "--smoke-test"], "t2i", "world 'sd15'"),
+    ("peft", "distar.cli.train", ["--world", "sd15-tiny", "--smoke-test"], "t2i", "world 'sd15'"),
     ("ray", GRID, ["--smoke-test"], "sweep", "a sweep"),
     ("optuna", SEARCH, ["--smoke-test"], "sweep", "a sweep"),
-    ("transformers", "distar.evaluate", ["--tiny", "--benchmark", "parti:2"], "eval",
+    ("transformers", "distar.cli.evaluate", ["--tiny", "--benchmark", "parti:2"], "eval",
      "transformers"),
     ("mlflow", "analysis.report", ["--tracking-uri", "sqlite:///{tmp}/m.db"], "sweep", "mlflow"),
     ("mlflow", "analysis.compare", ["--tracking-uri", "sqlite:///{tmp}/m.db", "a", "b"], "sweep",
@@ -49,7 +49,7 @@ def test_a_missing_extra_is_one_line_naming_it(blocked, entry, args, extra, word
     storage = tmp_path / "out"
     if entry in (GRID, SEARCH):
         args += ["--storage", str(storage)]
-    elif entry == "distar.train":
+    elif entry == "distar.cli.train":
         args += ["--out", str(storage)]
     done = subprocess.run([sys.executable, "-c", RUN_BLOCKED, blocked, entry, *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)  # fmt: skip

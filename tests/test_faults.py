@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from sweeps_common import TINY, child_runs, free_port, run, tiny_trials
 
-from distar.paper import TABLE2
+from distar.config.paper import TABLE2
 from distar.raytune.faults import inject
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -175,11 +175,11 @@ def test_a_lost_tracking_store_never_stops_training_and_nothing_is_lost(
 ):
     from mlflow.tracking import MlflowClient
 
-    from distar.config import Config
+    from distar.config.tree import Config
+    from distar.loop.trainer import Trainer
     from distar.raytune.mlflow_logger import MlflowLogger
     from distar.raytune.tuner import report_unlogged
-    from distar.tracking import UNLOGGED
-    from distar.trainer import Trainer
+    from distar.track.tracking import UNLOGGED
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     run_id = MlflowClient(uri).create_run(MlflowClient(uri).create_experiment("e")).info.run_id

@@ -7,7 +7,7 @@ and a step issues the collectives the planner counts. Evaluation works on a shar
 with uneven forwards; a sharded checkpoint resumes exactly.
 
 Mutation checks (each breaks one fix and names the test that fails):
-- ``distar.sharding.initialise_now`` not called: the LoRA bf16 cases crash at step 0 (bf16
+- ``distar.runtime.sharding.initialise_now`` not called: the LoRA bf16 cases crash at step 0 (bf16
   gradient into fp32 shards), every test of this module errors;
 - ``cast_forward_inputs=True`` in ``shard_network``: test_every_unet_sees_its_exact_fp32_timestep;
 - the assistant left trainable in the generator step (``frozen`` dropped in
@@ -32,7 +32,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from distar.config import Config
+from distar.config.tree import Config
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,7 @@ def case_config(case: Case, batch: int, strategy: str, out_dir: str, steps: int 
 
 
 def full_weights(trainer) -> dict[str, np.ndarray]:
-    from distar.sharding import full_tensor
+    from distar.runtime.sharding import full_tensor
 
     out = {}
     for name, params in trainer.params.items():
@@ -153,8 +153,8 @@ def full_weights(trainer) -> dict[str, np.ndarray]:
 
 
 def train(trainer, steps: int) -> list[dict[str, float]]:
-    from distar.distributed import mean_across_ranks
-    from distar.trainer import to_floats
+    from distar.loop.trainer import to_floats
+    from distar.runtime.distributed import mean_across_ranks
 
     return [to_floats(mean_across_ranks(trainer.train_step())) for _ in range(steps)]
 
@@ -162,8 +162,8 @@ def train(trainer, steps: int) -> list[dict[str, float]]:
 def _rank(rank: int, port: int, root: str, out) -> None:
     import torch.distributed as dist
 
-    from distar.sharding import gathered
-    from distar.trainer import Trainer
+    from distar.loop.trainer import Trainer
+    from distar.runtime.sharding import gathered
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
@@ -214,7 +214,7 @@ def resume_exactly(rank: int, root: str) -> tuple[bool, dict[str, np.ndarray]]:
     the weights the checkpoint holds."""
     import torch.distributed as dist
 
-    from distar.trainer import Trainer
+    from distar.loop.trainer import Trainer
 
     case = CASES[1]  # LoRA on the shared reference: the trickiest state
     straight = Trainer(case_config(case, PER_RANK, "fsdp", f"{root}/a", steps=4))
@@ -275,7 +275,7 @@ def sharded(world_cache, tmp_path_factory):
 
 @pytest.mark.parametrize("i", range(len(CASES)), ids=[c.name for c in CASES])
 def test_two_sharded_ranks_take_the_step_of_one_process(sharded, i, tmp_path):
-    from distar.trainer import Trainer
+    from distar.loop.trainer import Trainer
 
     metrics, evaluation, weights, _ = sharded[i]
     bf16 = CASES[i].dtype == "bf16"
@@ -345,9 +345,9 @@ def test_every_trained_unit_reduces_in_fp32(sharded, i):
 @pytest.mark.parametrize("i", range(len(CASES)), ids=[c.name for c in CASES])
 def test_the_loop_issues_the_collectives_the_planner_counts(sharded, i):
     """Counted in the run: all-gathers and reduce-scatters of one step per network, against
-    ``distar.plan.collectives`` (the assistant frozen in the generator step issues no
+    ``distar.cli.plan.collectives`` (the assistant frozen in the generator step issues no
     reduce-scatter; the copy reference is gathered once however many chunks)."""
-    from distar.plan import Setup, collectives
+    from distar.cli.plan import Setup, collectives
 
     case = CASES[i]
     setup = Setup("sdxl", 2, "fsdp", case.assistant, PER_RANK, chunk=bool(case.chunk))

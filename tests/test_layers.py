@@ -25,27 +25,23 @@ HEAVY = frozenset(
      "torchmetrics", "torch_fidelity", "pandas", "scipy", "matplotlib", "optuna", "safetensors"}
 )  # fmt: skip
 
-# Bottom to top. A module takes the first layer whose pattern matches its dotted name.
+# Bottom to top: one folder of ``distar/`` per layer (a module takes the layer of its folder), the
+# entry points above them all. No folder spans two layers.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("config base", ("distar.config_base", "distar.benchmark_catalogue", "distar.extras")),
-    ("world configs", ("distar.worlds.*.world_config", "distar.worlds.catalogue")),
-    ("config", ("distar.config",)),
-    (
-        "core",
-        ("distar.registry", "distar.sigmas", "distar.losses", "distar.checkpoint",
-         "distar.rewards.*", "distar.tracking", "distar.local_ray", "distar.callbacks",
-         "distar.distributed", "distar.devices", "distar.cache", "distar.images", "distar.timing",
-         "distar.paper", "distar.prompts", "distar.sharding", "distar.step_parts",
-         "distar.refusals", "distar.paired", "distar.pairing", "distar.stopping",
-         "distar.mlflow_app"),
-    ),  # fmt: skip
-    ("text-to-image blocks", ("distar.t2i.*",)),
+    ("config", ("distar.config.*",)),
+    ("data", ("distar.data.*",)),
+    ("util", ("distar.util.*",)),
+    ("runtime", ("distar.runtime.*",)),
+    ("track", ("distar.track.*",)),
+    ("method", ("distar.method.*",)),
+    ("t2i", ("distar.t2i.*",)),
+    ("rewards", ("distar.rewards.*",)),
     ("worlds", ("distar.worlds.*",)),
-    ("training loop", ("distar.trainer",)),
+    ("loop", ("distar.loop.*",)),
     ("evaluation", ("distar.evaluation.*",)),
-    ("sweep layer", ("distar.raytune.*",)),
-    ("entry points", ("distar.train", "distar.evaluate", "distar.export", "distar.plan",
-                      "sweeps.*", "analysis.*", "benchmarks.*", "scripts.*")),  # fmt: skip
+    ("raytune", ("distar.raytune.*",)),
+    ("cli", ("distar.cli.*",)),
+    ("entry points", ("sweeps.*", "analysis.*", "benchmarks.*", "scripts.*")),
 )
 # analysis/ reads MLflow and the paper module; it never imports the sweep layer
 FORBIDDEN = (("analysis.*", "distar.raytune.*"),)
@@ -290,18 +286,22 @@ def test_module_names_are_unique():
 def test_the_checks_catch_what_they_check(tmp_path):
     """A tree with a cycle, an upward import and a lazy import that defers nothing fails."""
     lib = tmp_path / "distar"
-    (lib / "worlds").mkdir(parents=True)
+    for folder in ("config", "util", "method", "loop"):
+        (lib / folder).mkdir(parents=True)
+        (lib / folder / "__init__.py").write_text("")
     (lib / "__init__.py").write_text("")
-    (lib / "worlds" / "__init__.py").write_text("")
-    (lib / "config.py").write_text("from distar.trainer import Trainer\n")
-    (lib / "trainer.py").write_text("import torch\nfrom distar import config\n")
-    (lib / "registry.py").write_text("import json\n")
-    (lib / "losses.py").write_text("def f():\n    from distar.registry import x\n")
+    (lib / "config" / "tree.py").write_text("from distar.loop.trainer import Trainer\n")
+    (lib / "loop" / "trainer.py").write_text("import torch\nfrom distar.config import tree\n")
+    (lib / "util" / "registry.py").write_text("import json\n")
+    (lib / "method" / "losses.py").write_text("def f():\n    from distar.util.registry import x\n")
     graph = Graph.read(tmp_path)
-    assert graph.cycles() == [["distar.config", "distar.trainer"]]
-    assert [(e.source, e.target) for e in upward(graph)] == [("distar.config", "distar.trainer")]
-    assert [(e.source, e.target) for e in needless_lazy(graph)] == [("distar.losses",
-                                                                     "distar.registry")]
+    assert graph.cycles() == [["distar.config.tree", "distar.loop.trainer"]]
+    assert [(e.source, e.target) for e in upward(graph)] == [
+        ("distar.config.tree", "distar.loop.trainer")
+    ]
+    assert [(e.source, e.target) for e in needless_lazy(graph)] == [
+        ("distar.method.losses", "distar.util.registry")
+    ]
 
 
 def summary(graph: Graph) -> str:

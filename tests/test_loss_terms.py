@@ -8,10 +8,10 @@ import pytest
 import torch
 from closed_form import batch, draws, reference_mixture
 
-from distar.config import LossConfig
-from distar.losses import GeneratorBatch as B
-from distar.losses import Networks as N
-from distar.losses import assistant_loss, generator_loss, per_sample_sum
+from distar.config.tree import LossConfig
+from distar.method.losses import GeneratorBatch as B
+from distar.method.losses import Networks as N
+from distar.method.losses import assistant_loss, generator_loss, per_sample_sum
 
 
 def setup(n: int = 256, sigma: float = 0.8):

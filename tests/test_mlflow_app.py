@@ -1,4 +1,4 @@
-"""``mlflow server --app-name distar`` (distar/mlflow_app.py) without a browser: the plugin is
+"""``mlflow server --app-name distar`` (distar/track/mlflow_app.py) without a browser: the plugin is
 registered where MLflow looks for it, the page it serves sets the UI's defaults before MLflow's
 own code runs, and the localStorage keys it sets are the ones this MLflow's UI reads (an MLflow
 upgrade that renames them fails here, not silently in a user's browser). The browser test
@@ -10,7 +10,7 @@ import re
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from distar import mlflow_app
+from distar.track import mlflow_app
 
 
 def static_folder() -> Path:

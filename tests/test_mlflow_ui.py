@@ -44,8 +44,8 @@ def readme_sd15_tiny_smoke(tmp_path: Path) -> tuple[Path, str]:
     """The README's sd15-tiny smoke grid, copied and run as written in a fresh folder (beside
     a link to ``sweeps/``): its install names the extras that world and a sweep need (CI
     installs them all), its command succeeds. Returns its storage and its console output."""
-    from distar import extras
-    from distar.config import Config
+    from distar.config import extras
+    from distar.config.tree import Config
 
     install, _, command = readme_command("--world sd15-tiny --smoke-test").partition(" && ")
     named = set(re.search(r'"\.\[([\w,]+)\]"', install)[1].split(","))
@@ -138,7 +138,7 @@ def wait_for(driver, css: str, count: int = 1, seconds: float = 60.0) -> list:
 def test_the_ui_shows_the_runs_grouped_by_row_and_the_sweeps_report(ui_over_a_smoke_sweep, browser):
     from mlflow.tracking import MlflowClient
 
-    from distar.tracking import mlflow_ui_url
+    from distar.track.tracking import mlflow_ui_url
 
     url, storage, links, world = ui_over_a_smoke_sweep
     client = MlflowClient(f"sqlite:///{storage / 'mlflow.db'}")
@@ -228,7 +228,7 @@ def clicking_through_stays_in_the_training_layout(browser, view: str, world: str
 def a_runs_charts_lead_with_its_metrics(browser, client, url, experiment_id, world) -> None:
     """A child run's charts: curves (a smoke grid evaluates 4 times or more), sections of
     metrics with no CI bounds among them (a table per benchmark), on a training run's page."""
-    from distar.tracking import run_url
+    from distar.track.tracking import run_url
 
     (child,) = client.search_runs([experiment_id], "attributes.run_name = '0/0 KL s0'")
     assert len(client.get_metric_history(child.info.run_id, "eval/reward")) >= 3
@@ -264,8 +264,8 @@ def the_printed_link_lands_on_the_answer(browser, links: list[str], world: str) 
     "Show more" for all of its rows)."""
     from selenium.webdriver.common.by import By
 
-    from distar.benchmark_catalogue import logged_name
-    from distar.config import world_preset
+    from distar.config.benchmarks import logged_name
+    from distar.config.tree import world_preset
 
     view, answer = links
     objective = logged_name(world_preset(world).objective[0])

@@ -48,7 +48,7 @@ def node_pids(node: subprocess.Popen) -> set[int]:
 
 def training_pids(storage: Path) -> set[int]:
     """Worker processes that started a trial and have not finished it."""
-    from distar import timing
+    from distar.runtime import timing
 
     pids = set()
     for trial in (storage / "trials").glob("*"):
@@ -123,7 +123,7 @@ def two_nodes(world_cache):
 
 def test_the_smoke_sweep_survives_losing_a_node(two_nodes, tmp_path):
     from analysis.runs import load_runs, summarise
-    from distar.config import world_preset
+    from distar.config.tree import world_preset
 
     client, second, port, env = two_nodes
     storage = tmp_path / "sweep"

@@ -1,4 +1,4 @@
-"""Paired comparisons (distar/paired.py, analysis/paired_table.py) held to closed forms and to
+"""Paired comparisons (distar/track/paired.py, analysis/paired_table.py) held to closed forms and to
 their error rates in the regime a sweep runs in: each training run lands a little differently.
 
 The model (benchmarks/paired_calibration.py, which prints these rates): value[row, seed, unit] =
@@ -25,7 +25,7 @@ import pytest
 from scipy import optimize, stats
 
 from benchmarks.paired_calibration import a_a, marked, null_table, values
-from distar.paired import (
+from distar.track.paired import (
     MIN_SEEDS,
     checkpoint_level,
     compare,
@@ -35,7 +35,7 @@ from distar.paired import (
     setting_level,
     variance_split,
 )
-from distar.pairing import UnpairedError, paired_differences, shared_seeds, stack_seeds
+from distar.track.pairing import UnpairedError, paired_differences, shared_seeds, stack_seeds
 
 ALPHA = 0.05
 

@@ -1,13 +1,12 @@
-"""``python -m distar.plan``: the memory model against every measured row, what fits which
+"""``python -m distar.cli.plan``: the memory model against every measured row, what fits which
 GPUs, and flags that are the config's own."""
 
 from __future__ import annotations
 
 import pytest
 
-import distar.plan
-from distar.config import Config, parse_override
-from distar.plan import (
+import distar.cli.plan
+from distar.cli.plan import (
     Setup,
     basis,
     calibrate,
@@ -22,6 +21,7 @@ from distar.plan import (
     startup_gib,
     step_gib,
 )
+from distar.config.tree import Config, parse_override
 from distar.worlds.sd.footprint import MEASURED, OUT_OF_MEMORY
 
 SDXL_UNET = 2.567e9  # parameters (footprint.ARCHES), for the hand sums below
@@ -116,11 +116,11 @@ def test_fsdp_time_counts_bf16_gathers_and_fp32_reduce_scatters_of_the_trained_p
     u, n = SDXL_UNET, 8
     gathers, scatters = 2 + 4 + 1, 2  # generator 2, assistant 4, reference 1; 2 x 1 scatter
     traffic = (2 * gathers * u + 4 * scatters * u) * (n - 1) / n
-    want = 1000 * (1 - distar.plan.OVERLAP) * traffic / (distar.plan.BUS_GBPS * 1e9)
+    want = 1000 * (1 - distar.cli.plan.OVERLAP) * traffic / (distar.cli.plan.BUS_GBPS * 1e9)
     assert fsdp_ms(fsdp("copy", False)) == pytest.approx(want)
     lora = 196.8e6  # rank-64 adapters: gathered with their UNet (bf16), reduce-scattered alone
     traffic = (2 * (2 * u + 6 * (u + lora)) + 4 * (u + lora)) * (n - 1) / n
-    want = 1000 * (1 - distar.plan.OVERLAP) * traffic / (distar.plan.BUS_GBPS * 1e9)
+    want = 1000 * (1 - distar.cli.plan.OVERLAP) * traffic / (distar.cli.plan.BUS_GBPS * 1e9)
     assert fsdp_ms(fsdp("lora", False)) == pytest.approx(want)
 
 
@@ -161,7 +161,7 @@ def test_a_left_out_row_is_predicted_without_its_own_measurement(monkeypatch):
     assert errors[("sd15", 8, False)][1] is None  # the only non-checkpointed row
 
     def predicted(rows) -> float:  # the left-out prediction for sd15 batch 16, in GiB
-        monkeypatch.setattr(distar.plan, "MEASURED", rows)
+        monkeypatch.setattr(distar.cli.plan, "MEASURED", rows)
         row, _, e = next(x for x in leave_one_out() if (x[0].arch, x[0].batch) == ("sd15", 16))
         return row.peak_gib * (1 + e)
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from distar import prompts
-from distar.prompts import PromptFileError
+from distar.data import prompts
+from distar.data.prompts import PromptFileError
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 PARTI = DATA / "PartiPrompts.tsv"

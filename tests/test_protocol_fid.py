@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from distar.benchmark_catalogue import FID_PROTOCOLS
-from distar.config import Config, ConfigError
+from distar.config.benchmarks import FID_PROTOCOLS
+from distar.config.tree import Config, ConfigError
 from distar.evaluation.metric_base import MetricOptions
 from distar.evaluation.preflight import preflight
 from distar.evaluation.protocol_fid import ProtocolFID, load_inception_torchscript

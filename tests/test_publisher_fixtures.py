@@ -269,7 +269,7 @@ def test_dmd2_unet_bin_as_dmd2_writes_and_reads_it(world_cache, tmp_path):
     weights as that recipe (fp16 file, fp32 masters), bit for bit."""
     from diffusers import UNet2DConditionModel
 
-    from distar.config import Config
+    from distar.config.tree import Config
     from distar.worlds.builders import build_world
     from distar.worlds.sd.loading import load_unet
     from distar.worlds.sd.tiny_pipelines import resolve

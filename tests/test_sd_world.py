@@ -8,10 +8,10 @@ import json
 import pytest
 import torch
 
-from distar.callbacks import JsonlLogger
-from distar.config import Config
-from distar.losses import GeneratorBatch, Networks, generator_loss
-from distar.trainer import Trainer
+from distar.config.tree import Config
+from distar.loop.trainer import Trainer
+from distar.method.losses import GeneratorBatch, Networks, generator_loss
+from distar.runtime.callbacks import JsonlLogger
 from distar.worlds.sd.loading import WorldLoadError
 from distar.worlds.sd.tiny_pipelines import resolve
 
@@ -359,7 +359,7 @@ def test_generator_init_from_a_state_dict_file(world_cache, tmp_path):
 
 
 def test_cli_smoke_test_on_a_tiny_text_world(world_cache, tmp_path, capsys):
-    from distar.train import main
+    from distar.cli.train import main
 
     assert main(["--world", "sdxl-tiny", "--smoke-test", "--out", str(tmp_path)]) == 0
     assert json.loads(capsys.readouterr().out)["step"] == 4
@@ -399,13 +399,13 @@ def test_pickscore_text_embedding_ignores_the_padding_mask(world_cache):
 
 
 def test_evaluate_a_world_generator_from_a_diffusers_unet_directory(world_cache, tmp_path):
-    """``python -m distar.evaluate --world sd15-tiny --set world.generator_init=DIR``: a one-step
-    UNet directory loads as the generator; here the reference's own UNet, so the numbers equal
-    the default generator's."""
+    """``python -m distar.cli.evaluate --world sd15-tiny --set world.generator_init=DIR``: a
+    one-step UNet directory loads as the generator; here the reference's own UNet, so the numbers
+    equal the default generator's."""
     from pathlib import Path
 
-    from distar.config import ConfigError
-    from distar.evaluate import build_parser, resolve_job
+    from distar.cli.evaluate import build_parser, resolve_job
+    from distar.config.tree import ConfigError
     from distar.evaluation.standalone import run_evaluation
 
     parti = Path(__file__).resolve().parents[2] / "shared" / "data" / "PartiPrompts.tsv"
@@ -425,7 +425,7 @@ def test_reusing_the_generator_samples_saves_a_forward_and_trains_on_them(world_
     """optim.reuse_generator_samples (on in the SD presets): the generator step runs first and
     the assistant round trains on its very samples, detached -- one generator forward per step
     instead of two; off, the assistant round draws its own."""
-    from distar.trainer import Trainer
+    from distar.loop.trainer import Trainer
 
     forwards = {}
     for reuse in (False, True):
@@ -455,8 +455,8 @@ def test_reusing_the_generator_samples_saves_a_forward_and_trains_on_them(world_
 def test_guards_a_real_run_needs(world_cache, capsys):
     """fp16 on a VAE that says force_upcast is refused before loading; noise ranges beyond the
     reference's schedule are refused; an empty generator_init on a real folder warns."""
-    from distar.config import ConfigError
-    from distar.trainer import Trainer
+    from distar.config.tree import ConfigError
+    from distar.loop.trainer import Trainer
     from distar.worlds.builders import build_world
 
     cpu = torch.device("cpu")

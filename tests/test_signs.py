@@ -15,10 +15,10 @@ from closed_form import (
     reference_mixture,
 )
 
-from distar.config import LossConfig
-from distar.losses import DISTANCES, generator_loss, unit_scale
-from distar.losses import GeneratorBatch as B
-from distar.losses import Networks as N
+from distar.config.tree import LossConfig
+from distar.method.losses import DISTANCES, generator_loss, unit_scale
+from distar.method.losses import GeneratorBatch as B
+from distar.method.losses import Networks as N
 from distar.worlds.gmm.rewards import directional_reward
 
 STEP = 0.02

@@ -20,7 +20,7 @@ SCRIPT = r"""
 import os, sys, time
 import ray
 from ray.util.placement_group import placement_group_table
-from distar.local_ray import start_local_ray
+from distar.runtime.local_ray import start_local_ray
 
 start_local_ray(num_cpus=2)
 

@@ -1,5 +1,5 @@
-"""The paired stopper's promise (distar/stopping.py): over a whole search, any trial as good as
-the best, in expectation, is stopped with probability <= alpha -- with the best chosen among 8
+"""The paired stopper's promise (distar/track/stopping.py): over a whole search, any trial as good
+as the best, in expectation, is stopped with probability <= alpha -- with the best chosen among 8
 trials on the very units tested, each trial one training run (its own effect, sd run_sd),
 skewed per-unit noise whose differences are skewed too, and every evaluation the trainer
 actually makes.
@@ -16,10 +16,10 @@ import math
 import numpy as np
 import pytest
 
-import distar.stopping as stopping
+import distar.track.stopping as stopping
 from benchmarks.paired_calibration import false_stops, pair, search, trial_units
-from distar.config import TrainConfig
-from distar.stopping import StopRule
+from distar.config.tree import TrainConfig
+from distar.track.stopping import StopRule
 
 ALPHA = 0.05
 
@@ -99,7 +99,7 @@ def test_the_evaluation_count_is_the_trainers_schedule():
     the last, and the end."""
     from types import SimpleNamespace
 
-    from distar.trainer import Trainer
+    from distar.loop.trainer import Trainer
 
     for steps, every in [(10, 2), (10, 3), (12, 3), (600, 150), (7, 0), (5, 10)]:
         cfg = SimpleNamespace(config=SimpleNamespace(train=SimpleNamespace(steps=steps)))

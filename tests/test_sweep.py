@@ -18,9 +18,9 @@ import pandas as pd
 import pytest
 from sweeps_common import TINY, child_runs, free_port, run, tiny_trials
 
-from distar.benchmark_catalogue import ROW_KEYS
-from distar.config import Config
-from distar.paper import TABLE2
+from distar.config.benchmarks import ROW_KEYS
+from distar.config.paper import TABLE2
+from distar.config.tree import Config
 from distar.raytune.grid import expand
 from distar.raytune.spec import SweepContext, TrialSpec
 
@@ -160,7 +160,7 @@ def test_smoke_sweep_ray_to_mlflow_to_report(ray_address, tmp_path):
     from mlflow.tracking import MlflowClient
 
     from analysis.report import build_report
-    from distar.config import world_preset
+    from distar.config.tree import world_preset
 
     rows = run(tiny_trials(), tmp_path)
     assert [r["error"] for r in rows] == ["", ""]
@@ -187,7 +187,7 @@ def test_smoke_sweep_ray_to_mlflow_to_report(ray_address, tmp_path):
     # every evaluation's per-sample values, in MLflow and in the trial folder, whose means are
     # the logged metrics; two seeds evaluate other noise, so their units do not pair
     from analysis.compare import samples
-    from distar.pairing import UnpairedError, paired_differences, read_units
+    from distar.track.pairing import UnpairedError, paired_differences, read_units
 
     tables = {}
     for _, r in runs.iterrows():
@@ -210,7 +210,7 @@ def test_data_parallel_trial_on_two_gloo_workers(ray_address, tmp_path):
 
 
 def sd_trials(seeds=(0,), **flat) -> list[TrialSpec]:
-    from distar.config import world_preset
+    from distar.config.tree import world_preset
 
     smoke = {**world_preset("sd15-tiny").smoke, "train.steps": 4, "eval.plot": True, **flat}
     return expand((TABLE2[-1],), Config.for_world("sd15-tiny", smoke), list(seeds))
@@ -447,7 +447,6 @@ def test_sweep_entry_point_dry_run_and_bad_values():
 
 
 def test_optuna_asha_search_in_paper_units_maps_a_pareto_front(ray_address, tmp_path, capsys):
-    from distar.pairing import paired_differences, read_units
     from distar.raytune.searcher import (
         paired_stopper,
         pareto_front,
@@ -456,6 +455,7 @@ def test_optuna_asha_search_in_paper_units_maps_a_pareto_front(ray_address, tmp_
     )
     from distar.raytune.settings import SweepSettings
     from distar.raytune.tuner import run_sweep
+    from distar.track.pairing import paired_differences, read_units
 
     base = Config().with_overrides({**TINY, "train.eval_every": 3, "eval.plot": False})
     space = search_space(base, 7, (1.0, 300.0), (0.0, 11.25), (0.01, 1.0))
@@ -586,11 +586,11 @@ def test_paper_tables_1_to_3_from_runs_in_the_papers_units(tmp_path):
 
 
 def test_evaluation_of_a_checkpoint_on_two_ray_workers_equals_one_process(ray_address, tmp_path):
-    """``python -m distar.evaluate --checkpoint RUN --ray-workers 2``: two actors, each loading
+    """``python -m distar.cli.evaluate --checkpoint RUN --ray-workers 2``: two actors, each loading
     the run's generator and the metrics once, give the rows and summaries of one process."""
-    from distar.evaluate import build_parser, resolve_job
+    from distar.cli.evaluate import build_parser, resolve_job
     from distar.evaluation.standalone import run_evaluation
-    from distar.trainer import Trainer
+    from distar.loop.trainer import Trainer
 
     run_flat = {"train.steps": 2, "train.batch_size": 2, "eval.plot": False,
                 "eval.benchmarks": "", "train.out_dir": str(tmp_path / "run")}  # fmt: skip

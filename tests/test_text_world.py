@@ -1,5 +1,5 @@
 """A second text-to-image world built only from the shared building blocks (``distar.t2i``,
-``distar.prompts``, ``distar.rewards``), as a PixArt or FLUX world would be -- nothing from
+``distar.data.prompts``, ``distar.rewards``), as a PixArt or FLUX world would be -- nothing from
 ``distar.worlds.sd``. It satisfies the World protocol: the evaluation harness scores it and the
 trainer takes a DI* step on it."""
 
@@ -12,17 +12,17 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel
 
-from distar.config import Config
+from distar.config.sd import SD_DEFAULTS
+from distar.config.tree import Config
+from distar.data.prompts import BUILT_IN, Prompt, PromptSet
 from distar.evaluation.harness import HarnessOptions, evaluate
-from distar.prompts import BUILT_IN, Prompt, PromptSet
+from distar.loop.trainer import Trainer
 from distar.rewards.clip_common import clip_tokenizer
 from distar.rewards.pickscore import load_pickscore
 from distar.rewards.tiny_clip import tiny_clip, tiny_text_encoder
 from distar.t2i.edm import DDPMSchedule, OneStepGenerator, UNetDenoiser
 from distar.t2i.text import TextEncoders
-from distar.trainer import Trainer
 from distar.worlds.base import World
-from distar.worlds.sd.world_config import SD_DEFAULTS
 
 
 class TinyTextWorld:

@@ -19,8 +19,8 @@ from closed_form import (
     relative_error,
 )
 
-from distar.config import LossConfig
-from distar.losses import (
+from distar.config.tree import LossConfig
+from distar.method.losses import (
     DISTANCES,
     cfg_reward_loss,
     generator_loss,
@@ -30,8 +30,8 @@ from distar.losses import (
     two_calls,
     unit_scale,
 )
-from distar.losses import GeneratorBatch as B
-from distar.losses import Networks as N
+from distar.method.losses import GeneratorBatch as B
+from distar.method.losses import Networks as N
 
 MC_TOLERANCE = 0.03
 

@@ -4,11 +4,11 @@ import math
 import pytest
 import torch
 
-from distar.callbacks import Callback, JsonlLogger
-from distar.checkpoint import checkpoint_config, resolve_checkpoint
-from distar.config import Config
-from distar.train import main as cli_main
-from distar.trainer import NonFiniteLossError, Trainer
+from distar.cli.train import main as cli_main
+from distar.config.tree import Config
+from distar.loop.trainer import NonFiniteLossError, Trainer
+from distar.runtime.callbacks import Callback, JsonlLogger
+from distar.runtime.checkpoint import checkpoint_config, resolve_checkpoint
 
 SMALL = {
     "train.batch_size": 32,
@@ -175,7 +175,7 @@ def test_only_the_network_being_stepped_holds_gradients(world_cache, tmp_path):
 
 
 def test_corrupt_checkpoint_names_the_file_and_can_fall_back(world_cache, tmp_path, capsys):
-    from distar.checkpoint import CorruptCheckpointError
+    from distar.runtime.checkpoint import CorruptCheckpointError
 
     cfg = small_config(tmp_path, **{"train.steps": 4, "train.checkpoint_every": 2})
     Trainer(cfg).train()

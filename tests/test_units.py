@@ -6,8 +6,8 @@ from __future__ import annotations
 import pandas as pd
 
 from analysis.report import units_line
-from distar.config import Config
-from distar.tracking import CFG_CONVENTION_TAG, REWARD_UNITS_TAG, unit_tags
+from distar.config.tree import Config
+from distar.track.tracking import CFG_CONVENTION_TAG, REWARD_UNITS_TAG, unit_tags
 
 
 def test_every_run_records_its_units():

@@ -1,12 +1,12 @@
 import pytest
 import torch
 
+from distar.config.gmm import GMMWorldConfig
 from distar.worlds.builders import build_world
 from distar.worlds.gmm import stage0 as stage0_module
 from distar.worlds.gmm.metrics import EvalSet, evaluate_samples
 from distar.worlds.gmm.mixture import build_mixture, probability_flow
 from distar.worlds.gmm.rewards import GMM_REWARDS, preferred_directions
-from distar.worlds.gmm.world_config import GMMWorldConfig
 
 CPU = torch.device("cpu")
 
@@ -139,8 +139,8 @@ def test_plot_writes_a_png(world, tmp_path):
 
 
 def test_fitted_assistant_and_higher_dimension_worlds_build_and_train(world_cache, tmp_path):
-    from distar.config import Config
-    from distar.trainer import Trainer
+    from distar.config.tree import Config
+    from distar.loop.trainer import Trainer
 
     cfg = Config().with_overrides(
         {

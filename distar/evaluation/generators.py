@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distar.registry import Registry
 from distar.rewards.clip_common import clip_tokenizer
+from distar.util.registry import Registry
 
 GENERATORS: Registry[Callable[..., nn.Module]] = Registry("generator")
 

@@ -18,10 +18,10 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from distar.benchmark_catalogue import ROW_KEYS
+from distar.config.benchmarks import ROW_KEYS
+from distar.data.prompts import Prompt, PromptSet
 from distar.evaluation.metric_base import is_set_metric
 from distar.evaluation.summary import metric_name, summarise
-from distar.prompts import Prompt, PromptSet
 from distar.worlds.base import EvalGenerator as Generator
 
 

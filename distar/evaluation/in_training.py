@@ -1,15 +1,14 @@
 """Benchmark evaluation inside a training run: the harness on the current generator at every
 evaluation, prompts sharded across data-parallel ranks and gathered on rank 0. No MLflow here:
 the results go to the callbacks (the sweep's MLflow logger writes the tables). The training loop
-takes it as its ``benchmarks`` (:class:`distar.trainer.BenchmarkRunner`)."""
+takes it as its ``benchmarks`` (:class:`distar.loop.trainer.BenchmarkRunner`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
-from distar.config import Config, EvalConfig
-from distar.devices import resolve_device
+from distar.config.tree import Config, EvalConfig
 from distar.evaluation.harness import BenchmarkResult, evaluate
 from distar.evaluation.preflight import active_requests
 from distar.evaluation.sources import (
@@ -18,12 +17,14 @@ from distar.evaluation.sources import (
     harness_options,
     metric_options,
 )
+from distar.runtime.devices import resolve_device
 from distar.worlds.base import EvalGenerator
 
 
 class BenchmarkEvaluator:
     """Prompt sets and metric models, loaded at the first :meth:`run` and kept for the run
-    (``python -m distar.evaluate`` scores its one generator with it too, with a progress bar)."""
+    (``python -m distar.cli.evaluate`` scores its one generator with it too, with a progress
+    bar)."""
 
     def __init__(
         self, cfg: EvalConfig, device: str, cache_dir: str = "", progress: bool = False

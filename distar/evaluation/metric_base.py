@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from torch import Tensor
 
-from distar.registry import Registry
+from distar.util.registry import Registry
 
 
 class SampleMetric(Protocol):

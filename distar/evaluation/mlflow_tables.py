@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from distar.evaluation.harness import BenchmarkResult
 from distar.evaluation.summary import CI_PREFIX, ci_table, group_table
-from distar.images import image_grid
-from distar.tracking import log_metrics, log_table
+from distar.track.tracking import log_metrics, log_table
+from distar.util.images import image_grid
 
 
 def log_benchmark(client, run_id: str, result: BenchmarkResult, step: int = 0) -> None:

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import os
 
-from distar import prompts as prompt_sets
-from distar.benchmark_catalogue import FID_PROTOCOLS, BenchmarkRequest
-from distar.config import ConfigError, EvalConfig
+from distar.config.benchmarks import FID_PROTOCOLS, BenchmarkRequest
+from distar.config.tree import ConfigError, EvalConfig
+from distar.data import prompts as prompt_sets
 from distar.evaluation.metric_files import METRIC_FILES, PROTOCOL_FID_FILES
 from distar.rewards.weights import MissingWeightsError
 

@@ -1,5 +1,5 @@
 """COCO FID as a published protocol measured it (``eval.fid_protocol``; the protocols are in
-:data:`distar.benchmark_catalogue.FID_PROTOCOLS`).
+:data:`distar.config.benchmarks.FID_PROTOCOLS`).
 
 DMD2's evaluator (``main/coco_eval/coco_evaluator.py``), step by step, for generated and
 reference images alike:
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from distar.benchmark_catalogue import FIDProtocol
+from distar.config.benchmarks import FIDProtocol
 from distar.evaluation.fid import image_files, listing_key
 from distar.rewards.clip_common import check_pixel_range
 

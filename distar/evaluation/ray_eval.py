@@ -11,7 +11,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from distar.config import EvalConfig
+from distar.config.tree import EvalConfig
 from distar.evaluation.harness import BenchmarkResult, Shard, finish, score_shard
 from distar.evaluation.preflight import active_requests
 from distar.evaluation.sources import (
@@ -22,7 +22,7 @@ from distar.evaluation.sources import (
     harness_options,
     metric_options,
 )
-from distar.local_ray import start_ray
+from distar.runtime.local_ray import start_ray
 
 LAST_SCORING_SECONDS = float("nan")
 

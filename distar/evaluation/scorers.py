@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from distar.benchmark_catalogue import FID_PROTOCOLS
+from distar.config.benchmarks import FID_PROTOCOLS
 from distar.evaluation.fid import FIDMetric
 from distar.evaluation.hps import HPSv2Scorer
 from distar.evaluation.imagereward import ImageRewardScorer

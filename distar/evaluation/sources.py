@@ -1,5 +1,5 @@
-"""What an evaluation scores, built from its typed :class:`~distar.config.EvalConfig` the same
-way in training, in ``python -m distar.evaluate`` and on every Ray actor: the metric models
+"""What an evaluation scores, built from its typed :class:`~distar.config.tree.EvalConfig` the same
+way in training, in ``python -m distar.cli.evaluate`` and on every Ray actor: the metric models
 (each built once, shared by the benchmarks), the prompts of each benchmark, the harness options
 and the generator (a distar run's checkpoint, a world preset's, or a random tiny one)."""
 
@@ -12,17 +12,17 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from distar import prompts as prompt_sets
-from distar.benchmark_catalogue import BenchmarkRequest
-from distar.checkpoint import checkpoint_config, load_trained_state, resolve_checkpoint
-from distar.config import Config, EvalConfig
+from distar.config.benchmarks import BenchmarkRequest
+from distar.config.tree import Config, EvalConfig
+from distar.data import prompts as prompt_sets
+from distar.data.prompts import PromptSet
 from distar.evaluation.generators import GENERATORS
 from distar.evaluation.harness import HarnessOptions
 from distar.evaluation.metric_base import MetricOptions
 from distar.evaluation.preflight import weight_paths
 from distar.evaluation.scorers import build_metric
-from distar.prompts import PromptSet
 from distar.rewards.tiny_clip import tiny_text_encoder
+from distar.runtime.checkpoint import checkpoint_config, load_trained_state, resolve_checkpoint
 from distar.worlds.base import EvalGenerator
 from distar.worlds.builders import build_world
 
@@ -50,7 +50,7 @@ def harness_options(cfg: EvalConfig, device: str, progress: bool = True) -> Harn
 
 @dataclass(frozen=True)
 class GeneratorSource:
-    """Which generator ``python -m distar.evaluate`` scores: a distar run's ``checkpoint`` (its
+    """Which generator ``python -m distar.cli.evaluate`` scores: a distar run's ``checkpoint`` (its
     checkpoints/ or step_* directory), a ``world`` preset's as configured (flat ``world.*``
     keys; ``world.generator_init`` may name a UNet directory or state dict), or else the random
     tiny text-to-image model (its CLIP text encoder from ``tiny_text_encoder`` or written)."""

@@ -1,4 +1,4 @@
-"""One evaluation outside training (``python -m distar.evaluate``): build the generator and the
+"""One evaluation outside training (``python -m distar.cli.evaluate``): build the generator and the
 metrics once, run every benchmark through the harness (in this process or on Ray actors), log
 everything into one MLflow run."""
 
@@ -10,19 +10,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distar.config import EvalConfig
+from distar.config.tree import EvalConfig
 from distar.evaluation.harness import BenchmarkResult
 from distar.evaluation.in_training import BenchmarkEvaluator
 from distar.evaluation.mlflow_tables import log_benchmark
 from distar.evaluation.preflight import active_requests
 from distar.evaluation.ray_eval import evaluate_on_ray
 from distar.evaluation.sources import GeneratorSource, build_generator
-from distar.tracking import ensure_experiment, local_artifact_root, log_params
+from distar.track.tracking import ensure_experiment, local_artifact_root, log_params
 
 
 @dataclass(frozen=True)
 class EvalJob:
-    """What ``python -m distar.evaluate`` resolves its flags into: the typed evaluation config,
+    """What ``python -m distar.cli.evaluate`` resolves its flags into: the typed evaluation config,
     the generator to score, where it runs and where it is recorded."""
 
     eval: EvalConfig

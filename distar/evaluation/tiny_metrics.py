@@ -10,7 +10,6 @@ from pathlib import Path
 
 import torch
 
-from distar.cache import materialise
 from distar.evaluation.imagereward import (
     PROJECTION_WIDTH,
     ImageRewardScorer,
@@ -20,6 +19,7 @@ from distar.evaluation.imagereward import (
 from distar.evaluation.scorers import blip_configs
 from distar.rewards.heads import RewardHead
 from distar.rewards.tiny_clip import CLIP_VOCAB, tiny_clip, tiny_clip_config, tiny_text_encoder
+from distar.util.cache import materialise
 
 __all__ = ["tiny_clip", "tiny_clip_config", "tiny_text_encoder"]
 

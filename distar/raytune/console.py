@@ -11,7 +11,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from distar.benchmark_catalogue import logged_name
+from distar.config.benchmarks import logged_name
 
 
 def clock(seconds: float) -> str:

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from distar.config import ConfigError
+from distar.config.tree import ConfigError
 from distar.raytune.settings import SweepSettings
 
 

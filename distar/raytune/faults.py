@@ -18,7 +18,7 @@ import signal
 import time
 from pathlib import Path
 
-from distar.callbacks import Callback
+from distar.runtime.callbacks import Callback
 
 FAULT_FILE = "inject_fault.json"
 ACTIONS = ("kill", "hang")

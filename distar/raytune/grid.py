@@ -1,16 +1,16 @@
-"""The paper's Table 2 ablation (:data:`distar.paper.TABLE2`) expanded into sweep trials: rows x
-pseudo-Huber c (for the rows that read it) x seeds. Each trial carries its row's paper values;
-:meth:`TrialSpec.resolved` translates them into the world's ``loss.*``."""
+"""The paper's Table 2 ablation (:data:`distar.config.paper.TABLE2`) expanded into sweep trials:
+rows x pseudo-Huber c (for the rows that read it) x seeds. Each trial carries its row's paper
+values; :meth:`TrialSpec.resolved` translates them into the world's ``loss.*``."""
 
 from __future__ import annotations
 
 import re
 
-from distar import paper
-from distar.config import Config, ConfigError
-from distar.paper import AblationRow
+from distar.config import paper
+from distar.config.paper import AblationRow
+from distar.config.tree import Config, ConfigError
 from distar.raytune.spec import TrialSpec
-from distar.tracking import GROUP_TAG, setting_label
+from distar.track.tracking import GROUP_TAG, setting_label
 
 
 def slug(text: str) -> str:

@@ -14,9 +14,9 @@ from typing import Any
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from distar.callbacks import Callback
 from distar.evaluation.mlflow_tables import log_benchmark
-from distar.tracking import (
+from distar.runtime.callbacks import Callback
+from distar.track.tracking import (
     FINAL_STEP_TAG,
     TRACKING_ERRORS,
     UNLOGGED,

@@ -1,5 +1,5 @@
-"""Stopping a searched trial on a paired test of the mean (:class:`distar.stopping.StopRule`): at
-each evaluation, the trial's per-sample values are paired with those of each trial above it at
+"""Stopping a searched trial on a paired test of the mean (:class:`distar.track.stopping.StopRule`):
+at each evaluation, the trial's per-sample values are paired with those of each trial above it at
 the same step (same prompts, same noise: a search's trials share ``train.seed`` and so the
 evaluation seed), and the trial stops when it is confidently below one of them -- by more than
 two training runs of one setting would differ (``run_sd``).
@@ -16,10 +16,10 @@ from typing import Any
 
 from ray.tune import Stopper
 
-from distar.paired import unit_metric
-from distar.pairing import UnpairedError, paired_differences, read_units
 from distar.raytune.spec import TRIAL_DIR
-from distar.stopping import StopRule
+from distar.track.paired import unit_metric
+from distar.track.pairing import UnpairedError, paired_differences, read_units
+from distar.track.stopping import StopRule
 
 
 class PairedStopper(Stopper):

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from distar.benchmark_catalogue import logged_name, lower_is_better
-from distar.config import Config
+from distar.config.benchmarks import logged_name, lower_is_better
+from distar.config.tree import Config
 from distar.raytune.grid import unset_paper_keys
 from distar.raytune.spec import SweepContext, TrialSpec
 

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distar.config import Config, ConfigError
+from distar.config.extras import require
+from distar.config.tree import Config, ConfigError
 from distar.evaluation.preflight import preflight
-from distar.extras import require
-from distar.refusals import check_name, check_writable_dir
-from distar.tracking import SWEEP_TAG, TrackingStoreError, default_tracking_uri
+from distar.track.tracking import SWEEP_TAG, TrackingStoreError, default_tracking_uri
+from distar.util.refusals import check_name, check_writable_dir
 
 
 class SweepExistsError(RuntimeError):

@@ -10,9 +10,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from distar import paper
-from distar.benchmark_catalogue import logged_name, lower_is_better
-from distar.config import Config, ConfigError
+from distar.config import paper
+from distar.config.benchmarks import logged_name, lower_is_better
+from distar.config.tree import Config, ConfigError
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class SweepContext:
 class TrialSpec:
     """``flat_config`` is the trial's config; ``paper`` the paper's (alpha_rew, alpha_cfg) the
     trial stands for (a grid row's, or a searcher's draw), translated into its ``loss.*`` by
-    :func:`distar.paper.to_world` in :meth:`resolved`, the one place that translates."""
+    :func:`distar.config.paper.to_world` in :meth:`resolved`, the one place that translates."""
 
     key: str  # unique within the sweep; names the trial's directory and MLflow run
     label: str  # the ablation row, human-readable

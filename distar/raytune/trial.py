@@ -1,10 +1,10 @@
 """One sweep trial, in Ray's three layers:
 
 1. Tune runs :func:`trial_driver` (a function trainable) with the trial's parameters;
-2. the driver builds the :class:`~distar.config.Config` and a ``TorchTrainer`` sized by
+2. the driver builds the :class:`~distar.config.tree.Config` and a ``TorchTrainer`` sized by
    ``config.resources`` (Ray 2.60's Train v2 no longer lets Tune run a trainer directly);
 3. each TorchTrainer worker runs :func:`distar.raytune.worker.train_worker`, which calls the
-   plain :class:`distar.trainer.Trainer` -- the same loop ``python -m distar.train`` runs.
+   plain :class:`distar.loop.trainer.Trainer` -- the same loop ``python -m distar.cli.train`` runs.
 
 The driver itself only waits on the trainer, so it holds no CPU (:func:`driver_resources`);
 the workers hold the real CPUs / GPUs.
@@ -22,14 +22,15 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
-from distar import timing, tracking
-from distar.config import Config
-from distar.distributed import backend
+from distar.config.paper import ALPHA_CFG, ALPHA_REW
+from distar.config.tree import Config
 from distar.evaluation.preflight import active_requests
-from distar.paper import ALPHA_CFG, ALPHA_REW
 from distar.raytune.placement import remove_placement_groups
 from distar.raytune.spec import TRIAL_DIR, Objective, SweepContext, TrialSpec, tune_result
 from distar.raytune.worker import FAILURE_FILE, FAILURE_TAG, TrialFailedError, train_worker
+from distar.runtime import timing
+from distar.runtime.distributed import backend
+from distar.track import tracking
 
 
 def driver_resources():

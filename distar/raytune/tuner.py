@@ -12,14 +12,14 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
-from distar import tracking
-from distar.config import ResourcesConfig, world_preset
-from distar.local_ray import check_ray_address, start_ray
+from distar.config.tree import ResourcesConfig, world_preset
 from distar.raytune.definition import check_definition, record_definition
 from distar.raytune.settings import SweepExistsError, SweepSettings, SweepStartError, parent_tags
 from distar.raytune.spec import SweepContext, TrialSpec
 from distar.raytune.trial import driver_resources, one_line, safely, trial_driver
 from distar.raytune.worker import FAILURE_FILE
+from distar.runtime.local_ray import check_ray_address, start_ray
+from distar.track import tracking
 
 
 def store_call(settings: SweepSettings, call: Callable[[MlflowClient], Any]) -> Any:

@@ -1,5 +1,5 @@
 """Layer 3 of a sweep trial: what each TorchTrainer worker runs -- the plain
-:class:`distar.trainer.Trainer`, with the callbacks that record to MLflow and to the trial's
+:class:`distar.loop.trainer.Trainer`, with the callbacks that record to MLflow and to the trial's
 ``metrics.jsonl`` (which the trial driver hands on to Tune)."""
 
 from __future__ import annotations
@@ -8,11 +8,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from distar import timing
-from distar.callbacks import Callback, JsonlLogger
-from distar.config import Config
+from distar.config.tree import Config
 from distar.raytune.faults import FaultInjector
 from distar.raytune.placement import record_placement_group
+from distar.runtime import timing
+from distar.runtime.callbacks import Callback, JsonlLogger
 
 FAILURE_FILE = "failure.txt"  # a trial's deterministic failure (divergence), one line
 FAILURE_TAG = "distar.failure"
@@ -40,8 +40,8 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     # torch and the evaluation stack load in the worker only, never in the trial driver
     from distar.evaluation.in_training import benchmark_evaluator
+    from distar.loop.trainer import NonFiniteLossError, Trainer
     from distar.raytune.mlflow_logger import MlflowLogger
-    from distar.trainer import NonFiniteLossError, Trainer
 
     config = Config.from_flat(loop_config["config"])
     # no ray.train.report: the trial driver hands Tune each evaluation from metrics.jsonl

@@ -8,7 +8,6 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from distar.devices import to_device
 from distar.rewards.clip_common import (
     check_pixel_range,
     clip_pixels,
@@ -18,6 +17,7 @@ from distar.rewards.clip_common import (
     pooled,
 )
 from distar.rewards.heads import RewardHead, load_state_dict
+from distar.runtime.devices import to_device
 
 
 class ClipPairScorer(nn.Module):

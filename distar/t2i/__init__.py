@@ -3,4 +3,5 @@ package so that a new text world (PixArt, FLUX, ...) imports them instead of rea
 ``distar.worlds.sd``: ``edm`` (the EDM view of DDPM UNets and DMD2's one-step map), ``text``
 (prompt conditions and the text encoders that make them), ``parts`` (checked loading of local
 diffusers folders), ``lora`` (a LoRA assistant sharing the reference's UNet). Prompt files are
-:mod:`distar.prompts`; the differentiable PickScore reward is :mod:`distar.rewards.pickscore`."""
+:mod:`distar.data.prompts`; the differentiable PickScore reward is
+:mod:`distar.rewards.pickscore`."""

@@ -84,7 +84,7 @@ def weight_variant(folder: Path, key: str) -> str | None:
 
 def empty_model(cls, config) -> nn.Module:
     """``cls`` built from ``config`` with every tensor on the meta device: no memory, no weight
-    file read. The weights arrive from rank 0 (:func:`distar.distributed.broadcast_module`)
+    file read. The weights arrive from rank 0 (:func:`distar.runtime.distributed.broadcast_module`)
     after :func:`place_module` gives the tensors storage."""
     with torch.device("meta"):
         return cls.from_config(config) if hasattr(cls, "from_config") else cls(config)
@@ -92,7 +92,7 @@ def empty_model(cls, config) -> nn.Module:
 
 def place_module(module: nn.Module, device: torch.device) -> nn.Module:
     """``module`` on ``device``; a module built on the meta device gets uninitialised storage
-    there instead (its weights are received next). (:func:`distar.devices.to_device` moves a
+    there instead (its weights are received next). (:func:`distar.runtime.devices.to_device` moves a
     host tensor.)"""
     if any(p.is_meta for p in module.parameters()):
         return module.to_empty(device=device)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from distar.devices import to_device
+from distar.runtime.devices import to_device
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
-from distar.config_base import WorldConfig
-from distar.registry import Registry
+from distar.config.sections import WorldConfig
+from distar.util.registry import Registry
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -95,7 +95,7 @@ class World(Protocol):
 
     def shard(self, offload: bool) -> None:
         """Shard every network with FSDP2 in place (``resources.strategy=fsdp``), through
-        :func:`distar.sharding.shard_network`, once every rank holds the same weights.
+        :func:`distar.runtime.sharding.shard_network`, once every rank holds the same weights.
         ``offload``: trained shards and their optimizer state on the host."""
         ...
 
@@ -107,7 +107,7 @@ class World(Protocol):
     def unit_scores(self, samples_per_prompt: int, seed: int) -> pd.DataFrame | None:
         """:meth:`evaluate`'s per-sample values, one row per sample keyed like a benchmark's
         per-sample rows (prompt, group, index, replica, seed), so two runs' evaluations pair
-        sample by sample (``distar.paired``); None where a world has none of its own (the
+        sample by sample (``distar.track.paired``); None where a world has none of its own (the
         text-to-image worlds: their units are their benchmarks' per-sample rows)."""
         ...
 
@@ -127,5 +127,5 @@ WorldBuilder = Callable[[WorldConfig, torch.device, str], World]
 WORLDS: Registry[WorldBuilder] = Registry("world")
 # a world's checks of a run's config against every file it will read, without loading a weight
 # (raises WorldLoadError or ConfigError naming the field); worlds that read no file register none
-WorldCheck = Callable[[Any], None]  # the whole distar.config.Config
+WorldCheck = Callable[[Any], None]  # the whole distar.config.tree.Config
 WORLD_CHECKS: Registry[WorldCheck] = Registry("world check")

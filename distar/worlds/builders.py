@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import torch
 
-from distar.cache import cache_root
-from distar.config import Config
-from distar.config_base import WorldConfig
-from distar.extras import require
-from distar.refusals import check_writable_dir
+from distar.config.extras import require
+from distar.config.sections import WorldConfig
+from distar.config.tree import Config
+from distar.util.cache import cache_root
+from distar.util.refusals import check_writable_dir
 from distar.worlds.base import WORLD_CHECKS, WORLDS, World
 from distar.worlds.gmm import world as gmm
 from distar.worlds.sd import world as sd

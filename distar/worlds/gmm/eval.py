@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from distar.prompts import Prompt, PromptSet
+from distar.data.prompts import Prompt, PromptSet
 from distar.worlds.gmm.metrics import evaluate_samples
 
 SET_METRICS = ("precision", "coverage", "adherence", "mmd", "frechet")

@@ -16,7 +16,7 @@ import torch
 from scipy.stats import chi2
 from torch import Tensor
 
-from distar.registry import Registry
+from distar.util.registry import Registry
 from distar.worlds.gmm.mixture import ConditionalGMM
 
 SUPPORT_QUANTILE = 0.999  # a sample is "on the support" inside this quantile ball of some mode

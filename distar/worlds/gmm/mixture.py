@@ -13,7 +13,7 @@ import math
 import torch
 from torch import Tensor
 
-from distar.worlds.gmm.world_config import GMMWorldConfig
+from distar.config.gmm import GMMWorldConfig
 
 
 class ConditionalGMM:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from distar.registry import Registry
+from distar.util.registry import Registry
 from distar.worlds.gmm.mixture import ConditionalGMM
 
 RewardFn = Callable[[Tensor, Tensor], Tensor]

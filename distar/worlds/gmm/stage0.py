@@ -24,9 +24,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from distar.sigmas import edm_weight
+from distar.config.gmm import GMMWorldConfig
+from distar.method.sigmas import edm_weight
 from distar.worlds.gmm.mixture import ConditionalGMM, probability_flow
-from distar.worlds.gmm.world_config import GMMWorldConfig
 
 STAGE0_VERSION = "2"  # bump when the fitting procedure changes, so old caches are not reused
 BATCH = 1024

@@ -11,8 +11,9 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from distar.devices import to_device
-from distar.sharding import shard_network
+from distar.config.gmm import GMMWorldConfig
+from distar.runtime.devices import to_device
+from distar.runtime.sharding import shard_network
 from distar.worlds.base import WORLDS
 from distar.worlds.gmm.eval import GMMGenerator
 from distar.worlds.gmm.metrics import EvalSet, evaluate_samples, unit_rows
@@ -20,7 +21,6 @@ from distar.worlds.gmm.mixture import ConditionalGMM, build_mixture
 from distar.worlds.gmm.nets import EDMDenoiser, OneStepGenerator, ResidualDenoiser
 from distar.worlds.gmm.rewards import GMM_REWARDS
 from distar.worlds.gmm.stage0 import load_or_fit
-from distar.worlds.gmm.world_config import GMMWorldConfig
 
 
 def reference_sigma_data(mixture: ConditionalGMM) -> float:

@@ -1,5 +1,5 @@
 """What an SD world costs a GPU: the architectures' sizes, per-image activation estimates, the
-measured step rows the planner (``python -m distar.plan``) is calibrated on, and the bytes a
+measured step rows the planner (``python -m distar.cli.plan``) is calibrated on, and the bytes a
 training setup holds (at start-up, and resident through the generator step). Torch-free.
 
 Sources: parameter counts from diffusers' ``UNet2DConditionModel`` in the SD1.5 / SDXL

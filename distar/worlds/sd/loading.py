@@ -17,7 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from distar.config import ConfigError
+from distar.config.sd import SDWorldConfig
+from distar.config.tree import ConfigError
 from distar.rewards.clip_common import clip_tokenizer
 from distar.rewards.heads import load_state_dict
 from distar.rewards.pickscore import PICKSCORE, PICKSCORE_PROCESSOR, load_pickscore
@@ -34,7 +35,6 @@ from distar.t2i.parts import (
 )
 from distar.t2i.text import TextEncoders
 from distar.worlds.sd.tiny_pipelines import resolve
-from distar.worlds.sd.world_config import SDWorldConfig
 
 __all__ = [
     "Components",

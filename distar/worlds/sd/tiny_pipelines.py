@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from distar.cache import materialise
 from distar.rewards.clip_common import clip_tokenizer, write_clip_bpe_tokenizer
 from distar.rewards.tiny_clip import tiny_clip, tiny_clip_config
+from distar.util.cache import materialise
 
 TINY_VERSION = "2"  # bump when a tiny component changes, so stale caches are not reused
 TINY_NAMES = ("pickscore", "sd15", "sdxl")

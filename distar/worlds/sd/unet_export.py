@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from distar.checkpoint import checkpoint_config, read_trained_weights
+from distar.runtime.checkpoint import checkpoint_config, read_trained_weights
 from distar.worlds.sd import loading
 
 GENERATOR_PREFIX = "denoiser.unet."  # the UNet inside OneStepGenerator(UNetDenoiser(unet))

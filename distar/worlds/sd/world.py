@@ -21,19 +21,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distar.config import ConfigError
-from distar.distributed import broadcast_module, is_distributed, rank
-from distar.images import image_grid
-from distar.prompts import training_prompts
-from distar.sharding import shard_network
-from distar.step_parts import check_noise_range
+from distar.config.sd import SDWorldConfig
+from distar.config.tree import ConfigError
+from distar.data.prompts import training_prompts
+from distar.runtime.distributed import broadcast_module, is_distributed, rank
+from distar.runtime.sharding import shard_network
+from distar.runtime.step_parts import check_noise_range
 from distar.t2i.edm import DTYPES, DDPMSchedule, OneStepGenerator, UNetDenoiser, autocast
 from distar.t2i.lora import SharedReference, add_lora
 from distar.t2i.parts import cast, load_schedule, place_module
 from distar.t2i.text import TextConditions
+from distar.util.images import image_grid
 from distar.worlds.base import WORLD_CHECKS, WORLDS
 from distar.worlds.sd import loading
-from distar.worlds.sd.world_config import SDWorldConfig
 
 SIGMA_DATA = 0.5  # EDM's value for SD latents (scaled by the VAE's scaling factor)
 DMD2_FILES = {  # the one-step generators DI* starts from (huggingface tianweiy/DMD2)
@@ -120,7 +120,7 @@ class SDWorld:
             )
 
     def shard(self, offload: bool) -> None:
-        """FSDP2 on every UNet (:func:`distar.sharding.shard_network`), per attention and
+        """FSDP2 on every UNet (:func:`distar.runtime.sharding.shard_network`), per attention and
         resnet of each down / mid / up block, then per block (its samplers), then whole: SDXL's
         first up-block alone is 47 % of the UNet (1.2 B parameters), its attentions 0.35 B
         each, so a forward gathers at most ~0.7 GiB of bf16 weights at a time. The VAE, text

@@ -66,7 +66,7 @@ def keep_until(path: Path, step: int) -> None:
 class JsonlLogger(Callback):
     """Appends every report to ``metrics.jsonl``: one JSON object a line, with its kind; and
     every evaluation's per-sample rows (the world's, each benchmark's) to ``units/<name>.jsonl``,
-    one row a line with its step: the units ``distar.paired`` pairs on."""
+    one row a line with its step: the units ``distar.track.paired`` pairs on."""
 
     def __init__(self, out_dir: Path) -> None:
         self.path = Path(out_dir) / "metrics.jsonl"

@@ -1,7 +1,7 @@
 """The world-agnostic DI* training loop: K assistant rounds, then one generator step.
 
-Runs without Ray (``python -m distar.train --help`` is its command line). Everything
-experiment-specific comes from the world; reporting goes through :mod:`distar.callbacks`;
+Runs without Ray (``python -m distar.cli.train --help`` is its command line). Everything
+experiment-specific comes from the world; reporting goes through :mod:`distar.runtime.callbacks`;
 benchmark evaluation is handed in (:class:`BenchmarkRunner`) by the layer that builds it.
 """
 
@@ -15,27 +15,27 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from distar.benchmark_catalogue import WORLD_UNITS
-from distar.callbacks import Callback
-from distar.checkpoint import (
+from distar.config.benchmarks import WORLD_UNITS
+from distar.config.tree import Config, ConfigError
+from distar.method.losses import GeneratorBatch, Networks, assistant_loss, generator_loss
+from distar.method.sigmas import ASSISTANT_WEIGHTINGS, sample_sigma
+from distar.runtime.callbacks import Callback
+from distar.runtime.checkpoint import (
     load_checkpoint,
     load_sharded_checkpoint,
     save_checkpoint,
     save_sharded_checkpoint,
 )
-from distar.config import Config, ConfigError
-from distar.devices import resolve_device
-from distar.distributed import (
+from distar.runtime.devices import resolve_device
+from distar.runtime.distributed import (
     all_gather_objects,
     broadcast_parameters,
     mean_across_ranks,
     rank,
     world_size,
 )
-from distar.losses import GeneratorBatch, Networks, assistant_loss, generator_loss
-from distar.sharding import ensure_process_group, gathered
-from distar.sigmas import ASSISTANT_WEIGHTINGS, sample_sigma
-from distar.step_parts import (  # noqa: F401  (re-exported: the loop's API)
+from distar.runtime.sharding import ensure_process_group, gathered
+from distar.runtime.step_parts import (  # noqa: F401  (re-exported: the loop's API)
     FiniteGuard,
     NonFiniteLossError,
     check_noise_range,
@@ -46,7 +46,7 @@ from distar.step_parts import (  # noqa: F401  (re-exported: the loop's API)
     to_floats,
     trainable,
 )
-from distar.timing import Stopwatch
+from distar.runtime.timing import Stopwatch
 from distar.worlds.base import EvalGenerator, World
 from distar.worlds.builders import build_world
 

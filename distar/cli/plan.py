@@ -1,4 +1,4 @@
-"""``python -m distar.plan --world sdxl --gpus 8 --gpu-memory 80``: which SD training setups fit
+"""``python -m distar.cli.plan --world sdxl --gpus 8 --gpu-memory 80``: which SD training setups fit
 your GPUs, best first, with predicted GiB and images/s per GPU and the exact ``--set`` flags.
 
 The memory model (GiB per GPU; byte counts in :mod:`distar.worlds.sd.footprint`):
@@ -45,8 +45,9 @@ import math
 import sys
 from pathlib import Path
 
-from distar.config_base import ConfigError
-from distar.refusals import refusing
+from distar.config.sd import SD_DEFAULTS
+from distar.config.sections import ConfigError
+from distar.util.refusals import refusing
 from distar.worlds.sd.footprint import (
     ARCHES,
     GIB,
@@ -62,7 +63,6 @@ from distar.worlds.sd.footprint import (
     startup_gib,
 )
 from distar.worlds.sd.footprint import MeasuredRow as Row
-from distar.worlds.sd.world_config import SD_DEFAULTS
 
 HEADROOM_GIB = 2.0  # CUDA context, allocator fragmentation
 BUS_GBPS = 200.0  # assumed all-gather / reduce-scatter / all-reduce bus bandwidth (NVLink), GB/s
@@ -346,7 +346,7 @@ def check_report(path: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m distar.plan",
+        prog="python -m distar.cli.plan",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

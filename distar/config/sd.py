@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from distar.config_base import (
+from distar.config.sections import (
     WorldConfig,
     WorldPreset,
     check_choice,

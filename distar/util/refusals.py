@@ -19,8 +19,8 @@ from pathlib import Path
 
 import yaml
 
-from distar.config_base import ConfigError
-from distar.extras import missing_extra
+from distar.config.extras import missing_extra
+from distar.config.sections import ConfigError
 
 ANTICIPATED: tuple[type[BaseException], ...] = (
     ConfigError,

@@ -98,7 +98,7 @@ def shared_seeds(seeds_a: set[str], seeds_b: set[str], names: tuple[str, str]
 
 def read_units(trial_dir: Path, bench: str, step: int) -> pd.DataFrame | None:
     """The per-sample rows a trial wrote for ``bench`` at ``step`` (``units/<bench>.jsonl``,
-    :class:`distar.callbacks.JsonlLogger`); None when it wrote none."""
+    :class:`distar.runtime.callbacks.JsonlLogger`); None when it wrote none."""
     path = Path(trial_dir) / "units" / f"{bench}.jsonl"
     if not path.exists():
         return None

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from distar.config import world_preset
+from distar.config.tree import world_preset
 
 ALPHA_REW = "paper.alpha_rew"
 ALPHA_CFG = "paper.alpha_cfg"

@@ -1,4 +1,4 @@
-"""The pieces of one DI* training step that :class:`distar.trainer.Trainer` composes: Adam and
+"""The pieces of one DI* training step that :class:`distar.loop.trainer.Trainer` composes: Adam and
 its clipped, rank-averaged step, freezing a network for a forward and its backward, the NaN/Inf
 guard, the step's seed, the noise-range check."""
 
@@ -11,9 +11,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from distar.config import AdamConfig, NoiseConfig, fail
-from distar.distributed import average_gradients
-from distar.sharding import full_tensor
+from distar.config.tree import AdamConfig, NoiseConfig, fail
+from distar.runtime.distributed import average_gradients
+from distar.runtime.sharding import full_tensor
 
 
 class NonFiniteLossError(FloatingPointError):

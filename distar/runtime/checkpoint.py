@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from distar.config import Config
+from distar.config.tree import Config
 
 LATEST = "latest"
 SHARDED = "sharded"  # the DCP folder of a sharded checkpoint
@@ -104,7 +104,7 @@ def load_sharded_checkpoint(
     if not (path / SHARDED).is_dir():
         raise ValueError(
             f"checkpoint {path}: written unsharded (resources.strategy=ddp); resume it with "
-            "resources.strategy=ddp, or export its generator (python -m distar.export)"
+            "resources.strategy=ddp, or export its generator (python -m distar.cli.export)"
         )
     tree = _sharded_tree(modules, optimizers)
     dcp.load(tree, checkpoint_id=path / SHARDED)
@@ -146,7 +146,7 @@ def resolve_checkpoint(path: Path) -> Path:
 class CorruptCheckpointError(RuntimeError):
     """A checkpoint file is missing, truncated or unreadable."""
 
-    label = "checkpoint error"  # how distar.refusals starts its one line
+    label = "checkpoint error"  # how distar.util.refusals starts its one line
 
 
 def read_checkpoint(path: Path, names: list[str]) -> tuple[dict[str, dict], dict[str, Any]]:
@@ -182,7 +182,7 @@ def load_checkpoint(
     if (path / SHARDED).is_dir():
         raise ValueError(
             f"checkpoint {path}: written sharded (resources.strategy=fsdp); resume it with "
-            "resources.strategy=fsdp, or export its generator (python -m distar.export)"
+            "resources.strategy=fsdp, or export its generator (python -m distar.cli.export)"
         )
     for candidate in [path, *(earlier_checkpoints(path) if fallback else [])]:
         try:

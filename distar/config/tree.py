@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import yaml
 
-from distar.benchmark_catalogue import (
+from distar.config.benchmarks import (
     BENCHMARK_METRICS,
     EVAL_METRICS,
     FID_PROTOCOLS,
@@ -25,7 +25,7 @@ from distar.benchmark_catalogue import (
     parse_benchmarks,
     parse_pairs,
 )
-from distar.config_base import (  # noqa: F401  (re-exported: the config API)
+from distar.config.sections import (  # noqa: F401  (re-exported: the config API)
     ConfigError,
     Section,
     WorldConfig,
@@ -39,9 +39,10 @@ from distar.config_base import (  # noqa: F401  (re-exported: the config API)
     register_world_config,
     unflatten,
 )
-from distar.worlds.catalogue import WORLD_CONFIGS, WORLD_PRESETS
+from distar.config.worlds import WORLD_CONFIGS, WORLD_PRESETS
 
-# The names below are the keys of the registries in distar.losses / distar.sigmas / distar.worlds;
+# The names below are the keys of the registries in distar.method.losses / distar.method.sigmas /
+# distar.worlds;
 # tests/test_config.py holds them equal, so the config can validate without importing torch.
 DIVERGENCES = ("kl", "score")
 DISTANCES = ("l2", "pseudo_huber")
@@ -49,7 +50,7 @@ DISTANCE_UNITS = ("score", "x0")
 GUIDANCE_MODES = ("in", "out")
 CFG_CONVENTIONS = ("diffusers", "distar")
 GRADIENT_PATHS = ("detached", "exact")
-STRATEGIES = ("ddp", "fsdp")  # resources.strategy; distar.sharding does "fsdp"
+STRATEGIES = ("ddp", "fsdp")  # resources.strategy; distar.runtime.sharding does "fsdp"
 GENERATOR_WEIGHTINGS = ("dmd_normalised", "uniform")
 SIGMA_DISTRIBUTIONS = ("lognormal", "loguniform")
 ASSISTANT_WEIGHTINGS = ("edm", "uniform")
@@ -59,7 +60,7 @@ DEFAULT_WORLD = "gmm"
 
 @dataclass(frozen=True)
 class LossConfig(Section):
-    """Which DI* loss: divergence, distance, reward and CFG (see distar.losses)."""
+    """Which DI* loss: divergence, distance, reward and CFG (see distar.method.losses)."""
 
     section: ClassVar[str] = "loss"
     divergence: str = "score"  # "score": DI*/SIM (eq. 3.4); "kl": Diff-Instruct / DI++
@@ -93,7 +94,7 @@ class LossConfig(Section):
     def cfg_scale_distar(self) -> float:
         """``loss.cfg_scale`` in distar's convention: the alpha of ``D_c + alpha (D_c - D_null)``
         in this world's units, whichever ``loss.cfg_convention`` it was given in. (The paper's
-        alpha_cfg is ``paper.alpha_cfg``; :func:`distar.paper.to_world` translates it.)"""
+        alpha_cfg is ``paper.alpha_cfg``; :func:`distar.config.paper.to_world` translates it.)"""
         if self.cfg_convention == "diffusers" and self.cfg_scale > 0:
             return self.cfg_scale - 1.0
         return self.cfg_scale
@@ -283,7 +284,7 @@ class ResourcesConfig(Section):
     # checkpoint); a diverging trial fails again at once
     max_failures: int = 3
     # how the ranks hold the networks: "ddp" every rank a full copy, gradients all-reduced;
-    # "fsdp" FSDP2, every network sharded across the ranks (distar/sharding.py)
+    # "fsdp" FSDP2, every network sharded across the ranks (distar/runtime/sharding.py)
     strategy: str = "ddp"
     # fsdp: trained shards, their gradients and Adam states in host memory, the optimizer
     # stepping there (on a CPU run it saves nothing but runs the same code path)

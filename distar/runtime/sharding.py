@@ -19,8 +19,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from distar.config_base import ConfigError
-from distar.distributed import backend, has_cpu_backend
+from distar.config.sections import ConfigError
+from distar.runtime.distributed import backend, has_cpu_backend
 
 # reshard_after_forward per network, remembered for gathered() to restore
 _RESHARD: weakref.WeakKeyDictionary[nn.Module, bool] = weakref.WeakKeyDictionary()
@@ -42,7 +42,7 @@ def ensure_process_group(device: torch.device, offload: bool = False) -> None:
         raise ConfigError(
             f"resources.cpu_offload: got true in a process group of {dist.get_backend_config()}"
             "; allowed: true only in a group with a CPU backend (start it with backend "
-            f"{backend(True, True)!r}: distar.distributed.backend)"
+            f"{backend(True, True)!r}: distar.runtime.distributed.backend)"
         )
 
 

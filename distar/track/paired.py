@@ -3,7 +3,7 @@ the two levels a sweep can make a claim at:
 
 - **setting** ("alpha_rew 10 beats alpha_rew 1 as a recipe"): the replication unit is the
   training seed. Each seed's paired mean difference is one observation; Student-t on S - 1
-  degrees of freedom (:func:`setting_level`). Verdicts (Table 2's marks, the ``distar.paired``
+  degrees of freedom (:func:`setting_level`). Verdicts (Table 2's marks, the ``distar.track.paired``
   tag) use this level only, and only from :data:`MIN_SEEDS` seeds.
 - **checkpoint** ("these trained generators differ on these prompts"): the trained runs are
   fixed and only the units vary; a bootstrap of the units within their prompt groups, the same
@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy import special, stats
 
-from distar.benchmark_catalogue import WORLD_UNITS
+from distar.config.benchmarks import WORLD_UNITS
 
 # Setting-level verdicts need 3 seeds: with 2, t has 1 degree of freedom (a 95 % critical value
 # of 12.7) and one seed's luck decides the sign; Holm over a table then never rejects.

@@ -1,6 +1,6 @@
-"""``python -m distar.train``: one DI* run on a world, without Ray (the loop is
-:mod:`distar.trainer`); ``torchrun --nproc-per-node N -m distar.train ...`` runs it on N ranks
-(with ``--set resources.strategy=fsdp``: sharded)."""
+"""``python -m distar.cli.train``: one DI* run on a world, without Ray (the loop is
+:mod:`distar.loop.trainer`); ``torchrun --nproc-per-node N -m distar.cli.train ...`` runs it on N
+ranks (with ``--set resources.strategy=fsdp``: sharded)."""
 
 from __future__ import annotations
 
@@ -9,20 +9,20 @@ import json
 import sys
 from pathlib import Path
 
-from distar.callbacks import JsonlLogger, ProgressBar
-from distar.checkpoint import CorruptCheckpointError, checkpoint_config
-from distar.config import DEFAULT_WORLD, Config, ConfigError, parse_override, world_preset
-from distar.devices import resolve_device
-from distar.distributed import init_from_launcher, rank
+from distar.config.tree import DEFAULT_WORLD, Config, ConfigError, parse_override, world_preset
 from distar.evaluation.in_training import benchmark_evaluator
 from distar.evaluation.preflight import preflight
-from distar.refusals import Outputs, check_writable_dir, refusing
-from distar.trainer import NonFiniteLossError, Trainer
+from distar.loop.trainer import NonFiniteLossError, Trainer
+from distar.runtime.callbacks import JsonlLogger, ProgressBar
+from distar.runtime.checkpoint import CorruptCheckpointError, checkpoint_config
+from distar.runtime.devices import resolve_device
+from distar.runtime.distributed import init_from_launcher, rank
+from distar.util.refusals import Outputs, check_writable_dir, refusing
 from distar.worlds.builders import check_world
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m distar.train", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m distar.cli.train", description=__doc__)
     parser.add_argument(
         "--world",
         help=f"world preset (default {DEFAULT_WORLD!r}; e.g. sd15, sdxl, sd15-tiny, sdxl-tiny): "

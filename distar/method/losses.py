@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from distar.config import LossConfig
-from distar.registry import Registry
+from distar.config.tree import LossConfig
+from distar.util.registry import Registry
 
 Denoiser = Callable[[Tensor, Tensor, Any], Tensor]  # D(x, sigma, cond) -> x0 estimate
 # (D(x; c), D(x; null)) in one call: worlds batch both branches through one network forward

@@ -8,8 +8,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from distar.config import SigmaConfig
-from distar.registry import Registry
+from distar.config.tree import SigmaConfig
+from distar.util.registry import Registry
 
 SigmaSampler = Callable[[SigmaConfig, int, torch.Generator], Tensor]
 SIGMA_DISTRIBUTIONS: Registry[SigmaSampler] = Registry("sigma distribution")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from distar.config_base import ConfigError
+from distar.config.sections import ConfigError
 
 
 def to_device(t: Tensor, device: torch.device) -> Tensor:
@@ -27,7 +27,7 @@ def check_cuda(name: str, field: str, allowed: str) -> None:
 def resolve_device(name: str) -> torch.device:
     """``train.device``: "auto" is CUDA when torch sees it, else the CPU. CUDA is this process's
     current device (a launcher's rank sets it: torchrun through
-    :func:`distar.distributed.init_from_launcher`, Ray Train itself)."""
+    :func:`distar.runtime.distributed.init_from_launcher`, Ray Train itself)."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     check_cuda(name, "train.device", "'cpu' or 'auto'")

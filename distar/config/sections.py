@@ -1,7 +1,8 @@
 """The building blocks of the config tree: validated sections, range and choice checks that
 name the field and what is allowed, the flat-dict / override helpers, and the base and
-registries of world sections and presets (each world's torch-free ``world_config`` module
-registers its own; :mod:`distar.worlds.catalogue` imports them all)."""
+registries of world sections and presets (each world's torch-free config module
+(``distar/config/gmm.py``, ``sd.py``) registers its own; :mod:`distar.config.worlds` imports them
+all)."""
 
 from __future__ import annotations
 
@@ -119,7 +120,8 @@ class WorldConfig(Section):
 
     section: ClassVar[str] = "world"
     text_to_image: ClassVar[bool] = False  # True: its generator can run the eval benchmarks
-    extra: ClassVar[str] = ""  # the pyproject extra its builder needs (distar.extras); "": none
+    # the pyproject extra its builder needs (distar.config.extras); "": none
+    extra: ClassVar[str] = ""
     name: str = ""
 
     def reward_unit(self) -> str:

@@ -4,7 +4,7 @@ the one line that says which to install when one is missing.
 The base install trains and evaluates the embedded world. ``sweep`` adds Ray Tune, MLflow and
 Optuna (the sweeps, the reports); ``eval`` the benchmark metric models; ``t2i`` the
 text-to-image worlds (diffusers, peft) on top of ``eval``. Entry points check a world's extra
-before anything starts (:func:`require`), and :func:`distar.refusals.refusing` turns a missing
+before anything starts (:func:`require`), and :func:`distar.util.refusals.refusing` turns a missing
 module met later into the same line (:func:`missing_extra`).
 """
 

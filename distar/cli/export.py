@@ -1,7 +1,8 @@
-"""``python -m distar.export CHECKPOINT --out DIR``: an SD run's trained generator as a diffusers
-UNet folder (``DIR/unet``) and one ``.safetensors`` state dict (``DIR/generator_unet.safetensors``),
-bit-exact, from an unsharded or a sharded (FSDP) checkpoint. Either loads as a new run's
-``world.generator_init``; the folder also with ``UNet2DConditionModel.from_pretrained``."""
+"""``python -m distar.cli.export CHECKPOINT --out DIR``: an SD run's trained generator as a
+diffusers UNet folder (``DIR/unet``) and one ``.safetensors`` state dict
+(``DIR/generator_unet.safetensors``), bit-exact, from an unsharded or a sharded (FSDP) checkpoint.
+Either loads as a new run's ``world.generator_init``; the folder also with
+``UNet2DConditionModel.from_pretrained``."""
 
 from __future__ import annotations
 
@@ -9,12 +10,12 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from distar.config import Config
-from distar.refusals import Outputs, check_writable_dir, refusing
+from distar.config.tree import Config
+from distar.util.refusals import Outputs, check_writable_dir, refusing
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m distar.export", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m distar.cli.export", description=__doc__)
     parser.add_argument(
         "checkpoint", type=Path, nargs="?", help="checkpoint dir, or a run's checkpoints/ dir"
     )
@@ -31,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
 def smoke_test() -> int:
     import torch
 
-    from distar.trainer import Trainer
+    from distar.loop.trainer import Trainer
     from distar.worlds.sd.unet_export import export_generator, generator_state
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         return smoke_test()
     if args.checkpoint is None or (args.out is None and not args.dry_run):
         parser.error("give CHECKPOINT and --out DIR (or --smoke-test)")
-    from distar.checkpoint import resolve_checkpoint
+    from distar.runtime.checkpoint import resolve_checkpoint
     from distar.worlds.sd.unet_export import UNET_FILE, UNET_FOLDER, export_generator, unet_config
 
     def run(outputs: Outputs) -> int:

@@ -1,7 +1,7 @@
-"""``python -m distar.evaluate``: score a one-step generator on Parti / COCO / HPSv2 prompts and
+"""``python -m distar.cli.evaluate``: score a one-step generator on Parti / COCO / HPSv2 prompts and
 log per-prompt tables, summaries and image grids to MLflow.
 
-    python -m distar.evaluate --tiny --benchmark parti:32 --benchmark coco:32 \\
+    python -m distar.cli.evaluate --tiny --benchmark parti:32 --benchmark coco:32 \\
         --prompts parti=../shared/data/PartiPrompts.tsv \\
         --prompts coco=../shared/data/coco2014_val_30k_captions.txt
 
@@ -17,14 +17,14 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from distar.benchmark_catalogue import FID_PROTOCOLS
-from distar.config import Config, ConfigError, EvalConfig, parse_override
-from distar.devices import check_cuda
+from distar.config.benchmarks import FID_PROTOCOLS
+from distar.config.tree import Config, ConfigError, EvalConfig, parse_override
 from distar.evaluation.preflight import preflight
 from distar.evaluation.sources import GeneratorSource
 from distar.evaluation.standalone import EvalJob, run_evaluation
-from distar.refusals import Outputs, check_name, refusing
-from distar.tracking import TrackingStoreError
+from distar.runtime.devices import check_cuda
+from distar.track.tracking import TrackingStoreError
+from distar.util.refusals import Outputs, check_name, refusing
 from distar.worlds.builders import check_world
 
 # the flag of each EvalConfig field this command sets: its errors name the flag
@@ -42,7 +42,7 @@ FLAGS = {
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m distar.evaluate",
+        prog="python -m distar.cli.evaluate",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -11,12 +11,12 @@ things would break it, and each is counted:
   chosen, however it was chosen).
 - **the training-run effect**: a trial is one training run; another run of the same setting
   lands a little differently (sd ``run_sd`` of the metric's mean, a grid's variance split:
-  :func:`distar.paired.variance_split`). Units cannot see that, so the variance of a paired
+  :func:`distar.track.paired.variance_split`). Units cannot see that, so the variance of a paired
   mean difference is ``unit variance / units + 2 run_sd^2`` (two runs).
 - **skewed differences**: a test of the mean (t on the paired mean difference, at least
   ``StopRule.MIN_UNITS`` units), not of the pseudo-median as Wilcoxon's signed-rank test is.
 - **repeated looks**: Bonferroni over the evaluations the trial actually makes
-  (:meth:`distar.config.TrainConfig.evaluations`).
+  (:meth:`distar.config.tree.TrainConfig.evaluations`).
 - **many trials**: Bonferroni over the search's trials (its ``--samples``), so the promise
   holds for the search, not only for each trial.
 

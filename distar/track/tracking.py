@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from distar.benchmark_catalogue import ROW_KEYS
-from distar.config import Config
+from distar.config.benchmarks import ROW_KEYS
+from distar.config.tree import Config
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -80,7 +80,7 @@ LOCAL_UI = "http://127.0.0.1:5000"
 def ui_server(uri: str) -> tuple[str, str | None]:
     """The address a tracking store's UI links start with, and the command that serves it over
     a local store (None: ``uri`` is a server already). ``--app-name distar``: MLflow's server
-    with its UI opening in the training layout (:mod:`distar.mlflow_app`)."""
+    with its UI opening in the training layout (:mod:`distar.track.mlflow_app`)."""
     if uri.startswith("http"):
         return uri, None
     port = LOCAL_UI.rpartition(":")[2]
