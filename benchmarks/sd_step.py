@@ -229,7 +229,7 @@ def timed(fn: Callable[[], object], device: torch.device, reps: int, warmup: int
 def floor_passes(trainer: Trainer) -> dict[str, Callable[[], object]]:
     """The step's passes, each as a closure over fixed inputs of the step's shapes."""
     w, n, dev = trainer.world, trainer.config.train.batch_size, trainer.device
-    rng, noise_rng = torch.Generator().manual_seed(0), trainer.noise_rng
+    rng, noise_rng = torch.Generator().manual_seed(0), trainer.draws.noise_rng
     cond = w.sample_conditions(n, rng)
     null = w.null_conditions(cond)
     z = w.sample_latents(n, noise_rng)
@@ -239,7 +239,7 @@ def floor_passes(trainer: Trainer) -> dict[str, Callable[[], object]]:
     noise = torch.randn_like(x0)
     grad_out = torch.randn_like(x0)
     weight = edm_weight(sigma, w.sigma_data)
-    params_a = trainer.params["assistant"]
+    params_a = trainer.method.params["assistant"]
 
     def generator_forward():
         with torch.no_grad():
@@ -268,12 +268,12 @@ def floor_passes(trainer: Trainer) -> dict[str, Callable[[], object]]:
     return {
         "generator forward (no grad)": generator_forward,
         "assistant training fwd+bwd": assistant_training,
-        "assistant Adam step": trainer.opt_assistant.step,
+        "assistant Adam step": trainer.method.opt_assistant.step,
         "generator fwd+bwd": generator_fwd_bwd,
         "assistant fwd+bwd w.r.t. input": assistant_input_grad,
         "reference CFG fwd+bwd w.r.t. input": reference_cfg_input_grad,
         "VAE decode + PickScore fwd+bwd": reward_fwd_bwd,
-        "generator Adam step": trainer.opt_generator.step,
+        "generator Adam step": trainer.method.opt_generator.step,
     }
 
 

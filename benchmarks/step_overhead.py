@@ -33,7 +33,8 @@ def median_seconds(fn: Callable[[], object], reps: int, warmup: int = 10) -> flo
 def necessary_passes(trainer: Trainer) -> dict[str, Callable[[], object]]:
     """The irreducible work of one step, each as a closure over fixed inputs."""
     w, n = trainer.world, trainer.config.train.batch_size
-    z, cond = w.sample_latents(n, trainer.noise_rng), w.sample_conditions(n, trainer.rng)
+    draws = trainer.draws
+    z, cond = w.sample_latents(n, draws.noise_rng), w.sample_conditions(n, draws.rng)
     sigma, noise = torch.full((n,), 0.5), torch.randn(n, z.shape[1])
     with torch.no_grad():
         x0_fixed = w.generator(z, cond)
@@ -62,9 +63,9 @@ def necessary_passes(trainer: Trainer) -> dict[str, Callable[[], object]]:
     return {
         "generator forward (no grad)": generator_forward_no_grad,
         "assistant forward+backward": assistant_fwd_bwd,
-        "assistant Adam step": trainer.opt_assistant.step,
+        "assistant Adam step": trainer.method.opt_assistant.step,
         "generator loss forward+backward": generator_fwd_bwd,
-        "generator Adam step": trainer.opt_generator.step,
+        "generator Adam step": trainer.method.opt_generator.step,
     }
 
 

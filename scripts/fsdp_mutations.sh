@@ -8,9 +8,9 @@ source "$(dirname "$0")/mutation_lib.sh"
 run no-lazy-init distar/runtime/sharding.py "    initialise_now(network)" "    pass" "tests/test_fsdp.py"
 run cast-inputs distar/runtime/sharding.py "cast_forward_inputs=False" "cast_forward_inputs=True" \
   "tests/test_fsdp.py -k timestep"
-run assistant-trainable distar/loop/trainer.py 'with frozen(self.params["assistant"]):' \
+run assistant-trainable distar/method/di_star.py 'with frozen(self.params["assistant"]):' \
   'with nullcontext():' "tests/test_fsdp.py -k collectives"
-run reference-per-chunk distar/loop/trainer.py \
+run reference-per-chunk distar/method/di_star.py \
   'held = gathered(*world.frozen_networks()) if leaf is not x0 else nullcontext()' \
   'held = nullcontext()' "tests/test_fsdp.py -k collectives"
 run offload-nccl-only distar/runtime/distributed.py 'return "cuda:nccl,cpu:gloo" if offload else "nccl"' \

@@ -11,7 +11,7 @@ Mutation checks (each breaks one fix and names the test that fails):
   gradient into fp32 shards), every test of this module errors;
 - ``cast_forward_inputs=True`` in ``shard_network``: test_every_unet_sees_its_exact_fp32_timestep;
 - the assistant left trainable in the generator step (``frozen`` dropped in
-  ``Trainer.generator_update``): test_the_loop_issues_the_collectives_the_planner_counts (its
+  ``DIStar.generator_update``): test_the_loop_issues_the_collectives_the_planner_counts (its
   reduce-scatters become 1 + chunks);
 - the reference not held gathered (``gathered(*world.frozen_networks())`` dropped): the same
   test, chunked copy cases (one gather per chunk);
@@ -143,7 +143,7 @@ def full_weights(trainer) -> dict[str, np.ndarray]:
     from distar.runtime.sharding import full_tensor
 
     out = {}
-    for name, params in trainer.params.items():
+    for name, params in trainer.method.params.items():
         named = dict(trainer.modules()[name].named_parameters())
         ids = {id(p) for p in params}
         for key, p in named.items():

@@ -192,13 +192,13 @@ def test_exact_gradient_reaches_the_generator_through_the_unet_input(
             lambda m, gi, go, seen=seen: seen.append(gi[0])
         )
         lcfg = cfg.loss.__class__(**{**cfg.loss.__dict__, "gradient_path": path})
-        for p in trainer.params["assistant"]:
+        for p in trainer.method.params["assistant"]:
             p.requires_grad_(False)
         batch = GeneratorBatch(x0, sigma, noise, cond, world.null_conditions(cond))
         nets = Networks(world.reference, world.assistant, None, world.reference_pair)
         out = generator_loss(lcfg, batch, nets)
         (grads[path],) = torch.autograd.grad(out.per_sample.sum(), x0)
-        for p in trainer.params["assistant"]:
+        for p in trainer.method.params["assistant"]:
             p.requires_grad_(True)
         hook.remove()
         unet_input_grads[path] = [g for g in seen if g is not None]
@@ -270,10 +270,10 @@ def test_chunked_generator_step_equals_the_whole_batch(world_cache, tmp_path):
     chunked = Trainer(sd_config(tmp_path / "b", "sd15", **flat, **{"train.generator_chunk": 1}))
     grads = []
     for trainer in (whole, chunked):
-        trainer.opt_generator.step = lambda: None  # keep the gradient for comparison
-        trainer.opt_generator.zero_grad = lambda set_to_none=True: None
+        trainer.method.opt_generator.step = lambda: None  # keep the gradient for comparison
+        trainer.method.opt_generator.zero_grad = lambda set_to_none=True: None
         trainer.train_step()
-        grads.append(torch.cat([p.grad.flatten() for p in trainer.params["generator"]]))
+        grads.append(torch.cat([p.grad.flatten() for p in trainer.method.params["generator"]]))
     # equal up to fp32 summation order (a chunk left out or mis-scaled is off by O(1))
     assert grads[0].abs().max() > 0
     assert (grads[1] - grads[0]).abs().max() < 2e-3 * grads[0].abs().max()
@@ -373,12 +373,12 @@ def test_lora_generator_step_leaves_the_adapters_frozen(world_cache, tmp_path, w
     flag changed between forward and backward breaks checkpoint recomputation)."""
     flat = {"world.assistant": "lora", "loss.weighting": weighting, "loss.cfg_scale": 2.0}
     trainer = Trainer(sd_config(tmp_path, "sdxl", **flat, **{"loss.reward_scale": 1.0}))
-    trainer.assistant_update()
-    lora = trainer.params["assistant"]
+    trainer.method.assistant_update(0)
+    lora = trainer.method.params["assistant"]
     assert all(p.grad is None and p.requires_grad for p in lora)
-    trainer.generator_update()
+    trainer.method.generator_update(0)
     assert all(p.grad is None and p.requires_grad for p in lora)
-    assert all(p.grad is None for p in trainer.params["generator"])  # freed after its step
+    assert all(p.grad is None for p in trainer.method.params["generator"])  # freed after its step
 
 
 def test_pickscore_text_embedding_ignores_the_padding_mask(world_cache):
@@ -437,11 +437,11 @@ def test_reusing_the_generator_samples_saves_a_forward_and_trains_on_them(world_
             lambda m, i, o, outputs=outputs: outputs.append(o.detach())
         )
 
-        def assistant_update(samples=None, update=trainer.assistant_update, fed=fed):
+        def assistant_update(step, samples=None, update=trainer.method.assistant_update, fed=fed):
             fed.append(samples)
-            return update(samples)
+            return update(step, samples)
 
-        trainer.assistant_update = assistant_update
+        trainer.method.assistant_update = assistant_update
         trainer.train_step()
         forwards[reuse] = len(outputs)
         assert (fed[0] is not None) == reuse

@@ -110,9 +110,9 @@ def test_a_new_text_world_from_the_shared_blocks_is_evaluated_and_trained(tmp_pa
             "train.out_dir": str(tmp_path), **SD_NOISE}  # fmt: skip
     config = Config().with_overrides(flat)
     trainer = Trainer(config, world=world)
-    start = [p.detach().clone() for p in trainer.params["generator"]]
+    start = [p.detach().clone() for p in trainer.method.params["generator"]]
     metrics = trainer.train_step()
     assert torch.isfinite(metrics["loss/generator"]) and metrics["loss/reward"] != 0
-    moved = zip(start, trainer.params["generator"], strict=True)
+    moved = zip(start, trainer.method.params["generator"], strict=True)
     assert any(not torch.equal(a, b) for a, b in moved)
     assert world.evaluate(2, seed=0)["reward"] != before  # the harness sees the trained generator

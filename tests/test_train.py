@@ -171,7 +171,7 @@ def test_cli_resume_takes_the_checkpoint_config_and_extends_it(tmp_path, world_c
 def test_only_the_network_being_stepped_holds_gradients(world_cache, tmp_path):
     trainer = Trainer(small_config(tmp_path, **{"train.steps": 1, "loss.reward_scale": 1.0}))
     trainer.train_step()
-    assert all(p.grad is None for ps in trainer.params.values() for p in ps)
+    assert all(p.grad is None for ps in trainer.method.params.values() for p in ps)
 
 
 def test_corrupt_checkpoint_names_the_file_and_can_fall_back(world_cache, tmp_path, capsys):

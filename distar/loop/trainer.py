@@ -1,4 +1,5 @@
-"""The world-agnostic DI* training loop: K assistant rounds, then one generator step.
+"""The world- and method-agnostic training loop: the step schedule, seeds, evaluation,
+checkpoints and callbacks around one step of the method (:mod:`distar.method.di_star`).
 
 Runs without Ray (``python -m distar.cli.train --help`` is its command line). Everything
 experiment-specific comes from the world; reporting goes through :mod:`distar.runtime.callbacks`;
@@ -8,7 +9,6 @@ benchmark evaluation is handed in (:class:`BenchmarkRunner`) by the layer that b
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -17,8 +17,8 @@ from torch import nn
 
 from distar.config.benchmarks import WORLD_UNITS
 from distar.config.tree import Config, ConfigError
-from distar.method.losses import GeneratorBatch, Networks, assistant_loss, generator_loss
-from distar.method.sigmas import ASSISTANT_WEIGHTINGS, sample_sigma
+from distar.method.draws import Draws
+from distar.method.steps import build_step
 from distar.runtime.callbacks import Callback
 from distar.runtime.checkpoint import (
     load_checkpoint,
@@ -51,7 +51,6 @@ from distar.worlds.base import EvalGenerator, World
 from distar.worlds.builders import build_world
 
 EVAL_SEED_OFFSET = 1_000_003  # evaluation noise is fixed per run and never touches training RNG
-NOISE_STREAM = 0x5EED  # separates the device generator's stream from the host one's
 
 
 class BenchmarkRunner(Protocol):
@@ -68,14 +67,14 @@ class BenchmarkRunner(Protocol):
 
 
 class Trainer:
-    """Holds the world, optimisers, step counter and training RNG of one run. Under a
-    ``torch.distributed`` process group every rank trains on its part of the step's global
-    draw with averaged gradients; rank 0 alone writes plots and unsharded checkpoints.
+    """Holds the world, the method's step (with its optimisers), the step counter and the
+    draws of one run. Under a ``torch.distributed`` process group every rank trains on its part
+    of the step's global draw with averaged gradients; rank 0 alone writes plots and unsharded
+    checkpoints.
 
-    Two generators per step, both seeded from (seed, step): ``rng`` on the host for what the
-    world draws on the host (prompts), ``noise_rng`` on the training device for latents, sigmas
-    and noise, so a step makes no host-to-device copy of random numbers. Each draw is of the
-    global batch (``train.batch_size`` x ranks), of which a rank keeps its ``part``.
+    Every step reseeds ``draws`` (:class:`distar.method.draws.Draws`) from (seed, step) and runs
+    one step of ``method`` (:func:`distar.method.steps.build_step`: DI*), which owns the
+    optimisers.
 
     ``resources.strategy=fsdp``: the world shards its networks with FSDP2 (fp32 master shards,
     gathered in the compute dtype); evaluation gathers the generator first."""
@@ -102,26 +101,17 @@ class Trainer:
             self.world = world or build_world(config.world, self.device, config.train.init)
         check_noise_range(config.noise, self.world.sigma_range)
         self.rank = rank()
-        n = config.train.batch_size
-        self.part = slice(self.rank * n, (self.rank + 1) * n)
         broadcast_parameters(trainable(self.world.generator))
         broadcast_parameters(trainable(self.world.assistant))
         self.sharded = config.resources.strategy == "fsdp"
         if self.sharded:
             self._shard(config)
-        self.params = {  # after sharding, which replaces every parameter by its shard
-            "generator": trainable(self.world.generator),
-            "assistant": trainable(self.world.assistant),
-        }
-        self.rng = torch.Generator()
-        self.noise_rng = torch.Generator(device=self.device)
-        self.opt_generator = make_adam(self.params["generator"], config.optim.generator)
-        self.opt_assistant = make_adam(self.params["assistant"], config.optim.assistant)
-        self.callbacks = list(callbacks)
+        self.draws = Draws(self.world, config.train.batch_size, self.rank, self.device)
         self.guard = FiniteGuard()
+        self.method = build_step(config, self.world, self.draws, self.guard, self.sharded)
+        self.callbacks = list(callbacks)
         self.benchmarks = benchmarks
         self.step = 0
-        self.samples: tuple[torch.Tensor, Any] | None = None  # the generator step's, detached
         self.out_dir = Path(config.train.out_dir)
 
     def _shard(self, config: Config) -> None:
@@ -131,133 +121,13 @@ class Trainer:
         with self.stopwatch.phase("world_build"):
             self.world.shard(config.resources.cpu_offload)
 
-    # ---- one update of each network --------------------------------------------------------
-    def _draw(self, draw, *args: Any) -> torch.Tensor:
-        """This rank's part of a draw of the global batch: ``draw(total, *args)``."""
-        total = self.config.train.batch_size * world_size()
-        return draw(total, *args)[self.part]
-
-    def _batch(self) -> tuple[torch.Tensor, Any]:
-        total = self.config.train.batch_size * world_size()
-        return (
-            self._draw(self.world.sample_latents, self.noise_rng),
-            self.world.sample_conditions(total, self.rng, self.part),
-        )
-
-    def _noise(self, like: torch.Tensor) -> torch.Tensor:
-        def draw(total: int) -> torch.Tensor:
-            shape = (total, *like.shape[1:])
-            return torch.randn(shape, generator=self.noise_rng, device=self.device)
-
-        return self._draw(draw)
-
-    def _sigma(self, schedule) -> torch.Tensor:
-        return self._draw(lambda total: sample_sigma(schedule, total, self.noise_rng))
-
-    def assistant_update(self, samples: tuple[torch.Tensor, Any] | None = None) -> torch.Tensor:
-        """One round of the assistant's denoising loss on stop-gradient generator samples:
-        ``samples`` (x0, conditions) when given (the generator step's own), else fresh ones."""
-        world, cfg = self.world, self.config
-        if samples is None:
-            z, cond = self._batch()
-            with torch.no_grad():
-                x0 = world.generator(z, cond)
-        else:
-            x0, cond = samples
-        sigma = self._sigma(cfg.noise.assistant)
-        noise = self._noise(x0)
-        weight = ASSISTANT_WEIGHTINGS.get(cfg.noise.assistant_weighting)(sigma, world.sigma_data)
-        loss = assistant_loss(world.assistant, x0, sigma, noise, cond, weight).mean()
-        self.guard.watch(self.step, "assistant loss", loss)
-        self.opt_assistant.zero_grad(set_to_none=True)
-        loss.backward()
-        norm = clip_and_step(
-            self.params["assistant"], self.opt_assistant, cfg.optim.assistant, self.sharded
-        )
-        self.guard.watch(self.step, "assistant gradient norm", norm)
-        return loss.detach()
-
-    def networks(self) -> Networks:
-        w = self.world
-        return Networks(w.reference, w.assistant, w.reward, w.reference_pair)
-
-    def generator_update(self, diagnose: bool = False) -> dict[str, torch.Tensor]:
-        """One DI* generator step with the assistant frozen (but differentiable in its input).
-
-        With ``train.generator_chunk = k`` the loss and its backward run k samples at a time
-        onto a detached copy of x0, and one backward through the generator follows: the same
-        gradient (every term is a per-sample sum), with the memory of k samples."""
-        world, cfg = self.world, self.config
-        z, cond = self._batch()
-        n = len(z)
-        sigma = self._sigma(cfg.noise.generator)
-        x0 = world.generator(z, cond)
-        noise = self._noise(x0)
-        null = world.null_conditions(cond)
-        chunk = cfg.train.generator_chunk or n
-        with frozen(self.params["assistant"]):
-            leaf = x0 if chunk >= n else x0.detach().requires_grad_(True)
-            self.opt_generator.zero_grad(set_to_none=True)
-            # chunked, the frozen reference is gathered once for every chunk's forward and
-            # backward, and let go before the generator's backward (one chunk holds it whole
-            # from its forward to its backward anyway); unchunked, FSDP's own order is that
-            held = gathered(*world.frozen_networks()) if leaf is not x0 else nullcontext()
-            with held:
-                sums = self._generator_chunks(
-                    GeneratorBatch(leaf, sigma, noise, cond, null), chunk, diagnose
-                )
-            if leaf is not x0:
-                x0.backward(leaf.grad)
-        self.samples = (x0.detach(), cond)  # for optim.reuse_generator_samples
-        metrics = {key: v / n for key, v in sums.items()}
-        self.guard.watch(self.step, "generator loss", metrics["loss/generator"])
-        norm = clip_and_step(
-            self.params["generator"], self.opt_generator, cfg.optim.generator, self.sharded
-        )
-        self.guard.watch(self.step, "generator gradient norm", norm)
-        return {**metrics, "grad_norm/generator": norm.detach()}
-
-    def _generator_chunks(
-        self, batch: GeneratorBatch, chunk: int, diagnose: bool
-    ) -> dict[str, torch.Tensor]:
-        """The generator loss and its backward, ``chunk`` samples at a time; the sums of the
-        logged values over the batch."""
-        n = len(batch.x0)
-        sums: dict[str, torch.Tensor] = {}
-        for i in range(0, n, chunk):
-            part = slice(i, min(i + chunk, n))
-            part_batch = GeneratorBatch(
-                batch.x0[part], batch.sigma[part], batch.noise[part], batch.cond[part],
-                batch.null[part],
-            )  # fmt: skip
-            out = generator_loss(self.config.loss, part_batch, self.networks(), diagnose)
-            (out.per_sample.sum() / n).backward()
-            k = part.stop - part.start
-            values = {"loss/generator": out.per_sample.detach().sum()}
-            values.update({f"loss/{t}": v.detach().sum() for t, v in out.terms.items()})
-            values.update({d: k * torch.as_tensor(v) for d, v in out.diagnostics.items()})
-            for key, v in values.items():
-                sums[key] = sums.get(key, 0) + v
-        return sums
-
     def train_step(self) -> dict[str, torch.Tensor]:
-        """K assistant rounds, then one generator step; advances ``self.step``. Returns device
-        scalars: nothing here waits for the device."""
-        seed = step_seed(self.config.train.seed, self.step)
-        self.rng.manual_seed(seed)
-        self.noise_rng.manual_seed(seed ^ NOISE_STREAM)
-        optim = self.config.optim
+        """One step of the method (DI*: K assistant rounds, then one generator step) on this
+        step's seeded draws; advances ``self.step``. Returns device scalars: nothing here waits
+        for the device."""
+        self.draws.reseed(step_seed(self.config.train.seed, self.step))
         diagnose = (self.step + 1) % self.config.train.log_every == 0
-        if optim.reuse_generator_samples:  # DMD2's order: the generator's samples serve twice
-            metrics = self.generator_update(diagnose)
-            reused = [self.assistant_update(self.samples)]
-            rest = [self.assistant_update() for _ in range(optim.assistant_rounds - 1)]
-            a_losses = reused + rest
-        else:
-            a_losses = [self.assistant_update() for _ in range(optim.assistant_rounds)]
-            metrics = self.generator_update(diagnose)
-        self.samples = None
-        metrics["loss/assistant"] = torch.stack(a_losses).mean()
+        metrics = self.method.train_step(self.step, diagnose)
         self.step += 1
         return metrics
 
@@ -313,7 +183,7 @@ class Trainer:
         return {"generator": self.world.generator, "assistant": self.world.assistant}
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"generator": self.opt_generator, "assistant": self.opt_assistant}
+        return self.method.optimizers()
 
     def save(self) -> Path | None:
         """A full-state checkpoint: written by rank 0 alone (other ranks return None), or, with
@@ -333,11 +203,8 @@ class Trainer:
             return path
         if self.rank != 0:
             return None
-        state = {
-            "opt_generator": self.opt_generator.state_dict(),
-            "opt_assistant": self.opt_assistant.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-        }
+        state = {f"opt_{k}": opt.state_dict() for k, opt in self.optimizers().items()}
+        state["torch_rng"] = torch.get_rng_state()
         with self.stopwatch.phase("checkpoint"):
             path = save_checkpoint(
                 self.out_dir / "checkpoints", self.step, self.modules(), state, self.config
@@ -352,8 +219,8 @@ class Trainer:
             state = load_sharded_checkpoint(path, self.modules(), self.optimizers())
         else:
             state = load_checkpoint(path, self.modules(), fallback)
-            self.opt_generator.load_state_dict(state["opt_generator"])
-            self.opt_assistant.load_state_dict(state["opt_assistant"])
+            for key, opt in self.optimizers().items():
+                opt.load_state_dict(state[f"opt_{key}"])
         torch.set_rng_state(state["torch_rng"])
         self.step = int(state["step"])
 
