@@ -1,20 +1,20 @@
-"""Two runs (or two rows) compared unit by unit (prompt x image, same noise) on every benchmark
+"""Two runs (or two rows) compared item by item (prompt x image, same noise) on every benchmark
 both scored, at two levels (:mod:`distar.track.paired`):
 
 - setting: the rows as recipes, over training seeds (per-seed paired means, Student-t on
   S - 1 df; 3 seeds or more to decide anything);
-- checkpoint: these trained runs on these units (units bootstrapped within seeds).
+- checkpoint: these trained runs on these items (items bootstrapped within seeds).
 
 Each with its 95 % CI, p and Holm adjustment over the metrics shown, the per-sample share of
-units A wins, the variance split, and the seeds and units per seed a decision would need.
+items A wins, the variance split, and the seeds and items per seed a decision would need.
 
     python -m analysis.compare --tracking-uri sqlite:///runs/sd/mlflow.db RUN_A RUN_B
 
 A run is its MLflow run id or its run name ("10/7.5 DI*-In s0"); a row is its label
 ("DI*-In α_rew 10"): every finished seed of it, paired seed by seed with the other row's. The
 first line printed says which side is A; every delta is A - B. Each
-run's last evaluation is compared, and both sides' must be at the same step; units, steps,
-seed columns or unit counts that differ between the runs are refused in one line, never
+run's last evaluation is compared, and both sides' must be at the same step; items, steps,
+seed columns or item counts that differ between the runs are refused in one line, never
 dropped silently.
 """
 
@@ -40,12 +40,12 @@ from analysis.paired_table import (
 )
 from analysis.runs import check_store, finished
 from distar.config import paper
-from distar.config.benchmarks import ROW_KEYS, SET_METRICS, WORLD_UNITS
+from distar.config.benchmarks import ROW_KEYS, SET_METRICS, WORLD_ITEMS
 from distar.config.tree import ConfigError
-from distar.track.paired import MIN_SEEDS, unit_metric
+from distar.track.paired import MIN_SEEDS, item_metric
 from distar.track.pairing import (
     UnpairedError,
-    one_row_per_unit,
+    one_row_per_item,
     paired_differences,
     shared_seeds,
     stack_seeds,
@@ -55,7 +55,7 @@ from distar.util.refusals import refusing
 
 # the world's own per-sample values first (the embedded world's reward, precision, ...), then
 # the text worlds' benchmarks
-BENCHMARKS = (WORLD_UNITS, "parti", "coco", "hps")
+BENCHMARKS = (WORLD_ITEMS, "parti", "coco", "hps")
 
 
 def seeds(runs: dict[str, str]) -> str:
@@ -86,10 +86,10 @@ def find_runs(client, ref: str, flag: str) -> dict[str, str]:
     return seeds
 
 
-def per_unit_metrics(metrics: tuple[str, ...]) -> list[str]:
-    """The preset metrics that have per-unit values, by their per-unit names (``eval/reward``,
+def per_item_metrics(metrics: tuple[str, ...]) -> list[str]:
+    """The preset metrics that have per-item values, by their per-item names (``eval/reward``,
     ``parti/imagereward``); a set metric (FID, MMD) has none."""
-    return [unit_metric(m) for m in metrics if m.rpartition("/")[2] not in SET_METRICS]
+    return [item_metric(m) for m in metrics if m.rpartition("/")[2] not in SET_METRICS]
 
 
 def samples(client, run_id: str, benchmark: str) -> pd.DataFrame | None:
@@ -99,7 +99,7 @@ def samples(client, run_id: str, benchmark: str) -> pd.DataFrame | None:
         return None
     if "step" in table:
         table = table[table["step"] == table["step"].max()]
-    return one_row_per_unit(table)
+    return one_row_per_item(table)
 
 
 def pair_rows(row: str, base: str, metric: str, a: dict[str, pd.DataFrame],
@@ -168,8 +168,8 @@ def markdown(table: pd.DataFrame, with_rows: bool = False) -> str:
         if part.empty:
             continue
         head = (["row", "vs"] if with_rows else []) + [
-            "metric", "step", "delta", "95 % CI", "p", "p (Holm)", "seeds", "units/seed",
-            "units A > B (per sample)"] + (["plan (80 % power)"] if level == "setting" else [])
+            "metric", "step", "delta", "95 % CI", "p", "p (Holm)", "seeds", "items/seed",
+            "items A > B (per sample)"] + (["plan (80 % power)"] if level == "setting" else [])
         lines = [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for _, r in part.iterrows():
             cells = ([f"{r['row']}{verdict_mark(r)}", str(r["baseline"])] if with_rows else [])
@@ -190,12 +190,12 @@ def number_cells(r: pd.Series) -> list[str]:
         return [f"– ({r['note']})", "–", "–", "–", "0", "–", "–"]
     ci = "–" if r["ci_low"] != r["ci_low"] else f"[{r['ci_low']:+.4g}, {r['ci_high']:+.4g}]"
     return [f"{r['delta']:+.4g}", ci, p_text(r["p"]), p_text(r["p_adj"]), str(int(r["n_seeds"])),
-            str(int(r["n_units"])), f"{r['units_higher']:.2f}"]  # fmt: skip
+            str(int(r["n_items"])), f"{r['items_higher']:.2f}"]  # fmt: skip
 
 
 SETTING_TITLE = ("setting level: the rows as recipes, over training seeds (per-seed paired "
                  f"means, Student-t on S - 1 df; marks from {MIN_SEEDS} seeds)")
-CHECKPOINT_TITLE = ("checkpoint level: these trained runs on these units (units bootstrapped "
+CHECKPOINT_TITLE = ("checkpoint level: these trained runs on these items (items bootstrapped "
                     "within prompt groups, the runs fixed; says nothing about another training "
                     "run)")
 
@@ -212,9 +212,9 @@ def row_comparisons(client, runs: pd.DataFrame, metrics: list[str], baseline: st
                     all_pairs: bool = False, min_effect: dict[str, float] | None = None
                     ) -> pd.DataFrame:  # fmt: skip
     """Every row of a sweep against ``baseline`` (or, ``all_pairs``, every row against every
-    row before it in Table-2 order) on each per-unit ``metric`` (``bench/m``), at both levels
+    row before it in Table-2 order) on each per-item ``metric`` (``bench/m``), at both levels
     (:func:`both_levels`). Failed or unfinished seeds are left out, never imputed (the cell's
-    note names them); a metric without per-unit values (a set metric: MMD, FID) is skipped."""
+    note names them); a metric without per-item values (a set metric: MMD, FID) is skipped."""
     done = runs[finished(runs)]
     by = {(r["tags.distar.label"], r["tags.distar.seed"]): r["run_id"] for _, r in done.iterrows()}
     if len(by) < len(done):
@@ -259,21 +259,21 @@ def paired_report(runs: pd.DataFrame, uri: str, out: Path, metrics: tuple[str, .
                   min_effect: dict[str, float] | None = None
                   ) -> tuple[str, pd.DataFrame]:  # fmt: skip
     """``paired.md`` / ``paired.csv`` in ``out``: every row against the baseline (or every pair)
-    on the preset's per-unit metrics (the world's own, ``eval/<name>``, and the benchmarks'; a
-    set metric such as FID or MMD has no per-unit value), both levels; returns the markdown and
+    on the preset's per-item metrics (the world's own, ``eval/<name>``, and the benchmarks'; a
+    set metric such as FID or MMD has no per-item value), both levels; returns the markdown and
     the table (empty when the runs do not pair, the markdown then says why)."""
     from mlflow.tracking import MlflowClient
 
-    per_unit = per_unit_metrics(metrics)
+    per_item = per_item_metrics(metrics)
     out.mkdir(parents=True, exist_ok=True)
     try:
-        table = row_comparisons(MlflowClient(uri), runs, per_unit, baseline, all_pairs,
+        table = row_comparisons(MlflowClient(uri), runs, per_item, baseline, all_pairs,
                                 min_effect)  # fmt: skip
     except UnpairedError as error:  # the sweep ran: say why there is no table, do not fail it
         (out / "paired.md").write_text(f"no paired table: {error}\n")
         return f"no paired table: {error}", pd.DataFrame()
     if table.empty:
-        text = "no paired table: no per-unit values both rows recorded (eval/*_samples.json)"
+        text = "no paired table: no per-item values both rows recorded (eval/*_samples.json)"
         (out / "paired.md").write_text(text + "\n")
         return text, table
     table.to_csv(out / "paired.csv", index=False)
@@ -287,9 +287,9 @@ def paired_report(runs: pd.DataFrame, uri: str, out: Path, metrics: tuple[str, .
 
 LEGEND = (f"▲ / ▼: the row beats / loses to the one it is compared with as a setting (over "
           f"training seeds, {MIN_SEEDS}+ of them) at Holm-adjusted p < 0.05; fewer seeds: no "
-          "mark. units A > B: the per-sample share of units on which the row scores higher "
+          "mark. items A > B: the per-sample share of items on which the row scores higher "
           "(ties half; not the chance that the setting is better). plan: the seeds (at these "
-          "units per seed) or units per seed (at these seeds) for 80 % power at the effect seen, "
+          "items per seed) or items per seed (at these seeds) for 80 % power at the effect seen, "
           "at the table's Bonferroni level; 'more seeds, not more prompts' when training runs "
           "differ more than any number of prompts can average out.")
 
@@ -312,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         found = comparisons(client, a, b, (args.run_a, args.run_b))
         check_min_effect(min_effect, {f.metric for f in found})
         print(f"A = {args.run_a!r} ({seeds(a)}), B = {args.run_b!r} ({seeds(b)}); each delta "
-              "is A - B, 'units A > B' the share of units on which A scores higher\n")
+              "is A - B, 'items A > B' the share of items on which A scores higher\n")
         print(markdown(both_levels(found, min_effect)))
         return 0
 

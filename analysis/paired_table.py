@@ -1,12 +1,12 @@
-"""A sweep's paired table: every row against the baseline (or every pair), unit by unit within
+"""A sweep's paired table: every row against the baseline (or every pair), item by item within
 each seed both finished, at both levels (:mod:`distar.track.paired`):
 
 - ``setting``: the seeds replicate (per-seed paired means, Student-t on S - 1 df), Holm over the
   table. Only this level marks a row (▲ / ▼), and only from ``MIN_SEEDS`` seeds.
-- ``checkpoint``: these trained runs on these units (units bootstrapped within seeds), labelled
+- ``checkpoint``: these trained runs on these items (items bootstrapped within seeds), labelled
   so; it does not speak for another training run of the setting.
 
-Each comparison also carries its variance split and what a decision needs (seeds, units per
+Each comparison also carries its variance split and what a decision needs (seeds, items per
 seed) at the observed effect and at ``--min-effect``.
 """
 
@@ -27,7 +27,7 @@ ALPHA = 0.05  # the family-wise level of a table's marks
 
 @dataclass(frozen=True)
 class Found:
-    """One comparison's paired differences, ``diffs`` [seeds, units] (None: they did not pair,
+    """One comparison's paired differences, ``diffs`` [seeds, items] (None: they did not pair,
     ``note`` says why; a note beside diffs says what was left out)."""
 
     row: str
@@ -78,7 +78,7 @@ def checkpoint_table(found: list[Found], n_boot: int = 2000) -> pd.DataFrame:
 def plan_columns(table: pd.DataFrame, found: list[Found],
                  min_effect: dict[str, float] | None = None) -> pd.DataFrame:  # fmt: skip
     """The setting table with each comparison's variance split (``seed_sd``: of a seed's paired
-    mean beyond unit noise; ``unit_sd``: of one unit's difference) and plan, at the table's
+    mean beyond item noise; ``item_sd``: of one item's difference) and plan, at the table's
     Bonferroni level (conservative for Holm): at the observed effect, and at the metric's
     ``--min-effect`` where given."""
     level = ALPHA / max(1, len(found))
@@ -93,9 +93,9 @@ def plan_columns(table: pd.DataFrame, found: list[Found],
         at_min.append(None if effect is None else plan(f.diffs, effect, alpha=level))
     out = table.copy()
     out["seed_sd"] = [math.sqrt(p.seed_var) if p else math.nan for p in plans]
-    out["unit_sd"] = [math.sqrt(p.unit_var) if p else math.nan for p in plans]
+    out["item_sd"] = [math.sqrt(p.item_var) if p else math.nan for p in plans]
     out["seeds_needed"] = [p.seeds if p and p.seeds else math.nan for p in plans]
-    out["units_needed"] = [p.units if p and p.units else math.nan for p in plans]
+    out["items_needed"] = [p.items if p and p.items else math.nan for p in plans]
     out["plan"] = [p.text() if p else "–" for p in plans]
     out["min_effect"] = [p.effect if p else math.nan for p in at_min]
     out["plan_min_effect"] = [p.text() if p else "–" for p in at_min]
@@ -156,7 +156,7 @@ def add_min_effect_flag(parser) -> None:
     parser.add_argument("--min-effect", nargs="+", default=[], metavar="METRIC=DELTA",
                         help="plan for this smallest difference worth finding, in the metric's "
                              "own units (e.g. eval/reward=0.01 parti/imagereward=0.05): the "
-                             "seeds and units per seed for 80 %% power at it")  # fmt: skip
+                             "seeds and items per seed for 80 %% power at it")  # fmt: skip
 
 
 def parse_min_effect(given: list[str]) -> dict[str, float]:

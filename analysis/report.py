@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.compare import paired_report, per_unit_metrics
+from analysis.compare import paired_report, per_item_metrics
 from analysis.paired_table import (
     add_min_effect_flag,
     check_min_effect,
@@ -236,9 +236,9 @@ class Reports:
 
 
 def min_effect_of(args: argparse.Namespace, world: str) -> dict[str, float]:
-    """--min-effect, each metric one the world's preset reports per unit (``eval/reward``)."""
+    """--min-effect, each metric one the world's preset reports per item (``eval/reward``)."""
     min_effect = parse_min_effect(args.min_effect)
-    check_min_effect(min_effect, set(per_unit_metrics(world_preset(world).metrics)))
+    check_min_effect(min_effect, set(per_item_metrics(world_preset(world).metrics)))
     return min_effect
 
 

@@ -4,11 +4,11 @@ assert these rates: tests/test_paired.py, tests/test_stopping.py, with these mod
 
     python benchmarks/paired_calibration.py [--repeats 4000]
 
-The model: value[row, seed, unit] = unit effect (sd 5, shared by rows and seeds) + seed effect
+The model: value[row, seed, item] = item effect (sd 5, shared by rows and seeds) + seed effect
 (sd 1, shared by a seed's rows) + row x seed effect (sd tau: a training run's own luck) + row
 effect + noise (sd 1). Printed: A/A false-positive rates at S = 2, 3, 5 seeds, tau = 0 and
 tau sqrt(U) = 3, at the setting level, the checkpoint level and the pooled bootstrap the report
-used before (seeds resampled with the units, normal tail); the share of whole null Table-2s
+used before (seeds resampled with the items, normal tail); the share of whole null Table-2s
 (11 rows x 4 metrics) with any mark; the setting level's power against the noncentral t's
 prediction; the paired stopper's false stops among 8 equal trials.
 """
@@ -33,27 +33,27 @@ from distar.track.stopping import StopRule  # noqa: E402
 ALPHA = 0.05
 
 
-def values(rng, rows: int, seeds: int, units: int, tau: float, effects=None) -> np.ndarray:
-    """[rows, seeds, units] under the model above; ``effects``: each row's true effect."""
+def values(rng, rows: int, seeds: int, items: int, tau: float, effects=None) -> np.ndarray:
+    """[rows, seeds, items] under the model above; ``effects``: each row's true effect."""
     effects = np.zeros(rows) if effects is None else np.asarray(effects, dtype=float)
-    unit = rng.normal(0, 5.0, units)
+    item = rng.normal(0, 5.0, items)
     seed = rng.normal(0, 1.0, (1, seeds, 1))
     run = rng.normal(0, tau, (rows, seeds, 1))
-    return unit + seed + run + effects[:, None, None] + rng.normal(0, 1.0, (rows, seeds, units))
+    return item + seed + run + effects[:, None, None] + rng.normal(0, 1.0, (rows, seeds, items))
 
 
-def a_a(rng, seeds: int, units: int, tau: float, shift: float = 0.0) -> np.ndarray:
-    """[seeds, units] of row B - row A, the rows equal unless ``shift``."""
-    v = values(rng, 2, seeds, units, tau, [0.0, shift])
+def a_a(rng, seeds: int, items: int, tau: float, shift: float = 0.0) -> np.ndarray:
+    """[seeds, items] of row B - row A, the rows equal unless ``shift``."""
+    v = values(rng, 2, seeds, items, tau, [0.0, shift])
     return v[1] - v[0]
 
 
 def pooled_p(diffs: np.ndarray, rng, n_boot: int = 200) -> float:
-    """The report's test before: seeds resampled with replacement together with the units, the
+    """The report's test before: seeds resampled with replacement together with the items, the
     normal tail of delta / bootstrap se (kept here only to measure it)."""
     s, u = diffs.shape
-    units = rng.integers(0, u, (n_boot, u))
-    per_seed = diffs[:, units].mean(axis=2).T  # [boot, seeds]
+    items = rng.integers(0, u, (n_boot, u))
+    per_seed = diffs[:, items].mean(axis=2).T  # [boot, seeds]
     boot = np.take_along_axis(per_seed, rng.integers(0, s, (n_boot, s)), axis=1).mean(axis=1)
     return float(2 * stats.norm.sf(abs(diffs.mean()) / boot.std(ddof=1)))
 
@@ -77,31 +77,31 @@ def marked(found: list[Found], p_scale: float = 1.0) -> bool:
     return any("▲" in v or "▼" in v for v in verdicts(table).values())
 
 
-def trial_units(rng, n_trials: int, units: int, run_sd: float, skew: np.ndarray,
+def trial_items(rng, n_trials: int, items: int, run_sd: float, skew: np.ndarray,
                 shift: np.ndarray, evaluations: int):  # fmt: skip
-    """Per evaluation, [trials, units]: a shared unit effect + each trial's run effect (fixed
+    """Per evaluation, [trials, items]: a shared item effect + each trial's run effect (fixed
     for the run, plus a little drift per evaluation) + its setting's shift + mean-zero noise
     skewed right (skew +1) or left (-1), so that differences between trials are skewed too."""
-    unit = rng.normal(0, 3.0, units)
+    item = rng.normal(0, 3.0, items)
     run = rng.normal(0, run_sd, n_trials)
     for _ in range(evaluations):
         drift = rng.normal(0, 0.1 * run_sd, n_trials)
-        noise = skew[:, None] * (rng.exponential(1.0, (n_trials, units)) - 1.0)
-        yield unit + (run + drift + shift)[:, None] + noise
+        noise = skew[:, None] * (rng.exponential(1.0, (n_trials, items)) - 1.0)
+        yield item + (run + drift + shift)[:, None] + noise
 
 
 def pair(mine: np.ndarray, theirs: np.ndarray, step: int) -> np.ndarray:
     return mine - theirs
 
 
-def search(rng, rule: StopRule, n_trials: int = 8, units: int = 400, run_sd: float = 0.05,
+def search(rng, rule: StopRule, n_trials: int = 8, items: int = 400, run_sd: float = 0.05,
            shift: np.ndarray | None = None) -> set[int]:  # fmt: skip
     """One search through ``rule``: at each evaluation every running trial reports, in a
     random order; a stopped trial reports no more. Returns the stopped trials."""
     shift = np.zeros(n_trials) if shift is None else shift
     skew = rng.choice([-1.0, 1.0], n_trials)
     stopped: set[int] = set()
-    for step, x in enumerate(trial_units(rng, n_trials, units, run_sd, skew, shift,
+    for step, x in enumerate(trial_items(rng, n_trials, items, run_sd, skew, shift,
                                          rule.evaluations)):  # fmt: skip
         for t in rng.permutation(n_trials):
             if t not in stopped and rule(int(t), step, float(x[t].mean()), x[t]) is not None:
@@ -110,13 +110,13 @@ def search(rng, rule: StopRule, n_trials: int = 8, units: int = 400, run_sd: flo
 
 
 def false_stops(rng, searches: int, evaluations: int, run_sd: float, rule_sd: float,
-                units: int = StopRule.MIN_UNITS) -> tuple[float, float, float]:  # fmt: skip
+                items: int = StopRule.MIN_ITEMS) -> tuple[float, float, float]:  # fmt: skip
     """(share of equal trials ever stopped, its standard error over searches, share of
-    searches that stopped any): 8 equal trials per search, ``units`` each."""
+    searches that stopped any): 8 equal trials per search, ``items`` each."""
     per_search, anyone = [], 0
     for _ in range(searches):
         rule = StopRule(ALPHA, evaluations, rule_sd, pair, 8)
-        stopped = search(rng, rule, units=units, run_sd=run_sd)
+        stopped = search(rng, rule, items=items, run_sd=run_sd)
         per_search.append(len(stopped) / 8)
         anyone += bool(stopped)
     share = float(np.mean(per_search))
@@ -125,7 +125,7 @@ def false_stops(rng, searches: int, evaluations: int, run_sd: float, rule_sd: fl
 
 def a_a_rates(repeats: int) -> None:
     rng = np.random.default_rng(0)
-    print(f"A/A false-positive rate at p < {ALPHA} ({repeats} repeats, 400 units per seed)")
+    print(f"A/A false-positive rate at p < {ALPHA} ({repeats} repeats, 400 items per seed)")
     print("| seeds | tau sqrt(U) | setting level | checkpoint level | pooled bootstrap (before) |")
     print("|---|---|---|---|---|")
     for seeds in (2, 3, 5):
@@ -154,11 +154,11 @@ def null_tables(repeats: int) -> None:
 
 def power_check(repeats: int) -> None:
     rng = np.random.default_rng(2)
-    seeds, units, tau = 5, 200, 0.2
-    effect = optimize.brentq(lambda e: power(e, 2 * tau**2, 2.0, seeds, units) - 0.5, 1e-3, 5)
-    found = np.mean([setting_level(a_a(rng, seeds, units, tau, effect)).p < ALPHA
+    seeds, items, tau = 5, 200, 0.2
+    effect = optimize.brentq(lambda e: power(e, 2 * tau**2, 2.0, seeds, items) - 0.5, 1e-3, 5)
+    found = np.mean([setting_level(a_a(rng, seeds, items, tau, effect)).p < ALPHA
                      for _ in range(repeats)])  # fmt: skip
-    print(f"\npower, 5 seeds x 200 units, tau 0.2, effect {effect:.3f}: predicted 50.0 %, "
+    print(f"\npower, 5 seeds x 200 items, tau 0.2, effect {effect:.3f}: predicted 50.0 %, "
           f"measured {found:.1%}")
 
 
@@ -169,7 +169,7 @@ def stopper_rates(repeats: int) -> None:
           "that stop some equal trial (each trial's own rate)")  # fmt: skip
     for run_sd, evaluations in ((0.05, 5), (0.05, 10), (0.0, 5)):
         share, se, anyone = false_stops(rng, n, evaluations, run_sd, run_sd)
-        line = (f"  run sd {run_sd}, {evaluations} evaluations, {StopRule.MIN_UNITS} units: "
+        line = (f"  run sd {run_sd}, {evaluations} evaluations, {StopRule.MIN_ITEMS} items: "
                 f"{anyone:.1%} ({share:.2%} ± {se:.2%})")
         if run_sd:
             _, _, blind = false_stops(rng, n, evaluations, run_sd, 0.0)

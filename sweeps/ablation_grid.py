@@ -34,12 +34,12 @@ from distar.util.refusals import Outputs, refusing
 SMOKE_ROWS = (TABLE2[1], TABLE2[-1])
 SMOKE = {"train.steps": 10, "train.log_every": 5}  # over the world's own smoke settings
 # The default grid answers at the setting level in about 7 minutes on 2 cores: 3 seeds per row
-# (33 trials), bought with fewer steps (600 -> 300) and fewer units on the embedded world (8000
-# -> 2000 a row and seed). Units are what the variance split says costs least: at 3 seeds the
-# training runs' spread, not the units, sets the setting-level CI (report: "more seeds, not
+# (33 trials), bought with fewer steps (600 -> 300) and fewer items on the embedded world (8000
+# -> 2000 a row and seed). Items are what the variance split says costs least: at 3 seeds the
+# training runs' spread, not the items, sets the setting-level CI (report: "more seeds, not
 # more prompts").
 STEPS = 300
-EMBEDDED_UNITS = 500  # eval.samples_per_prompt: x 4 prompts = 2000 units a row and seed
+EMBEDDED_ITEMS = 500  # eval.samples_per_prompt: x 4 prompts = 2000 items a row and seed
 SEEDS = (0, 1, 2)  # distar.track.paired.MIN_SEEDS: a row's paired verdict needs 3 training seeds
 SMOKE_SEEDS = (0, 1)  # the smoke grid checks the path, not the verdicts: 2 keep CI short
 
@@ -106,7 +106,7 @@ def base_config(args: argparse.Namespace) -> Config:
     config = Config.for_world(args.world, flat)
     embedded = not config.world.text_to_image
     if "eval.samples_per_prompt" not in flat and embedded:
-        config = config.with_overrides({"eval.samples_per_prompt": EMBEDDED_UNITS})
+        config = config.with_overrides({"eval.samples_per_prompt": EMBEDDED_ITEMS})
     if "train.eval_every" not in flat and (args.smoke_test or embedded):
         # eval metrics as curves (4 points), not one dot at the end: cheap on the embedded world
         # and on the tiny text presets a smoke test runs (a real text world sets its own)

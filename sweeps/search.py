@@ -259,8 +259,8 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
         for trial, why in stop.stopped.items():
             print(f"paired stop: {trial}: {why}")
         if stop.skipped:
-            print(f"paired stopper: {stop.skipped} comparisons not made (units that did not "
-                  f"pair, or fewer than {stop.rule.MIN_UNITS} of {objective['metric']}: size "
+            print(f"paired stopper: {stop.skipped} comparisons not made (items that did not "
+                  f"pair, or fewer than {stop.rule.MIN_ITEMS} of {objective['metric']}: size "
                   "eval.benchmarks / eval.samples_per_prompt up)")  # fmt: skip
     print_results(rows, pair)
     print_links(settings)

@@ -1,10 +1,10 @@
 """Paired comparisons (distar/track/paired.py, analysis/paired_table.py) held to closed forms and to
 their error rates in the regime a sweep runs in: each training run lands a little differently.
 
-The model (benchmarks/paired_calibration.py, which prints these rates): value[row, seed, unit] =
-unit effect (sd 5, shared by rows and seeds: pairing cancels it) + seed effect (sd 1, shared by
+The model (benchmarks/paired_calibration.py, which prints these rates): value[row, seed, item] =
+item effect (sd 5, shared by rows and seeds: pairing cancels it) + seed effect (sd 1, shared by
 the rows of a seed: cancels too) + row x seed effect (sd tau: a training run's own luck) + row
-effect + noise (sd 1). tau * sqrt(units) >= 3 is the hard case: a checkpoint-level test then
+effect + noise (sd 1). tau * sqrt(items) >= 3 is the hard case: a checkpoint-level test then
 rejects equal settings most of the time.
 
 Every calibration test holds its rate in a band of 3 binomial standard deviations around the
@@ -61,7 +61,7 @@ def test_the_setting_level_is_the_t_test_on_the_seeds_paired_means():
     got = setting_level(diffs, "m")
     want = stats.ttest_1samp(diffs.mean(axis=1), 0.0)
     ci = want.confidence_interval(0.95)
-    assert got.level == "setting" and got.df == 3 and got.n_seeds == 4 and got.n_units == 300
+    assert got.level == "setting" and got.df == 3 and got.n_seeds == 4 and got.n_items == 300
     assert got.p == pytest.approx(want.pvalue, rel=1e-9)
     assert (got.ci_low, got.ci_high) == pytest.approx((ci.low, ci.high), rel=1e-9)
     one = setting_level(diffs[:1])  # one seed: no spread to test against
@@ -81,7 +81,7 @@ def test_the_checkpoint_ci_matches_the_paired_t_interval_on_gaussian_data():
 
 @pytest.mark.parametrize("seeds", [2, 3, 5])
 def test_a_a_setting_level_false_positives_hold_alpha_when_runs_differ(seeds):
-    """tau sqrt(U) = 3 (tau 0.15, 400 units): the old pooled bootstrap rejected 18-38 % of
+    """tau sqrt(U) = 3 (tau 0.15, 400 items): the old pooled bootstrap rejected 18-38 % of
     these. The setting level holds 5 % at every seed count (t on S - 1 df is exact here)."""
     rng = np.random.default_rng(10 + seeds)
     p = np.array([setting_level(a_a(rng, seeds, 400, 0.15)).p for _ in range(4000)])
@@ -105,17 +105,17 @@ def test_the_checkpoint_level_rejects_equal_settings_when_runs_differ():
 
 
 def test_a_known_effect_is_found_at_the_predicted_power():
-    """5 seeds x 200 units, tau 0.2: the effect with predicted power 0.5 (noncentral t) is
+    """5 seeds x 200 items, tau 0.2: the effect with predicted power 0.5 (noncentral t) is
     found at that rate; p / 1.5 would find it visibly more often."""
     rng = np.random.default_rng(30)
-    seeds, units, tau = 5, 200, 0.2
-    seed_var, unit_var = 2 * tau**2, 2.0  # two runs' effects; two noises per difference
+    seeds, items, tau = 5, 200, 0.2
+    seed_var, item_var = 2 * tau**2, 2.0  # two runs' effects; two noises per difference
 
     def predicted(effect: float) -> float:
-        return power(effect, seed_var, unit_var, seeds, units, ALPHA)
+        return power(effect, seed_var, item_var, seeds, items, ALPHA)
 
     effect = optimize.brentq(lambda e: predicted(e) - 0.5, 1e-3, 5.0)
-    p = np.array([setting_level(a_a(rng, seeds, units, tau, effect)).p for _ in range(4000)])
+    p = np.array([setting_level(a_a(rng, seeds, items, tau, effect)).p for _ in range(4000)])
     low, high = band(0.5, len(p), 0.5)
     assert low <= np.mean(p < ALPHA) <= high
     assert not low <= np.mean(p / 1.5 < ALPHA) <= high
@@ -124,24 +124,24 @@ def test_a_known_effect_is_found_at_the_predicted_power():
 def test_the_plan_asks_for_seeds_not_prompts_when_runs_dominate():
     rng = np.random.default_rng(40)
     diffs = a_a(rng, 4, 2000, 0.3, shift=0.3)
-    seed_var, unit_var = variance_split(diffs)
-    assert unit_var == pytest.approx(2.0, rel=0.05)  # two unit noises of sd 1
+    seed_var, item_var = variance_split(diffs)
+    assert item_var == pytest.approx(2.0, rel=0.05)  # two item noises of sd 1
     found = plan(diffs, effect=0.3)
-    assert found.units is None and "more seeds, not more prompts" in found.text()
+    assert found.items is None and "more seeds, not more prompts" in found.text()
 
     def pw(n):
-        return power(0.3, seed_var, unit_var, n, 2000)
+        return power(0.3, seed_var, item_var, n, 2000)
 
     assert pw(found.seeds) >= 0.8 > pw(found.seeds - 1)
-    few_units = plan(a_a(rng, 5, 50, 0.0, shift=0.3), effect=0.3)  # no run effect
-    assert few_units.units is not None and few_units.units > 50
+    few_items = plan(a_a(rng, 5, 50, 0.0, shift=0.3), effect=0.3)  # no run effect
+    assert few_items.items is not None and few_items.items > 50
     huge = plan(a_a(rng, 2, 2000, 0.0, shift=3.0))  # decided with 2, but a verdict needs 3
     assert huge.seeds == MIN_SEEDS
 
 
-def test_an_undecided_comparison_never_asks_for_fewer_seeds_or_units():
+def test_an_undecided_comparison_never_asks_for_fewer_seeds_or_items():
     """In an A/A whose p is above alpha, the plan at the observed effect always wants more
-    than was run (the old units_needed asked for fewer units than were used at p = 0.28)."""
+    than was run (the old items_needed asked for fewer items than were used at p = 0.28)."""
     rng = np.random.default_rng(41)
     for _ in range(300):
         diffs = a_a(rng, 3, 200, 0.1)
@@ -149,7 +149,7 @@ def test_an_undecided_comparison_never_asks_for_fewer_seeds_or_units():
             continue
         got = plan(diffs, alpha=ALPHA)
         assert got.note or got.seeds is None or got.seeds > 3, got
-        assert got.note or got.units is None or got.units > 200, got
+        assert got.note or got.items is None or got.items > 200, got
 
 
 def test_holm_skips_untested_comparisons():
@@ -186,43 +186,43 @@ def test_too_few_seeds_get_no_mark_and_say_how_many_are_needed():
     assert table["p_adj"].isna().all()  # never in a Holm family, never marked
 
 
-def unit_table(values_, seed=7, step=10, without=()) -> pd.DataFrame:
+def item_table(values_, seed=7, step=10, without=()) -> pd.DataFrame:
     n = len(values_)
     table = pd.DataFrame({"index": np.arange(n), "replica": 0, "seed": seed, "step": step,
                           "group": "g", "pickscore": values_})
     return table.drop(columns=list(without))
 
 
-def test_units_that_do_not_pair_are_refused_in_one_line():
-    a, b = unit_table([1.0, 2.0, 3.0]), unit_table([1.0, 2.0, 0.5]).iloc[[2, 1, 0]]
-    diffs = paired_differences(a, b, "pickscore")  # paired by unit, not by row order
+def test_items_that_do_not_pair_are_refused_in_one_line():
+    a, b = item_table([1.0, 2.0, 3.0]), item_table([1.0, 2.0, 0.5]).iloc[[2, 1, 0]]
+    diffs = paired_differences(a, b, "pickscore")  # paired by item, not by row order
     assert list(diffs["diff"]) == [0.0, 0.0, 2.5]
     cases = [
-        (unit_table([1.0, 2.0, 3.0], seed=8), "eval.seed must match"),
-        (unit_table([1.0, 2.0, 3.0], step=20), "A was evaluated at step 20, B at step 10"),
-        (unit_table([1.0, 2.0, 3.0], without=["seed"]), "A records no seed column"),
-        (unit_table([1.0, np.nan, 3.0]), "non-finite"),
-        (pd.concat([unit_table([1.0]), unit_table([1.0], step=5)]), "mixes evaluation steps"),
+        (item_table([1.0, 2.0, 3.0], seed=8), "eval.seed must match"),
+        (item_table([1.0, 2.0, 3.0], step=20), "A was evaluated at step 20, B at step 10"),
+        (item_table([1.0, 2.0, 3.0], without=["seed"]), "A records no seed column"),
+        (item_table([1.0, np.nan, 3.0]), "non-finite"),
+        (pd.concat([item_table([1.0]), item_table([1.0], step=5)]), "mixes evaluation steps"),
     ]
     for table, message in cases:
         with pytest.raises(UnpairedError, match=message.replace("(", r"\(")):
             paired_differences(table, b, "pickscore")
-    with pytest.raises(UnpairedError, match="0 units only in A, 1 only in B"):
-        paired_differences(unit_table([1.0, 2.0]), b, "pickscore")
-    for table, message in [(unit_table([1.0, 2.0, 3.0], without=["replica"]), "no replica"),
-                           (unit_table([1.0, 2.0, 3.0], without=["group"]), "no group"),
-                           (unit_table([1.0, 2.0, 3.0]).rename(columns={"pickscore": "x"}),
+    with pytest.raises(UnpairedError, match="0 items only in A, 1 only in B"):
+        paired_differences(item_table([1.0, 2.0]), b, "pickscore")
+    for table, message in [(item_table([1.0, 2.0, 3.0], without=["replica"]), "no replica"),
+                           (item_table([1.0, 2.0, 3.0], without=["group"]), "no group"),
+                           (item_table([1.0, 2.0, 3.0]).rename(columns={"pickscore": "x"}),
                             "no pickscore"),
-                           (unit_table([1.0]), "1 unit")]:  # fmt: skip
+                           (item_table([1.0]), "1 item")]:  # fmt: skip
         with pytest.raises(UnpairedError, match=message):
             paired_differences(table, b, "pickscore")
 
 
 def test_seeds_stack_only_when_they_pair_alike():
-    d = paired_differences(unit_table([1.0, 2.0, 3.0]), unit_table([0.0, 0.0, 0.0]), "pickscore")
+    d = paired_differences(item_table([1.0, 2.0, 3.0]), item_table([0.0, 0.0, 0.0]), "pickscore")
     diffs, groups = stack_seeds({"0": d, "1": d}, ("r", "b"))
     assert diffs.shape == (2, 3) and list(groups) == ["g"] * 3
-    with pytest.raises(UnpairedError, match=r"different numbers of units \{'0': 3, '1': 2\}"):
+    with pytest.raises(UnpairedError, match=r"different numbers of items \{'0': 3, '1': 2\}"):
         stack_seeds({"0": d, "1": d.iloc[:2]}, ("r", "b"))
     other = d.assign(group=["x", "y", "z"])
     with pytest.raises(UnpairedError, match="other prompt groups"):
@@ -236,7 +236,7 @@ def test_compare_gives_both_levels_labelled():
     setting, checkpoint = compare(a_a(rng, 3, 200, 0.1), metric="eval/reward", n_boot=200)
     assert (setting.level, checkpoint.level) == ("setting", "checkpoint")
     assert setting.delta == pytest.approx(checkpoint.delta)
-    assert 0 <= setting.units_higher <= 1 and math.isinf(checkpoint.df)
+    assert 0 <= setting.items_higher <= 1 and math.isinf(checkpoint.df)
 
 
 def test_a_sweep_whose_rows_do_not_pair_gets_a_note_not_a_failure(tmp_path):
@@ -254,7 +254,7 @@ def test_a_sweep_whose_rows_do_not_pair_gets_a_note_not_a_failure(tmp_path):
 
 
 def test_the_report_pairs_rows_seed_with_seed_and_says_what_it_left_out(monkeypatch):
-    """row_comparisons on a sweep's runs (per-unit tables as MLflow returns them): both levels
+    """row_comparisons on a sweep's runs (per-item tables as MLflow returns them): both levels
     with a level column, the steps compared (a trained row against the untrained init at step
     0), a seed that one row lacks named and left out, two rows run to other steps refused in
     their cell, and the verdicts from the setting level only."""
@@ -264,7 +264,7 @@ def test_the_report_pairs_rows_seed_with_seed_and_says_what_it_left_out(monkeypa
     rng = np.random.default_rng(80)
     v = values(rng, 3, 3, 300, 0.05, [0.0, 2.0, 0.0])
     steps = {"init": 0, "good": 50, "late": 40}
-    tables = {f"{row}-{seed}": unit_table(v[i, seed], seed=seed, step=steps[row])
+    tables = {f"{row}-{seed}": item_table(v[i, seed], seed=seed, step=steps[row])
               for i, row in enumerate(steps) for seed in range(3)}  # fmt: skip
     monkeypatch.setattr(compare_module, "samples", lambda client, run, bench: tables[run])
     runs = pd.DataFrame([{"tags.distar.label": row, "tags.distar.seed": str(seed),

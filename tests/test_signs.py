@@ -16,7 +16,7 @@ from closed_form import (
 )
 
 from distar.config.tree import LossConfig
-from distar.method.losses import DISTANCES, generator_loss, unit_scale
+from distar.method.losses import DISTANCES, distance_scale, generator_loss
 from distar.method.losses import GeneratorBatch as B
 from distar.method.losses import Networks as N
 from distar.worlds.gmm.rewards import directional_reward
@@ -99,7 +99,7 @@ def test_reward_step_raises_the_reward():
     assert mean_reward(moved) > mean_reward(gen) + 1e-4
 
 
-def test_unit_scale_is_one_or_sigma_squared():
+def test_distance_scale_is_one_or_sigma_squared():
     sigma = torch.tensor([0.5, 2.0])
-    torch.testing.assert_close(unit_scale(sigma, "x0"), torch.ones(2))
-    torch.testing.assert_close(unit_scale(sigma, "score"), sigma.square())
+    torch.testing.assert_close(distance_scale(sigma, "x0"), torch.ones(2))
+    torch.testing.assert_close(distance_scale(sigma, "score"), sigma.square())

@@ -1,7 +1,7 @@
 """The paired stopper's promise (distar/track/stopping.py): over a whole search, any trial as good
 as the best, in expectation, is stopped with probability <= alpha -- with the best chosen among 8
-trials on the very units tested, each trial one training run (its own effect, sd run_sd),
-skewed per-unit noise whose differences are skewed too, and every evaluation the trainer
+trials on the very items tested, each trial one training run (its own effect, sd run_sd),
+skewed per-item noise whose differences are skewed too, and every evaluation the trainer
 actually makes.
 
 Trials are simulated (no Ray, no files; the model of benchmarks/paired_calibration.py, which
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import distar.track.stopping as stopping
-from benchmarks.paired_calibration import false_stops, pair, search, trial_units
+from benchmarks.paired_calibration import false_stops, pair, search, trial_items
 from distar.config.tree import TrainConfig
 from distar.track.stopping import StopRule
 
@@ -26,7 +26,7 @@ ALPHA = 0.05
 
 def test_one_decision_stops_at_alpha_with_run_effects_and_skew():
     """Two trials, one evaluation, one rival: the stop rate is alpha (a band of 3 binomial sds;
-    skewed differences, run effects 3x the units' standard error); p / 1.5 is outside it."""
+    skewed differences, run effects 3x the items' standard error); p / 1.5 is outside it."""
     rng = np.random.default_rng(0)
     skew = np.array([1.0, -1.0])  # their difference is skewed (both tails one way)
     n, rates = 4000, {}
@@ -37,7 +37,7 @@ def test_one_decision_stops_at_alpha_with_run_effects_and_skew():
             hits = 0
             for _ in range(n):
                 rule = StopRule(ALPHA, 1, 0.15, pair, 1)
-                x = next(trial_units(rng, 2, StopRule.MIN_UNITS, 0.15, skew, np.zeros(2), 1))
+                x = next(trial_items(rng, 2, StopRule.MIN_ITEMS, 0.15, skew, np.zeros(2), 1))
                 rule(0, 1, float(x[0].mean()), x[0])
                 hits += rule(1, 1, float(x[1].mean()), x[1]) is not None
         rates[scale] = hits / n
@@ -48,10 +48,10 @@ def test_one_decision_stops_at_alpha_with_run_effects_and_skew():
 
 def test_a_whole_search_stops_an_equal_trial_at_most_at_alpha():
     """8 equal trials, the 5 evaluations steps=10 / eval_every=2 makes (the old correction
-    divided by --evals 4), the best of the rivals on these units, run effects and skew: the
+    divided by --evals 4), the best of the rivals on these items, run effects and skew: the
     share of searches that stop any trial stays within 3 binomial sds of alpha. Mutations it
     must catch: no correction for the rivals' selection; no run effect in the variance (what
-    units alone cannot see)."""
+    items alone cannot see)."""
     evaluations = TrainConfig(steps=10, eval_every=2).evaluations()
     assert evaluations == 5
     rng = np.random.default_rng(1)
@@ -70,15 +70,15 @@ def test_a_whole_search_stops_an_equal_trial_at_most_at_alpha():
     assert blind > bound(200), f"no run variance passed: {blind}"
 
 
-def test_without_run_effects_skew_at_the_fewest_units_still_holds_alpha():
-    """Runs that do not differ (run_sd 0): the units alone decide, skewed both ways, at the
-    fewest units the rule tests on; a z-test there stopped 6.7 % of searches at 200 units."""
+def test_without_run_effects_skew_at_the_fewest_items_still_holds_alpha():
+    """Runs that do not differ (run_sd 0): the items alone decide, skewed both ways, at the
+    fewest items the rule tests on; a z-test there stopped 6.7 % of searches at 200 items."""
     rng = np.random.default_rng(3)
     _, _, anyone = false_stops(rng, 1000, 5, 0.0, 0.0)
     assert anyone <= ALPHA + 3 * math.sqrt(ALPHA * (1 - ALPHA) / 1000), anyone
     few = StopRule(ALPHA, 1, 0.0, pair, 1)
-    few("a", 1, 1.0, np.zeros(StopRule.MIN_UNITS - 1))
-    assert few("b", 1, 0.0, -np.ones(StopRule.MIN_UNITS - 1)) is None and few.skipped == 1
+    few("a", 1, 1.0, np.zeros(StopRule.MIN_ITEMS - 1))
+    assert few("b", 1, 0.0, -np.ones(StopRule.MIN_ITEMS - 1)) is None and few.skipped == 1
 
 
 def test_a_clearly_worse_trial_is_stopped():
@@ -110,7 +110,7 @@ def test_the_evaluation_count_is_the_trainers_schedule():
         assert TrainConfig(steps=steps, eval_every=every).evaluations() == due + 1
 
 
-def test_a_rule_without_units_or_with_ties_never_stops():
+def test_a_rule_without_items_or_with_ties_never_stops():
     rule = StopRule(ALPHA, 1, 0.0, lambda a, b, step: None, 1)
     rule("a", 1, 1.0, None)
     assert rule("b", 1, 0.0, None) is None  # nothing pairs: never stop blind
@@ -121,14 +121,14 @@ def test_a_rule_without_units_or_with_ties_never_stops():
         StopRule(ALPHA, 1, -1.0, pair, 1)
 
 
-def write_units(folder, step: int, values: np.ndarray, seed: int = 3) -> str:
+def write_items(folder, step: int, values: np.ndarray, seed: int = 3) -> str:
     import pandas as pd
 
-    (folder / "units").mkdir(parents=True)
+    (folder / "items").mkdir(parents=True)
     rows = pd.DataFrame({"prompt": "p", "group": "p", "index": np.arange(len(values)) % 4,
                          "replica": np.arange(len(values)) // 4, "seed": seed,
                          "reward": values, "step": step})  # fmt: skip
-    rows.to_json(folder / "units" / "eval.jsonl", orient="records", lines=True)
+    rows.to_json(folder / "items" / "eval.jsonl", orient="records", lines=True)
     return str(folder)
 
 
@@ -138,11 +138,11 @@ def test_the_paired_stopper_pairs_on_files(tmp_path):
     from distar.raytune.spec import TRIAL_DIR
 
     rng = np.random.default_rng(6)
-    prompt = rng.normal(0, 5.0, 400)  # what pairing cancels: a mean of 400 units alone cannot
-    best = write_units(tmp_path / "best", 10, prompt + rng.normal(0, 1, 400))
-    worse = write_units(tmp_path / "worse", 10, prompt - 0.5 + rng.normal(0, 1, 400))
-    tied = write_units(tmp_path / "tied", 10, prompt + rng.normal(0, 1, 400))
-    other = write_units(tmp_path / "other", 10, prompt - 0.5 + rng.normal(0, 1, 400), seed=9)
+    prompt = rng.normal(0, 5.0, 400)  # what pairing cancels: a mean of 400 items alone cannot
+    best = write_items(tmp_path / "best", 10, prompt + rng.normal(0, 1, 400))
+    worse = write_items(tmp_path / "worse", 10, prompt - 0.5 + rng.normal(0, 1, 400))
+    tied = write_items(tmp_path / "tied", 10, prompt + rng.normal(0, 1, 400))
+    other = write_items(tmp_path / "other", 10, prompt - 0.5 + rng.normal(0, 1, 400), seed=9)
     stop = PairedStopper("reward", alpha=0.05, evaluations=4, run_sd=0.05, trials=6)
 
     def report(trial, folder, objective, step=10):

@@ -185,18 +185,18 @@ def test_smoke_sweep_ray_to_mlflow_to_report(ray_address, tmp_path):
     assert (tmp_path / "report" / "pareto.png").stat().st_size > 0
     assert "KL, no CFG" in (tmp_path / "report" / "table2.md").read_text()
     # every evaluation's per-sample values, in MLflow and in the trial folder, whose means are
-    # the logged metrics; two seeds evaluate other noise, so their units do not pair
+    # the logged metrics; two seeds evaluate other noise, so their items do not pair
     from analysis.compare import samples
-    from distar.track.pairing import UnpairedError, paired_differences, read_units
+    from distar.track.pairing import UnpairedError, paired_differences, read_items
 
     tables = {}
     for _, r in runs.iterrows():
-        tables[r["tags.distar.seed"]] = units = samples(client, r["run_id"], "eval")
-        assert len(units) == 4 * TINY["eval.samples_per_prompt"]  # 4 prompts
-        assert units["reward"].mean() == pytest.approx(r["metrics.eval/reward"], rel=1e-5)
-        assert units["precision"].mean() == pytest.approx(r["metrics.eval/precision"], rel=1e-5)
-        local_units = read_units(tmp_path / "trials" / r["tags.distar.trial"], "eval", 6)
-        assert local_units["reward"].to_numpy() == pytest.approx(units["reward"].to_numpy())
+        tables[r["tags.distar.seed"]] = items = samples(client, r["run_id"], "eval")
+        assert len(items) == 4 * TINY["eval.samples_per_prompt"]  # 4 prompts
+        assert items["reward"].mean() == pytest.approx(r["metrics.eval/reward"], rel=1e-5)
+        assert items["precision"].mean() == pytest.approx(r["metrics.eval/precision"], rel=1e-5)
+        local_items = read_items(tmp_path / "trials" / r["tags.distar.trial"], "eval", 6)
+        assert local_items["reward"].to_numpy() == pytest.approx(items["reward"].to_numpy())
     with pytest.raises(UnpairedError, match="eval.seed must match"):
         paired_differences(tables["0"], tables["1"], "reward")
 
@@ -259,7 +259,7 @@ def test_smoke_grid_on_the_tiny_sd_world_through_ray_into_mlflow(ray_address, tm
     assert "| paper, SDXL: image_reward |" in done.stdout
     assert "Units: reward r in PickScore's cosine" in done.stdout
     assert "never printed beside ours" in done.stdout
-    # each row against the baseline, unit by unit, in the report and on the parent run
+    # each row against the baseline, item by item, in the report and on the parent run
     assert "## paired: each row minus the baseline (KL, no CFG)" in done.stdout
     assert "| DI*-In α_rew 100, α_cfg 7.5" in done.stdout.split("## paired")[1]
     assert (tmp_path / "report" / "paired.csv").stat().st_size > 0
@@ -311,7 +311,7 @@ def test_smoke_grid_on_the_tiny_sd_world_through_ray_into_mlflow(ray_address, tm
         assert (bounds["mean"] <= bounds["ci95_high"]).all()
     assert not [m for m in runs.columns if m.startswith("metrics.ci95/")]
     assert set(runs["tags.distar.prompts.coco"]) == {"shipped:coco2014_val_captions_first1000.txt"}
-    # the two rows, unit by unit (same prompts and noise): one line per benchmark metric
+    # the two rows, item by item (same prompts and noise): one line per benchmark metric
     from analysis.compare import main as compare
 
     assert compare(["--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
@@ -327,7 +327,7 @@ def test_smoke_grid_on_the_tiny_sd_world_through_ray_into_mlflow(ray_address, tm
                     "100/7.5 DI*-In s0", "0/0 KL s0"]) == 0  # fmt: skip
     assert "| parti/pickscore |" in capsys.readouterr().out
     assert printed_rows.splitlines()[2:] and all(
-        (tmp_path / "trials" / key / "units" / "parti.jsonl").exists()
+        (tmp_path / "trials" / key / "items" / "parti.jsonl").exists()
         for key in runs["tags.distar.trial"]
     )
     assert "| parti/pickscore |" in printed and "| coco/clip_score |" in printed
@@ -455,14 +455,14 @@ def test_optuna_asha_search_in_paper_units_maps_a_pareto_front(ray_address, tmp_
     )
     from distar.raytune.settings import SweepSettings
     from distar.raytune.tuner import run_sweep
-    from distar.track.pairing import paired_differences, read_units
+    from distar.track.pairing import paired_differences, read_items
 
     base = Config().with_overrides({**TINY, "train.eval_every": 3, "eval.plot": False})
     space = search_space(base, 7, (1.0, 300.0), (0.0, 11.25), (0.01, 1.0))
     objective = {"metric": "reward", "floor_metric": "precision", "floor": 0.9, "penalty": 10.0}
     settings = SweepSettings("search", "exp", tmp_path, None, 2, False)
     pair = ("reward", "precision")
-    # ASHA and the paired stopper both: each result names its trial folder, whose units the
+    # ASHA and the paired stopper both: each result names its trial folder, whose items the
     # stopper pairs with the best trial's at the same step (the same eval seed: they pair)
     stop = paired_stopper("both", "reward", 0.05, 2, 0.01, 3)
     rows = run_sweep([], settings, search_tune_config(3, 2, 7, 2, pair, "both"), space,
@@ -470,8 +470,8 @@ def test_optuna_asha_search_in_paper_units_maps_a_pareto_front(ray_address, tmp_
     assert len(rows) == 3 and all(r["error"] == "" for r in rows)
     assert len(stop.at_step[3]) == 3  # every trial's first evaluation reached the stopper
     folders = [Path(folder) for _, folder in stop.at_step[3].values()]
-    units = [read_units(f, "eval", 3) for f in folders]
-    assert paired_differences(units[0], units[1], "reward").shape[0] == 4 * 60
+    items = [read_items(f, "eval", 3) for f in folders]
+    assert paired_differences(items[0], items[1], "reward").shape[0] == 4 * 60
     for r in rows:
         expected = r["eval/reward"] - 10.0 * max(0.0, 0.9 - r["eval/precision"])
         assert r["objective"] == pytest.approx(expected)

@@ -91,8 +91,8 @@ class TinyTextWorld:
         result = evaluate(self.eval_generator(), prompts, {"reward": self.scorer}, options)
         return {"reward": result.summary["built-in/reward"]}
 
-    def unit_scores(self, samples_per_prompt, seed):
-        return None  # a text world's units are its benchmarks' rows
+    def item_scores(self, samples_per_prompt, seed):
+        return None  # a text world's items are its benchmarks' rows
 
     def plot(self, path, samples_per_prompt, seed):
         return path

@@ -23,12 +23,12 @@ from distar.config.tree import LossConfig
 from distar.method.losses import (
     DISTANCES,
     cfg_reward_loss,
+    distance_scale,
     generator_loss,
     guided_denoiser,
     kl_regulariser,
     score_regulariser,
     two_calls,
-    unit_scale,
 )
 from distar.method.losses import GeneratorBatch as B
 from distar.method.losses import Networks as N
@@ -36,7 +36,7 @@ from distar.method.losses import Networks as N
 MC_TOLERANCE = 0.03
 
 
-def true_divergence_grad(gen, ref, distance, units, sigma, c, cfg_scale=0.0, seed=0):
+def true_divergence_grad(gen, ref, distance, distance_on, sigma, c, cfg_scale=0.0, seed=0):
     """Autograd gradient of ``E_{x ~ sg[p_theta]} d(sigma^2 (s_theta - s~_ref)(x) / scale)``."""
     z, eps = draws(seed=seed)
     sig, cond, null = batch(sigma)
@@ -44,11 +44,12 @@ def true_divergence_grad(gen, ref, distance, units, sigma, c, cfg_scale=0.0, see
     s_ref = ref.score(x, sig, cond)
     s_ref = s_ref + cfg_scale * (s_ref - ref.score(x, sig, null))
     delta = sigma**2 * (gen.score(x, sigma) - s_ref)
-    value = distance.value(delta / unit_scale(sig, units)[:, None], torch.full_like(sig, c))
+    scaled = delta / distance_scale(sig, distance_on)[:, None]
+    value = distance.value(scaled, torch.full_like(sig, c))
     return flat_grad(value.mean(), gen.params)
 
 
-def score_loss_grad(gen, ref, distance, units, sigma, c, exact=True):
+def score_loss_grad(gen, ref, distance, distance_on, sigma, c, exact=True):
     z, eps = draws()
     sig, cond, _ = batch(sigma)
     x0 = gen.sample(z)
@@ -60,7 +61,7 @@ def score_loss_grad(gen, ref, distance, units, sigma, c, exact=True):
         lambda x: ref.denoise(x, sig, cond),
         DISTANCES.get(distance),
         torch.full_like(sig, c),
-        unit_scale(sig, units),
+        distance_scale(sig, distance_on),
         torch.ones_like(sig),
         exact=exact,
     )
@@ -71,20 +72,20 @@ CASES = [("pseudo_huber", "x0", 0.3), ("l2", "x0", 0.3), ("pseudo_huber", "score
 
 
 @pytest.mark.parametrize("sigma", [0.3, 1.0, 3.0])
-@pytest.mark.parametrize("distance,units,c", CASES)
-def test_theorem_3_1_exact_path_matches_divergence_gradient(distance, units, c, sigma):
+@pytest.mark.parametrize("distance,distance_on,c", CASES)
+def test_theorem_3_1_exact_path_matches_divergence_gradient(distance, distance_on, c, sigma):
     gen, ref = GaussianGenerator(A0, B0), reference_mixture()
-    want = true_divergence_grad(gen, ref, DISTANCES.get(distance), units, sigma, c)
-    got = score_loss_grad(gen, ref, distance, units, sigma, c, exact=True)
+    want = true_divergence_grad(gen, ref, DISTANCES.get(distance), distance_on, sigma, c)
+    got = score_loss_grad(gen, ref, distance, distance_on, sigma, c, exact=True)
     assert relative_error(got, want) < MC_TOLERANCE
 
 
 @pytest.mark.parametrize("sigma", [0.3, 1.0, 3.0])
-@pytest.mark.parametrize("distance,units,c", CASES[:2])
-def test_theorem_3_1_detached_path_is_a_different_estimator(distance, units, c, sigma):
+@pytest.mark.parametrize("distance,distance_on,c", CASES[:2])
+def test_theorem_3_1_detached_path_is_a_different_estimator(distance, distance_on, c, sigma):
     gen, ref = GaussianGenerator(A0, B0), reference_mixture()
-    want = true_divergence_grad(gen, ref, DISTANCES.get(distance), units, sigma, c)
-    got = score_loss_grad(gen, ref, distance, units, sigma, c, exact=False)
+    want = true_divergence_grad(gen, ref, DISTANCES.get(distance), distance_on, sigma, c)
+    got = score_loss_grad(gen, ref, distance, distance_on, sigma, c, exact=False)
     assert relative_error(got, want) > 5 * MC_TOLERANCE
 
 
@@ -109,15 +110,15 @@ def test_generator_loss_with_cfg_in_matches_guided_divergence(weighting):
 
 
 @pytest.mark.parametrize("sigma", [0.5, 2.0])
-@pytest.mark.parametrize("units", ["x0", "score"])
-def test_kl_loss_gradient_is_the_integral_kl_gradient(sigma, units):
+@pytest.mark.parametrize("distance_on", ["x0", "score"])
+def test_kl_loss_gradient_is_the_integral_kl_gradient(sigma, distance_on):
     """Diff-Instruct: grad L_KL = sigma^2 / scale * grad KL(p_theta,sigma || p_ref,sigma)."""
     gen, mean, std = GaussianGenerator(A0, B0), torch.tensor([-1.0, 0.5], dtype=DTYPE), 0.8
     ref = gaussian_reference(mean, std)
     kl = gaussian_kl(
         gen.b, gen.covariance(sigma), mean, (std**2 + sigma**2) * torch.eye(2, dtype=DTYPE)
     )
-    scale = 1.0 if units == "x0" else sigma**2
+    scale = 1.0 if distance_on == "x0" else sigma**2
     want = flat_grad(kl, gen.params) * sigma**2 / scale
     z, eps = draws()
     sig, cond, _ = batch(sigma)
@@ -127,23 +128,23 @@ def test_kl_loss_gradient_is_the_integral_kl_gradient(sigma, units):
         sig,
         lambda x: gen.denoiser(sigma)(x, sig, cond),
         lambda x: ref.denoise(x, sig, cond),
-        unit_scale(sig, units),
+        distance_scale(sig, distance_on),
         torch.ones_like(sig),
     )
     assert relative_error(flat_grad(loss.mean(), gen.params), want) < MC_TOLERANCE
 
 
-def implicit_cfg_reward(gen, ref, sigma, units, z, eps):
+def implicit_cfg_reward(gen, ref, sigma, distance_on, z, eps):
     """Eq. 3.6 at one sigma: ``r = E w sigma^2 / scale (log p(x|c) - log p(x|null))``, w = 1."""
     sig, cond, null = batch(sigma, len(z))
     x = gen.sample(z) + sigma * eps
     ratio = ref.log_prob(x, sig, cond) - ref.log_prob(x, sig, null)
-    return (sigma**2 / unit_scale(sig, units) * ratio).mean()
+    return (sigma**2 / distance_scale(sig, distance_on) * ratio).mean()
 
 
-@pytest.mark.parametrize("units", ["x0", "score"])
+@pytest.mark.parametrize("distance_on", ["x0", "score"])
 @pytest.mark.parametrize("sigma", [0.3, 1.5])
-def test_theorem_3_2_cfg_out_gradient_is_minus_implicit_reward_gradient(sigma, units):
+def test_theorem_3_2_cfg_out_gradient_is_minus_implicit_reward_gradient(sigma, distance_on):
     gen, ref, alpha = GaussianGenerator(A0, B0), reference_mixture(), 4.5
     z, eps = draws(4096)
     sig, cond, null = batch(sigma, len(z))
@@ -154,10 +155,10 @@ def test_theorem_3_2_cfg_out_gradient_is_minus_implicit_reward_gradient(sigma, u
         cond,
         null,
         alpha,
-        unit_scale(sig, units),
+        distance_scale(sig, distance_on),
         torch.ones_like(sig),
     )
-    reward = implicit_cfg_reward(gen, ref, sigma, units, z, eps)
+    reward = implicit_cfg_reward(gen, ref, sigma, distance_on, z, eps)
     want = -alpha * flat_grad(reward, gen.params)
     assert relative_error(flat_grad(loss.mean(), gen.params), want) < 1e-9
 

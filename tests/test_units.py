@@ -10,7 +10,7 @@ from distar.config.tree import Config
 from distar.track.tracking import CFG_CONVENTION_TAG, REWARD_UNITS_TAG, unit_tags
 
 
-def test_every_run_records_its_units():
+def test_every_run_records_its_items():
     assert unit_tags(Config.for_world("sdxl")) == {
         REWARD_UNITS_TAG: "PickScore's cosine (world.reward_units)",
         CFG_CONVENTION_TAG: "distar",

@@ -13,11 +13,11 @@ BENCHMARK_METRICS = {
     "hps": ("hpsv21",),
 }
 EVAL_METRICS = ("aesthetic", "clip_score", "fid", "hpsv21", "imagereward", "pickscore")
-# the columns of a benchmark's per-sample table that are not metrics: the unit (prompt index,
+# the columns of a benchmark's per-sample table that are not metrics: the item (prompt index,
 # image replica, noise seed), its prompt and group, the step it was scored at
-# the world's own per-sample values (World.unit_scores), tabled beside the benchmarks' as
-# eval/<WORLD_UNITS>_samples.json: their metrics are the world's, eval/<name>
-WORLD_UNITS = "eval"
+# the world's own per-sample values (World.item_scores), tabled beside the benchmarks' as
+# eval/<WORLD_ITEMS>_samples.json: their metrics are the world's, eval/<name>
+WORLD_ITEMS = "eval"
 ROW_KEYS = ("prompt", "group", "challenge", "index", "replica", "seed", "step")
 # metrics of a whole sample set, with no per-sample value to pair on (the rest are means of
 # per-sample values: reward, precision, ImageReward, CLIP score, ...)

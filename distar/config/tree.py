@@ -46,7 +46,7 @@ from distar.config.worlds import WORLD_CONFIGS, WORLD_PRESETS
 # tests/test_config.py holds them equal, so the config can validate without importing torch.
 DIVERGENCES = ("kl", "score")
 DISTANCES = ("l2", "pseudo_huber")
-DISTANCE_UNITS = ("score", "x0")
+DISTANCE_ON = ("score", "x0")
 GUIDANCE_MODES = ("in", "out")
 CFG_CONVENTIONS = ("diffusers", "distar")
 GRADIENT_PATHS = ("detached", "exact")
@@ -66,7 +66,9 @@ class LossConfig(Section):
     divergence: str = "score"  # "score": DI*/SIM (eq. 3.4); "kl": Diff-Instruct / DI++
     distance: str = "pseudo_huber"
     huber_c: float = 0.1
-    units: str = "x0"  # distance applied to D_psi - D_ref ("x0") or to the score difference
+    # what the distance acts on: "x0", Delta = D_psi - D_ref (the paper's pseudo-code); "score",
+    # the score difference Delta / sigma^2 (the paper's equations)
+    distance_on: str = "x0"
     reward_scale: float = 0.0
     cfg_scale: float = 0.0
     guidance: str = "in"
@@ -80,7 +82,7 @@ class LossConfig(Section):
         check_choice("loss.divergence", self.divergence, DIVERGENCES)
         check_choice("loss.distance", self.distance, DISTANCES)
         check_range("loss.huber_c", self.huber_c, 0.0, low_open=True)
-        check_choice("loss.units", self.units, DISTANCE_UNITS)
+        check_choice("loss.distance_on", self.distance_on, DISTANCE_ON)
         check_range("loss.reward_scale", self.reward_scale, 0.0)
         check_range("loss.cfg_scale", self.cfg_scale, 0.0)
         check_choice("loss.guidance", self.guidance, GUIDANCE_MODES)

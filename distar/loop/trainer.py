@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from distar.config.benchmarks import WORLD_UNITS
+from distar.config.benchmarks import WORLD_ITEMS
 from distar.config.tree import Config, ConfigError
 from distar.method.draws import Draws
 from distar.method.steps import build_step
@@ -161,17 +161,17 @@ class Trainer:
         seed = cfg.train.seed + EVAL_SEED_OFFSET
         with self.stopwatch.phase("evaluation"):
             metrics = self.world.evaluate(cfg.eval.samples_per_prompt, seed)
-            units = None  # only rank 0 reports them (as it alone plots): no other rank computes
+            items = None  # only rank 0 reports them (as it alone plots): no other rank computes
             if self.rank == 0:
-                units = self.world.unit_scores(cfg.eval.samples_per_prompt, seed)
+                items = self.world.item_scores(cfg.eval.samples_per_prompt, seed)
             artifacts: dict[str, Path] = {}
             if cfg.eval.plot and final and self.rank == 0:
                 path = self.out_dir / "plots" / f"samples_step{self.step:07d}.png"
                 artifacts["samples"] = self.world.plot(
                     path, min(cfg.eval.samples_per_prompt, 1500), seed
                 )
-        if units is not None:  # first: an eval record means its units exist
-            self._notify("on_units", self.step, WORLD_UNITS, units)
+        if items is not None:  # first: an eval record means its items exist
+            self._notify("on_items", self.step, WORLD_ITEMS, items)
         self._notify("on_eval", self.step, metrics, artifacts)
         with self.stopwatch.phase("evaluation"):
             results = self.run_benchmarks()

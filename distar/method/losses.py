@@ -4,8 +4,8 @@ Conventions (EDM / VE form): ``x = x0 + sigma * eps``; a denoiser ``D(x, sigma, 
 approximates ``E[x0 | x]`` and its score is ``s = (D - x) / sigma**2``. Batched tensors carry the
 sample on dim 0, ``sigma`` and ``cond`` are ``[B]``; every loss returns one value per sample.
 
-Units of the distance: ``Delta = D_psi - D_ref = sigma**2 (s_psi - s_ref)``. With
-``units="x0"`` the distance acts on ``Delta`` (the paper's pseudo-code); with ``units="score"`` it
+What the distance acts on: ``Delta = D_psi - D_ref = sigma**2 (s_psi - s_ref)``. With
+``distance_on="x0"`` it acts on ``Delta`` (the paper's pseudo-code); with ``"score"`` it
 acts on the score difference ``y = Delta / sigma**2`` (the paper's equations), which makes a fixed
 ``c`` effectively sigma-dependent. Either way the generator loss below is, in gradient, the
 divergence ``E_sigma w(sigma) E_{x ~ p_theta,sigma} d(Delta / scale)`` with
@@ -83,9 +83,9 @@ DISTANCES.add("pseudo_huber", Distance(pseudo_huber, pseudo_huber_grad))
 DISTANCES.add("l2", Distance(squared_l2, squared_l2_grad))
 
 
-def unit_scale(sigma: Tensor, units: str) -> Tensor:
-    """``Delta / unit_scale`` is the argument of ``d``: 1 for x0 units, sigma^2 for score units."""
-    return torch.ones_like(sigma) if units == "x0" else sigma.square()
+def distance_scale(sigma: Tensor, distance_on: str) -> Tensor:
+    """``Delta / distance_scale`` is the argument of ``d``: 1 on x0, sigma^2 on the score."""
+    return torch.ones_like(sigma) if distance_on == "x0" else sigma.square()
 
 
 # ---- generator weightings w(sigma) --------------------------------------------------------------
@@ -213,7 +213,7 @@ def explicit_reward_loss(reward: Tensor, reward_scale: float) -> Tensor:
 @dataclass(frozen=True)
 class NoisyBatch:
     """What every divergence sees of one generator batch: ``x0`` (with grad), ``x = x0 + sigma
-    eps`` (not detached), the assistant and (guided) reference as functions of x, the unit scale
+    eps`` (not detached), the assistant and (guided) reference as functions of x, the distance scale
     and the weighting w(sigma)."""
 
     x0: Tensor
@@ -314,7 +314,7 @@ def generator_loss(
         return assistant(xx, sigma, cond)
 
     grad_on = torch.is_grad_enabled()
-    scale = unit_scale(sigma, cfg.units)
+    scale = distance_scale(sigma, cfg.distance_on)
     weight = GENERATOR_WEIGHTINGS.get(cfg.weighting)(sigma, x0, target_for_weight)
     noisy = NoisyBatch(x0, x, sigma, assistant_x, target_x, scale, weight)
     terms: dict[str, Tensor] = {}

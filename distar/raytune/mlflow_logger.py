@@ -105,7 +105,7 @@ class MlflowLogger(Callback):
         for path in artifacts.values():  # same name at the same step: a replay overwrites
             self._call("log_artifact", str(path), "plots")
 
-    def on_units(self, step: int, name: str, rows) -> None:
+    def on_items(self, step: int, name: str, rows) -> None:
         """The world's per-sample values, appended (with their step) to the table a benchmark's
         would be: ``eval/<name>_samples.json``. Not spooled (a table, not a metric): a failed
         write is said and tagged, as a benchmark's is."""
@@ -113,7 +113,7 @@ class MlflowLogger(Callback):
             log_table(self.client, self.run_id, rows.assign(step=step), f"eval/{name}_samples.json")
         except TRACKING_ERRORS as error:
             self._warn(error)
-            self._call("set_tag", f"distar.unlogged_units.{name}", step)
+            self._call("set_tag", f"distar.unlogged_items.{name}", step)
 
     def on_benchmarks(self, step: int, results: list) -> None:
         """Per-prompt and per-group tables (rows carry the step: later evaluations append),

@@ -107,7 +107,7 @@ class Objective:
         return value - self.penalty * max(0.0, shortfall)
 
 
-TRIAL_DIR = "trial_dir"  # the Tune result key naming the trial's folder (its units/ files)
+TRIAL_DIR = "trial_dir"  # the Tune result key naming the trial's folder (its items/ files)
 
 
 def tune_result(

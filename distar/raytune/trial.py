@@ -200,7 +200,7 @@ def fit_reporting(trainer, out_dir: Path, objective: dict[str, Any] | None,
             if step > resumed and step not in reported:
                 result = tune_result(train, evals, step,
                                      Objective(**objective) if objective else None)  # fmt: skip
-                # where its per-sample units are: the paired stopper reads them
+                # where its per-sample items are: the paired stopper reads them
                 tune.report({**result, TRIAL_DIR: str(out_dir)})
                 reported.add(step)
         if finished:

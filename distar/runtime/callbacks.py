@@ -21,9 +21,9 @@ class Callback:
 
     def on_checkpoint(self, step: int, path: Path) -> None: ...
 
-    def on_units(self, step: int, name: str, rows) -> None:
+    def on_items(self, step: int, name: str, rows) -> None:
         """The world's per-sample values at an evaluation (a ``pandas.DataFrame`` from
-        ``World.unit_scores``, keyed to pair across runs), rank 0 only."""
+        ``World.item_scores``, keyed to pair across runs), rank 0 only."""
 
     def on_benchmarks(self, step: int, results: list) -> None:
         """Benchmark results (``distar.evaluation.harness.BenchmarkResult``), rank 0 only."""
@@ -65,18 +65,18 @@ def keep_until(path: Path, step: int) -> None:
 
 class JsonlLogger(Callback):
     """Appends every report to ``metrics.jsonl``: one JSON object a line, with its kind; and
-    every evaluation's per-sample rows (the world's, each benchmark's) to ``units/<name>.jsonl``,
-    one row a line with its step: the units ``distar.track.paired`` pairs on."""
+    every evaluation's per-sample rows (the world's, each benchmark's) to ``items/<name>.jsonl``,
+    one row a line with its step: the items ``distar.track.paired`` pairs on."""
 
     def __init__(self, out_dir: Path) -> None:
         self.path = Path(out_dir) / "metrics.jsonl"
-        self.units = Path(out_dir) / "units"
+        self.items = Path(out_dir) / "items"
 
     def on_train_start(self, step: int, total_steps: int) -> None:
         """A run resumed at ``step`` replays what follows it: drop those records first. The
         folder is made here, not earlier: a run refused while it is built leaves nothing."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        for path in [self.path, *self.units.glob("*.jsonl")]:
+        for path in [self.path, *self.items.glob("*.jsonl")]:
             keep_until(path, step)
 
     def _write(self, kind: str, step: int, metrics: dict[str, float]) -> None:
@@ -91,12 +91,12 @@ class JsonlLogger(Callback):
     def on_eval(self, step: int, metrics: dict[str, float], artifacts: dict[str, Path]) -> None:
         self._write("eval", step, metrics)
 
-    def on_units(self, step: int, name: str, rows) -> None:
-        self.units.mkdir(parents=True, exist_ok=True)
-        with (self.units / f"{name}.jsonl").open("a") as f:
+    def on_items(self, step: int, name: str, rows) -> None:
+        self.items.mkdir(parents=True, exist_ok=True)
+        with (self.items / f"{name}.jsonl").open("a") as f:
             rows.assign(step=step).to_json(f, orient="records", lines=True)
 
     def on_benchmarks(self, step: int, results: list) -> None:
-        for result in results:  # units first: a record read means its units are there
-            self.on_units(step, result.benchmark, result.rows)
+        for result in results:  # items first: a record read means its items are there
+            self.on_items(step, result.benchmark, result.rows)
             self._write("benchmark", step, result.summary)

@@ -1,7 +1,7 @@
-"""What pairs: two runs' per-sample tables joined unit by unit (prompt, image, noise seed) at
-one evaluation step, and a row's seeds stacked into ``[seeds, units]``. Anything that does not
+"""What pairs: two runs' per-sample tables joined item by item (prompt, image, noise seed) at
+one evaluation step, and a row's seeds stacked into ``[seeds, items]``. Anything that does not
 pair -- another prompt subset, image count, evaluation seed or step, a table without a seed
-column, seeds with other unit counts -- is refused with one line naming the runs, never
+column, seeds with other item counts -- is refused with one line naming the runs, never
 dropped silently and never paired by row order."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ UNIT_KEYS = ("index", "replica", "seed")  # a sample's prompt, image and noise s
 
 
 class UnpairedError(ValueError):
-    """Two runs whose units (prompts, images, noise seeds, evaluation step) do not pair."""
+    """Two runs whose items (prompts, images, noise seeds, evaluation step) do not pair."""
 
 
 def evaluated_step(table: pd.DataFrame, name: str) -> int | None:
@@ -30,20 +30,20 @@ def evaluated_step(table: pd.DataFrame, name: str) -> int | None:
 
 def paired_differences(a: pd.DataFrame, b: pd.DataFrame, metric: str,
                        names: tuple[str, str] = ("A", "B")) -> pd.DataFrame:  # fmt: skip
-    """Per-unit ``a - b`` of ``metric`` with the unit's group. Refused unless both tables hold
-    the same units (prompt, image and noise seed) at the same evaluation step -- or one side
+    """Per-item ``a - b`` of ``metric`` with the item's group. Refused unless both tables hold
+    the same items (prompt, image and noise seed) at the same evaluation step -- or one side
     at step 0, a model that was not trained (Table 2's init row) set against the other's."""
     for table, other, name in ((a, b, names[0]), (b, a, names[1])):
         missing = [k for k in (*UNIT_KEYS, "step") if k in other and k not in table]
         if missing:
             raise UnpairedError(f"{name} records no {' or '.join(missing)} column and the "
-                                "other run does: its units cannot be matched to them")  # fmt: skip
+                                "other run does: its items cannot be matched to them")  # fmt: skip
         absent = [k for k in ("index", "group", metric) if k not in table]
         if absent:
             raise UnpairedError(f"{name} records no {', '.join(absent)} column: nothing to "
                                 f"pair on {metric}")  # fmt: skip
         if len(table) < 2:
-            raise UnpairedError(f"{name}: {len(table)} unit(s) of {metric}; a comparison needs 2+")
+            raise UnpairedError(f"{name}: {len(table)} item(s) of {metric}; a comparison needs 2+")
     steps = evaluated_step(a, names[0]), evaluated_step(b, names[1])
     if steps[0] != steps[1] and 0 not in steps:
         raise UnpairedError(f"{names[0]} was evaluated at step {steps[0]}, {names[1]} at step "
@@ -51,12 +51,12 @@ def paired_differences(a: pd.DataFrame, b: pd.DataFrame, metric: str,
     keys = [k for k in UNIT_KEYS if k in a]
     left, right = a.set_index(keys), b.set_index(keys)
     if left.index.has_duplicates or right.index.has_duplicates:
-        raise UnpairedError(f"{names[0]} / {names[1]}: units repeat within a run (keys {keys}); "
-                            "one row per unit")  # fmt: skip
+        raise UnpairedError(f"{names[0]} / {names[1]}: items repeat within a run (keys {keys}); "
+                            "one row per item")  # fmt: skip
     only_a, only_b = left.index.difference(right.index), right.index.difference(left.index)
     if len(only_a) or len(only_b):
         raise UnpairedError(
-            f"{len(only_a)} units only in {names[0]}, {len(only_b)} only in {names[1]} (keys "
+            f"{len(only_a)} items only in {names[0]}, {len(only_b)} only in {names[1]} (keys "
             f"{keys}): the runs were not scored on the same prompts, images and noise "
             "(eval.benchmarks, eval.images_per_prompt, eval.seed must match)"
         )
@@ -64,24 +64,24 @@ def paired_differences(a: pd.DataFrame, b: pd.DataFrame, metric: str,
     diff = (joined[metric] - joined[f"{metric}_b"]).to_numpy(dtype=np.float64)
     if not np.isfinite(diff).all():
         raise UnpairedError(f"{metric}: non-finite values in {names[0]} or {names[1]}; failed "
-                            "units are excluded upstream")  # fmt: skip
+                            "items are excluded upstream")  # fmt: skip
     return pd.DataFrame({"group": joined["group"].to_numpy(), "diff": diff})
 
 
 def stack_seeds(per_seed: dict[str, pd.DataFrame], names: tuple[str, str] = ("A", "B")
                 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """A row's paired differences, one table per seed (:func:`paired_differences`), as
-    ``([seeds, units], groups)``; refused when the seeds paired other numbers of units or
+    ``([seeds, items], groups)``; refused when the seeds paired other numbers of items or
     other prompt groups (another subset in one seed: a per-seed mean would not mean the same)."""
     counts = {seed: len(d) for seed, d in per_seed.items()}
     if len(set(counts.values())) > 1:
         raise UnpairedError(f"{names[0]} vs {names[1]}: the seeds pair different numbers of "
-                            f"units {counts}; every seed must be scored on the same "
+                            f"items {counts}; every seed must be scored on the same "
                             "benchmarks and sizes")  # fmt: skip
     tables = list(per_seed.values())
     groups = tables[0]["group"].to_numpy()
     if any(not np.array_equal(t["group"].to_numpy(), groups) for t in tables[1:]):
-        raise UnpairedError(f"{names[0]} vs {names[1]}: the seeds' units fall in other prompt "
+        raise UnpairedError(f"{names[0]} vs {names[1]}: the seeds' items fall in other prompt "
                             "groups; every seed must be scored on the same prompts")  # fmt: skip
     return np.stack([t["diff"].to_numpy() for t in tables]), groups
 
@@ -96,18 +96,18 @@ def shared_seeds(seeds_a: set[str], seeds_b: set[str], names: tuple[str, str]
     return sorted(seeds_a & seeds_b, key=lambda s: (len(s), s)), note
 
 
-def read_units(trial_dir: Path, bench: str, step: int) -> pd.DataFrame | None:
-    """The per-sample rows a trial wrote for ``bench`` at ``step`` (``units/<bench>.jsonl``,
+def read_items(trial_dir: Path, bench: str, step: int) -> pd.DataFrame | None:
+    """The per-sample rows a trial wrote for ``bench`` at ``step`` (``items/<bench>.jsonl``,
     :class:`distar.runtime.callbacks.JsonlLogger`); None when it wrote none."""
-    path = Path(trial_dir) / "units" / f"{bench}.jsonl"
+    path = Path(trial_dir) / "items" / f"{bench}.jsonl"
     if not path.exists():
         return None
     table = pd.read_json(path, lines=True, dtype={"prompt": str, "group": str})
     table = table[table["step"] == step]
-    return None if table.empty else one_row_per_unit(table)
+    return None if table.empty else one_row_per_item(table)
 
 
-def one_row_per_unit(table: pd.DataFrame) -> pd.DataFrame:
-    """A unit's last row at its step: a retried trial may record an evaluation twice (the same
+def one_row_per_item(table: pd.DataFrame) -> pd.DataFrame:
+    """A item's last row at its step: a retried trial may record an evaluation twice (the same
     step, the same values)."""
     return table.drop_duplicates([k for k in (*UNIT_KEYS, "step") if k in table], keep="last")

@@ -5,16 +5,16 @@ The promise, over a whole search: the probability that any trial whose setting i
 expectation, as good as the best trial's is stopped at any evaluation is <= ``alpha``. Five
 things would break it, and each is counted:
 
-- **best-of-K selection**: the incumbent is the best of the other trials on these very units,
+- **best-of-K selection**: the incumbent is the best of the other trials on these very items,
   so it is lucky. The trial is tested against every rival above it on the objective, each at
   the level divided by the number of rivals present (a union bound holds whichever rival is
   chosen, however it was chosen).
 - **the training-run effect**: a trial is one training run; another run of the same setting
   lands a little differently (sd ``run_sd`` of the metric's mean, a grid's variance split:
-  :func:`distar.track.paired.variance_split`). Units cannot see that, so the variance of a paired
-  mean difference is ``unit variance / units + 2 run_sd^2`` (two runs).
+  :func:`distar.track.paired.variance_split`). Items cannot see that, so the variance of a paired
+  mean difference is ``item variance / items + 2 run_sd^2`` (two runs).
 - **skewed differences**: a test of the mean (t on the paired mean difference, at least
-  ``StopRule.MIN_UNITS`` units), not of the pseudo-median as Wilcoxon's signed-rank test is.
+  ``StopRule.MIN_ITEMS`` items), not of the pseudo-median as Wilcoxon's signed-rank test is.
 - **repeated looks**: Bonferroni over the evaluations the trial actually makes
   (:meth:`distar.config.tree.TrainConfig.evaluations`).
 - **many trials**: Bonferroni over the search's trials (its ``--samples``), so the promise
@@ -42,31 +42,31 @@ def stop_level(alpha: float, evaluations: int, rivals: int, trials: int) -> floa
 
 
 def below_p(diffs: np.ndarray, run_sd: float) -> float:
-    """One-sided p of "the trial's setting is below the rival's", from the paired per-unit
+    """One-sided p of "the trial's setting is below the rival's", from the paired per-item
     differences (trial - rival): t on their mean, whose variance adds the two runs' own effects
-    to the units' (known, so Welch-Satterthwaite degrees of freedom come from the units' part
-    alone: a handful of units cannot pass for a normal tail at the levels a search tests)."""
+    to the items' (known, so Welch-Satterthwaite degrees of freedom come from the items' part
+    alone: a handful of items cannot pass for a normal tail at the levels a search tests)."""
     diffs = np.asarray(diffs, dtype=np.float64)
     n = len(diffs)
-    units = float(diffs.var(ddof=1)) / n
-    var = units + 2.0 * run_sd**2
+    items = float(diffs.var(ddof=1)) / n
+    var = items + 2.0 * run_sd**2
     if var == 0.0:
         return 0.5
-    df = math.inf if units == 0.0 else var**2 / (units**2 / (n - 1))
+    df = math.inf if items == 0.0 else var**2 / (items**2 / (n - 1))
     t = float(diffs.mean()) / math.sqrt(var)
     return float(special.ndtr(t) if math.isinf(df) else special.stdtr(df, t))
 
 
 class StopRule:
-    """The paired stopper's bookkeeping: every trial's objective and unit handle per step; a
+    """The paired stopper's bookkeeping: every trial's objective and item handle per step; a
     trial reporting at a step is tested against the rivals that reported there before it.
-    ``pair(mine, theirs, step)`` gives the paired per-unit differences (None: nothing pairs;
+    ``pair(mine, theirs, step)`` gives the paired per-item differences (None: nothing pairs;
     never stop blind); higher objectives are better; ``trials``: how many the search runs."""
 
-    # fewer: a mean of skewed per-unit differences is too far from normal in the far tail a
+    # fewer: a mean of skewed per-item differences is too far from normal in the far tail a
     # search tests at (8 equal trials, differences of opposite exponentials, no run effect:
-    # 6.5 % of searches stopped one at 100 units, 5.7 % at 200, 3.9 % at 400)
-    MIN_UNITS = 400
+    # 6.5 % of searches stopped one at 100 items, 5.7 % at 200, 3.9 % at 400)
+    MIN_ITEMS = 400
 
     def __init__(self, alpha: float, evaluations: int, run_sd: float,
                  pair: Callable[[Any, Any, int], np.ndarray | None],
@@ -80,7 +80,7 @@ class StopRule:
         self.trials = trials
         self.at_step: dict[int, dict[Hashable, tuple[float, Any]]] = {}
         self.stopped: dict[Hashable, str] = {}  # trial -> why, for the console and the tests
-        self.skipped = 0  # comparisons not made: nothing paired, or fewer than MIN_UNITS
+        self.skipped = 0  # comparisons not made: nothing paired, or fewer than MIN_ITEMS
 
     def __call__(self, trial: Hashable, step: int, objective: float, handle: Any) -> str | None:
         """Why ``trial`` stops at ``step`` (None: it goes on)."""
@@ -91,13 +91,13 @@ class StopRule:
                        key=lambda t: -rivals[t][0])  # fmt: skip
         for rival in above:
             diffs = self.pair(handle, rivals[rival][1], step)
-            if diffs is None or len(diffs) < self.MIN_UNITS:
+            if diffs is None or len(diffs) < self.MIN_ITEMS:
                 self.skipped += 1
                 continue
             p = below_p(diffs, self.run_sd)
             if p < level:
                 why = (f"below {rival} at step {step} (paired mean {float(np.mean(diffs)):+.4g} "
-                       f"over {len(diffs)} units, p {p:.2g} < {level:.2g})")  # fmt: skip
+                       f"over {len(diffs)} items, p {p:.2g} < {level:.2g})")  # fmt: skip
                 self.stopped[trial] = why
                 return why
         return None

@@ -48,11 +48,11 @@ class World(TrainingWorld, Protocol):
         ``samples_per_prompt`` samples of each of its fixed evaluation prompts."""
         ...
 
-    def unit_scores(self, samples_per_prompt: int, seed: int) -> pd.DataFrame | None:
+    def item_scores(self, samples_per_prompt: int, seed: int) -> pd.DataFrame | None:
         """:meth:`evaluate`'s per-sample values, one row per sample keyed like a benchmark's
         per-sample rows (prompt, group, index, replica, seed), so two runs' evaluations pair
         sample by sample (``distar.track.paired``); None where a world has none of its own (the
-        text-to-image worlds: their units are their benchmarks' per-sample rows)."""
+        text-to-image worlds: their items are their benchmarks' per-sample rows)."""
         ...
 
     def plot(self, path: Path, samples_per_prompt: int, seed: int) -> Path:

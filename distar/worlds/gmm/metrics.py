@@ -70,7 +70,7 @@ def sample_adherence(e: EvalSet) -> Tensor:
     return (e.mixture.owners()[e.nearest_mode] == e.cond).float()
 
 
-# The metrics that are means over samples: their per-sample values are the units two runs'
+# The metrics that are means over samples: their per-sample values are the items two runs'
 # evaluations pair on (sample j of prompt i has the same noise in every run at one eval seed).
 PER_SAMPLE: dict[str, Callable[[EvalSet], Tensor]] = {
     "reward": sample_reward,
@@ -92,7 +92,7 @@ for _name in PER_SAMPLE:
     GMM_METRICS.register(_name)(_mean_of(_name))
 
 
-def unit_rows(e: EvalSet, seed: int) -> pd.DataFrame:
+def item_rows(e: EvalSet, seed: int) -> pd.DataFrame:
     """One row per sample, keyed like a benchmark's (prompt, group, index = prompt id,
     replica = the sample's number within its prompt, seed = the evaluation seed), with the
     per-sample values of :data:`PER_SAMPLE`; their means are :func:`evaluate_samples`'."""

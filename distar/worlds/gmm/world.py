@@ -16,7 +16,7 @@ from distar.runtime.devices import to_device
 from distar.runtime.sharding import shard_network
 from distar.worlds.base import WORLDS
 from distar.worlds.gmm.eval import GMMGenerator
-from distar.worlds.gmm.metrics import EvalSet, evaluate_samples, unit_rows
+from distar.worlds.gmm.metrics import EvalSet, evaluate_samples, item_rows
 from distar.worlds.gmm.mixture import ConditionalGMM, build_mixture
 from distar.worlds.gmm.nets import EDMDenoiser, OneStepGenerator, ResidualDenoiser
 from distar.worlds.gmm.rewards import GMM_REWARDS
@@ -106,11 +106,11 @@ class GMMWorld:
         cond = self.eval_prompts(samples_per_prompt)
         return evaluate_samples(self.eval_set(self.generate(cond, seed), cond, seed))
 
-    def unit_scores(self, samples_per_prompt: int, seed: int) -> pd.DataFrame:
+    def item_scores(self, samples_per_prompt: int, seed: int) -> pd.DataFrame:
         """:meth:`evaluate`'s per-sample values (the same samples), one row per sample keyed
         so that two runs evaluated at ``seed`` pair sample by sample."""
         cond = self.eval_prompts(samples_per_prompt)
-        return unit_rows(self.eval_set(self.generate(cond, seed), cond, seed), seed)
+        return item_rows(self.eval_set(self.generate(cond, seed), cond, seed), seed)
 
     def evaluate_reference(self, n_per_prompt: int, seed: int) -> dict[str, float]:
         """The same metrics on exact reference samples: the best achievable fidelity."""

@@ -214,8 +214,8 @@ class SDWorld:
         fixed = self.prompts[: self.config.eval_prompts]
         return [p for p in fixed for _ in range(samples_per_prompt)]
 
-    def unit_scores(self, samples_per_prompt: int, seed: int) -> None:
-        """None: a text world's units are its benchmarks' per-sample rows (eval.benchmarks)."""
+    def item_scores(self, samples_per_prompt: int, seed: int) -> None:
+        """None: a text world's items are its benchmarks' per-sample rows (eval.benchmarks)."""
         return None
 
     def evaluate(self, samples_per_prompt: int, seed: int) -> dict[str, float]:
