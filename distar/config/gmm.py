@@ -13,7 +13,8 @@ from distar.config.sections import (
     register_world_config,
 )
 
-GMM_REWARD_NAMES = ("bump", "directional")  # = distar.worlds.gmm.rewards.GMM_REWARDS (tested)
+# world.reward's choices; distar.worlds.gmm.rewards.GMM_REWARDS implements exactly these
+GMM_REWARD_NAMES = ("bump", "directional")
 
 
 @register_world_config("gmm")

@@ -25,6 +25,19 @@ from distar.config.benchmarks import (
     parse_benchmarks,
     parse_pairs,
 )
+from distar.config.choices import (
+    ASSISTANT_WEIGHTINGS,
+    CFG_CONVENTIONS,
+    DEVICES,
+    DISTANCE_ON,
+    DISTANCES,
+    DIVERGENCES,
+    GENERATOR_WEIGHTINGS,
+    GRADIENT_PATHS,
+    GUIDANCE_MODES,
+    SIGMA_DISTRIBUTIONS,
+    STRATEGIES,
+)
 from distar.config.sections import (  # noqa: F401  (re-exported: the config API)
     ConfigError,
     Section,
@@ -41,20 +54,6 @@ from distar.config.sections import (  # noqa: F401  (re-exported: the config API
 )
 from distar.config.worlds import WORLD_CONFIGS, WORLD_PRESETS
 
-# The names below are the keys of the registries in distar.method.losses / distar.method.sigmas /
-# distar.worlds;
-# tests/test_config.py holds them equal, so the config can validate without importing torch.
-DIVERGENCES = ("kl", "score")
-DISTANCES = ("l2", "pseudo_huber")
-DISTANCE_ON = ("score", "x0")
-GUIDANCE_MODES = ("in", "out")
-CFG_CONVENTIONS = ("diffusers", "distar")
-GRADIENT_PATHS = ("detached", "exact")
-STRATEGIES = ("ddp", "fsdp")  # resources.strategy; distar.runtime.sharding does "fsdp"
-GENERATOR_WEIGHTINGS = ("dmd_normalised", "uniform")
-SIGMA_DISTRIBUTIONS = ("lognormal", "loguniform")
-ASSISTANT_WEIGHTINGS = ("edm", "uniform")
-DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_WORLD = "gmm"
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from distar.config import choices
 from distar.config.tree import LossConfig
 from distar.util.registry import Registry
 
@@ -78,9 +79,10 @@ def squared_l2_grad(y: Tensor, c: Tensor) -> Tensor:
     return 2.0 * y
 
 
-DISTANCES: Registry[Distance] = Registry("distance")
+DISTANCES: Registry[Distance] = Registry("loss.distance", choices.DISTANCES)
 DISTANCES.add("pseudo_huber", Distance(pseudo_huber, pseudo_huber_grad))
 DISTANCES.add("l2", Distance(squared_l2, squared_l2_grad))
+DISTANCES.complete()
 
 
 def distance_scale(sigma: Tensor, distance_on: str) -> Tensor:
@@ -101,11 +103,13 @@ def dmd_normalised_weight(sigma: Tensor, x0: Tensor, target: Callable[[], Tensor
         return 1.0 / (x0.detach() - target()).abs().flatten(1).mean(1).clamp_min(1e-8)
 
 
-GENERATOR_WEIGHTINGS: Registry[Callable[[Tensor, Tensor, Callable[[], Tensor]], Tensor]] = Registry(
-    "weighting"
+GeneratorWeighting = Callable[[Tensor, Tensor, Callable[[], Tensor]], Tensor]
+GENERATOR_WEIGHTINGS: Registry[GeneratorWeighting] = Registry(
+    "loss.weighting", choices.GENERATOR_WEIGHTINGS
 )
 GENERATOR_WEIGHTINGS.add("uniform", uniform_weight)
 GENERATOR_WEIGHTINGS.add("dmd_normalised", dmd_normalised_weight)
+GENERATOR_WEIGHTINGS.complete()
 
 
 # ---- the terms ----------------------------------------------------------------------------------
@@ -227,7 +231,7 @@ class NoisyBatch:
 
 # Interchangeable divergences share one signature: (cfg, batch) -> (per-sample loss, Delta).
 DIVERGENCES: Registry[Callable[[LossConfig, NoisyBatch], tuple[Tensor, Tensor]]] = Registry(
-    "divergence"
+    "loss.divergence", choices.DIVERGENCES
 )
 
 
@@ -246,6 +250,9 @@ def score_divergence(cfg: LossConfig, b: NoisyBatch) -> tuple[Tensor, Tensor]:
 def kl_divergence(cfg: LossConfig, b: NoisyBatch) -> tuple[Tensor, Tensor]:
     """Diff-Instruct / DI++: the integral-KL loss."""
     return kl_regulariser(b.x, b.sigma, b.assistant_x, b.target_x, b.scale, b.weight)
+
+
+DIVERGENCES.complete()
 
 
 # ---- the generator objective --------------------------------------------------------------------

@@ -8,11 +8,14 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from distar.config import choices
 from distar.config.tree import SigmaConfig
 from distar.util.registry import Registry
 
 SigmaSampler = Callable[[SigmaConfig, int, torch.Generator], Tensor]
-SIGMA_DISTRIBUTIONS: Registry[SigmaSampler] = Registry("sigma distribution")
+SIGMA_DISTRIBUTIONS: Registry[SigmaSampler] = Registry(
+    "noise.*.kind", choices.SIGMA_DISTRIBUTIONS
+)
 
 
 @SIGMA_DISTRIBUTIONS.register("lognormal")
@@ -29,13 +32,18 @@ def loguniform_sigma(cfg: SigmaConfig, n: int, rng: torch.Generator) -> Tensor:
     return torch.exp(lo + (hi - lo) * torch.rand(n, generator=rng, device=rng.device))
 
 
+SIGMA_DISTRIBUTIONS.complete()
+
+
 def sample_sigma(cfg: SigmaConfig, n: int, rng: torch.Generator) -> Tensor:
     """``n`` draws of pi(sigma) on ``rng``'s device."""
     return SIGMA_DISTRIBUTIONS.get(cfg.kind)(cfg, n, rng)
 
 
 AssistantWeighting = Callable[[Tensor, float], Tensor]
-ASSISTANT_WEIGHTINGS: Registry[AssistantWeighting] = Registry("assistant weighting")
+ASSISTANT_WEIGHTINGS: Registry[AssistantWeighting] = Registry(
+    "noise.assistant_weighting", choices.ASSISTANT_WEIGHTINGS
+)
 
 
 @ASSISTANT_WEIGHTINGS.register("edm")
@@ -47,3 +55,6 @@ def edm_weight(sigma: Tensor, sigma_data: float) -> Tensor:
 @ASSISTANT_WEIGHTINGS.register("uniform")
 def uniform_assistant_weight(sigma: Tensor, sigma_data: float) -> Tensor:
     return torch.ones_like(sigma)
+
+
+ASSISTANT_WEIGHTINGS.complete()

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from distar.config.sections import WorldConfig
+from distar.config.worlds import WORLD_CONFIGS
 from distar.method.contract import TrainingWorld
 from distar.util.registry import Registry
 
@@ -68,7 +69,8 @@ class World(TrainingWorld, Protocol):
 
 
 WorldBuilder = Callable[[WorldConfig, torch.device, str], World]
-WORLDS: Registry[WorldBuilder] = Registry("world")
+# filled by each world's module, completed in distar.worlds.builders (which imports them all)
+WORLDS: Registry[WorldBuilder] = Registry("world.name", tuple(WORLD_CONFIGS))
 # a world's checks of a run's config against every file it will read, without loading a weight
 # (raises WorldLoadError or ConfigError naming the field); worlds that read no file register none
 WorldCheck = Callable[[Any], None]  # the whole distar.config.tree.Config

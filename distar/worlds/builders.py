@@ -15,6 +15,7 @@ from distar.worlds.gmm import world as gmm
 from distar.worlds.sd import world as sd
 
 WORLD_MODULES = (gmm, sd)
+WORLDS.complete()  # every world the config knows has its builder
 
 
 def check_world(config: Config) -> None:

@@ -8,11 +8,14 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from distar.config.gmm import GMM_REWARD_NAMES
 from distar.util.registry import Registry
 from distar.worlds.gmm.mixture import ConditionalGMM
 
 RewardFn = Callable[[Tensor, Tensor], Tensor]
-GMM_REWARDS: Registry[Callable[[ConditionalGMM, float], RewardFn]] = Registry("gmm reward")
+GMM_REWARDS: Registry[Callable[[ConditionalGMM, float], RewardFn]] = Registry(
+    "world.reward", GMM_REWARD_NAMES
+)
 
 
 def preferred_directions(mixture: ConditionalGMM) -> Tensor:
@@ -50,3 +53,6 @@ def bump_reward(mixture: ConditionalGMM, sharpness: float) -> RewardFn:
         return torch.exp(-sharpness * (x0 - peak[cond]).square().sum(1) / (2 * width2))
 
     return reward
+
+
+GMM_REWARDS.complete()
