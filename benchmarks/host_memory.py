@@ -20,6 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from distar.config.keys import K
 from distar.config.tree import Config
 
 GIB = 2**30
@@ -70,7 +71,7 @@ def measure_one(reference: str, world: str, empty: bool) -> float:
     ru_maxrss, kept across fork and exec) counts this program alone."""
     from distar.worlds.sd.loading import load_components
 
-    flat = {"world.reference": reference, "world.reward": "none"}
+    flat = {K.world.reference: reference, K.world.reward: "none"}
     load_components(Config.for_world(world, flat).world, empty=empty)
     status = Path("/proc/self/status").read_text().splitlines()
     kib = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))

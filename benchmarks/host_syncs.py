@@ -15,6 +15,7 @@ import warnings
 
 import torch
 
+from distar.config.keys import K
 from distar.config.tree import Config, parse_override
 
 
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from distar.loop.trainer import Trainer
 
-    flat = {"train.device": "cuda", "train.log_every": 1_000_000, "train.out_dir": "/tmp/syncs"}
+    flat = {K.train.device: "cuda", K.train.log_every: 1_000_000, K.train.out_dir: "/tmp/syncs"}
     flat.update(parse_override(o) for o in args.overrides)
     trainer = Trainer(Config.for_world(args.world, flat))
     trainer.train_step()  # warm-up: lazy initialisation may synchronise once

@@ -30,6 +30,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from distar.config.keys import K
 from distar.config.tree import Config
 from distar.loop.trainer import Trainer, frozen
 from distar.method.losses import assistant_loss
@@ -179,28 +180,28 @@ def build(args) -> Trainer:
     world_name = "sd15" if arch == "sd15" else "sdxl"
     lora = args.lora_rank > 0
     flat = {
-        "world.reference": "(random, in memory)",
-        "world.resolution": ARCHS[arch][1],
-        "world.generator_timestep": 999 if world_name == "sd15" else 399,
-        "world.grad_checkpointing": args.grad_ckpt,
-        "world.assistant": "lora" if lora else "copy",
-        "world.lora_rank": max(args.lora_rank, 1),
-        "world.lora_alpha": float(max(args.lora_rank, 1)),
-        "world.vae_dtype": args.vae_dtype,
-        "world.reward_resolution": 224 if arch != "tiny" else 32,
-        "world.dtype": "bf16",
-        "loss.cfg_scale": 7.5,
-        "loss.reward_scale": 100.0,
-        "loss.weighting": args.weighting,
-        "optim.assistant_rounds": 1,
-        "train.batch_size": args.batch,
-        "train.generator_chunk": args.chunk,
-        "train.device": args.device,
-        "train.log_every": 1_000_000,  # no logging step inside the timed steps
-        "train.out_dir": "/tmp/distar-sd-step",
-        "resources.strategy": "fsdp" if args.fsdp else "ddp",
-        "resources.cpu_offload": args.offload,
-        "eval.benchmarks": "",  # a step, not an evaluation
+        K.world.reference: "(random, in memory)",
+        K.world.resolution: ARCHS[arch][1],
+        K.world.generator_timestep: 999 if world_name == "sd15" else 399,
+        K.world.grad_checkpointing: args.grad_ckpt,
+        K.world.assistant: "lora" if lora else "copy",
+        K.world.lora_rank: max(args.lora_rank, 1),
+        K.world.lora_alpha: float(max(args.lora_rank, 1)),
+        K.world.vae_dtype: args.vae_dtype,
+        K.world.reward_resolution: 224 if arch != "tiny" else 32,
+        K.world.dtype: "bf16",
+        K.loss.cfg_scale: 7.5,
+        K.loss.reward_scale: 100.0,
+        K.loss.weighting: args.weighting,
+        K.optim.assistant_rounds: 1,
+        K.train.batch_size: args.batch,
+        K.train.generator_chunk: args.chunk,
+        K.train.device: args.device,
+        K.train.log_every: 1_000_000,  # no logging step inside the timed steps
+        K.train.out_dir: "/tmp/distar-sd-step",
+        K.resources.strategy: "fsdp" if args.fsdp else "ddp",
+        K.resources.cpu_offload: args.offload,
+        K.eval.benchmarks: "",  # a step, not an evaluation
     }
     cfg = Config.for_world(world_name, flat)
     device = torch.device(args.device)
@@ -325,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--grad-ckpt", action="store_true", help="gradient checkpointing everywhere")
     p.add_argument("--lora-rank", type=int, default=0, help="LoRA assistant rank (0: full copy)")
-    p.add_argument("--chunk", type=int, default=0, help="train.generator_chunk")
+    p.add_argument("--chunk", type=int, default=0, help=K.train.generator_chunk)
     p.add_argument("--vae-dtype", default="bf16", choices=("bf16", "fp32"))
     p.add_argument("--weighting", default="uniform", choices=("uniform", "dmd_normalised"))
     p.add_argument("--steps", type=int, default=3, help="timed steps (median)")

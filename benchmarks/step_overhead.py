@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import torch
 
+from distar.config.keys import K
 from distar.config.tree import Config, parse_override
 from distar.loop.trainer import Trainer
 from distar.method.sigmas import edm_weight
@@ -77,7 +78,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=200)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
-    flat = {"train.batch_size": args.batch_size, "train.log_every": 10**9, "train.device": "cpu"}
+    flat = {K.train.batch_size: args.batch_size, K.train.log_every: 10**9, K.train.device: "cpu"}
     flat.update(parse_override(o) for o in args.overrides)
     trainer = Trainer(Config().with_overrides(flat))
     k = trainer.config.optim.assistant_rounds

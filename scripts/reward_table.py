@@ -10,14 +10,15 @@ from pathlib import Path
 
 import torch
 
+from distar.config.keys import K
 from distar.config.tree import Config, parse_override
 from distar.loop.trainer import Trainer
 
 ROWS = [
-    ("KL (Diff-Instruct / DI++)", {"loss.divergence": "kl"}),
+    ("KL (Diff-Instruct / DI++)", {K.loss.divergence: "kl"}),
     (
         "score, pseudo-Huber (SIM / DI*)",
-        {"loss.divergence": "score", "loss.distance": "pseudo_huber"},
+        {K.loss.divergence: "score", K.loss.distance: "pseudo_huber"},
     ),
 ]
 COLUMNS = ("reward", "precision", "coverage", "adherence", "mmd", "frechet", "loglik")
@@ -36,9 +37,9 @@ def main() -> None:
     ]
     for label, row in ROWS:
         for scale in args.reward_scales:
-            out = args.out / f"{row['loss.divergence']}_rew{scale:g}"
+            out = args.out / f"{row[K.loss.divergence]}_rew{scale:g}"
             cfg = base.with_overrides(
-                {**row, "loss.reward_scale": scale, "train.out_dir": str(out)}
+                {**row, K.loss.reward_scale: scale, K.train.out_dir: str(out)}
             )
             start = time.perf_counter()
             metrics = Trainer(cfg).train()
@@ -48,7 +49,7 @@ def main() -> None:
             lines.append(f"| {label} | {scale:g} | {cells} | {seconds:.0f} |")
             print(lines[-1], flush=True)
     stage0 = Trainer(
-        base.with_overrides({"train.steps": 0, "train.out_dir": str(args.out / "stage0")})
+        base.with_overrides({K.train.steps: 0, K.train.out_dir: str(args.out / "stage0")})
     )
     reference = stage0.world.evaluate_reference(
         base.eval.samples_per_prompt, base.train.seed + 1_000_003

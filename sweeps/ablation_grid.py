@@ -24,6 +24,7 @@ from analysis.report import (
 from analysis.runs import load_runs
 from distar.config import paper
 from distar.config.benchmarks import logged_name
+from distar.config.keys import K
 from distar.config.paper import TABLE2
 from distar.config.tree import Config, ConfigError, parse_override, world_preset
 from distar.raytune.grid import expand
@@ -32,7 +33,7 @@ from distar.track import tracking
 from distar.util.refusals import Outputs, refusing
 
 SMOKE_ROWS = (TABLE2[1], TABLE2[-1])
-SMOKE = {"train.steps": 10, "train.log_every": 5}  # over the world's own smoke settings
+SMOKE = {K.train.steps: 10, K.train.log_every: 5}  # over the world's own smoke settings
 # The default grid answers at the setting level in about 7 minutes on 2 cores: 3 seeds per row
 # (33 trials), bought with fewer steps (600 -> 300) and fewer items on the embedded world (8000
 # -> 2000 a row and seed). Items are what the variance split says costs least: at 3 seeds the
@@ -74,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-ROW_KEYS = ("loss.divergence", "loss.guidance", "train.seed")
+ROW_KEYS = (K.loss.divergence, K.loss.guidance, K.train.seed)
 
 
 def check_flags(args: argparse.Namespace) -> None:
@@ -90,7 +91,7 @@ def check_flags(args: argparse.Namespace) -> None:
                 f"(CFG convention {paper.CFG_CONVENTION!r}, scaled by the --world preset); "
                 "choose rows, or use sweeps/search.py --alpha-rew-range / --alpha-cfg-range"
             )
-        if key in ROW_KEYS or (key == "loss.huber_c" and args.huber_c):
+        if key in ROW_KEYS or (key == K.loss.huber_c and args.huber_c):
             raise ConfigError(
                 f"--set {key}: every trial's row sets it (use --seeds / --huber-c, or a row)"
             )
@@ -99,18 +100,18 @@ def check_flags(args: argparse.Namespace) -> None:
 def base_config(args: argparse.Namespace) -> Config:
     """The world preset < --steps < the world's smoke settings and SMOKE < --set."""
     check_flags(args)
-    flat: dict = {"eval.plot": True, "train.steps": args.steps or STEPS}
+    flat: dict = {K.eval.plot: True, K.train.steps: args.steps or STEPS}
     if args.smoke_test:
         flat.update({**world_preset(args.world).smoke, **SMOKE})
     flat.update(parse_override(o) for o in args.overrides)
     config = Config.for_world(args.world, flat)
     embedded = not config.world.text_to_image
-    if "eval.samples_per_prompt" not in flat and embedded:
-        config = config.with_overrides({"eval.samples_per_prompt": EMBEDDED_ITEMS})
-    if "train.eval_every" not in flat and (args.smoke_test or embedded):
+    if K.eval.samples_per_prompt not in flat and embedded:
+        config = config.with_overrides({K.eval.samples_per_prompt: EMBEDDED_ITEMS})
+    if K.train.eval_every not in flat and (args.smoke_test or embedded):
         # eval metrics as curves (4 points), not one dot at the end: cheap on the embedded world
         # and on the tiny text presets a smoke test runs (a real text world sets its own)
-        config = config.with_overrides({"train.eval_every": max(1, config.train.steps // 4)})
+        config = config.with_overrides({K.train.eval_every: max(1, config.train.steps // 4)})
     return config
 
 
@@ -134,9 +135,9 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
         for t in trials:
             f = t.flat_config
             print(
-                f"{t.key:50s} {f['loss.divergence']:5s} {f['loss.guidance']:3s} "
-                f"rew={f['loss.reward_scale']:<6g} cfg={f['loss.cfg_scale']:<6.3g} "
-                f"c={f['loss.huber_c']:<6g} steps={f['train.steps']}"
+                f"{t.key:50s} {f[K.loss.divergence]:5s} {f[K.loss.guidance]:3s} "
+                f"rew={f[K.loss.reward_scale]:<6g} cfg={f[K.loss.cfg_scale]:<6.3g} "
+                f"c={f[K.loss.huber_c]:<6g} steps={f[K.train.steps]}"
             )
         print(f"{len(trials)} trials")
         return 0

@@ -20,6 +20,7 @@ import math
 from analysis.report import SMOKE_NOTE
 from distar.config import paper
 from distar.config.benchmarks import SET_METRICS, logged_name, lower_is_better
+from distar.config.keys import K
 from distar.config.tree import Config, ConfigError, parse_override, world_preset
 from distar.evaluation.preflight import active_requests
 from distar.raytune.searcher import (
@@ -35,14 +36,14 @@ from distar.util.refusals import Outputs, refusing
 
 # what the searcher draws or the flags set: a --set of one would be overwritten in every trial
 SEARCHED = {
-    "loss.reward_scale": "--alpha-rew-range (the paper's alpha_rew)",
-    "loss.cfg_scale": "--alpha-cfg-range (the paper's alpha_cfg)",
-    "loss.cfg_convention": "--alpha-cfg-range (the paper's alpha_cfg, distar's convention)",
-    "loss.huber_c": "--huber-c-range",
-    "loss.guidance": "nothing: the searcher draws in and out",
-    "train.seed": "--seed",
-    "train.steps": "--steps",
-    "train.eval_every": "--evals",
+    K.loss.reward_scale: "--alpha-rew-range (the paper's alpha_rew)",
+    K.loss.cfg_scale: "--alpha-cfg-range (the paper's alpha_cfg)",
+    K.loss.cfg_convention: "--alpha-cfg-range (the paper's alpha_cfg, distar's convention)",
+    K.loss.huber_c: "--huber-c-range",
+    K.loss.guidance: "nothing: the searcher draws in and out",
+    K.train.seed: "--seed",
+    K.train.steps: "--steps",
+    K.train.eval_every: "--evals",
 }
 
 
@@ -213,9 +214,9 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace, outputs: Outputs) -> int:
     check_flags(args)
     flat = {
-        "train.steps": args.steps,
-        "train.eval_every": max(1, args.steps // args.evals),
-        "eval.plot": False,
+        K.train.steps: args.steps,
+        K.train.eval_every: max(1, args.steps // args.evals),
+        K.eval.plot: False,
     }
     settings = SweepSettings.from_args(args)
     flat.update(parse_override(o) for o in args.overrides)

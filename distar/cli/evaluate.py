@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from distar.config.benchmarks import FID_PROTOCOLS
+from distar.config.keys import K
 from distar.config.tree import Config, ConfigError, EvalConfig, parse_override
 from distar.evaluation.preflight import preflight
 from distar.evaluation.sources import GeneratorSource
@@ -29,14 +30,14 @@ from distar.worlds.builders import check_world
 
 # the flag of each EvalConfig field this command sets: its errors name the flag
 FLAGS = {
-    "eval.benchmarks": "--benchmark",
-    "eval.metrics": "--metrics",
-    "eval.prompts": "--prompts",
-    "eval.weights": "--weights",
-    "eval.images_per_prompt": "--samples-per-prompt",
-    "eval.batch_size": "--batch-size",
-    "eval.seed": "--seed",
-    "eval.fid_protocol": "--fid-protocol",
+    K.eval.benchmarks: "--benchmark",
+    K.eval.metrics: "--metrics",
+    K.eval.prompts: "--prompts",
+    K.eval.weights: "--weights",
+    K.eval.images_per_prompt: "--samples-per-prompt",
+    K.eval.batch_size: "--batch-size",
+    K.eval.seed: "--seed",
+    K.eval.fid_protocol: "--fid-protocol",
 }
 
 

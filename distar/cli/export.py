@@ -10,6 +10,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
+from distar.config.keys import K
 from distar.config.tree import Config
 from distar.util.refusals import Outputs, check_writable_dir, refusing
 
@@ -36,7 +37,7 @@ def smoke_test() -> int:
     from distar.worlds.sd.unet_export import export_generator, generator_state
 
     with tempfile.TemporaryDirectory() as tmp:
-        flat = {"train.steps": 2, "train.out_dir": tmp, "eval.plot": False}
+        flat = {K.train.steps: 2, K.train.out_dir: tmp, K.eval.plot: False}
         trainer = Trainer(Config.for_world("sd15-tiny", flat))
         trainer.train()
         written = export_generator(Path(tmp) / "checkpoints", Path(tmp) / "export")

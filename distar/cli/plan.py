@@ -45,6 +45,7 @@ import math
 import sys
 from pathlib import Path
 
+from distar.config.keys import K
 from distar.config.sd import SD_DEFAULTS
 from distar.config.sections import ConfigError
 from distar.util.refusals import refusing
@@ -76,8 +77,8 @@ ASSUMED_COSTS = {"chunk": 1.05, "vae_fp32": 1.10}  # not measured: +5 %, +10 % s
 BATCHES = (1, 2, 4, 8, 16, 32, 64)
 EXTRAPOLATION = 4  # batches up to 4 x the largest measured one of the world
 # the SD presets' loop: one assistant round a step, on the generator step's own samples
-ROUNDS = SD_DEFAULTS["optim.assistant_rounds"]
-REUSE = SD_DEFAULTS["optim.reuse_generator_samples"]
+ROUNDS = SD_DEFAULTS[K.optim.assistant_rounds]
+REUSE = SD_DEFAULTS[K.optim.reuse_generator_samples]
 
 
 def calibrate(rows: tuple[Row, ...] | None = None) -> dict[bool, float]:

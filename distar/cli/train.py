@@ -9,6 +9,7 @@ import json
 import sys
 from pathlib import Path
 
+from distar.config.keys import K
 from distar.config.tree import DEFAULT_WORLD, Config, ConfigError, parse_override, world_preset
 from distar.evaluation.in_training import benchmark_evaluator
 from distar.evaluation.preflight import preflight
@@ -76,7 +77,7 @@ def resolve_config(args: argparse.Namespace) -> Config:
     flat: dict = dict(preset.smoke) if args.smoke_test else {}
     flat.update(parse_override(text) for text in args.overrides)
     if args.out is not None:
-        flat["train.out_dir"] = str(args.out)
+        flat[K.train.out_dir] = str(args.out)
     return base.with_overrides(flat)
 
 
@@ -100,7 +101,7 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
     if args.dry_run:
         print(config.to_yaml(), end="")
         return 0
-    preflight_run(config, "--out" if args.out else "train.out_dir")
+    preflight_run(config, "--out" if args.out else K.train.out_dir)
     outputs.watch(config.train.out_dir)  # removed if the run is refused from here on
     # under torchrun: this process is one rank of the run
     init_from_launcher(config.resources.cpu_offload)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distar.config.keys import K
 from distar.config.tree import EvalConfig
 from distar.evaluation.harness import BenchmarkResult
 from distar.evaluation.in_training import BenchmarkEvaluator
@@ -73,7 +74,7 @@ def job_params(job: EvalJob) -> dict[str, Any]:
     cfg = job.eval
     flat: dict[str, Any] = {
         "tiny": cfg.tiny_metrics, "subset": cfg.subset, "seed": cfg.seed,
-        "eval.fid_protocol": cfg.fid_protocol,
+        K.eval.fid_protocol: cfg.fid_protocol,
         "samples_per_prompt": cfg.images_per_prompt, "batch_size": cfg.batch_size,
         "device": job.device, "tracking_uri": job.tracking_uri, "experiment": job.experiment,
         "run_name": job.run_name, "checkpoint": job.source.checkpoint or None,

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from distar.config import choices
+from distar.config.keys import K
 from distar.config.tree import LossConfig
 from distar.util.registry import Registry
 
@@ -79,7 +80,7 @@ def squared_l2_grad(y: Tensor, c: Tensor) -> Tensor:
     return 2.0 * y
 
 
-DISTANCES: Registry[Distance] = Registry("loss.distance", choices.DISTANCES)
+DISTANCES: Registry[Distance] = Registry(K.loss.distance, choices.DISTANCES)
 DISTANCES.add("pseudo_huber", Distance(pseudo_huber, pseudo_huber_grad))
 DISTANCES.add("l2", Distance(squared_l2, squared_l2_grad))
 DISTANCES.complete()
@@ -105,7 +106,7 @@ def dmd_normalised_weight(sigma: Tensor, x0: Tensor, target: Callable[[], Tensor
 
 GeneratorWeighting = Callable[[Tensor, Tensor, Callable[[], Tensor]], Tensor]
 GENERATOR_WEIGHTINGS: Registry[GeneratorWeighting] = Registry(
-    "loss.weighting", choices.GENERATOR_WEIGHTINGS
+    K.loss.weighting, choices.GENERATOR_WEIGHTINGS
 )
 GENERATOR_WEIGHTINGS.add("uniform", uniform_weight)
 GENERATOR_WEIGHTINGS.add("dmd_normalised", dmd_normalised_weight)
@@ -231,7 +232,7 @@ class NoisyBatch:
 
 # Interchangeable divergences share one signature: (cfg, batch) -> (per-sample loss, Delta).
 DIVERGENCES: Registry[Callable[[LossConfig, NoisyBatch], tuple[Tensor, Tensor]]] = Registry(
-    "loss.divergence", choices.DIVERGENCES
+    K.loss.divergence, choices.DIVERGENCES
 )
 
 

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from distar.config import choices
+from distar.config.keys import K
 from distar.config.tree import SigmaConfig
 from distar.util.registry import Registry
 
@@ -42,7 +43,7 @@ def sample_sigma(cfg: SigmaConfig, n: int, rng: torch.Generator) -> Tensor:
 
 AssistantWeighting = Callable[[Tensor, float], Tensor]
 ASSISTANT_WEIGHTINGS: Registry[AssistantWeighting] = Registry(
-    "noise.assistant_weighting", choices.ASSISTANT_WEIGHTINGS
+    K.noise.assistant_weighting, choices.ASSISTANT_WEIGHTINGS
 )
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from ray.tune import Callback
 
 from distar.config.benchmarks import logged_name
+from distar.config.keys import K
 
 
 def clock(seconds: float) -> str:
@@ -44,8 +45,8 @@ class SweepConsole(Callback):
         if spec.get("paper") and not spec.get("key"):  # a searcher's draw: its values name it
             flat = spec.get("flat_config", {})
             drawn = [f"paper.{k} {v:.3g}" for k, v in spec["paper"].items()]
-            drawn += [f"huber_c {flat['loss.huber_c']:.3g}"] if "loss.huber_c" in flat else []
-            drawn += [str(flat["loss.guidance"])] if "loss.guidance" in flat else []
+            drawn += [f"huber_c {flat[K.loss.huber_c]:.3g}"] if K.loss.huber_c in flat else []
+            drawn += [str(flat[K.loss.guidance])] if K.loss.guidance in flat else []
             label = f"{label} {trial.trial_id} ({', '.join(drawn)})"
         return f"{label} · seed {spec['seed']}" if spec.get("seed") is not None else label
 
@@ -58,7 +59,7 @@ class SweepConsole(Callback):
         result = trial.last_result or {}
         logged = {m: logged_name(m) for m in self.metrics}
         shown = [f"{m} {result[logged[m]]:.4g}" for m in self.metrics if logged[m] in result]
-        steps = (trial_spec(trial).get("flat_config") or {}).get("train.steps")
+        steps = (trial_spec(trial).get("flat_config") or {}).get(K.train.steps)
         how = "finished"
         if steps and result.get("step", steps) < steps:  # a scheduler (ASHA) stopped it
             how = f"stopped at step {result['step']}/{steps}"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 
 from distar.config import paper
+from distar.config.keys import K
 from distar.config.paper import AblationRow
 from distar.config.tree import Config, ConfigError
 from distar.raytune.spec import TrialSpec
@@ -19,9 +20,9 @@ def slug(text: str) -> str:
 
 def row_overrides(row: AblationRow) -> dict[str, object]:
     """What a row sets besides the paper's scales: its divergence, guidance, training or not."""
-    flat: dict[str, object] = {"loss.divergence": row.divergence, "loss.guidance": row.guidance}
+    flat: dict[str, object] = {K.loss.divergence: row.divergence, K.loss.guidance: row.guidance}
     if not row.trains:
-        flat["train.steps"] = 0
+        flat[K.train.steps] = 0
     return flat
 
 
@@ -39,7 +40,7 @@ def row_tags(row: AblationRow) -> dict[str, str]:
 
 
 def unset_paper_keys(base: Config) -> dict[str, object]:
-    """The base config without the keys a trial's paper values set (``TrialSpec.resolved``)."""
+    """The base config without the keys a trial's paper values set (``TrialSpec`` sets them)."""
     return {k: v for k, v in base.to_flat().items() if k not in paper.PAPER_KEYS}
 
 
@@ -62,10 +63,10 @@ def expand(
         for c in cs:
             crossed = len(cs) > 1  # then a row's runs at one c are one group, not all of them
             method = f"{row.short} c{c:g}" if crossed else row.short
-            group = setting_label(row.label, {"loss.huber_c": c} if crossed else {})
+            group = setting_label(row.label, {K.loss.huber_c: c} if crossed else {})
             tags = {**row_tags(row), GROUP_TAG: group}
             for seed in seeds:
-                flat = {**unset, **row_overrides(row), "loss.huber_c": c, "train.seed": seed}
+                flat = {**unset, **row_overrides(row), K.loss.huber_c: c, K.train.seed: seed}
                 spec = TrialSpec(
                     f"{slug(row.label)}-c{c:g}-s{seed}", row.label, seed, flat, tags,
                     {"alpha_rew": row.alpha_rew, "alpha_cfg": row.alpha_cfg}, method,

@@ -7,6 +7,7 @@ from dataclasses import asdict
 from typing import Any
 
 from distar.config.benchmarks import logged_name, lower_is_better
+from distar.config.keys import K
 from distar.config.tree import Config
 from distar.raytune.grid import unset_paper_keys
 from distar.raytune.spec import SweepContext, TrialSpec
@@ -21,12 +22,12 @@ def search_space(
 ):
     """``space(ctx)`` for :func:`distar.raytune.tuner.run_sweep`: the base config with the
     searched leaves. Reward and CFG scales are drawn in the paper's units (alpha_rew, alpha_cfg,
-    as the grid's rows) and translated per world by :meth:`TrialSpec.resolved`."""
+    as the grid's rows) and translated per world in the trial driver (:meth:`TrialSpec.config`)."""
     from ray import tune
 
-    flat: dict[str, Any] = {**unset_paper_keys(base), "train.seed": seed}
-    flat["loss.huber_c"] = tune.loguniform(*huber_c)
-    flat["loss.guidance"] = tune.choice(["in", "out"])
+    flat: dict[str, Any] = {**unset_paper_keys(base), K.train.seed: seed}
+    flat[K.loss.huber_c] = tune.loguniform(*huber_c)
+    flat[K.loss.guidance] = tune.choice(["in", "out"])
     paper = {"alpha_rew": tune.loguniform(*alpha_rew), "alpha_cfg": tune.uniform(*alpha_cfg)}
 
     def space(ctx: SweepContext) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from typing import Any
 
 from distar.config import paper
 from distar.config.benchmarks import logged_name, lower_is_better
+from distar.config.keys import K
 from distar.config.tree import Config, ConfigError
 
 
@@ -30,9 +31,11 @@ class SweepContext:
 
 @dataclass(frozen=True)
 class TrialSpec:
-    """``flat_config`` is the trial's config; ``paper`` the paper's (alpha_rew, alpha_cfg) the
-    trial stands for (a grid row's, or a searcher's draw), translated into its ``loss.*`` by
-    :func:`distar.config.paper.to_world` in :meth:`resolved`, the one place that translates."""
+    """``flat_config`` is the trial's config in Tune's flat space; ``paper`` the paper's
+    (alpha_rew, alpha_cfg) the trial stands for (a grid row's, or a searcher's draw), translated
+    into its ``loss.*`` by :func:`distar.config.paper.to_world`. A trial's :class:`Config` is
+    built once, in its driver (:meth:`config`), from Tune's flat space, and handed to its
+    workers as is; a grid validates its trials before Ray starts (:meth:`resolved`)."""
 
     key: str  # unique within the sweep; names the trial's directory and MLflow run
     label: str  # the ablation row, human-readable
@@ -49,27 +52,35 @@ class TrialSpec:
     def from_params(cls, params: dict[str, Any]) -> tuple[TrialSpec, SweepContext]:
         return cls(**params["trial"]), SweepContext(**params["sweep"])
 
-    def resolved(self) -> TrialSpec:
-        """This trial with the paper's values in its config's units, validated (ConfigError).
-        A ``loss.*`` value in ``flat_config`` that contradicts them is refused, never
-        overwritten: the paper's values are the trial's only source of those keys."""
+    def _translated(self) -> dict[str, Any]:
+        """``flat_config`` with the paper's values in its world's ``loss.*``. A value already
+        there that contradicts them is refused, never overwritten: the paper's values are the
+        trial's only source of those keys."""
         flat = dict(self.flat_config)
-        if self.paper:
-            world = flat.get("world.name", "gmm")
-            wanted = paper.to_world(self.paper["alpha_rew"], self.paper["alpha_cfg"], world)
-            clash = sorted(k for k, v in wanted.items() if k in flat and flat[k] != v)
-            if clash:
-                raise ConfigError(
-                    f"{clash[0]}: got {flat[clash[0]]!r}; allowed: {wanted[clash[0]]!r}, what "
-                    f"the trial's {paper.ALPHA_REW} / {paper.ALPHA_CFG} "
-                    f"{self.paper['alpha_rew']:g} / {self.paper['alpha_cfg']:g} give on {world!r}"
-                )
-            flat.update(wanted)
-        return dataclasses.replace(self, flat_config=Config.from_flat(flat).to_flat())
+        if not self.paper:
+            return flat
+        world = flat.get(K.world.name, "gmm")
+        wanted = paper.to_world(self.paper["alpha_rew"], self.paper["alpha_cfg"], world)
+        clash = sorted(k for k, v in wanted.items() if k in flat and flat[k] != v)
+        if clash:
+            raise ConfigError(
+                f"{clash[0]}: got {flat[clash[0]]!r}; allowed: {wanted[clash[0]]!r}, what "
+                f"the trial's {paper.ALPHA_REW} / {paper.ALPHA_CFG} "
+                f"{self.paper['alpha_rew']:g} / {self.paper['alpha_cfg']:g} give on {world!r}"
+            )
+        return {**flat, **wanted}
+
+    def resolved(self) -> TrialSpec:
+        """This trial translated and validated now (ConfigError), before any Ray trial: its
+        flat config as the :class:`Config` writes it (what a ``--resume`` compares)."""
+        flat = Config.from_flat(self._translated()).to_flat()
+        return dataclasses.replace(self, flat_config=flat)
 
     def config(self, sweep: SweepContext) -> Config:
+        """The trial's one :class:`Config`, built in its driver and handed to its workers as
+        is; its outputs in the sweep's ``trials/<key>``."""
         out_dir = str(Path(sweep.storage) / "trials" / self.key)
-        return Config.from_flat({**self.resolved().flat_config, "train.out_dir": out_dir})
+        return Config.from_flat({**self._translated(), K.train.out_dir: out_dir})
 
     def run_name(self) -> str:
         """Its MLflow run name, the values that tell trials apart first (the runs table shows
@@ -77,7 +88,7 @@ class TrialSpec:
         a searcher's guidance and c), the seed: ``100/7.5 DI*-In s0``, ``37.2/5.06 out c0.041 s0``.
         """
         flat = self.flat_config
-        method = self.method or f"{flat['loss.guidance']} c{flat['loss.huber_c']:.2g}"
+        method = self.method or f"{flat[K.loss.guidance]} c{flat[K.loss.huber_c]:.2g}"
         paper = self.paper
         scales = f"{paper['alpha_rew']:.3g}/{paper['alpha_cfg']:.3g} " if paper else ""
         return f"{scales}{method} s{self.seed}"

@@ -227,7 +227,7 @@ def make_torch_trainer(
     return TorchTrainer(
         train_worker,
         train_loop_config={
-            "config": config.to_flat(),
+            "config": config,  # the trial's Config itself: Ray pickles it to each worker
             "run_id": run_id,
             "row": row,
             "tracking_uri": sweep.tracking_uri,

@@ -12,6 +12,7 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
+from distar.config.keys import K
 from distar.config.tree import ResourcesConfig, world_preset
 from distar.raytune.definition import check_definition, record_definition
 from distar.raytune.settings import SweepExistsError, SweepSettings, SweepStartError, parent_tags
@@ -114,14 +115,14 @@ def build_tuner(
 def trial_retries(trials: list[TrialSpec]) -> int:
     """How often Tune retries a failed trial: ``resources.max_failures`` (the largest of the
     sweep's trials; the default for a searcher's), plus one for a lost driver."""
-    key = "resources.max_failures"
+    key = K.resources.max_failures
     counts = [t.flat_config.get(key, ResourcesConfig.max_failures) for t in trials or []]
     return 1 + max(counts, default=ResourcesConfig.max_failures)
 
 
 def console_metrics(trials: list[TrialSpec]) -> tuple[str, ...]:
     """The world preset's report metrics (the first three), for the console lines."""
-    name = trials[0].flat_config.get("world.name", "gmm") if trials else "gmm"
+    name = trials[0].flat_config.get(K.world.name, "gmm") if trials else "gmm"
     return world_preset(name).metrics[:3]
 
 

@@ -26,7 +26,8 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     """Layer 3: plain distar training on one TorchTrainer worker. A divergence (NaN/Inf) is
     written to ``failure.txt`` and the worker returns: Tune retries trials whose workers *die*
     (``resources.max_failures``), and a diverging run would only diverge again."""
-    out_dir = Path(loop_config["config"]["train.out_dir"])
+    config: Config = loop_config["config"]  # built once, by the trial driver
+    out_dir = Path(config.train.out_dir)
     import ray.train
 
     rank0 = ray.train.get_context().get_world_rank() == 0
@@ -43,7 +44,6 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     from distar.loop.trainer import NonFiniteLossError, Trainer
     from distar.raytune.mlflow_logger import MlflowLogger
 
-    config = Config.from_flat(loop_config["config"])
     # no ray.train.report: the trial driver hands Tune each evaluation from metrics.jsonl
     callbacks: list[Callback] = []
     if rank0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from distar.config.keys import K
 from distar.config.sections import ConfigError
 
 
@@ -30,7 +31,7 @@ def resolve_device(name: str) -> torch.device:
     :func:`distar.runtime.distributed.init_from_launcher`, Ray Train itself)."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    check_cuda(name, "train.device", "'cpu' or 'auto'")
+    check_cuda(name, K.train.device, "'cpu' or 'auto'")
     if name == "cuda":
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device(name)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
+from distar.config.keys import K
 from distar.config.sections import WorldConfig
 from distar.config.worlds import WORLD_CONFIGS
 from distar.method.contract import TrainingWorld
@@ -70,7 +71,7 @@ class World(TrainingWorld, Protocol):
 
 WorldBuilder = Callable[[WorldConfig, torch.device, str], World]
 # filled by each world's module, completed in distar.worlds.builders (which imports them all)
-WORLDS: Registry[WorldBuilder] = Registry("world.name", tuple(WORLD_CONFIGS))
+WORLDS: Registry[WorldBuilder] = Registry(K.world.name, tuple(WORLD_CONFIGS))
 # a world's checks of a run's config against every file it will read, without loading a weight
 # (raises WorldLoadError or ConfigError naming the field); worlds that read no file register none
 WorldCheck = Callable[[Any], None]  # the whole distar.config.tree.Config

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from distar.config.extras import require
+from distar.config.keys import K
 from distar.config.sections import WorldConfig
 from distar.config.tree import Config
 from distar.util.cache import cache_root
@@ -27,7 +28,7 @@ def check_world(config: Config) -> None:
     cfg = config.world
     if cfg.extra:
         require(cfg.extra, f"world {cfg.name!r}")
-    where = "world.cache_dir" if getattr(cfg, "cache_dir", "") else "DISTAR_CACHE"
+    where = K.world.cache_dir if getattr(cfg, "cache_dir", "") else "DISTAR_CACHE"
     check_writable_dir(cache_root(getattr(cfg, "cache_dir", "")), f"{where} (the cache folder)")
     if cfg.name in WORLD_CHECKS:
         WORLD_CHECKS.get(cfg.name)(config)

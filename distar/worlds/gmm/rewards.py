@@ -9,12 +9,13 @@ import torch
 from torch import Tensor
 
 from distar.config.gmm import GMM_REWARD_NAMES
+from distar.config.keys import K
 from distar.util.registry import Registry
 from distar.worlds.gmm.mixture import ConditionalGMM
 
 RewardFn = Callable[[Tensor, Tensor], Tensor]
 GMM_REWARDS: Registry[Callable[[ConditionalGMM, float], RewardFn]] = Registry(
-    "world.reward", GMM_REWARD_NAMES
+    K.world.reward, GMM_REWARD_NAMES
 )
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from distar.config.keys import K
+
 GIB = 2**30
 PICKSCORE_PARAMS = 0.986e9  # CLIP-H/14, held in the world's compute dtype (bf16)
 # bytes per PickScore parameter at start-up: CLIPModel.from_pretrained loads fp32, and
@@ -108,15 +110,15 @@ class Setup:
 
     def flags(self) -> str:
         sets = {
-            "resources.num_workers": self.gpus,
-            "resources.use_gpu": "true",
-            "resources.strategy": self.strategy,
-            "resources.cpu_offload": str(self.offload).lower(),
-            "world.assistant": self.assistant,
-            "train.batch_size": self.batch,
-            "world.grad_checkpointing": str(self.checkpointing).lower(),
-            "train.generator_chunk": 1 if self.chunk else 0,
-            "world.vae_dtype": "fp32" if self.vae_fp32 else "bf16",
+            K.resources.num_workers: self.gpus,
+            K.resources.use_gpu: "true",
+            K.resources.strategy: self.strategy,
+            K.resources.cpu_offload: str(self.offload).lower(),
+            K.world.assistant: self.assistant,
+            K.train.batch_size: self.batch,
+            K.world.grad_checkpointing: str(self.checkpointing).lower(),
+            K.train.generator_chunk: 1 if self.chunk else 0,
+            K.world.vae_dtype: "fp32" if self.vae_fp32 else "bf16",
         }
         return " ".join(f"--set {k}={v}" for k, v in sets.items())
 

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from distar.config.keys import K
 from distar.config.sd import SDWorldConfig
 from distar.config.tree import ConfigError
 from distar.rewards.clip_common import clip_tokenizer
@@ -96,7 +97,7 @@ def check_paths(cfg: SDWorldConfig) -> WorldPaths:
     arch = cfg.name
     parts = PIPELINE_PARTS[arch]
     needs = (*[f"{p}/" for p in parts], "unet/config.json", "scheduler/scheduler_config.json")
-    ref = check_dir(resolve(cfg.reference, cfg.cache_dir), "world.reference", needs, WHERE[arch])
+    ref = check_dir(resolve(cfg.reference, cfg.cache_dir), K.world.reference, needs, WHERE[arch])
     gen = None
     if cfg.generator_init:
         gen = Path(cfg.generator_init)
@@ -109,24 +110,24 @@ def check_paths(cfg: SDWorldConfig) -> WorldPaths:
             unet_dir = gen / "unet" if (gen / "unet" / "config.json").exists() else gen
             gen = check_dir(
                 str(unet_dir),
-                "world.generator_init",
+                K.world.generator_init,
                 ("config.json",),
                 "a UNet directory, or a state dict such as DMD2's dmd2_sdxl_1step_unet.bin",
             )
     vae = (
-        check_dir(cfg.vae, "world.vae", ("config.json",), "an AutoencoderKL directory")
+        check_dir(cfg.vae, K.world.vae, ("config.json",), "an AutoencoderKL directory")
         if cfg.vae
         else ref / "vae"
     )
     variants = {
-        part: weight_variant(ref / part, "world.reference")
+        part: weight_variant(ref / part, K.world.reference)
         for part in parts
         if part.startswith(("unet", "text_encoder"))
     }
-    variants["vae"] = weight_variant(vae, "world.vae" if cfg.vae else "world.reference")
+    variants["vae"] = weight_variant(vae, K.world.vae if cfg.vae else K.world.reference)
     check_vae_dtype(vae, cfg.vae_dtype)
     if gen is not None and gen.is_dir():
-        variants["generator_init"] = weight_variant(gen, "world.generator_init")
+        variants["generator_init"] = weight_variant(gen, K.world.generator_init)
     reward = processor = None
     if cfg.reward != "none":
         try:  # the files PickScore loads, with the $DISTAR_PICKSCORE* fallbacks
