@@ -57,3 +57,23 @@ def test_export_refuses_what_it_cannot_write(trained, tmp_path, capsys):
     assert "export writes an SD world's generator UNet" in capsys.readouterr().err
     assert main([str(trained[0]), "--dry-run"]) == 0
     assert "would write" in capsys.readouterr().out
+
+
+def test_a_run_with_an_ema_exports_the_ema_weights(world_cache, tmp_path, capsys):
+    """``train.ema``: what the run evaluated, the average, is what export writes (bit-exact),
+    not the last step's weights."""
+    from distar.loop.trainer import Trainer
+    from distar.runtime.callbacks import GeneratorEma
+
+    flat = {"train.steps": 2, "train.out_dir": str(tmp_path / "run"), "eval.plot": False,
+            "eval.benchmarks": "", "optim.generator.lr": 1e-3, "train.ema": 0.5}  # fmt: skip
+    trainer = Trainer(Config.for_world("sd15-tiny", flat))
+    trainer.train()
+    (ema,) = [cb for cb in trainer.callbacks if isinstance(cb, GeneratorEma)]
+    assert main([str(tmp_path / "run" / "checkpoints"), "--out", str(tmp_path / "out")]) == 0
+    single = load_file(str(tmp_path / "out" / "generator_unet.safetensors"))
+    last = dict(trainer.world.generator.named_parameters())
+    prefix = "denoiser.unet."
+    assert single.keys() == {k.removeprefix(prefix) for k in ema.shadow}
+    assert all(torch.equal(single[k.removeprefix(prefix)], v) for k, v in ema.shadow.items())
+    assert not all(torch.equal(single[k.removeprefix(prefix)], last[k]) for k in ema.shadow)

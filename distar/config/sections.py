@@ -33,15 +33,16 @@ def check_range(
     low: float | None = None,
     high: float | None = None,
     low_open: bool = False,
+    high_open: bool = False,
 ) -> None:
     if not math.isfinite(value):  # NaN slips through every bound; inf is never a setting here
         fail(path, value, "a finite number")
     too_low = low is not None and (value <= low if low_open else value < low)
-    too_high = high is not None and value > high
+    too_high = high is not None and (value >= high if high_open else value > high)
     if too_low or too_high:
         lo = "-inf" if low is None else f"{low}"
         hi = "inf" if high is None else f"{high}"
-        fail(path, value, f"{'(' if low_open else '['}{lo}, {hi}]")
+        fail(path, value, f"{'(' if low_open else '['}{lo}, {hi}{')' if high_open else ']'}")
 
 
 class Section:

@@ -162,9 +162,13 @@ class OptimConfig(Section):
     # trains on its samples, detached (DMD2's loop: one generator forward fewer per step; the
     # assistant then fits samples one generator update old)
     reuse_generator_samples: bool = False
+    # >0: both learning rates rise linearly over the first this many generator steps, from
+    # lr / warmup_steps to lr (the loop's LR warm-up callback; 0: constant lr from step 0)
+    warmup_steps: int = 0
 
     def validate(self) -> None:
         check_range("optim.assistant_rounds", self.assistant_rounds, 1, 1000)
+        check_range("optim.warmup_steps", self.warmup_steps, 0, 10**9)
 
 
 @dataclass(frozen=True)
@@ -182,6 +186,10 @@ class TrainConfig(Section):
     # >0: the generator loss and its backward run this many samples at a time onto a detached
     # x0, then one backward through the generator (same gradient, the memory of a chunk)
     generator_chunk: int = 0
+    # >0: the decay per generator step of an exponential moving average of the generator's
+    # trained weights (e.g. 0.999), kept in checkpoints; evaluation and export then use the
+    # average, not the last weights (the loop's EMA callback; 0: off)
+    ema: float = 0.0
 
     def validate(self) -> None:
         check_range("train.steps", self.steps, 0, 10**9)  # sane upper bounds: typos, not runs
@@ -193,6 +201,7 @@ class TrainConfig(Section):
         check_range("train.checkpoint_every", self.checkpoint_every, 0, 10**9)
         check_choice("train.init", self.init, ("random", "stage0"))
         check_range("train.generator_chunk", self.generator_chunk, 0, 1 << 20)
+        check_range("train.ema", self.ema, 0.0, 1.0, high_open=True)
 
     def evaluations(self) -> int:
         """How many evaluations a run makes: at every ``eval_every`` steps before the last, and

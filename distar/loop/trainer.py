@@ -9,6 +9,7 @@ benchmark evaluation is handed in (:class:`BenchmarkRunner`) by the layer that b
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -19,12 +20,13 @@ from distar.config.benchmarks import WORLD_ITEMS
 from distar.config.tree import Config, ConfigError
 from distar.method.draws import Draws
 from distar.method.steps import build_step
-from distar.runtime.callbacks import Callback
+from distar.runtime.callbacks import Callback, training_callbacks
 from distar.runtime.checkpoint import (
     load_checkpoint,
     load_sharded_checkpoint,
     save_checkpoint,
     save_sharded_checkpoint,
+    trained_state,
 )
 from distar.runtime.devices import resolve_device
 from distar.runtime.distributed import (
@@ -109,7 +111,9 @@ class Trainer:
         self.draws = Draws(self.world, config.train.batch_size, self.rank, self.device)
         self.guard = FiniteGuard()
         self.method = build_step(config, self.world, self.draws, self.guard, self.sharded)
-        self.callbacks = list(callbacks)
+        optimizers = list(self.method.optimizers().values())
+        chosen = training_callbacks(config, trained_state(self.world.generator), optimizers)
+        self.callbacks = [*chosen, *callbacks]
         self.benchmarks = benchmarks
         self.step = 0
         self.out_dir = Path(config.train.out_dir)
@@ -129,6 +133,8 @@ class Trainer:
         diagnose = (self.step + 1) % self.config.train.log_every == 0
         metrics = self.method.train_step(self.step, diagnose)
         self.step += 1
+        for cb in self.callbacks:
+            cb.after_update(self.step)
         return metrics
 
     # ---- evaluation, checkpoints, the loop ---------------------------------------------------
@@ -153,8 +159,11 @@ class Trainer:
         sharded generator is gathered first: then ranks may run different numbers of forwards
         (uneven benchmark shards, rank 0's plot)."""
         self.guard.check()
-        with gathered(self.world.generator):
-            return self._evaluate(final)
+        with ExitStack() as weights:
+            for cb in self.callbacks:  # before the gather: a callback's weights are shards too
+                weights.enter_context(cb.evaluation_weights())
+            with gathered(self.world.generator):
+                return self._evaluate(final)
 
     def _evaluate(self, final: bool) -> tuple[dict[str, float], dict[str, Path]]:
         cfg = self.config
@@ -185,42 +194,47 @@ class Trainer:
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return self.method.optimizers()
 
+    def _saved(self) -> tuple[dict[str, Any], dict[str, dict[str, torch.Tensor]]]:
+        """What a checkpoint holds beside the networks and optimisers: the RNG state and each
+        callback's state (``trainer.pt``), the callbacks' weights (written as the networks')."""
+        named = [cb for cb in self.callbacks if cb.name]
+        state = {"torch_rng": torch.get_rng_state(),
+                 "callbacks": {cb.name: cb.state_dict() for cb in named}}  # fmt: skip
+        return state, {cb.name: cb.tensors() for cb in named if cb.tensors()}
+
     def save(self) -> Path | None:
         """A full-state checkpoint: written by rank 0 alone (other ranks return None), or, with
         sharded networks, by every rank (its shards, DCP) and returned on every rank."""
         self.guard.check()
+        state, tensors = self._saved()
+        root = self.out_dir / "checkpoints"
         if self.sharded:
             with self.stopwatch.phase("checkpoint"):
-                path = save_sharded_checkpoint(
-                    self.out_dir / "checkpoints",
-                    self.step,
-                    self.modules(),
-                    self.optimizers(),
-                    {"torch_rng": torch.get_rng_state()},
-                    self.config,
-                )
+                path = save_sharded_checkpoint(root, self.step, self.modules(), self.optimizers(),
+                                               state, self.config, tensors)  # fmt: skip
             self._notify("on_checkpoint", self.step, path)
             return path
         if self.rank != 0:
             return None
-        state = {f"opt_{k}": opt.state_dict() for k, opt in self.optimizers().items()}
-        state["torch_rng"] = torch.get_rng_state()
+        state.update({f"opt_{k}": opt.state_dict() for k, opt in self.optimizers().items()})
         with self.stopwatch.phase("checkpoint"):
-            path = save_checkpoint(
-                self.out_dir / "checkpoints", self.step, self.modules(), state, self.config
-            )
+            path = save_checkpoint(root, self.step, self.modules(), state, self.config, tensors)
         self._notify("on_checkpoint", self.step, path)
         return path
 
     def resume(self, path: Path, fallback: bool = False) -> None:
         """Continue from a checkpoint; ``fallback``: from the newest readable one if it is
         corrupt (unsharded checkpoints)."""
+        _, tensors = self._saved()
         if self.sharded:
-            state = load_sharded_checkpoint(path, self.modules(), self.optimizers())
+            state = load_sharded_checkpoint(path, self.modules(), self.optimizers(), tensors)
         else:
-            state = load_checkpoint(path, self.modules(), fallback)
+            state = load_checkpoint(path, self.modules(), fallback, tensors)
             for key, opt in self.optimizers().items():
                 opt.load_state_dict(state[f"opt_{key}"])
+        for cb in self.callbacks:
+            if cb.name:
+                cb.load_state_dict(state.get("callbacks", {}).get(cb.name, {}))
         torch.set_rng_state(state["torch_rng"])
         self.step = int(state["step"])
 

@@ -1,17 +1,45 @@
-"""How the training loop reports: a small callback interface that Ray and MLflow plug into
-without the loop knowing them."""
+"""The training loop's callbacks: how it reports (a small interface that Ray and MLflow plug
+into without the loop knowing them), and what it does around each update that is not the
+method's step -- chosen in the config (:func:`training_callbacks`: the generator EMA, the LR
+warm-up) and saved in checkpoints (``name``, ``state_dict``, ``tensors``)."""
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from typing import Any, ClassVar
 
+import torch
 from tqdm.auto import tqdm
+
+from distar.config.tree import Config
 
 
 class Callback:
-    """Override what you need; every hook is a no-op by default."""
+    """Override what you need; every hook is a no-op by default. A callback with state has a
+    ``name`` (its key in a checkpoint): small state in ``state_dict`` (the checkpoint's
+    ``trainer.pt``), weights in ``tensors`` (saved and sharded like the networks' and loaded
+    back into those very tensors)."""
+
+    name: ClassVar[str] = ""
+
+    def after_update(self, step: int) -> None:
+        """After the updates of each training step (``step``: steps done), before any report."""
+
+    def evaluation_weights(self):
+        """A context manager around every evaluation (e.g. the EMA's weights swapped in)."""
+        return nullcontext()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {}
 
     def on_train_start(self, step: int, total_steps: int) -> None: ...
 
@@ -100,3 +128,78 @@ class JsonlLogger(Callback):
         for result in results:  # items first: a record read means its items are there
             self.on_items(step, result.benchmark, result.rows)
             self._write("benchmark", step, result.summary)
+
+
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    """A sharded (FSDP2 DTensor) parameter's local shard, in place; other tensors unchanged."""
+    to_local = getattr(tensor, "to_local", None)
+    return to_local() if to_local is not None else tensor
+
+
+class GeneratorEma(Callback):
+    """An exponential moving average of the generator's trained weights, ``e <- d e + (1 - d)
+    p`` after every step (``train.ema`` = d), in fp32 beside the fp32 masters (each rank its
+    shards, when sharded). Evaluation swaps it in and back; checkpoints keep it."""
+
+    name = "generator_ema"
+
+    def __init__(self, params: dict[str, torch.Tensor], decay: float) -> None:
+        self.params, self.decay = params, decay
+        with torch.no_grad():
+            self.shadow = {k: p.detach().clone() for k, p in params.items()}
+
+    def after_update(self, step: int) -> None:
+        with torch.no_grad():
+            for key, p in self.params.items():
+                _local(self.shadow[key]).lerp_(_local(p.detach()), 1.0 - self.decay)
+
+    @contextmanager
+    def evaluation_weights(self) -> Iterator[None]:
+        with torch.no_grad():
+            kept = {k: _local(p.detach()).clone() for k, p in self.params.items()}
+            for key, p in self.params.items():
+                _local(p.detach()).copy_(_local(self.shadow[key]))
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for key, p in self.params.items():
+                    _local(p.detach()).copy_(kept[key])
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return self.shadow
+
+
+class LrWarmup(Callback):
+    """Linear LR warm-up of every optimiser (``optim.warmup_steps`` = n): step s trains at
+    ``lr * min(1, (s + 1) / n)``, through torch's ``LambdaLR`` (its state in checkpoints)."""
+
+    name = "lr_warmup"
+
+    def __init__(self, optimizers: Sequence[torch.optim.Optimizer], steps: int) -> None:
+        ramp = lambda step: min(1.0, (step + 1) / steps)  # noqa: E731
+        self.schedulers = [torch.optim.lr_scheduler.LambdaLR(o, ramp) for o in optimizers]
+
+    def after_update(self, step: int) -> None:
+        for scheduler in self.schedulers:
+            scheduler.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"schedulers": [s.state_dict() for s in self.schedulers]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for scheduler, saved in zip(self.schedulers, state["schedulers"], strict=True):
+            scheduler.load_state_dict(saved)
+
+
+def training_callbacks(
+    config: Config, generator: dict[str, torch.Tensor], optimizers: Sequence[torch.optim.Optimizer]
+) -> list[Callback]:
+    """The callbacks the config turns on (none by default): the LR warm-up, then the EMA (it
+    averages the weights each step's update wrote)."""
+    out: list[Callback] = []
+    if config.optim.warmup_steps:
+        out.append(LrWarmup(optimizers, config.optim.warmup_steps))
+    if config.train.ema:
+        out.append(GeneratorEma(generator, config.train.ema))
+    return out

@@ -23,15 +23,22 @@ LATEST = "latest"
 SHARDED = "sharded"  # the DCP folder of a sharded checkpoint
 
 
+Tensors = dict[str, torch.Tensor]
+
+
 def save_checkpoint(
-    root: Path, step: int, modules: dict[str, nn.Module], state: dict[str, Any], config: Config
-) -> Path:
-    """Write ``root/step_XXXXXXX/`` and point ``root/latest`` at it; returns the directory."""
+    root: Path, step: int, modules: dict[str, nn.Module], state: dict[str, Any], config: Config,
+    tensors: dict[str, Tensors] | None = None,
+) -> Path:  # fmt: skip
+    """Write ``root/step_XXXXXXX/`` and point ``root/latest`` at it; returns the directory.
+    ``tensors``: more named groups of weights (a callback's: the generator EMA), written as the
+    networks' are."""
     path = Path(root) / f"step_{step:07d}"
     path.mkdir(parents=True, exist_ok=True)
-    for name, module in modules.items():
-        tensors = {k: v.detach().cpu().contiguous() for k, v in trained_state(module).items()}
-        save_file(tensors, str(path / f"{name}.safetensors"))
+    groups = {name: trained_state(m) for name, m in modules.items()} | (tensors or {})
+    for name, group in groups.items():
+        on_host = {k: v.detach().cpu().contiguous() for k, v in group.items()}
+        save_file(on_host, str(path / f"{name}.safetensors"))
     torch.save({"step": step, **state}, path / "trainer.pt")
     (path / "config.yaml").write_text(config.to_yaml())
     (Path(root) / LATEST).write_text(path.name)
@@ -44,7 +51,11 @@ def trained_state(module: nn.Module) -> dict[str, torch.Tensor]:
 
 def load_trained_state(module: nn.Module, tensors: dict[str, torch.Tensor], what: str) -> None:
     """Copy ``tensors`` into the trained parameters of ``module``; the names must match exactly."""
-    params = trained_state(module)
+    load_into(trained_state(module), tensors, what)
+
+
+def load_into(params: Tensors, tensors: Tensors, what: str) -> None:
+    """Copy ``tensors`` into ``params`` in place; the names must match exactly."""
     missing, unexpected = sorted(set(params) - set(tensors)), sorted(set(tensors) - set(params))
     if missing or unexpected:
         raise ValueError(
@@ -57,10 +68,12 @@ def load_trained_state(module: nn.Module, tensors: dict[str, torch.Tensor], what
             p.copy_(tensors[k])
 
 
-def _sharded_tree(modules: dict[str, nn.Module], optimizers: dict[str, Any]) -> dict[str, Any]:
+def _sharded_tree(
+    modules: dict[str, nn.Module], optimizers: dict[str, Any], tensors: dict[str, Tensors]
+) -> dict[str, Any]:
     from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
-    tree: dict[str, Any] = {name: trained_state(m) for name, m in modules.items()}
+    tree: dict[str, Any] = {name: trained_state(m) for name, m in modules.items()} | tensors
     for name, opt in optimizers.items():
         tree[f"opt_{name}"] = get_optimizer_state_dict(modules[name], opt)
     return tree
@@ -73,15 +86,16 @@ def save_sharded_checkpoint(
     optimizers: dict[str, Any],
     state: dict[str, Any],
     config: Config,
+    tensors: dict[str, Tensors] | None = None,
 ) -> Path:
-    """Every rank (collective): its shards of the trained weights and of ``optimizers``' states
-    into ``root/step_XXXXXXX/sharded/``; rank 0 also ``trainer.pt`` (``state``), the config and,
-    once every rank has written, the ``latest`` pointer."""
+    """Every rank (collective): its shards of the trained weights, of ``tensors`` and of
+    ``optimizers``' states into ``root/step_XXXXXXX/sharded/``; rank 0 also ``trainer.pt``
+    (``state``), the config and, once every rank has written, the ``latest`` pointer."""
     import torch.distributed as dist
     import torch.distributed.checkpoint as dcp
 
     path = Path(root) / f"step_{step:07d}"
-    dcp.save(_sharded_tree(modules, optimizers), checkpoint_id=path / SHARDED)
+    dcp.save(_sharded_tree(modules, optimizers, tensors or {}), checkpoint_id=path / SHARDED)
     first = dist.get_rank() == 0
     if first:
         torch.save({"step": step, **state}, path / "trainer.pt")
@@ -93,10 +107,11 @@ def save_sharded_checkpoint(
 
 
 def load_sharded_checkpoint(
-    path: Path, modules: dict[str, nn.Module], optimizers: dict[str, Any]
-) -> dict[str, Any]:
-    """Every rank (collective): load a sharded checkpoint into the sharded ``modules`` and
-    ``optimizers`` in place; returns the trainer state."""
+    path: Path, modules: dict[str, nn.Module], optimizers: dict[str, Any],
+    tensors: dict[str, Tensors] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Every rank (collective): load a sharded checkpoint into the sharded ``modules``,
+    ``tensors`` and ``optimizers`` in place; returns the trainer state."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
 
@@ -106,7 +121,7 @@ def load_sharded_checkpoint(
             f"checkpoint {path}: written unsharded (resources.strategy=ddp); resume it with "
             "resources.strategy=ddp, or export its generator (python -m distar.cli.export)"
         )
-    tree = _sharded_tree(modules, optimizers)
+    tree = _sharded_tree(modules, optimizers, tensors or {})
     dcp.load(tree, checkpoint_id=path / SHARDED)
     for name, opt in optimizers.items():
         set_optimizer_state_dict(modules[name], opt, tree[f"opt_{name}"])
@@ -173,9 +188,11 @@ def earlier_checkpoints(path: Path) -> list[Path]:
 
 
 def load_checkpoint(
-    path: Path, modules: dict[str, nn.Module], fallback: bool = False
-) -> dict[str, Any]:
-    """Load weights into ``modules`` in place and return the trainer state. A corrupt
+    path: Path, modules: dict[str, nn.Module], fallback: bool = False,
+    tensors: dict[str, Tensors] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Load weights into ``modules`` and ``tensors`` in place and return the trainer state. A
+    corrupt
     checkpoint raises naming the file; with ``fallback`` the newest readable earlier one of the
     same run is used instead (said on stderr)."""
     path = resolve_checkpoint(path)
@@ -186,14 +203,16 @@ def load_checkpoint(
         )
     for candidate in [path, *(earlier_checkpoints(path) if fallback else [])]:
         try:
-            tensors, state = read_checkpoint(candidate, list(modules))
+            found, state = read_checkpoint(candidate, [*modules, *(tensors or {})])
         except CorruptCheckpointError as error:
             if not fallback:
                 raise
             print(f"{error}; trying an earlier checkpoint", file=sys.stderr)
             continue
         for name, module in modules.items():
-            load_trained_state(module, tensors[name], str(candidate / f"{name}.safetensors"))
+            load_trained_state(module, found[name], str(candidate / f"{name}.safetensors"))
+        for name, group in (tensors or {}).items():
+            load_into(group, found[name], str(candidate / f"{name}.safetensors"))
         return state
     raise CorruptCheckpointError(f"no readable checkpoint at or before {path}")
 

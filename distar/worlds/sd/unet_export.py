@@ -1,7 +1,8 @@
 """The trained generator of an SD run as files other tools load: a diffusers UNet folder
 (``UNet2DConditionModel.from_pretrained``) and one ``.safetensors`` state dict in diffusers' key
 names (``world.generator_init``, diffusers' ``load_state_dict``), both bit-exact copies of the
-checkpoint's fp32 weights, from an unsharded or a sharded checkpoint alike."""
+checkpoint's fp32 weights (the generator EMA's, when the run kept one), from an unsharded or a
+sharded checkpoint alike."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from distar.runtime.callbacks import GeneratorEma
 from distar.runtime.checkpoint import checkpoint_config, read_trained_weights
 from distar.worlds.sd import loading
 
@@ -21,8 +23,10 @@ UNET_FILE = "generator_unet.safetensors"
 
 
 def generator_state(checkpoint: Path) -> dict[str, torch.Tensor]:
-    """The checkpoint's generator UNet weights under diffusers' names."""
-    weights = read_trained_weights(checkpoint, "generator")
+    """The checkpoint's generator UNet weights under diffusers' names: the EMA's when the run
+    kept one (``train.ema``: what its evaluations scored), else the last step's."""
+    ema = checkpoint_config(checkpoint).train.ema
+    weights = read_trained_weights(checkpoint, GeneratorEma.name if ema else "generator")
     return {k.removeprefix(GENERATOR_PREFIX): v.contiguous() for k, v in weights.items()}
 
 

@@ -1,0 +1,104 @@
+"""The loop's callbacks chosen in the config: the generator EMA (``train.ema``) and the LR
+warm-up (``optim.warmup_steps``). Both are off by default (a default run is the run it was
+before them: ``scripts/same_report.py``); on, each is held to its closed form, evaluation uses
+the EMA's weights and puts the trained ones back bit-exactly, and a resumed run ends where an
+uninterrupted one does, EMA and learning rates included.
+
+Tolerances: the EMA is recomputed here in float64 from the fp32 weights of every step; fp32
+rounding of ``lerp`` over a handful of steps stays within a few ulps of the weights' scale
+(rtol 1e-6, atol 1e-7); a wrong decay (d vs 1 - d) is off by O(|p_t - p_0|), which is >1e-4
+here (lr 1e-3). Learning rates are products of Python floats: compared exactly."""
+
+import pytest
+import torch
+
+from distar.config.tree import Config, ConfigError
+from distar.loop.trainer import Trainer
+from distar.runtime.callbacks import GeneratorEma, LrWarmup
+
+SMALL = {"train.batch_size": 32, "train.log_every": 2, "eval.samples_per_prompt": 50,
+         "eval.plot": False}  # fmt: skip
+
+
+def config(tmp_path, **flat) -> Config:
+    return Config().with_overrides({**SMALL, "train.out_dir": str(tmp_path), **flat})
+
+
+def generator_params(trainer) -> dict[str, torch.Tensor]:
+    return {k: p.detach().clone() for k, p in trainer.world.generator.named_parameters()}
+
+
+def test_both_are_off_by_default_and_refuse_values_out_of_range(world_cache, tmp_path):
+    assert not [cb for cb in Trainer(config(tmp_path)).callbacks if cb.name]
+    for key, bad in (("train.ema", 1.0), ("train.ema", -0.1), ("optim.warmup_steps", -1)):
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            Config().with_overrides({key: bad})
+
+
+def test_ema_is_the_exponential_average_of_every_steps_weights(world_cache, tmp_path):
+    decay = 0.7
+    # lr 1e-3: the weights move ~1e-3 a step, far above fp32 rounding (the default 1e-5 would
+    # move them as little as the tolerance)
+    trainer = Trainer(config(tmp_path, **{"train.ema": decay, "optim.generator.lr": 1e-3}))
+    (ema,) = [cb for cb in trainer.callbacks if isinstance(cb, GeneratorEma)]
+    want = {k: v.double() for k, v in generator_params(trainer).items()}
+    for _ in range(4):
+        trainer.train_step()
+        for k, p in generator_params(trainer).items():
+            want[k] = decay * want[k] + (1 - decay) * p.double()
+    moved = max((ema.shadow[k].double() - generator_params(trainer)[k].double()).abs().max()
+                for k in want)  # fmt: skip
+    assert moved > 1e-4  # the average lags the weights: a copy of them would not
+    for k, value in want.items():
+        torch.testing.assert_close(ema.shadow[k].double(), value, rtol=1e-6, atol=1e-7)
+
+
+def test_evaluation_sees_the_ema_weights_and_gives_the_trained_ones_back(world_cache, tmp_path):
+    trainer = Trainer(config(tmp_path, **{"train.ema": 0.5}))
+    for _ in range(3):
+        trainer.train_step()
+    (ema,) = [cb for cb in trainer.callbacks if isinstance(cb, GeneratorEma)]
+    trained, seen = generator_params(trainer), []
+    evaluate = trainer.world.evaluate
+
+    def spy(*args):
+        seen.append(generator_params(trainer))
+        return evaluate(*args)
+
+    trainer.world.evaluate = spy
+    trainer.evaluate(final=False)
+    assert all(torch.equal(seen[0][k], ema.shadow[k]) for k in ema.shadow)
+    assert not all(torch.equal(seen[0][k], trained[k]) for k in ema.shadow)
+    after = generator_params(trainer)
+    assert all(torch.equal(after[k], trained[k]) for k in trained)
+
+
+def test_warmup_ramps_every_learning_rate_linearly(world_cache, tmp_path):
+    n = 4
+    trainer = Trainer(config(tmp_path, **{"optim.warmup_steps": n}))
+    assert any(isinstance(cb, LrWarmup) for cb in trainer.callbacks)
+    base = {"generator": trainer.config.optim.generator.lr,
+            "assistant": trainer.config.optim.assistant.lr}  # fmt: skip
+    for step in range(6):
+        for name, opt in trainer.method.optimizers().items():
+            assert opt.param_groups[0]["lr"] == base[name] * min(1.0, (step + 1) / n)
+        trainer.train_step()
+
+
+def test_resume_restores_the_ema_and_the_warmup(world_cache, tmp_path):
+    on = {"train.ema": 0.8, "optim.warmup_steps": 5}
+    straight = Trainer(config(tmp_path / "a", **on, **{"train.steps": 6}))
+    straight.train()
+    Trainer(config(tmp_path / "b", **on, **{"train.steps": 3})).train()
+    resumed = Trainer(config(tmp_path / "b", **on, **{"train.steps": 6}))
+    resumed.resume(tmp_path / "b" / "checkpoints")
+    resumed.train()
+    a, b = straight.callbacks, resumed.callbacks
+    for cb_a, cb_b in zip(a, b, strict=True):
+        assert type(cb_a) is type(cb_b)
+        assert all(torch.equal(cb_a.tensors()[k], cb_b.tensors()[k]) for k in cb_a.tensors())
+    for opt_a, opt_b in zip(straight.method.optimizers().values(),
+                            resumed.method.optimizers().values(), strict=True):  # fmt: skip
+        assert opt_a.param_groups[0]["lr"] == opt_b.param_groups[0]["lr"]
+    pa, pb = generator_params(straight), generator_params(resumed)
+    assert all(torch.equal(pa[k], pb[k]) for k in pa)
