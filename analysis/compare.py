@@ -42,6 +42,7 @@ from analysis.runs import check_store, finished
 from distar.config import paper
 from distar.config.benchmarks import ROW_KEYS, SET_METRICS, WORLD_ITEMS
 from distar.config.tree import ConfigError
+from distar.track import tracking
 from distar.track.paired import MIN_SEEDS, item_metric
 from distar.track.pairing import (
     UnpairedError,
@@ -66,12 +67,10 @@ def seeds(runs: dict[str, str]) -> str:
 def find_runs(client, ref: str, flag: str) -> dict[str, str]:
     """Seed -> run id: one run (its id or its unique name) or a whole row (its label: every
     finished seed of it); refused naming the argument otherwise."""
-    from mlflow.exceptions import MlflowException
-
     try:
         run = client.get_run(ref)
         return {run.data.tags.get("distar.seed", ""): run.info.run_id}
-    except MlflowException:
+    except tracking.TRACKING_ERRORS:  # not a run id: a run name or a row label
         pass
     ids = [e.experiment_id for e in client.search_experiments()]
     quoted = ref.replace(chr(39), "")
@@ -262,12 +261,10 @@ def paired_report(runs: pd.DataFrame, uri: str, out: Path, metrics: tuple[str, .
     on the preset's per-item metrics (the world's own, ``eval/<name>``, and the benchmarks'; a
     set metric such as FID or MMD has no per-item value), both levels; returns the markdown and
     the table (empty when the runs do not pair, the markdown then says why)."""
-    from mlflow.tracking import MlflowClient
-
     per_item = per_item_metrics(metrics)
     out.mkdir(parents=True, exist_ok=True)
     try:
-        table = row_comparisons(MlflowClient(uri), runs, per_item, baseline, all_pairs,
+        table = row_comparisons(tracking.client(uri), runs, per_item, baseline, all_pairs,
                                 min_effect)  # fmt: skip
     except UnpairedError as error:  # the sweep ran: say why there is no table, do not fail it
         (out / "paired.md").write_text(f"no paired table: {error}\n")
@@ -304,9 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     def run(outputs) -> int:
-        from mlflow.tracking import MlflowClient
         check_store(args.tracking_uri)
-        client = MlflowClient(args.tracking_uri)
+        client = tracking.client(args.tracking_uri)
         min_effect = parse_min_effect(args.min_effect)
         a, b = find_runs(client, args.run_a, "RUN_A"), find_runs(client, args.run_b, "RUN_B")
         found = comparisons(client, a, b, (args.run_a, args.run_b))

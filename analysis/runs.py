@@ -26,17 +26,13 @@ PAPER_TAGS = (paper.MODEL, paper.METHOD, paper.ALPHA_REW, paper.ALPHA_CFG)
 def load_runs(tracking_uri: str, experiment: str, sweep: str | None = None) -> pd.DataFrame:
     """The trial runs of the experiment (optionally of one sweep), one row each; an experiment
     or sweep with none is refused naming its flag and what is there (:class:`ConfigError`)."""
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    found = MlflowClient(tracking_uri).get_experiment_by_name(experiment)
+    found = tracking.client(tracking_uri).get_experiment_by_name(experiment)
     if found is None:
-        names = [e.name for e in MlflowClient(tracking_uri).search_experiments()]
+        names = [e.name for e in tracking.client(tracking_uri).search_experiments()]
         raise ConfigError(f"--experiment: no experiment {experiment!r} at {tracking_uri}; "
                           f"allowed: {', '.join(map(repr, names)) or 'none there'}")  # fmt: skip
-    mlflow.set_tracking_uri(tracking_uri)
     trials = "tags.`distar.trial` != ''"
-    runs = mlflow.search_runs([found.experiment_id], trials, output_format="pandas")
+    runs = tracking.runs_frame(tracking_uri, [found.experiment_id], trials)
     if runs.empty:
         raise ConfigError(f"--experiment: no trial runs in {experiment!r} at {tracking_uri}")
     if sweep is not None:  # compared here, not in a filter string: a name may hold a quote

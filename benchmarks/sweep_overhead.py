@@ -33,6 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from distar.track import tracking
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -75,12 +77,10 @@ def run_smoke_grid(storage: Path, concurrency: int, extra: list[str]) -> float:
 
 def sweep_wall(storage: Path, sweep: str, experiment: str) -> float:
     """The parent MLflow run's duration (Ray start, every trial, the report)."""
-    from mlflow.tracking import MlflowClient
-
     db = storage / "mlflow.db"
     if not db.exists():
         raise SystemExit(f"no MLflow store at {db}")
-    client = MlflowClient(f"sqlite:///{db.resolve()}")
+    client = tracking.client(f"sqlite:///{db.resolve()}")
     exp = client.get_experiment_by_name(experiment)
     runs = client.search_runs(
         [exp.experiment_id], f"tags.`distar.sweep` = '{sweep}' and tags.`distar.role` = 'parent'"

@@ -23,7 +23,6 @@ from analysis.report import (
 )
 from analysis.runs import load_runs
 from distar.config import paper
-from distar.config.benchmarks import logged_name
 from distar.config.keys import K
 from distar.config.paper import TABLE2
 from distar.config.tree import Config, ConfigError, parse_override, world_preset
@@ -167,7 +166,7 @@ def report(args: argparse.Namespace, settings: SweepSettings, base: Config,
     """The Table-2 report (and Tables 1-3 on a text world), printed and on the parent run: as
     its artifacts, its description (the run's Overview) and per-row summary metrics; the
     runs-table view the printed link opens."""
-    from distar.raytune.tuner import log_sweep_report
+    from distar.raytune.mlflow_view import grid_view, log_sweep_report, tag_rows
 
     runs = load_runs(settings.uri(), args.experiment, args.name)
     out = args.storage.resolve() / "report"
@@ -194,73 +193,9 @@ def report(args: argparse.Namespace, settings: SweepSettings, base: Config,
         return overview_markdown(reports, runs, links, headline)
 
     parent = log_sweep_report(settings, out, sweep_params, overview, summary_metrics(reports))
-    from mlflow.tracking import MlflowClient  # MLflow: only once a sweep ran
-
-    client = MlflowClient(settings.uri())
-    row_verdicts = verdicts(reports.paired)
-    row_cells = headline_cells(reports, headline)
-    for _, run in runs.iterrows():  # each seed's line says its row's mean ± CI and verdict
-        verdict = row_verdicts.get(run["tags.distar.label"], "–")
-        client.set_tag(run["run_id"], tracking.PAIRED_TAG, verdict)
-        group = run.get(f"tags.{tracking.GROUP_TAG}") or run["tags.distar.label"]
-        client.set_tag(run["run_id"], tracking.ROW_CI_TAG, row_cells.get(group, "–"))
-    print_ui_hint(settings, preset, parent, units_line(runs))
-
-
-EXPERIMENT_NOTE = """**distar: Diff-Instruct\\* sweeps.** One child run per (Table-2 row, seed),
-tagged distar.label (the row) and distar.seed, named by what tells it apart: the paper's
-alpha_rew/alpha_cfg, the method, the seed ("100/7.5 DI*-In s0"); one parent run per sweep,
-named after it, whose Overview holds Table 2 (mean ± 95 % CI over finished seeds) with each
-row's paired verdict against the baseline row as a setting (▲ beats, ▼ loses: over 3+
-training seeds, each seed's paired mean on the same prompts and noise, Student-t, Holm-adjusted
-p < 0.05; fewer seeds: no verdict), and whose artifacts hold the report (table2.md, paired.md
-with the setting and checkpoint levels and what a decision needs, pareto.png and their CSVs).
-
-Metrics: eval/NAME are the world's own; parti/..., coco/..., hps/... the benchmarks' (their
-bootstrap CIs: artifact eval/BENCH_ci95.json). A parent run's ROW/METRIC are its rows' means
-and ROW/paired/METRIC their paired differences to the baseline. Params paper.alpha_rew and
-paper.alpha_cfg are the paper's values a row stands for; loss.* are those in the world's units.
-One scale per metric: PickScore (*/pickscore) is the cosine the paper prints, CLIP score 100 x
-the cosine.
-
-{units}
-
-Start from the link a sweep prints: its runs grouped by row (tag distar.group: the row, and its
-c when the grid crosses pseudo-Huber c; group rows show the seeds' mean), sorted by the
-objective."""
-
-
-def print_ui_hint(settings: SweepSettings, preset, parent: str | None, units: str) -> None:
-    """The experiment's description, and the link that opens the runs table on the answer:
-    this sweep's runs grouped by row (group rows show the seeds' mean), each with its row's
-    paired verdict, the preset's metrics, sorted by its objective; and the parent run, whose
-    Overview holds Table 2 with the paired verdicts."""
-    from mlflow.tracking import MlflowClient
-
-    uri = settings.uri()
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name(settings.experiment).experiment_id
-    client.set_experiment_tag(experiment, tracking.NOTE_TAG, EXPERIMENT_NOTE.format(units=units))
-    key = f"distar-{settings.name}"
-    children = (f"tags.`{tracking.SWEEP_TAG}` = '{settings.name}' and "
-                f"tags.`{tracking.TRIAL_TAG}` != ''")  # fmt: skip
-    # the verdict, then the objective and its floor metric, then the preset's other metrics
-    # (the table scrolls sideways to them); the run-name column wide enough for a row's label
-    metrics = [logged_name(m) for m in dict.fromkeys([*preset.objective, *preset.metrics])]
-    tags = (tracking.ROW_CI_TAG, tracking.PAIRED_TAG)
-    widths = {tracking.RUN_NAME_COLUMN: 330, f"tags.`{tracking.ROW_CI_TAG}`": 470,
-              f"tags.`{tracking.PAIRED_TAG}`": 190, **{f"metrics.`{m}`": 125 for m in metrics}}
-    tracking.share_runs_view(client, experiment, key, children, metrics, tracking.GROUP_TAG,
-                             metrics[0], tags, widths)  # fmt: skip
-    server, command = tracking.ui_server(uri)
-    view = tracking.runs_view_url(server, experiment, key)
-    answer = tracking.run_url(server, experiment, parent) if parent else ""
-    if command:
-        print(f"MLflow: {command}, then")
-    print(f"MLflow: {view}  (runs grouped by row, sorted by {preset.objective[0]}, each with "
-          "its row's paired verdict)")  # fmt: skip
-    if answer:
-        print(f"MLflow: {answer}  (the sweep's run: Table 2 and the paired verdicts)")
+    tag_rows(settings.uri(), runs, verdicts(reports.paired), headline_cells(reports, headline))
+    for line in grid_view(settings, preset, parent, units_line(runs)):
+        print(line)
 
 
 if __name__ == "__main__":

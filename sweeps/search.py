@@ -31,7 +31,6 @@ from distar.raytune.searcher import (
     search_tune_config,
 )
 from distar.raytune.settings import SWEEP_REFUSALS, SweepSettings, preflight_sweep
-from distar.track import tracking
 from distar.util.refusals import Outputs, refusing
 
 # what the searcher draws or the flags set: a --set of one would be overwritten in every trial
@@ -264,28 +263,11 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
                   f"pair, or fewer than {stop.rule.MIN_ITEMS} of {objective['metric']}: size "
                   "eval.benchmarks / eval.samples_per_prompt up)")  # fmt: skip
     print_results(rows, pair)
-    print_links(settings)
+    from distar.raytune.mlflow_view import search_links
+
+    for line in search_links(settings):
+        print(line)
     return 1 if any(r["error"] for r in rows) else 0
-
-
-def print_links(settings: SweepSettings) -> None:
-    """Where to see the search in MLflow: its experiment's runs, and the search's own run
-    (its trials nested under it)."""
-    from mlflow.tracking import MlflowClient
-
-    from distar.raytune.tuner import parent_run_id
-
-    server, command = tracking.ui_server(settings.uri())
-    found = MlflowClient(settings.uri()).get_experiment_by_name(settings.experiment)
-    if found is None:
-        return
-    if command:
-        print(f"MLflow: {command}, then")
-    experiment = found.experiment_id
-    print(f"MLflow: {tracking.mlflow_ui_url(server, experiment)}  (the experiment's runs)")
-    if parent := parent_run_id(settings):
-        print(f"MLflow: {tracking.run_url(server, experiment, parent)}  (the search's run, its "
-              "trials under it)")  # fmt: skip
 
 
 def print_results(rows: list[dict], pair: tuple[str, str]) -> None:

@@ -18,6 +18,7 @@ from distar.evaluation.mlflow_tables import log_benchmark
 from distar.evaluation.preflight import active_requests
 from distar.evaluation.ray_eval import evaluate_on_ray
 from distar.evaluation.sources import GeneratorSource, build_generator
+from distar.track import tracking
 from distar.track.tracking import ensure_experiment, local_artifact_root, log_params
 
 
@@ -46,9 +47,7 @@ def evaluate_here(job: EvalJob, workdir: Path) -> list[BenchmarkResult]:
 
 
 def run_evaluation(job: EvalJob, workdir: Path) -> tuple[str, list[BenchmarkResult]]:
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(job.tracking_uri)
+    client = tracking.client(job.tracking_uri)
     experiment_id = ensure_experiment(
         client, job.experiment, local_artifact_root(job.tracking_uri)
     )

@@ -11,11 +11,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric
-from mlflow.tracking import MlflowClient
-
 from distar.evaluation.mlflow_tables import log_benchmark
 from distar.runtime.callbacks import Callback
+from distar.track import tracking
 from distar.track.tracking import (
     FINAL_STEP_TAG,
     TRACKING_ERRORS,
@@ -36,11 +34,11 @@ class MlflowLogger(Callback):
     def __init__(
         self, tracking_uri: str, run_id: str, table_row: dict[str, Any], out_dir: Path
     ) -> None:
-        self.client = MlflowClient(tracking_uri)
+        self.client = tracking.client(tracking_uri)
         self.run_id = run_id
         self.table_row = table_row  # identifying columns of the final table (label, seed, ...)
         self.spool = Path(out_dir) / UNLOGGED
-        self.pending: list[Metric] = []
+        self.pending: list = []  # mlflow.entities.Metric
         self.pending_calls: list[tuple[str, tuple]] = []  # artifacts, tables, tags
         self.logged: dict[str, int] = {}
         self.final_step: str | None = None
@@ -63,7 +61,7 @@ class MlflowLogger(Callback):
     def _metrics(self, metrics: dict[str, float], step: int) -> None:
         now = int(time.time() * 1000)
         self.pending += [
-            Metric(k, float(v), now, step)
+            tracking.metric(k, float(v), now, step)
             for k, v in metrics.items()
             if math.isfinite(v) and step > self.logged.get(k, -1)
         ]

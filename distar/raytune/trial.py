@@ -20,8 +20,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mlflow.tracking import MlflowClient
-
 from distar.config.paper import ALPHA_CFG, ALPHA_REW
 from distar.config.tree import Config
 from distar.evaluation.preflight import active_requests
@@ -59,7 +57,7 @@ def trial_driver(params: dict[str, Any]) -> None:
     config = spec.config(sweep)
     out_dir = Path(config.train.out_dir)
     timing.mark(out_dir, "driver_start")
-    client = MlflowClient(sweep.tracking_uri)
+    client = tracking.client(sweep.tracking_uri)
     run_id, created = child_run(client, spec, sweep, config)
     if (out_dir / FAILURE_FILE).exists():  # diverged before: retrying cannot help
         raise TrialFailedError((out_dir / FAILURE_FILE).read_text().strip())

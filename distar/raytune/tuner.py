@@ -8,9 +8,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
-
-from mlflow.tracking import MlflowClient
+from typing import TYPE_CHECKING, Any
 
 from distar.config.keys import K
 from distar.config.tree import ResourcesConfig, world_preset
@@ -22,11 +20,14 @@ from distar.raytune.worker import FAILURE_FILE
 from distar.runtime.local_ray import check_ray_address, start_ray
 from distar.track import tracking
 
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
 
 def store_call(settings: SweepSettings, call: Callable[[MlflowClient], Any]) -> Any:
     """A call on the sweep's tracking store; a store that refuses it is named in one line."""
     try:
-        return call(MlflowClient(settings.uri()))
+        return call(tracking.client(settings.uri()))
     except tracking.TRACKING_ERRORS as error:
         lines = [line for line in str(error).splitlines() if line.strip()] or [repr(error)]
         raise tracking.TrackingStoreError(
@@ -127,32 +128,12 @@ def console_metrics(trials: list[TrialSpec]) -> tuple[str, ...]:
 
 
 def parent_run_id(settings: SweepSettings) -> str | None:
-    client = MlflowClient(settings.uri())
+    client = tracking.client(settings.uri())
     experiment = client.get_experiment_by_name(settings.experiment)
     if experiment is None:
         return None
     tags = parent_tags(settings)
     return tracking.find_run(client, experiment.experiment_id, tags)
-
-
-def log_sweep_report(settings: SweepSettings, report_dir: Path, params: dict[str, Any],
-                     overview: Callable[[str, str], str] | None = None,
-                     metrics: dict[str, float] | None = None) -> str | None:  # fmt: skip
-    """The sweep's report (tables, CSV, plots) and its own parameters on the parent run, with
-    ``overview(experiment_id, run_id)`` as its description (the run's Overview page) and
-    ``metrics`` (per-row summaries); returns the parent run id."""
-    run_id = parent_run_id(settings)
-    if run_id is None:
-        return None
-    client = MlflowClient(settings.uri())
-    tracking.log_params(client, run_id, params)
-    client.log_artifacts(run_id, str(report_dir), "report")
-    if overview is not None:
-        experiment = client.get_run(run_id).info.experiment_id
-        client.set_tag(run_id, tracking.NOTE_TAG, overview(experiment, run_id))
-    if metrics:
-        tracking.log_metrics(client, run_id, metrics, 0)
-    return run_id
 
 
 def open_sweep(settings: SweepSettings, definition: dict[str, Any]) -> str:
@@ -208,7 +189,7 @@ def run_sweep(
     param_space = space(ctx) if space is not None else None
     results = build_tuner(trials, settings, ctx, tune_config, param_space, stop).fit()
     status = "FAILED" if results.errors else "FINISHED"
-    safely(MlflowClient(settings.uri()).set_terminated, parent, status=status)
+    safely(tracking.client(settings.uri()).set_terminated, parent, status=status)
     report_unlogged(storage)
     return [result_row(result) for result in results]
 

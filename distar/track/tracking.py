@@ -62,6 +62,30 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
+def client(uri: str) -> MlflowClient:
+    """An ``MlflowClient`` on ``uri``: the one way the project opens a tracking store (MLflow
+    is imported here, on first use)."""
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(uri)
+
+
+def metric(key: str, value: float, timestamp_ms: int, step: int):
+    """One metric value for ``MlflowClient.log_batch``."""
+    from mlflow.entities import Metric
+
+    return Metric(key, value, timestamp_ms, step)
+
+
+def runs_frame(uri: str, experiment_ids: list[str], search_filter: str):
+    """The runs matching ``search_filter`` as MLflow's pandas frame (``params.*``, ``tags.*``,
+    ``metrics.*`` columns)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    return mlflow.search_runs(experiment_ids, search_filter, output_format="pandas")
+
+
 def setting_label(label: str, values: dict[str, object]) -> str:
     """A row at one setting of its swept parameters, ``label · loss.huber_c=0.05``: the report's
     row name, and the runs-table group (``GROUP_TAG``) of a grid that crosses them."""
