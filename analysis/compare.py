@@ -80,8 +80,10 @@ def find_runs(client, ref: str, flag: str) -> dict[str, str]:
     row = client.search_runs(ids, f"tags.`distar.label` = '{quoted}' and status = 'FINISHED'")
     seeds = {r.data.tags.get("distar.seed", ""): r.info.run_id for r in row}
     if len(found) > 1 or not seeds or len(seeds) < len(row):
-        raise ConfigError(f"{flag}: {ref!r} names {len(found) or len(row)} runs; give a run id, "
-                          "a unique run name or a row label with one finished run per seed")
+        raise ConfigError(
+            f"{flag}: {ref!r} names {len(found) or len(row)} runs; give a run id, "
+            "a unique run name or a row label with one finished run per seed"
+        )
     return seeds
 
 
@@ -101,8 +103,9 @@ def samples(client, run_id: str, benchmark: str) -> pd.DataFrame | None:
     return one_row_per_item(table)
 
 
-def pair_rows(row: str, base: str, metric: str, a: dict[str, pd.DataFrame],
-              b: dict[str, pd.DataFrame]) -> Found:  # fmt: skip
+def pair_rows(
+    row: str, base: str, metric: str, a: dict[str, pd.DataFrame], b: dict[str, pd.DataFrame]
+) -> Found:
     """One comparison: ``row``'s per-seed tables (seed -> table) against ``base``'s on
     ``metric``, seed with seed, at the step each side was evaluated last (stated in ``steps``);
     what does not pair is a note naming the runs, not an error."""
@@ -110,9 +113,10 @@ def pair_rows(row: str, base: str, metric: str, a: dict[str, pd.DataFrame],
     if not seeds:
         return Found(row, base, metric, None, None, note or "no seed in common")
     try:
-        per_seed = {s: paired_differences(a[s], b[s], metric, (f"{row} seed {s}",
-                                                               f"{base} seed {s}"))
-                    for s in seeds}  # fmt: skip
+        per_seed = {
+            s: paired_differences(a[s], b[s], metric, (f"{row} seed {s}", f"{base} seed {s}"))
+            for s in seeds
+        }
         diffs, groups = stack_seeds(per_seed, (row, base))
     except UnpairedError as error:
         return Found(row, base, metric, None, None, str(error))
@@ -150,8 +154,9 @@ def comparisons(client, a: dict[str, str], b: dict[str, str], names=("A", "B")) 
     return out
 
 
-def both_levels(found: list[Found], min_effect: dict[str, float] | None = None,
-                n_boot: int = 2000) -> pd.DataFrame:  # fmt: skip
+def both_levels(
+    found: list[Found], min_effect: dict[str, float] | None = None, n_boot: int = 2000
+) -> pd.DataFrame:
     """The setting level (with its plan) and the checkpoint level of every comparison, one
     table with a ``level`` column."""
     setting = plan_columns(setting_table(found), found, min_effect)
@@ -166,18 +171,35 @@ def markdown(table: pd.DataFrame, with_rows: bool = False) -> str:
         part = table[table["level"] == level]
         if part.empty:
             continue
-        head = (["row", "vs"] if with_rows else []) + [
-            "metric", "step", "delta", "95 % CI", "p", "p (Holm)", "seeds", "items/seed",
-            "items A > B (per sample)"] + (["plan (80 % power)"] if level == "setting" else [])
+        head = (
+            (["row", "vs"] if with_rows else [])
+            + [
+                "metric",
+                "step",
+                "delta",
+                "95 % CI",
+                "p",
+                "p (Holm)",
+                "seeds",
+                "items/seed",
+                "items A > B (per sample)",
+            ]
+            + (["plan (80 % power)"] if level == "setting" else [])
+        )
         lines = [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for _, r in part.iterrows():
-            cells = ([f"{r['row']}{verdict_mark(r)}", str(r["baseline"])] if with_rows else [])
+            cells = [f"{r['row']}{verdict_mark(r)}", str(r["baseline"])] if with_rows else []
             mark = "" if with_rows else verdict_mark(r)  # with rows, the row cell holds it
             cells += [r["metric"] + mark, str(r.get("steps") or "–")] + number_cells(r)
             if level == "setting":
-                cells.append(str(r.get("plan", "–")) + (
-                    f"; at {r['min_effect']:g}: {r['plan_min_effect']}"
-                    if r.get("plan_min_effect", "–") != "–" else ""))  # fmt: skip
+                cells.append(
+                    str(r.get("plan", "–"))
+                    + (
+                        f"; at {r['min_effect']:g}: {r['plan_min_effect']}"
+                        if r.get("plan_min_effect", "–") != "–"
+                        else ""
+                    )
+                )
             lines.append("| " + " | ".join(cells) + " |")
         parts.append("\n".join(lines))
     notes = sorted({n for n in table.get("note", pd.Series(dtype=str)).dropna() if n})
@@ -188,15 +210,26 @@ def number_cells(r: pd.Series) -> list[str]:
     if r["n_seeds"] == 0:  # did not pair
         return [f"– ({r['note']})", "–", "–", "–", "0", "–", "–"]
     ci = "–" if r["ci_low"] != r["ci_low"] else f"[{r['ci_low']:+.4g}, {r['ci_high']:+.4g}]"
-    return [f"{r['delta']:+.4g}", ci, p_text(r["p"]), p_text(r["p_adj"]), str(int(r["n_seeds"])),
-            str(int(r["n_items"])), f"{r['items_higher']:.2f}"]  # fmt: skip
+    return [
+        f"{r['delta']:+.4g}",
+        ci,
+        p_text(r["p"]),
+        p_text(r["p_adj"]),
+        str(int(r["n_seeds"])),
+        str(int(r["n_items"])),
+        f"{r['items_higher']:.2f}",
+    ]
 
 
-SETTING_TITLE = ("setting level: the rows as recipes, over training seeds (per-seed paired "
-                 f"means, Student-t on S - 1 df; marks from {MIN_SEEDS} seeds)")
-CHECKPOINT_TITLE = ("checkpoint level: these trained runs on these items (items bootstrapped "
-                    "within prompt groups, the runs fixed; says nothing about another training "
-                    "run)")
+SETTING_TITLE = (
+    "setting level: the rows as recipes, over training seeds (per-seed paired "
+    f"means, Student-t on S - 1 df; marks from {MIN_SEEDS} seeds)"
+)
+CHECKPOINT_TITLE = (
+    "checkpoint level: these trained runs on these items (items bootstrapped "
+    "within prompt groups, the runs fixed; says nothing about another training "
+    "run)"
+)
 
 
 def default_baseline(labels: set[str]) -> str:
@@ -207,9 +240,14 @@ def default_baseline(labels: set[str]) -> str:
     return sorted(labels)[0]
 
 
-def row_comparisons(client, runs: pd.DataFrame, metrics: list[str], baseline: str | None = None,
-                    all_pairs: bool = False, min_effect: dict[str, float] | None = None
-                    ) -> pd.DataFrame:  # fmt: skip
+def row_comparisons(
+    client,
+    runs: pd.DataFrame,
+    metrics: list[str],
+    baseline: str | None = None,
+    all_pairs: bool = False,
+    min_effect: dict[str, float] | None = None,
+) -> pd.DataFrame:
     """Every row of a sweep against ``baseline`` (or, ``all_pairs``, every row against every
     row before it in Table-2 order) on each per-item ``metric`` (``bench/m``), at both levels
     (:func:`both_levels`). Failed or unfinished seeds are left out, never imputed (the cell's
@@ -228,7 +266,7 @@ def row_comparisons(client, runs: pd.DataFrame, metrics: list[str], baseline: st
     others = [label for label in labels if label != baseline]
     pairs = [(label, baseline) for label in others]
     if all_pairs:
-        pairs += [(a, b) for i, b in enumerate(others) for a in others[i + 1:]]
+        pairs += [(a, b) for i, b in enumerate(others) for a in others[i + 1 :]]
     cache: dict[tuple[str, str], pd.DataFrame | None] = {}
 
     def tables(label: str, bench: str, name: str) -> dict[str, pd.DataFrame]:
@@ -253,10 +291,15 @@ def row_comparisons(client, runs: pd.DataFrame, metrics: list[str], baseline: st
     return table
 
 
-def paired_report(runs: pd.DataFrame, uri: str, out: Path, metrics: tuple[str, ...],
-                  baseline: str | None = None, all_pairs: bool = False,
-                  min_effect: dict[str, float] | None = None
-                  ) -> tuple[str, pd.DataFrame]:  # fmt: skip
+def paired_report(
+    runs: pd.DataFrame,
+    uri: str,
+    out: Path,
+    metrics: tuple[str, ...],
+    baseline: str | None = None,
+    all_pairs: bool = False,
+    min_effect: dict[str, float] | None = None,
+) -> tuple[str, pd.DataFrame]:
     """``paired.md`` / ``paired.csv`` in ``out``: every row against the baseline (or every pair)
     on the preset's per-item metrics (the world's own, ``eval/<name>``, and the benchmarks'; a
     set metric such as FID or MMD has no per-item value), both levels; returns the markdown and
@@ -264,8 +307,9 @@ def paired_report(runs: pd.DataFrame, uri: str, out: Path, metrics: tuple[str, .
     per_item = per_item_metrics(metrics)
     out.mkdir(parents=True, exist_ok=True)
     try:
-        table = row_comparisons(tracking.client(uri), runs, per_item, baseline, all_pairs,
-                                min_effect)  # fmt: skip
+        table = row_comparisons(
+            tracking.client(uri), runs, per_item, baseline, all_pairs, min_effect
+        )
     except UnpairedError as error:  # the sweep ran: say why there is no table, do not fail it
         (out / "paired.md").write_text(f"no paired table: {error}\n")
         return f"no paired table: {error}", pd.DataFrame()
@@ -275,25 +319,35 @@ def paired_report(runs: pd.DataFrame, uri: str, out: Path, metrics: tuple[str, .
         return text, table
     table.to_csv(out / "paired.csv", index=False)
     sds = ", ".join(f"{m} {sd:.3g}" for m, sd in run_sd(table).items())
-    text = "\n\n".join([markdown(table, with_rows=True), LEGEND,
-                         f"run sd (a training run's mean around its setting's, from the "
-                         f"seeds; sweeps/search.py --stop-run-sd): {sds or '– (one seed)'}"])
+    text = "\n\n".join(
+        [
+            markdown(table, with_rows=True),
+            LEGEND,
+            f"run sd (a training run's mean around its setting's, from the "
+            f"seeds; sweeps/search.py --stop-run-sd): {sds or '– (one seed)'}",
+        ]
+    )
     (out / "paired.md").write_text(text + "\n")
     return text, table
 
 
-LEGEND = (f"▲ / ▼: the row beats / loses to the one it is compared with as a setting (over "
-          f"training seeds, {MIN_SEEDS}+ of them) at Holm-adjusted p < 0.05; fewer seeds: no "
-          "mark. items A > B: the per-sample share of items on which the row scores higher "
-          "(ties half; not the chance that the setting is better). plan: the seeds (at these "
-          "items per seed) or items per seed (at these seeds) for 80 % power at the effect seen, "
-          "at the table's Bonferroni level; 'more seeds, not more prompts' when training runs "
-          "differ more than any number of prompts can average out.")
+LEGEND = (
+    f"▲ / ▼: the row beats / loses to the one it is compared with as a setting (over "
+    f"training seeds, {MIN_SEEDS}+ of them) at Holm-adjusted p < 0.05; fewer seeds: no "
+    "mark. items A > B: the per-sample share of items on which the row scores higher "
+    "(ties half; not the chance that the setting is better). plan: the seeds (at these "
+    "items per seed) or items per seed (at these seeds) for 80 % power at the effect seen, "
+    "at the table's Bonferroni level; 'more seeds, not more prompts' when training runs "
+    "differ more than any number of prompts can average out."
+)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m analysis.compare", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = argparse.ArgumentParser(
+        prog="python -m analysis.compare",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("run_a", metavar="RUN_A", help="a run id, run name or row label")
     p.add_argument("run_b", metavar="RUN_B", help="the same, for the other side")
     p.add_argument("--tracking-uri", default="sqlite:///runs/table2/mlflow.db")
@@ -307,8 +361,10 @@ def main(argv: list[str] | None = None) -> int:
         a, b = find_runs(client, args.run_a, "RUN_A"), find_runs(client, args.run_b, "RUN_B")
         found = comparisons(client, a, b, (args.run_a, args.run_b))
         check_min_effect(min_effect, {f.metric for f in found})
-        print(f"A = {args.run_a!r} ({seeds(a)}), B = {args.run_b!r} ({seeds(b)}); each delta "
-              "is A - B, 'items A > B' the share of items on which A scores higher\n")
+        print(
+            f"A = {args.run_a!r} ({seeds(a)}), B = {args.run_b!r} ({seeds(b)}); each delta "
+            "is A - B, 'items A > B' the share of items on which A scores higher\n"
+        )
         print(markdown(both_levels(found, min_effect)))
         return 0
 

@@ -46,13 +46,23 @@ def setting_table(found: list[Found]) -> pd.DataFrame:
     records = []
     for f in found:
         if f.diffs is None:
-            records.append({"row": f.row, "baseline": f.baseline, "metric": f.metric,
-                            "level": "setting", "p": math.nan, "n_seeds": 0, "note": f.note,
-                            "steps": f.steps})
-            continue  # fmt: skip
+            records.append(
+                {
+                    "row": f.row,
+                    "baseline": f.baseline,
+                    "metric": f.metric,
+                    "level": "setting",
+                    "p": math.nan,
+                    "n_seeds": 0,
+                    "note": f.note,
+                    "steps": f.steps,
+                }
+            )
+            continue
         c = setting_level(f.diffs, f.metric)
-        records.append({"row": f.row, "baseline": f.baseline, **vars(c), "note": f.note,
-                        "steps": f.steps})
+        records.append(
+            {"row": f.row, "baseline": f.baseline, **vars(c), "note": f.note, "steps": f.steps}
+        )
     table = pd.DataFrame(records)
     if table.empty:
         return table
@@ -65,18 +75,26 @@ def setting_table(found: list[Found]) -> pd.DataFrame:
 
 def checkpoint_table(found: list[Found], n_boot: int = 2000) -> pd.DataFrame:
     """The checkpoint level of every comparison that paired, Holm-adjusted among themselves."""
-    records = [{"row": f.row, "baseline": f.baseline,
-                **asdict(checkpoint_level(f.diffs, f.groups, f.metric, n_boot=n_boot)),
-                "note": f.note, "steps": f.steps}
-               for f in found if f.diffs is not None]  # fmt: skip
+    records = [
+        {
+            "row": f.row,
+            "baseline": f.baseline,
+            **asdict(checkpoint_level(f.diffs, f.groups, f.metric, n_boot=n_boot)),
+            "note": f.note,
+            "steps": f.steps,
+        }
+        for f in found
+        if f.diffs is not None
+    ]
     table = pd.DataFrame(records)
     if not table.empty:
         table["p_adj"] = holm(table["p"].tolist())
     return table
 
 
-def plan_columns(table: pd.DataFrame, found: list[Found],
-                 min_effect: dict[str, float] | None = None) -> pd.DataFrame:  # fmt: skip
+def plan_columns(
+    table: pd.DataFrame, found: list[Found], min_effect: dict[str, float] | None = None
+) -> pd.DataFrame:
     """The setting table with each comparison's variance split (``seed_sd``: of a seed's paired
     mean beyond item noise; ``item_sd``: of one item's difference) and plan, at the table's
     Bonferroni level (conservative for Holm): at the observed effect, and at the metric's
@@ -153,10 +171,15 @@ def row_verdict(comparisons: list[dict]) -> str:
 
 
 def add_min_effect_flag(parser) -> None:
-    parser.add_argument("--min-effect", nargs="+", default=[], metavar="METRIC=DELTA",
-                        help="plan for this smallest difference worth finding, in the metric's "
-                             "own units (e.g. eval/reward=0.01 parti/imagereward=0.05): the "
-                             "seeds and items per seed for 80 %% power at it")  # fmt: skip
+    parser.add_argument(
+        "--min-effect",
+        nargs="+",
+        default=[],
+        metavar="METRIC=DELTA",
+        help="plan for this smallest difference worth finding, in the metric's "
+        "own units (e.g. eval/reward=0.01 parti/imagereward=0.05): the "
+        "seeds and items per seed for 80 %% power at it",
+    )
 
 
 def parse_min_effect(given: list[str]) -> dict[str, float]:
@@ -169,8 +192,10 @@ def parse_min_effect(given: list[str]) -> dict[str, float]:
         except ValueError:
             delta = math.nan
         if not metric or not (0 < delta < math.inf) or metric in out:
-            raise ConfigError(f"--min-effect: got {item!r}; allowed: METRIC=DELTA, DELTA > 0 in "
-                              "the metric's units, each metric once")  # fmt: skip
+            raise ConfigError(
+                f"--min-effect: got {item!r}; allowed: METRIC=DELTA, DELTA > 0 in "
+                "the metric's units, each metric once"
+            )
         out[metric] = delta
     return out
 
@@ -179,8 +204,10 @@ def check_min_effect(min_effect: dict[str, float], metrics: set[str]) -> None:
     """Every ``--min-effect`` metric is one the table compares (a typo plans nothing)."""
     unknown = sorted(set(min_effect) - metrics)
     if unknown:
-        raise ConfigError(f"--min-effect: {unknown[0]} is not compared here; allowed: "
-                          f"{', '.join(sorted(metrics))}")  # fmt: skip
+        raise ConfigError(
+            f"--min-effect: {unknown[0]} is not compared here; allowed: "
+            f"{', '.join(sorted(metrics))}"
+        )
 
 
 def p_text(p: float) -> str:

@@ -46,8 +46,9 @@ COLUMNS = {
     "fid": "coco_fid",
 }
 # our HPS style names -> the paper's Table 3 columns (paper.HPS_STYLES, in order)
-HPS_STYLES = dict(zip(("anime", "concept-art", "paintings", "photo", "average"),
-                      paper.HPS_STYLES, strict=True))  # fmt: skip
+HPS_STYLES = dict(
+    zip(("anime", "concept-art", "paintings", "photo", "average"), paper.HPS_STYLES, strict=True)
+)
 
 
 def row_stats(runs: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
@@ -65,8 +66,13 @@ def table1(runs: pd.DataFrame) -> pd.DataFrame:
         for _, r in stats.iterrows():
             model = r[paper.METHOD] or ""
             published = paper.TABLE1.get((bench, model))
-            rec = {"benchmark": bench, "row": r["label"], "seeds": r["seeds"],
-                   "failed": r["failed"], "paper_model": model}  # fmt: skip
+            rec = {
+                "benchmark": bench,
+                "row": r["label"],
+                "seeds": r["seeds"],
+                "failed": r["failed"],
+                "paper_model": model,
+            }
             for m in metrics:
                 key = f"{bench}/{m}"
                 rec[m] = cell(r.get(key, float("nan")), r.get(f"{key}_ci95", float("nan")))
@@ -172,9 +178,12 @@ FID_NOTE = (
 
 # the benchmarks each table reads, and how a run gets them (an empty table says so)
 BENCHMARKS = {"table1": ("parti", "coco"), "table2": ("parti",), "table3": ("hps",)}
-HOW = {"parti": "eval.benchmarks=parti:N", "coco": "eval.benchmarks=coco:N",
-       "hps": "eval.benchmarks=hps:N, with DISTAR_HPS_PROMPTS or eval.prompts=hps=DIR: "
-              "the HPSv2 prompts are not shipped"}  # fmt: skip
+HOW = {
+    "parti": "eval.benchmarks=parti:N",
+    "coco": "eval.benchmarks=coco:N",
+    "hps": "eval.benchmarks=hps:N, with DISTAR_HPS_PROMPTS or eval.prompts=hps=DIR: "
+    "the HPSv2 prompts are not shipped",
+}
 
 
 def empty_because(name: str, runs: pd.DataFrame) -> str | None:
@@ -182,8 +191,10 @@ def empty_because(name: str, runs: pd.DataFrame) -> str | None:
     benches = BENCHMARKS[name]
     if any(c.startswith(tuple(f"metrics.{b}/" for b in benches)) for c in runs):
         return None
-    return (f"No numbers of ours: no run logged {' or '.join(f'{b}/*' for b in benches)} "
-            f"(add {'; '.join(HOW[b] for b in benches)}).")
+    return (
+        f"No numbers of ours: no run logged {' or '.join(f'{b}/*' for b in benches)} "
+        f"(add {'; '.join(HOW[b] for b in benches)})."
+    )
 
 
 def build(runs: pd.DataFrame, out: Path) -> dict[str, str]:
@@ -195,15 +206,19 @@ def build(runs: pd.DataFrame, out: Path) -> dict[str, str]:
     for name, table in tables.items():
         table.to_csv(out / f"{name}.csv", index=False)
         texts[name] = empty_because(name, runs) or (
-            markdown(table) + (f"\n\n{FID_NOTE}" if name == "table1" else ""))
+            markdown(table) + (f"\n\n{FID_NOTE}" if name == "table1" else "")
+        )
         (out / f"{name}.md").write_text(texts[name] + "\n")
     category_plot(runs, out / "parti_categories.png")
     return texts
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m analysis.paper_tables", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = argparse.ArgumentParser(
+        prog="python -m analysis.paper_tables",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--tracking-uri", default="sqlite:///runs/table2/mlflow.db")
     p.add_argument("--experiment", default="distar-table2")
     p.add_argument("--sweep", help="only runs of this sweep name")

@@ -122,8 +122,7 @@ def build_report(
         table["paired"] = [paired.get(label, "–") for label in table["label"]]
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "table2.csv", index=False)
-    text = "\n\n".join(filter(None, [above, to_markdown(table, metrics), below,
-                                      units_line(runs)]))
+    text = "\n\n".join(filter(None, [above, to_markdown(table, metrics), below, units_line(runs)]))
     (out / "table2.md").write_text(text + "\n")
     x, y = pareto
     if x != y and {x, y} <= set(table.columns):
@@ -131,8 +130,10 @@ def build_report(
     return table
 
 
-SMOKE_NOTE = ("smoke test: it checks that the whole path runs; its numbers are not results "
-              "(too few steps and seeds: drop --smoke-test for a real sweep)")
+SMOKE_NOTE = (
+    "smoke test: it checks that the whole path runs; its numbers are not results "
+    "(too few steps and seeds: drop --smoke-test for a real sweep)"
+)
 
 
 def column_values(runs: pd.DataFrame, column: str) -> list[str]:
@@ -147,24 +148,32 @@ def caveats(runs: pd.DataFrame, preset) -> str:
     if "true" in column_values(runs, f"tags.{SMOKE_TAG}"):
         steps = ", ".join(column_values(runs, "params.train.steps")) or "?"
         seeds = len(column_values(runs, "tags.distar.seed"))
-        notes.append(f"**Smoke test: not results.** {steps} steps, {seeds} seeds a row: it "
-                     "checks that the whole path runs (a verdict needs 3+ seeds and a full run: "
-                     "drop --smoke-test).")  # fmt: skip
+        notes.append(
+            f"**Smoke test: not results.** {steps} steps, {seeds} seeds a row: it "
+            "checks that the whole path runs (a verdict needs 3+ seeds and a full run: "
+            "drop --smoke-test)."
+        )
     if preset.name.endswith("-tiny"):
-        notes.append(f"**Tiny random networks** ({preset.name}: {preset.description}): the "
-                     "generator, reference and reward are untrained.")  # fmt: skip
+        notes.append(
+            f"**Tiny random networks** ({preset.name}: {preset.description}): the "
+            "generator, reference and reward are untrained."
+        )
     if "True" in column_values(runs, "params.eval.tiny_metrics"):
-        notes.append("**Tiny random metric models** (eval.tiny_metrics): every benchmark score "
-                     "comes from untrained tiny networks; alike or not, the rows' scores mean "
-                     "nothing.")  # fmt: skip
+        notes.append(
+            "**Tiny random metric models** (eval.tiny_metrics): every benchmark score "
+            "comes from untrained tiny networks; alike or not, the rows' scores mean "
+            "nothing."
+        )
     return "\n\n".join(notes)
 
 
 def paper_note(preset) -> str:
     """Under a table with the paper's columns: whose numbers they are."""
     on = "the paper's own model" if preset.name == "sdxl" else f"not this world ({preset.name})"
-    return (f"*paper, SDXL*: the paper's Table 2 numbers (DI*-SDXL, Parti prompts) for the "
-            f"setting a row stands for: {on}; shown for orientation.")  # fmt: skip
+    return (
+        f"*paper, SDXL*: the paper's Table 2 numbers (DI*-SDXL, Parti prompts) for the "
+        f"setting a row stands for: {on}; shown for orientation."
+    )
 
 
 def units_line(runs: pd.DataFrame) -> str:
@@ -182,11 +191,17 @@ def units_line(runs: pd.DataFrame) -> str:
 
 
 def add_paired_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--baseline", metavar="ROW",
-                        help="the row every other is paired against (default: the first "
-                             "Table-2 row the sweep ran, the init model when it ran)")  # fmt: skip
-    parser.add_argument("--all-pairs", action="store_true",
-                        help="also pair every row with every other (Holm over all of them)")
+    parser.add_argument(
+        "--baseline",
+        metavar="ROW",
+        help="the row every other is paired against (default: the first "
+        "Table-2 row the sweep ran, the init model when it ran)",
+    )
+    parser.add_argument(
+        "--all-pairs",
+        action="store_true",
+        help="also pair every row with every other (Holm over all of them)",
+    )
     add_min_effect_flag(parser)
 
 
@@ -215,8 +230,16 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
     check_writable_dir(args.out, "--out")
     runs = read_runs(args)
     outputs.watch(args.out)
-    print(write_reports(runs, args.tracking_uri, args.out, args.baseline, args.all_pairs,
-                        min_effect=min_effect_of(args, world_of(runs))).text)
+    print(
+        write_reports(
+            runs,
+            args.tracking_uri,
+            args.out,
+            args.baseline,
+            args.all_pairs,
+            min_effect=min_effect_of(args, world_of(runs)),
+        ).text
+    )
     print(
         f"\nwritten: {args.out / 'table2.md'}, {args.out / 'table2.csv'}, {args.out / 'pareto.png'}"
     )
@@ -242,23 +265,36 @@ def min_effect_of(args: argparse.Namespace, world: str) -> dict[str, float]:
     return min_effect
 
 
-def write_reports(runs: pd.DataFrame, uri: str, out: Path, baseline: str | None = None,
-                  all_pairs: bool = False, world: str | None = None,
-                  min_effect: dict[str, float] | None = None) -> Reports:  # fmt: skip
+def write_reports(
+    runs: pd.DataFrame,
+    uri: str,
+    out: Path,
+    baseline: str | None = None,
+    all_pairs: bool = False,
+    world: str | None = None,
+    min_effect: dict[str, float] | None = None,
+) -> Reports:
     """Every report of a sweep written to ``out`` (Table 2 with each row's paired verdict,
     ``paired.md``, and on a text world the paper's Tables 1-3 in ``out/paper/``); ``world``:
     the preset the sweep ran (default: the world its runs logged, which cannot tell a tiny
     preset from its real one)."""
     preset = world_preset(world or world_of(runs))
-    paired, comparisons = paired_report(runs, uri, out, preset.metrics, baseline, all_pairs,
-                                        min_effect)  # fmt: skip
+    paired, comparisons = paired_report(
+        runs, uri, out, preset.metrics, baseline, all_pairs, min_effect
+    )
     notes, under = caveats(runs, preset), paper_note(preset)
-    table = build_report(runs, out, preset.metrics, preset.pareto, verdicts(comparisons),
-                         notes, under)  # fmt: skip
-    parts = [notes, to_markdown(table, preset.metrics), under, units_line(runs),
-             f"## paired: each row minus the baseline "
-             f"({comparisons.attrs.get('baseline', baseline) or 'none'}), same prompts and noise"
-             f"\n\n{paired}"]  # fmt: skip
+    table = build_report(
+        runs, out, preset.metrics, preset.pareto, verdicts(comparisons), notes, under
+    )
+    parts = [
+        notes,
+        to_markdown(table, preset.metrics),
+        under,
+        units_line(runs),
+        f"## paired: each row minus the baseline "
+        f"({comparisons.attrs.get('baseline', baseline) or 'none'}), same prompts and noise"
+        f"\n\n{paired}",
+    ]
     if any(c.startswith(("metrics.parti/", "metrics.coco/", "metrics.hps/")) for c in runs):
         # the paper's tables in a folder of their own: its table2 is not the sweep's Table 2
         for name, text in build(runs, out / "paper").items():
@@ -269,20 +305,33 @@ def write_reports(runs: pd.DataFrame, uri: str, out: Path, baseline: str | None 
 DESCRIPTION_LIMIT = 7900  # MLflow keeps at most 8000 characters of a tag (a run's description)
 
 
-def overview_markdown(reports: Reports, runs: pd.DataFrame, links: dict[str, str],
-                      headline: tuple[str, ...]) -> str:  # fmt: skip
+def overview_markdown(
+    reports: Reports, runs: pd.DataFrame, links: dict[str, str], headline: tuple[str, ...]
+) -> str:
     """The parent run's description (MLflow renders it on the run's Overview): Table 2 with
     each row's seeds, the ``headline`` metrics' means ± 95 % CI and its paired verdict (few
     columns, so that row labels do not wrap), the units, and links to the full report (every
     metric, the paper's numbers)."""
-    head = ("**Table 2** — mean ± 95 % CI over finished seeds; *paired*: the metrics a row "
-            "beats (▲) or loses to (▼) the baseline on as a setting (over 3+ training seeds, "
-            "each seed's paired mean on the same prompts and noise; Student-t, Holm-adjusted "
-            "p < 0.05). Every metric and the paper's numbers: table2.md.")  # fmt: skip
+    head = (
+        "**Table 2** — mean ± 95 % CI over finished seeds; *paired*: the metrics a row "
+        "beats (▲) or loses to (▼) the baseline on as a setting (over 3+ training seeds, "
+        "each seed's paired mean on the same prompts and noise; Student-t, Holm-adjusted "
+        "p < 0.05). Every metric and the paper's numbers: table2.md."
+    )
     links_line = " · ".join(f"[{name}]({url})" for name, url in links.items())
     table = reports.table.drop(columns=[c for c in reports.table if c.startswith(PAPER_PREFIX)])
-    text = "\n\n".join(filter(None, [head, reports.notes, to_markdown(table, headline),
-                                      units_line(runs), f"Full report: {links_line}"]))
+    text = "\n\n".join(
+        filter(
+            None,
+            [
+                head,
+                reports.notes,
+                to_markdown(table, headline),
+                units_line(runs),
+                f"Full report: {links_line}",
+            ],
+        )
+    )
     if len(text) <= DESCRIPTION_LIMIT:
         return text
     return text[: DESCRIPTION_LIMIT - 40] + f"\n\n… (cut: see {links_line})"

@@ -29,8 +29,10 @@ def load_runs(tracking_uri: str, experiment: str, sweep: str | None = None) -> p
     found = tracking.client(tracking_uri).get_experiment_by_name(experiment)
     if found is None:
         names = [e.name for e in tracking.client(tracking_uri).search_experiments()]
-        raise ConfigError(f"--experiment: no experiment {experiment!r} at {tracking_uri}; "
-                          f"allowed: {', '.join(map(repr, names)) or 'none there'}")  # fmt: skip
+        raise ConfigError(
+            f"--experiment: no experiment {experiment!r} at {tracking_uri}; "
+            f"allowed: {', '.join(map(repr, names)) or 'none there'}"
+        )
     trials = "tags.`distar.trial` != ''"
     runs = tracking.runs_frame(tracking_uri, [found.experiment_id], trials)
     if runs.empty:

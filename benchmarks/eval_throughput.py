@@ -49,15 +49,26 @@ def ray_scaling(n: int, batch: int, workers: list[int], parti: str) -> None:
 
     ray.init(num_cpus=max(workers), log_to_driver=False)
     for w in workers:
-        argv = ["--tiny", "--benchmark", f"parti:{n}", "--prompts", f"parti={parti}",
-                "--batch-size", str(batch), "--ray-workers", str(w)]  # fmt: skip
+        argv = [
+            "--tiny",
+            "--benchmark",
+            f"parti:{n}",
+            "--prompts",
+            f"parti={parti}",
+            "--batch-size",
+            str(batch),
+            "--ray-workers",
+            str(w),
+        ]
         job = resolve_job(build_parser().parse_args(argv))
         t0 = time.perf_counter()
         ray_eval.evaluate_on_ray(job.eval, job.source, job.device, w, job.cache_dir)
         total = time.perf_counter() - t0
-        print(f"  {w} Ray worker(s): {n / total:7.1f} images/s end to end ({total:.1f} s, incl. "
-              f"actor start and model loads); scoring {n / ray_eval.LAST_SCORING_SECONDS:7.1f} "
-              f"images/s ({ray_eval.LAST_SCORING_SECONDS:.1f} s)")  # fmt: skip
+        print(
+            f"  {w} Ray worker(s): {n / total:7.1f} images/s end to end ({total:.1f} s, incl. "
+            f"actor start and model loads); scoring {n / ray_eval.LAST_SCORING_SECONDS:7.1f} "
+            f"images/s ({ray_eval.LAST_SCORING_SECONDS:.1f} s)"
+        )
     ray.shutdown()
 
 

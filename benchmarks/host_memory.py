@@ -49,16 +49,21 @@ def write_random_sd15(path: Path) -> None:
         latent_channels=4,
         sample_size=512,
     )
-    text = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072,
-                                        num_hidden_layers=12, num_attention_heads=12,
-                                        projection_dim=768))  # fmt: skip
+    text = CLIPTextModel(
+        CLIPTextConfig(
+            hidden_size=768,
+            intermediate_size=3072,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            projection_dim=768,
+        )
+    )
     pipe = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text,
         tokenizer=tiny_tokenizer(path / "_tok"),
         unet=UNet2DConditionModel(sample_size=64, cross_attention_dim=768),
-        scheduler=DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085,
-                                beta_end=0.012),  # fmt: skip
+        scheduler=DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
@@ -111,9 +116,13 @@ def main(argv: list[str] | None = None) -> int:
         p.error("give --reference DIR, --arch sd15 or --tiny")
     reads = measure(reference, world, empty=False)
     receives = measure(reference, world, empty=True)
-    result = {"world": world, "reads_gib": reads, "receives_gib": receives,
-              "node_of_8_before_gib": 8 * reads,
-              "node_of_8_after_gib": reads + 7 * receives}  # fmt: skip
+    result = {
+        "world": world,
+        "reads_gib": reads,
+        "receives_gib": receives,
+        "node_of_8_before_gib": 8 * reads,
+        "node_of_8_after_gib": reads + 7 * receives,
+    }
     print(
         f"{world}: peak host memory of a rank that reads the weights {reads:.2f} GiB, of one "
         f"that receives them {receives:.2f} GiB; an 8-GPU node: {8 * reads:.1f} GiB before "

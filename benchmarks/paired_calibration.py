@@ -77,8 +77,15 @@ def marked(found: list[Found], p_scale: float = 1.0) -> bool:
     return any("▲" in v or "▼" in v for v in verdicts(table).values())
 
 
-def trial_items(rng, n_trials: int, items: int, run_sd: float, skew: np.ndarray,
-                shift: np.ndarray, evaluations: int):  # fmt: skip
+def trial_items(
+    rng,
+    n_trials: int,
+    items: int,
+    run_sd: float,
+    skew: np.ndarray,
+    shift: np.ndarray,
+    evaluations: int,
+):
     """Per evaluation, [trials, items]: a shared item effect + each trial's run effect (fixed
     for the run, plus a little drift per evaluation) + its setting's shift + mean-zero noise
     skewed right (skew +1) or left (-1), so that differences between trials are skewed too."""
@@ -94,23 +101,36 @@ def pair(mine: np.ndarray, theirs: np.ndarray, step: int) -> np.ndarray:
     return mine - theirs
 
 
-def search(rng, rule: StopRule, n_trials: int = 8, items: int = 400, run_sd: float = 0.05,
-           shift: np.ndarray | None = None) -> set[int]:  # fmt: skip
+def search(
+    rng,
+    rule: StopRule,
+    n_trials: int = 8,
+    items: int = 400,
+    run_sd: float = 0.05,
+    shift: np.ndarray | None = None,
+) -> set[int]:
     """One search through ``rule``: at each evaluation every running trial reports, in a
     random order; a stopped trial reports no more. Returns the stopped trials."""
     shift = np.zeros(n_trials) if shift is None else shift
     skew = rng.choice([-1.0, 1.0], n_trials)
     stopped: set[int] = set()
-    for step, x in enumerate(trial_items(rng, n_trials, items, run_sd, skew, shift,
-                                         rule.evaluations)):  # fmt: skip
+    for step, x in enumerate(
+        trial_items(rng, n_trials, items, run_sd, skew, shift, rule.evaluations)
+    ):
         for t in rng.permutation(n_trials):
             if t not in stopped and rule(int(t), step, float(x[t].mean()), x[t]) is not None:
                 stopped.add(int(t))
     return stopped
 
 
-def false_stops(rng, searches: int, evaluations: int, run_sd: float, rule_sd: float,
-                items: int = StopRule.MIN_ITEMS) -> tuple[float, float, float]:  # fmt: skip
+def false_stops(
+    rng,
+    searches: int,
+    evaluations: int,
+    run_sd: float,
+    rule_sd: float,
+    items: int = StopRule.MIN_ITEMS,
+) -> tuple[float, float, float]:
     """(share of equal trials ever stopped, its standard error over searches, share of
     searches that stopped any): 8 equal trials per search, ``items`` each."""
     per_search, anyone = [], 0
@@ -133,9 +153,11 @@ def a_a_rates(repeats: int) -> None:
             hits = np.zeros(3)
             for i in range(repeats):
                 d = a_a(rng, seeds, 400, tau)
-                hits += [setting_level(d).p < ALPHA,
-                         checkpoint_level(d, n_boot=200, seed=i).p < ALPHA,
-                         pooled_p(d, rng) < ALPHA]  # fmt: skip
+                hits += [
+                    setting_level(d).p < ALPHA,
+                    checkpoint_level(d, n_boot=200, seed=i).p < ALPHA,
+                    pooled_p(d, rng) < ALPHA,
+                ]
             rates = " | ".join(f"{h / repeats:.1%}" for h in hits)
             print(f"| {seeds} | {tau * 20:.0f} | {rates} |")
 
@@ -143,8 +165,10 @@ def a_a_rates(repeats: int) -> None:
 def null_tables(repeats: int) -> None:
     rng = np.random.default_rng(1)
     n = repeats
-    print(f"\nwhole null Table 2 (11 equal rows x 4 metrics, tau sqrt(U) = 4.5, {n} tables): "
-          "share with any ▲ / ▼ (2 seeds: none by rule)")  # fmt: skip
+    print(
+        f"\nwhole null Table 2 (11 equal rows x 4 metrics, tau sqrt(U) = 4.5, {n} tables): "
+        "share with any ▲ / ▼ (2 seeds: none by rule)"
+    )
     for seeds in (3, 5):
         tables = [null_table(rng, seeds, 0.45) for _ in range(n)]
         rate = np.mean([marked(t) for t in tables])
@@ -156,21 +180,28 @@ def power_check(repeats: int) -> None:
     rng = np.random.default_rng(2)
     seeds, items, tau = 5, 200, 0.2
     effect = optimize.brentq(lambda e: power(e, 2 * tau**2, 2.0, seeds, items) - 0.5, 1e-3, 5)
-    found = np.mean([setting_level(a_a(rng, seeds, items, tau, effect)).p < ALPHA
-                     for _ in range(repeats)])  # fmt: skip
-    print(f"\npower, 5 seeds x 200 items, tau 0.2, effect {effect:.3f}: predicted 50.0 %, "
-          f"measured {found:.1%}")
+    found = np.mean(
+        [setting_level(a_a(rng, seeds, items, tau, effect)).p < ALPHA for _ in range(repeats)]
+    )
+    print(
+        f"\npower, 5 seeds x 200 items, tau 0.2, effect {effect:.3f}: predicted 50.0 %, "
+        f"measured {found:.1%}"
+    )
 
 
 def stopper_rates(repeats: int) -> None:
     rng = np.random.default_rng(3)
     n = max(100, repeats // 4)
-    print(f"\npaired stopper, 8 equal trials, skewed noise, {n} searches: share of searches "
-          "that stop some equal trial (each trial's own rate)")  # fmt: skip
+    print(
+        f"\npaired stopper, 8 equal trials, skewed noise, {n} searches: share of searches "
+        "that stop some equal trial (each trial's own rate)"
+    )
     for run_sd, evaluations in ((0.05, 5), (0.05, 10), (0.0, 5)):
         share, se, anyone = false_stops(rng, n, evaluations, run_sd, run_sd)
-        line = (f"  run sd {run_sd}, {evaluations} evaluations, {StopRule.MIN_ITEMS} items: "
-                f"{anyone:.1%} ({share:.2%} ± {se:.2%})")
+        line = (
+            f"  run sd {run_sd}, {evaluations} evaluations, {StopRule.MIN_ITEMS} items: "
+            f"{anyone:.1%} ({share:.2%} ± {se:.2%})"
+        )
         if run_sd:
             _, _, blind = false_stops(rng, n, evaluations, run_sd, 0.0)
             line += f"; with no run sd in the test: {blind:.1%}"
@@ -178,8 +209,9 @@ def stopper_rates(repeats: int) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--repeats", type=int, default=4000)
     args = p.parse_args()
     a_a_rates(args.repeats)

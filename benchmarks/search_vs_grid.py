@@ -47,8 +47,14 @@ def trial_outcomes(storage: Path, objective: Objective) -> list[dict]:
         steps = max((r["step"] for r in records), default=0)
         value = objective(evals[-1]) if evals else None
         marks, _ = timing.read(trial)
-        out.append({"trial": trial.name, "steps": steps, "objective": value,
-                    "start": marks.get("driver_start", 0.0)})  # fmt: skip
+        out.append(
+            {
+                "trial": trial.name,
+                "steps": steps,
+                "objective": value,
+                "start": marks.get("driver_start", 0.0),
+            }
+        )
     return sorted(out, key=lambda r: r["start"])
 
 
@@ -71,8 +77,12 @@ def main() -> None:
         help="finished searches' --storage (default: run one per --search-seeds)",
     )
     p.add_argument("--search-seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--stoppers", nargs="+", default=["asha", "paired", "both"],
-                   help="search.py --stopper values to compare (default: asha paired both)")
+    p.add_argument(
+        "--stoppers",
+        nargs="+",
+        default=["asha", "paired", "both"],
+        help="search.py --stopper values to compare (default: asha paired both)",
+    )
     p.add_argument("--stop-run-sd", type=float, help="search.py --stop-run-sd")
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--samples", type=int, default=11)
@@ -92,24 +102,43 @@ def main() -> None:
         for seed in args.search_seeds:
             searches[stopper].append(tmp / f"search-{stopper}-s{seed}")
             run_sd = ["--stop-run-sd", str(args.stop_run_sd)] if args.stop_run_sd else []
-            run("search.py", searches[stopper][-1], [
-                "--samples", str(args.samples), "--steps", str(args.steps), "--evals",
-                str(args.evals), "--seed", str(seed), "--stopper", stopper, *run_sd])  # fmt: skip
+            run(
+                "search.py",
+                searches[stopper][-1],
+                [
+                    "--samples",
+                    str(args.samples),
+                    "--steps",
+                    str(args.steps),
+                    "--evals",
+                    str(args.evals),
+                    "--seed",
+                    str(seed),
+                    "--stopper",
+                    stopper,
+                    *run_sd,
+                ],
+            )
     objective = Objective(args.metric, args.floor_metric, args.floor, args.penalty)
     grid = trial_outcomes(args.grid, objective)
     grid_best = max(r["objective"] for r in grid if r["objective"] is not None)
     grid_compute = sum(r["steps"] for r in grid)
     print(f"grid:   {len(grid)} trials, {grid_compute} steps, best objective {grid_best:.4f}")
-    medians = {name: compare_searches(found, objective, grid_best, grid_compute)
-               for name, found in searches.items()}  # fmt: skip
+    medians = {
+        name: compare_searches(found, objective, grid_best, grid_compute)
+        for name, found in searches.items()
+    }
     for name, median in medians.items():
         share = f"{median:.0%}" if median < float("inf") else "never (most never matched)"
-        print(f"{name}: median over {len(searches[name])} searches: {share} of the grid's "
-              "compute to come within 1 % of its best objective")  # fmt: skip
+        print(
+            f"{name}: median over {len(searches[name])} searches: {share} of the grid's "
+            "compute to come within 1 % of its best objective"
+        )
 
 
-def compare_searches(storages: list[Path], objective: Objective, grid_best: float,
-                     grid_compute: int) -> float:  # fmt: skip
+def compare_searches(
+    storages: list[Path], objective: Objective, grid_best: float, grid_compute: int
+) -> float:
     """Each search's line (trials, steps, best, compute to match the grid); their median
     fraction of the grid's compute (inf for a search that never matched)."""
     fractions = []
@@ -123,8 +152,10 @@ def compare_searches(storages: list[Path], objective: Objective, grid_best: floa
             print(line + "never came within 1 % of the grid's best")
         else:
             fractions.append(matched / grid_compute)
-            print(line + f"within 1 % of the grid's best after {matched} steps "
-                  f"= {fractions[-1]:.0%} of the grid's compute")  # fmt: skip
+            print(
+                line + f"within 1 % of the grid's best after {matched} steps "
+                f"= {fractions[-1]:.0%} of the grid's compute"
+            )
     return statistics.median(fractions)
 
 

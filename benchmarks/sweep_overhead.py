@@ -102,9 +102,12 @@ def ray_train_floor(fits: int = 4) -> dict[str, float]:
     @ray.remote(num_cpus=0)
     def fit(out: str) -> tuple[float, float]:
         t0 = time.time()
-        TorchTrainer(_return_at_once, train_loop_config={"dir": out},
-                     scaling_config=ScalingConfig(num_workers=1),
-                     run_config=RunConfig(storage_path=out, name=Path(out).name)).fit()  # fmt: skip
+        TorchTrainer(
+            _return_at_once,
+            train_loop_config={"dir": out},
+            scaling_config=ScalingConfig(num_workers=1),
+            run_config=RunConfig(storage_path=out, name=Path(out).name),
+        ).fit()
         return t0, time.time()
 
     start_local_ray(None)
@@ -150,8 +153,10 @@ def main() -> None:
     if args.floor:
         floor = ray_train_floor()
         total = floor["start"] + floor["stop"]
-        print(f"Ray Train alone (no-op TorchTrainer, one at a time): start {floor['start']:.2f} s, "
-              f"stop {floor['stop']:.2f} s, {total:.2f} s per fit")  # fmt: skip
+        print(
+            f"Ray Train alone (no-op TorchTrainer, one at a time): start {floor['start']:.2f} s, "
+            f"stop {floor['stop']:.2f} s, {total:.2f} s per fit"
+        )
 
 
 if __name__ == "__main__":

@@ -32,8 +32,11 @@ def run_grid(rev: str, work: Path, full: bool, extra: list[str]) -> Path:
         print(f"[{rev}] reusing {storage}", flush=True)
         return storage / "report" / "table2.csv"
     tree = work / f"tree-{rev}"
-    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-f", str(tree), rev],
-                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "add", "--detach", "-f", str(tree), rev],
+        check=True,
+        capture_output=True,
+    )
     cmd = [sys.executable, "sweeps/ablation_grid.py", "--storage", str(storage), *extra]
     if not full:
         cmd.append("--smoke-test")
@@ -65,25 +68,36 @@ def compare(a: Table, b: Table, names: tuple[str, str]) -> int:
     for name, mine, theirs in ((names[0], cols_a, cols_b), (names[1], cols_b, cols_a)):
         if only := set(mine) - set(theirs):
             print(f"only in {name} (not compared): {', '.join(sorted(only))}")
-    diffs = [(label, c, a[label][c], b[label][c])
-             for label in a for c in shared if a[label][c] != b[label][c]]  # fmt: skip
+    diffs = [
+        (label, c, a[label][c], b[label][c])
+        for label in a
+        for c in shared
+        if a[label][c] != b[label][c]
+    ]
     for label, col, va, vb in diffs:
         print(f"  {label} / {col}: {va} vs {vb}")
-    print(f"{len(a)} rows x {len(shared)} shared columns: "
-          f"{'identical' if not diffs else f'{len(diffs)} cells differ'}")  # fmt: skip
+    print(
+        f"{len(a)} rows x {len(shared)} shared columns: "
+        f"{'identical' if not diffs else f'{len(diffs)} cells differ'}"
+    )
     return len(diffs)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Flags after -- go to both grids (e.g. -- --seeds 0 1 2).")  # fmt: skip
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Flags after -- go to both grids (e.g. -- --seeds 0 1 2).",
+    )
     parser.add_argument("before", help="a git revision")
     parser.add_argument("after", nargs="?", default="HEAD", help="a git revision (default HEAD)")
     parser.add_argument("--full", action="store_true", help="the default grid, not the smoke grid")
-    parser.add_argument("--work", type=Path,
-                        help="keep runs and logs here; a revision whose report is already here "
-                             "is not run again (name revisions by commit, not HEAD, to reuse)")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        help="keep runs and logs here; a revision whose report is already here "
+        "is not run again (name revisions by commit, not HEAD, to reuse)",
+    )
     argv = sys.argv[1:]
     cut = argv.index("--") if "--" in argv else len(argv)
     args, extra = parser.parse_args(argv[:cut]), argv[cut + 1 :]
@@ -95,8 +109,11 @@ def main() -> None:
     finally:  # the runs and logs stay in `work`; the worktrees go
         for rev in revs:
             tree = str(work / f"tree-{rev}")
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "-f", tree],
-                           check=False, capture_output=True)  # fmt: skip
+            subprocess.run(
+                ["git", "-C", str(ROOT), "worktree", "remove", "-f", tree],
+                check=False,
+                capture_output=True,
+            )
     print(f"runs and logs: {work}")
     sys.exit(1 if compare(*tables, names=revs) else 0)
 

@@ -62,10 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"generator steps per trial (default {STEPS}: the embedded grid, 33 trials, "
         "runs in about 7 minutes on 2 cores)",
     )
-    p.add_argument("--seeds", type=int, nargs="+",
-                   help=f"training seeds per row (default {' '.join(map(str, SEEDS))}: the "
-                        f"{len(SEEDS)} a setting-level verdict needs; --smoke-test: "
-                        f"{' '.join(map(str, SMOKE_SEEDS))}, no verdicts)")  # fmt: skip
+    p.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        help=f"training seeds per row (default {' '.join(map(str, SEEDS))}: the "
+        f"{len(SEEDS)} a setting-level verdict needs; --smoke-test: "
+        f"{' '.join(map(str, SMOKE_SEEDS))}, no verdicts)",
+    )
     p.add_argument("--huber-c", type=float, nargs="+", help="cross the grid with these c values")
     SweepSettings.add_arguments(p, "distar-table2", "table2", "runs/table2")
     p.add_argument("--dry-run", action="store_true", help="print the resolved trials, exit")
@@ -122,8 +126,10 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace, outputs: Outputs) -> int:
     rows = SMOKE_ROWS if args.smoke_test else TABLE2
     if args.baseline is not None and args.baseline not in [r.label for r in rows]:
-        raise ConfigError(f"--baseline: {args.baseline!r} is not a row of this grid; its rows: "
-                          + ", ".join(repr(r.label) for r in rows))  # fmt: skip
+        raise ConfigError(
+            f"--baseline: {args.baseline!r} is not a row of this grid; its rows: "
+            + ", ".join(repr(r.label) for r in rows)
+        )
     if args.seeds is None:
         args.seeds = list(SMOKE_SEEDS if args.smoke_test else SEEDS)
     base = base_config(args)
@@ -143,8 +149,10 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
     settings = SweepSettings.from_args(args)
     outputs.watch(settings.storage)  # removed if the sweep is refused from here on
     if args.smoke_test:
-        print(f"{SMOKE_NOTE}: {len(rows)} rows x {len(args.seeds)} seeds x "
-              f"{base.train.steps} steps, into {settings.storage}")  # fmt: skip
+        print(
+            f"{SMOKE_NOTE}: {len(rows)} rows x {len(args.seeds)} seeds x "
+            f"{base.train.steps} steps, into {settings.storage}"
+        )
     from distar.raytune.tuner import run_sweep  # Ray and MLflow: only for a real sweep
 
     rows_out = run_sweep(trials, settings)
@@ -154,15 +162,22 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
     try:
         report(args, settings, base, (len(rows), len(trials)), min_effect)
     except tracking.TRACKING_ERRORS as error:
-        print(f"report: the tracking store {settings.uri()} failed ({type(error).__name__}); "
-              "trial outputs are under --storage; run analysis.report once it is back",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"report: the tracking store {settings.uri()} failed ({type(error).__name__}); "
+            "trial outputs are under --storage; run analysis.report once it is back",
+            file=sys.stderr,
+        )
         return 1
     return 1 if failed else 0
 
 
-def report(args: argparse.Namespace, settings: SweepSettings, base: Config,
-           sizes: tuple[int, int], min_effect: dict[str, float]) -> None:  # fmt: skip
+def report(
+    args: argparse.Namespace,
+    settings: SweepSettings,
+    base: Config,
+    sizes: tuple[int, int],
+    min_effect: dict[str, float],
+) -> None:
     """The Table-2 report (and Tables 1-3 on a text world), printed and on the parent run: as
     its artifacts, its description (the run's Overview) and per-row summary metrics; the
     runs-table view the printed link opens."""
@@ -170,8 +185,9 @@ def report(args: argparse.Namespace, settings: SweepSettings, base: Config,
 
     runs = load_runs(settings.uri(), args.experiment, args.name)
     out = args.storage.resolve() / "report"
-    reports = write_reports(runs, settings.uri(), out, args.baseline, args.all_pairs, args.world,
-                            min_effect)
+    reports = write_reports(
+        runs, settings.uri(), out, args.baseline, args.all_pairs, args.world, min_effect
+    )
     n_rows, n_trials = sizes
     print(reports.text)
     sweep_params = {
@@ -188,8 +204,11 @@ def report(args: argparse.Namespace, settings: SweepSettings, base: Config,
 
     def overview(experiment: str, run_id: str) -> str:
         files = ("table2.md", "paired.md", "pareto.png", "table2.csv", "paired.csv")
-        links = {name: tracking.run_url("", experiment, run_id, f"artifacts/report/{name}")
-                 for name in files if (out / name).exists()}  # fmt: skip
+        links = {
+            name: tracking.run_url("", experiment, run_id, f"artifacts/report/{name}")
+            for name in files
+            if (out / name).exists()
+        }
         return overview_markdown(reports, runs, links, headline)
 
     parent = log_sweep_report(settings, out, sweep_params, overview, summary_metrics(reports))

@@ -81,20 +81,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="let --metric / --floor-metric be the reward the generator is trained on",
     )
     p.add_argument("--penalty", type=float, default=10.0)
-    p.add_argument("--stopper", choices=STOPPERS, default="asha",
-                   help="what stops weak trials early: ASHA on the objective at each evaluation "
-                        "(default); paired: a trial whose per-sample --metric is confidently "
-                        "below the best trial's at the same evaluation, on the same prompts "
-                        "and noise by more than two training runs differ (a test of the "
-                        "mean); both")  # fmt: skip
-    p.add_argument("--stop-alpha", type=float, default=0.05,
-                   help="paired stopper: the chance that any trial as good as the best is "
-                        "stopped in the whole search (Bonferroni over the trials, their "
-                        "evaluations and rivals)")
-    p.add_argument("--stop-run-sd", type=float, metavar="SD",
-                   help="paired stopper: the sd of --metric's mean between training runs of "
-                        "one setting, in its units (a grid's report prints it: 'run sd'); "
-                        "default: the world preset's measured value, where it has one")  # fmt: skip
+    p.add_argument(
+        "--stopper",
+        choices=STOPPERS,
+        default="asha",
+        help="what stops weak trials early: ASHA on the objective at each evaluation "
+        "(default); paired: a trial whose per-sample --metric is confidently "
+        "below the best trial's at the same evaluation, on the same prompts "
+        "and noise by more than two training runs differ (a test of the "
+        "mean); both",
+    )
+    p.add_argument(
+        "--stop-alpha",
+        type=float,
+        default=0.05,
+        help="paired stopper: the chance that any trial as good as the best is "
+        "stopped in the whole search (Bonferroni over the trials, their "
+        "evaluations and rivals)",
+    )
+    p.add_argument(
+        "--stop-run-sd",
+        type=float,
+        metavar="SD",
+        help="paired stopper: the sd of --metric's mean between training runs of "
+        "one setting, in its units (a grid's report prints it: 'run sd'); "
+        "default: the world preset's measured value, where it has one",
+    )
     SweepSettings.add_arguments(p, "distar-search", "search", "runs/search")
     p.add_argument("--dry-run", action="store_true", help="print base config and space, exit")
     p.add_argument(
@@ -133,8 +145,11 @@ def check_metrics(objective: dict, base: Config, preset_metrics: tuple[str, ...]
 def check_flags(args: argparse.Namespace) -> None:
     """Sizes and ranges that would run forever, do nothing or be silently swapped."""
     sizes(args)
-    for flag, value, high in (("samples", args.samples, 100_000), ("steps", args.steps, 10**8),
-                              ("evals", args.evals, 10_000)):  # fmt: skip
+    for flag, value, high in (
+        ("samples", args.samples, 100_000),
+        ("steps", args.steps, 10**8),
+        ("evals", args.evals, 10_000),
+    ):
         if not 1 <= value <= high:
             raise ConfigError(f"--{flag}: got {value}; allowed: 1 to {high}")
     for key, _ in (parse_override(o) for o in args.overrides):
@@ -174,12 +189,18 @@ def objective_of(args: argparse.Namespace, base: Config) -> dict:
             "coco/clip_score, coco/fid) or pass --allow-trained-reward"
         )
     floor = preset.floor if args.floor is None else args.floor
-    objective = {"metric": metric, "floor_metric": floor_metric, "floor": floor,
-                 "penalty": args.penalty}  # fmt: skip
+    objective = {
+        "metric": metric,
+        "floor_metric": floor_metric,
+        "floor": floor,
+        "penalty": args.penalty,
+    }
     check_metrics(objective, base, preset.metrics)
     if args.stopper != "asha" and metric.rpartition("/")[2] in SET_METRICS:
-        raise ConfigError(f"--stopper {args.stopper}: {metric} is a set metric with no "
-                          "per-sample values to pair; use --stopper asha or another --metric")
+        raise ConfigError(
+            f"--stopper {args.stopper}: {metric} is a set metric with no "
+            "per-sample values to pair; use --stopper asha or another --metric"
+        )
     return objective
 
 
@@ -190,16 +211,20 @@ def run_sd_of(args: argparse.Namespace, metric: str) -> float:
         return args.stop_run_sd
     measured = world_preset(args.world).run_sd.get(metric)
     if measured is None and args.stopper != "asha":
-        raise ConfigError(f"--stop-run-sd: needed with --stopper {args.stopper} on --world "
-                          f"{args.world} for {metric} (no measured value): run the grid with 3+ "
-                          "seeds and pass the 'run sd' its report prints")  # fmt: skip
+        raise ConfigError(
+            f"--stop-run-sd: needed with --stopper {args.stopper} on --world "
+            f"{args.world} for {metric} (no measured value): run the grid with 3+ "
+            "seeds and pass the 'run sd' its report prints"
+        )
     return measured or 0.0
 
 
 def print_axes(objective: dict, base: Config) -> None:
     held = "ceiling" if lower_is_better(objective["floor_metric"]) else "floor"
-    print(f"pareto axes: {objective['metric']} (maximised) vs {objective['floor_metric']} "
-          f"(fidelity; {held} {objective['floor']:g})")  # fmt: skip
+    print(
+        f"pareto axes: {objective['metric']} (maximised) vs {objective['floor_metric']} "
+        f"(fidelity; {held} {objective['floor']:g})"
+    )
     trained = sorted(base.world.trained_metrics())
     if trained:
         print(f"trained on (not an objective unless --allow-trained-reward): {', '.join(trained)}")
@@ -230,38 +255,57 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
             f"{paper.ALPHA_CFG} ~ uniform{tuple(args.alpha_cfg_range)}, "
             f"loss.huber_c ~ loguniform{tuple(args.huber_c_range)}, loss.guidance in (in, out)"
         )
-        print(f"objective: {objective}; {args.samples} samples, seed {args.seed}; "
-              f"stopper {args.stopper}" + (f" (run sd {run_sd:g})" if args.stopper != "asha"
-                                           else ""))  # fmt: skip
+        print(
+            f"objective: {objective}; {args.samples} samples, seed {args.seed}; "
+            f"stopper {args.stopper}" + (f" (run sd {run_sd:g})" if args.stopper != "asha" else "")
+        )
         print_axes(objective, base)
         return 0
     outputs.watch(settings.storage)
     from distar.raytune.tuner import run_sweep
 
-    print(f"search: {args.samples} trials x {args.steps} steps into {settings.storage} "
-          f"(MLflow store {settings.uri()})")  # fmt: skip
+    print(
+        f"search: {args.samples} trials x {args.steps} steps into {settings.storage} "
+        f"(MLflow store {settings.uri()})"
+    )
     if args.smoke_test:
         print(SMOKE_NOTE)
 
     ranges = (tuple(args.alpha_rew_range), tuple(args.alpha_cfg_range), tuple(args.huber_c_range))
     space = search_space(base, args.seed, *ranges)
     pair = (objective["metric"], objective["floor_metric"])
-    tune_config = search_tune_config(args.samples, args.max_concurrent, args.seed,
-                                     base.train.evaluations(), pair, args.stopper)  # fmt: skip
-    stop = paired_stopper(args.stopper, objective["metric"], args.stop_alpha,
-                          base.train.evaluations(), run_sd, args.samples)
-    definition = {"base": base.to_flat(), "objective": objective, "ranges": ranges,
-                  "samples": args.samples, "seed": args.seed, "evals": args.evals,
-                  "stopper": args.stopper, "stop_alpha": args.stop_alpha,
-                  "stop_run_sd": args.stop_run_sd}  # fmt: skip
+    tune_config = search_tune_config(
+        args.samples, args.max_concurrent, args.seed, base.train.evaluations(), pair, args.stopper
+    )
+    stop = paired_stopper(
+        args.stopper,
+        objective["metric"],
+        args.stop_alpha,
+        base.train.evaluations(),
+        run_sd,
+        args.samples,
+    )
+    definition = {
+        "base": base.to_flat(),
+        "objective": objective,
+        "ranges": ranges,
+        "samples": args.samples,
+        "seed": args.seed,
+        "evals": args.evals,
+        "stopper": args.stopper,
+        "stop_alpha": args.stop_alpha,
+        "stop_run_sd": args.stop_run_sd,
+    }
     rows = run_sweep([], settings, tune_config, space, objective, definition, stop)
     if stop is not None:
         for trial, why in stop.stopped.items():
             print(f"paired stop: {trial}: {why}")
         if stop.skipped:
-            print(f"paired stopper: {stop.skipped} comparisons not made (items that did not "
-                  f"pair, or fewer than {stop.rule.MIN_ITEMS} of {objective['metric']}: size "
-                  "eval.benchmarks / eval.samples_per_prompt up)")  # fmt: skip
+            print(
+                f"paired stopper: {stop.skipped} comparisons not made (items that did not "
+                f"pair, or fewer than {stop.rule.MIN_ITEMS} of {objective['metric']}: size "
+                "eval.benchmarks / eval.samples_per_prompt up)"
+            )
     print_results(rows, pair)
     from distar.raytune.mlflow_view import search_links
 
@@ -272,12 +316,15 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
 
 def print_results(rows: list[dict], pair: tuple[str, str]) -> None:
     """Every trial by the scalar objective, then the Pareto front of the two searched metrics."""
+
     def line(r: dict) -> str:
         shown = " ".join(f"{m} {r.get(logged_name(m), float('nan')):.4f}" for m in pair)
         nan = float("nan")
-        return (f"{r['key']}: {paper.ALPHA_REW} {r.get(paper.ALPHA_REW, nan):.4g} "
-                f"{paper.ALPHA_CFG} {r.get(paper.ALPHA_CFG, nan):.4g} "
-                f"objective {r.get('objective', nan):.4f} {shown} {r['error']}")  # fmt: skip
+        return (
+            f"{r['key']}: {paper.ALPHA_REW} {r.get(paper.ALPHA_REW, nan):.4g} "
+            f"{paper.ALPHA_CFG} {r.get(paper.ALPHA_CFG, nan):.4g} "
+            f"objective {r.get('objective', nan):.4f} {shown} {r['error']}"
+        )
 
     rows = sorted(rows, key=lambda r: r.get("objective", float("-inf")), reverse=True)
     for r in rows:

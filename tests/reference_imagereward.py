@@ -60,8 +60,11 @@ def reference_modules():
     modeling_utils.prune_linear_layer = pytorch_utils.prune_linear_layer
     modeling_utils.find_pruneable_heads_and_indices = unused
     root = package_root()
-    for name, path in (("ImageReward", root), ("ImageReward.models", root / "models"),
-                       ("ImageReward.models.BLIP", root / "models" / "BLIP")):  # fmt: skip
+    for name, path in (
+        ("ImageReward", root),
+        ("ImageReward.models", root / "models"),
+        ("ImageReward.models.BLIP", root / "models" / "BLIP"),
+    ):
         package = types.ModuleType(name)
         package.__path__ = [str(path)]
         sys.modules.setdefault(name, package)
@@ -102,20 +105,37 @@ def tiny_reference(directory: Path, seed: int = 0):
         return tokenizer
 
     def tiny_vit(vit_name, image_size, *args):
-        net = vit.VisionTransformer(img_size=image_size, patch_size=16, embed_dim=BLIP_WIDTH,
-                                    depth=1, num_heads=2, mlp_ratio=2)  # fmt: skip
+        net = vit.VisionTransformer(
+            img_size=image_size,
+            patch_size=16,
+            embed_dim=BLIP_WIDTH,
+            depth=1,
+            num_heads=2,
+            mlp_ratio=2,
+        )
         return net, BLIP_WIDTH
 
     pretrain.init_tokenizer, pretrain.create_vit = local_tokenizer, tiny_vit
     vocab = len(local_tokenizer())
     med_config = {
-        "architectures": ["BertModel"], "attention_probs_dropout_prob": 0.1, "hidden_act": "gelu",
-        "hidden_dropout_prob": 0.1, "hidden_size": BLIP_WIDTH, "initializer_range": 0.02,
-        "intermediate_size": 2 * BLIP_WIDTH, "layer_norm_eps": 1e-12,
-        "max_position_embeddings": BLIP_POSITIONS, "model_type": "bert", "num_attention_heads": 2,
-        "num_hidden_layers": 1, "pad_token_id": 0, "type_vocab_size": 2, "vocab_size": vocab,
-        "encoder_width": BLIP_WIDTH, "add_cross_attention": True,
-    }  # fmt: skip
+        "architectures": ["BertModel"],
+        "attention_probs_dropout_prob": 0.1,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.1,
+        "hidden_size": BLIP_WIDTH,
+        "initializer_range": 0.02,
+        "intermediate_size": 2 * BLIP_WIDTH,
+        "layer_norm_eps": 1e-12,
+        "max_position_embeddings": BLIP_POSITIONS,
+        "model_type": "bert",
+        "num_attention_heads": 2,
+        "num_hidden_layers": 1,
+        "pad_token_id": 0,
+        "type_vocab_size": 2,
+        "vocab_size": vocab,
+        "encoder_width": BLIP_WIDTH,
+        "add_cross_attention": True,
+    }
     (directory / "med_config.json").write_text(json.dumps(med_config))
     torch.manual_seed(seed)
     model = module.ImageReward.__new__(module.ImageReward)
@@ -133,4 +153,3 @@ def tiny_reference(directory: Path, seed: int = 0):
     torch.save(model.state_dict(), directory / "ImageReward.pt")
     configs = tiny_blip_configs(directory / "configs", vocab)  # distar's, of the same shapes
     return model, directory / "ImageReward.pt", bert, configs
-

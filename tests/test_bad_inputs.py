@@ -53,23 +53,45 @@ CASES = [
     (train, ["--world", "gmm", "--config", "x.yaml"], "--world: give it alone"),
     (train, ["--resume-fallback"], "--resume-fallback: only with --resume"),
     (train, ["--set", "eval.benchmarks=parti:3"], "eval.benchmarks: got 'parti:3'"),
-    (train, ["--world", "sd15-tiny", "--set", "eval.benchmarks=parti:3",
-             "--set", "eval.prompts=parti=/nope/p.tsv"], "eval.prompts (parti)"),
+    (
+        train,
+        [
+            "--world",
+            "sd15-tiny",
+            "--set",
+            "eval.benchmarks=parti:3",
+            "--set",
+            "eval.prompts=parti=/nope/p.tsv",
+        ],
+        "eval.prompts (parti)",
+    ),
     (train, ["--world", "sd15-tiny", "--set", "world.resolution=12"], "a multiple of 8"),
-    (train, ["--set", "loss.cfg_convention=diffusers", "--set", "loss.cfg_scale=0.5"],
-     "loss.cfg_scale: got 0.5"),
+    (
+        train,
+        ["--set", "loss.cfg_convention=diffusers", "--set", "loss.cfg_scale=0.5"],
+        "loss.cfg_scale: got 0.5",
+    ),
     (train, ["--set", "optim.assistant_rounds=0"], "optim.assistant_rounds: got 0"),
     (train, ["--set", "resources.strategy=zero3"], "resources.strategy: got 'zero3'"),
-    (train, ["--world", "sd15-tiny", "--set", "noise.generator.sigma_max=80"],
-     "noise.generator.sigma_max: got 80.0; allowed: <= 14.61"),
+    (
+        train,
+        ["--world", "sd15-tiny", "--set", "noise.generator.sigma_max=80"],
+        "noise.generator.sigma_max: got 80.0; allowed: <= 14.61",
+    ),
     (train, ["--world", "sd15-tiny", "--set", "world.vae_dtype=fp16"], "force_upcast: true"),
-    (train, ["--world", "sd15-tiny", "--set", "world.dtype=fp16"],
-     "world.dtype: got 'fp16'; allowed: one of ('bf16', 'fp32') (fp16 trains without a loss"),
+    (
+        train,
+        ["--world", "sd15-tiny", "--set", "world.dtype=fp16"],
+        "world.dtype: got 'fp16'; allowed: one of ('bf16', 'fp32') (fp16 trains without a loss",
+    ),
     (train, ["--set", "resources.cpu_offload=true"], "resources.cpu_offload: got True"),
     (train, ["--set", "train.device=tpu"], "train.device: got 'tpu'"),
     (train, ["--world", "sdxl-tiny", "--set", "world.assistant=half"], "world.assistant"),
-    (train, ["--world", "sdxl-tiny", "--set", "world.generator_timestep=1000"],
-     "world.generator_timestep: got 1000"),
+    (
+        train,
+        ["--world", "sdxl-tiny", "--set", "world.generator_timestep=1000"],
+        "world.generator_timestep: got 1000",
+    ),
     (train, ["--set", "eval.weights=pickscore"], "eval.weights: got 'pickscore'"),
     (train, ["--set", "train.steps=1000000000000"], "train.steps: got 1000000000000"),
     (train, ["--set", "train.batch_size=100000000"], "train.batch_size: got 100000000"),
@@ -82,19 +104,38 @@ CASES = [
     ("ablation_grid", ["--huber-c", "0.1", "0.1"], "--huber-c: [0.1] given more than once"),
     ("ablation_grid", ["--huber-c", "-1"], "loss.huber_c: got -1.0"),
     ("ablation_grid", ["--set", "loss.reward_scale=5"], "--set loss.reward_scale: every trial"),
-    ("ablation_grid", ["--set", "loss.cfg_convention=diffusers"],
-     "--set loss.cfg_convention: every trial's row sets it from the paper's alpha_rew"),
+    (
+        "ablation_grid",
+        ["--set", "loss.cfg_convention=diffusers"],
+        "--set loss.cfg_convention: every trial's row sets it from the paper's alpha_rew",
+    ),
     ("ablation_grid", ["--set", "loss.cfg_scale=2"], "use sweeps/search.py --alpha-rew-range"),
     ("search", ["--set", "loss.cfg_scale=2"], "--set loss.cfg_scale: the search sets it"),
     ("search", ["--set", "loss.cfg_convention=diffusers"], "use --alpha-cfg-range"),
-    ("ablation_grid", ["--set", "loss.huber_c=0.2", "--huber-c", "0.1", "0.3"],
-     "--set loss.huber_c: every trial"),
-    ("ablation_grid", ["--world", "sd15-tiny", "--set", "eval.benchmarks=parti:2",
-                       "--set", f"eval.prompts=parti={PARTI}",
-                       "--set", "eval.weights=pickscore=/nope/PickScore"],
-     "/nope/PickScore not found"),
-    ("ablation_grid", ["--name", "t2", "--resume", "--set", "train.steps=5"],
-     "no sweep 't2' to resume"),
+    (
+        "ablation_grid",
+        ["--set", "loss.huber_c=0.2", "--huber-c", "0.1", "0.3"],
+        "--set loss.huber_c: every trial",
+    ),
+    (
+        "ablation_grid",
+        [
+            "--world",
+            "sd15-tiny",
+            "--set",
+            "eval.benchmarks=parti:2",
+            "--set",
+            f"eval.prompts=parti={PARTI}",
+            "--set",
+            "eval.weights=pickscore=/nope/PickScore",
+        ],
+        "/nope/PickScore not found",
+    ),
+    (
+        "ablation_grid",
+        ["--name", "t2", "--resume", "--set", "train.steps=5"],
+        "no sweep 't2' to resume",
+    ),
     ("search", ["--samples", "-1"], "--samples: got -1"),
     ("search", ["--evals", "0"], "--evals: got 0"),
     ("search", ["--steps", "5", "--evals", "6"], "--evals: got 6; allowed: at most --steps"),
@@ -104,8 +145,11 @@ CASES = [
     ("search", ["--world", "nowhere"], "--world: got 'nowhere'"),
     ("search", ["--stop-run-sd", "0.01"], "--stop-run-sd: only with --stopper paired or both"),
     ("search", ["--stopper", "paired", "--stop-run-sd", "-1"], "--stop-run-sd: got -1.0"),
-    ("search", ["--world", "sd15-tiny", "--stopper", "paired"],
-     "--stop-run-sd: needed with --stopper paired on --world sd15-tiny"),
+    (
+        "search",
+        ["--world", "sd15-tiny", "--stopper", "paired"],
+        "--stop-run-sd: needed with --stopper paired on --world sd15-tiny",
+    ),
     ("ablation_grid", ["--min-effect", "eval/reward"], "--min-effect: got 'eval/reward'"),
     ("ablation_grid", ["--min-effect", "eval/rewad=0.01"], "--min-effect: eval/rewad is not"),
     (report, ["--tracking-uri", "sqlite:///nope/mlflow.db"], "no MLflow store at nope/mlflow.db"),
@@ -117,7 +161,7 @@ CASES = [
     (evaluate, ["--benchmark", "parti", "--set", "world.x=1"], "--set: only with --world"),
     (evaluate, ["--benchmark", "parti", "--checkpoint", "/nope/run"], "/nope/run does not exist"),
     (evaluate, ["--benchmark", "parti", "--metrics", "beauty"], "--metrics: unknown ['beauty']"),
-]  # fmt: skip
+]
 
 
 def plan(argv):
@@ -150,37 +194,73 @@ TEXT_CASES = [
     (train, ["--resume", "{in}/dangling/checkpoints"], "--resume: no checkpoint at"),
     (train, ["--smoke-test", "--out", "{in}/afile"], "--out: {in}/afile is a file"),
     (train, ["--smoke-test", "--out", "/proc/distar/out"], "--out: /proc/distar/out cannot be"),
-    (train, ["--set", "world.name=sdxl"], "world.name: got 'sdxl' on a 'gmm' config; allowed: "
-                                          "--world sdxl"),
+    (
+        train,
+        ["--set", "world.name=sdxl"],
+        "world.name: got 'sdxl' on a 'gmm' config; allowed: --world sdxl",
+    ),
     (train, ["--smoke-test", "--set", "train.device=cuda"], "train.device: got 'cuda' but torch"),
     (train, ["--world", "sdxl"], "world.reference is not set"),
-    (train, ["--world", "sd15", "--set", "world.reference={in}/nope"],
-     "world.reference: {in}/nope is not a directory"),
-    (train, ["--world", "sdxl-tiny", "--set", "world.reference={in}/empty"],
-     "world.reference: {in}/empty lacks"),
-    (train, ["--world", "sdxl-tiny", "--set", "world.generator_init={in}/text.bin"],
-     "world.generator_init: {in}/text.bin is not a state dict"),
-    (train, ["--world", "sdxl-tiny", "--set", "world.generator_init={in}/sd15.bin"],
-     "does not fit the reference's UNet config"),
-    (train, ["--world", "sdxl-tiny", "--set", "world.generator_init={in}/notes.txt"],
-     "world.generator_init: {in}/notes.txt: expected a UNet state dict"),
-    (train, ["--world", "sdxl-tiny", "--set", "world.prompts={in}/nope.txt"],
-     "world.prompts: {in}/nope.txt is not a file"),
-    (train, ["--world", "sdxl-tiny", "--set", "world.reward_model={in}/nope"],
-     "world.reward_model / world.reward_processor"),
-    (train, ["--world", "sd15-tiny", "--set", "world.cache_dir=/proc/distar"],
-     "world.cache_dir (the cache folder): /proc/distar cannot be written"),
-    (train, ["--world", "sd15-tiny", "--set", "eval.fid_protocol=dmd2-sd15"],
-     "eval.fid_protocol: got 'dmd2-sd15'; allowed: a protocol with coco:30000"),
+    (
+        train,
+        ["--world", "sd15", "--set", "world.reference={in}/nope"],
+        "world.reference: {in}/nope is not a directory",
+    ),
+    (
+        train,
+        ["--world", "sdxl-tiny", "--set", "world.reference={in}/empty"],
+        "world.reference: {in}/empty lacks",
+    ),
+    (
+        train,
+        ["--world", "sdxl-tiny", "--set", "world.generator_init={in}/text.bin"],
+        "world.generator_init: {in}/text.bin is not a state dict",
+    ),
+    (
+        train,
+        ["--world", "sdxl-tiny", "--set", "world.generator_init={in}/sd15.bin"],
+        "does not fit the reference's UNet config",
+    ),
+    (
+        train,
+        ["--world", "sdxl-tiny", "--set", "world.generator_init={in}/notes.txt"],
+        "world.generator_init: {in}/notes.txt: expected a UNet state dict",
+    ),
+    (
+        train,
+        ["--world", "sdxl-tiny", "--set", "world.prompts={in}/nope.txt"],
+        "world.prompts: {in}/nope.txt is not a file",
+    ),
+    (
+        train,
+        ["--world", "sdxl-tiny", "--set", "world.reward_model={in}/nope"],
+        "world.reward_model / world.reward_processor",
+    ),
+    (
+        train,
+        ["--world", "sd15-tiny", "--set", "world.cache_dir=/proc/distar"],
+        "world.cache_dir (the cache folder): /proc/distar cannot be written",
+    ),
+    (
+        train,
+        ["--world", "sd15-tiny", "--set", "eval.fid_protocol=dmd2-sd15"],
+        "eval.fid_protocol: got 'dmd2-sd15'; allowed: a protocol with coco:30000",
+    ),
     (train, ["--world", "sd15-tiny", "--set", "eval.benchmarks=hps:4"], "eval.prompts (hps)"),
     ("ablation_grid", ["--storage", "{in}/afile"], "--storage: {in}/afile is a file"),
-    ("ablation_grid", ["--name", "it's"], "--name: got \"it's\""),
+    ("ablation_grid", ["--name", "it's"], '--name: got "it\'s"'),
     ("ablation_grid", ["--experiment", ""], "--experiment: got ''"),
     ("ablation_grid", ["--world", "sdxl", "--smoke-test"], "world.reference is not set"),
-    ("ablation_grid", ["--world", "sdxl-tiny", "--smoke-test",
-                       "--set", "world.generator_init={in}/text.bin"], "is not a state dict"),
-    ("ablation_grid", ["--world", "sd15-tiny", "--smoke-test", "--set",
-                       "world.prompts={in}/nope.txt"], "world.prompts: {in}/nope.txt"),
+    (
+        "ablation_grid",
+        ["--world", "sdxl-tiny", "--smoke-test", "--set", "world.generator_init={in}/text.bin"],
+        "is not a state dict",
+    ),
+    (
+        "ablation_grid",
+        ["--world", "sd15-tiny", "--smoke-test", "--set", "world.prompts={in}/nope.txt"],
+        "world.prompts: {in}/nope.txt",
+    ),
     ("search", ["--smoke-test", "--evals", "0"], "--evals: not with --smoke-test"),
     ("search", ["--smoke-test", "--samples", "5"], "--samples: not with --smoke-test"),
     ("search", ["--floor-metric", "nope"], "--floor-metric: got 'nope'; allowed:"),
@@ -190,26 +270,44 @@ TEXT_CASES = [
     ("search", ["--world", "sdxl", "--smoke-test"], "world.reference is not set"),
     ("search", ["--name", ""], "--name: got ''"),
     (report, ["--tracking-uri", "sqlite:///{in}/notdb.db"], "cannot be read (DatabaseError"),
-    (report, ["--tracking-uri", "sqlite:///{in}/store/mlflow.db", "--experiment", "nope"],
-     "--experiment: no experiment 'nope'"),
-    (report, ["--tracking-uri", "sqlite:///{in}/store/mlflow.db", "--experiment", "Default"],
-     "--experiment: no trial runs in 'Default'"),
-    (report, ["--tracking-uri", "sqlite:///{in}/store/mlflow.db", "--out", "{in}/afile"],
-     "--out: {in}/afile is a file"),
-    (evaluate_run, ["--benchmark", "coco", "--fid-protocol", "dmd2-sd15", "--metrics", "fid"],
-     "1000 captions in"),
+    (
+        report,
+        ["--tracking-uri", "sqlite:///{in}/store/mlflow.db", "--experiment", "nope"],
+        "--experiment: no experiment 'nope'",
+    ),
+    (
+        report,
+        ["--tracking-uri", "sqlite:///{in}/store/mlflow.db", "--experiment", "Default"],
+        "--experiment: no trial runs in 'Default'",
+    ),
+    (
+        report,
+        ["--tracking-uri", "sqlite:///{in}/store/mlflow.db", "--out", "{in}/afile"],
+        "--out: {in}/afile is a file",
+    ),
+    (
+        evaluate_run,
+        ["--benchmark", "coco", "--fid-protocol", "dmd2-sd15", "--metrics", "fid"],
+        "1000 captions in",
+    ),
     (evaluate_run, ["--benchmark", "parti", "--experiment", ""], "--experiment: got ''"),
-    (evaluate_run, ["--benchmark", "parti:4", "--tiny", "--device", "cuda"],
-     "--device: got 'cuda' but torch sees no CUDA device"),
+    (
+        evaluate_run,
+        ["--benchmark", "parti:4", "--tiny", "--device", "cuda"],
+        "--device: got 'cuda' but torch sees no CUDA device",
+    ),
     (evaluate_run, ["--benchmark", "parti", "--world", "sdxl"], "world.reference is not set"),
-    (evaluate_run, ["--benchmark", "parti:4", "--metrics", "pickscore"],
-     "eval.weights (pickscore)"),
+    (
+        evaluate_run,
+        ["--benchmark", "parti:4", "--metrics", "pickscore"],
+        "eval.weights (pickscore)",
+    ),
     (train, ["--world", "sd15-tiny", "--set", "train.init=random"], "train.init: got 'random'"),
     (plan, ["--check", "{in}/nope.jsonl"], "--check: {in}/nope.jsonl is not a file"),
     (plan, ["--check", "{in}/bad.yaml"], "--check: {in}/bad.yaml:1 is not a JSON row"),
     (export, ["{in}/empty", "--out", "out"], "no checkpoint at {in}/empty"),
     (export, ["{in}/dangling/checkpoints", "--out", "out"], "no checkpoint at"),
-]  # fmt: skip
+]
 
 
 @pytest.fixture(scope="module")
@@ -267,8 +365,9 @@ def run_case(entry, argv, out):
     return entry(argv)
 
 
-@pytest.mark.parametrize("entry,argv,message", CASES + TEXT_CASES,
-                         ids=[" ".join(c[1])[:60] for c in CASES + TEXT_CASES])  # fmt: skip
+@pytest.mark.parametrize(
+    "entry,argv,message", CASES + TEXT_CASES, ids=[" ".join(c[1])[:60] for c in CASES + TEXT_CASES]
+)
 def test_bad_input_is_refused_in_one_line_and_leaves_nothing(
     entry, argv, message, tmp_path, capsys, monkeypatch, inputs, no_model_loads
 ):
@@ -330,8 +429,9 @@ def test_a_sweep_whose_ray_cannot_start_records_nothing(tmp_path):
     grid = [sys.executable, str(ROOT / "sweeps" / "ablation_grid.py"), "--smoke-test"]
     for _ in range(2):  # separate processes, as a user reruns a command
         started = time.perf_counter()
-        done = subprocess.run([*grid, "--storage", str(out)], env=env, capture_output=True,
-                              text=True, timeout=120)  # fmt: skip
+        done = subprocess.run(
+            [*grid, "--storage", str(out)], env=env, capture_output=True, text=True, timeout=120
+        )
         code, err = done.returncode, done.stderr
         assert code == 2 and "RAY_ADDRESS: Ray did not start" in err, err
         assert len(err.strip().splitlines()) == 1 and "already has" not in err

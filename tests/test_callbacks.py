@@ -16,8 +16,12 @@ from distar.config.tree import Config, ConfigError
 from distar.loop.trainer import Trainer
 from distar.runtime.callbacks import GeneratorEma, LrWarmup
 
-SMALL = {"train.batch_size": 32, "train.log_every": 2, "eval.samples_per_prompt": 50,
-         "eval.plot": False}  # fmt: skip
+SMALL = {
+    "train.batch_size": 32,
+    "train.log_every": 2,
+    "eval.samples_per_prompt": 50,
+    "eval.plot": False,
+}
 
 
 def config(tmp_path, **flat) -> Config:
@@ -46,8 +50,9 @@ def test_ema_is_the_exponential_average_of_every_steps_weights(world_cache, tmp_
         trainer.train_step()
         for k, p in generator_params(trainer).items():
             want[k] = decay * want[k] + (1 - decay) * p.double()
-    moved = max((ema.shadow[k].double() - generator_params(trainer)[k].double()).abs().max()
-                for k in want)  # fmt: skip
+    moved = max(
+        (ema.shadow[k].double() - generator_params(trainer)[k].double()).abs().max() for k in want
+    )
     assert moved > 1e-4  # the average lags the weights: a copy of them would not
     for k, value in want.items():
         torch.testing.assert_close(ema.shadow[k].double(), value, rtol=1e-6, atol=1e-7)
@@ -77,8 +82,10 @@ def test_warmup_ramps_every_learning_rate_linearly(world_cache, tmp_path):
     n = 4
     trainer = Trainer(config(tmp_path, **{"optim.warmup_steps": n}))
     assert any(isinstance(cb, LrWarmup) for cb in trainer.callbacks)
-    base = {"generator": trainer.config.optim.generator.lr,
-            "assistant": trainer.config.optim.assistant.lr}  # fmt: skip
+    base = {
+        "generator": trainer.config.optim.generator.lr,
+        "assistant": trainer.config.optim.assistant.lr,
+    }
     for step in range(6):
         for name, opt in trainer.method.optimizers().items():
             assert opt.param_groups[0]["lr"] == base[name] * min(1.0, (step + 1) / n)
@@ -97,8 +104,9 @@ def test_resume_restores_the_ema_and_the_warmup(world_cache, tmp_path):
     for cb_a, cb_b in zip(a, b, strict=True):
         assert type(cb_a) is type(cb_b)
         assert all(torch.equal(cb_a.tensors()[k], cb_b.tensors()[k]) for k in cb_a.tensors())
-    for opt_a, opt_b in zip(straight.method.optimizers().values(),
-                            resumed.method.optimizers().values(), strict=True):  # fmt: skip
+    for opt_a, opt_b in zip(
+        straight.method.optimizers().values(), resumed.method.optimizers().values(), strict=True
+    ):
         assert opt_a.param_groups[0]["lr"] == opt_b.param_groups[0]["lr"]
     pa, pb = generator_params(straight), generator_params(resumed)
     assert all(torch.equal(pa[k], pb[k]) for k in pa)

@@ -68,8 +68,9 @@ def wait_for_port(port: int, seconds: float = 30) -> None:
 
 def start_sshd(tmp: Path, home: Path, ports: dict[str, int]) -> tuple[subprocess.Popen, int, Path]:
     for name in ("host_key", "client_key"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp / name)],
-                       check=True)  # fmt: skip
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp / name)], check=True
+        )
     shutil.copy(tmp / "client_key.pub", tmp / "authorized_keys")
     port = free_port()
     env = " ".join(f"{k}={v}" for k, v in ports.items())
@@ -86,8 +87,9 @@ StrictModes no
 SetEnv HOME={home} {env}
 """)
     Path("/run/sshd").mkdir(exist_ok=True)  # Debian's sshd refuses to start without it
-    sshd = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(tmp / "sshd_config")],
-                            stderr=open(tmp / "sshd.log", "w"))  # fmt: skip
+    sshd = subprocess.Popen(
+        [str(SSHD), "-D", "-e", "-f", str(tmp / "sshd_config")], stderr=open(tmp / "sshd.log", "w")
+    )
     wait_for_port(port)
     return sshd, port, tmp / "client_key"
 
@@ -99,8 +101,11 @@ def render(tmp: Path, key: Path, ssh_port: int) -> Path:
     config["max_workers"] = 0
     (tmp / "relay.py").write_text(RELAY)
     relay = f"{sys.executable} {tmp / 'relay.py'} {ssh_port}"
-    config["auth"] = {"ssh_user": getpass.getuser(), "ssh_private_key": str(key),
-                      "ssh_proxy_command": relay}  # fmt: skip
+    config["auth"] = {
+        "ssh_user": getpass.getuser(),
+        "ssh_private_key": str(key),
+        "ssh_proxy_command": relay,
+    }
     path = tmp / "cluster.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -133,8 +138,11 @@ def ssh_node(tmp_path):
     local.mkdir()
     # the node's login shell finds a Python as a real node's does (there: the image's python3)
     (home / ".bash_profile").write_text(f'export PATH="{BIN}:$PATH"\n')
-    ports = {"DISTAR_RAY_PORT": free_port(), "DISTAR_DASHBOARD_PORT": free_port(),
-             "DISTAR_MLFLOW_PORT": free_port()}  # fmt: skip
+    ports = {
+        "DISTAR_RAY_PORT": free_port(),
+        "DISTAR_DASHBOARD_PORT": free_port(),
+        "DISTAR_MLFLOW_PORT": free_port(),
+    }
     sshd, ssh_port, key = start_sshd(tmp_path, home, ports)
     cluster = f"distar-ci-{os.getpid()}"
     try:
@@ -151,8 +159,14 @@ def ssh_node(tmp_path):
 
 def ray(args: list[str], env: dict[str, str], timeout: float) -> tuple[str, float]:
     start = time.time()
-    done = subprocess.run([str(BIN / "ray"), *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout)  # fmt: skip
+    done = subprocess.run(
+        [str(BIN / "ray"), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     out = done.stdout + done.stderr
     assert done.returncode == 0, f"ray {args[0]} failed:\n{out[-5000:]}"
     return out, time.time() - start
@@ -167,8 +181,9 @@ def test_ray_up_runs_the_smoke_sweep_into_the_heads_mlflow(ssh_node):
     env.update(HOME=str(local), RAY_AUTH_MODE="token", PATH=f"{BIN}:{env['PATH']}")
     took = {}
     _, took["token"] = ray(["get-auth-token", "--generate"], env, 60)
-    up, took["ray up"] = ray(["up", "-y", "--no-config-cache", "-n", cluster, str(config)],
-                             env, 900)  # fmt: skip
+    up, took["ray up"] = ray(
+        ["up", "-y", "--no-config-cache", "-n", cluster, str(config)], env, 900
+    )
     mlflow_uri = f"http://127.0.0.1:{ports['DISTAR_MLFLOW_PORT']}"
     assert mlflow_uri in up
     assert (home / "distar" / "sweeps" / "cluster_node.sh").exists()
@@ -176,12 +191,15 @@ def test_ray_up_runs_the_smoke_sweep_into_the_heads_mlflow(ssh_node):
     assert not (home / "distar" / ".git").exists() and not (home / "distar" / "runs").exists()
     flags = " ".join(f"--set={k}={v}" for k, v in TINY.items())
     storage = home / "shared-storage"
-    sweep = (f"bash ~/distar/sweeps/cluster_node.sh run python sweeps/ablation_grid.py "
-             f"--smoke-test --storage {storage} --tracking-uri {mlflow_uri} {flags}")  # fmt: skip
+    sweep = (
+        f"bash ~/distar/sweeps/cluster_node.sh run python sweeps/ablation_grid.py "
+        f"--smoke-test --storage {storage} --tracking-uri {mlflow_uri} {flags}"
+    )
     dashboard = f"http://127.0.0.1:{ports['DISTAR_DASHBOARD_PORT']}"
     # `bash -c`: the entrypoint's ~ is the head's (a laptop's shell would expand its own)
-    logs, took["job"] = ray(["job", "submit", "--address", dashboard, "--", "bash", "-c", sweep],
-                            env, 900)  # fmt: skip
+    logs, took["job"] = ray(
+        ["job", "submit", "--address", dashboard, "--", "bash", "-c", sweep], env, 900
+    )
     assert "| KL, no CFG | 2 |" in logs  # the printed report is complete
 
     runs = load_runs(mlflow_uri, "distar-table2", "table2")
@@ -202,13 +220,19 @@ def test_ray_up_runs_the_smoke_sweep_into_the_heads_mlflow(ssh_node):
     # token authentication is on: a client without the token is turned away
     bare = {k: v for k, v in env.items() if k != "RAY_AUTH_MODE"}
     bare["HOME"] = str(local / "elsewhere")
-    refused = subprocess.run([str(BIN / "ray"), "job", "list", "--address", dashboard], env=bare,
-                             capture_output=True, text=True, timeout=120)  # fmt: skip
+    refused = subprocess.run(
+        [str(BIN / "ray"), "job", "list", "--address", dashboard],
+        env=bare,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert refused.returncode != 0 and "token" in (refused.stdout + refused.stderr).lower()
 
     pids = [int(p.read_text()) for p in (home / "distar-cluster").glob("*.pid")]
     assert len(pids) == 2  # Ray's head and MLflow, each in a group of its own
-    _, took["stop"] = ray(["exec", "-n", cluster, str(config),
-                           "bash ~/distar/sweeps/cluster_node.sh stop"], env, 300)  # fmt: skip
+    _, took["stop"] = ray(
+        ["exec", "-n", cluster, str(config), "bash ~/distar/sweeps/cluster_node.sh stop"], env, 300
+    )
     assert not any(alive(pid) for pid in pids)
     print("cluster timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in took.items()))

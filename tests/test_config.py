@@ -107,8 +107,12 @@ def test_a_registry_holds_exactly_its_config_choices():
         registry.add("huber", object())
     registry.add("pseudo_huber", object())
     registry.complete()
-    for real, allowed in ((DIVERGENCES, choices.DIVERGENCES), (DISTANCES, choices.DISTANCES),
-                          (GMM_REWARDS, GMM_REWARD_NAMES), (WORLDS, tuple(C.WORLD_CONFIGS))):
+    for real, allowed in (
+        (DIVERGENCES, choices.DIVERGENCES),
+        (DISTANCES, choices.DISTANCES),
+        (GMM_REWARDS, GMM_REWARD_NAMES),
+        (WORLDS, tuple(C.WORLD_CONFIGS)),
+    ):
         assert real.choices == tuple(allowed) and real.names() == tuple(sorted(allowed))
 
 

@@ -9,9 +9,13 @@ from distar.raytune.console import SweepConsole
 
 def trial(step: int, paper: dict | None = None) -> SimpleNamespace:
     flat = {"train.steps": 600, "loss.guidance": "out", "loss.huber_c": 0.05}
-    spec = {"label": "search" if paper else "DI* (in)", "seed": 3, "flat_config": flat,
-            "key": "" if paper else "di-in-c0.05-s3",  # grid trials are keyed by their row
-            "paper": paper or {"alpha_rew": 100, "alpha_cfg": 7.5}}  # fmt: skip
+    spec = {
+        "label": "search" if paper else "DI* (in)",
+        "seed": 3,
+        "flat_config": flat,
+        "key": "" if paper else "di-in-c0.05-s3",  # grid trials are keyed by their row
+        "paper": paper or {"alpha_rew": 100, "alpha_cfg": 7.5},
+    }
     result = {"step": step, "eval/reward": 0.123456, "eval/precision": 0.9}
     return SimpleNamespace(config={"trial": spec}, trial_id="ab12", last_result=result)
 
@@ -31,8 +35,10 @@ def test_a_grid_trial_reads_as_its_row_seed_and_metrics(capsys):
 
 def test_a_searched_trial_names_its_draw_and_an_early_stop(capsys):
     line = finished_line(capsys, trial(300, {"alpha_rew": 12.3456, "alpha_cfg": 4.5}))
-    expected = ("stopped at step 300/600 search ab12 (paper.alpha_rew 12.3, paper.alpha_cfg 4.5, "
-                "huber_c 0.05, out) · seed 3: reward 0.1235")  # fmt: skip
+    expected = (
+        "stopped at step 300/600 search ab12 (paper.alpha_rew 12.3, paper.alpha_cfg 4.5, "
+        "huber_c 0.05, out) · seed 3: reward 0.1235"
+    )
     assert expected in line, line
 
 

@@ -65,8 +65,14 @@ def test_a_run_with_an_ema_exports_the_ema_weights(world_cache, tmp_path, capsys
     from distar.loop.trainer import Trainer
     from distar.runtime.callbacks import GeneratorEma
 
-    flat = {"train.steps": 2, "train.out_dir": str(tmp_path / "run"), "eval.plot": False,
-            "eval.benchmarks": "", "optim.generator.lr": 1e-3, "train.ema": 0.5}  # fmt: skip
+    flat = {
+        "train.steps": 2,
+        "train.out_dir": str(tmp_path / "run"),
+        "eval.plot": False,
+        "eval.benchmarks": "",
+        "optim.generator.lr": 1e-3,
+        "train.ema": 0.5,
+    }
     trainer = Trainer(Config.for_world("sd15-tiny", flat))
     trainer.train()
     (ema,) = [cb for cb in trainer.callbacks if isinstance(cb, GeneratorEma)]

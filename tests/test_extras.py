@@ -34,16 +34,27 @@ CASES = [  # (blocked modules, entry point, its arguments, the extra, words the 
     ("peft", "distar.cli.train", ["--world", "sd15-tiny", "--smoke-test"], "t2i", "world 'sd15'"),
     ("ray", GRID, ["--smoke-test"], "sweep", "a sweep"),
     ("optuna", SEARCH, ["--smoke-test"], "sweep", "a sweep"),
-    ("transformers", "distar.cli.evaluate", ["--tiny", "--benchmark", "parti:2"], "eval",
-     "transformers"),
+    (
+        "transformers",
+        "distar.cli.evaluate",
+        ["--tiny", "--benchmark", "parti:2"],
+        "eval",
+        "transformers",
+    ),
     ("mlflow", "analysis.report", ["--tracking-uri", "sqlite:///{tmp}/m.db"], "sweep", "mlflow"),
-    ("mlflow", "analysis.compare", ["--tracking-uri", "sqlite:///{tmp}/m.db", "a", "b"], "sweep",
-     "mlflow"),
-]  # fmt: skip
+    (
+        "mlflow",
+        "analysis.compare",
+        ["--tracking-uri", "sqlite:///{tmp}/m.db", "a", "b"],
+        "sweep",
+        "mlflow",
+    ),
+]
 
 
-@pytest.mark.parametrize(("blocked", "entry", "args", "extra", "words"), CASES,
-                         ids=[f"{c[1]}-{c[0]}" for c in CASES])  # fmt: skip
+@pytest.mark.parametrize(
+    ("blocked", "entry", "args", "extra", "words"), CASES, ids=[f"{c[1]}-{c[0]}" for c in CASES]
+)
 def test_a_missing_extra_is_one_line_naming_it(blocked, entry, args, extra, words, tmp_path):
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     storage = tmp_path / "out"
@@ -51,8 +62,13 @@ def test_a_missing_extra_is_one_line_naming_it(blocked, entry, args, extra, word
         args += ["--storage", str(storage)]
     elif entry == "distar.cli.train":
         args += ["--out", str(storage)]
-    done = subprocess.run([sys.executable, "-c", RUN_BLOCKED, blocked, entry, *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", RUN_BLOCKED, blocked, entry, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2, done.stderr[-3000:]
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]

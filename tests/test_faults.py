@@ -67,9 +67,22 @@ def test_a_killed_worker_restarts_from_its_checkpoint_and_ends_like_an_undisturb
 
 def sweep_args(tmp_path: Path) -> list[str]:
     flags = [f"--set={k}={v}" for k, v in {**TINY, **LONGER}.items()]
-    return [sys.executable, str(ROOT / "sweeps" / "ablation_grid.py"), "--smoke-test",
-            "--seeds", "0", "--max-concurrent", "1", "--experiment", "exp", "--name", "rs",
-            "--storage", str(tmp_path), *flags]  # fmt: skip
+    return [
+        sys.executable,
+        str(ROOT / "sweeps" / "ablation_grid.py"),
+        "--smoke-test",
+        "--seeds",
+        "0",
+        "--max-concurrent",
+        "1",
+        "--experiment",
+        "exp",
+        "--name",
+        "rs",
+        "--storage",
+        str(tmp_path),
+        *flags,
+    ]
 
 
 def test_a_killed_sweep_driver_resumes_only_unfinished_trials_and_logs_no_step_twice(

@@ -21,9 +21,24 @@ ROOT = Path(__file__).resolve().parents[1]
 TOP_PACKAGES = ("distar", "sweeps", "analysis", "benchmarks", "scripts")
 # What a lazy import may defer: the third-party packages that cost seconds or gigabytes to import.
 HEAVY = frozenset(
-    {"torch", "torchvision", "ray", "mlflow", "diffusers", "transformers", "peft", "open_clip",
-     "torchmetrics", "torch_fidelity", "pandas", "scipy", "matplotlib", "optuna", "safetensors"}
-)  # fmt: skip
+    {
+        "torch",
+        "torchvision",
+        "ray",
+        "mlflow",
+        "diffusers",
+        "transformers",
+        "peft",
+        "open_clip",
+        "torchmetrics",
+        "torch_fidelity",
+        "pandas",
+        "scipy",
+        "matplotlib",
+        "optuna",
+        "safetensors",
+    }
+)
 
 # Bottom to top: one folder of ``distar/`` per layer (a module takes the layer of its folder), the
 # entry points above them all. No folder spans two layers.
@@ -121,8 +136,9 @@ class Graph:
                         third[name].add(target.split(".")[0])
                 elif found != name:
                     edges.append(Edge(name, found, lazy, line))
-        return cls(modules, sorted(set(edges), key=lambda e: (e.source, e.line, e.target)),
-                   dict(third))  # fmt: skip
+        return cls(
+            modules, sorted(set(edges), key=lambda e: (e.source, e.line, e.target)), dict(third)
+        )
 
     def eager_closure(self, module: str) -> set[str]:
         """Modules ``module`` imports at import time, itself included, transitively (a package's
@@ -204,24 +220,27 @@ def upward(graph: Graph) -> list[Edge]:
 
 def unplaced(graph: Graph) -> list[str]:
     """Modules no layer names (package ``__init__`` files aside: they hold no imports)."""
-    return sorted(m for m, p in graph.modules.items()
-                  if layer_of(m) is None and p.name != "__init__.py")  # fmt: skip
+    return sorted(
+        m for m, p in graph.modules.items() if layer_of(m) is None and p.name != "__init__.py"
+    )
 
 
 def needless_lazy(graph: Graph) -> list[Edge]:
     """Lazy project imports that defer no heavy third-party import the source lacks."""
     return [
-        e for e in graph.edges
+        e
+        for e in graph.edges
         if e.lazy and not (graph.heavy_at_import(e.target) - graph.heavy_at_import(e.source))
-    ]  # fmt: skip
+    ]
 
 
 def forbidden(graph: Graph) -> list[Edge]:
     return [
-        e for e in graph.edges
+        e
+        for e in graph.edges
         for src, dst in FORBIDDEN
         if fnmatch.fnmatchcase(e.source, src) and fnmatch.fnmatchcase(e.target, dst)
-    ]  # fmt: skip
+    ]
 
 
 def init_imports(graph: Graph) -> list[Edge]:
@@ -246,8 +265,9 @@ def shared_basenames(graph: Graph) -> dict[str, list[str]]:
 
 
 def show(edges: list[Edge]) -> str:
-    return "\n".join(f"  {e.source}:{e.line} -> {e.target}{' (lazy)' if e.lazy else ''}"
-                     for e in edges)  # fmt: skip
+    return "\n".join(
+        f"  {e.source}:{e.line} -> {e.target}{' (lazy)' if e.lazy else ''}" for e in edges
+    )
 
 
 GRAPH = Graph.read(ROOT)
@@ -306,8 +326,9 @@ def test_the_checks_catch_what_they_check(tmp_path):
 
 def summary(graph: Graph) -> str:
     lazy = [e for e in graph.edges if e.lazy]
-    sizes = sorted(((len(p.read_text().splitlines()), m) for m, p in graph.modules.items()),
-                   reverse=True)[:8]  # fmt: skip
+    sizes = sorted(
+        ((len(p.read_text().splitlines()), m) for m, p in graph.modules.items()), reverse=True
+    )[:8]
     lines = [
         f"modules: {len(graph.modules)}, internal imports: {len(graph.edges)} "
         f"({len(lazy)} function-level)",

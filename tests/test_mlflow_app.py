@@ -40,8 +40,9 @@ def test_the_keys_set_are_the_ones_this_mlflows_ui_reads():
     """MLflow's UI stores ``key`` with ``version`` under ``{key}_v{version}`` (its
     useLocalStorage hook); each default must name a key and version the bundle declares, and a
     value it understands."""
-    bundle = "".join(p.read_text(errors="ignore") for p in (static_folder() / "static" / "js")
-                     .glob("*.js"))  # fmt: skip
+    bundle = "".join(
+        p.read_text(errors="ignore") for p in (static_folder() / "static" / "js").glob("*.js")
+    )
     assert "`${e}_v${t}`" in bundle  # the hook's storage name
     for stored in mlflow_app.UI_DEFAULTS:
         key, version = re.fullmatch(r"(.+)_v(\d+)", stored).groups()
@@ -51,7 +52,10 @@ def test_the_keys_set_are_the_ones_this_mlflows_ui_reads():
     # MLflowLocalStorage-<version>-<component>-<scope>-ReactComponentState
     prefix, suffix = mlflow_app.SAVED_VIEW
     _, version, component, _ = prefix.split("-")
-    for fragment in ('["MLflowLocalStorage",r.version,this.scope,e].join("-")',
-                     f'version="{version}"', f'getStoreForComponent("{component}",',
-                     f'reactComponentStateKey="{suffix.removeprefix("-")}"'):  # fmt: skip
+    for fragment in (
+        '["MLflowLocalStorage",r.version,this.scope,e].join("-")',
+        f'version="{version}"',
+        f'getStoreForComponent("{component}",',
+        f'reactComponentStateKey="{suffix.removeprefix("-")}"',
+    ):
         assert fragment in bundle, fragment

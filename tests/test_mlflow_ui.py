@@ -49,14 +49,21 @@ def readme_sd15_tiny_smoke(tmp_path: Path) -> tuple[Path, str]:
 
     install, _, command = readme_command("--world sd15-tiny --smoke-test").partition(" && ")
     named = set(re.search(r'"\.\[([\w,]+)\]"', install)[1].split(","))
-    assert install.startswith("pip install -e ") and {
-        "sweep", Config.for_world("sd15-tiny").world.extra} <= named, install  # fmt: skip
+    assert (
+        install.startswith("pip install -e ")
+        and {"sweep", Config.for_world("sd15-tiny").world.extra} <= named
+    ), install
     assert not extras.missing(tuple(m for e in named for m in extras.EXTRAS[e]))
     (tmp_path / "sweeps").symlink_to(ROOT / "sweeps")
     assert command.startswith("python ")
-    done = subprocess.run(f"{shlex.quote(sys.executable)} {command.removeprefix('python ')}",
-                          shell=True, cwd=tmp_path, capture_output=True, text=True,
-                          timeout=1200)  # fmt: skip
+    done = subprocess.run(
+        f"{shlex.quote(sys.executable)} {command.removeprefix('python ')}",
+        shell=True,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return tmp_path / "runs" / "table2", done.stdout
 
@@ -76,17 +83,21 @@ def ui_over_a_smoke_sweep(request, ray_address, tmp_path, capsys):
     else:
         storage, out = readme_sd15_tiny_smoke(tmp_path)
     assert "smoke test: it checks that the whole path runs" in out  # says what it is, at once
-    (command,) = [line.removeprefix("MLflow: ").removesuffix(", then")
-                  for line in out.splitlines() if line.startswith("MLflow: mlflow server")]
+    (command,) = [
+        line.removeprefix("MLflow: ").removesuffix(", then")
+        for line in out.splitlines()
+        if line.startswith("MLflow: mlflow server")
+    ]
     printed = [line.split()[1] for line in out.splitlines() if line.startswith("MLflow: http")]
     port = free_port()
     served = [sys.executable, "-m", *shlex.split(command.replace("--port 5000", f"--port {port}"))]
     assert "--app-name" in served and f"sqlite:///{storage.resolve() / 'mlflow.db'}" in served
     server = subprocess.Popen(
         served,
-        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "mlflow-server.log", "w"),
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "mlflow-server.log", "w"),
         start_new_session=True,
-    )  # fmt: skip
+    )
     url = f"http://127.0.0.1:{port}"
     links = [link.replace("http://127.0.0.1:5000", url) for link in printed]
     try:
@@ -97,7 +108,8 @@ def ui_over_a_smoke_sweep(request, ray_address, tmp_path, capsys):
                 break
             except OSError:
                 assert time.time() < deadline and server.poll() is None, (
-                    "mlflow server down: " + (tmp_path / "mlflow-server.log").read_text()[-3000:])
+                    "mlflow server down: " + (tmp_path / "mlflow-server.log").read_text()[-3000:]
+                )
                 time.sleep(0.5)
         yield url, storage, links, request.param
     finally:
@@ -113,8 +125,12 @@ def browser():
 
     options = Options()
     options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                "--window-size=1600,1000"):  # fmt: skip
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1600,1000",
+    ):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
@@ -154,10 +170,15 @@ def test_the_ui_shows_the_runs_grouped_by_row_and_the_sweeps_report(ui_over_a_sm
     browser.save_screenshot(str(ARTIFACTS / f"{shot}1-experiment-opens-on-runs.png"))
 
     children = "tags.`distar.sweep` = 'table2' and tags.`distar.trial` != ''"
-    query = {"workflowType": "machine_learning", "searchFilter": children,
-             "orderByKey": "attributes.run_name", "orderByAsc": "true"}  # fmt: skip
-    browser.get(f"{url}/#/experiments/{experiment.experiment_id}/runs?"
-                + urllib.parse.urlencode(query))  # fmt: skip
+    query = {
+        "workflowType": "machine_learning",
+        "searchFilter": children,
+        "orderByKey": "attributes.run_name",
+        "orderByAsc": "true",
+    }
+    browser.get(
+        f"{url}/#/experiments/{experiment.experiment_id}/runs?" + urllib.parse.urlencode(query)
+    )
     browser.refresh()  # a new hash alone keeps the single-page app's previous view
     deadline = time.time() + 60
     while True:
@@ -170,8 +191,10 @@ def test_the_ui_shows_the_runs_grouped_by_row_and_the_sweeps_report(ui_over_a_sm
     browser.save_screenshot(str(ARTIFACTS / f"{shot}2-child-runs-by-row.png"))
 
     (parent,) = client.search_runs([experiment.experiment_id], "tags.`distar.role` = 'parent'")
-    browser.get(f"{url}/#/experiments/{experiment.experiment_id}/runs/"
-                f"{parent.info.run_id}/artifacts/report/table2.md")  # fmt: skip
+    browser.get(
+        f"{url}/#/experiments/{experiment.experiment_id}/runs/"
+        f"{parent.info.run_id}/artifacts/report/table2.md"
+    )
     # the report file open in the artifact browser, beside its siblings (the Overview, which
     # the page may show first, holds the table too: its row alone proves nothing)
     wait_for_text(browser, ["KL, no CFG", "pareto.png", "table2.csv", "paired.md"])
@@ -202,14 +225,20 @@ def clicking_through_stays_in_the_training_layout(browser, view: str, world: str
     browser.get("about:blank")
     browser.get(view)
     wait_for_text(browser, ["Group: KL, no CFG", "0/0 KL s0"])
-    (run,) = [a for a in browser.find_elements(By.CSS_SELECTOR, "a[href*='/runs/']")
-              if a.text == "0/0 KL s0"]  # fmt: skip
+    (run,) = [
+        a
+        for a in browser.find_elements(By.CSS_SELECTOR, "a[href*='/runs/']")
+        if a.text == "0/0 KL s0"
+    ]
     run.click()
     wait_for_text(browser, ["0/0 KL s0", "Overview", "Artifacts", "Parameters"])
     training_layout(browser, "a run clicked in the runs table")
     browser.save_screenshot(str(ARTIFACTS / f"{world}-7-clicked-run.png"))
-    (tab,) = [t for t in browser.find_elements(By.XPATH, "//*[normalize-space(text())="
-                                                         "'Artifacts']") if t.is_displayed()]
+    (tab,) = [
+        t
+        for t in browser.find_elements(By.XPATH, "//*[normalize-space(text())='Artifacts']")
+        if t.is_displayed()
+    ]
     tab.click()
     wait_for_text(browser, ["config.yaml", "metrics_table.json"])
     training_layout(browser, "the run's artifacts")
@@ -274,8 +303,11 @@ def the_printed_link_lands_on_the_answer(browser, links: list[str], world: str) 
     # and a reload of the URL the app rewrote (its search facets added) ignores the shared view
     browser.get("about:blank")
     browser.get(view)
-    body = wait_for_text(browser, [f"Group: {row}" for row in rows] + [
-        f"Sort: {objective}", "distar.row_ci95", "distar.paired", "baseline"])  # fmt: skip
+    body = wait_for_text(
+        browser,
+        [f"Group: {row}" for row in rows]
+        + [f"Sort: {objective}", "distar.row_ci95", "distar.paired", "baseline"],
+    )
     training_layout(browser, "the printed link")
     # each seed's line carries its row's mean ± 95 % CI, rounded to the CI (MLflow's group
     # row shows a bare, unrounded mean): uncertainty at the first glance
@@ -286,7 +318,8 @@ def the_printed_link_lands_on_the_answer(browser, links: list[str], world: str) 
         "return [...document.querySelectorAll('*')].filter(e => e.childElementCount === 0 &&"
         " e.textContent.startsWith('Group: ')).map(e => [e.textContent,"
         " e.scrollWidth > e.clientWidth + 1 || e.parentElement.scrollWidth >"
-        " e.parentElement.clientWidth + 1])")  # fmt: skip
+        " e.parentElement.clientWidth + 1])"
+    )
     assert sorted(text for text, _ in groups) == sorted(f"Group: {row}" for row in rows), groups
     assert not [text for text, cut in groups if cut], f"group names cut on screen: {groups}"
     browser.save_screenshot(str(ARTIFACTS / f"{world}-4-printed-link-the-answer.png"))

@@ -28,9 +28,14 @@ FAST_HEALTH = {
 
 
 def start_node(args: list[str], env: dict[str, str]) -> subprocess.Popen:
-    ports = ["--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
-             "--dashboard-agent-grpc-port", "--runtime-env-agent-port",
-             "--metrics-export-port"]  # fmt: skip
+    ports = [
+        "--node-manager-port",
+        "--object-manager-port",
+        "--dashboard-agent-listen-port",
+        "--dashboard-agent-grpc-port",
+        "--runtime-env-agent-port",
+        "--metrics-export-port",
+    ]
     argv = ["ray", "start", "--block", "--disable-usage-stats", *args]
     for flag in ports:
         argv += [flag, str(free_port())]
@@ -65,9 +70,13 @@ def cluster_state(port: int, env: dict[str, str]) -> str:
     sweep that did not finish: which group holds a CPU, and whether any actor lives in it."""
     out = ""
     for what in ("placement-groups", "actors"):
-        listed = subprocess.run(["ray", "list", what, "--detail", "--format", "yaml",
-                                 "--address", f"127.0.0.1:{port}"],
-                                capture_output=True, text=True, timeout=60, env=env)  # fmt: skip
+        listed = subprocess.run(
+            ["ray", "list", what, "--detail", "--format", "yaml", "--address", f"127.0.0.1:{port}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
         out += f"\n--- ray list {what}\n{listed.stdout[-6000:]}"
     return out
 
@@ -84,9 +93,22 @@ def two_nodes(world_cache):
     # (with 3, Ray placed both on the head), and the head alone finishes the sweep once that
     # node is gone (trial drivers hold no CPU). cluster_state() prints the placement groups and
     # actors if the sweep does not finish.
-    head = start_node(["--head", "--port", str(port), "--num-cpus", "1",
-                       "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
-                       "--ray-client-server-port", str(free_port())], env)  # fmt: skip
+    head = start_node(
+        [
+            "--head",
+            "--port",
+            str(port),
+            "--num-cpus",
+            "1",
+            "--dashboard-host",
+            "127.0.0.1",
+            "--dashboard-port",
+            str(dashboard),
+            "--ray-client-server-port",
+            str(free_port()),
+        ],
+        env,
+    )
     url = f"http://127.0.0.1:{dashboard}"
     from ray.job_submission import JobSubmissionClient
 
@@ -127,10 +149,25 @@ def test_the_smoke_sweep_survives_losing_a_node(two_nodes, tmp_path):
 
     client, second, port, env = two_nodes
     storage = tmp_path / "sweep"
-    flags = [f"--set={k}={v}" for k, v in {**TINY, "train.steps": 400, "train.log_every": 20,
-                                           "train.checkpoint_every": 40}.items()]  # fmt: skip
-    entrypoint = " ".join([sys.executable, str(ROOT / "sweeps" / "ablation_grid.py"),
-                           "--smoke-test", "--storage", str(storage), *flags])  # fmt: skip
+    flags = [
+        f"--set={k}={v}"
+        for k, v in {
+            **TINY,
+            "train.steps": 400,
+            "train.log_every": 20,
+            "train.checkpoint_every": 40,
+        }.items()
+    ]
+    entrypoint = " ".join(
+        [
+            sys.executable,
+            str(ROOT / "sweeps" / "ablation_grid.py"),
+            "--smoke-test",
+            "--storage",
+            str(storage),
+            *flags,
+        ]
+    )
     job = client.submit_job(entrypoint=entrypoint)
     killed, replacement = set(), None
     deadline = time.time() + 360
@@ -147,8 +184,7 @@ def test_the_smoke_sweep_survives_losing_a_node(two_nodes, tmp_path):
                 # one CPU alone, a placement group left when a node died (seen in 2
                 # of 4 full-suite runs, never alone) held that CPU and stalled the sweep
                 time.sleep(5)
-                replacement = start_node(["--address", f"127.0.0.1:{port}", "--num-cpus", "2"],
-                                         env)  # fmt: skip
+                replacement = start_node(["--address", f"127.0.0.1:{port}", "--num-cpus", "2"], env)
             time.sleep(0.2)
         logs = client.get_job_logs(job)
         assert status.value == "SUCCEEDED", logs[-3000:] + cluster_state(port, env)

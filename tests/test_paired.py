@@ -92,8 +92,9 @@ def test_a_a_without_run_effects_holds_alpha_at_both_levels():
     rng = np.random.default_rng(20)
     diffs = [a_a(rng, 2, 100, 0.0) for _ in range(4000)]
     check_calibrated(np.array([setting_level(d).p for d in diffs]))
-    check_calibrated(np.array([checkpoint_level(d, n_boot=200, seed=i).p
-                               for i, d in enumerate(diffs)]))  # fmt: skip
+    check_calibrated(
+        np.array([checkpoint_level(d, n_boot=200, seed=i).p for i, d in enumerate(diffs)])
+    )
 
 
 def test_the_checkpoint_level_rejects_equal_settings_when_runs_differ():
@@ -188,8 +189,16 @@ def test_too_few_seeds_get_no_mark_and_say_how_many_are_needed():
 
 def item_table(values_, seed=7, step=10, without=()) -> pd.DataFrame:
     n = len(values_)
-    table = pd.DataFrame({"index": np.arange(n), "replica": 0, "seed": seed, "step": step,
-                          "group": "g", "pickscore": values_})
+    table = pd.DataFrame(
+        {
+            "index": np.arange(n),
+            "replica": 0,
+            "seed": seed,
+            "step": step,
+            "group": "g",
+            "pickscore": values_,
+        }
+    )
     return table.drop(columns=list(without))
 
 
@@ -209,11 +218,12 @@ def test_items_that_do_not_pair_are_refused_in_one_line():
             paired_differences(table, b, "pickscore")
     with pytest.raises(UnpairedError, match="0 items only in A, 1 only in B"):
         paired_differences(item_table([1.0, 2.0]), b, "pickscore")
-    for table, message in [(item_table([1.0, 2.0, 3.0], without=["replica"]), "no replica"),
-                           (item_table([1.0, 2.0, 3.0], without=["group"]), "no group"),
-                           (item_table([1.0, 2.0, 3.0]).rename(columns={"pickscore": "x"}),
-                            "no pickscore"),
-                           (item_table([1.0]), "1 item")]:  # fmt: skip
+    for table, message in [
+        (item_table([1.0, 2.0, 3.0], without=["replica"]), "no replica"),
+        (item_table([1.0, 2.0, 3.0], without=["group"]), "no group"),
+        (item_table([1.0, 2.0, 3.0]).rename(columns={"pickscore": "x"}), "no pickscore"),
+        (item_table([1.0]), "1 item"),
+    ]:
         with pytest.raises(UnpairedError, match=message):
             paired_differences(table, b, "pickscore")
 
@@ -244,11 +254,18 @@ def test_a_sweep_whose_rows_do_not_pair_gets_a_note_not_a_failure(tmp_path):
     table instead of failing a sweep that already ran."""
     from analysis.compare import paired_report
 
-    runs = pd.DataFrame({"tags.distar.label": ["a", "a", "b"], "tags.distar.seed": ["0", "0", "0"],
-                         "run_id": ["r1", "r2", "r3"], "status": "FINISHED",
-                         "tags.distar.final_step": "10"})  # fmt: skip
-    text, table = paired_report(runs, f"sqlite:///{tmp_path}/none.db", tmp_path,
-                                ("parti/pickscore",))  # fmt: skip
+    runs = pd.DataFrame(
+        {
+            "tags.distar.label": ["a", "a", "b"],
+            "tags.distar.seed": ["0", "0", "0"],
+            "run_id": ["r1", "r2", "r3"],
+            "status": "FINISHED",
+            "tags.distar.final_step": "10",
+        }
+    )
+    text, table = paired_report(
+        runs, f"sqlite:///{tmp_path}/none.db", tmp_path, ("parti/pickscore",)
+    )
     assert table.empty and text.startswith("no paired table: a row has several runs per seed")
     assert (tmp_path / "paired.md").read_text().startswith("no paired table")
 
@@ -264,13 +281,25 @@ def test_the_report_pairs_rows_seed_with_seed_and_says_what_it_left_out(monkeypa
     rng = np.random.default_rng(80)
     v = values(rng, 3, 3, 300, 0.05, [0.0, 2.0, 0.0])
     steps = {"init": 0, "good": 50, "late": 40}
-    tables = {f"{row}-{seed}": item_table(v[i, seed], seed=seed, step=steps[row])
-              for i, row in enumerate(steps) for seed in range(3)}  # fmt: skip
+    tables = {
+        f"{row}-{seed}": item_table(v[i, seed], seed=seed, step=steps[row])
+        for i, row in enumerate(steps)
+        for seed in range(3)
+    }
     monkeypatch.setattr(compare_module, "samples", lambda client, run, bench: tables[run])
-    runs = pd.DataFrame([{"tags.distar.label": row, "tags.distar.seed": str(seed),
-                          "run_id": f"{row}-{seed}", "status": "FINISHED"}
-                         for row in steps for seed in range(3)
-                         if (row, seed) != ("late", 2)])  # fmt: skip
+    runs = pd.DataFrame(
+        [
+            {
+                "tags.distar.label": row,
+                "tags.distar.seed": str(seed),
+                "run_id": f"{row}-{seed}",
+                "status": "FINISHED",
+            }
+            for row in steps
+            for seed in range(3)
+            if (row, seed) != ("late", 2)
+        ]
+    )
     table = compare_module.row_comparisons(None, runs, ["eval/pickscore"], "init", True)
     assert set(table["level"]) == {"setting", "checkpoint"}
     setting = table[table["level"] == "setting"].set_index(["row", "baseline"])
@@ -292,8 +321,10 @@ def test_analysis_compare_marks_only_the_setting_level():
     from analysis.paired_table import Found
 
     rng = np.random.default_rng(90)
-    found = [Found("A", "B", "eval/m0", a_a(rng, 3, 300, 0.05, shift=2.0)),
-             Found("A", "B", "eval/m1", a_a(rng, 3, 300, 0.3))]  # fmt: skip
+    found = [
+        Found("A", "B", "eval/m0", a_a(rng, 3, 300, 0.05, shift=2.0)),
+        Found("A", "B", "eval/m1", a_a(rng, 3, 300, 0.3)),
+    ]
     text = markdown(both_levels(found, n_boot=200))
     setting, checkpoint = text.split("### checkpoint level")
     assert "| eval/m0 ▲ |" in setting and "| eval/m1 |" in setting

@@ -72,8 +72,17 @@ def test_check_compares_the_model_with_benchmark_rows(tmp_path, capsys):
     """``--check`` reads what benchmarks/sd_step.py --json writes (the GPU script runs it)."""
     import json
 
-    row = {"arch": "sdxl", "batch": 2, "grad_ckpt": True, "lora_rank": 0, "chunk": 0,
-           "fsdp": False, "vae_dtype": "bf16", "peak_gib": 90.8, "images_per_s": 0.58}  # fmt: skip
+    row = {
+        "arch": "sdxl",
+        "batch": 2,
+        "grad_ckpt": True,
+        "lora_rank": 0,
+        "chunk": 0,
+        "fsdp": False,
+        "vae_dtype": "bf16",
+        "peak_gib": 90.8,
+        "images_per_s": 0.58,
+    }
     rows = tmp_path / "sd_step.jsonl"
     rows.write_text(json.dumps(row) + "\n" + json.dumps({**row, "arch": "tiny"}) + "\n")
     assert main(["--check", str(rows)]) == 0
@@ -197,15 +206,41 @@ def test_the_gpu_benchmark_runs_its_fsdp_offload_chunk_row_on_cpu(tmp_path, monk
     from sd_step import main as sd_step
 
     out = tmp_path / "rows.jsonl"
-    argv = ["--tiny", "--device", "cpu", "--fsdp", "--offload", "--chunk", "1", "--weighting",
-            "dmd_normalised", "--steps", "1", "--warmup", "1", "--reps", "1"]  # fmt: skip
+    argv = [
+        "--tiny",
+        "--device",
+        "cpu",
+        "--fsdp",
+        "--offload",
+        "--chunk",
+        "1",
+        "--weighting",
+        "dmd_normalised",
+        "--steps",
+        "1",
+        "--warmup",
+        "1",
+        "--reps",
+        "1",
+    ]
     try:
         assert sd_step([*argv, "--json", str(out)]) == 0
     finally:  # FSDP2 at world size 1 started a one-rank group in this process
         if dist.is_initialized():
             dist.destroy_process_group()
     (row,) = [json.loads(line) for line in out.read_text().splitlines()]
-    for key in ("arch", "batch", "grad_ckpt", "lora_rank", "chunk", "fsdp", "offload",
-                "vae_dtype", "peak_gib", "startup_gib", "images_per_s"):  # fmt: skip
+    for key in (
+        "arch",
+        "batch",
+        "grad_ckpt",
+        "lora_rank",
+        "chunk",
+        "fsdp",
+        "offload",
+        "vae_dtype",
+        "peak_gib",
+        "startup_gib",
+        "images_per_s",
+    ):
         assert key in row, key
     assert row["fsdp"] and row["offload"] and row["chunk"] == 1

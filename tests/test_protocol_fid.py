@@ -171,11 +171,23 @@ def test_the_config_and_preflight_hold_the_protocol(tmp_path):
     with pytest.raises(ConfigError, match="eval.benchmarks: got 'coco:200'.*coco:30000"):
         Config.for_world("sd15", {"eval.fid_protocol": "dmd2-sd15", "eval.benchmarks": "coco:200"})
     with pytest.raises(ConfigError, match="with fid among its metrics"):
-        Config.for_world("sd15", {"eval.fid_protocol": "dmd2-sd15", "eval.benchmarks": "coco",
-                                  "eval.metrics": "clip_score"})  # fmt: skip
+        Config.for_world(
+            "sd15",
+            {
+                "eval.fid_protocol": "dmd2-sd15",
+                "eval.benchmarks": "coco",
+                "eval.metrics": "clip_score",
+            },
+        )
     with pytest.raises(ConfigError, match="eval.images_per_prompt: got 2"):
-        Config.for_world("sd15", {"eval.fid_protocol": "dmd2-sd15", "eval.benchmarks": "coco",
-                                  "eval.images_per_prompt": 2})  # fmt: skip
+        Config.for_world(
+            "sd15",
+            {
+                "eval.fid_protocol": "dmd2-sd15",
+                "eval.benchmarks": "coco",
+                "eval.images_per_prompt": 2,
+            },
+        )
     short = tmp_path / "coco.txt"
     short.write_text("a cat\na dog\n")
     flat = {"eval.fid_protocol": "dmd2-sd15", "eval.benchmarks": "coco", "eval.metrics": "fid"}

@@ -104,7 +104,7 @@ def test_imagereward_through_a_resize_differs_by_8_bit_rounding_only(imagereward
     prompts = PROMPTS * 2
     want = reference_scores(reference, prompts, arrays)
     got = ours.score(as_tensor(arrays), prompts).double()
-    assert (got - want).abs().max() <= 0.02, (got - want)
+    assert (got - want).abs().max() <= 0.02, got - want
 
 
 def test_aesthetic_head_file_of_its_publisher(tmp_path):
@@ -222,12 +222,17 @@ def test_clip_score_as_torchmetrics_and_pickscore_as_its_model_card(tmp_path):
     reference = CLIPScore(model_name_or_path=lambda: (model, processor))
     for shape in ((32, 32), (96, 96), (96, 80)):
         arrays = pictures(shape, detail=16)
-        want_clip = torch.tensor([float(reference(torch.from_numpy(a).permute(2, 0, 1), [p]))
-                                  for a, p in zip(arrays, PROMPTS, strict=True)])  # fmt: skip
+        want_clip = torch.tensor(
+            [
+                float(reference(torch.from_numpy(a).permute(2, 0, 1), [p]))
+                for a, p in zip(arrays, PROMPTS, strict=True)
+            ]
+        )
         with torch.no_grad():
             images = processor(images=[Image.fromarray(a) for a in arrays], return_tensors="pt")
-            texts = processor(text=PROMPTS, padding=True, truncation=True, max_length=77,
-                              return_tensors="pt")  # fmt: skip
+            texts = processor(
+                text=PROMPTS, padding=True, truncation=True, max_length=77, return_tensors="pt"
+            )
             image = torch.nn.functional.normalize(model.get_image_features(**images), dim=-1)
             text = torch.nn.functional.normalize(model.get_text_features(**texts), dim=-1)
             want_pick = (model.logit_scale.exp() * text @ image.T).diagonal()

@@ -409,8 +409,17 @@ def test_evaluate_a_world_generator_from_a_diffusers_unet_directory(world_cache,
     from distar.evaluation.standalone import run_evaluation
 
     parti = Path(__file__).resolve().parents[2] / "shared" / "data" / "PartiPrompts.tsv"
-    base = ["--tiny", "--world", "sd15-tiny", "--benchmark", "parti:3", "--prompts",
-            f"parti={parti}", "--tracking-uri", f"sqlite:///{tmp_path / 'e.db'}"]  # fmt: skip
+    base = [
+        "--tiny",
+        "--world",
+        "sd15-tiny",
+        "--benchmark",
+        "parti:3",
+        "--prompts",
+        f"parti={parti}",
+        "--tracking-uri",
+        f"sqlite:///{tmp_path / 'e.db'}",
+    ]
     unet_dir = f"{resolve('tiny:sd15')}/unet"
     runs = []
     for extra in ([], ["--set", f"world.generator_init={unet_dir}"]):
@@ -429,8 +438,11 @@ def test_reusing_the_generator_samples_saves_a_forward_and_trains_on_them(world_
 
     forwards = {}
     for reuse in (False, True):
-        flat = {"optim.reuse_generator_samples": reuse, "train.out_dir": str(tmp_path),
-                "eval.benchmarks": ""}  # fmt: skip
+        flat = {
+            "optim.reuse_generator_samples": reuse,
+            "train.out_dir": str(tmp_path),
+            "eval.benchmarks": "",
+        }
         trainer = Trainer(Config.for_world("sd15-tiny", {**flat, "train.device": "cpu"}))
         outputs, fed = [], []
         trainer.world.generator.register_forward_hook(
@@ -462,10 +474,13 @@ def test_guards_a_real_run_needs(world_cache, capsys):
     cpu = torch.device("cpu")
     with pytest.raises(ConfigError, match="world.vae_dtype: got 'fp16'.*force_upcast: true"):
         build_world(Config.for_world("sdxl-tiny", {"world.vae_dtype": "fp16"}).world, cpu)
-    for key, value, allowed in (("noise.generator.sigma_max", 80.0, "<= 14.61"),
-                                ("noise.assistant.sigma_min", 0.002, ">= 0.02917")):  # fmt: skip
-        config = Config.for_world("sd15-tiny", {key: value, "train.device": "cpu",
-                                                "eval.benchmarks": ""})  # fmt: skip
+    for key, value, allowed in (
+        ("noise.generator.sigma_max", 80.0, "<= 14.61"),
+        ("noise.assistant.sigma_min", 0.002, ">= 0.02917"),
+    ):
+        config = Config.for_world(
+            "sd15-tiny", {key: value, "train.device": "cpu", "eval.benchmarks": ""}
+        )
         with pytest.raises(ConfigError, match=f"{key}: got {value}; allowed: {allowed}"):
             Trainer(config)
     capsys.readouterr()

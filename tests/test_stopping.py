@@ -125,9 +125,17 @@ def write_items(folder, step: int, values: np.ndarray, seed: int = 3) -> str:
     import pandas as pd
 
     (folder / "items").mkdir(parents=True)
-    rows = pd.DataFrame({"prompt": "p", "group": "p", "index": np.arange(len(values)) % 4,
-                         "replica": np.arange(len(values)) // 4, "seed": seed,
-                         "reward": values, "step": step})  # fmt: skip
+    rows = pd.DataFrame(
+        {
+            "prompt": "p",
+            "group": "p",
+            "index": np.arange(len(values)) % 4,
+            "replica": np.arange(len(values)) // 4,
+            "seed": seed,
+            "reward": values,
+            "step": step,
+        }
+    )
     rows.to_json(folder / "items" / "eval.jsonl", orient="records", lines=True)
     return str(folder)
 

@@ -131,9 +131,11 @@ def test_grid_has_the_papers_table2_rows():
         assert row.divergence == ("kl" if "DI++" in row.model or "DMD2" in row.model else "score")
         assert row.guidance == ("out" if "Out" in row.model else "in")
         # the published numbers the paper module carries are the printed ones
-        printed = paper[(paper["model"] == row.model)
-                        & (paper["reward_scale"].fillna(0) == row.alpha_rew)
-                        & (paper["cfg_scale"].fillna(0) == row.alpha_cfg)].iloc[0]  # fmt: skip
+        printed = paper[
+            (paper["model"] == row.model)
+            & (paper["reward_scale"].fillna(0) == row.alpha_rew)
+            & (paper["cfg_scale"].fillna(0) == row.alpha_cfg)
+        ].iloc[0]
         assert row.published.pickscore == printed["pickscore"]
         assert row.published.image_reward == printed["image_reward"]
         assert row.published.clip_score == printed["clip_score"]
@@ -294,8 +296,13 @@ def test_smoke_grid_on_the_tiny_sd_world_through_ray_into_mlflow(ray_address, tm
         assert len(coco) == 5 * 4
         # the logged JSON has its metric columns first, and its 64-bit noise seeds as strings
         # in every evaluation's rows (a browser rounds a JSON integer past 2**53)
-        raw = json.loads(Path(mlflow.MlflowClient().download_artifacts(
-            run_id, "eval/parti_samples.json", str(tmp_path / "raw"))).read_text())  # fmt: skip
+        raw = json.loads(
+            Path(
+                mlflow.MlflowClient().download_artifacts(
+                    run_id, "eval/parti_samples.json", str(tmp_path / "raw")
+                )
+            ).read_text()
+        )
         assert raw["columns"][0] == "pickscore"
         seeds = [row[raw["columns"].index("seed")] for row in raw["data"]]
         assert len(seeds) == 5 * 6 and all(isinstance(x, str) and int(x) >= 0 for x in seeds)
@@ -314,17 +321,37 @@ def test_smoke_grid_on_the_tiny_sd_world_through_ray_into_mlflow(ray_address, tm
     # the two rows, item by item (same prompts and noise): one line per benchmark metric
     from analysis.compare import main as compare
 
-    assert compare(["--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
-                    *runs["run_id"].iloc[:2]]) == 0  # fmt: skip
+    assert (
+        compare(["--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", *runs["run_id"].iloc[:2]])
+        == 0
+    )
     printed = capsys.readouterr().out
     # rows by their labels (every finished seed), as a run id would be
-    assert compare(["--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
-                    "DI*-In α_rew 100, α_cfg 7.5", "KL, no CFG"]) == 0  # fmt: skip
+    assert (
+        compare(
+            [
+                "--tracking-uri",
+                f"sqlite:///{tmp_path / 'mlflow.db'}",
+                "DI*-In α_rew 100, α_cfg 7.5",
+                "KL, no CFG",
+            ]
+        )
+        == 0
+    )
     printed_rows = capsys.readouterr().out
     assert printed_rows.startswith("A = 'DI*-In α_rew 100, α_cfg 7.5' (1 run), B = 'KL, no CFG'")
     # by run name, as the --help's example names one
-    assert compare(["--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
-                    "100/7.5 DI*-In s0", "0/0 KL s0"]) == 0  # fmt: skip
+    assert (
+        compare(
+            [
+                "--tracking-uri",
+                f"sqlite:///{tmp_path / 'mlflow.db'}",
+                "100/7.5 DI*-In s0",
+                "0/0 KL s0",
+            ]
+        )
+        == 0
+    )
     assert "| parti/pickscore |" in capsys.readouterr().out
     assert printed_rows.splitlines()[2:] and all(
         (tmp_path / "trials" / key / "items" / "parti.jsonl").exists()
@@ -465,8 +492,9 @@ def test_optuna_asha_search_in_paper_units_maps_a_pareto_front(ray_address, tmp_
     # ASHA and the paired stopper both: each result names its trial folder, whose items the
     # stopper pairs with the best trial's at the same step (the same eval seed: they pair)
     stop = paired_stopper("both", "reward", 0.05, 2, 0.01, 3)
-    rows = run_sweep([], settings, search_tune_config(3, 2, 7, 2, pair, "both"), space,
-                     objective, stop=stop)  # fmt: skip
+    rows = run_sweep(
+        [], settings, search_tune_config(3, 2, 7, 2, pair, "both"), space, objective, stop=stop
+    )
     assert len(rows) == 3 and all(r["error"] == "" for r in rows)
     assert len(stop.at_step[3]) == 3  # every trial's first evaluation reached the stopper
     folders = [Path(folder) for _, folder in stop.at_step[3].values()]
@@ -487,14 +515,13 @@ def test_optuna_asha_search_in_paper_units_maps_a_pareto_front(ray_address, tmp_
         run = runs.loc[r["key"]]
         assert float(run["params.loss.reward_scale"]) == pytest.approx(0.01 * r["paper.alpha_rew"])
         assert float(run["params.loss.cfg_scale"]) == pytest.approx(r["paper.alpha_cfg"] / 7.5)
-        assert float(run["tags.paper.alpha_rew"]) == pytest.approx(
-            r["paper.alpha_rew"], 1e-5
-        )
+        assert float(run["tags.paper.alpha_rew"]) == pytest.approx(r["paper.alpha_rew"], 1e-5)
         # each run named by its draw, first: "37.2/5.06 out c0.041 s7"
         draw = f"{r['paper.alpha_rew']:.3g}/{r['paper.alpha_cfg']:.3g} "
         assert run["tags.mlflow.runName"].startswith(draw), run["tags.mlflow.runName"]
-        assert run["tags.mlflow.runName"].endswith(f"{run['params.loss.guidance']} c"
-                                                   f"{float(run['params.loss.huber_c']):.2g} s7")
+        assert run["tags.mlflow.runName"].endswith(
+            f"{run['params.loss.guidance']} c{float(run['params.loss.huber_c']):.2g} s7"
+        )
     front = pareto_front(rows, pair)
     assert front and all(
         not (q["eval/reward"] > p["eval/reward"] and q["eval/precision"] > p["eval/precision"])
@@ -548,8 +575,14 @@ def test_paper_tables_1_to_3_from_runs_in_the_papers_units(tmp_path):
     from analysis.paper_tables import build
 
     best, init = TABLE2[-1].label, TABLE2[0].label
-    runs = fake_runs([(best, 0.1, 0, "FINISHED", 0.0), (best, 0.1, 1, "FINISHED", 0.0),
-                      (init, 0.1, 0, "FINISHED", 0.0), (init, 0.1, 1, "FAILED", 0.0)])  # fmt: skip
+    runs = fake_runs(
+        [
+            (best, 0.1, 0, "FINISHED", 0.0),
+            (best, 0.1, 1, "FINISHED", 0.0),
+            (init, 0.1, 0, "FINISHED", 0.0),
+            (init, 0.1, 1, "FAILED", 0.0),
+        ]
+    )
     for bench in ("parti", "coco"):
         runs[f"metrics.{bench}/pickscore"] = [0.230, 0.232, 0.225, float("nan")]  # cosine
         runs[f"metrics.{bench}/imagereward"] = [1.0, 1.1, 0.9, float("nan")]
@@ -592,14 +625,32 @@ def test_evaluation_of_a_checkpoint_on_two_ray_workers_equals_one_process(ray_ad
     from distar.evaluation.standalone import run_evaluation
     from distar.loop.trainer import Trainer
 
-    run_flat = {"train.steps": 2, "train.batch_size": 2, "eval.plot": False,
-                "eval.benchmarks": "", "train.out_dir": str(tmp_path / "run")}  # fmt: skip
+    run_flat = {
+        "train.steps": 2,
+        "train.batch_size": 2,
+        "eval.plot": False,
+        "eval.benchmarks": "",
+        "train.out_dir": str(tmp_path / "run"),
+    }
     run_cfg = Config.for_world("sd15-tiny", run_flat)
     Trainer(run_cfg).train()
-    args = ["--tiny", "--checkpoint", str(tmp_path / "run" / "checkpoints"), "--batch-size", "3",
-            "--benchmark", "parti:7", "--benchmark", "coco:4",
-            "--prompts", BENCH_PROMPTS.split(",")[0], "--prompts", BENCH_PROMPTS.split(",")[1],
-            "--tracking-uri", f"sqlite:///{tmp_path / 'eval.db'}"]  # fmt: skip
+    args = [
+        "--tiny",
+        "--checkpoint",
+        str(tmp_path / "run" / "checkpoints"),
+        "--batch-size",
+        "3",
+        "--benchmark",
+        "parti:7",
+        "--benchmark",
+        "coco:4",
+        "--prompts",
+        BENCH_PROMPTS.split(",")[0],
+        "--prompts",
+        BENCH_PROMPTS.split(",")[1],
+        "--tracking-uri",
+        f"sqlite:///{tmp_path / 'eval.db'}",
+    ]
     _, one = run_evaluation(resolve_job(build_parser().parse_args(args)), tmp_path / "a")
     job = resolve_job(build_parser().parse_args([*args, "--ray-workers", "2", "--run-name", "ray"]))
     _, two = run_evaluation(job, tmp_path / "b")
@@ -620,14 +671,16 @@ def test_text_presets_search_held_out_metrics_and_refuse_the_trained_reward():
     assert "'metric': 'parti/imagereward', 'floor_metric': 'coco/clip_score'" in done.stdout
     assert "pareto axes: parti/imagereward (maximised) vs coco/clip_score" in done.stdout
     for flags in (["--metric", "reward"], ["--floor-metric", "parti/pickscore"]):
-        refused = subprocess.run([*search, "--dry-run", *flags], capture_output=True, text=True,
-                                 timeout=120)  # fmt: skip
+        refused = subprocess.run(
+            [*search, "--dry-run", *flags], capture_output=True, text=True, timeout=120
+        )
         assert refused.returncode == 2 and "reward this world trains on" in refused.stderr
         assert "Traceback" not in refused.stderr
         allowed = [*search, "--dry-run", *flags, "--allow-trained-reward"]
         assert subprocess.run(allowed, capture_output=True, timeout=120).returncode == 0
-    embedded = subprocess.run([*search[:2], "--dry-run"], capture_output=True, text=True,
-                              timeout=120)  # fmt: skip
+    embedded = subprocess.run(
+        [*search[:2], "--dry-run"], capture_output=True, text=True, timeout=120
+    )
     assert "'metric': 'reward', 'floor_metric': 'precision', 'floor': 0.9" in embedded.stdout
 
 
@@ -640,7 +693,8 @@ def test_objective_floors_and_ceilings():
     ceiling = Objective("parti/imagereward", "coco/fid", 20.0, 0.1)  # FID: lower is better
     assert ceiling({"parti/imagereward": 1.0, "coco/fid": 19.0}) == 1.0
     assert ceiling({"parti/imagereward": 1.0, "coco/fid": 25.0}) == pytest.approx(0.5)
-    result = tune_result({}, {"reward": 0.3, "parti/imagereward": 1.0, "coco/clip_score": 32.0},
-                         5, floor)  # fmt: skip
+    result = tune_result(
+        {}, {"reward": 0.3, "parti/imagereward": 1.0, "coco/clip_score": 32.0}, 5, floor
+    )
     assert result["eval/reward"] == 0.3 and result["parti/imagereward"] == 1.0
     assert result["objective"] == 1.0

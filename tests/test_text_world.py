@@ -36,10 +36,16 @@ class TinyTextWorld:
         encoder = CLIPTextModel.from_pretrained(text_dir)
         self.text = TextEncoders([clip_tokenizer(text_dir)], [encoder], 64)
         torch.manual_seed(0)
-        unet = UNet2DConditionModel(block_out_channels=(16, 32), layers_per_block=1, sample_size=8,
-                                    norm_num_groups=8, cross_attention_dim=32, attention_head_dim=4,
-                                    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                                    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))  # fmt: skip
+        unet = UNet2DConditionModel(
+            block_out_channels=(16, 32),
+            layers_per_block=1,
+            sample_size=8,
+            norm_num_groups=8,
+            cross_attention_dim=32,
+            attention_head_dim=4,
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        )
         schedule = DDPMSchedule(DDPMScheduler(beta_schedule="scaled_linear").alphas_cumprod)
         self.sigma_range = (schedule.sigma_min, schedule.sigma_max)
         net = lambda u: UNetDenoiser(u, schedule, "epsilon", torch.float32)  # noqa: E731
@@ -106,8 +112,13 @@ def test_a_new_text_world_from_the_shared_blocks_is_evaluated_and_trained(tmp_pa
     world = TinyTextWorld(tmp_path)
     assert isinstance(world, World)  # every method the loop and the harness call
     before = world.evaluate(2, seed=0)["reward"]
-    flat = {"train.batch_size": 2, "loss.reward_scale": 1.0, "loss.cfg_scale": 1.0,
-            "train.out_dir": str(tmp_path), **SD_NOISE}  # fmt: skip
+    flat = {
+        "train.batch_size": 2,
+        "loss.reward_scale": 1.0,
+        "loss.cfg_scale": 1.0,
+        "train.out_dir": str(tmp_path),
+        **SD_NOISE,
+    }
     config = Config().with_overrides(flat)
     trainer = Trainer(config, world=world)
     start = [p.detach().clone() for p in trainer.method.params["generator"]]

@@ -96,8 +96,15 @@ def test_callbacks_and_jsonl_see_steps_evals_checkpoints(world_cache, tmp_path):
         ("end", 4),
     ]
     step_metrics = rec.calls[0][2]
-    names = ("loss/generator", "loss/divergence", "loss/assistant", "delta_norm", "reward",
-             "grad_norm/generator", "grad_norm/divergence")  # fmt: skip
+    names = (
+        "loss/generator",
+        "loss/divergence",
+        "loss/assistant",
+        "delta_norm",
+        "reward",
+        "grad_norm/generator",
+        "grad_norm/divergence",
+    )
     assert step_metrics.keys() == {f"train/{name}" for name in names}  # one scheme, no bare keys
     assert {
         "reward",

@@ -121,15 +121,25 @@ def test_stage0_depends_on_the_world_config_alone(tmp_path):
     """The cache is keyed by the world config: whichever run fits it first (a grid's trials race
     for the lock, each with its own training seed) must write the same weights. Before, the
     generator started from the global RNG its run had seeded (train.seed)."""
-    cfg = GMMWorldConfig(stage0_steps=20, generator_width=32, assistant_width=32, depth=2,
-                         assistant_init="fitted", assistant_fit_steps=5)  # fmt: skip
+    cfg = GMMWorldConfig(
+        stage0_steps=20,
+        generator_width=32,
+        assistant_width=32,
+        depth=2,
+        assistant_init="fitted",
+        assistant_fit_steps=5,
+    )
     fits = []
     for train_seed in (0, 1):
         torch.manual_seed(train_seed)  # what Trainer does before it builds the world
         folder = tmp_path / f"seed{train_seed}"
         built = build_world(GMMWorldConfig(**{**cfg.__dict__, "cache_dir": str(folder)}), CPU)
-        fits.append([p.detach().clone() for p in (*built.generator.parameters(),
-                                                  *built.assistant.parameters())])  # fmt: skip
+        fits.append(
+            [
+                p.detach().clone()
+                for p in (*built.generator.parameters(), *built.assistant.parameters())
+            ]
+        )
     assert all(torch.equal(a, b) for a, b in zip(*fits, strict=True))
 
 

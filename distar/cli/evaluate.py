@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--fid-protocol",
         default="",
         help="COCO FID as a published protocol measured it: "
-        + ", ".join(FID_PROTOCOLS) + " (default: torchmetrics, not comparable to papers)",
+        + ", ".join(FID_PROTOCOLS)
+        + " (default: torchmetrics, not comparable to papers)",
     )
     p.add_argument("--tiny", action="store_true", help="tiny random generator and metric models")
     p.add_argument("--generator-dir", help="the tiny generator's CLIP text encoder directory")
@@ -114,8 +115,16 @@ def resolve_job(args: argparse.Namespace) -> EvalJob:
     check_name(args.run_name, "--run-name")
     world = world_request(args) or {}
     source = GeneratorSource(args.checkpoint or "", world, args.generator_dir or "", args.seed)
-    return EvalJob(eval_config(args), source, args.device, args.ray_workers, args.tracking_uri,
-                   args.experiment, args.run_name, args.cache_dir)  # fmt: skip
+    return EvalJob(
+        eval_config(args),
+        source,
+        args.device,
+        args.ray_workers,
+        args.tracking_uri,
+        args.experiment,
+        args.run_name,
+        args.cache_dir,
+    )
 
 
 def eval_config(args: argparse.Namespace) -> EvalConfig:

@@ -310,9 +310,11 @@ def check_report(path: str) -> str:
     """The model against rows ``benchmarks/sd_step.py --json`` wrote (one GPU, fp32 masters):
     the step's peak, as the benchmark resets the peak after its warm-up steps."""
     k = calibrate()
-    lines = ["| row | measured GiB | predicted GiB (step) | error | start-up GiB measured / "
-             "predicted | measured img/s | predicted img/s |",
-             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| row | measured GiB | predicted GiB (step) | error | start-up GiB measured / "
+        "predicted | measured img/s | predicted img/s |",
+        "|---|---|---|---|---|---|---|",
+    ]
     if not Path(path).is_file():
         raise ConfigError(f"--check: {path} is not a file (what benchmarks/sd_step.py writes)")
     for number, line in enumerate(Path(path).read_text().splitlines(), start=1):

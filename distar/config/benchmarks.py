@@ -133,7 +133,9 @@ FID_PROTOCOLS = {
     p.name: p
     for p in (
         FIDProtocol(
-            "dmd2-sd15", 30_000, 256,
+            "dmd2-sd15",
+            30_000,
+            256,
             "DMD2's main/coco_eval/captions_coco14_test.txt (30k COCO-2014 val captions)",
             "edabd2a556026cbf5d36a5fffa35ad43d7ba71b72f6d640b727c1edefb7f1945",
             "every COCO-2014 val image (val2014/, 40,504)",
@@ -141,7 +143,9 @@ FID_PROTOCOLS = {
             "DMD2 experiments/sdv1.5 (--eval_res 256 --ref_dir val2014 --total_eval_samples 30000)",
         ),
         FIDProtocol(
-            "dmd2-sdxl", 10_000, 512,
+            "dmd2-sdxl",
+            10_000,
+            512,
             "DMD2's coco10k/all_prompts.pkl (10k COCO-2014 val captions), one per line",
             "",
             "DMD2's coco10k/subset (the 10,000 images of those captions)",
@@ -149,7 +153,7 @@ FID_PROTOCOLS = {
             "DMD2 experiments/sdxl (--eval_res 512 --ref_dir coco10k/subset; 1-step model 19.01)",
         ),
     )
-}  # fmt: skip
+}
 # the DI* paper's Table 1 COCO FIDs: "30K-FID on the COCO validation dataset", with neither the
 # resolution, the resize nor the reference images stated, so no protocol here reproduces it and
 # no FID of ours is printed beside those numbers

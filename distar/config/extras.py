@@ -30,8 +30,16 @@ MODULES: dict[str, tuple[str, str]] = {
 # what each extra must make importable (``t2i`` installs ``eval`` too)
 EXTRAS: dict[str, tuple[str, ...]] = {
     "sweep": ("ray", "mlflow", "optuna"),
-    "eval": ("transformers", "open_clip", "torchmetrics", "torch_fidelity", "cleanfid",
-             "torchvision", "PIL", "mlflow"),  # fmt: skip
+    "eval": (
+        "transformers",
+        "open_clip",
+        "torchmetrics",
+        "torch_fidelity",
+        "cleanfid",
+        "torchvision",
+        "PIL",
+        "mlflow",
+    ),
     "t2i": ("diffusers", "peft", "transformers", "open_clip", "torchmetrics", "torchvision"),
 }
 

@@ -368,8 +368,10 @@ class Config(Section):
         except yaml.YAMLError as error:
             raise ConfigError(f"not valid YAML ({' '.join(str(error).split())})") from None
         if not isinstance(tree, dict):
-            raise ConfigError(f"the YAML's top level is a {type(tree).__name__}; allowed: a "
-                              "mapping of sections (world:, loss:, train:, ...)")  # fmt: skip
+            raise ConfigError(
+                f"the YAML's top level is a {type(tree).__name__}; allowed: a "
+                "mapping of sections (world:, loss:, train:, ...)"
+            )
         return cls.from_dict(tree)
 
     @classmethod

@@ -133,9 +133,7 @@ def load(name: str, path: str | Path | None = None) -> PromptSet:
     return LOADERS[name](path)
 
 
-def select(
-    name: str, n: int | None, path: str | Path | None, subset: str, seed: int
-) -> PromptSet:
+def select(name: str, n: int | None, path: str | Path | None, subset: str, seed: int) -> PromptSet:
     """The prompts a benchmark evaluates: all (``n`` None), the first ``n``, or ``n``
     stratified by group with ``seed`` (``subset`` = ``"first"`` / ``"stratified"``)."""
     full = load(name, path)

@@ -63,8 +63,6 @@ class BenchmarkResult:
         return [c for c in self.rows.columns if c not in ROW_KEYS]
 
 
-
-
 @dataclass
 class Shard:
     """What one process made of its share of a benchmark: per-sample rows, its first examples

@@ -61,8 +61,9 @@ def rename_vision_key(key: str, to_original: bool = False) -> str:
     for blip, ours in VISION_NAMES:
         source, target = (ours, blip) if to_original else (blip, ours)
         pattern = "^" + re.escape(source).replace(r"\{i\}", r"(\d+)")
-        new, n = re.subn(pattern + ("" if source.endswith(".") else "$"),
-                         target.replace("{i}", r"\1"), key)  # fmt: skip
+        new, n = re.subn(
+            pattern + ("" if source.endswith(".") else "$"), target.replace("{i}", r"\1"), key
+        )
         if n:
             return new
     raise KeyError(f"ImageReward checkpoint: no BlipVisionModel name for visual_encoder.{key}")

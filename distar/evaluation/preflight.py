@@ -28,8 +28,9 @@ def active_requests(cfg: EvalConfig) -> list[BenchmarkRequest]:
     prompts are not found (no path, variable or shipped copy)."""
     paths = cfg.prompt_paths()
     found = prompt_sets.available
-    return [r for r in cfg.requests()
-            if not r.optional or found(r.benchmark, paths.get(r.benchmark))]
+    return [
+        r for r in cfg.requests() if not r.optional or found(r.benchmark, paths.get(r.benchmark))
+    ]
 
 
 def preflight(cfg: EvalConfig) -> None:

@@ -113,8 +113,11 @@ class ProtocolFID:
         g = self.generated
         if g.total is None:  # a shard that drew no image
             return {}
-        return {"sum": torch.from_numpy(g.total), "outer": torch.from_numpy(g.outer),
-                "count": torch.tensor(g.count)}  # fmt: skip
+        return {
+            "sum": torch.from_numpy(g.total),
+            "outer": torch.from_numpy(g.outer),
+            "count": torch.tensor(g.count),
+        }
 
     def merge_shard_states(self, states: list[dict[str, Tensor]]) -> None:
         """Replace the generated-image sums by the sum of every shard's: exact."""

@@ -44,8 +44,9 @@ def benchmark_prompts(cfg: EvalConfig, request: BenchmarkRequest) -> PromptSet:
 
 
 def harness_options(cfg: EvalConfig, device: str, progress: bool = True) -> HarnessOptions:
-    return HarnessOptions(cfg.seed, cfg.images_per_prompt, cfg.batch_size, device,
-                          progress=progress)  # fmt: skip
+    return HarnessOptions(
+        cfg.seed, cfg.images_per_prompt, cfg.batch_size, device, progress=progress
+    )
 
 
 @dataclass(frozen=True)

@@ -48,9 +48,7 @@ def evaluate_here(job: EvalJob, workdir: Path) -> list[BenchmarkResult]:
 
 def run_evaluation(job: EvalJob, workdir: Path) -> tuple[str, list[BenchmarkResult]]:
     client = tracking.client(job.tracking_uri)
-    experiment_id = ensure_experiment(
-        client, job.experiment, local_artifact_root(job.tracking_uri)
-    )
+    experiment_id = ensure_experiment(client, job.experiment, local_artifact_root(job.tracking_uri))
     run = client.create_run(experiment_id, run_name=job.run_name)
     log_params(client, run.info.run_id, job_params(job))
     try:
@@ -72,13 +70,20 @@ def job_params(job: EvalJob) -> dict[str, Any]:
     """The run's MLflow params: how it sampled, what it scored, where from."""
     cfg = job.eval
     flat: dict[str, Any] = {
-        "tiny": cfg.tiny_metrics, "subset": cfg.subset, "seed": cfg.seed,
+        "tiny": cfg.tiny_metrics,
+        "subset": cfg.subset,
+        "seed": cfg.seed,
         K.eval.fid_protocol: cfg.fid_protocol,
-        "samples_per_prompt": cfg.images_per_prompt, "batch_size": cfg.batch_size,
-        "device": job.device, "tracking_uri": job.tracking_uri, "experiment": job.experiment,
-        "run_name": job.run_name, "checkpoint": job.source.checkpoint or None,
-        "ray_workers": job.ray_workers, **job.source.world,
-    }  # fmt: skip
+        "samples_per_prompt": cfg.images_per_prompt,
+        "batch_size": cfg.batch_size,
+        "device": job.device,
+        "tracking_uri": job.tracking_uri,
+        "experiment": job.experiment,
+        "run_name": job.run_name,
+        "checkpoint": job.source.checkpoint or None,
+        "ray_workers": job.ray_workers,
+        **job.source.world,
+    }
     for r in active_requests(cfg):
         flat[f"benchmark.{r.benchmark}.n"] = r.n if r.n is not None else "all"
         flat[f"benchmark.{r.benchmark}.metrics"] = ",".join(r.metrics)

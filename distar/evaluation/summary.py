@@ -62,8 +62,9 @@ def ci_table(summary: dict[str, float], benchmark: str, metrics: list[str]) -> p
     rows = []
     for m in metrics:
         name = metric_name(benchmark, m)
-        low, high = (summary[CI_PREFIX + metric_name(benchmark, f"{m}_{end}")]
-                     for end in ("low", "high"))  # fmt: skip
+        low, high = (
+            summary[CI_PREFIX + metric_name(benchmark, f"{m}_{end}")] for end in ("low", "high")
+        )
         rows.append({"metric": name, "mean": summary[name], "ci95_low": low, "ci95_high": high})
     return pd.DataFrame(rows)
 

@@ -198,8 +198,10 @@ class Trainer:
         """What a checkpoint holds beside the networks and optimisers: the RNG state and each
         callback's state (``trainer.pt``), the callbacks' weights (written as the networks')."""
         named = [cb for cb in self.callbacks if cb.name]
-        state = {"torch_rng": torch.get_rng_state(),
-                 "callbacks": {cb.name: cb.state_dict() for cb in named}}  # fmt: skip
+        state = {
+            "torch_rng": torch.get_rng_state(),
+            "callbacks": {cb.name: cb.state_dict() for cb in named},
+        }
         return state, {cb.name: cb.tensors() for cb in named if cb.tensors()}
 
     def save(self) -> Path | None:
@@ -210,8 +212,9 @@ class Trainer:
         root = self.out_dir / "checkpoints"
         if self.sharded:
             with self.stopwatch.phase("checkpoint"):
-                path = save_sharded_checkpoint(root, self.step, self.modules(), self.optimizers(),
-                                               state, self.config, tensors)  # fmt: skip
+                path = save_sharded_checkpoint(
+                    root, self.step, self.modules(), self.optimizers(), state, self.config, tensors
+                )
             self._notify("on_checkpoint", self.step, path)
             return path
         if self.rank != 0:

@@ -27,9 +27,13 @@ class DIStar:
     parameters that require grad when this is built (after any sharding: the shards)."""
 
     def __init__(
-        self, config: Config, world: TrainingWorld, draws: Draws, guard: FiniteGuard,
+        self,
+        config: Config,
+        world: TrainingWorld,
+        draws: Draws,
+        guard: FiniteGuard,
         sharded: bool,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.config, self.world, self.draws, self.guard = config, world, draws, guard
         self.sharded = sharded
         self.params = {
@@ -134,9 +138,12 @@ class DIStar:
         for i in range(0, n, chunk):
             part = slice(i, min(i + chunk, n))
             part_batch = GeneratorBatch(
-                batch.x0[part], batch.sigma[part], batch.noise[part], batch.cond[part],
+                batch.x0[part],
+                batch.sigma[part],
+                batch.noise[part],
+                batch.cond[part],
                 batch.null[part],
-            )  # fmt: skip
+            )
             out = generator_loss(self.config.loss, part_batch, self.networks(), diagnose)
             (out.per_sample.sum() / n).backward()
             k = part.stop - part.start

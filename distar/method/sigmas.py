@@ -14,9 +14,7 @@ from distar.config.tree import SigmaConfig
 from distar.util.registry import Registry
 
 SigmaSampler = Callable[[SigmaConfig, int, torch.Generator], Tensor]
-SIGMA_DISTRIBUTIONS: Registry[SigmaSampler] = Registry(
-    "noise.*.kind", choices.SIGMA_DISTRIBUTIONS
-)
+SIGMA_DISTRIBUTIONS: Registry[SigmaSampler] = Registry("noise.*.kind", choices.SIGMA_DISTRIBUTIONS)
 
 
 @SIGMA_DISTRIBUTIONS.register("lognormal")

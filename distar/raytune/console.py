@@ -63,19 +63,28 @@ class SweepConsole(Callback):
         how = "finished"
         if steps and result.get("step", steps) < steps:  # a scheduler (ASHA) stopped it
             how = f"stopped at step {result['step']}/{steps}"
-        print(f"{self.progress()} {how} {self.name(trial)}: {', '.join(shown)}",
-              file=sys.stdout, flush=True)  # fmt: skip
+        print(
+            f"{self.progress()} {how} {self.name(trial)}: {', '.join(shown)}",
+            file=sys.stdout,
+            flush=True,
+        )
 
     def on_trial_recover(self, iteration, trials, trial, **info) -> None:
         self.running -= 1  # it starts again (on_trial_start)
-        print(f"{self.progress()} retrying {self.name(trial)}: {reason(trial.error_file)}",
-              file=sys.stdout, flush=True)  # fmt: skip
+        print(
+            f"{self.progress()} retrying {self.name(trial)}: {reason(trial.error_file)}",
+            file=sys.stdout,
+            flush=True,
+        )
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self.running -= 1
         self.failed += 1
-        print(f"{self.progress()} FAILED {self.name(trial)}: {reason(trial.error_file)}",
-              file=sys.stdout, flush=True)  # fmt: skip
+        print(
+            f"{self.progress()} FAILED {self.name(trial)}: {reason(trial.error_file)}",
+            file=sys.stdout,
+            flush=True,
+        )
 
 
 def trial_spec(trial: Any) -> dict[str, Any]:

@@ -34,8 +34,11 @@ def uses_huber_c(row: AblationRow, base: Config) -> bool:
 
 def row_tags(row: AblationRow) -> dict[str, str]:
     """The row's MLflow tags: which of the paper's models it is, its guidance and divergence."""
-    tags = {paper.MODEL: row.model, "distar.guidance": row.guidance,
-            "distar.divergence": row.divergence}  # fmt: skip
+    tags = {
+        paper.MODEL: row.model,
+        "distar.guidance": row.guidance,
+        "distar.divergence": row.divergence,
+    }
     return {**tags, **({paper.METHOD: row.method} if row.method else {})}
 
 
@@ -68,8 +71,13 @@ def expand(
             for seed in seeds:
                 flat = {**unset, **row_overrides(row), K.loss.huber_c: c, K.train.seed: seed}
                 spec = TrialSpec(
-                    f"{slug(row.label)}-c{c:g}-s{seed}", row.label, seed, flat, tags,
-                    {"alpha_rew": row.alpha_rew, "alpha_cfg": row.alpha_cfg}, method,
-                )  # fmt: skip
+                    f"{slug(row.label)}-c{c:g}-s{seed}",
+                    row.label,
+                    seed,
+                    flat,
+                    tags,
+                    {"alpha_rew": row.alpha_rew, "alpha_cfg": row.alpha_cfg},
+                    method,
+                )
                 trials.append(spec.resolved())  # validates now, before any Ray trial
     return trials

@@ -54,8 +54,12 @@ class MlflowLogger(Callback):
     def _warn(self, error: BaseException) -> None:
         if not self.warned:
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error)
-            print(f"MLflow: logging failed ({first}); training goes on, retrying, unlogged "
-                  f"values kept in {self.spool}", file=sys.stderr, flush=True)  # fmt: skip
+            print(
+                f"MLflow: logging failed ({first}); training goes on, retrying, unlogged "
+                f"values kept in {self.spool}",
+                file=sys.stderr,
+                flush=True,
+            )
             self.warned = True
 
     def _metrics(self, metrics: dict[str, float], step: int) -> None:
@@ -90,8 +94,9 @@ class MlflowLogger(Callback):
             self.spool.unlink(missing_ok=True)
             return
         lines = [{"metric": m.key, "value": m.value, "step": m.step} for m in self.pending]
-        lines += [{"call": method, "args": [str(a) for a in args]} for method, args in
-                  self.pending_calls]  # fmt: skip
+        lines += [
+            {"call": method, "args": [str(a) for a in args]} for method, args in self.pending_calls
+        ]
         self.spool.parent.mkdir(parents=True, exist_ok=True)
         self.spool.write_text("".join(json.dumps(line) + "\n" for line in lines))
 

@@ -38,9 +38,13 @@ c when the grid crosses pseudo-Huber c; group rows show the seeds' mean), sorted
 objective."""
 
 
-def log_sweep_report(settings: SweepSettings, report_dir: Path, params: dict[str, Any],
-                     overview: Callable[[str, str], str] | None = None,
-                     metrics: dict[str, float] | None = None) -> str | None:  # fmt: skip
+def log_sweep_report(
+    settings: SweepSettings,
+    report_dir: Path,
+    params: dict[str, Any],
+    overview: Callable[[str, str], str] | None = None,
+    metrics: dict[str, float] | None = None,
+) -> str | None:
     """The sweep's report (tables, CSV, plots) and its own parameters on the parent run, with
     ``overview(experiment_id, run_id)`` as its description (the run's Overview page) and
     ``metrics`` (per-row summaries); returns the parent run id."""
@@ -69,8 +73,9 @@ def tag_rows(uri: str, runs, verdicts: dict[str, str], cells: dict[str, str]) ->
         client.set_tag(run["run_id"], tracking.ROW_CI_TAG, cells.get(group, "–"))
 
 
-def grid_view(settings: SweepSettings, preset: WorldPreset, parent: str | None,
-              units: str) -> list[str]:  # fmt: skip
+def grid_view(
+    settings: SweepSettings, preset: WorldPreset, parent: str | None, units: str
+) -> list[str]:
     """The experiment's description, and the lines to print: the link that opens the runs
     table on the answer (this sweep's runs grouped by row, each with its row's paired verdict,
     the preset's metrics, sorted by its objective) and the parent run's (Table 2 with the
@@ -80,23 +85,33 @@ def grid_view(settings: SweepSettings, preset: WorldPreset, parent: str | None,
     experiment = client.get_experiment_by_name(settings.experiment).experiment_id
     client.set_experiment_tag(experiment, tracking.NOTE_TAG, EXPERIMENT_NOTE.format(units=units))
     key = f"distar-{settings.name}"
-    children = (f"tags.`{tracking.SWEEP_TAG}` = '{settings.name}' and "
-                f"tags.`{tracking.TRIAL_TAG}` != ''")  # fmt: skip
+    children = (
+        f"tags.`{tracking.SWEEP_TAG}` = '{settings.name}' and tags.`{tracking.TRIAL_TAG}` != ''"
+    )
     # the verdict, then the objective and its floor metric, then the preset's other metrics
     # (the table scrolls sideways to them); the run-name column wide enough for a row's label
     metrics = [logged_name(m) for m in dict.fromkeys([*preset.objective, *preset.metrics])]
     tags = (tracking.ROW_CI_TAG, tracking.PAIRED_TAG)
-    widths = {tracking.RUN_NAME_COLUMN: 330, f"tags.`{tracking.ROW_CI_TAG}`": 470,
-              f"tags.`{tracking.PAIRED_TAG}`": 190, **{f"metrics.`{m}`": 125 for m in metrics}}
-    tracking.share_runs_view(client, experiment, key, children, metrics, tracking.GROUP_TAG,
-                             metrics[0], tags, widths)  # fmt: skip
+    widths = {
+        tracking.RUN_NAME_COLUMN: 330,
+        f"tags.`{tracking.ROW_CI_TAG}`": 470,
+        f"tags.`{tracking.PAIRED_TAG}`": 190,
+        **{f"metrics.`{m}`": 125 for m in metrics},
+    }
+    tracking.share_runs_view(
+        client, experiment, key, children, metrics, tracking.GROUP_TAG, metrics[0], tags, widths
+    )
     server, command = tracking.ui_server(uri)
     lines = [f"MLflow: {command}, then"] if command else []
-    lines.append(f"MLflow: {tracking.runs_view_url(server, experiment, key)}  (runs grouped by "
-                 f"row, sorted by {preset.objective[0]}, each with its row's paired verdict)")
+    lines.append(
+        f"MLflow: {tracking.runs_view_url(server, experiment, key)}  (runs grouped by "
+        f"row, sorted by {preset.objective[0]}, each with its row's paired verdict)"
+    )
     if parent:
-        lines.append(f"MLflow: {tracking.run_url(server, experiment, parent)}  (the sweep's "
-                     "run: Table 2 and the paired verdicts)")
+        lines.append(
+            f"MLflow: {tracking.run_url(server, experiment, parent)}  (the sweep's "
+            "run: Table 2 and the paired verdicts)"
+        )
     return lines
 
 
@@ -111,6 +126,8 @@ def search_links(settings: SweepSettings) -> list[str]:
     lines = [f"MLflow: {command}, then"] if command else []
     lines.append(f"MLflow: {tracking.mlflow_ui_url(server, experiment)}  (the experiment's runs)")
     if parent := parent_run_id(settings):
-        lines.append(f"MLflow: {tracking.run_url(server, experiment, parent)}  (the search's "
-                     "run, its trials under it)")
+        lines.append(
+            f"MLflow: {tracking.run_url(server, experiment, parent)}  (the search's "
+            "run, its trials under it)"
+        )
     return lines

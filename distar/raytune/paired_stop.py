@@ -28,8 +28,9 @@ class PairedStopper(Stopper):
     ``parti/imagereward``), whose per-item values the test pairs; ``run_sd``: the sd of that
     metric's mean between training runs of one setting, in its units."""
 
-    def __init__(self, metric: str, alpha: float, evaluations: int, run_sd: float,
-                 trials: int) -> None:  # fmt: skip
+    def __init__(
+        self, metric: str, alpha: float, evaluations: int, run_sd: float, trials: int
+    ) -> None:
         self.bench, _, self.name = item_metric(metric).partition("/")
         self.rule = StopRule(alpha, evaluations, run_sd, self._pair, trials)
         self._read: tuple[tuple[str, int] | None, Any] = (None, None)  # the last trial's items

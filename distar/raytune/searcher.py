@@ -41,9 +41,13 @@ STOPPERS = ("asha", "paired", "both")  # what stops a searched trial early
 
 
 def search_tune_config(
-    num_samples: int, max_concurrent: int, seed: int, max_rungs: int, objectives: tuple[str, str],
+    num_samples: int,
+    max_concurrent: int,
+    seed: int,
+    max_rungs: int,
+    objectives: tuple[str, str],
     stopper: str = "asha",
-):  # fmt: skip
+):
     """Multi-objective Optuna (its TPE sampler, seeded) over two eval metrics, e.g. reward and
     a fidelity metric, so the search maps their Pareto front; with ``stopper`` asha or both,
     ASHA stops weak trials on the scalar ``objective`` (the first metric with a floor on the
@@ -59,14 +63,18 @@ def search_tune_config(
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(3, num_samples // 4))
     metrics = [logged_name(m) for m in objectives]
     searcher = OptunaSearch(metric=metrics, mode=modes, sampler=sampler)
-    scheduler = ASHAScheduler(
-        metric="objective",
-        mode="max",
-        time_attr="training_iteration",
-        max_t=max_rungs + 1,  # + the final result each trial driver reports itself
-        grace_period=1,
-        reduction_factor=2,
-    ) if stopper in ("asha", "both") else FIFOScheduler()
+    scheduler = (
+        ASHAScheduler(
+            metric="objective",
+            mode="max",
+            time_attr="training_iteration",
+            max_t=max_rungs + 1,  # + the final result each trial driver reports itself
+            grace_period=1,
+            reduction_factor=2,
+        )
+        if stopper in ("asha", "both")
+        else FIFOScheduler()
+    )
     return tune.TuneConfig(
         search_alg=searcher,
         scheduler=scheduler,
@@ -78,8 +86,9 @@ def search_tune_config(
     )
 
 
-def paired_stopper(stopper: str, metric: str, alpha: float, evaluations: int, run_sd: float,
-                   trials: int):  # fmt: skip
+def paired_stopper(
+    stopper: str, metric: str, alpha: float, evaluations: int, run_sd: float, trials: int
+):
     """The paired stopper for ``stopper`` paired or both (None for asha): ``metric``'s
     per-sample values against each trial above it at every evaluation; any trial as good as the
     best is stopped with probability <= ``alpha`` over the search's ``trials`` and their
@@ -103,8 +112,11 @@ def pareto_front(rows: list[dict[str, Any]], objectives: tuple[str, str]) -> lis
         return [s * float(r[k]) for s, k in zip(sign, keys, strict=True)]
 
     front = [
-        r for r in done
-        if not any(all(o >= m for o, m in zip(score(q), score(r), strict=True))
-                   and score(q) != score(r) for q in done)
-    ]  # fmt: skip
+        r
+        for r in done
+        if not any(
+            all(o >= m for o, m in zip(score(q), score(r), strict=True)) and score(q) != score(r)
+            for q in done
+        )
+    ]
     return sorted(front, key=lambda r: -score(r)[0])

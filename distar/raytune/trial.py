@@ -69,8 +69,12 @@ def trial_driver(params: dict[str, Any]) -> None:
     remove_placement_groups(out_dir)  # an earlier attempt's, if its driver died with its node
     try:
         benchmarks = len(active_requests(config.eval))
-        fit_reporting(make_torch_trainer(config, spec, sweep, run_id, row), out_dir,
-                      sweep.objective, benchmarks)  # fmt: skip
+        fit_reporting(
+            make_torch_trainer(config, spec, sweep, run_id, row),
+            out_dir,
+            sweep.objective,
+            benchmarks,
+        )
         if (out_dir / FAILURE_FILE).exists():
             raise TrialFailedError((out_dir / FAILURE_FILE).read_text().strip())
     except BaseException as error:
@@ -167,8 +171,9 @@ def report_final(out_dir: Path, objective: dict[str, Any] | None) -> None:
     tune.report(final_result(out_dir, objective))
 
 
-def fit_reporting(trainer, out_dir: Path, objective: dict[str, Any] | None,
-                  benchmarks: int) -> None:  # fmt: skip
+def fit_reporting(
+    trainer, out_dir: Path, objective: dict[str, Any] | None, benchmarks: int
+) -> None:
     """``trainer.fit()`` in a thread while this (Tune's trainable) thread hands Tune each
     evaluation the trial records, as it completes; the fit's error is raised here.
 
@@ -196,8 +201,9 @@ def fit_reporting(trainer, out_dir: Path, objective: dict[str, Any] | None,
         finished = done.wait(REPORT_POLL_SECONDS)
         for step, train, evals in recorded_evaluations(out_dir, benchmarks, finished):
             if step > resumed and step not in reported:
-                result = tune_result(train, evals, step,
-                                     Objective(**objective) if objective else None)  # fmt: skip
+                result = tune_result(
+                    train, evals, step, Objective(**objective) if objective else None
+                )
                 # where its per-sample items are: the paired stopper reads them
                 tune.report({**result, TRIAL_DIR: str(out_dir)})
                 reported.add(step)

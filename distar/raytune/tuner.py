@@ -184,8 +184,15 @@ def run_sweep(
     if definition is None:
         definition = {t.key: t.flat_config for t in trials}
     parent = open_sweep(settings, definition)
-    ctx = SweepContext(settings.name, settings.uri(), settings.experiment, str(storage), parent,
-                       objective, settings.smoke)  # fmt: skip
+    ctx = SweepContext(
+        settings.name,
+        settings.uri(),
+        settings.experiment,
+        str(storage),
+        parent,
+        objective,
+        settings.smoke,
+    )
     param_space = space(ctx) if space is not None else None
     results = build_tuner(trials, settings, ctx, tune_config, param_space, stop).fit()
     status = "FAILED" if results.errors else "FINISHED"
@@ -212,5 +219,7 @@ def report_unlogged(storage: Path) -> None:
     """Name every trial whose values the tracking store refused (kept in its unlogged.jsonl)."""
     for spool in sorted((storage / "trials").glob(f"*/{tracking.UNLOGGED}")):
         count = len(spool.read_text().splitlines())
-        print(f"MLflow did not take {count} records of trial {spool.parent.name}; kept in {spool}",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"MLflow did not take {count} records of trial {spool.parent.name}; kept in {spool}",
+            file=sys.stderr,
+        )

@@ -33,9 +33,11 @@ def from_pretrained_exactly(model_class, directory: Path):
     }
     problems = {kind: keys for kind, keys in problems.items() if keys}
     if problems:
-        listed = "; ".join(f"{kind.replace('_', ' ')}: {', '.join(keys[:5])}"
-                           + (f" (+{len(keys) - 5})" if len(keys) > 5 else "")
-                           for kind, keys in problems.items())  # fmt: skip
+        listed = "; ".join(
+            f"{kind.replace('_', ' ')}: {', '.join(keys[:5])}"
+            + (f" (+{len(keys) - 5})" if len(keys) > 5 else "")
+            for kind, keys in problems.items()
+        )
         raise WeightLayoutError(f"{directory}: not a {model_class.__name__} checkpoint ({listed})")
     return model
 

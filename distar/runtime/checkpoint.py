@@ -27,9 +27,13 @@ Tensors = dict[str, torch.Tensor]
 
 
 def save_checkpoint(
-    root: Path, step: int, modules: dict[str, nn.Module], state: dict[str, Any], config: Config,
+    root: Path,
+    step: int,
+    modules: dict[str, nn.Module],
+    state: dict[str, Any],
+    config: Config,
     tensors: dict[str, Tensors] | None = None,
-) -> Path:  # fmt: skip
+) -> Path:
     """Write ``root/step_XXXXXXX/`` and point ``root/latest`` at it; returns the directory.
     ``tensors``: more named groups of weights (a callback's: the generator EMA), written as the
     networks' are."""
@@ -107,9 +111,11 @@ def save_sharded_checkpoint(
 
 
 def load_sharded_checkpoint(
-    path: Path, modules: dict[str, nn.Module], optimizers: dict[str, Any],
+    path: Path,
+    modules: dict[str, nn.Module],
+    optimizers: dict[str, Any],
     tensors: dict[str, Tensors] | None = None,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Every rank (collective): load a sharded checkpoint into the sharded ``modules``,
     ``tensors`` and ``optimizers`` in place; returns the trainer state."""
     import torch.distributed.checkpoint as dcp
@@ -188,13 +194,14 @@ def earlier_checkpoints(path: Path) -> list[Path]:
 
 
 def load_checkpoint(
-    path: Path, modules: dict[str, nn.Module], fallback: bool = False,
+    path: Path,
+    modules: dict[str, nn.Module],
+    fallback: bool = False,
     tensors: dict[str, Tensors] | None = None,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Load weights into ``modules`` and ``tensors`` in place and return the trainer state. A
-    corrupt
-    checkpoint raises naming the file; with ``fallback`` the newest readable earlier one of the
-    same run is used instead (said on stderr)."""
+    corrupt checkpoint raises naming the file; with ``fallback`` the newest readable earlier one
+    of the same run is used instead (said on stderr)."""
     path = resolve_checkpoint(path)
     if (path / SHARDED).is_dir():
         raise ValueError(

@@ -21,8 +21,9 @@ def check_cuda(name: str, field: str, allowed: str) -> None:
     """A CUDA device (``cuda``, ``cuda:1``) asked for where torch sees none: refused naming
     the field or flag."""
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"{field}: got {name!r} but torch sees no CUDA device; allowed: "
-                          f"{allowed} here")  # fmt: skip
+        raise ConfigError(
+            f"{field}: got {name!r} but torch sees no CUDA device; allowed: {allowed} here"
+        )
 
 
 def resolve_device(name: str) -> torch.device:

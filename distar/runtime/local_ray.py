@@ -73,8 +73,14 @@ def start_local_ray(num_cpus: int | None) -> None:
     previous = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
     try:
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=True,
-                 dashboard_host="127.0.0.1", dashboard_port=port, log_to_driver=False)  # fmt: skip
+        ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            include_dashboard=True,
+            dashboard_host="127.0.0.1",
+            dashboard_port=port,
+            log_to_driver=False,
+        )
     finally:
         for key, value in previous.items():
             if value is None:

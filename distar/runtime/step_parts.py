@@ -27,11 +27,17 @@ def check_noise_range(noise: NoiseConfig, world_range: tuple[float, float]) -> N
     for name in ("generator", "assistant"):
         sigma = getattr(noise, name)
         if sigma.sigma_min < low * 0.99:
-            fail(f"noise.{name}.sigma_min", sigma.sigma_min,
-                 f">= {low:.4g}, the lowest noise level of the world's reference")  # fmt: skip
+            fail(
+                f"noise.{name}.sigma_min",
+                sigma.sigma_min,
+                f">= {low:.4g}, the lowest noise level of the world's reference",
+            )
         if sigma.sigma_max > high * 1.01:
-            fail(f"noise.{name}.sigma_max", sigma.sigma_max,
-                 f"<= {high:.4g}, the highest noise level of the world's reference")  # fmt: skip
+            fail(
+                f"noise.{name}.sigma_max",
+                sigma.sigma_max,
+                f"<= {high:.4g}, the highest noise level of the world's reference",
+            )
 
 
 def trainable(module: nn.Module) -> list[nn.Parameter]:

@@ -53,8 +53,9 @@ fetch('ajax-api/2.0/mlflow/experiments/get?experiment_id='+encodeURIComponent(id
 }).catch(function(){});
 })();""".replace("PREFIX", json.dumps(SAVED_VIEW[0])).replace("SUFFIX", json.dumps(SAVED_VIEW[1]))
 # each in its own try: a default that fails must never break MLflow's own page
-SCRIPT = "".join(f"<script>try{{{js}}}catch(e){{}}</script>" for js in (SET_DEFAULTS,
-                                                                      SEED_SAVED_VIEW))
+SCRIPT = "".join(
+    f"<script>try{{{js}}}catch(e){{}}</script>" for js in (SET_DEFAULTS, SEED_SAVED_VIEW)
+)
 
 
 def index_html(static_folder: str) -> str:
@@ -73,8 +74,11 @@ def create_app():
     from mlflow.server import app
 
     def serve():
-        return Response(index_html(app.static_folder), mimetype="text/html",
-                        headers={"Cache-Control": "no-cache"})  # fmt: skip
+        return Response(
+            index_html(app.static_folder),
+            mimetype="text/html",
+            headers={"Cache-Control": "no-cache"},
+        )
 
     app.view_functions["serve"] = serve
     if _MLFLOW_SGI_NAME.get() == "uvicorn":

@@ -83,8 +83,14 @@ def setting_level(diffs: np.ndarray, metric: str = "", level: float = 0.95) -> P
     return Paired(metric, "setting", delta, low, high, p, float(s - 1), diffs.shape[1], s, win)
 
 
-def checkpoint_level(diffs: np.ndarray, groups: np.ndarray | None = None, metric: str = "",
-                     level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> Paired:  # fmt: skip
+def checkpoint_level(
+    diffs: np.ndarray,
+    groups: np.ndarray | None = None,
+    metric: str = "",
+    level: float = 0.95,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> Paired:
     """Do these trained runs differ on these items? Items resampled within each group (Parti
     category, HPS style: each keeps its share), the same draw in every seed (a prompt counts
     once however many seeds scored it); the seeds are not resampled (the runs are what is
@@ -101,16 +107,33 @@ def checkpoint_level(diffs: np.ndarray, groups: np.ndarray | None = None, metric
     _, _, p = _ci(delta, se, math.inf, level)
     tail = (1 - level) / 2
     low, high = np.quantile(boot, [tail, 1 - tail])
-    return Paired(metric, "checkpoint", delta, float(low), float(high), p, math.inf,
-                  diffs.shape[1], diffs.shape[0], _win_rate(diffs))  # fmt: skip
+    return Paired(
+        metric,
+        "checkpoint",
+        delta,
+        float(low),
+        float(high),
+        p,
+        math.inf,
+        diffs.shape[1],
+        diffs.shape[0],
+        _win_rate(diffs),
+    )
 
 
-def compare(diffs: np.ndarray, groups: np.ndarray | None = None, metric: str = "",
-            level: float = 0.95, n_boot: int = 2000,
-            seed: int = 0) -> tuple[Paired, Paired]:  # fmt: skip
+def compare(
+    diffs: np.ndarray,
+    groups: np.ndarray | None = None,
+    metric: str = "",
+    level: float = 0.95,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> tuple[Paired, Paired]:
     """Both levels of one comparison: (setting, checkpoint)."""
-    return (setting_level(diffs, metric, level),
-            checkpoint_level(diffs, groups, metric, level, n_boot, seed))  # fmt: skip
+    return (
+        setting_level(diffs, metric, level),
+        checkpoint_level(diffs, groups, metric, level, n_boot, seed),
+    )
 
 
 def bootstrap_means(
@@ -178,8 +201,9 @@ def variance_split(diffs: np.ndarray) -> tuple[float, float]:
     return max(0.0, between - item_var / u), item_var
 
 
-def power(effect: float, seed_var: float, item_var: float, seeds: int, items: float,
-          alpha: float = 0.05) -> float:  # fmt: skip
+def power(
+    effect: float, seed_var: float, item_var: float, seeds: int, items: float, alpha: float = 0.05
+) -> float:
     """Power of the two-sided setting-level t-test (S - 1 df) at ``effect``: noncentral t."""
     if seeds < 2:
         return 0.0
@@ -196,8 +220,9 @@ def power(effect: float, seed_var: float, item_var: float, seeds: int, items: fl
     return min(1.0, got)
 
 
-def plan(diffs: np.ndarray, effect: float | None = None, alpha: float = 0.05,
-         target: float = 0.8) -> Plan:  # fmt: skip
+def plan(
+    diffs: np.ndarray, effect: float | None = None, alpha: float = 0.05, target: float = 0.8
+) -> Plan:
     """Seeds (at the items per seed used now) and items per seed (at the seeds used now, at
     least :data:`MIN_SEEDS`) for ``target`` power at ``effect`` (default: the observed mean
     difference), at two-sided level ``alpha`` (a report passes its family's Bonferroni level)."""

@@ -28,31 +28,38 @@ def evaluated_step(table: pd.DataFrame, name: str) -> int | None:
     return int(steps[0])
 
 
-def paired_differences(a: pd.DataFrame, b: pd.DataFrame, metric: str,
-                       names: tuple[str, str] = ("A", "B")) -> pd.DataFrame:  # fmt: skip
+def paired_differences(
+    a: pd.DataFrame, b: pd.DataFrame, metric: str, names: tuple[str, str] = ("A", "B")
+) -> pd.DataFrame:
     """Per-item ``a - b`` of ``metric`` with the item's group. Refused unless both tables hold
     the same items (prompt, image and noise seed) at the same evaluation step -- or one side
     at step 0, a model that was not trained (Table 2's init row) set against the other's."""
     for table, other, name in ((a, b, names[0]), (b, a, names[1])):
         missing = [k for k in (*UNIT_KEYS, "step") if k in other and k not in table]
         if missing:
-            raise UnpairedError(f"{name} records no {' or '.join(missing)} column and the "
-                                "other run does: its items cannot be matched to them")  # fmt: skip
+            raise UnpairedError(
+                f"{name} records no {' or '.join(missing)} column and the "
+                "other run does: its items cannot be matched to them"
+            )
         absent = [k for k in ("index", "group", metric) if k not in table]
         if absent:
-            raise UnpairedError(f"{name} records no {', '.join(absent)} column: nothing to "
-                                f"pair on {metric}")  # fmt: skip
+            raise UnpairedError(
+                f"{name} records no {', '.join(absent)} column: nothing to pair on {metric}"
+            )
         if len(table) < 2:
             raise UnpairedError(f"{name}: {len(table)} item(s) of {metric}; a comparison needs 2+")
     steps = evaluated_step(a, names[0]), evaluated_step(b, names[1])
     if steps[0] != steps[1] and 0 not in steps:
-        raise UnpairedError(f"{names[0]} was evaluated at step {steps[0]}, {names[1]} at step "
-                            f"{steps[1]}: the same step must be compared")  # fmt: skip
+        raise UnpairedError(
+            f"{names[0]} was evaluated at step {steps[0]}, {names[1]} at step "
+            f"{steps[1]}: the same step must be compared"
+        )
     keys = [k for k in UNIT_KEYS if k in a]
     left, right = a.set_index(keys), b.set_index(keys)
     if left.index.has_duplicates or right.index.has_duplicates:
-        raise UnpairedError(f"{names[0]} / {names[1]}: items repeat within a run (keys {keys}); "
-                            "one row per item")  # fmt: skip
+        raise UnpairedError(
+            f"{names[0]} / {names[1]}: items repeat within a run (keys {keys}); one row per item"
+        )
     only_a, only_b = left.index.difference(right.index), right.index.difference(left.index)
     if len(only_a) or len(only_b):
         raise UnpairedError(
@@ -63,35 +70,46 @@ def paired_differences(a: pd.DataFrame, b: pd.DataFrame, metric: str,
     joined = left[[metric, "group"]].join(right[[metric]].add_suffix("_b")).sort_index()
     diff = (joined[metric] - joined[f"{metric}_b"]).to_numpy(dtype=np.float64)
     if not np.isfinite(diff).all():
-        raise UnpairedError(f"{metric}: non-finite values in {names[0]} or {names[1]}; failed "
-                            "items are excluded upstream")  # fmt: skip
+        raise UnpairedError(
+            f"{metric}: non-finite values in {names[0]} or {names[1]}; failed "
+            "items are excluded upstream"
+        )
     return pd.DataFrame({"group": joined["group"].to_numpy(), "diff": diff})
 
 
-def stack_seeds(per_seed: dict[str, pd.DataFrame], names: tuple[str, str] = ("A", "B")
-                ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def stack_seeds(
+    per_seed: dict[str, pd.DataFrame], names: tuple[str, str] = ("A", "B")
+) -> tuple[np.ndarray, np.ndarray]:
     """A row's paired differences, one table per seed (:func:`paired_differences`), as
     ``([seeds, items], groups)``; refused when the seeds paired other numbers of items or
     other prompt groups (another subset in one seed: a per-seed mean would not mean the same)."""
     counts = {seed: len(d) for seed, d in per_seed.items()}
     if len(set(counts.values())) > 1:
-        raise UnpairedError(f"{names[0]} vs {names[1]}: the seeds pair different numbers of "
-                            f"items {counts}; every seed must be scored on the same "
-                            "benchmarks and sizes")  # fmt: skip
+        raise UnpairedError(
+            f"{names[0]} vs {names[1]}: the seeds pair different numbers of "
+            f"items {counts}; every seed must be scored on the same "
+            "benchmarks and sizes"
+        )
     tables = list(per_seed.values())
     groups = tables[0]["group"].to_numpy()
     if any(not np.array_equal(t["group"].to_numpy(), groups) for t in tables[1:]):
-        raise UnpairedError(f"{names[0]} vs {names[1]}: the seeds' items fall in other prompt "
-                            "groups; every seed must be scored on the same prompts")  # fmt: skip
+        raise UnpairedError(
+            f"{names[0]} vs {names[1]}: the seeds' items fall in other prompt "
+            "groups; every seed must be scored on the same prompts"
+        )
     return np.stack([t["diff"].to_numpy() for t in tables]), groups
 
 
-def shared_seeds(seeds_a: set[str], seeds_b: set[str], names: tuple[str, str]
-                 ) -> tuple[list[str], str]:  # fmt: skip
+def shared_seeds(
+    seeds_a: set[str], seeds_b: set[str], names: tuple[str, str]
+) -> tuple[list[str], str]:
     """The seeds both rows finished (seed pairs with seed), and one line naming what was left
     out when their seed sets differ ("" when they do not)."""
-    only = [f"seeds {sorted(mine)} only in {name}" for mine, name in
-            ((seeds_a - seeds_b, names[0]), (seeds_b - seeds_a, names[1])) if mine]  # fmt: skip
+    only = [
+        f"seeds {sorted(mine)} only in {name}"
+        for mine, name in ((seeds_a - seeds_b, names[0]), (seeds_b - seeds_a, names[1]))
+        if mine
+    ]
     note = f"{', '.join(only)} (failed or not run): left out, seeds pair one to one" if only else ""
     return sorted(seeds_a & seeds_b, key=lambda s: (len(s), s)), note
 

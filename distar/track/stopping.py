@@ -68,14 +68,25 @@ class StopRule:
     # 6.5 % of searches stopped one at 100 items, 5.7 % at 200, 3.9 % at 400)
     MIN_ITEMS = 400
 
-    def __init__(self, alpha: float, evaluations: int, run_sd: float,
-                 pair: Callable[[Any, Any, int], np.ndarray | None],
-                 trials: int) -> None:  # fmt: skip
-        if (not 0 < alpha < 1 or evaluations < 1 or trials < 1
-                or not (run_sd >= 0 and math.isfinite(run_sd))):  # fmt: skip
-            raise ValueError(f"stop rule: alpha {alpha} in (0, 1), evaluations {evaluations} "
-                             f">= 1, trials {trials} >= 1 and run_sd {run_sd} >= 0 finite are "
-                             "needed")  # fmt: skip
+    def __init__(
+        self,
+        alpha: float,
+        evaluations: int,
+        run_sd: float,
+        pair: Callable[[Any, Any, int], np.ndarray | None],
+        trials: int,
+    ) -> None:
+        if (
+            not 0 < alpha < 1
+            or evaluations < 1
+            or trials < 1
+            or not (run_sd >= 0 and math.isfinite(run_sd))
+        ):
+            raise ValueError(
+                f"stop rule: alpha {alpha} in (0, 1), evaluations {evaluations} "
+                f">= 1, trials {trials} >= 1 and run_sd {run_sd} >= 0 finite are "
+                "needed"
+            )
         self.alpha, self.evaluations, self.run_sd, self.pair = alpha, evaluations, run_sd, pair
         self.trials = trials
         self.at_step: dict[int, dict[Hashable, tuple[float, Any]]] = {}
@@ -87,8 +98,7 @@ class StopRule:
         rivals = {t: v for t, v in self.at_step.setdefault(step, {}).items() if t != trial}
         self.at_step[step][trial] = (float(objective), handle)
         level = stop_level(self.alpha, self.evaluations, len(rivals), self.trials)
-        above = sorted((t for t in rivals if rivals[t][0] > objective),
-                       key=lambda t: -rivals[t][0])  # fmt: skip
+        above = sorted((t for t in rivals if rivals[t][0] > objective), key=lambda t: -rivals[t][0])
         for rival in above:
             diffs = self.pair(handle, rivals[rival][1], step)
             if diffs is None or len(diffs) < self.MIN_ITEMS:
@@ -96,8 +106,10 @@ class StopRule:
                 continue
             p = below_p(diffs, self.run_sd)
             if p < level:
-                why = (f"below {rival} at step {step} (paired mean {float(np.mean(diffs)):+.4g} "
-                       f"over {len(diffs)} items, p {p:.2g} < {level:.2g})")  # fmt: skip
+                why = (
+                    f"below {rival} at step {step} (paired mean {float(np.mean(diffs)):+.4g} "
+                    f"over {len(diffs)} items, p {p:.2g} < {level:.2g})"
+                )
                 self.stopped[trial] = why
                 return why
         return None

@@ -108,8 +108,9 @@ def ui_server(uri: str) -> tuple[str, str | None]:
     if uri.startswith("http"):
         return uri, None
     port = LOCAL_UI.rpartition(":")[2]
-    return LOCAL_UI, (f"mlflow server --app-name distar --backend-store-uri {uri} "
-                      f"--host 127.0.0.1 --port {port}")  # fmt: skip
+    return LOCAL_UI, (
+        f"mlflow server --app-name distar --backend-store-uri {uri} --host 127.0.0.1 --port {port}"
+    )
 
 
 def mlflow_ui_url(server: str, experiment_id: str) -> str:
@@ -180,17 +181,26 @@ def log_table(client: MlflowClient, run_id: str, rows, artifact_file: str) -> No
 
 def runs_view_url(server: str, experiment_id: str, key: str) -> str:
     """The runs table in the view :func:`share_runs_view` stored under ``key``."""
-    return (f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?viewStateShareKey={key}"
-            "&workflowType=machine_learning")  # fmt: skip
+    return (
+        f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?viewStateShareKey={key}"
+        "&workflowType=machine_learning"
+    )
 
 
 RUN_NAME_COLUMN = "attributes.`Run Name`"  # the runs table's own column ids (MLflow 3.17)
 
 
-def share_runs_view(client: MlflowClient, experiment_id: str, key: str, search_filter: str,
-                    columns: list[str], group_by_tag: str, order_by: str,
-                    tag_columns: tuple[str, ...] = (), widths: dict[str, int] | None = None,
-                    ) -> None:  # fmt: skip
+def share_runs_view(
+    client: MlflowClient,
+    experiment_id: str,
+    key: str,
+    search_filter: str,
+    columns: list[str],
+    group_by_tag: str,
+    order_by: str,
+    tag_columns: tuple[str, ...] = (),
+    widths: dict[str, int] | None = None,
+) -> None:
     """Store a runs-table view on the experiment as MLflow 3.17's UI reads one (its
     ``mlflow.sharedViewState.<key>`` tag: search facets and UI state, JSON): runs matching
     ``search_filter`` grouped by ``group_by_tag`` (group rows show the mean), the run name,
@@ -214,13 +224,15 @@ def share_runs_view(client: MlflowClient, experiment_id: str, key: str, search_f
         # the UI applies widths only to the columns it orders (and orders only these)
         "columnOrder": [RUN_NAME_COLUMN, *shown],
         "columnWidths": dict(widths or {}),
-        "groupBy": {"aggregateFunction": "average",
-                    "groupByKeys": [{"mode": "tag", "groupByData": group_by_tag}]},
+        "groupBy": {
+            "aggregateFunction": "average",
+            "groupByKeys": [{"mode": "tag", "groupByData": group_by_tag}],
+        },
         "groupsExpanded": {},
         "viewMaximized": False,
         "runListHidden": False,
         "useGroupedValuesInCharts": True,
-    }  # fmt: skip
+    }
     now = int(time.time() * 1000)
     view = {"name": key, "createdAt": now, "updatedAt": now, "state": json.dumps(state)}
     client.set_experiment_tag(experiment_id, SHARED_VIEW_PREFIX + key, json.dumps(view))
@@ -328,5 +340,7 @@ def check_tracking_server(uri: str, timeout: float = 5.0) -> None:
 def unit_tags(config: Config) -> dict[str, str]:
     """The units of a run's reward and CFG scales as tags: the world's reward unit
     (:meth:`WorldConfig.reward_unit`) and ``loss.cfg_convention``."""
-    return {REWARD_UNITS_TAG: config.world.reward_unit(),
-            CFG_CONVENTION_TAG: config.loss.cfg_convention}  # fmt: skip
+    return {
+        REWARD_UNITS_TAG: config.world.reward_unit(),
+        CFG_CONVENTION_TAG: config.loss.cfg_convention,
+    }

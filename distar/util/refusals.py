@@ -67,9 +67,7 @@ class Outputs:
                 shutil.rmtree(path, ignore_errors=True)
 
 
-def refusing(
-    body: Callable[[Outputs], int], extra: Iterable[type[BaseException]] = ()
-) -> int:
+def refusing(body: Callable[[Outputs], int], extra: Iterable[type[BaseException]] = ()) -> int:
     """Run an entry point's ``body``; an anticipated error (or one of ``extra``) becomes one
     line on stderr and exit code 2, and the outputs it watched and made are removed."""
     outputs = Outputs()

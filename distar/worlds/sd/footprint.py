@@ -47,18 +47,40 @@ class Arch:
 
 ARCHES = {
     "sdxl": Arch(
-        "sdxl", 1024, 2.567e9, 0.351e9, 0.818e9, 83.7e6, 196.8e6,
-        act_ckpt=8.1, act_full=22.7,
-        chunk_img_ckpt=0.55, chunk_fixed_ckpt=7.5, chunk_img_full=6.42, chunk_fixed_full=16.3,
-        vae_act_ckpt=6.84, vae_act_full=11.11,
+        "sdxl",
+        1024,
+        2.567e9,
+        0.351e9,
+        0.818e9,
+        83.7e6,
+        196.8e6,
+        act_ckpt=8.1,
+        act_full=22.7,
+        chunk_img_ckpt=0.55,
+        chunk_fixed_ckpt=7.5,
+        chunk_img_full=6.42,
+        chunk_fixed_full=16.3,
+        vae_act_ckpt=6.84,
+        vae_act_full=11.11,
     ),
     "sd15": Arch(
-        "sd15", 512, 0.860e9, 0.049e9, 0.123e9, 83.7e6, 67.3e6,
-        act_ckpt=2.18, act_full=4.6,
-        chunk_img_ckpt=0.14, chunk_fixed_ckpt=2.04, chunk_img_full=0.87, chunk_fixed_full=3.7,
-        vae_act_ckpt=1.7, vae_act_full=2.78,
+        "sd15",
+        512,
+        0.860e9,
+        0.049e9,
+        0.123e9,
+        83.7e6,
+        67.3e6,
+        act_ckpt=2.18,
+        act_full=4.6,
+        chunk_img_ckpt=0.14,
+        chunk_fixed_ckpt=2.04,
+        chunk_img_full=0.87,
+        chunk_fixed_full=3.7,
+        vae_act_ckpt=1.7,
+        vae_act_full=2.78,
     ),
-}  # fmt: skip
+}
 
 
 @dataclass(frozen=True)

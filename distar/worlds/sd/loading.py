@@ -167,10 +167,14 @@ def check_generator_init(paths: WorldPaths) -> None:
     missing = sorted(set(expected) - set(found))
     unexpected = sorted(set(found) - set(expected))
     wrong = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])
-    problems = [f"{len(missing)} keys missing, e.g. {missing[0]}" if missing else "",
-                f"{len(unexpected)} unexpected, e.g. {unexpected[0]}" if unexpected else "",
-                f"{len(wrong)} shapes differ, e.g. {wrong[0]} {found[wrong[0]]} where the "
-                f"config has {expected[wrong[0]]}" if wrong else ""]  # fmt: skip
+    problems = [
+        f"{len(missing)} keys missing, e.g. {missing[0]}" if missing else "",
+        f"{len(unexpected)} unexpected, e.g. {unexpected[0]}" if unexpected else "",
+        f"{len(wrong)} shapes differ, e.g. {wrong[0]} {found[wrong[0]]} where the "
+        f"config has {expected[wrong[0]]}"
+        if wrong
+        else "",
+    ]
     if any(problems):
         raise WorldLoadError(
             f"world.generator_init: {paths.generator_init} does not fit the reference's UNet "
@@ -188,8 +192,16 @@ def state_dict_shapes(path: Path) -> dict[str, tuple[int, ...]]:
             with safe_open(str(path), "pt") as f:
                 return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
         state = load_lazily(path)
-    except (SafetensorError, RuntimeError, ValueError, OSError, EOFError, IndexError, KeyError,
-            pickle.UnpicklingError) as error:  # fmt: skip
+    except (
+        SafetensorError,
+        RuntimeError,
+        ValueError,
+        OSError,
+        EOFError,
+        IndexError,
+        KeyError,
+        pickle.UnpicklingError,
+    ) as error:
         why = " ".join(str(error).split())[:120]
         raise WorldLoadError(
             f"world.generator_init: {path} is not a state dict ({type(error).__name__}: {why})"
