@@ -324,6 +324,17 @@ def test_the_checks_catch_what_they_check(tmp_path):
     ]
 
 
+def per_folder(graph: Graph) -> dict[str, int]:
+    """How many modules (package ``__init__`` files aside) each folder holds, ``distar`` for the
+    package's own top level."""
+    count: dict[str, int] = defaultdict(int)
+    for m, path in graph.modules.items():
+        if path.name != "__init__.py":
+            parts = m.split(".")
+            count[".".join(parts[:2]) if parts[0] == "distar" and len(parts) > 2 else parts[0]] += 1
+    return dict(sorted(count.items()))
+
+
 def summary(graph: Graph) -> str:
     lazy = [e for e in graph.edges if e.lazy]
     sizes = sorted(
@@ -340,6 +351,7 @@ def summary(graph: Graph) -> str:
         f"modules without a layer: {', '.join(unplaced(graph)) or '-'}",
         f"shared module basenames: {shared_basenames(graph) or '-'}",
         "largest modules: " + ", ".join(f"{m} {n}" for n, m in sizes),
+        "modules per folder: " + ", ".join(f"{k} {v}" for k, v in per_folder(graph).items()),
     ]
     return "\n".join(line for line in lines if line)
 

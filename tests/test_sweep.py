@@ -536,13 +536,10 @@ def test_optuna_asha_search_in_paper_units_maps_a_pareto_front(ray_address, tmp_
 
 
 def print_search_links(settings) -> None:
-    """``sweeps/search.py``'s closing lines for ``settings`` (a script, not a module)."""
-    import importlib.util
+    """``sweeps/search.py``'s closing lines for ``settings``."""
+    from distar.raytune.mlflow_view import search_links
 
-    spec = importlib.util.spec_from_file_location("search", ROOT / "sweeps" / "search.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.print_links(settings)
+    print("\n".join(search_links(settings)))
 
 
 def test_pareto_front_keeps_exactly_the_undominated():
