@@ -9,7 +9,7 @@ T="tests/test_mlflow_ui.py -k gmm"
 run no-defaults distar/track/mlflow_app.py 'return html.replace("<head>", "<head>" + SCRIPT, 1)' \
   "return html" "$T"
 # the defaults, but no saved view seeded: Back from a run lands on an ungrouped table
-run no-saved-view distar/track/mlflow_app.py "SEED_SAVED_VIEW))" "))" "$T"
+run no-saved-view distar/track/mlflow_app.py "(SET_DEFAULTS, SEED_SAVED_VIEW)" "(SET_DEFAULTS,)" "$T"
 # a key this MLflow does not read
 run wrong-key distar/track/mlflow_app.py '"mlflow.workflowType_v1"' '"mlflow.workflowType_v2"' \
   tests/test_mlflow_app.py

@@ -107,7 +107,9 @@ BF16_KEYS = {"loss/assistant", "reward", "delta_norm"}
 ASSISTANT_LR = {("lora", "bf16"): 1e-2}
 
 
-def case_config(case: Case, batch: int, strategy: str, out_dir: str, steps: int = STEPS) -> Config:
+def case_config(
+    case: Case, batch: int, strategy: str, out_dir: str, steps: int = STEPS, **extra
+) -> Config:
     return Config.for_world(
         case.world,
         {
@@ -135,6 +137,7 @@ def case_config(case: Case, batch: int, strategy: str, out_dir: str, steps: int 
             "eval.plot": False,
             "resources.strategy": strategy,
             "resources.cpu_offload": case.offload and strategy == "fsdp",
+            **extra,
         },
     )
 
@@ -150,6 +153,20 @@ def full_weights(trainer) -> dict[str, np.ndarray]:
             if id(p) in ids:
                 out[f"{name}.{key}"] = full_tensor(p.detach()).numpy().copy()
     return out
+
+
+def full_ema(trainer) -> dict[str, np.ndarray]:
+    """The generator EMA's weights, whole, under ``generator_ema.<name>``."""
+    from distar.runtime.callbacks import GeneratorEma
+    from distar.runtime.sharding import full_tensor
+
+    (ema,) = [cb for cb in trainer.callbacks if isinstance(cb, GeneratorEma)]
+    return {f"generator_ema.{k}": full_tensor(v).numpy().copy() for k, v in ema.shadow.items()}
+
+
+# the resume case runs the training callbacks too: the EMA's shards and the warm-up's state
+# go into the sharded checkpoint and come back
+CALLBACKS = {"train.ema": 0.9, "optim.warmup_steps": 3}
 
 
 def train(trainer, steps: int) -> list[dict[str, float]]:
@@ -210,24 +227,29 @@ def observe(trainer) -> dict:
 
 
 def resume_exactly(rank: int, root: str) -> tuple[bool, dict[str, np.ndarray]]:
-    """4 steps straight vs 2 steps, a sharded checkpoint, a fresh trainer resuming to 4; also
-    the weights the checkpoint holds."""
+    """4 steps straight vs 2 steps, a sharded checkpoint, a fresh trainer resuming to 4, with
+    the generator EMA and the LR warm-up on; also the weights (and EMA) the checkpoint holds."""
     import torch.distributed as dist
 
     from distar.loop.trainer import Trainer
 
     case = CASES[1]  # LoRA on the shared reference: the trickiest state
-    straight = Trainer(case_config(case, PER_RANK, "fsdp", f"{root}/a", steps=4))
+    straight = Trainer(case_config(case, PER_RANK, "fsdp", f"{root}/a", 4, **CALLBACKS))
     train(straight, 2)
     straight.save()
-    saved = full_weights(straight)
+    saved = {**full_weights(straight), **full_ema(straight)}
     train(straight, 2)
-    resumed = Trainer(case_config(case, PER_RANK, "fsdp", f"{root}/b", steps=4))
+    resumed = Trainer(case_config(case, PER_RANK, "fsdp", f"{root}/b", 4, **CALLBACKS))
     resumed.resume(f"{root}/a/checkpoints")
     assert resumed.step == 2
     train(resumed, 2)
-    a, b = full_weights(straight), full_weights(resumed)
-    same = all(np.array_equal(a[k], b[k]) for k in a)
+    a = {**full_weights(straight), **full_ema(straight)}
+    b = {**full_weights(resumed), **full_ema(resumed)}
+    lrs = [
+        [g["lr"] for o in t.optimizers().values() for g in o.param_groups]
+        for t in (straight, resumed)
+    ]
+    same = a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a) and lrs[0] == lrs[1]
     flags = [None, None]
     dist.all_gather_object(flags, same)
     return all(flags), saved
@@ -375,7 +397,7 @@ def test_a_sharded_checkpoint_resumes_exactly(sharded):
 
 def test_a_sharded_checkpoint_exports_bit_exactly(sharded, tmp_path):
     """One process reads the shards back (no process group) into a diffusers UNet folder and a
-    single state-dict file."""
+    single state-dict file: the generator EMA's weights, as the run kept one."""
     from diffusers import UNet2DConditionModel
 
     from distar.worlds.sd.unet_export import GENERATOR_PREFIX, export_generator
@@ -384,9 +406,9 @@ def test_a_sharded_checkpoint_exports_bit_exactly(sharded, tmp_path):
     written = export_generator(Path(checkpoints), tmp_path)
     unet = UNet2DConditionModel.from_pretrained(written["folder"])
     want = {
-        k.removeprefix("generator." + GENERATOR_PREFIX): v
+        k.removeprefix("generator_ema." + GENERATOR_PREFIX): v
         for k, v in saved.items()
-        if k.startswith("generator.")
+        if k.startswith("generator_ema.")
     }
     got = unet.state_dict()
     assert got.keys() == want.keys()
