@@ -142,7 +142,7 @@ def verdict_mark(r: pd.Series | dict) -> str:
 
 def verdicts(table: pd.DataFrame) -> dict[str, str]:
     """Per row, its significant setting-level comparisons with the baseline (``▲ eval/reward,
-    ...``), for the Table-2 report and the runs' ``distar.track.paired`` tags; the baseline row says
+    ...``), for the Table-2 report and the runs' ``distar.paired`` tags; the baseline row says
     so; a row with too few seeds says how many it needs."""
     if table.empty:
         return {}

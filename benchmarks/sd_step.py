@@ -7,7 +7,7 @@ sum of its passes, each timed on its own:
     reference CFG (cond + uncond in one batch) fwd+bwd w.r.t. its input |
     VAE decode + PickScore (ViT-H/14 size) fwd+bwd | generator optimiser step
 
-The step is ``distar.cli.train.Trainer.train_step`` on an ``SDWorld`` built from in-memory random
+The step is ``distar.loop.trainer.Trainer.train_step`` on an ``SDWorld`` built from in-memory random
 networks (the same world class a real run loads from disk): one assistant round, pseudo-Huber
 score divergence on the exact path, CFG ``in`` (7.5), PickScore reward, fp32 master weights
 under bf16 autocast, fused Adam. Text embeddings are random tensors of the real shapes (no text
@@ -32,12 +32,13 @@ from torch import nn
 
 from distar.config.keys import K
 from distar.config.tree import Config
-from distar.loop.trainer import Trainer, frozen
+from distar.loop.trainer import Trainer
 from distar.method.losses import assistant_loss
 from distar.method.sigmas import edm_weight
 from distar.rewards.clip_scorers import ClipPairScorer
 from distar.rewards.tiny_clip import tiny_clip_config
 from distar.runtime.devices import to_device
+from distar.runtime.step_parts import frozen
 from distar.t2i.text import TextConditions
 from distar.worlds.sd.loading import Components
 from distar.worlds.sd.world import SDWorld

@@ -110,3 +110,11 @@ def test_resume_restores_the_ema_and_the_warmup(world_cache, tmp_path):
         assert opt_a.param_groups[0]["lr"] == opt_b.param_groups[0]["lr"]
     pa, pb = generator_params(straight), generator_params(resumed)
     assert all(torch.equal(pa[k], pb[k]) for k in pa)
+
+
+def test_resuming_with_a_callback_the_checkpoint_lacks_names_its_field(world_cache, tmp_path):
+    Trainer(config(tmp_path, **{"train.steps": 1})).train()
+    for key, value in (("train.ema", 0.9), ("optim.warmup_steps", 3)):
+        resumed = Trainer(config(tmp_path, **{"train.steps": 2, key: value}))
+        with pytest.raises(ConfigError, match=f"{key}: on, but checkpoint .* without it"):
+            resumed.resume(tmp_path / "checkpoints")

@@ -126,3 +126,10 @@ def test_reward_choices_are_the_registry_names():
 def test_every_world_has_a_base_preset():
     assert all(C.WORLD_PRESETS[name].world == name for name in C.WORLD_CONFIGS)
     assert all(p.world in C.WORLD_CONFIGS for p in C.WORLD_PRESETS.values())
+
+
+def test_a_config_written_before_a_key_was_renamed_still_reads():
+    """``loss.units`` became ``loss.distance_on``: an old run's config.yaml keeps loading."""
+    old = Config.from_flat({"loss.units": "score"})
+    assert old.loss.distance_on == "score" and "loss.units" not in old.to_flat()
+    assert Config.from_yaml("loss:\n  units: score\n").loss.distance_on == "score"

@@ -170,8 +170,8 @@ CALLBACKS = {"train.ema": 0.9, "optim.warmup_steps": 3}
 
 
 def train(trainer, steps: int) -> list[dict[str, float]]:
-    from distar.loop.trainer import to_floats
     from distar.runtime.distributed import mean_across_ranks
+    from distar.runtime.step_parts import to_floats
 
     return [to_floats(mean_across_ranks(trainer.train_step())) for _ in range(steps)]
 

@@ -244,3 +244,18 @@ def test_the_gpu_benchmark_runs_its_fsdp_offload_chunk_row_on_cpu(tmp_path, monk
     ):
         assert key in row, key
     assert row["fsdp"] and row["offload"] and row["chunk"] == 1
+
+
+def test_an_ema_costs_one_fp32_copy_of_the_generators_shards(capsys):
+    """``--ema``: the step holds the generator EMA's fp32 shards (none on the GPU when the
+    trained shards are offloaded), and the printed flags turn it on."""
+    from distar.worlds.sd.footprint import ARCHES, GIB, Setup, resident_gib
+
+    for strategy, gpus, offload in (("ddp", 1, False), ("fsdp", 8, False), ("fsdp", 8, True)):
+        plain = Setup("sdxl", gpus, strategy, offload=offload)
+        ema = Setup("sdxl", gpus, strategy, offload=offload, ema=True)
+        want = 0.0 if offload else 4 * ARCHES["sdxl"].unet / (gpus if strategy == "fsdp" else 1)
+        assert resident_gib(ema) - resident_gib(plain) == pytest.approx(want / GIB)
+    assert main(["--world", "sdxl", "--gpus", "8", "--top", "2", "--ema"]) == 0
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("  ")]
+    assert lines and all("--set train.ema=0.999" in x for x in lines)

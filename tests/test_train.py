@@ -6,9 +6,10 @@ import torch
 
 from distar.cli.train import main as cli_main
 from distar.config.tree import Config
-from distar.loop.trainer import NonFiniteLossError, Trainer
+from distar.loop.trainer import Trainer
 from distar.runtime.callbacks import Callback, JsonlLogger
 from distar.runtime.checkpoint import checkpoint_config, resolve_checkpoint
+from distar.runtime.step_parts import NonFiniteLossError
 
 SMALL = {
     "train.batch_size": 32,

@@ -215,7 +215,7 @@ def step_ms(s: Setup) -> float:
     return t + fsdp_ms(s) + ddp_ms(s) + offload_ms(s)
 
 
-def candidates(arch: str, gpus: int, assistants: tuple[str, ...]):
+def candidates(arch: str, gpus: int, assistants: tuple[str, ...], ema: bool = False):
     strategies = ("ddp", "fsdp") if gpus > 1 else ("ddp", "fsdp-offload")
     largest = EXTRAPOLATION * max(r.batch for r in MEASURED if r.arch == arch)
     batches = [b for b in BATCHES if b <= largest]
@@ -228,7 +228,7 @@ def candidates(arch: str, gpus: int, assistants: tuple[str, ...]):
             strategy = "fsdp"
         elif offload and strategy != "fsdp":
             continue
-        yield Setup(arch, gpus, strategy, assistant, batch, ckpt, chunk, vae32, offload)
+        yield Setup(arch, gpus, strategy, assistant, batch, ckpt, chunk, vae32, offload, ema=ema)
 
 
 def assumptions(s: Setup) -> int:
@@ -236,14 +236,16 @@ def assumptions(s: Setup) -> int:
     return s.chunk + s.vae_fp32 + s.offload + (s.assistant == "lora") + (s.strategy == "fsdp")
 
 
-def plan(arch: str, gpus: int, gpu_memory: float, assistants=("copy", "lora")) -> list[tuple]:
+def plan(
+    arch: str, gpus: int, gpu_memory: float, assistants=("copy", "lora"), ema: bool = False
+) -> list[tuple]:
     """The setups whose peak (start-up or step) fits ``gpu_memory`` GiB (less headroom), as
     (images/s per GPU, peak GiB, setup), best first: most images/s, then least memory; one
     setup per strategy, assistant, offload and checkpointing -- its fastest, where setups
     within 5 % of each other count as equal and fewer assumed costs, then less memory, win."""
     k = calibrate()
     rows = []
-    for s in candidates(arch, gpus, assistants):
+    for s in candidates(arch, gpus, assistants, ema):
         peak = peak_gib(s, k)
         if peak <= gpu_memory - HEADROOM_GIB:
             rows.append((s.batch / step_ms(s) * 1000, peak, s))
@@ -255,9 +257,9 @@ def plan(arch: str, gpus: int, gpu_memory: float, assistants=("copy", "lora")) -
     return sorted(best.values(), key=lambda r: (-r[0], r[1]))  # the order the table's speeds show
 
 
-def smallest(arch: str, gpus: int) -> tuple[float, Setup]:
+def smallest(arch: str, gpus: int, ema: bool = False) -> tuple[float, Setup]:
     k = calibrate()
-    setups = candidates(arch, gpus, ("copy", "lora"))
+    setups = candidates(arch, gpus, ("copy", "lora"), ema)
     return min(((peak_gib(s, k), s) for s in setups), key=lambda r: r[0])
 
 
@@ -369,6 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--check", metavar="JSONL", help="the model against rows benchmarks/sd_step.py wrote"
     )
+    parser.add_argument(
+        "--ema", action="store_true", help="with a generator EMA (train.ema): its fp32 shards too"
+    )
     parser.add_argument("--dry-run", action="store_true", help="check the arguments, exit")
     parser.add_argument(
         "--smoke-test", action="store_true", help="plan sdxl on 8 x 80 GB and 1 x 24 GB"
@@ -376,11 +381,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def render(arch: str, gpus: int, gpu_memory: float, top: int, assistants) -> str:
-    fits = plan(arch, gpus, gpu_memory, assistants)
+def render(arch: str, gpus: int, gpu_memory: float, top: int, assistants, ema: bool = False) -> str:
+    fits = plan(arch, gpus, gpu_memory, assistants, ema)
     head = f"{arch} on {gpus} x {gpu_memory:g} GiB ({HEADROOM_GIB:g} GiB kept free per GPU):"
     if not fits:
-        need, s = smallest(arch, gpus)
+        need, s = smallest(arch, gpus, ema)
         return (
             f"{head} nothing fits. The smallest setup needs {need:.1f} GiB per GPU "
             f"({s.strategy}, {s.assistant} assistant, batch {s.batch}"
@@ -442,7 +447,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.calibration:
         print(calibration_report())
-    print(render(args.world, args.gpus, args.gpu_memory, args.top, assistants))
+    print(render(args.world, args.gpus, args.gpu_memory, args.top, assistants, args.ema))
     return 0
 
 

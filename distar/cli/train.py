@@ -13,11 +13,12 @@ from distar.config.keys import K
 from distar.config.tree import DEFAULT_WORLD, Config, ConfigError, parse_override, world_preset
 from distar.evaluation.in_training import benchmark_evaluator
 from distar.evaluation.preflight import preflight
-from distar.loop.trainer import NonFiniteLossError, Trainer
+from distar.loop.trainer import Trainer
 from distar.runtime.callbacks import JsonlLogger, ProgressBar
 from distar.runtime.checkpoint import CorruptCheckpointError, checkpoint_config
 from distar.runtime.devices import resolve_device
 from distar.runtime.distributed import init_from_launcher, rank
+from distar.runtime.step_parts import NonFiniteLossError
 from distar.util.refusals import Outputs, check_writable_dir, refusing
 from distar.worlds.builders import check_world
 

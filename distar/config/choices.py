@@ -1,5 +1,6 @@
-"""The allowed values of every config field that picks an implementation or a mode, in one
-place. The config validates against them without importing torch; the registries that hold
+"""The allowed values of the library's config fields that pick an implementation or a mode,
+in one place (a world's own fields keep theirs beside its section: ``distar/config/gmm.py``,
+``sd.py``). The config validates against them without importing torch; the registries that hold
 the implementations (:mod:`distar.method.losses`, :mod:`distar.method.sigmas`) are made with
 these very tuples and refuse to import while one lacks its implementation
 (:meth:`distar.util.registry.Registry.complete`)."""

@@ -2,8 +2,9 @@
 
 The tree is derived from the config's dataclasses (the ``world`` section: every registered
 world's fields), so a key that does not exist fails where it is written, naming the section's
-fields, and a renamed field is one attribute to search for. Code outside this package names
-flat keys (Tune's search space, ``--set`` overrides, error messages) only through ``K``."""
+fields, and a renamed field is one attribute to search for. Code outside this package uses a
+flat key as data (Tune's search space, overrides, lookups, a registry's kind) only through
+``K``; prose (help texts, messages that tell a person what to ``--set``) still spells it."""
 
 from __future__ import annotations
 

@@ -55,6 +55,9 @@ from distar.config.sections import (  # noqa: F401  (re-exported: the config API
 from distar.config.worlds import WORLD_CONFIGS, WORLD_PRESETS
 
 DEFAULT_WORLD = "gmm"
+# keys renamed since runs were recorded: an old config.yaml (--resume, export, evaluate
+# --checkpoint) still reads, its value under the new name
+RENAMED_KEYS = {"loss.units": "loss.distance_on"}
 
 
 @dataclass(frozen=True)
@@ -230,7 +233,7 @@ class EvalConfig(Section):
     prompts: str = ""  # "parti=PATH,coco=PATH,hps=DIR"; "": $DISTAR_PARTI_PROMPTS, ...
     weights: str = ""  # "pickscore=PATH,fid_reference=DIR,..."; "": the DISTAR_* variables
     # COCO FID: "" torchmetrics on the benchmark's images (for ranking runs: not comparable to
-    # published numbers); or a published protocol (benchmark_catalogue.FID_PROTOCOLS, e.g.
+    # published numbers); or a published protocol (distar.config.benchmarks.FID_PROTOCOLS, e.g.
     # "dmd2-sdxl"), computed as it was: its caption file, count, resize and reference
     fid_protocol: str = ""
 
@@ -377,7 +380,8 @@ class Config(Section):
     @classmethod
     def from_flat(cls, flat: dict[str, Any]) -> Config:
         """Build from dotted keys; missing keys take the defaults (the world's own defaults over
-        the library's), unknown keys fail."""
+        the library's), unknown keys fail; a key of :data:`RENAMED_KEYS` reads as its new name."""
+        flat = {RENAMED_KEYS.get(k, k): v for k, v in flat.items()}
         world_name = flat.get("world.name", DEFAULT_WORLD)
         defaults = dataclasses.replace(cls(), world=world_config_class(world_name)())
         known = flatten(dataclasses.asdict(defaults))

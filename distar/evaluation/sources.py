@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 
 from distar.config.benchmarks import BenchmarkRequest
 from distar.config.tree import Config, EvalConfig
@@ -22,7 +21,12 @@ from distar.evaluation.metric_base import MetricOptions
 from distar.evaluation.preflight import weight_paths
 from distar.evaluation.scorers import build_metric
 from distar.rewards.tiny_clip import tiny_text_encoder
-from distar.runtime.checkpoint import checkpoint_config, load_trained_state, resolve_checkpoint
+from distar.runtime.checkpoint import (
+    checkpoint_config,
+    generator_weights,
+    load_trained_state,
+    resolve_checkpoint,
+)
 from distar.worlds.base import EvalGenerator
 from distar.worlds.builders import build_world
 
@@ -75,12 +79,12 @@ def build_generator(source: GeneratorSource, device: str, workdir: Path) -> Eval
 
 
 def checkpoint_generator(path: Path, device: str) -> EvalGenerator:
-    """Rebuild the run's world from the checkpoint's config and load its trained generator."""
+    """Rebuild the run's world from the checkpoint's config and load its trained generator
+    (its EMA's weights when the run kept one: what its evaluations scored)."""
     path = resolve_checkpoint(path)
     config = checkpoint_config(path)
     if not config.world.text_to_image:
         raise ValueError(f"{path}: the {config.world.name!r} world has no text-to-image generator")
     world = build_world(config.world, torch.device(device))
-    file = path / "generator.safetensors"
-    load_trained_state(world.generator, load_file(str(file)), str(file))
+    load_trained_state(world.generator, generator_weights(path), f"{path} (generator)")
     return world.eval_generator()

@@ -26,6 +26,7 @@ from distar.runtime.checkpoint import (
     load_sharded_checkpoint,
     save_checkpoint,
     save_sharded_checkpoint,
+    saved_callbacks,
     trained_state,
 )
 from distar.runtime.devices import resolve_device
@@ -37,13 +38,9 @@ from distar.runtime.distributed import (
     world_size,
 )
 from distar.runtime.sharding import ensure_process_group, gathered
-from distar.runtime.step_parts import (  # noqa: F401  (re-exported: the loop's API)
+from distar.runtime.step_parts import (
     FiniteGuard,
-    NonFiniteLossError,
     check_noise_range,
-    clip_and_step,
-    frozen,
-    make_adam,
     step_seed,
     to_floats,
     trainable,
@@ -194,22 +191,23 @@ class Trainer:
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return self.method.optimizers()
 
-    def _saved(self) -> tuple[dict[str, Any], dict[str, dict[str, torch.Tensor]]]:
-        """What a checkpoint holds beside the networks and optimisers: the RNG state and each
-        callback's state (``trainer.pt``), the callbacks' weights (written as the networks')."""
-        named = [cb for cb in self.callbacks if cb.name]
-        state = {
-            "torch_rng": torch.get_rng_state(),
-            "callbacks": {cb.name: cb.state_dict() for cb in named},
-        }
-        return state, {cb.name: cb.tensors() for cb in named if cb.tensors()}
+    def _stateful(self) -> list[Callback]:
+        """The callbacks a checkpoint holds (those with a ``name``)."""
+        return [cb for cb in self.callbacks if cb.name]
+
+    def _callback_tensors(self) -> dict[str, dict[str, torch.Tensor]]:
+        """The callbacks' weights (the EMA's), written and sharded as the networks' are."""
+        return {cb.name: tensors for cb in self._stateful() if (tensors := cb.tensors())}
 
     def save(self) -> Path | None:
         """A full-state checkpoint: written by rank 0 alone (other ranks return None), or, with
         sharded networks, by every rank (its shards, DCP) and returned on every rank."""
         self.guard.check()
-        state, tensors = self._saved()
-        root = self.out_dir / "checkpoints"
+        state = {
+            "torch_rng": torch.get_rng_state(),
+            "callbacks": {cb.name: cb.state_dict() for cb in self._stateful()},
+        }
+        tensors, root = self._callback_tensors(), self.out_dir / "checkpoints"
         if self.sharded:
             with self.stopwatch.phase("checkpoint"):
                 path = save_sharded_checkpoint(
@@ -227,17 +225,24 @@ class Trainer:
 
     def resume(self, path: Path, fallback: bool = False) -> None:
         """Continue from a checkpoint; ``fallback``: from the newest readable one if it is
-        corrupt (unsharded checkpoints)."""
-        _, tensors = self._saved()
+        corrupt (unsharded checkpoints). A callback the config turns on that the checkpoint was
+        written without is refused, naming its field."""
+        saved = saved_callbacks(path)
+        missing = [cb for cb in self._stateful() if saved is not None and cb.name not in saved]
+        if missing:
+            raise ConfigError(
+                f"{missing[0].field}: on, but checkpoint {path} was written without it; resume "
+                "with the config it was written with (--resume takes it), or start a new run"
+            )
+        tensors = self._callback_tensors()
         if self.sharded:
             state = load_sharded_checkpoint(path, self.modules(), self.optimizers(), tensors)
         else:
             state = load_checkpoint(path, self.modules(), fallback, tensors)
             for key, opt in self.optimizers().items():
                 opt.load_state_dict(state[f"opt_{key}"])
-        for cb in self.callbacks:
-            if cb.name:
-                cb.load_state_dict(state.get("callbacks", {}).get(cb.name, {}))
+        for cb in self._stateful():
+            cb.load_state_dict(state["callbacks"][cb.name])
         torch.set_rng_state(state["torch_rng"])
         self.step = int(state["step"])
 

@@ -1,3 +1,5 @@
 """The method layer: DI* itself -- the losses as pure functions (``losses``), the noise-level
-distributions and weightings (``sigmas``) and the step that applies them to a world's networks
-(``di_star``: the assistant and generator updates the loop calls)."""
+distributions and weightings (``sigmas``), the step that applies them to a world's networks
+(``di_star``: the assistant and generator updates and their optimisers), its random draws
+(``draws``), what it needs of a world (``contract``) and what the loop calls of a method
+(``steps``)."""

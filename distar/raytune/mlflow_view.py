@@ -38,6 +38,13 @@ c when the grid crosses pseudo-Huber c; group rows show the seeds' mean), sorted
 objective."""
 
 
+def serving(uri: str) -> tuple[str, list[str]]:
+    """The UI's address for ``uri``, and the line that says how to serve it (none when the
+    store is a server already)."""
+    server, command = tracking.ui_server(uri)
+    return server, [f"MLflow: {command}, then"] if command else []
+
+
 def log_sweep_report(
     settings: SweepSettings,
     report_dir: Path,
@@ -101,8 +108,7 @@ def grid_view(
     tracking.share_runs_view(
         client, experiment, key, children, metrics, tracking.GROUP_TAG, metrics[0], tags, widths
     )
-    server, command = tracking.ui_server(uri)
-    lines = [f"MLflow: {command}, then"] if command else []
+    server, lines = serving(uri)
     lines.append(
         f"MLflow: {tracking.runs_view_url(server, experiment, key)}  (runs grouped by "
         f"row, sorted by {preset.objective[0]}, each with its row's paired verdict)"
@@ -118,12 +124,11 @@ def grid_view(
 def search_links(settings: SweepSettings) -> list[str]:
     """Where to see a search in MLflow: its experiment's runs, and the search's own run (its
     trials nested under it)."""
-    server, command = tracking.ui_server(settings.uri())
     found = tracking.client(settings.uri()).get_experiment_by_name(settings.experiment)
     if found is None:
         return []
     experiment = found.experiment_id
-    lines = [f"MLflow: {command}, then"] if command else []
+    server, lines = serving(settings.uri())
     lines.append(f"MLflow: {tracking.mlflow_ui_url(server, experiment)}  (the experiment's runs)")
     if parent := parent_run_id(settings):
         lines.append(

@@ -47,7 +47,7 @@ class PairedStopper(Stopper):
     def at_step(self) -> dict[int, dict[str, tuple[float, Any]]]:
         return self.rule.at_step
 
-    def _units(self, folder: str, step: int):
+    def _items(self, folder: str, step: int):
         """A trial's items at ``step``, read once: a trial is paired with every rival above it
         (its own file would otherwise be read once per rival, at every evaluation)."""
         if self._read[0] != (folder, step):
@@ -55,7 +55,7 @@ class PairedStopper(Stopper):
         return self._read[1]
 
     def _pair(self, mine: str, theirs: str, step: int):
-        a, b = self._units(mine, step), read_items(Path(theirs), self.bench, step)
+        a, b = self._items(mine, step), read_items(Path(theirs), self.bench, step)
         if a is None or b is None or self.name not in a or self.name not in b:
             return None  # nothing to pair on: never stop blind
         try:

@@ -13,6 +13,7 @@ from distar.raytune.faults import FaultInjector
 from distar.raytune.placement import record_placement_group
 from distar.runtime import timing
 from distar.runtime.callbacks import Callback, JsonlLogger
+from distar.runtime.step_parts import NonFiniteLossError
 
 FAILURE_FILE = "failure.txt"  # a trial's deterministic failure (divergence), one line
 FAILURE_TAG = "distar.failure"
@@ -41,7 +42,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     # torch and the evaluation stack load in the worker only, never in the trial driver
     from distar.evaluation.in_training import benchmark_evaluator
-    from distar.loop.trainer import NonFiniteLossError, Trainer
+    from distar.loop.trainer import Trainer
     from distar.raytune.mlflow_logger import MlflowLogger
 
     # no ray.train.report: the trial driver hands Tune each evaluation from metrics.jsonl

@@ -15,7 +15,9 @@ from typing import Any, ClassVar
 import torch
 from tqdm.auto import tqdm
 
+from distar.config.keys import K
 from distar.config.tree import Config
+from distar.runtime.checkpoint import GENERATOR_EMA
 
 
 class Callback:
@@ -25,6 +27,7 @@ class Callback:
     back into those very tensors)."""
 
     name: ClassVar[str] = ""
+    field: ClassVar[str] = ""  # the config field that turns it on (named when refused)
 
     def after_update(self, step: int) -> None:
         """After the updates of each training step (``step``: steps done), before any report."""
@@ -141,7 +144,8 @@ class GeneratorEma(Callback):
     p`` after every step (``train.ema`` = d), in fp32 beside the fp32 masters (each rank its
     shards, when sharded). Evaluation swaps it in and back; checkpoints keep it."""
 
-    name = "generator_ema"
+    name = GENERATOR_EMA
+    field = K.train.ema
 
     def __init__(self, params: dict[str, torch.Tensor], decay: float) -> None:
         self.params, self.decay = params, decay
@@ -155,8 +159,8 @@ class GeneratorEma(Callback):
 
     @contextmanager
     def evaluation_weights(self) -> Iterator[None]:
-        with torch.no_grad():
-            kept = {k: _local(p.detach()).clone() for k, p in self.params.items()}
+        with torch.no_grad():  # the trained weights wait on the host: no third copy on the GPU
+            kept = {k: _local(p.detach()).to("cpu", copy=True) for k, p in self.params.items()}
             for key, p in self.params.items():
                 _local(p.detach()).copy_(_local(self.shadow[key]))
         try:
@@ -175,6 +179,7 @@ class LrWarmup(Callback):
     ``lr * min(1, (s + 1) / n)``, through torch's ``LambdaLR`` (its state in checkpoints)."""
 
     name = "lr_warmup"
+    field = K.optim.warmup_steps
 
     def __init__(self, optimizers: Sequence[torch.optim.Optimizer], steps: int) -> None:
         ramp = lambda step: min(1.0, (step + 1) / steps)  # noqa: E731

@@ -21,6 +21,7 @@ from distar.config.tree import Config
 
 LATEST = "latest"
 SHARDED = "sharded"  # the DCP folder of a sharded checkpoint
+GENERATOR_EMA = "generator_ema"  # the generator EMA's weights (train.ema), beside "generator"
 
 
 Tensors = dict[str, torch.Tensor]
@@ -134,10 +135,17 @@ def load_sharded_checkpoint(
     return torch.load(path / "trainer.pt", weights_only=True)
 
 
+def generator_weights(path: Path) -> dict[str, torch.Tensor]:
+    """What a run's evaluations scored, whole: the generator EMA's weights when the run kept
+    one (``train.ema``), else the generator's last (export and ``evaluate --checkpoint``)."""
+    ema = checkpoint_config(path).train.ema
+    return read_trained_weights(path, GENERATOR_EMA if ema else "generator")
+
+
 def read_trained_weights(path: Path, name: str) -> dict[str, torch.Tensor]:
-    """The trained weights of network ``name`` ("generator", "assistant") from a checkpoint,
-    whole, in this process alone: from ``<name>.safetensors``, or gathered from the shards of a
-    sharded checkpoint (no process group needed)."""
+    """The weights of group ``name`` ("generator", "assistant", ``GENERATOR_EMA``) from a
+    checkpoint, whole, in this process alone: from ``<name>.safetensors``, or gathered from the
+    shards of a sharded checkpoint (no process group needed)."""
     path = resolve_checkpoint(path)
     if not (path / SHARDED).is_dir():
         return load_file(str(path / f"{name}.safetensors"))
@@ -152,6 +160,16 @@ def read_trained_weights(path: Path, name: str) -> dict[str, torch.Tensor]:
     }
     dcp.load({name: tensors}, checkpoint_id=path / SHARDED, no_dist=True)
     return tensors
+
+
+def saved_callbacks(path: Path) -> set[str] | None:
+    """The names of the callbacks whose state a checkpoint holds; None if its ``trainer.pt``
+    cannot be read (loading it then says so, or falls back to an earlier one)."""
+    try:
+        state = torch.load(resolve_checkpoint(path) / "trainer.pt", weights_only=True)
+    except (OSError, RuntimeError, EOFError):
+        return None
+    return set(state.get("callbacks", {}))
 
 
 def resolve_checkpoint(path: Path) -> Path:

@@ -1,6 +1,6 @@
-"""The pieces of one DI* training step that :class:`distar.loop.trainer.Trainer` composes: Adam and
-its clipped, rank-averaged step, freezing a network for a forward and its backward, the NaN/Inf
-guard, the step's seed, the noise-range check."""
+"""The pieces a training step is made of (:class:`distar.method.di_star.DIStar` and the loop
+compose them): Adam and its clipped, rank-averaged step, freezing a network for a forward and
+its backward, the NaN/Inf guard, the step's seed, the noise-range check."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """Paired comparisons of two rows scored on the same items (prompt x image, the same noise), at
 the two levels a sweep can make a claim at:
 
-- **setting** ("alpha_rew 10 beats alpha_rew 1 as a recipe"): the replication item is the
+- **setting** ("alpha_rew 10 beats alpha_rew 1 as a recipe"): the replication unit is the
   training seed. Each seed's paired mean difference is one observation; Student-t on S - 1
-  degrees of freedom (:func:`setting_level`). Verdicts (Table 2's marks, the ``distar.track.paired``
+  degrees of freedom (:func:`setting_level`). Verdicts (Table 2's marks, the ``distar.paired``
   tag) use this level only, and only from :data:`MIN_SEEDS` seeds.
 - **checkpoint** ("these trained generators differ on these prompts"): the trained runs are
   fixed and only the items vary; a bootstrap of the items within their prompt groups, the same

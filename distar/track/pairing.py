@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-UNIT_KEYS = ("index", "replica", "seed")  # a sample's prompt, image and noise seed
+ITEM_KEYS = ("index", "replica", "seed")  # a sample's prompt, image and noise seed
 
 
 class UnpairedError(ValueError):
@@ -35,7 +35,7 @@ def paired_differences(
     the same items (prompt, image and noise seed) at the same evaluation step -- or one side
     at step 0, a model that was not trained (Table 2's init row) set against the other's."""
     for table, other, name in ((a, b, names[0]), (b, a, names[1])):
-        missing = [k for k in (*UNIT_KEYS, "step") if k in other and k not in table]
+        missing = [k for k in (*ITEM_KEYS, "step") if k in other and k not in table]
         if missing:
             raise UnpairedError(
                 f"{name} records no {' or '.join(missing)} column and the "
@@ -54,7 +54,7 @@ def paired_differences(
             f"{names[0]} was evaluated at step {steps[0]}, {names[1]} at step "
             f"{steps[1]}: the same step must be compared"
         )
-    keys = [k for k in UNIT_KEYS if k in a]
+    keys = [k for k in ITEM_KEYS if k in a]
     left, right = a.set_index(keys), b.set_index(keys)
     if left.index.has_duplicates or right.index.has_duplicates:
         raise UnpairedError(
@@ -126,6 +126,6 @@ def read_items(trial_dir: Path, bench: str, step: int) -> pd.DataFrame | None:
 
 
 def one_row_per_item(table: pd.DataFrame) -> pd.DataFrame:
-    """A item's last row at its step: a retried trial may record an evaluation twice (the same
+    """An item's last row at its step: a retried trial may record an evaluation twice (the same
     step, the same values)."""
-    return table.drop_duplicates([k for k in (*UNIT_KEYS, "step") if k in table], keep="last")
+    return table.drop_duplicates([k for k in (*ITEM_KEYS, "step") if k in table], keep="last")

@@ -48,11 +48,11 @@ def below_p(diffs: np.ndarray, run_sd: float) -> float:
     alone: a handful of items cannot pass for a normal tail at the levels a search tests)."""
     diffs = np.asarray(diffs, dtype=np.float64)
     n = len(diffs)
-    items = float(diffs.var(ddof=1)) / n
-    var = items + 2.0 * run_sd**2
+    item_var = float(diffs.var(ddof=1)) / n  # the items' part of the mean's variance
+    var = item_var + 2.0 * run_sd**2
     if var == 0.0:
         return 0.5
-    df = math.inf if items == 0.0 else var**2 / (items**2 / (n - 1))
+    df = math.inf if item_var == 0.0 else var**2 / (item_var**2 / (n - 1))
     t = float(diffs.mean()) / math.sqrt(var)
     return float(special.ndtr(t) if math.isinf(df) else special.stdtr(df, t))
 

@@ -124,6 +124,7 @@ class Setup:
     vae_fp32: bool = False
     offload: bool = False
     lora_rank: int = 64
+    ema: bool = False  # a generator EMA (train.ema): one more fp32 copy of its trained shards
 
     def trained(self) -> tuple[float, float]:
         a = ARCHES[self.arch]
@@ -141,6 +142,7 @@ class Setup:
             K.world.grad_checkpointing: str(self.checkpointing).lower(),
             K.train.generator_chunk: 1 if self.chunk else 0,
             K.world.vae_dtype: "fp32" if self.vae_fp32 else "bf16",
+            **({K.train.ema: 0.999} if self.ema else {}),
         }
         return " ".join(f"--set {k}={v}" for k, v in sets.items())
 
@@ -165,9 +167,12 @@ def startup_gib(s: Setup) -> float:
 
 def resident_gib(s: Setup) -> float:
     """What the generator step holds besides activations and gradient shards: weights and Adam
-    states, the reference, the frozen parts, FSDP's unit buffers."""
+    states (and the generator EMA's shards), the reference, the frozen parts, FSDP's unit
+    buffers."""
     a, n = ARCHES[s.arch], shards(s)
     states = 0.0 if s.offload else 12 * sum(s.trained()) / n
+    if s.ema and not s.offload:  # offloaded, the EMA shadows live with the host shards
+        states += 4 * s.trained()[0] / n
     reference = 2 * a.unet / n  # a LoRA assistant's base: the same UNet
     buffers = 0.0
     if s.strategy == "fsdp":

@@ -12,8 +12,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from distar.runtime.callbacks import GeneratorEma
-from distar.runtime.checkpoint import checkpoint_config, read_trained_weights
+from distar.runtime.checkpoint import checkpoint_config, generator_weights
 from distar.worlds.sd import loading
 
 GENERATOR_PREFIX = "denoiser.unet."  # the UNet inside OneStepGenerator(UNetDenoiser(unet))
@@ -25,8 +24,7 @@ UNET_FILE = "generator_unet.safetensors"
 def generator_state(checkpoint: Path) -> dict[str, torch.Tensor]:
     """The checkpoint's generator UNet weights under diffusers' names: the EMA's when the run
     kept one (``train.ema``: what its evaluations scored), else the last step's."""
-    ema = checkpoint_config(checkpoint).train.ema
-    weights = read_trained_weights(checkpoint, GeneratorEma.name if ema else "generator")
+    weights = generator_weights(checkpoint)
     return {k.removeprefix(GENERATOR_PREFIX): v.contiguous() for k, v in weights.items()}
 
 
