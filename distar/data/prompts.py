@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HPS_STYLES = ("anime", "concept-art", "paintings", "photo")
-DATA = Path(__file__).resolve().parent / "data"
+DATA = Path(__file__).resolve().parent  # this package's folder holds the shipped files
 # what a benchmark falls back to when neither a path nor its variable is given
 SHIPPED = {
     "parti": DATA / "PartiPrompts.tsv",  # all 1,632 prompts (Apache-2.0)
