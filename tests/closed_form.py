@@ -91,3 +91,36 @@ def flat_grad(loss: Tensor, params: list[Tensor]) -> Tensor:
 
 def relative_error(a: Tensor, b: Tensor) -> float:
     return ((a - b).norm() / b.norm()).item()
+
+
+# ---- the same densities under rectified flow: x_t = (1 - t) x0 + t eps, v = eps - x0 ---------
+# Derived in flow coordinates, independently of distar.method.flow's conversion: a component
+# N(m, S) gives x_t ~ N((1 - t) m, (1 - t)^2 S + t^2 I), and with C = cov(x_t), u = x_t - (1 - t) m
+# E[x0 | x_t] = m + (1 - t) S C^-1 u and E[eps | x_t] = t C^-1 u.
+def mixture_velocity(mix: ConditionalGMM):
+    """The mixture's exact velocity ``E[eps - x0 | x_t, c]``."""
+
+    def velocity(x_t: Tensor, t: Tensor, cond: Tensor) -> Tensor:
+        a, tt = (1 - t)[:, None], t[:, None]
+        var = a.square() * mix.stds.square()[None] + tt.square()  # [B, K]
+        u = x_t[:, None, :] - a[..., None] * mix.means[None]  # [B, K, d]
+        log_normal = -0.5 * (u.square().sum(-1) / var + mix.dim * torch.log(2 * torch.pi * var))
+        gamma = torch.softmax(mix.log_weights[cond] + log_normal, dim=1)
+        x0 = mix.means[None] + (a * mix.stds.square()[None] / var)[..., None] * u
+        eps = (tt / var)[..., None] * u
+        return (gamma[..., None] * (eps - x0)).sum(1)
+
+    return velocity
+
+
+def gaussian_velocity(gen: GaussianGenerator):
+    """The generator's exact velocity (theta detached, as its denoiser), one t per batch."""
+
+    def velocity(x_t: Tensor, t: Tensor, cond: Tensor) -> Tensor:
+        s = t[0]
+        A, b = gen.A.detach(), gen.b.detach()
+        cov = (1 - s) ** 2 * A @ A.T + s**2 * torch.eye(len(b), dtype=DTYPE)
+        w = torch.linalg.solve(cov, (x_t - (1 - s) * b).T).T
+        return s * w - (b + (1 - s) * w @ (A @ A.T))
+
+    return velocity
