@@ -10,6 +10,6 @@ run velocity-sign $F "(x_t.to(torch.float64) - t * v.to(torch.float64))" \
   "(x_t.to(torch.float64) + t * v.to(torch.float64))" "$T"
 run sigma-map $F "    return t / (1 - t)" "    return t / (1 + t)" "$T"
 run time-map $F "    return sigma / (1 + sigma)" "    return sigma / (2 + sigma)" "$T"
-run input-scale $F "    return x * (1 - _per_sample(t, x)), t" "    return x, t" "$T"
+run input-scale $F "    return x * (1 - expand_like(t, x)), t" "    return x, t" "$T"
 run shift-formula $F "    return shift * t / (1 + (shift - 1) * t)" "    return shift * t / (1 + shift * t)" "$T"
-run velocity-inverse $F "    return (x_t - x0) / _per_sample(t, x0)" "    return (x0 - x_t) / _per_sample(t, x0)" "$T"
+run velocity-inverse $F "    return (x_t - x0) / expand_like(t, x0)" "    return (x0 - x_t) / expand_like(t, x0)" "$T"

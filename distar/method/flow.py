@@ -24,6 +24,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from distar.method.losses import expand_like
+
 Velocity = Callable[[Tensor, Tensor, Any], Tensor]  # v(x_t, t, cond), t of shape [B]
 Denoiser = Callable[[Tensor, Tensor, Any], Tensor]  # D(x; sigma, cond), sigma of shape [B]
 
@@ -43,27 +45,23 @@ def shift_time(t: Tensor, shift: float) -> Tensor:
     return shift * t / (1 + (shift - 1) * t)
 
 
-def _per_sample(t: Tensor, like: Tensor) -> Tensor:
-    return t.reshape(-1, *([1] * (like.dim() - 1)))
-
-
 def flow_input(x: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
     """The flow network's ``(x_t, t)`` for EDM's ``(x, sigma)``: ``x_t = x / (1 + sigma)``."""
     t = time_of_sigma(sigma)
-    return x * (1 - _per_sample(t, x)), t
+    return x * (1 - expand_like(t, x)), t
 
 
 def x0_from_velocity(x_t: Tensor, t: Tensor, v: Tensor) -> Tensor:
     """``x0_hat = x_t - t v``, computed in float64 as FastGen does and returned in ``v``'s
     dtype (one rounding, whatever the dtypes of ``x_t``, ``t`` and ``v``)."""
-    t = _per_sample(t, v).to(torch.float64)
+    t = expand_like(t, v).to(torch.float64)
     return (x_t.to(torch.float64) - t * v.to(torch.float64)).to(v.dtype)
 
 
 def velocity_from_x0(x_t: Tensor, t: Tensor, x0: Tensor) -> Tensor:
     """``v = (x_t - x0) / t``: the velocity whose ``x0_hat`` is ``x0`` (a one-step generator
     built from a flow teacher returns ``x0``)."""
-    return (x_t - x0) / _per_sample(t, x0)
+    return (x_t - x0) / expand_like(t, x0)
 
 
 def flow_denoiser(velocity: Velocity) -> Denoiser:

@@ -166,7 +166,9 @@ def saved_callbacks(path: Path) -> set[str] | None:
     """The names of the callbacks whose state a checkpoint holds; None if its ``trainer.pt``
     cannot be read (loading it then says so, or falls back to an earlier one)."""
     try:
-        state = torch.load(resolve_checkpoint(path) / "trainer.pt", weights_only=True)
+        # mmap: only the names are read, not an unsharded run's optimiser states (GBs on SDXL),
+        # which the load that follows reads anyway
+        state = torch.load(resolve_checkpoint(path) / "trainer.pt", weights_only=True, mmap=True)
     except (OSError, RuntimeError, EOFError):
         return None
     return set(state.get("callbacks", {}))
