@@ -7,13 +7,17 @@ in flow coordinates (``tests/closed_form.py``), independently of the conversion 
 - The DI* generator step computed from velocity networks equals the EDM-view step: losses and
   gradients, score and KL divergences, CFG in and out, with and without a time shift.
 - Theorem 3.1 holds through the flow view (the Monte Carlo tolerance of tests/test_theorems.py).
-- SD3's time shift is diffusers' and multiplies EDM's sigma by the shift.
+- SD3's time shift is diffusers' and multiplies EDM's sigma by the shift; the sd35 / flux
+  presets' lognormal sigma draws are the shifted logit-normal times, draw for draw.
+- The ``velocity`` assistant weighting is velocity matching in flow coordinates.
 
 Tolerances: everything is float64 and the two views differ only by rounding of a few dozen
 operations on O(1..20) values, so 1e-9 relative (a sign, scale or time-map error is O(1) off).
 ``bash scripts/flow_mutations.sh`` breaks each map and shows a test failing."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
@@ -152,3 +156,44 @@ def test_a_time_shift_is_diffusers_and_multiplies_sigma():
     inner = t[1:]  # t = 1 is sigma = inf
     got = sigma_of_time(shift_time(inner, shift))
     torch.testing.assert_close(got, shift * sigma_of_time(inner), rtol=EXACT, atol=EXACT)
+
+
+@pytest.mark.parametrize("preset, shift", [("sd35", 3.0), ("flux", math.exp(1.15))])
+def test_a_shifted_logit_normal_time_is_the_presets_lognormal_sigma(preset, shift):
+    """SD3's logit-normal time draw, shifted by the sampler's shift (SD3: 3; FLUX at 1024 px:
+    e^1.15), is exactly the preset's ``lognormal`` sigma draw: ``log sigma = logit t``, and the
+    shift adds ``log S``. Draw for draw from one normal sample, so a wrong ``p_mean`` (or a
+    wrong identity) is off by O(1), not by noise."""
+    from distar.config.tree import Config
+    from distar.method.sigmas import sample_sigma
+
+    noise = Config.for_world(preset).noise
+    for sigma_cfg in (noise.generator, noise.assistant):
+        n = 10_000
+        got = sample_sigma(sigma_cfg, n, torch.Generator().manual_seed(0)).to(DTYPE)
+        z = torch.randn(n, generator=torch.Generator().manual_seed(0)).to(DTYPE)
+        t = torch.sigmoid(sigma_cfg.p_std * z)  # SD3's logit-normal(0, s) time ...
+        want = sigma_of_time(shift_time(t, shift))  # ... shifted by the sampler's shift
+        want = want.clamp(sigma_cfg.sigma_min, sigma_cfg.sigma_max)
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=0)
+
+
+def test_the_velocity_weighting_is_velocity_matching():
+    """The ``velocity`` assistant weighting times EDM's denoising error is the flow teachers'
+    loss ``||v_hat - v||^2`` computed in flow coordinates, with ``v = eps - x0`` and
+    ``v_hat`` the network's velocity (here the Gaussian generator's exact one, at any time)."""
+    from distar.method.losses import assistant_loss
+    from distar.method.sigmas import ASSISTANT_WEIGHTINGS
+
+    gen = GaussianGenerator(A0 * 0.7, B0 + 0.3)
+    velocity = gaussian_velocity(gen)
+    x0 = gen.sample(draws(64)[0]).detach()
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(4), dtype=DTYPE)
+    for s in SIGMAS:
+        sigma = torch.full((len(x0),), s, dtype=DTYPE)
+        weight = ASSISTANT_WEIGHTINGS.get("velocity")(sigma, 1.0)
+        got = assistant_loss(flow_denoiser(velocity), x0, sigma, noise, None, weight)
+        t = time_of_sigma(sigma)
+        x_t = (1 - t[:, None]) * x0 + t[:, None] * noise
+        want = (velocity(x_t, t, None) - (noise - x0)).square().sum(-1)
+        assert relative_error(got, want) < EXACT

@@ -16,5 +16,5 @@ GRADIENT_PATHS = ("detached", "exact")
 STRATEGIES = ("ddp", "fsdp")  # resources.strategy; distar.runtime.sharding does "fsdp"
 GENERATOR_WEIGHTINGS = ("dmd_normalised", "uniform")
 SIGMA_DISTRIBUTIONS = ("lognormal", "loguniform")
-ASSISTANT_WEIGHTINGS = ("edm", "uniform")
+ASSISTANT_WEIGHTINGS = ("edm", "uniform", "velocity")
 DEVICES = ("auto", "cpu", "cuda")

@@ -9,8 +9,8 @@ changes.
 
 from __future__ import annotations
 
-from distar.config import gmm, sd
+from distar.config import flow, gmm, sd
 from distar.config.sections import WORLD_CONFIGS, WORLD_PRESETS
 
-WORLD_CONFIG_MODULES = (gmm, sd)
+WORLD_CONFIG_MODULES = (gmm, sd, flow)
 __all__ = ["WORLD_CONFIGS", "WORLD_CONFIG_MODULES", "WORLD_PRESETS"]

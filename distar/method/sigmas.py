@@ -56,4 +56,13 @@ def uniform_assistant_weight(sigma: Tensor, sigma_data: float) -> Tensor:
     return torch.ones_like(sigma)
 
 
+@ASSISTANT_WEIGHTINGS.register("velocity")
+def velocity_weight(sigma: Tensor, sigma_data: float) -> Tensor:
+    """Rectified flow's velocity matching in EDM units: with ``x0_hat = x_t - t v`` and
+    ``t = sigma / (1 + sigma)``, ``||v_hat - v||^2 = ||D - x0||^2 / t^2``, so
+    ``lambda = ((1 + sigma) / sigma)^2`` (the flow teachers' own loss without their time
+    weighting; Flow-Factory fits its fake score so)."""
+    return ((1 + sigma) / sigma).square()
+
+
 ASSISTANT_WEIGHTINGS.complete()

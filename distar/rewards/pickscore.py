@@ -39,9 +39,17 @@ def load_pickscore(
     ``scale``: None scores the model's logit (its learnt scale x the cosine), 1.0 the cosine."""
     from distar.rewards.clip_scorers import ClipPairScorer, load_clip
 
-    model_dir = PICKSCORE.resolve(model)
-    processor_dir = None
-    if processor or os.environ.get(PICKSCORE_PROCESSOR.env):
-        processor_dir = PICKSCORE_PROCESSOR.resolve(processor)
+    model_dir, processor_dir = pickscore_paths(model and str(model), processor and str(processor))
     loaded = load_clip(model_dir, processor_dir or model_dir, empty)
     return ClipPairScorer("pickscore", *loaded, scale=scale)
+
+
+def pickscore_paths(model: str, processor: str) -> tuple[Path, Path | None]:
+    """The PickScore model folder and, when one is named (here or by
+    ``$DISTAR_PICKSCORE_PROCESSOR``), its processor folder: what :func:`load_pickscore` will
+    read, checked without loading (raises ``MissingWeightsError``)."""
+    model_dir = PICKSCORE.resolve(model or None)
+    processor_dir = None
+    if processor or os.environ.get(PICKSCORE_PROCESSOR.env):
+        processor_dir = PICKSCORE_PROCESSOR.resolve(processor or None)
+    return model_dir, processor_dir

@@ -3,6 +3,7 @@ so reward and text-encoder loading code runs offline: tests, ``sd*-tiny`` worlds
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
@@ -58,3 +59,12 @@ def tiny_text_encoder(directory: Path, seed: int = 0) -> Path:
     CLIPTextModel(tiny_clip_config().text_config).save_pretrained(directory)
     write_clip_bpe_tokenizer(directory)
     return directory
+
+
+# ``tiny:pickscore`` for every world's reward (:func:`distar.t2i.parts.tiny_folder`): the writer
+# module (run as ``python -m MODULE pickscore DIR``) and its version (bump when it changes)
+TINY_PICKSCORE = {"pickscore": (__name__, "2")}
+
+
+if __name__ == "__main__":  # python -m distar.rewards.tiny_clip pickscore DIRECTORY
+    tiny_clip(Path(sys.argv[2]))

@@ -1,5 +1,6 @@
-"""LoRA assistants that share their UNet with the frozen reference (peft adapters): adapters off
-*is* the reference, so one set of frozen weights serves both networks."""
+"""LoRA assistants that share their network (a UNet or a flow transformer) with the frozen
+reference (peft adapters): adapters off *is* the reference, so one set of frozen weights serves
+both networks."""
 
 from __future__ import annotations
 
@@ -8,10 +9,19 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
-from distar.t2i.edm import UNetDenoiser
-
 LORA_TARGETS = {
     "attention": ["to_q", "to_k", "to_v", "to_out.0"],
+    # both streams of an MM-DiT's joint attention (diffusers' SD3 / FLUX LoRA training scripts)
+    "joint_attention": [
+        "to_q",
+        "to_k",
+        "to_v",
+        "to_out.0",
+        "add_q_proj",
+        "add_k_proj",
+        "add_v_proj",
+        "to_add_out",
+    ],
     # DMD2's list (sd-worlds.md §1.1)
     "dmd2": [
         "to_q",
@@ -33,8 +43,8 @@ LORA_TARGETS = {
 
 
 def add_lora(unet: nn.Module, rank: int, alpha: float, targets: str) -> None:
-    """peft LoRA adapters on a frozen UNet (B = 0 at start: adapters on = the base exactly),
-    trained in fp32 whatever the base's dtype."""
+    """peft LoRA adapters on a frozen UNet or transformer (B = 0 at start: adapters on = the
+    base exactly), trained in fp32 whatever the base's dtype."""
     from diffusers.training_utils import cast_training_params
     from peft import LoraConfig
 
@@ -83,18 +93,20 @@ class _InScope(torch.autograd.Function):
 
 
 class SharedReference(nn.Module):
-    """The reference as the LoRA assistant's UNet with its adapters off."""
+    """The reference as the LoRA assistant's denoiser with the adapters of its ``network`` (a
+    UNet or a transformer) off; keyword arguments pass through to the denoiser."""
 
-    def __init__(self, denoiser: UNetDenoiser) -> None:
+    def __init__(self, denoiser: nn.Module, network: nn.Module) -> None:
         super().__init__()
         self.denoiser = denoiser
+        self._network = [network]  # not a submodule: the denoiser holds it
 
-    def forward(self, x: Tensor, sigma: Tensor, cond) -> Tensor:
+    def forward(self, x: Tensor, sigma: Tensor, cond, **kwargs) -> Tensor:
         def fn(xx: Tensor) -> Tensor:
-            return self.denoiser(xx, sigma, cond)
+            return self.denoiser(xx, sigma, cond, **kwargs)
 
         def scope():
-            return adapters_off(self.denoiser.unet)
+            return adapters_off(self._network[0])
 
         if torch.is_grad_enabled() and x.requires_grad:
             return _InScope.apply(x, fn, scope)

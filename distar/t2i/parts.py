@@ -12,9 +12,33 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from distar.util.cache import materialise
+
 
 class WorldLoadError(FileNotFoundError):
     """A world's weight path is missing or does not hold what it should."""
+
+
+# name -> (writer module, version): ``python -m MODULE NAME DIR`` writes the component
+TinyWriters = dict[str, tuple[str, str]]
+
+
+def tiny_folder(spec: str, cache_dir: str, writers: TinyWriters) -> str:
+    """``tiny:<name>`` -> the cache folder of that tiny random component, written on first use by
+    its writer (with ``save_pretrained``: it then loads through exactly the code a user's real
+    folder goes through); any other path is returned unchanged."""
+    if not spec.startswith("tiny:"):
+        return spec
+    name = spec.removeprefix("tiny:")
+    if name not in writers:
+        known = ", ".join(f"tiny:{n}" for n in writers)
+        raise ValueError(f"{spec!r}: unknown tiny component; known: {known}")
+    module, version = writers[name]
+    path = materialise(f"tiny-{name}-v{version}", module, [name], cache_dir)
+    incomplete = [str(c) for c in path.rglob("config.json") if len(list(c.parent.iterdir())) < 2]
+    if incomplete:
+        raise RuntimeError(f"tiny component {name}: no weights beside {incomplete}")
+    return str(path)
 
 
 def _missing(directory: Path, names: tuple[str, ...]) -> list[str]:

@@ -67,18 +67,18 @@ class TextEncoders(nn.Module):
         self._time_ids: Tensor | None = None
 
     @property
-    def xl(self) -> bool:
+    def xl(self) -> bool:  # SDXL's two CLIPs
         return len(self.encoders) == 2
 
     @property
     def device(self) -> torch.device:
         return next(self.encoders.parameters()).device
 
-    def _ids(self, tokenizer, prompts: Sequence[str]) -> Tensor:
+    def _ids(self, tokenizer, prompts: Sequence[str], length: int = 0) -> Tensor:
         ids = tokenizer(
             list(prompts),
             padding="max_length",
-            max_length=tokenizer.model_max_length,
+            max_length=length or tokenizer.model_max_length,
             truncation=True,
             return_tensors="pt",
         ).input_ids
@@ -110,11 +110,51 @@ class TextEncoders(nn.Module):
     def unconditional(
         self, cond: TextConditions, mode: str, empty: TextConditions
     ) -> TextConditions:
-        """``mode="zeros"``: zero embeddings (and pooled), the same time ids; ``"empty"``: the
-        empty prompt's embeddings, repeated (``empty`` holds them for one prompt)."""
-        n = len(cond)
-        if mode == "zeros":
-            zeros = lambda t: None if t is None else torch.zeros_like(t)  # noqa: E731
-            return TextConditions(("",) * n, zeros(cond.embeds), zeros(cond.pooled), cond.time_ids)
-        rep = lambda t: None if t is None else t.expand(n, *t.shape[1:])  # noqa: E731
-        return TextConditions(("",) * n, rep(empty.embeds), rep(empty.pooled), cond.time_ids)
+        return unconditional(cond, mode, empty)
+
+
+def unconditional(cond: TextConditions, mode: str, empty: TextConditions) -> TextConditions:
+    """``mode="zeros"``: zero embeddings (and pooled), the same time ids; ``"empty"``: the empty
+    prompt's embeddings, repeated (``empty`` holds them for one prompt)."""
+    n = len(cond)
+    if mode == "zeros":
+        zeros = lambda t: None if t is None else torch.zeros_like(t)  # noqa: E731
+        return TextConditions(("",) * n, zeros(cond.embeds), zeros(cond.pooled), cond.time_ids)
+    rep = lambda t: None if t is None else t.expand(n, *t.shape[1:])  # noqa: E731
+    return TextConditions(("",) * n, rep(empty.embeds), rep(empty.pooled), cond.time_ids)
+
+
+class FlowTextEncoders(TextEncoders):
+    """The frozen text encoders of a rectified-flow pipeline, as diffusers' pipelines use them.
+
+    ``sd35`` (``StableDiffusion3Pipeline.encode_prompt``): CLIP-L and OpenCLIP-bigG penultimate
+    hidden states concatenated (768 + 1280), zero-padded to T5's width (4096) and followed by
+    T5-XXL's last hidden state along the sequence (77 + 256 tokens); pooled = both CLIPs'
+    projected pooled outputs concatenated (2048). ``flux`` (``FluxPipeline.encode_prompt``):
+    embeddings = T5-XXL's last hidden state (512 tokens), pooled = CLIP-L's pooler output
+    (768)."""
+
+    def __init__(
+        self, kind: str, tokenizers: Sequence, encoders: Sequence[nn.Module], t5_tokens: int
+    ) -> None:
+        super().__init__(tokenizers, encoders, resolution=0)
+        self.kind, self.t5_tokens = kind, t5_tokens
+
+    @torch.no_grad()
+    def encode(self, prompts: Sequence[str]) -> TextConditions:
+        prompts = tuple(prompts)
+        *clips, t5 = zip(self.tokenizers, self.encoders, strict=True)
+        t5_embeds = t5[1](self._ids(t5[0], prompts, self.t5_tokens))[0].float()
+        if self.kind == "flux":
+            ((tokenizer, clip_l),) = clips
+            pooled = clip_l(self._ids(tokenizer, prompts)).pooler_output
+            return TextConditions(prompts, t5_embeds, pooled.float())
+        hidden, pooled = [], []
+        for tokenizer, encoder in clips:
+            out = encoder(self._ids(tokenizer, prompts), output_hidden_states=True)
+            hidden.append(out.hidden_states[-2])
+            pooled.append(out[0])  # CLIPTextModelWithProjection's text_embeds
+        clip = torch.cat(hidden, dim=-1).float()
+        clip = torch.nn.functional.pad(clip, (0, t5_embeds.shape[-1] - clip.shape[-1]))
+        embeds = torch.cat([clip, t5_embeds], dim=1)
+        return TextConditions(prompts, embeds, torch.cat(pooled, dim=-1).float())

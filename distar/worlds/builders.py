@@ -12,10 +12,11 @@ from distar.config.tree import Config
 from distar.util.cache import cache_root
 from distar.util.refusals import check_writable_dir
 from distar.worlds.base import WORLD_CHECKS, WORLDS, World
+from distar.worlds.flow import world as flow
 from distar.worlds.gmm import world as gmm
 from distar.worlds.sd import world as sd
 
-WORLD_MODULES = (gmm, sd)
+WORLD_MODULES = (gmm, sd, flow)
 WORLDS.complete()  # every world the config knows has its builder
 
 

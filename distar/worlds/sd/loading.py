@@ -8,7 +8,6 @@ Nothing downloads: ``from_pretrained`` gets local directories only (``local_file
 from __future__ import annotations
 
 import json
-import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +21,7 @@ from distar.config.sd import SDWorldConfig
 from distar.config.tree import ConfigError
 from distar.rewards.clip_common import clip_tokenizer
 from distar.rewards.heads import load_state_dict
-from distar.rewards.pickscore import PICKSCORE, PICKSCORE_PROCESSOR, load_pickscore
-from distar.rewards.weights import MissingWeightsError
+from distar.rewards.pickscore import load_pickscore
 from distar.t2i.edm import DTYPES
 from distar.t2i.parts import (
     WorldLoadError,
@@ -36,6 +34,7 @@ from distar.t2i.parts import (
 )
 from distar.t2i.text import TextEncoders
 from distar.worlds.sd.tiny_pipelines import resolve
+from distar.worlds.text_image import reward_paths
 
 __all__ = [
     "Components",
@@ -128,14 +127,7 @@ def check_paths(cfg: SDWorldConfig) -> WorldPaths:
     check_vae_dtype(vae, cfg.vae_dtype)
     if gen is not None and gen.is_dir():
         variants["generator_init"] = weight_variant(gen, K.world.generator_init)
-    reward = processor = None
-    if cfg.reward != "none":
-        try:  # the files PickScore loads, with the $DISTAR_PICKSCORE* fallbacks
-            reward = PICKSCORE.resolve(resolve(cfg.reward_model, cfg.cache_dir) or None)
-            if cfg.reward_processor or os.environ.get(PICKSCORE_PROCESSOR.env):
-                processor = PICKSCORE_PROCESSOR.resolve(cfg.reward_processor or None)
-        except MissingWeightsError as error:
-            raise WorldLoadError(f"world.reward_model / world.reward_processor: {error}") from None
+    reward, processor = reward_paths(cfg, resolve(cfg.reward_model, cfg.cache_dir))
     return WorldPaths(ref, gen, vae, reward, processor, variants)
 
 

@@ -1,4 +1,4 @@
-"""Tiny random SD1.5- and SDXL-shaped pipelines and a tiny PickScore, written with diffusers' and
+"""Tiny random SD1.5- and SDXL-shaped pipelines, written with diffusers' and
 transformers' ``save_pretrained`` into the cache, so the ``sd15-tiny`` / ``sdxl-tiny`` worlds load
 them through exactly the code a user's real directories go through (offline, CPU, seconds).
 
@@ -16,11 +16,15 @@ from pathlib import Path
 import torch
 
 from distar.rewards.clip_common import clip_tokenizer, write_clip_bpe_tokenizer
-from distar.rewards.tiny_clip import tiny_clip, tiny_clip_config
-from distar.util.cache import materialise
+from distar.rewards.tiny_clip import TINY_PICKSCORE, tiny_clip_config
+from distar.t2i.parts import tiny_folder
 
 TINY_VERSION = "2"  # bump when a tiny component changes, so stale caches are not reused
-TINY_NAMES = ("pickscore", "sd15", "sdxl")
+TINY_WRITERS = {
+    "sd15": (__name__, TINY_VERSION),
+    "sdxl": (__name__, TINY_VERSION),
+    **TINY_PICKSCORE,
+}
 # what the tiny SD1.5- and SDXL-shaped UNets share: two levels, 8x8 latents
 TINY_UNET = dict(
     block_out_channels=(16, 32),
@@ -33,19 +37,8 @@ TINY_UNET = dict(
 
 
 def resolve(spec: str, cache_dir: str = "") -> str:
-    """``tiny:<name>`` -> the directory of that tiny component (written on first use); any other
-    path is returned unchanged."""
-    if not spec.startswith("tiny:"):
-        return spec
-    name = spec.removeprefix("tiny:")
-    if name not in TINY_NAMES:
-        known = ", ".join(f"tiny:{n}" for n in TINY_NAMES)
-        raise ValueError(f"{spec!r}: unknown tiny component; known: {known}")
-    path = materialise(f"tiny-{name}-v{TINY_VERSION}", __name__, [name], cache_dir)
-    incomplete = [str(c) for c in path.rglob("config.json") if len(list(c.parent.iterdir())) < 2]
-    if incomplete:
-        raise RuntimeError(f"tiny component {name}: no weights beside {incomplete}")
-    return str(path)
+    """``tiny:<name>`` (an SD pipeline or PickScore) -> its cache folder; other paths unchanged."""
+    return tiny_folder(spec, cache_dir, TINY_WRITERS)
 
 
 def tiny_vae(scaling_factor: float):
@@ -146,11 +139,7 @@ def write_sdxl(path: Path) -> None:
     shutil.rmtree(path / "_tok")
 
 
-def write_pickscore(path: Path) -> None:
-    tiny_clip(path)
-
-
-WRITERS = {"pickscore": write_pickscore, "sd15": write_sd15, "sdxl": write_sdxl}
+WRITERS = {"sd15": write_sd15, "sdxl": write_sdxl}
 
 
 if __name__ == "__main__":  # python -m distar.worlds.sd.tiny_pipelines NAME DIRECTORY

@@ -13,27 +13,21 @@ VAE decoder when ``world.grad_checkpointing``.
 
 from __future__ import annotations
 
-import math
-import sys
-from pathlib import Path
-
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distar.config.sd import SDWorldConfig
-from distar.config.tree import ConfigError
 from distar.data.prompts import training_prompts
-from distar.runtime.distributed import broadcast_module, is_distributed, rank
+from distar.runtime.distributed import is_distributed, rank
 from distar.runtime.sharding import shard_network
 from distar.runtime.step_parts import check_noise_range
-from distar.t2i.edm import DTYPES, DDPMSchedule, OneStepGenerator, UNetDenoiser, autocast
+from distar.t2i.edm import DTYPES, DDPMSchedule, OneStepGenerator, UNetDenoiser
 from distar.t2i.lora import SharedReference, add_lora
 from distar.t2i.parts import cast, load_schedule, place_module
 from distar.t2i.text import TextConditions
-from distar.util.images import image_grid
 from distar.worlds.base import WORLD_CHECKS, WORLDS
 from distar.worlds.sd import loading
+from distar.worlds.text_image import TextImageWorld, check_init, check_prompts, warn
 
 SIGMA_DATA = 0.5  # EDM's value for SD latents (scaled by the VAE's scaling factor)
 DMD2_FILES = {  # the one-step generators DI* starts from (huggingface tianweiy/DMD2)
@@ -41,14 +35,13 @@ DMD2_FILES = {  # the one-step generators DI* starts from (huggingface tianweiy/
     "sd15": "model/sdv1.5/.../pytorch_model.bin (the generator of a DMD2 SD1.5 checkpoint)",
 }
 MULTI_STEP_START = (
-    "warning: world.generator_init is empty, so the {name} generator starts from the "
+    "world.generator_init is empty, so the {name} generator starts from the "
     "multi-step reference UNet, whose one-step samples are blurry; DI* starts from DMD2's "
     "one-step UNet: set world.generator_init to tianweiy/DMD2's {file}"
 )
-EVAL_CHUNK = 8
 
 
-class SDWorld:
+class SDWorld(TextImageWorld):
     def __init__(
         self,
         cfg: SDWorldConfig,
@@ -63,8 +56,7 @@ class SDWorld:
         receives = is_distributed() and rank() != 0
         parts = components or loading.load_components(cfg, empty=receives)
         if not cfg.generator_init and not cfg.reference.startswith("tiny:") and not receives:
-            warning = MULTI_STEP_START.format(name=cfg.name, file=DMD2_FILES[cfg.name])
-            print(warning, file=sys.stderr)
+            warn(MULTI_STEP_START.format(name=cfg.name, file=DMD2_FILES[cfg.name]))
         self.config, self.device = cfg, device
         self.dtype = DTYPES[cfg.dtype]
         self.sigma_data = SIGMA_DATA
@@ -72,15 +64,7 @@ class SDWorld:
         self.schedule = DDPMSchedule(parts.alphas_cumprod)
         self.sigma_range = (self.schedule.sigma_min, self.schedule.sigma_max)
         self._build_networks(parts)
-        self.text = place_module(parts.text, device)
-        self.scorer = parts.scorer
-        if self.scorer is not None:
-            place_module(self.scorer, device)
-        for network in self.networks():
-            broadcast_module(network)
-        if self.scorer is not None:  # after the broadcast, which carries the fp32 logit scale
-            self.scorer.cast(self.dtype)
-        self.empty = self.text.encode([""])
+        self.attach(parts.text, parts.scorer)
 
     def networks(self) -> list[nn.Module]:
         """Every network of the world, each once (a LoRA assistant shares the reference's)."""
@@ -102,7 +86,7 @@ class SDWorld:
         if cfg.assistant == "lora":
             add_lora(ref_unet, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
             self.assistant = self._denoiser(ref_unet)
-            self._reference = SharedReference(self.assistant)
+            self._reference = SharedReference(self.assistant, ref_unet)
         else:
             self._reference = self._denoiser(ref_unet)
             assistant_unet = cast(parts.assistant_unet, torch.float32).requires_grad_(True)
@@ -113,11 +97,7 @@ class SDWorld:
         self.vae.eval().requires_grad_(False)
         if cfg.grad_checkpointing:
             self.vae.enable_gradient_checkpointing()
-        self.vae_scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        if cfg.resolution % self.vae_scale:
-            raise ConfigError(
-                f"world.resolution: got {cfg.resolution}; allowed: a multiple of {self.vae_scale}"
-            )
+        self.check_resolution()
 
     def shard(self, offload: bool) -> None:
         """FSDP2 on every UNet (:func:`distar.runtime.sharding.shard_network`), per attention and
@@ -148,128 +128,9 @@ class SDWorld:
         both = self._reference(torch.cat([x, x]), torch.cat([sigma, sigma]), cond.cat(null))
         return both[: len(x)], both[len(x) :]
 
-    def sample_conditions(
-        self, n: int, rng: torch.Generator, keep: slice | None = None
-    ) -> TextConditions:
-        idx = torch.randint(0, len(self.prompts), (n,), generator=rng).tolist()
-        return self.text.encode([self.prompts[i] for i in idx[keep or slice(None)]])
-
-    def null_conditions(self, cond: TextConditions) -> TextConditions:
-        return self.text.unconditional(cond, self.config.uncond, self.empty)
-
-    def latent_shape(self) -> tuple[int, int, int]:
-        side = self.config.resolution // self.vae_scale
-        return (self.vae.config.latent_channels, side, side)
-
-    def sample_latents(self, n: int, rng: torch.Generator) -> Tensor:
-        return torch.randn(n, *self.latent_shape(), generator=rng, device=rng.device)
-
-    def decode(self, x0: Tensor) -> Tensor:
-        """Latents -> images in [0, 1], differentiable (VAE decoder under autocast)."""
-        cfg = self.vae.config
-        latents = x0 / cfg.scaling_factor
-        if getattr(cfg, "shift_factor", None):
-            latents = latents + cfg.shift_factor
-        with autocast(self.device, DTYPES[self.config.vae_dtype]):
-            images = self.vae.decode(latents.to(self.vae.dtype)).sample
-        return (images.float() / 2 + 0.5).clamp(0, 1)
-
-    def in_reward_units(self, logits: Tensor) -> Tensor:
-        """PickScore logits (scale x cosine) in ``world.reward_units``."""
-        if self.config.reward_units == "logit":
-            return logits
-        return logits / self.scorer.scale()
-
-    def reward(self, x0: Tensor, cond: TextConditions) -> Tensor:
-        """PickScore of the decoded images in ``world.reward_units`` (the cosine by default),
-        resized to ``world.reward_resolution`` first; differentiable to ``x0``."""
-        if self.scorer is None:
-            return torch.zeros(len(x0), device=x0.device)
-        images = self.decode(x0)
-        size = self.config.reward_resolution
-        if images.shape[-1] != size:
-            images = F.interpolate(images, (size, size), mode="bicubic", antialias=True)
-        with autocast(self.device, self.dtype):
-            logits = self.scorer.differentiable(images.clamp(0, 1), cond.prompts).float()
-        return self.in_reward_units(logits)
-
-    # ---- evaluation ---------------------------------------------------------------------
-    @torch.no_grad()
-    def generate(self, prompts: list[str], seed: int) -> Tensor:
-        """Images in [0, 1] for ``prompts``; noise from one seeded host generator."""
-        rng = torch.Generator().manual_seed(seed)
-        z = torch.randn(len(prompts), *self.latent_shape(), generator=rng).to(self.device)
-        out = []
-        for i in range(0, len(prompts), EVAL_CHUNK):
-            cond = self.text.encode(prompts[i : i + EVAL_CHUNK])
-            out.append(self.decode(self.generator(z[i : i + EVAL_CHUNK], cond)))
-        return torch.cat(out)
-
-    def eval_generator(self, resolution: int = 0) -> EvalImages:
-        """The current generator as the evaluation harness sees it: (prompts, noise) -> images
-        (resized to ``resolution`` when it is not 0)."""
-        return EvalImages(self, resolution)
-
-    def eval_prompts(self, samples_per_prompt: int) -> list[str]:
-        fixed = self.prompts[: self.config.eval_prompts]
-        return [p for p in fixed for _ in range(samples_per_prompt)]
-
-    def item_scores(self, samples_per_prompt: int, seed: int) -> None:
-        """None: a text world's items are its benchmarks' per-sample rows (eval.benchmarks)."""
-        return None
-
-    def evaluate(self, samples_per_prompt: int, seed: int) -> dict[str, float]:
-        """Mean reward (PickScore in ``world.reward_units``, the scorer's evaluation
-        preprocessing) of the fixed prompts."""
-        prompts = self.eval_prompts(samples_per_prompt)
-        images = self.generate(prompts, seed)
-        if self.scorer is None:
-            return {"reward": 0.0}
-        logits = torch.cat(
-            [
-                self.scorer.score(images[i : i + EVAL_CHUNK], prompts[i : i + EVAL_CHUNK])
-                for i in range(0, len(prompts), EVAL_CHUNK)
-            ]
-        )
-        scores = self.in_reward_units(logits.float())
-        return {"reward": scores.mean().item(), "reward_std": scores.std().item()}
-
-    def plot(self, path: Path, samples_per_prompt: int, seed: int) -> Path:
-        prompts = self.eval_prompts(1)[:16]
-        images = self.generate(prompts, seed)
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        image_grid(images, columns=math.ceil(math.sqrt(len(images)))).save(path)
-        return path
-
-
-class EvalImages:
-    """``noise_shape`` and ``(prompts, noise) -> images in [0, 1]`` (the harness's Generator)."""
-
-    def __init__(self, world: SDWorld, resolution: int = 0) -> None:
-        self.world, self.resolution = world, resolution
-        self.noise_shape = world.latent_shape()
-
-    @torch.no_grad()
-    def __call__(self, prompts, noise: Tensor) -> Tensor:
-        w = self.world
-        images = w.decode(w.generator(noise.to(w.device), w.text.encode(list(prompts))))
-        if self.resolution and images.shape[-1] != self.resolution:
-            size = (self.resolution, self.resolution)
-            images = F.interpolate(images, size, mode="bicubic", antialias=True).clamp(0, 1)
-        return images
-
 
 def build(cfg: SDWorldConfig, device: torch.device, init: str = "stage0") -> SDWorld:
     return SDWorld(cfg, device, init)
-
-
-def check_init(init: str) -> None:
-    if init != "stage0":
-        raise ConfigError(
-            "train.init: got 'random'; allowed: 'stage0' (an SD world's generator starts "
-            "from world.generator_init, or from the reference UNet when that is empty)"
-        )
 
 
 def check(config) -> None:
@@ -278,10 +139,7 @@ def check(config) -> None:
     the noise ranges against the reference's schedule; no weight is read."""
     cfg = config.world
     check_init(config.train.init)
-    try:
-        training_prompts(cfg.prompts)
-    except (OSError, ValueError) as error:
-        raise loading.WorldLoadError(str(error)) from None
+    check_prompts(cfg)
     paths = loading.check_paths(cfg)
     loading.check_generator_init(paths)
     schedule = DDPMSchedule(load_schedule(paths.reference)[0])
