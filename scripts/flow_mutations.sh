@@ -5,7 +5,7 @@
 set -u
 source "$(dirname "$0")/mutation_lib.sh"
 T=tests/test_flow.py
-F=distar/method/flow.py
+F=distar/method/rectified_flow.py
 run velocity-sign $F "(x_t.to(torch.float64) - t * v.to(torch.float64))" \
   "(x_t.to(torch.float64) + t * v.to(torch.float64))" "$T"
 run sigma-map $F "    return t / (1 - t)" "    return t / (1 + t)" "$T"

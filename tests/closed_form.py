@@ -94,9 +94,9 @@ def relative_error(a: Tensor, b: Tensor) -> float:
 
 
 # ---- the same densities under rectified flow: x_t = (1 - t) x0 + t eps, v = eps - x0 ---------
-# Derived in flow coordinates, independently of distar.method.flow's conversion: a component
-# N(m, S) gives x_t ~ N((1 - t) m, (1 - t)^2 S + t^2 I), and with C = cov(x_t), u = x_t - (1 - t) m
-# E[x0 | x_t] = m + (1 - t) S C^-1 u and E[eps | x_t] = t C^-1 u.
+# Derived in flow coordinates, independently of distar.method.rectified_flow's conversion: a
+# component N(m, S) gives x_t ~ N((1 - t) m, (1 - t)^2 S + t^2 I), and with C = cov(x_t),
+# u = x_t - (1 - t) m: E[x0 | x_t] = m + (1 - t) S C^-1 u and E[eps | x_t] = t C^-1 u.
 def mixture_velocity(mix: ConditionalGMM):
     """The mixture's exact velocity ``E[eps - x0 | x_t, c]``."""
 

@@ -1,6 +1,7 @@
-"""Rectified flow seen as EDM (``distar.method.flow``), held to closed forms on the embedded
-world's kind of reference: the mixture's and a Gaussian generator's exact velocities are derived
-in flow coordinates (``tests/closed_form.py``), independently of the conversion under test.
+"""Rectified flow seen as EDM (``distar.method.rectified_flow``), held to closed forms on the
+embedded world's kind of reference: the mixture's and a Gaussian generator's exact velocities
+are derived in flow coordinates (``tests/closed_form.py``), independently of the conversion
+under test.
 
 - The maps invert and match the forward process sample by sample.
 - The mixture's exact velocity, turned into a denoiser, is the mixture's exact EDM denoiser.
@@ -37,7 +38,14 @@ from closed_form import (
 from test_theorems import MC_TOLERANCE, true_divergence_grad
 
 from distar.config.tree import LossConfig
-from distar.method.flow import (
+from distar.method.losses import (
+    DISTANCES,
+    GeneratorBatch,
+    Networks,
+    generator_loss,
+    score_regulariser,
+)
+from distar.method.rectified_flow import (
     flow_denoiser,
     flow_input,
     shift_time,
@@ -45,13 +53,6 @@ from distar.method.flow import (
     time_of_sigma,
     velocity_from_x0,
     x0_from_velocity,
-)
-from distar.method.losses import (
-    DISTANCES,
-    GeneratorBatch,
-    Networks,
-    generator_loss,
-    score_regulariser,
 )
 
 EXACT = 1e-9

@@ -2,8 +2,8 @@
 ``flux`` (FLUX.1-dev, or FLUX.1-schnell), torch-free.
 
 Noise levels stay in the EDM units every loss uses: a flow time ``t`` is ``sigma = t / (1 - t)``
-(:mod:`distar.method.flow`). Two facts make the flow teachers' own time distributions presets of
-the existing ``lognormal`` kind, exactly:
+(:mod:`distar.method.rectified_flow`). Two facts make the flow teachers' own time
+distributions presets of the existing ``lognormal`` kind, exactly:
 
 - a logit-normal time, ``logit t ~ N(m, s^2)`` (SD3's training draw), is ``log sigma ~ N(m, s^2)``,
   since ``log sigma = log t - log(1 - t) = logit t``;

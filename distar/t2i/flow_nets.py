@@ -2,9 +2,9 @@
 one-step generator made from one.
 
 :class:`FlowDenoiser` maps EDM's ``(x, sigma)`` to the transformer's ``(x_t, t)`` and its
-velocity back to ``x0_hat = x_t - t v`` (:mod:`distar.method.flow`, where the conversion and its
-closed-form tests live). How a transformer is called (its time unit, its conditioning, FLUX's
-packing and guidance) is a :data:`VelocityCall` its world supplies.
+velocity back to ``x0_hat = x_t - t v`` (:mod:`distar.method.rectified_flow`, where the
+conversion and its closed-form tests live). How a transformer is called (its time unit, its
+conditioning, FLUX's packing and guidance) is a :data:`VelocityCall` its world supplies.
 
 The one-step generator is the teacher's own Euler step from pure noise at ``t_g``:
 ``G(z) = z - t_g v(z, t_g)`` (``x_t = z``; with ``t_g = 1``, the sampler's first step), the flow
@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from distar.method.flow import flow_input, x0_from_velocity
+from distar.method.rectified_flow import flow_input, x0_from_velocity
 from distar.t2i.edm import autocast
 
 # (transformer, x_t [B, C, H, W], t [B] in [0, 1], conditions, guidance [B] or None) -> v
