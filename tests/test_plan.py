@@ -22,9 +22,9 @@ from distar.cli.plan import (
     step_gib,
 )
 from distar.config.tree import Config, parse_override
-from distar.worlds.sd.footprint import MEASURED, OUT_OF_MEMORY
+from distar.worlds.footprints import MEASURED, OUT_OF_MEMORY
 
-SDXL_UNET = 2.567e9  # parameters (footprint.ARCHES), for the hand sums below
+SDXL_UNET = 2.567e9  # parameters (cost_model.ARCHES), for the hand sums below
 
 
 @pytest.mark.parametrize("row", MEASURED, ids=lambda r: f"{r.arch}-b{r.batch}-{r.checkpointing}")
@@ -64,8 +64,8 @@ def test_the_printed_flags_are_a_valid_config(capsys):
 def test_it_says_plainly_when_nothing_fits(capsys):
     assert main(["--world", "sdxl", "--gpus", "1", "--gpu-memory", "16"]) == 0
     assert "nothing fits" in capsys.readouterr().out
-    assert main(["--world", "flux"]) == 2
-    assert "allowed: sdxl, sd15" in capsys.readouterr().err
+    assert main(["--world", "wan"]) == 2
+    assert "allowed: sd35, flux, sdxl, sd15" in capsys.readouterr().err
 
 
 def test_check_compares_the_model_with_benchmark_rows(tmp_path, capsys):
@@ -249,13 +249,79 @@ def test_the_gpu_benchmark_runs_its_fsdp_offload_chunk_row_on_cpu(tmp_path, monk
 def test_an_ema_costs_one_fp32_copy_of_the_generators_shards(capsys):
     """``--ema``: the step holds the generator EMA's fp32 shards (none on the GPU when the
     trained shards are offloaded), and the printed flags turn it on."""
-    from distar.worlds.sd.footprint import ARCHES, GIB, Setup, resident_gib
+    from distar.worlds.cost_model import GIB, Setup, resident_gib
+    from distar.worlds.footprints import ARCHES
 
     for strategy, gpus, offload in (("ddp", 1, False), ("fsdp", 8, False), ("fsdp", 8, True)):
         plain = Setup("sdxl", gpus, strategy, offload=offload)
         ema = Setup("sdxl", gpus, strategy, offload=offload, ema=True)
-        want = 0.0 if offload else 4 * ARCHES["sdxl"].unet / (gpus if strategy == "fsdp" else 1)
+        want = 0.0 if offload else 4 * ARCHES["sdxl"].network / (gpus if strategy == "fsdp" else 1)
         assert resident_gib(ema) - resident_gib(plain) == pytest.approx(want / GIB)
     assert main(["--world", "sdxl", "--gpus", "8", "--top", "2", "--ema"]) == 0
     lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("  ")]
     assert lines and all("--set train.ema=0.999" in x for x in lines)
+
+
+# ---- the flow worlds: sizes from diffusers' own classes, memory without a measured speed ------
+REAL_SIZES = {  # the real configurations (SD3.5-Large's and FLUX.1-dev's transformer config.json)
+    "sd35": dict(
+        sample_size=128,
+        patch_size=2,
+        in_channels=16,
+        num_layers=38,
+        attention_head_dim=64,
+        num_attention_heads=38,
+        joint_attention_dim=4096,
+        caption_projection_dim=2432,
+        pooled_projection_dim=2048,
+        out_channels=16,
+        pos_embed_max_size=192,
+        qk_norm="rms_norm",
+    ),
+    "flux": dict(
+        patch_size=1,
+        in_channels=64,
+        num_layers=19,
+        num_single_layers=38,
+        attention_head_dim=128,
+        num_attention_heads=24,
+        joint_attention_dim=4096,
+        pooled_projection_dim=768,
+        guidance_embeds=True,
+        axes_dims_rope=(16, 56, 56),
+    ),
+}
+
+
+@pytest.mark.parametrize("world", ["sd35", "flux"])
+def test_flow_sizes_are_diffusers_counts(world):
+    """The footprint's transformer, FSDP unit and LoRA sizes are the counts of diffusers' own
+    classes at real size on the meta device (0.1 % rounding)."""
+    import torch
+    from diffusers import FluxTransformer2DModel, SD3Transformer2DModel
+
+    from distar.t2i.lora import LORA_TARGETS
+    from distar.worlds.footprints import ARCHES
+
+    cls = SD3Transformer2DModel if world == "sd35" else FluxTransformer2DModel
+    with torch.device("meta"):
+        net = cls(**REAL_SIZES[world])
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    blocks = [*net.transformer_blocks, *getattr(net, "single_transformer_blocks", [])]
+    lora = sum(
+        64 * (m.in_features + m.out_features)
+        for name, m in net.named_modules()
+        if isinstance(m, torch.nn.Linear)
+        and any(name.endswith(t) for t in LORA_TARGETS["joint_attention"])
+    )
+    arch = ARCHES[world]
+    assert arch.network == pytest.approx(count(net), rel=1e-3)
+    assert arch.fsdp_unit == pytest.approx(max(count(b) for b in blocks), rel=1e-3)
+    assert arch.lora_r64 == pytest.approx(lora, rel=1e-3)
+
+
+def test_a_world_without_measured_rows_gets_memory_and_no_speed(capsys):
+    assert main(["--world", "sd35", "--gpus", "8", "--gpu-memory", "80"]) == 0
+    out = capsys.readouterr().out
+    assert "| n/a | n/a |" in out and "sd35 not measured" in out
+    assert "sd35: no step measured yet" in out

@@ -1,7 +1,9 @@
-"""``python -m distar.cli.plan --world sdxl --gpus 8 --gpu-memory 80``: which SD training setups fit
-your GPUs, best first, with predicted GiB and images/s per GPU and the exact ``--set`` flags.
+"""``python -m distar.cli.plan --world sdxl --gpus 8 --gpu-memory 80``: which training setups of a
+text-to-image world (sd15, sdxl, sd35, flux) fit your GPUs, best first, with predicted GiB and
+images/s per GPU and the exact ``--set`` flags.
 
-The memory model (GiB per GPU; byte counts in :mod:`distar.worlds.sd.footprint`):
+The memory model (GiB per GPU; :mod:`distar.worlds.cost_model`, byte counts in each world's
+``footprint`` module):
 
     peak = max(start-up, step)
     start-up = 4 B x trained parameters + 2 B x reference UNet + frozen parts
@@ -33,7 +35,8 @@ measured no-checkpointing speed-up; FSDP adds half its traffic (:func:`collectiv
 reduce-scatters per step as the loop issues them, for the SD presets' one round on reused
 samples and the exact gradient path) at an assumed bus bandwidth; DDP its gradient
 all-reduce (exposed); CPU offload PCIe copies and a host Adam step. What is assumed rather than
-measured is said in the output.
+measured is said in the output. A world without measured rows (sd35, flux) gets its memory from
+shape estimates and no speed: its setups rank by batch, then memory.
 """
 
 from __future__ import annotations
@@ -46,14 +49,11 @@ import sys
 from pathlib import Path
 
 from distar.config.keys import K
-from distar.config.sd import SD_DEFAULTS
 from distar.config.sections import ConfigError
+from distar.config.t2i import T2I_DEFAULTS
 from distar.util.refusals import refusing
-from distar.worlds.sd.footprint import (
-    ARCHES,
+from distar.worlds.cost_model import (
     GIB,
-    MEASURED,
-    OUT_OF_MEMORY,
     Setup,
     activation_units,
     basis,
@@ -63,7 +63,8 @@ from distar.worlds.sd.footprint import (
     stale_gib,
     startup_gib,
 )
-from distar.worlds.sd.footprint import MeasuredRow as Row
+from distar.worlds.cost_model import MeasuredRow as Row
+from distar.worlds.footprints import ARCHES, MEASURED, OUT_OF_MEMORY
 
 HEADROOM_GIB = 2.0  # CUDA context, allocator fragmentation
 BUS_GBPS = 200.0  # assumed all-gather / reduce-scatter / all-reduce bus bandwidth (NVLink), GB/s
@@ -76,9 +77,10 @@ NO_CKPT_SPEEDUP = {"sd15": 1033 / 1676, "sdxl": 1391 / 2589}
 ASSUMED_COSTS = {"chunk": 1.05, "vae_fp32": 1.10}  # not measured: +5 %, +10 % step time
 BATCHES = (1, 2, 4, 8, 16, 32, 64)
 EXTRAPOLATION = 4  # batches up to 4 x the largest measured one of the world
-# the SD presets' loop: one assistant round a step, on the generator step's own samples
-ROUNDS = SD_DEFAULTS[K.optim.assistant_rounds]
-REUSE = SD_DEFAULTS[K.optim.reuse_generator_samples]
+UNMEASURED_BATCHES = 8  # the largest batch tried for a world without measured rows
+# the text-to-image presets' loop: one assistant round a step, on the generator step's samples
+ROUNDS = T2I_DEFAULTS[K.optim.assistant_rounds]
+REUSE = T2I_DEFAULTS[K.optim.reuse_generator_samples]
 
 
 def calibrate(rows: tuple[Row, ...] | None = None) -> dict[bool, float]:
@@ -174,7 +176,7 @@ def fsdp_ms(s: Setup) -> float:
     (N-1)/N of each over the bus, ``OVERLAP`` of it hidden."""
     if s.strategy != "fsdp" or s.gpus == 1:
         return 0.0
-    u = ARCHES[s.arch].unet
+    u = ARCHES[s.arch].network
     gen, assistant = s.trained()
     lora = assistant if s.assistant == "lora" else 0.0
     sizes = {"generator": (u, gen), "assistant": (u + lora, assistant), "reference": (u, 0.0)}
@@ -204,7 +206,10 @@ def offload_ms(s: Setup) -> float:
 
 
 def step_ms(s: Setup) -> float:
+    """Milliseconds per step; NaN for a world without measured rows (no speed to scale)."""
     rows = [r for r in MEASURED if r.arch == s.arch and r.checkpointing]
+    if not rows:
+        return math.nan
     (b1, t1), (b2, t2) = [(r.batch, r.step_ms) for r in rows[:2]]
     slope = (t2 - t1) / (b2 - b1)
     t = t1 + slope * (s.batch - b1)
@@ -217,7 +222,8 @@ def step_ms(s: Setup) -> float:
 
 def candidates(arch: str, gpus: int, assistants: tuple[str, ...], ema: bool = False):
     strategies = ("ddp", "fsdp") if gpus > 1 else ("ddp", "fsdp-offload")
-    largest = EXTRAPOLATION * max(r.batch for r in MEASURED if r.arch == arch)
+    measured = [r.batch for r in MEASURED if r.arch == arch]
+    largest = EXTRAPOLATION * max(measured) if measured else UNMEASURED_BATCHES
     batches = [b for b in BATCHES if b <= largest]
     for strategy, assistant, ckpt, chunk, vae32, offload, batch in itertools.product(
         strategies, assistants, (True, False), (False, True), (False, True), (False, True), batches
@@ -249,12 +255,20 @@ def plan(
         peak = peak_gib(s, k)
         if peak <= gpu_memory - HEADROOM_GIB:
             rows.append((s.batch / step_ms(s) * 1000, peak, s))
-    rows.sort(key=lambda r: (-round(math.log(r[0]) / math.log(1.05)), assumptions(r[2]), r[1]))
+    rows.sort(key=lambda r: (-speed_class(r), assumptions(r[2]), r[1]))
     best: dict[tuple, tuple] = {}
     for row in rows:
         s = row[2]
         best.setdefault((s.strategy, s.assistant, s.offload, s.checkpointing), row)
-    return sorted(best.values(), key=lambda r: (-r[0], r[1]))  # the order the table's speeds show
+    return sorted(best.values(), key=lambda r: (-speed_class(r), r[1]))
+
+
+def speed_class(row: tuple) -> int:
+    """Speeds within 5 % rank equal; without a measured speed, the batch per GPU ranks."""
+    speed, _, s = row
+    if math.isnan(speed):
+        return s.batch
+    return round(math.log(speed) / math.log(1.05))
 
 
 def smallest(arch: str, gpus: int, ema: bool = False) -> tuple[float, Setup]:
@@ -355,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--world", default="sdxl", help="sd15 or sdxl (default sdxl)")
+    parser.add_argument("--world", default="sdxl", help="sd15, sdxl, sd35 or flux (default sdxl)")
     parser.add_argument("--gpus", type=int, default=1, help="GPUs of the trial (default 1)")
     parser.add_argument(
         "--gpu-memory",
@@ -400,8 +414,10 @@ def render(arch: str, gpus: int, gpu_memory: float, top: int, assistants, ema: b
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for i, (speed, _, s) in enumerate(fits[:top], 1):
+        shown_speed = "n/a" if math.isnan(speed) else f"{speed:.2f}"
+        total = "n/a" if math.isnan(speed) else f"{speed * gpus:.2f}"
         lines.append(
-            f"| {i} | {speed:.2f} | {speed * gpus:.2f} | {step_gib(s, k):.1f} | "
+            f"| {i} | {shown_speed} | {total} | {step_gib(s, k):.1f} | "
             f"{startup_gib(s):.1f} | {s.strategy} | {s.assistant} | {s.batch} | "
             f"{'yes' if s.checkpointing else 'no'} | {'1' if s.chunk else 'off'} | "
             f"{'fp32' if s.vae_fp32 else 'bf16'} | {'yes' if s.offload else 'no'} | {basis(s)} |"
@@ -419,6 +435,11 @@ def render(arch: str, gpus: int, gpu_memory: float, top: int, assistants, ema: b
         "copy assistant, no chunking or offload, bf16 VAE): extrapolated, not validated.)",
         validation_line(),
     ]
+    if ARCHES[arch].estimated:
+        lines.append(
+            f"{arch}: no step measured yet -- {ARCHES[arch].estimated}; the calibration "
+            "factor k is the SD rows'; no speed is predicted (rows rank by batch, then memory)."
+        )
     return "\n".join(lines)
 
 
