@@ -89,9 +89,11 @@ ARCHS = {
 class RandomText(nn.Module):
     """Stands in for the text encoders: a fixed table of random embeddings of the real shapes."""
 
-    def __init__(self, width: int, pooled: int, resolution: int, table: int = 16) -> None:
+    def __init__(
+        self, width: int, pooled: int, resolution: int, table: int = 16, tokens: int = 77
+    ) -> None:
         super().__init__()
-        self.register_buffer("embeds", torch.randn(table, 77, width))
+        self.register_buffer("embeds", torch.randn(table, tokens, width))
         self.register_buffer("pooled", torch.randn(table, pooled) if pooled else None)
         self.register_buffer("ids", torch.tensor([resolution, resolution, 0, 0] + [resolution] * 2))
         self.rows: dict[str, int] = {}
@@ -279,8 +281,9 @@ def floor_passes(trainer: Trainer) -> dict[str, Callable[[], object]]:
     }
 
 
-def measure(args) -> dict:
-    trainer = build(args)
+def measure(args, trainer: Trainer | None = None) -> dict:
+    """The step, its peak memory and its passes on ``trainer`` (default: :func:`build`'s)."""
+    trainer = trainer or build(args)
     device = trainer.device
     # the networks were whole on the GPU before sharding: a start-up peak, but not quite a run's
     # (the reference is built in fp32 here and then cast, 8 B a parameter for a moment, and no
@@ -319,11 +322,11 @@ def measure(args) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser(arches: tuple[str, ...], default: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--arch", choices=("sd15", "sdxl"), default="sdxl")
+    p.add_argument("--arch", choices=arches, default=default)
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--grad-ckpt", action="store_true", help="gradient checkpointing everywhere")
     p.add_argument("--lora-rank", type=int, default=0, help="LoRA assistant rank (0: full copy)")
@@ -340,11 +343,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--offload", action="store_true", help="resources.cpu_offload (with --fsdp)")
     p.add_argument("--json", help="append the result as one JSON line to this file")
-    args = p.parse_args(argv)
-    if args.device == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    r = measure(args)
+    return p
+
+
+def report(r: dict, json_path: str | None) -> None:
     print(
         f"{r['arch']} batch {r['batch']} ckpt={r['grad_ckpt']} lora={r['lora_rank']} "
         f"fsdp={r['fsdp']} offload={r['offload']} chunk={r['chunk']} on "
@@ -354,9 +356,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     for name, ms in r["passes_ms"].items():
         print(f"    {name:40s} {ms:8.1f} ms")
-    if args.json:
-        with open(args.json, "a") as f:
+    if json_path:
+        with open(json_path, "a") as f:
             f.write(json.dumps(r) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser(("sd15", "sdxl"), "sdxl").parse_args(argv)
+    if args.device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    report(measure(args), args.json)
     return 0
 
 

@@ -11,7 +11,9 @@ run sd3-time-unit $W "        timestep=t * 1000," "        timestep=t," "$T"
 run flux-unpack $W "permute(0, 3, 1, 4, 2, 5)" "permute(0, 3, 2, 4, 1, 5)" "$T"
 run flux-positions $W "    ids[..., 1] = torch.arange(h // 2, device=device)[:, None]" \
   "    ids[..., 1] = 0" "$T"
-run flux-cfg-null $W "        return d_g, d_g - (d_g - d_1) / (g - 1)" "        return d_g, d_1" "$T"
+run flux-cfg-null $W "        return d_1, d_1 - (d_g - d_1) / (g - 1)" "        return d_1, d_g" "$T"
+run flux-reference $W "        return self._reference(x, sigma, cond, guidance=torch.ones_like(sigma))" \
+  "        return self._reference(x, sigma, cond)" "$T"
 run flux-guidance $N "            guidance = torch.full_like(t, self.guidance)" \
   "            guidance = torch.full_like(t, 1.0)" "$T"
 run generator-time $N "        t = torch.full((len(z),), self.time, device=z.device)" \

@@ -1,6 +1,7 @@
-"""What a sharded SD run does, observed from inside one rank (``tests/test_fsdp.py``): the
-timestep every UNet forward receives, the reduce dtype of every trained FSDP unit, and how many
-all-gathers and reduce-scatters one training step issues per network."""
+"""What a sharded text-to-image run does, observed from inside one rank
+(``tests/test_fsdp.py``): the timestep every UNet or flow transformer forward receives, the
+reduce dtype of every trained FSDP unit, and how many all-gathers and reduce-scatters one
+training step issues per network."""
 
 from __future__ import annotations
 
@@ -11,12 +12,17 @@ import torch
 from torch import nn
 
 
+def network(denoiser) -> nn.Module:
+    """The UNet or flow transformer inside a denoiser."""
+    return getattr(denoiser, "unet", None) or denoiser.transformer
+
+
 def unets(world) -> dict[str, nn.Module]:
-    """Each sharded UNet of an SD world by the name the planner gives it (a LoRA assistant's
-    UNet is the reference's too: it is "assistant")."""
-    nets = {"generator": world.generator.denoiser.unet, "assistant": world.assistant.unet}
+    """Each sharded network (UNet or transformer) of a world by the name the planner gives it
+    (a LoRA assistant's is the reference's too: it is "assistant")."""
+    nets = {"generator": network(world.generator.denoiser), "assistant": network(world.assistant)}
     if world.config.assistant != "lora":
-        nets["reference"] = world._reference.unet
+        nets["reference"] = network(world._reference)
     return nets
 
 
@@ -28,6 +34,7 @@ def recorded_timesteps(world, into: list[tuple[str, str, list[float]]]):
     def hook(name):
         def record(module, args, kwargs):
             t = args[1] if len(args) > 1 else kwargs["timestep"]
+            t = torch.as_tensor(t)
             into.append((name, str(t.dtype), t.detach().double().flatten().tolist()))
 
         return record

@@ -5,9 +5,10 @@ through the same code as a user's real folders (CPU, offline).
   pipeline's one-step sample, and the reference denoiser at the second step's time is the
   pipeline's two-step sample (text conditioning, time units, FLUX's packing and guidance).
 - FLUX.1-dev's CFG means what the world's docstring says: on a transformer whose velocity is
-  affine in its guidance value, ``in`` at alpha is the teacher at guidance ``g + alpha``, and
-  ``out``'s direction is the velocity difference per unit of guidance; FLUX.1-schnell refuses
-  CFG before loading.
+  affine in its guidance value, ``in`` at alpha is the teacher at guidance ``1 + alpha`` (as
+  diffusers' ``guidance_scale`` on the other worlds), and ``out``'s direction is one unit of
+  guidance; at alpha = g - 1 it is the real transformer at g; FLUX.1-schnell refuses CFG
+  before loading.
 - DI* steps train both networks (score / KL, CFG in / out, copy / LoRA assistant, bf16), the
   LoRA reference is the base exactly, and the score term's gradient reaches x0 through the
   assistant's input.
@@ -131,14 +132,12 @@ def test_conditions_are_the_pipelines_encode_prompt(world_cache, world_name):
     torch.testing.assert_close(cond.pooled, pooled.float(), rtol=1e-6, atol=1e-6)
 
 
-def test_flux_dev_cfg_is_guidance_beyond_g(world_cache):
-    """On a transformer whose velocity is affine in the guidance value,
-    ``v_g = a + g b`` (what guidance distillation trains toward), DI*'s CFG ``in`` at alpha
-    is the teacher at guidance ``g + alpha``, and ``D(x; c) - D(x; null)`` (``out``'s
-    direction) is ``D_{g+1} - D_g``: one unit of guidance."""
+def test_flux_dev_cfg_alpha_is_the_teacher_at_guidance_one_plus_alpha(world_cache):
+    """On a transformer whose velocity is affine in the guidance value, ``v_w = a + w b`` (what
+    guidance distillation trains toward), DI*'s CFG ``in`` at alpha is the teacher at guidance
+    ``1 + alpha``, ``D(x; c)`` is the teacher at 1, and ``D(x; c) - D(x; null)`` (``out``'s
+    direction) is one unit of guidance, ``D_2 - D_1``."""
     world = build("flux")
-    g = world.guidance
-    assert g == 3.5
     call = world._reference.call
 
     def affine(transformer, x_t, t, cond, guidance):
@@ -156,23 +155,42 @@ def test_flux_dev_cfg_is_guidance_beyond_g(world_cache):
         return world._reference(x, sigma, cond, guidance=torch.full((2,), value))
 
     with torch.no_grad():
-        alpha = 2.0
-        guided = guided_denoiser(world.reference, x, sigma, cond, null, alpha, world.reference_pair)
-        torch.testing.assert_close(guided, at(g + alpha), rtol=1e-5, atol=1e-5)
+        for alpha in (0.0, 2.0, 6.5):
+            guided = guided_denoiser(
+                world.reference, x, sigma, cond, null, alpha, world.reference_pair
+            )
+            torch.testing.assert_close(guided, at(1 + alpha), rtol=1e-5, atol=1e-5)
         d_c, d_null = world.reference_pair(x, sigma, cond, null)
-        torch.testing.assert_close(d_c, at(g), rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(d_c - d_null, at(g + 1) - at(g), rtol=1e-4, atol=1e-5)
-    assert (at(g + 1) - at(g)).abs().max() > 1e-3
+        torch.testing.assert_close(d_c, at(1.0), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(d_c - d_null, at(2.0) - at(1.0), rtol=1e-4, atol=1e-5)
+        assert (at(2.0) - at(1.0)).abs().max() > 1e-3
+
+
+def test_flux_dev_at_alpha_g_minus_1_is_the_teacher_at_g(world_cache):
+    """The flux preset's alpha = g - 1 = 2.5 is the real (not affine) transformer at its
+    guidance value g = 3.5 exactly: the peers' reference."""
+    world = build("flux")
+    assert world.guidance == 3.5
+    rng = torch.Generator().manual_seed(0)
+    cond = world.sample_conditions(2, rng)
+    x, sigma = 2 * world.sample_latents(2, rng), torch.tensor([0.5, 3.0])
+    with torch.no_grad():
+        guided = guided_denoiser(
+            world.reference, x, sigma, cond, world.null_conditions(cond), 2.5, world.reference_pair
+        )
+        want = world._reference(x, sigma, cond, guidance=torch.full((2,), 3.5))
+        torch.testing.assert_close(guided, want, rtol=1e-5, atol=1e-5)
+        assert (want - world.reference(x, sigma, cond)).abs().max() > 1e-3
 
 
 def test_flux_schnell_refuses_cfg_before_loading(world_cache, tmp_path):
     from distar.worlds.builders import check_world
 
-    schnell = {"world.reference": "tiny:flux_schnell"}
+    schnell = {"world.reference": "tiny:flux_schnell", "loss.cfg_scale": 0.0}
     check_world(flow_config(tmp_path, "flux", **schnell))  # no CFG: fine
     with pytest.raises(ConfigError, match=r"loss.cfg_scale: got 2.0; allowed: 0 on FLUX.1-schnell"):
-        check_world(flow_config(tmp_path, "flux", **schnell, **{"loss.cfg_scale": 2.0}))
-    world = build("flux", **schnell)
+        check_world(flow_config(tmp_path, "flux", **{**schnell, "loss.cfg_scale": 2.0}))
+    world = build("flux", **{"world.reference": "tiny:flux_schnell"})
     assert world.guidance is None and world.generator.denoiser.guidance is None
 
 

@@ -78,6 +78,11 @@ CASES = [
     Case("sdxl-tiny", "copy", "detached", True, "bf16", "dmd_normalised", offload=True),
     Case("sd15-tiny", "copy", "exact", False, "bf16", "dmd_normalised"),
     Case("sd15-tiny", "lora", "exact", False, "bf16", "dmd_normalised", chunk=1),
+    # the flow worlds, built for sharding: rank 0's transformers wait on the host, rank 1's on
+    # the meta device, and reach the ranks' shards in shard() (shard_from_rank0)
+    Case("flux-tiny", "lora", "exact", False, "bf16", "dmd_normalised"),
+    Case("flux-tiny", "copy", "detached", True, weighting="dmd_normalised", offload=True),
+    Case("sd35-tiny", "copy", "exact", False, chunk=1),
 ]
 STEPS = 2
 PER_RANK = 2
@@ -344,13 +349,17 @@ def same_updates_in_bf16(got: dict, want: dict, initial: dict) -> None:
 
 @pytest.mark.parametrize("i", range(len(CASES)), ids=[c.name for c in CASES])
 def test_every_unet_sees_its_exact_fp32_timestep(sharded, i):
-    """No sharded module casts the UNet's inputs: timesteps arrive in fp32, the generator's
+    """No sharded module casts the network's inputs: timesteps arrive in fp32, the generator's
     at t_g exactly (a bf16 cast gives 399 -> 400, 999 -> 1000), the others between bf16's
     representable values."""
     from fsdp_probes import bf16_exact
 
     timesteps = sharded[i][3]["timesteps"]
-    t_g = case_config(CASES[i], 1, "ddp", "unused").world.generator_timestep
+    world = case_config(CASES[i], 1, "ddp", "unused").world
+    # what the generator's network is fed: DMD2's t_g; SD3's t_g x 1000; FLUX's t_g in [0, 1]
+    t_g = getattr(world, "generator_timestep", None)
+    if t_g is None:
+        t_g = world.generator_time * (1000 if world.name == "sd35" else 1)
     assert {name for name, _, _ in timesteps} >= {"generator", "assistant"}
     assert {dtype for _, dtype, _ in timesteps} == {"torch.float32"}
     generator = [t for name, _, values in timesteps if name == "generator" for t in values]

@@ -29,6 +29,7 @@ class TinyTextWorld:
     """Latents 4 x 8 x 8; "decoding" is the first three channels squashed into [0, 1]."""
 
     sigma_data = 0.5
+    placed = True
 
     def __init__(self, tmp) -> None:
         self.config, self.device = Config().world, torch.device("cpu")

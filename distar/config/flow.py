@@ -63,10 +63,11 @@ class SD35WorldConfig(FlowWorldConfig):
 @dataclass(frozen=True)
 class FluxWorldConfig(FlowWorldConfig):
     """FLUX.1: no unconditional branch. FLUX.1-dev is guidance-distilled: its transformer takes
-    a guidance value ``g`` (diffusers' ``guidance_scale`` units) in place of CFG; ``guidance``
-    is the ``g`` its reference, assistant and generator see, and it defines DI*'s CFG here
-    (:mod:`distar.worlds.flow.world`). FLUX.1-schnell has no guidance input: ``guidance`` is
-    unused and CFG is refused."""
+    a guidance value ``g`` (diffusers' ``guidance_scale`` units) in place of CFG. ``guidance``
+    is the ``g`` the generator and the assistant are fed, and the second point of the
+    reference's CFG direction ``(D_g - D_1) / (g - 1)``: ``loss.cfg_scale`` alpha then means the
+    teacher at guidance ``1 + alpha``, as on the other worlds (:mod:`distar.worlds.flow.world`).
+    FLUX.1-schnell has no guidance input: ``guidance`` is unused and CFG is refused."""
 
     name: str = "flux"
     t5_tokens: int = 512
@@ -107,7 +108,8 @@ register_presets(
 )
 register_presets(
     "flux",
-    {**flow_noise(FLUX_MU_1024), "train.batch_size": 1},
+    # alpha = g - 1 = 2.5: the reference is FLUX.1-dev at guidance 3.5, what peers match
+    {**flow_noise(FLUX_MU_1024), "train.batch_size": 1, "loss.cfg_scale": 2.5},
     "FLUX.1-dev at 1024 px (guidance-distilled, g = 3.5), one step from the teacher",
     tiny=TINY,
 )

@@ -96,13 +96,15 @@ class Trainer:
             torch.backends.cudnn.benchmark = True  # static shapes: pick the fastest convolutions
         torch.manual_seed(config.train.seed)
         self.stopwatch = Stopwatch()  # where the run's time goes (benchmarks/sweep_overhead.py)
+        self.sharded = config.resources.strategy == "fsdp"
         with self.stopwatch.phase("world_build"):
-            self.world = world or build_world(config.world, self.device, config.train.init)
+            init = config.train.init
+            self.world = world or build_world(config.world, self.device, init, self.sharded)
         check_noise_range(config.noise, self.world.sigma_range)
         self.rank = rank()
-        broadcast_parameters(trainable(self.world.generator))
-        broadcast_parameters(trainable(self.world.assistant))
-        self.sharded = config.resources.strategy == "fsdp"
+        if self.world.placed:  # else its trained networks get rank 0's weights in shard()
+            broadcast_parameters(trainable(self.world.generator))
+            broadcast_parameters(trainable(self.world.assistant))
         if self.sharded:
             self._shard(config)
         self.draws = Draws(self.world, config.train.batch_size, self.rank, self.device)

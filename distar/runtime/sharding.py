@@ -66,6 +66,52 @@ def shard_network(
     backward anyway, and let go before the generator's backward). ``offload``: trained
     shards, their gradients and Adam states live on the host and the optimizer steps there
     (CPUOffloadPolicy; on a CPU run the same code path with nothing to save)."""
+    _fully_shard(network, blocks, device, compute_dtype, trained, offload)
+    initialise_now(network)
+
+
+def shard_from_rank0(
+    network: nn.Module,
+    blocks: list[nn.Module],
+    device: torch.device,
+    compute_dtype: torch.dtype,
+    trained: bool,
+    offload: bool = False,
+) -> None:
+    """:func:`shard_network` for a network that is not on the device yet: rank 0 holds its
+    weights on the host, the other ranks built it on the meta device. Sharding moves one unit at
+    a time to the device (``fully_shard`` does), the other ranks allocate their shards, and rank
+    0's weights reach every rank's shards tensor by tensor (``set_model_state_dict`` with
+    ``broadcast_from_rank0``, torchtitan's recipe); buffers, which FSDP replicates, are
+    broadcast whole. A GPU never holds more than one unit unsharded: what lets a 12 B
+    transformer start on 80 GB cards."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    state = network.state_dict() if dist.get_rank() == 0 else {}  # rank 0's host tensors
+    _fully_shard(network, blocks, device, compute_dtype, trained, offload)
+    if any(t.is_meta for t in [*network.parameters(), *network.buffers()]):
+        host_shards = offload and trained  # CPUOffloadPolicy keeps the shards on the host
+        network.to_empty(device="cpu" if host_shards else device)
+        for module in network.modules():  # buffers live on the device either way
+            for name, buffer in module.named_buffers(recurse=False):
+                module._buffers[name] = buffer.to(device)  # noqa: SLF001
+    options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+    set_model_state_dict(network, state, options=options)
+    del state
+    with torch.no_grad():
+        for buffer in network.buffers():
+            dist.broadcast(buffer, src=0)
+    initialise_now(network)
+
+
+def _fully_shard(
+    network: nn.Module,
+    blocks: list[nn.Module],
+    device: torch.device,
+    compute_dtype: torch.dtype,
+    trained: bool,
+    offload: bool,
+) -> None:
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
 
@@ -85,7 +131,6 @@ def shard_network(
     _RESHARD[network] = trained
     for block in blocks:
         _RESHARD[block] = trained
-    initialise_now(network)
 
 
 def initialise_now(network: nn.Module) -> None:

@@ -119,7 +119,13 @@ def place_module(module: nn.Module, device: torch.device) -> nn.Module:
     there instead (its weights are received next). (:func:`distar.runtime.devices.to_device` moves a
     host tensor.)"""
     if any(p.is_meta for p in module.parameters()):
-        return module.to_empty(device=device)
+        module.to_empty(device=device)
+        # to_empty gives tied weights (T5's shared / embed_tokens) storage each: tie them again,
+        # or this rank holds one parameter more than rank 0 and the broadcasts disagree
+        for part in module.modules():
+            if callable(getattr(part, "tie_weights", None)):
+                part.tie_weights()
+        return module
     return module.to(device)
 
 

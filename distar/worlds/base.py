@@ -38,6 +38,9 @@ class World(TrainingWorld, Protocol):
     and the evaluation harness call besides (sharding, metrics, plots, the eval generator)."""
 
     config: WorldConfig
+    # False for a world built to be sharded from the host (``build_world(..., sharded=True)``):
+    # its large networks reach the device, with rank 0's weights, only in shard()
+    placed: bool
 
     def shard(self, offload: bool) -> None:
         """Shard every network with FSDP2 in place (``resources.strategy=fsdp``), through
@@ -69,7 +72,10 @@ class World(TrainingWorld, Protocol):
         ...
 
 
-WorldBuilder = Callable[[WorldConfig, torch.device, str], World]
+# (world config, device, init, sharded): ``sharded`` says the run shards the world with FSDP2
+# next; a world whose networks would not fit the device unsharded may then keep them on the
+# host until shard() (``placed = False``)
+WorldBuilder = Callable[[WorldConfig, torch.device, str, bool], World]
 # filled by each world's module, completed in distar.worlds.builders (which imports them all)
 WORLDS: Registry[WorldBuilder] = Registry(K.world.name, tuple(WORLD_CONFIGS))
 # a world's checks of a run's config against every file it will read, without loading a weight

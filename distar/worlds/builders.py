@@ -35,6 +35,9 @@ def check_world(config: Config) -> None:
         WORLD_CHECKS.get(cfg.name)(config)
 
 
-def build_world(cfg: WorldConfig, device: torch.device, init: str = "stage0") -> World:
-    """Build the world named by ``cfg.name``; ``init`` picks the generator's starting point."""
-    return WORLDS.get(cfg.name)(cfg, device, init)
+def build_world(
+    cfg: WorldConfig, device: torch.device, init: str = "stage0", sharded: bool = False
+) -> World:
+    """Build the world named by ``cfg.name``; ``init`` picks the generator's starting point;
+    ``sharded``: FSDP2 shards it next (:data:`distar.worlds.base.WorldBuilder`)."""
+    return WORLDS.get(cfg.name)(cfg, device, init, sharded)

@@ -47,6 +47,9 @@ class Arch:
 
     # where the activation estimates come from ("" where measured rows calibrate them)
     estimated: str = ""
+    # built on the host and sharded onto the GPU unit by unit under FSDP (the flow worlds:
+    # distar.runtime.sharding.shard_from_rank0), instead of whole on the GPU first
+    shards_from_host: bool = False
 
 
 # filled by each world's footprint module (distar.worlds.footprints imports them all)
@@ -121,11 +124,17 @@ def frozen_parts(s: Setup) -> float:
 
 def startup_gib(s: Setup) -> float:
     """Every network unsharded on the GPU before ``world.shard()``: fp32 generator, fp32 copy
-    assistant or LoRA adapters, bf16 reference network, frozen parts (PickScore still in fp32); no
-    Adam state or gradient yet. CPU offload does not help here: it applies after sharding."""
+    assistant or LoRA adapters, bf16 reference, frozen parts (PickScore still in fp32); no
+    Adam state or gradient yet. CPU offload does not help here: it applies after sharding. A
+    world that shards from the host (under FSDP) holds instead its shards (the trained ones on
+    the host with offload) and one unit unsharded in fp32 while it is moved."""
+    a = ARCHES[s.arch]
     pickscore = (PICKSCORE_STARTUP_BYTES - 2) * PICKSCORE_PARAMS  # beyond frozen_parts' bf16
-    reference = 2 * ARCHES[s.arch].network
-    return (4 * sum(s.trained()) + reference + frozen_parts(s) + pickscore) / GIB
+    if s.strategy == "fsdp" and a.shards_from_host:
+        trained = 0.0 if s.offload else 4 * sum(s.trained()) / shards(s)
+        held = trained + 2 * a.network / shards(s) + 4 * a.fsdp_unit
+        return (held + frozen_parts(s) + pickscore) / GIB
+    return (4 * sum(s.trained()) + 2 * a.network + frozen_parts(s) + pickscore) / GIB
 
 
 def resident_gib(s: Setup) -> float:

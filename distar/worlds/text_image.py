@@ -63,6 +63,7 @@ class TextImageWorld:
     ``device``, ``dtype``, builds its networks and ``vae``, then calls :meth:`attach`."""
 
     config: TextImageWorldConfig
+    placed = True  # every network on the device, every rank with rank 0's weights
     device: torch.device
     dtype: torch.dtype
     generator: nn.Module
@@ -73,6 +74,10 @@ class TextImageWorld:
         """Every network of the world, each once."""
         raise NotImplementedError
 
+    def host_networks(self) -> list[nn.Module]:
+        """The networks left on the host until ``shard`` (none unless ``placed`` is False)."""
+        return []
+
     def attach(self, text: nn.Module, scorer) -> None:
         """Place the text encoders and the scorer, give every rank rank 0's weights of every
         network, then cast the scorer and encode the empty prompt once."""
@@ -80,8 +85,10 @@ class TextImageWorld:
         self.scorer = scorer
         if scorer is not None:
             place_module(scorer, self.device)
+        on_host = self.host_networks()
         for network in self.networks():
-            broadcast_module(network)
+            if not any(network is n for n in on_host):  # those get rank 0's weights in shard()
+                broadcast_module(network)
         if scorer is not None:  # after the broadcast, which carries the fp32 logit scale
             scorer.cast(self.dtype)
         self.empty = self.text.encode([""])

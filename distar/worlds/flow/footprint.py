@@ -15,8 +15,9 @@ CFG pair, batched twice over, all differentiated to their input on the exact pat
 recomputation (~20 x a block input) and the VAE decoder, whose activations are SDXL's measured
 ones (the same decoder; 16 latent channels touch only its first conv). Without checkpointing a
 block keeps ~15 x its input. Chunked, one generator pass per image and one image's loss graph.
-These are estimates from shapes, not measurements: ``benchmarks/sd_step.py --arch sd35|flux``
-on a GPU measures them.
+These are estimates from shapes, not measurements: ``benchmarks/flow_step.py --arch sd35|flux``
+on a GPU measures them. Under FSDP the flow worlds are built on the host and sharded onto
+the GPU block by block (their start-up holds shards, not whole networks).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ def flow_arch(name: str, sizes: tuple[float, float, float, float], shape: tuple[
         vae_act_ckpt=vae_ckpt,
         vae_act_full=vae_full,
         estimated=ESTIMATED,
+        shards_from_host=True,
     )
 
 

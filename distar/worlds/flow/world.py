@@ -12,14 +12,17 @@ What CFG ``in`` / ``out`` (``loss.cfg_scale`` = alpha, ``loss.guidance``) mean h
 - SD3.5 has true CFG: ``D(x; null)`` is the transformer on the empty prompt's embeddings
   (``world.uncond``), exactly as on SD1.5 / SDXL.
 - FLUX.1-dev is guidance-distilled: it was trained so that ``v_g`` (guidance value ``g``) matches
-  the CFG'd teacher ``v_u + g (v_c - v_u)``; no unconditional branch exists. Taking that
-  relation as given, the CFG direction per unit of guidance is ``(D_g - D_1) / (g - 1)``, so
-  distar defines, with ``g = world.guidance``:
-  ``D(x; c) = D_g(x; c)`` (what peers match: FastGen and DanceGRPO feed g = 3.5, no CFG) and
-  ``D(x; null) = D_g - (D_g - D_1) / (g - 1)``. Then ``in`` at alpha is the teacher guided at
-  ``g + alpha`` (``D_g + alpha (D_g - D_1) / (g - 1)``, exact where ``v_g`` is affine in ``g``),
-  and ``out``'s implicit reward direction is ``(D_g - D_1) / (g - 1)``, the estimate of
-  ``D_c - D_u`` the distillation implies. Two transformer forwards, as SD3.5's CFG.
+  the teacher guided at ``g``, ``v_u + g (v_c - v_u)``; no unconditional branch exists. So
+  ``v_1`` is the conditional teacher and ``(v_g - v_1) / (g - 1)`` the CFG direction per unit
+  of guidance. distar defines, with ``g = world.guidance`` (3.5):
+  ``D(x; c) = D_1`` and ``D(x; null) = D_1 - (D_g - D_1) / (g - 1)``,
+  so that ``loss.cfg_scale`` alpha means what it means on SD1.5 / SDXL / SD3.5: ``in`` at alpha
+  is the teacher at guidance ``1 + alpha`` (diffusers' ``guidance_scale``): exactly ``D_g`` at
+  ``alpha = g - 1`` (the peers' setting: FastGen and DanceGRPO feed 3.5 and run no CFG; the
+  ``flux`` preset's default), linear in the guidance value elsewhere (exact where ``v_g`` is
+  affine in ``g``); ``out``'s implicit-reward direction is ``(D_g - D_1) / (g - 1)``, the
+  estimate of ``D_c - D_u`` the distillation implies. Two transformer forwards, as SD3.5's CFG.
+  The generator and the assistant are fed ``g`` (a fixed input of the networks they copy).
 - FLUX.1-schnell has no guidance input and no unconditional branch: ``loss.cfg_scale > 0`` is
   refused before anything loads.
 """
@@ -34,7 +37,7 @@ from distar.config.keys import K
 from distar.config.tree import ConfigError
 from distar.data.prompts import training_prompts
 from distar.runtime.distributed import is_distributed, rank
-from distar.runtime.sharding import shard_network
+from distar.runtime.sharding import shard_from_rank0, shard_network
 from distar.runtime.step_parts import check_noise_range
 from distar.t2i.edm import DTYPES
 from distar.t2i.flow_nets import FlowDenoiser, OneStepFlowGenerator
@@ -113,8 +116,13 @@ class FlowWorld(TextImageWorld):
         device: torch.device,
         init: str = "stage0",
         components: loading.Components | None = None,
+        sharded: bool = False,
     ) -> None:
         check_init(init)
+        # sharded next: the transformers stay on the host (rank 0) or the meta device (the
+        # others) and reach the device shard by shard (shard()); FLUX's three would not fit an
+        # 80 GB card unsharded (distar.cli.plan)
+        self.placed = not sharded
         self.prompts = training_prompts(cfg.prompts)  # a bad prompt file fails before loading
         receives = is_distributed() and rank() != 0  # rank 0 reads, the others receive
         parts = components or loading.load_components(cfg, empty=receives)
@@ -133,11 +141,26 @@ class FlowWorld(TextImageWorld):
             nets.append(self._reference)
         return nets + ([self.scorer] if self.scorer is not None else [])
 
+    def _transformers(self) -> list[tuple[nn.Module, bool]]:
+        """(transformer, trained) of each denoiser with weights of its own."""
+        out = [(self.generator.denoiser.transformer, True), (self.assistant.transformer, True)]
+        if self.config.assistant != "lora":  # a LoRA assistant's transformer *is* the reference's
+            out.append((self._reference.transformer, False))
+        return out
+
+    def host_networks(self) -> list[nn.Module]:
+        if self.placed:
+            return []
+        return [self.generator, self.assistant] + (
+            [] if self.config.assistant == "lora" else [self._reference]
+        )
+
     # ---- construction ------------------------------------------------------------------
     def _denoiser(self, transformer: nn.Module) -> FlowDenoiser:
         if self.config.grad_checkpointing:
             transformer.enable_gradient_checkpointing()
-        transformer = place_module(transformer, self.device)
+        if self.placed:
+            transformer = place_module(transformer, self.device)
         call = VELOCITY[self.config.name]
         return FlowDenoiser(transformer, call, self.dtype, self.guidance)
 
@@ -162,22 +185,25 @@ class FlowWorld(TextImageWorld):
 
     def shard(self, offload: bool) -> None:
         """FSDP2 per transformer block (SD3.5-Large: 38 joint blocks of ~0.2 B parameters; FLUX:
-        19 joint and 38 single blocks of ~0.3 B and ~0.14 B), then the whole transformer. The
-        VAE, text encoders and scorer are frozen: every rank keeps a full copy."""
-        networks = [(self.generator.denoiser.transformer, True), (self.assistant.transformer, True)]
-        if self.config.assistant != "lora":  # a LoRA assistant's transformer *is* the reference's
-            networks.append((self._reference.transformer, False))
-        for transformer, trained in networks:
+        19 joint and 38 single blocks of ~0.3 B and ~0.14 B), then the whole transformer; from
+        the host when the world was built for it (:func:`shard_from_rank0`). The VAE, text
+        encoders and scorer are frozen: every rank keeps a full copy."""
+        shard = shard_network if self.placed else shard_from_rank0
+        for transformer, trained in self._transformers():
             blocks = [*transformer.transformer_blocks]
             blocks += [*getattr(transformer, "single_transformer_blocks", [])]
-            shard_network(transformer, blocks, self.device, self.dtype, trained, offload)
+            shard(transformer, blocks, self.device, self.dtype, trained, offload)
+        self.placed = True
 
     def frozen_networks(self) -> list[nn.Module]:
         return [] if self.config.assistant == "lora" else [self._reference]
 
     # ---- what the training loop calls ---------------------------------------------------
     def reference(self, x: Tensor, sigma: Tensor, cond: TextConditions) -> Tensor:
-        return self._reference(x, sigma, cond)
+        """``D(x; c)``: on FLUX.1-dev the teacher at guidance 1 (the module docstring)."""
+        if self.guidance is None:
+            return self._reference(x, sigma, cond)
+        return self._reference(x, sigma, cond, guidance=torch.ones_like(sigma))
 
     def reference_pair(self, x, sigma, cond: TextConditions, null: TextConditions):
         """``(D(x; c), D(x; null))`` from one transformer forward on the batch twice over; on
@@ -189,21 +215,23 @@ class FlowWorld(TextImageWorld):
         if self.guidance is None:
             raise ConfigError(SCHNELL_CFG.format(key=K.loss.cfg_scale, value="a CFG scale"))
         g = self.guidance
-        values = torch.cat([torch.full((n,), g), torch.ones(n)]).to(x.device)
+        values = torch.cat([torch.ones(n), torch.full((n,), g)]).to(x.device)
         both = self._reference(x2, sigma2, cond.cat(cond), guidance=values)
-        d_g, d_1 = both[:n], both[n:]
-        return d_g, d_g - (d_g - d_1) / (g - 1)
+        d_1, d_g = both[:n], both[n:]
+        return d_1, d_1 - (d_g - d_1) / (g - 1)
 
     def null_conditions(self, cond: TextConditions) -> TextConditions:
         """SD3.5: the empty prompt's (or zero) embeddings. FLUX has no unconditional branch:
-        ``cond`` itself, whose guidance-1 forward :meth:`reference_pair` runs."""
+        ``cond`` itself, whose guidance-``g`` forward :meth:`reference_pair` runs."""
         if self.config.name == "flux":
             return cond
         return super().null_conditions(cond)
 
 
-def build(cfg: FlowWorldConfig, device: torch.device, init: str = "stage0") -> FlowWorld:
-    return FlowWorld(cfg, device, init)
+def build(
+    cfg: FlowWorldConfig, device: torch.device, init: str = "stage0", sharded: bool = False
+) -> FlowWorld:
+    return FlowWorld(cfg, device, init, sharded=sharded)
 
 
 def check(config) -> None:

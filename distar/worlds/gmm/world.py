@@ -30,7 +30,15 @@ def reference_sigma_data(mixture: ConditionalGMM) -> float:
 
 
 class GMMWorld:
-    def __init__(self, cfg: GMMWorldConfig, device: torch.device, init: str = "stage0") -> None:
+    placed = True  # small MLPs: on the device from the start
+
+    def __init__(
+        self,
+        cfg: GMMWorldConfig,
+        device: torch.device,
+        init: str = "stage0",
+        sharded: bool = False,
+    ) -> None:
         self.config, self.device = cfg, device
         self.mixture = build_mixture(cfg).to(device)
         self.null_cond = self.mixture.null

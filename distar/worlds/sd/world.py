@@ -129,7 +129,11 @@ class SDWorld(TextImageWorld):
         return both[: len(x)], both[len(x) :]
 
 
-def build(cfg: SDWorldConfig, device: torch.device, init: str = "stage0") -> SDWorld:
+def build(
+    cfg: SDWorldConfig, device: torch.device, init: str = "stage0", sharded: bool = False
+) -> SDWorld:
+    """An SD world, placed on the device whether or not it is sharded next (the largest,
+    SDXL, starts unsharded in 40 GiB with a copy assistant: distar.cli.plan)."""
     return SDWorld(cfg, device, init)
 
 
