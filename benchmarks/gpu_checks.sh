@@ -5,10 +5,13 @@
 # presets' weighting and reuse, a LoRA assistant, a chunked generator step and CPU offload),
 # host syncs per step are counted, the sd_step matrix is measured (DDP and FSDP; copy and LoRA;
 # chunked; offloaded; start-up and step peaks) and the memory planner is checked against it.
-# Results: OUT_DIR/sd_step.jsonl and the console.
-#   bash benchmarks/gpu_checks.sh OUT_DIR
+# Results: OUT_DIR/sd_step.jsonl and the console. With "flow" as the second argument it runs the
+# flow worlds' checks instead (sd35-tiny / flux-tiny on cuda, sharded from the host, and the
+# real-size flow_step rows; ~8 minutes, estimated): OUT_DIR/flow_step.jsonl.
+#   bash benchmarks/gpu_checks.sh OUT_DIR [flow]
 set -u
 OUT=${1:-runs/gpu}
+MODE=${2:-sd}
 mkdir -p "$OUT"
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 DISTAR_CACHE="$(mktemp -d)"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
@@ -18,6 +21,27 @@ run() {
   timeout 170 "$@" 2>&1 | grep -v "Loading weights\|kept in float32\|Writing model\|it/s\]" | tail -20
   echo "rc=${PIPESTATUS[0]}"
 }
+if [ "$MODE" = flow ]; then
+  run python -m distar.cli.train --world sd35-tiny --smoke-test --set train.device=cuda \
+    --set world.dtype=bf16 --set loss.cfg_scale=7.5 --set loss.reward_scale=10 --out "$OUT/sd35-tiny"
+  run python -m distar.cli.train --world flux-tiny --smoke-test --set train.device=cuda \
+    --set resources.strategy=fsdp --set world.dtype=bf16 --set world.assistant=lora \
+    --set loss.guidance=out --set resources.cpu_offload=true --out "$OUT/flux-tiny-fsdp"
+  J="$OUT/flow_step.jsonl"
+  D="--weighting dmd_normalised"
+  # one GPU: the trained shards and Adam live on the host (SD3.5-Large LoRA: ~100 GB of it)
+  run python benchmarks/flow_step.py --arch sd35 --batch 1 --grad-ckpt --lora-rank 64 --fsdp \
+    --offload $D --json "$J"
+  host_gib=$(awk '/MemTotal/ {print int($2 / 1048576)}' /proc/meminfo)
+  if [ "$host_gib" -ge 180 ]; then  # FLUX's 12 B fp32 masters + Adam: ~143 GB on the host
+    run python benchmarks/flow_step.py --arch flux --batch 1 --grad-ckpt --lora-rank 64 --fsdp \
+      --offload $D --json "$J"
+  else
+    echo "== flux flow_step skipped: $host_gib GiB of host memory, ~180 needed on one GPU"
+  fi
+  run python -m distar.cli.plan --check "$J"
+  exit 0
+fi
 run python -m distar.cli.train --smoke-test --set train.device=cuda --out "$OUT/gmm"
 run python -m distar.cli.train --world sdxl-tiny --smoke-test --set train.device=cuda \
   --set loss.cfg_scale=7.5 --set loss.reward_scale=10 --out "$OUT/sdxl-tiny"

@@ -303,6 +303,40 @@ def test_module_names_are_unique():
     assert shared_basenames(GRAPH) == {}
 
 
+# the registries that import every world's package; nothing else may, but for the commands
+# that exist for one world only (the export writes SD UNets; a flow run is refused there)
+WORLD_REGISTRIES = ("distar.worlds.builders", "distar.worlds.footprints")
+ONE_WORLD_COMMANDS = {"distar.cli.export": "distar.worlds.sd"}
+
+
+def world_package_of(module: str) -> str | None:
+    parts = module.split(".")
+    if len(parts) > 3 and parts[:2] == ["distar", "worlds"]:
+        return ".".join(parts[:3])
+    return None
+
+
+def foreign_world_imports(graph: Graph) -> list[Edge]:
+    """Imports of a world's package (``distar.worlds.<world>.*``) from outside it, other than
+    the registries': a new world is one package, a config module and a line in each registry."""
+    return [
+        e
+        for e in graph.edges
+        if world_package_of(e.target)
+        and world_package_of(e.source) != world_package_of(e.target)
+        and e.source not in WORLD_REGISTRIES
+        and ONE_WORLD_COMMANDS.get(e.source) != world_package_of(e.target)
+        and not e.source.startswith(("tests.", "benchmarks.", "scripts."))
+    ]
+
+
+def test_a_world_is_one_package():
+    bad = foreign_world_imports(GRAPH)
+    assert not bad, "imports of a world's package from outside it:\n" + show(bad)
+    packages = {world_package_of(m) for m in GRAPH.modules} - {None}
+    assert packages >= {"distar.worlds.gmm", "distar.worlds.sd", "distar.worlds.flow"}
+
+
 def test_the_checks_catch_what_they_check(tmp_path):
     """A tree with a cycle, an upward import and a lazy import that defers nothing fails."""
     lib = tmp_path / "distar"
@@ -321,6 +355,17 @@ def test_the_checks_catch_what_they_check(tmp_path):
     ]
     assert [(e.source, e.target) for e in needless_lazy(graph)] == [
         ("distar.method.losses", "distar.util.registry")
+    ]
+    (lib / "worlds" / "a").mkdir(parents=True)
+    (lib / "worlds" / "b").mkdir(parents=True)
+    for part in ("worlds", "worlds/a", "worlds/b"):
+        (lib / part / "__init__.py").write_text("")
+    (lib / "worlds" / "a" / "world.py").write_text("import torch\n")
+    (lib / "worlds" / "b" / "world.py").write_text("from distar.worlds.a.world import x\n")
+    (lib / "worlds" / "builders.py").write_text("from distar.worlds.a import world\n")
+    graph = Graph.read(tmp_path)
+    assert [(e.source, e.target) for e in foreign_world_imports(graph)] == [
+        ("distar.worlds.b.world", "distar.worlds.a.world")
     ]
 
 
