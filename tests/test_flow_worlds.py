@@ -210,8 +210,9 @@ def weights(trainer):
         ("sd35", {"loss.guidance": "out", "loss.cfg_scale": 2.0, "world.assistant": "lora"}),
         ("flux", {"loss.guidance": "out", "loss.cfg_scale": 2.0, "world.dtype": "bf16"}),
         ("flux", {"loss.divergence": "kl", "loss.cfg_scale": 2.0, "world.assistant": "lora"}),
+        ("flux", {"world.reference": "tiny:flux_schnell", "loss.cfg_scale": 0.0}),
     ],
-    ids=["sd35-in", "sd35-out-lora", "flux-out-bf16", "flux-kl-lora"],
+    ids=["sd35-in", "sd35-out-lora", "flux-out-bf16", "flux-kl-lora", "flux-schnell"],
 )
 def test_di_star_steps_train_both_networks(world_cache, tmp_path, world_name, flat):
     cfg = flow_config(tmp_path, world_name, **flat, **{"loss.reward_scale": 10.0, "train.steps": 2})

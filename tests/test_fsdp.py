@@ -47,6 +47,7 @@ class Case:
     weighting: str = "uniform"  # loss.weighting (the SD presets: dmd_normalised)
     chunk: int = 0  # train.generator_chunk
     offload: bool = False  # resources.cpu_offload
+    cfg: float | None = None  # loss.cfg_scale (None: the preset's)
 
     @property
     def name(self) -> str:
@@ -81,7 +82,9 @@ CASES = [
     # the flow worlds, built for sharding: rank 0's transformers wait on the host, rank 1's on
     # the meta device, and reach the ranks' shards in shard() (shard_from_rank0)
     Case("flux-tiny", "lora", "exact", False, "bf16", "dmd_normalised"),
-    Case("flux-tiny", "copy", "detached", True, weighting="dmd_normalised", offload=True),
+    # alpha = 1, not the preset's g - 1: there the copy assistant (fed g) starts equal to the
+    # guided target and the first step's Delta is rounding alone, as with reuse above
+    Case("flux-tiny", "copy", "detached", True, weighting="dmd_normalised", offload=True, cfg=1.0),
     Case("sd35-tiny", "copy", "exact", False, chunk=1),
 ]
 STEPS = 2
@@ -142,6 +145,7 @@ def case_config(
             "eval.plot": False,
             "resources.strategy": strategy,
             "resources.cpu_offload": case.offload and strategy == "fsdp",
+            **({"loss.cfg_scale": case.cfg} if case.cfg is not None else {}),
             **extra,
         },
     )
