@@ -25,38 +25,13 @@ import torch
 from distar.config.keys import K
 from distar.config.tree import Config
 from distar.loop.trainer import Trainer
+from distar.worlds.flow.footprint import FLUX_DEV, SD35_LARGE
 from distar.worlds.flow.loading import Components
 from distar.worlds.flow.world import FlowWorld
 
 sys.path.insert(0, str(Path(__file__).parent))
 import sd_step  # noqa: E402  (the shared measurement: timed passes, report)
 
-SD35_LARGE = dict(
-    sample_size=128,
-    patch_size=2,
-    in_channels=16,
-    num_layers=38,
-    attention_head_dim=64,
-    num_attention_heads=38,
-    joint_attention_dim=4096,
-    caption_projection_dim=2432,
-    pooled_projection_dim=2048,
-    out_channels=16,
-    pos_embed_max_size=192,
-    qk_norm="rms_norm",
-)
-FLUX_DEV = dict(
-    patch_size=1,
-    in_channels=64,
-    num_layers=19,
-    num_single_layers=38,
-    attention_head_dim=128,
-    num_attention_heads=24,
-    joint_attention_dim=4096,
-    pooled_projection_dim=768,
-    guidance_embeds=True,
-    axes_dims_rope=(16, 56, 56),
-)
 TINY_FLUX = dict(FLUX_DEV, num_layers=1, num_single_layers=1, attention_head_dim=16)
 TINY_FLUX.update(num_attention_heads=2, joint_attention_dim=64, pooled_projection_dim=32)
 TINY_FLUX.update(axes_dims_rope=(4, 6, 6))

@@ -5,6 +5,7 @@
 set -u
 source "$(dirname "$0")/mutation_lib.sh"
 T="-x tests/test_flow_worlds.py"
+baseline "$T"  # should end in "passed"
 W=distar/worlds/flow/world.py
 N=distar/t2i/flow_nets.py
 run sd3-time-unit $W "        timestep=t * 1000," "        timestep=t," "$T"

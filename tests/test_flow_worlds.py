@@ -29,6 +29,7 @@ from distar.loop.trainer import Trainer
 from distar.method.losses import GeneratorBatch, Networks, generator_loss, guided_denoiser
 from distar.runtime.callbacks import JsonlLogger
 from distar.worlds.flow.tiny_pipelines import resolve
+from distar.worlds.flow.world import pack, unpack
 
 WORLDS = ("sd35", "flux")
 CPU = torch.device("cpu")
@@ -60,54 +61,44 @@ def pipeline(world: str):
     return cls.from_pretrained(resolve(f"tiny:{world}"), local_files_only=True)
 
 
-def pipeline_sample(pipe, world: str, prompt: str, z: torch.Tensor, steps: int):
+def pipeline_sample(pipe, world: str, prompt: str, z: torch.Tensor, steps: int, guidance: float):
     """The pipeline's latents after ``steps`` Euler steps from ``z`` at the unshifted times
-    1 and 1/2 (no CFG on SD3; FLUX at the world's guidance value), and the time of its second
-    step after the pipeline's own shift (SD3: 3/4; FLUX: its resolution's mu)."""
-    kwargs = {"guidance_scale": 1.0} if world == "sd35" else {"guidance_scale": 3.5}
+    1 and 1/2 (SD3 without CFG; FLUX at ``guidance``), and the time of its second step after
+    the pipeline's own shift (SD3: 3/4; FLUX: its resolution's mu)."""
     side = z.shape[-1] * 8
-    latents = z if world == "sd35" else pack(z)
     out = pipe(
         prompt,
-        latents=latents,
+        latents=z if world == "sd35" else pack(z),
         num_inference_steps=steps,
         sigmas=[1.0, 0.5][:steps],
         height=side,
         width=side,
         output_type="latent",
         max_sequence_length=16,
-        **kwargs,
+        guidance_scale=guidance,
     ).images
     return (out if world == "sd35" else unpack(out, *z.shape[-2:])), float(pipe.scheduler.sigmas[1])
 
 
-def pack(z):
-    from distar.worlds.flow.world import pack
-
-    return pack(z)
-
-
-def unpack(tokens, h, w):
-    from distar.worlds.flow.world import unpack
-
-    return unpack(tokens, h, w)
-
-
 @pytest.mark.parametrize("world_name", WORLDS)
 def test_the_world_is_the_diffusers_pipelines_teacher(world_cache, world_name):
-    """One pipeline step from ``z`` is the world's one-step generator (``t_g = 1``); two steps
-    are the world's reference denoiser at the pipeline's second time ``t2`` applied to the
-    first step's ``x_t2 = (1 - t2) x0_1 + t2 z``, at EDM's ``sigma = t2 / (1 - t2)`` and
-    ``x = x_t2 / (1 - t2)``. A wrong time unit, packing, guidance or conversion is O(1) off."""
+    """One pipeline step from ``z`` is the world's one-step generator (``t_g = 1``; FLUX at the
+    world's guidance value 3.5); two steps are the world's reference ``D(x; c)`` (FLUX: at
+    guidance 1, the pipeline's ``guidance_scale=1``) at the pipeline's second time ``t2``
+    applied to the first step's ``x_t2 = (1 - t2) x0_1 + t2 z``, at EDM's
+    ``sigma = t2 / (1 - t2)`` and ``x = x_t2 / (1 - t2)``. A wrong time unit, packing,
+    guidance or conversion is O(1) off."""
     world = build(world_name)
     pipe = pipeline(world_name)
     prompt = "a red cube on a table"
     z = torch.randn(1, *world.latent_shape(), generator=torch.Generator().manual_seed(0))
     cond = world.text.encode([prompt])
     with torch.no_grad():
-        one, _ = pipeline_sample(pipe, world_name, prompt, z, 1)
-        two, t2 = pipeline_sample(pipe, world_name, prompt, z, 2)
+        generator_guidance = 1.0 if world_name == "sd35" else world.guidance
+        one, _ = pipeline_sample(pipe, world_name, prompt, z, 1, generator_guidance)
         torch.testing.assert_close(world.generator(z, cond), one, rtol=1e-5, atol=1e-5)
+        one, _ = pipeline_sample(pipe, world_name, prompt, z, 1, 1.0)
+        two, t2 = pipeline_sample(pipe, world_name, prompt, z, 2, 1.0)
         x_t2 = (1 - t2) * one + t2 * z
         sigma = torch.tensor([t2 / (1 - t2)])
         got = world.reference(x_t2 / (1 - t2), sigma, cond)

@@ -263,49 +263,36 @@ def test_an_ema_costs_one_fp32_copy_of_the_generators_shards(capsys):
 
 
 # ---- the flow worlds: sizes from diffusers' own classes, memory without a measured speed ------
-REAL_SIZES = {  # the real configurations (SD3.5-Large's and FLUX.1-dev's transformer config.json)
-    "sd35": dict(
-        sample_size=128,
-        patch_size=2,
-        in_channels=16,
-        num_layers=38,
-        attention_head_dim=64,
-        num_attention_heads=38,
-        joint_attention_dim=4096,
-        caption_projection_dim=2432,
-        pooled_projection_dim=2048,
-        out_channels=16,
-        pos_embed_max_size=192,
-        qk_norm="rms_norm",
-    ),
-    "flux": dict(
-        patch_size=1,
-        in_channels=64,
-        num_layers=19,
-        num_single_layers=38,
-        attention_head_dim=128,
-        num_attention_heads=24,
-        joint_attention_dim=4096,
-        pooled_projection_dim=768,
-        guidance_embeds=True,
-        axes_dims_rope=(16, 56, 56),
-    ),
-}
-
-
 @pytest.mark.parametrize("world", ["sd35", "flux"])
 def test_flow_sizes_are_diffusers_counts(world):
-    """The footprint's transformer, FSDP unit and LoRA sizes are the counts of diffusers' own
-    classes at real size on the meta device (0.1 % rounding)."""
+    """The footprint's transformer, FSDP unit, LoRA and text-encoder sizes are the counts of
+    diffusers' and transformers' own classes at real size on the meta device (0.1 %
+    rounding)."""
     import torch
     from diffusers import FluxTransformer2DModel, SD3Transformer2DModel
+    from transformers import (
+        CLIPTextConfig,
+        CLIPTextModel,
+        CLIPTextModelWithProjection,
+        T5Config,
+        T5EncoderModel,
+    )
 
     from distar.t2i.lora import LORA_TARGETS
+    from distar.worlds.flow import footprint
     from distar.worlds.footprints import ARCHES
 
     cls = SD3Transformer2DModel if world == "sd35" else FluxTransformer2DModel
     with torch.device("meta"):
-        net = cls(**REAL_SIZES[world])
+        net = cls(**(footprint.SD35_LARGE if world == "sd35" else footprint.FLUX_DEV))
+        texts = [T5EncoderModel(T5Config(**footprint.T5_XXL))]
+        if world == "sd35":  # CLIP-L and bigG with their projections
+            texts += [
+                CLIPTextModelWithProjection(CLIPTextConfig(**c))
+                for c in (footprint.CLIP_L, footprint.CLIP_BIGG)
+            ]
+        else:
+            texts.append(CLIPTextModel(CLIPTextConfig(**footprint.CLIP_L)))
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     blocks = [*net.transformer_blocks, *getattr(net, "single_transformer_blocks", [])]
     lora = sum(
@@ -318,6 +305,7 @@ def test_flow_sizes_are_diffusers_counts(world):
     assert arch.network == pytest.approx(count(net), rel=1e-3)
     assert arch.fsdp_unit == pytest.approx(max(count(b) for b in blocks), rel=1e-3)
     assert arch.lora_r64 == pytest.approx(lora, rel=1e-3)
+    assert arch.text_encoders == pytest.approx(sum(count(t) for t in texts), rel=1e-3)
 
 
 def test_a_world_without_measured_rows_gets_memory_and_no_speed(capsys):

@@ -6,13 +6,14 @@ The memory model (GiB per GPU; :mod:`distar.worlds.cost_model`, byte counts in e
 ``footprint`` module):
 
     peak = max(start-up, step)
-    start-up = 4 B x trained parameters + 2 B x reference UNet + frozen parts
+    start-up = 4 B x trained parameters + 2 B x reference network + frozen parts
     step = weights_and_adam + reference + frozen parts + fsdp_buffers + max(k * act(b), grads)
 
 - start-up: every rank builds every network unsharded on its GPU (fp32 generator, fp32 copy
   assistant or LoRA adapters, bf16 reference; PickScore still fp32) before FSDP shards them,
   with CPU offload too (it applies only after sharding); no Adam state or gradient yet. Under
-  DDP it is below the step's peak;
+  DDP it is below the step's peak. A world that shards from the host (sd35, flux under FSDP)
+  holds instead its shards and one unit unsharded (``cost_model.startup_gib``);
 - weights_and_adam: 12 B per trained parameter (fp32 master + two fp32 Adam moments), / N
   under FSDP, on the host with CPU offload;
 - reference: the bf16 UNet, / N under FSDP, plus beside a copy assistant its whole bf16 copy

@@ -9,7 +9,9 @@ distributions presets of the existing ``lognormal`` kind, exactly:
   since ``log sigma = log t - log(1 - t) = logit t``;
 - the time shift ``t' = S t / (1 + (S - 1) t)`` multiplies sigma by ``S`` (``log sigma + log S``):
   SD3's sampler shift ``S = 3`` is ``p_mean = log 3``; FLUX's resolution-dependent
-  ``mu`` (``S = e^mu``; 1.15 at 1024 px, 4096 latent tokens) is ``p_mean = mu``.
+  ``mu`` (``S = e^mu``; 1.15 at 1024 px, 4096 latent tokens) is ``p_mean = mu``. The presets
+  hold the 1024 px values: at another ``world.resolution`` set ``noise.*.p_mean`` to that
+  resolution's ``log S`` (FLUX: ``mu = 0.5 + 0.65 (tokens - 256) / 3840``, tokens = (side/16)^2).
 
 The pseudo-Huber constant ``loss.huber_c`` is a distance on the whole latent (the norm over all of
 C x H x W, in x0 units). To hold it at the same fraction of a typical ``||Delta||`` as on SDXL,
@@ -24,7 +26,7 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
-from distar.config.sections import check_range, register_world_config
+from distar.config.sections import check_range, fail, register_world_config
 from distar.config.t2i import TextImageWorldConfig, register_presets
 
 FLOW_LORA_TARGETS = ("attention", "joint_attention")
@@ -49,6 +51,8 @@ class FlowWorldConfig(TextImageWorldConfig):
 
     def validate(self) -> None:
         super().validate()
+        if self.resolution % 16:  # latents of an even side: SD3's 2 x 2 patches, FLUX's packing
+            fail("world.resolution", self.resolution, "a multiple of 16")
         check_range("world.generator_time", self.generator_time, 0.0, 1.0, low_open=True)
         check_range("world.t5_tokens", self.t5_tokens, 1, 4096)
 

@@ -83,8 +83,8 @@ def shard_from_rank0(
     a time to the device (``fully_shard`` does), the other ranks allocate their shards, and rank
     0's weights reach every rank's shards tensor by tensor (``set_model_state_dict`` with
     ``broadcast_from_rank0``, torchtitan's recipe); buffers, which FSDP replicates, are
-    broadcast whole. A GPU never holds more than one unit unsharded: what lets a 12 B
-    transformer start on 80 GB cards."""
+    broadcast whole. While it starts, a GPU holds no more than one unit unsharded: what lets a
+    12 B transformer start on 80 GB cards."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
     state = network.state_dict() if dist.get_rank() == 0 else {}  # rank 0's host tensors

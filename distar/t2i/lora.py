@@ -42,32 +42,32 @@ LORA_TARGETS = {
 }
 
 
-def add_lora(unet: nn.Module, rank: int, alpha: float, targets: str) -> None:
+def add_lora(network: nn.Module, rank: int, alpha: float, targets: str) -> None:
     """peft LoRA adapters on a frozen UNet or transformer (B = 0 at start: adapters on = the
     base exactly), trained in fp32 whatever the base's dtype."""
     from diffusers.training_utils import cast_training_params
     from peft import LoraConfig
 
-    unet.requires_grad_(False)
-    unet.add_adapter(
+    network.requires_grad_(False)
+    network.add_adapter(
         LoraConfig(
             r=rank, lora_alpha=alpha, target_modules=LORA_TARGETS[targets], init_lora_weights=True
         )
     )
-    cast_training_params(unet, dtype=torch.float32)
+    cast_training_params(network, dtype=torch.float32)
 
 
 @contextmanager
-def adapters_off(unet: nn.Module):
-    """The UNet without its adapters. peft's ``enable_adapters`` also sets ``requires_grad`` on
+def adapters_off(network: nn.Module):
+    """The network without its adapters. peft's ``enable_adapters`` also sets ``requires_grad`` on
     the adapters; every flag is put back as it was, since a flag that changes between a forward
     and its backward breaks the recomputation of gradient checkpointing."""
-    flags = [(p, p.requires_grad) for p in unet.parameters()]
-    unet.disable_adapters()
+    flags = [(p, p.requires_grad) for p in network.parameters()]
+    network.disable_adapters()
     try:
         yield
     finally:
-        unet.enable_adapters()
+        network.enable_adapters()
         for p, flag in flags:
             p.requires_grad_(flag)
 

@@ -1,6 +1,7 @@
-"""Prompt conditions of the SD worlds: a batch of prompts with their text embeddings (and, for
-SDXL, the pooled embedding and size/crop time ids), the unconditional counterpart, and the text
-encoders that make them.
+"""Prompt conditions of the text-to-image worlds: a batch of prompts with their text embeddings
+(and, for SDXL, SD3 and FLUX, the pooled embedding; for SDXL the size/crop time ids), the
+unconditional counterpart, and the text encoders that make them (SD3 / FLUX:
+:class:`FlowTextEncoders`).
 
 SD1.5: ``encoder_hidden_states`` = the CLIP-L text encoder's last hidden state; unconditional =
 the empty prompt's. SDXL (diffusers' pipeline, DMD2): the penultimate hidden states of CLIP-L and
@@ -26,7 +27,7 @@ class TextConditions:
 
     prompts: tuple[str, ...]
     embeds: Tensor  # [B, L, D]
-    pooled: Tensor | None = None  # [B, P] (SDXL)
+    pooled: Tensor | None = None  # [B, P] (SDXL, SD3, FLUX)
     time_ids: Tensor | None = None  # [B, 6] (SDXL)
 
     def __len__(self) -> int:

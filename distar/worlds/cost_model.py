@@ -19,7 +19,7 @@ from distar.config.keys import K
 GIB = 2**30
 PICKSCORE_PARAMS = 0.986e9  # CLIP-H/14, held in the world's compute dtype (bf16)
 # bytes per PickScore parameter at start-up: CLIPModel.from_pretrained loads fp32, and
-# SDWorld.__init__ casts it to the compute dtype only after the broadcast
+# a text-to-image world casts it to the compute dtype only after the broadcast (attach)
 PICKSCORE_STARTUP_BYTES = 4
 
 
@@ -33,7 +33,7 @@ class Arch:
     fsdp_unit: float  # the largest unit distar shards
     text_encoders: float  # parameters (bf16)
     vae: float  # parameters
-    lora_r64: float  # adapter parameters at rank 64 on DMD2's target list (scale with rank)
+    lora_r64: float  # adapter parameters at rank 64 on the world's default targets (x rank / 64)
     # activation GiB per image of the generator step (the step's peak), before calibration:
     act_ckpt: float  # networks and VAE checkpointed
     act_full: float  # nothing checkpointed

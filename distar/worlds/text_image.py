@@ -67,6 +67,7 @@ class TextImageWorld:
     device: torch.device
     dtype: torch.dtype
     generator: nn.Module
+    _reference: nn.Module  # the reference denoiser D(x, sigma, cond)
     vae: nn.Module
     vae_scale: int
 
@@ -102,6 +103,14 @@ class TextImageWorld:
             )
 
     # ---- what the training loop calls ---------------------------------------------------
+    def reference(self, x: Tensor, sigma: Tensor, cond: TextConditions) -> Tensor:
+        return self._reference(x, sigma, cond)
+
+    def reference_pair(self, x, sigma, cond: TextConditions, null: TextConditions):
+        """``(D(x; c), D(x; null))`` from one forward on the batch twice over."""
+        both = self._reference(torch.cat([x, x]), torch.cat([sigma, sigma]), cond.cat(null))
+        return both[: len(x)], both[len(x) :]
+
     def sample_conditions(
         self, n: int, rng: torch.Generator, keep: slice | None = None
     ) -> TextConditions:

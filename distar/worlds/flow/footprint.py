@@ -22,9 +22,42 @@ the GPU block by block (their start-up holds shards, not whole networks).
 
 from __future__ import annotations
 
-from distar.worlds.cost_model import ARCHES, Arch
+from distar.worlds.cost_model import ARCHES, GIB, Arch
 
-GIB = 2**30
+# the real transformers' configurations (their config.json), for counts and benchmarks
+SD35_LARGE = dict(
+    sample_size=128,
+    patch_size=2,
+    in_channels=16,
+    num_layers=38,
+    attention_head_dim=64,
+    num_attention_heads=38,
+    joint_attention_dim=4096,
+    caption_projection_dim=2432,
+    pooled_projection_dim=2048,
+    out_channels=16,
+    pos_embed_max_size=192,
+    qk_norm="rms_norm",
+)
+FLUX_DEV = dict(
+    patch_size=1,
+    in_channels=64,
+    num_layers=19,
+    num_single_layers=38,
+    attention_head_dim=128,
+    num_attention_heads=24,
+    joint_attention_dim=4096,
+    pooled_projection_dim=768,
+    guidance_embeds=True,
+    axes_dims_rope=(16, 56, 56),
+)
+# the text encoders' configurations (transformers' CLIPTextConfig / T5Config fields)
+CLIP_L = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12)
+CLIP_L.update(num_attention_heads=12, projection_dim=768)
+CLIP_BIGG = dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32)
+CLIP_BIGG.update(num_attention_heads=20, projection_dim=1280)
+T5_XXL = dict(vocab_size=32128, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64)
+T5_XXL.update(feed_forward_proj="gated-gelu")
 PASSES = 4  # generator, assistant, reference x 2 (CFG pair) held to their backward
 RECOMPUTE = 20  # one block's activations while recomputed, in block inputs (estimate)
 FULL = 15  # a block's activations without checkpointing, in block inputs (estimate)

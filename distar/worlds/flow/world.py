@@ -59,7 +59,8 @@ SCHNELL_CFG = (
 
 
 def sd3_velocity(transformer: nn.Module, x_t: Tensor, t: Tensor, cond, guidance) -> Tensor:
-    """SD3's transformer takes ``t x 1000`` (its scheduler's timesteps)."""
+    """SD3's transformer takes ``t x 1000`` (its scheduler's timesteps); it has no guidance
+    input (``guidance`` is None: the world passes none)."""
     return transformer(
         hidden_states=x_t,
         encoder_hidden_states=cond.embeds,
@@ -92,7 +93,9 @@ def image_ids(h: int, w: int, device: torch.device) -> Tensor:
 
 def flux_velocity(transformer: nn.Module, x_t: Tensor, t: Tensor, cond, guidance) -> Tensor:
     """FLUX's transformer takes ``t`` in [0, 1] and the guidance value as they are (it scales
-    both by 1000 inside), packed latents and the text tokens' (zero) positions."""
+    both by 1000 inside, after casting them to its hidden states' dtype: under bf16 autocast
+    they are rounded to bf16 there, as in diffusers' own pipeline), packed latents and the text
+    tokens' (zero) positions."""
     h, w = x_t.shape[-2:]
     out = transformer(
         hidden_states=pack(x_t),
@@ -208,10 +211,9 @@ class FlowWorld(TextImageWorld):
     def reference_pair(self, x, sigma, cond: TextConditions, null: TextConditions):
         """``(D(x; c), D(x; null))`` from one transformer forward on the batch twice over; on
         FLUX.1-dev the pair defined in the module docstring (``null`` is ``cond`` there)."""
-        n, x2, sigma2 = len(x), torch.cat([x, x]), torch.cat([sigma, sigma])
         if self.config.name == "sd35":
-            both = self._reference(x2, sigma2, cond.cat(null))
-            return both[:n], both[n:]
+            return super().reference_pair(x, sigma, cond, null)
+        n, x2, sigma2 = len(x), torch.cat([x, x]), torch.cat([sigma, sigma])
         if self.guidance is None:
             raise ConfigError(SCHNELL_CFG.format(key=K.loss.cfg_scale, value="a CFG scale"))
         g = self.guidance

@@ -14,7 +14,7 @@ VAE decoder when ``world.grad_checkpointing``.
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from distar.config.sd import SDWorldConfig
 from distar.data.prompts import training_prompts
@@ -24,7 +24,6 @@ from distar.runtime.step_parts import check_noise_range
 from distar.t2i.edm import DTYPES, DDPMSchedule, OneStepGenerator, UNetDenoiser
 from distar.t2i.lora import SharedReference, add_lora
 from distar.t2i.parts import cast, load_schedule, place_module
-from distar.t2i.text import TextConditions
 from distar.worlds.base import WORLD_CHECKS, WORLDS
 from distar.worlds.sd import loading
 from distar.worlds.text_image import TextImageWorld, check_init, check_prompts, warn
@@ -118,15 +117,6 @@ class SDWorld(TextImageWorld):
         """The reference beside a copy assistant (a LoRA assistant's reference is the trained
         UNet, gathered unit by unit: holding it whole would add its bf16 copy to the peak)."""
         return [] if self.config.assistant == "lora" else [self._reference]
-
-    # ---- what the training loop calls ---------------------------------------------------
-    def reference(self, x: Tensor, sigma: Tensor, cond: TextConditions) -> Tensor:
-        return self._reference(x, sigma, cond)
-
-    def reference_pair(self, x, sigma, cond: TextConditions, null: TextConditions):
-        """``(D(x; c), D(x; null))`` from one UNet forward on the batch twice over."""
-        both = self._reference(torch.cat([x, x]), torch.cat([sigma, sigma]), cond.cat(null))
-        return both[: len(x)], both[len(x) :]
 
 
 def build(
