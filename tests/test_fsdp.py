@@ -396,7 +396,7 @@ def test_a_rank_that_reads_no_weights_receives_rank_0s(sharded, world_cache):
     from distar.worlds.sd.loading import load_components
 
     empty = load_components(case_config(CASES[1], 1, "ddp", "unused").world, empty=True)
-    assert all(p.is_meta for p in empty.generator_unet.parameters())
+    assert all(p.is_meta for p in empty.generator.parameters())
     assert all(p.is_meta for p in empty.scorer.parameters())
     (first,), (second,) = sharded["received0"], sharded["received1"]
     assert first.keys() == second.keys() and len(first) > 100

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -20,7 +21,8 @@ from distar.rewards.pickscore import pickscore_paths
 from distar.rewards.weights import MissingWeightsError
 from distar.runtime.distributed import broadcast_module
 from distar.t2i.edm import DTYPES, autocast
-from distar.t2i.parts import WorldLoadError, place_module
+from distar.t2i.lora import SharedReference, add_lora
+from distar.t2i.parts import WorldLoadError, cast, place_module
 from distar.t2i.text import TextConditions
 from distar.util.images import image_grid
 
@@ -93,6 +95,32 @@ class TextImageWorld:
         if scorer is not None:  # after the broadcast, which carries the fp32 logit scale
             scorer.cast(self.dtype)
         self.empty = self.text.encode([""])
+
+    def _denoiser(self, network: nn.Module) -> nn.Module:
+        """The world's denoiser ``D(x, sigma, cond)`` on a UNet or a transformer."""
+        raise NotImplementedError
+
+    def build_networks(self, parts, make_generator: Callable[[nn.Module], nn.Module]) -> None:
+        """Reference (frozen, compute dtype), assistant (a fp32 copy, or LoRA on the reference:
+        adapters off *is* the reference), generator (``make_generator`` of its fp32 denoiser)
+        and VAE from ``parts`` (``reference``, ``assistant``, ``generator``, ``vae``)."""
+        cfg = self.config
+        reference = cast(parts.reference, self.dtype).eval().requires_grad_(False)
+        if cfg.assistant == "lora":
+            add_lora(reference, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
+            self.assistant = self._denoiser(reference)
+            self._reference = SharedReference(self.assistant, reference)
+        else:
+            self._reference = self._denoiser(reference)
+            assistant = cast(parts.assistant, torch.float32).requires_grad_(True)
+            self.assistant = self._denoiser(assistant)
+        generator = cast(parts.generator, torch.float32).requires_grad_(True)
+        self.generator = make_generator(self._denoiser(generator))
+        self.vae = place_module(cast(parts.vae, DTYPES[cfg.vae_dtype]), self.device)
+        self.vae.eval().requires_grad_(False)
+        if cfg.grad_checkpointing:
+            self.vae.enable_gradient_checkpointing()
+        self.check_resolution()
 
     def check_resolution(self) -> None:
         self.vae_scale = 2 ** (len(self.vae.config.block_out_channels) - 1)

@@ -41,8 +41,7 @@ from distar.runtime.sharding import shard_from_rank0, shard_network
 from distar.runtime.step_parts import check_noise_range
 from distar.t2i.edm import DTYPES
 from distar.t2i.flow_nets import FlowDenoiser, OneStepFlowGenerator
-from distar.t2i.lora import SharedReference, add_lora
-from distar.t2i.parts import cast, place_module
+from distar.t2i.parts import place_module
 from distar.t2i.text import TextConditions
 from distar.worlds.base import WORLD_CHECKS, WORLDS
 from distar.worlds.flow import loading
@@ -134,7 +133,8 @@ class FlowWorld(TextImageWorld):
         self.sigma_data, self.sigma_range = SIGMA_DATA, SIGMA_RANGE
         # the guidance value FLUX.1-dev's networks are fed; None: no guidance input
         self.guidance = cfg.guidance if parts.guidance_embeds else None
-        self._build_networks(parts)
+        time = cfg.generator_time
+        self.build_networks(parts, lambda denoiser: OneStepFlowGenerator(denoiser, time))
         self.attach(parts.text, parts.scorer)
 
     def networks(self) -> list[nn.Module]:
@@ -166,25 +166,6 @@ class FlowWorld(TextImageWorld):
             transformer = place_module(transformer, self.device)
         call = VELOCITY[self.config.name]
         return FlowDenoiser(transformer, call, self.dtype, self.guidance)
-
-    def _build_networks(self, parts: loading.Components) -> None:
-        cfg = self.config
-        reference = cast(parts.reference, self.dtype).eval().requires_grad_(False)
-        if cfg.assistant == "lora":
-            add_lora(reference, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
-            self.assistant = self._denoiser(reference)
-            self._reference = SharedReference(self.assistant, reference)
-        else:
-            self._reference = self._denoiser(reference)
-            assistant = cast(parts.assistant, torch.float32).requires_grad_(True)
-            self.assistant = self._denoiser(assistant)
-        generator = cast(parts.generator, torch.float32).requires_grad_(True)
-        self.generator = OneStepFlowGenerator(self._denoiser(generator), cfg.generator_time)
-        self.vae = place_module(cast(parts.vae, DTYPES[cfg.vae_dtype]), self.device)
-        self.vae.eval().requires_grad_(False)
-        if cfg.grad_checkpointing:
-            self.vae.enable_gradient_checkpointing()
-        self.check_resolution()
 
     def shard(self, offload: bool) -> None:
         """FSDP2 per transformer block (SD3.5-Large: 38 joint blocks of ~0.2 B parameters; FLUX:

@@ -70,9 +70,9 @@ class Components:
 
     alphas_cumprod: torch.Tensor
     prediction_type: str
-    reference_unet: nn.Module  # in world.dtype; frozen by the world
-    assistant_unet: nn.Module | None  # fp32 master weights ("copy"); None: LoRA on the reference
-    generator_unet: nn.Module  # fp32 master weights
+    reference: nn.Module  # the UNet in world.dtype; frozen by the world
+    assistant: nn.Module | None  # fp32 master weights ("copy"); None: LoRA on the reference
+    generator: nn.Module  # fp32 master weights
     vae: nn.Module
     text: Any  # TextEncoders, or anything with its encode / unconditional
     scorer: Any  # a differentiable reward model (ClipPairScorer) or None
@@ -292,9 +292,9 @@ def load_components(cfg: SDWorldConfig, empty: bool = False) -> Components:
     return Components(
         alphas_cumprod,
         prediction_type,
-        reference_unet=unet(dtype),
-        assistant_unet=None if cfg.assistant == "lora" else unet(torch.float32),
-        generator_unet=load_generator_unet(paths, empty),
+        reference=unet(dtype),
+        assistant=None if cfg.assistant == "lora" else unet(torch.float32),
+        generator=load_generator_unet(paths, empty),
         vae=load_vae(paths.vae, DTYPES[cfg.vae_dtype], paths.variants["vae"], empty),
         text=TextEncoders(tokenizers, encoders, cfg.resolution),
         scorer=load_reward(paths, empty),

@@ -22,8 +22,7 @@ from distar.runtime.distributed import is_distributed, rank
 from distar.runtime.sharding import shard_network
 from distar.runtime.step_parts import check_noise_range
 from distar.t2i.edm import DTYPES, DDPMSchedule, OneStepGenerator, UNetDenoiser
-from distar.t2i.lora import SharedReference, add_lora
-from distar.t2i.parts import cast, load_schedule, place_module
+from distar.t2i.parts import load_schedule, place_module
 from distar.worlds.base import WORLD_CHECKS, WORLDS
 from distar.worlds.sd import loading
 from distar.worlds.text_image import TextImageWorld, check_init, check_prompts, warn
@@ -62,7 +61,8 @@ class SDWorld(TextImageWorld):
         self.prediction_type = parts.prediction_type
         self.schedule = DDPMSchedule(parts.alphas_cumprod)
         self.sigma_range = (self.schedule.sigma_min, self.schedule.sigma_max)
-        self._build_networks(parts)
+        timestep = cfg.generator_timestep
+        self.build_networks(parts, lambda denoiser: OneStepGenerator(denoiser, timestep))
         self.attach(parts.text, parts.scorer)
 
     def networks(self) -> list[nn.Module]:
@@ -78,25 +78,6 @@ class SDWorld(TextImageWorld):
             unet.enable_gradient_checkpointing()
         unet = place_module(unet, self.device)
         return UNetDenoiser(unet, self.schedule, self.prediction_type, self.dtype)
-
-    def _build_networks(self, parts: loading.Components) -> None:
-        cfg = self.config
-        ref_unet = cast(parts.reference_unet, self.dtype).eval().requires_grad_(False)
-        if cfg.assistant == "lora":
-            add_lora(ref_unet, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
-            self.assistant = self._denoiser(ref_unet)
-            self._reference = SharedReference(self.assistant, ref_unet)
-        else:
-            self._reference = self._denoiser(ref_unet)
-            assistant_unet = cast(parts.assistant_unet, torch.float32).requires_grad_(True)
-            self.assistant = self._denoiser(assistant_unet)
-        generator_unet = cast(parts.generator_unet, torch.float32).requires_grad_(True)
-        self.generator = OneStepGenerator(self._denoiser(generator_unet), cfg.generator_timestep)
-        self.vae = place_module(cast(parts.vae, DTYPES[cfg.vae_dtype]), self.device)
-        self.vae.eval().requires_grad_(False)
-        if cfg.grad_checkpointing:
-            self.vae.enable_gradient_checkpointing()
-        self.check_resolution()
 
     def shard(self, offload: bool) -> None:
         """FSDP2 on every UNet (:func:`distar.runtime.sharding.shard_network`), per attention and
