@@ -74,8 +74,16 @@ class TextImageWorld:
     vae_scale: int
 
     def networks(self) -> list[nn.Module]:
-        """Every network of the world, each once."""
-        raise NotImplementedError
+        """Every network of the world, each once (a LoRA assistant shares the reference's)."""
+        nets = [self.generator, self.assistant, self.vae, self.text]
+        if self.config.assistant != "lora":
+            nets.append(self._reference)
+        return nets + ([self.scorer] if self.scorer is not None else [])
+
+    def frozen_networks(self) -> list[nn.Module]:
+        """The reference beside a copy assistant (a LoRA assistant's reference is the trained
+        network, gathered unit by unit: holding it whole would add its bf16 copy to the peak)."""
+        return [] if self.config.assistant == "lora" else [self._reference]
 
     def host_networks(self) -> list[nn.Module]:
         """The networks left on the host until ``shard`` (none unless ``placed`` is False)."""

@@ -137,13 +137,6 @@ class FlowWorld(TextImageWorld):
         self.build_networks(parts, lambda denoiser: OneStepFlowGenerator(denoiser, time))
         self.attach(parts.text, parts.scorer)
 
-    def networks(self) -> list[nn.Module]:
-        """Every network of the world, each once (a LoRA assistant shares the reference's)."""
-        nets = [self.generator, self.assistant, self.vae, self.text]
-        if self.config.assistant != "lora":
-            nets.append(self._reference)
-        return nets + ([self.scorer] if self.scorer is not None else [])
-
     def _transformers(self) -> list[tuple[nn.Module, bool]]:
         """(transformer, trained) of each denoiser with weights of its own."""
         out = [(self.generator.denoiser.transformer, True), (self.assistant.transformer, True)]
@@ -178,9 +171,6 @@ class FlowWorld(TextImageWorld):
             blocks += [*getattr(transformer, "single_transformer_blocks", [])]
             shard(transformer, blocks, self.device, self.dtype, trained, offload)
         self.placed = True
-
-    def frozen_networks(self) -> list[nn.Module]:
-        return [] if self.config.assistant == "lora" else [self._reference]
 
     # ---- what the training loop calls ---------------------------------------------------
     def reference(self, x: Tensor, sigma: Tensor, cond: TextConditions) -> Tensor:

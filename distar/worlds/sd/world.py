@@ -65,13 +65,6 @@ class SDWorld(TextImageWorld):
         self.build_networks(parts, lambda denoiser: OneStepGenerator(denoiser, timestep))
         self.attach(parts.text, parts.scorer)
 
-    def networks(self) -> list[nn.Module]:
-        """Every network of the world, each once (a LoRA assistant shares the reference's)."""
-        nets = [self.generator, self.assistant, self.vae, self.text]
-        if self.config.assistant != "lora":
-            nets.append(self._reference)
-        return nets + ([self.scorer] if self.scorer is not None else [])
-
     # ---- construction ------------------------------------------------------------------
     def _denoiser(self, unet: nn.Module) -> UNetDenoiser:
         if self.config.grad_checkpointing:
@@ -93,11 +86,6 @@ class SDWorld(TextImageWorld):
             for block in [*unet.down_blocks, unet.mid_block, *unet.up_blocks]:
                 units += [*(getattr(block, "attentions", None) or []), *block.resnets, block]
             shard_network(unet, units, self.device, self.dtype, trained, offload)
-
-    def frozen_networks(self) -> list[nn.Module]:
-        """The reference beside a copy assistant (a LoRA assistant's reference is the trained
-        UNet, gathered unit by unit: holding it whole would add its bf16 copy to the peak)."""
-        return [] if self.config.assistant == "lora" else [self._reference]
 
 
 def build(
