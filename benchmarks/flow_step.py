@@ -45,31 +45,14 @@ ARCHS = {
 
 
 def components(arch: str, where: torch.device, lora: bool) -> Components:
-    from diffusers import AutoencoderKL, FluxTransformer2DModel, SD3Transformer2DModel
+    from diffusers import FluxTransformer2DModel, SD3Transformer2DModel
 
     world, config, side, tokens, width, pooled, vae_widths, scale, shift, _ = ARCHS[arch]
     cls = SD3Transformer2DModel if world == "sd35" else FluxTransformer2DModel
+    flow_vae = dict(shift_factor=shift, use_quant_conv=False, use_post_quant_conv=False)
     with torch.device(where):
-        generator = cls(**config)
-        reference = cls(**config).to(torch.bfloat16)
-        reference.load_state_dict(generator.state_dict())
-        assistant = None
-        if not lora:
-            assistant = cls(**config)
-            assistant.load_state_dict(generator.state_dict())
-        vae = AutoencoderKL(
-            block_out_channels=vae_widths,
-            down_block_types=["DownEncoderBlock2D"] * 4,
-            up_block_types=["UpDecoderBlock2D"] * 4,
-            layers_per_block=2 if arch != "tiny" else 1,
-            norm_num_groups=32 if arch != "tiny" else 4,
-            latent_channels=16,
-            sample_size=side,
-            scaling_factor=scale,
-            shift_factor=shift,
-            use_quant_conv=False,
-            use_post_quant_conv=False,
-        )
+        generator, reference, assistant = sd_step.networks_sized(cls, config, lora)
+        vae = sd_step.vae_sized(vae_widths, side, arch == "tiny", 16, scale, **flow_vae)
         scorer = sd_step.pickscore_sized(arch == "tiny")
         text = sd_step.RandomText(width, pooled, side, tokens=tokens)
     guidance = bool(config.get("guidance_embeds"))

@@ -148,28 +148,44 @@ def pickscore_sized(tiny: bool):
     return ClipPairScorer("pickscore", CLIPModel(config), StubTokenizer())
 
 
+def networks_sized(cls, config: dict, lora: bool) -> tuple[nn.Module, nn.Module, nn.Module | None]:
+    """(fp32 generator, bf16 reference, fp32 copy assistant or None for LoRA) of ``cls`` at
+    ``config``, all with the generator's random weights, on the current default device."""
+    generator = cls(**config)
+    reference = cls(**config).to(torch.bfloat16)
+    reference.load_state_dict(generator.state_dict())
+    assistant = None
+    if not lora:
+        assistant = cls(**config)
+        assistant.load_state_dict(generator.state_dict())
+    return generator, reference, assistant
+
+
+def vae_sized(widths, side: int, tiny: bool, latent_channels: int, scaling: float, **options):
+    """A random VAE of the real (or, ``tiny``, the tiny) layout: SD's, or with ``options``
+    SD3's / FLUX's (shift factor, no quant convs)."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        block_out_channels=widths,
+        down_block_types=["DownEncoderBlock2D"] * 4,
+        up_block_types=["UpDecoderBlock2D"] * 4,
+        layers_per_block=1 if tiny else 2,
+        norm_num_groups=4 if tiny else 32,
+        latent_channels=latent_channels,
+        sample_size=side,
+        scaling_factor=scaling,
+        **options,
+    )
+
+
 def components(arch: str, device: torch.device, lora: bool) -> Components:
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from diffusers import DDPMScheduler, UNet2DConditionModel
 
     unet_cfg, side, width, pooled, vae_widths, scaling = ARCHS[arch]
     with torch.device(device):
-        generator = UNet2DConditionModel(**unet_cfg)
-        reference = UNet2DConditionModel(**unet_cfg).to(torch.bfloat16)
-        reference.load_state_dict(generator.state_dict())
-        assistant = None
-        if not lora:
-            assistant = UNet2DConditionModel(**unet_cfg)
-            assistant.load_state_dict(generator.state_dict())
-        vae = AutoencoderKL(
-            block_out_channels=vae_widths,
-            down_block_types=["DownEncoderBlock2D"] * 4,
-            up_block_types=["UpDecoderBlock2D"] * 4,
-            layers_per_block=2 if arch != "tiny" else 1,
-            norm_num_groups=32 if arch != "tiny" else 4,
-            latent_channels=4,
-            sample_size=side,
-            scaling_factor=scaling,
-        )
+        generator, reference, assistant = networks_sized(UNet2DConditionModel, unet_cfg, lora)
+        vae = vae_sized(vae_widths, side, arch == "tiny", 4, scaling)
         scorer = pickscore_sized(arch == "tiny")
         text = RandomText(width, pooled, side)
     sched = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")

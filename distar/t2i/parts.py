@@ -106,6 +106,26 @@ def weight_variant(folder: Path, key: str) -> str | None:
     return variant
 
 
+def tiny_vae(latent_channels: int, scaling_factor: float, **options) -> nn.Module:
+    """A tiny random four-level ``AutoencoderKL`` (latents 1/8 of the image side, as the real
+    VAEs) for the tiny pipelines; ``options``: the real VAE's other fields (SD3 / FLUX: the
+    shift factor, no quant convs)."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        block_out_channels=[8, 8, 16, 16],
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D"] * 4,
+        up_block_types=["UpDecoderBlock2D"] * 4,
+        latent_channels=latent_channels,
+        norm_num_groups=4,
+        sample_size=64,
+        scaling_factor=scaling_factor,
+        **options,
+    )
+
+
 def empty_model(cls, config) -> nn.Module:
     """``cls`` built from ``config`` with every tensor on the meta device: no memory, no weight
     file read. The weights arrive from rank 0 (:func:`distar.runtime.distributed.broadcast_module`)

@@ -19,7 +19,7 @@ import torch
 
 from distar.rewards.clip_common import clip_tokenizer, write_clip_bpe_tokenizer
 from distar.rewards.tiny_clip import TINY_PICKSCORE, tiny_clip_config
-from distar.t2i.parts import tiny_folder
+from distar.t2i.parts import tiny_folder, tiny_vae
 
 TINY_VERSION = "1"  # bump when a tiny component changes, so stale caches are not reused
 TINY_WRITERS = {n: (__name__, TINY_VERSION) for n in ("sd35", "flux", "flux_schnell")}
@@ -33,23 +33,10 @@ def resolve(spec: str, cache_dir: str = "") -> str:
     return tiny_folder(spec, cache_dir, TINY_WRITERS)
 
 
-def tiny_vae(scaling_factor: float, shift_factor: float):
-    from diffusers import AutoencoderKL
-
-    return AutoencoderKL(
-        block_out_channels=[8, 8, 16, 16],
-        in_channels=3,
-        out_channels=3,
-        down_block_types=["DownEncoderBlock2D"] * 4,
-        up_block_types=["UpDecoderBlock2D"] * 4,
-        latent_channels=16,
-        norm_num_groups=4,
-        sample_size=64,
-        scaling_factor=scaling_factor,
-        shift_factor=shift_factor,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-    )
+def flow_vae(scaling_factor: float, shift_factor: float):
+    """SD3's / FLUX's VAE layout: 16 channels, a shift factor, no quant convs."""
+    options = dict(shift_factor=shift_factor, use_quant_conv=False, use_post_quant_conv=False)
+    return tiny_vae(16, scaling_factor, **options)
 
 
 def tiny_clip_text(projection: bool):
@@ -102,7 +89,7 @@ def write_sd35(path: Path) -> None:
     pipe = StableDiffusion3Pipeline(
         transformer=transformer,
         scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
-        vae=tiny_vae(1.5305, 0.0609),
+        vae=flow_vae(1.5305, 0.0609),
         text_encoder=tiny_clip_text(projection=True),
         tokenizer=tok,
         text_encoder_2=tiny_clip_text(projection=True),
@@ -136,7 +123,7 @@ def write_flux(path: Path, guidance: bool = True) -> None:
     tok = clip_tokenizer(write_clip_bpe_tokenizer(path / "_tok"))
     pipe = FluxPipeline(
         scheduler=scheduler,
-        vae=tiny_vae(0.3611, 0.1159),
+        vae=flow_vae(0.3611, 0.1159),
         text_encoder=tiny_clip_text(projection=False),
         tokenizer=tok,
         text_encoder_2=tiny_t5(),

@@ -17,7 +17,7 @@ import torch
 
 from distar.rewards.clip_common import clip_tokenizer, write_clip_bpe_tokenizer
 from distar.rewards.tiny_clip import TINY_PICKSCORE, tiny_clip_config
-from distar.t2i.parts import tiny_folder
+from distar.t2i.parts import tiny_folder, tiny_vae
 
 TINY_VERSION = "2"  # bump when a tiny component changes, so stale caches are not reused
 TINY_WRITERS = {
@@ -39,22 +39,6 @@ TINY_UNET = dict(
 def resolve(spec: str, cache_dir: str = "") -> str:
     """``tiny:<name>`` (an SD pipeline or PickScore) -> its cache folder; other paths unchanged."""
     return tiny_folder(spec, cache_dir, TINY_WRITERS)
-
-
-def tiny_vae(scaling_factor: float):
-    from diffusers import AutoencoderKL
-
-    return AutoencoderKL(
-        block_out_channels=[8, 8, 16, 16],
-        in_channels=3,
-        out_channels=3,
-        down_block_types=["DownEncoderBlock2D"] * 4,
-        up_block_types=["UpDecoderBlock2D"] * 4,
-        latent_channels=4,
-        norm_num_groups=4,
-        sample_size=64,
-        scaling_factor=scaling_factor,
-    )
 
 
 def tiny_text(projection: bool):
@@ -89,7 +73,7 @@ def write_sd15(path: Path) -> None:
         steps_offset=1,
     )
     pipe = StableDiffusionPipeline(
-        vae=tiny_vae(0.18215),
+        vae=tiny_vae(4, 0.18215),
         text_encoder=tiny_text(projection=False),
         tokenizer=tiny_tokenizer(path / "_tok"),
         unet=unet,
@@ -127,7 +111,7 @@ def write_sdxl(path: Path) -> None:
     )
     tokenizer = tiny_tokenizer(path / "_tok")
     pipe = StableDiffusionXLPipeline(
-        vae=tiny_vae(0.13025),
+        vae=tiny_vae(4, 0.13025),
         text_encoder=tiny_text(projection=False),
         text_encoder_2=tiny_text(projection=True),
         tokenizer=tokenizer,
