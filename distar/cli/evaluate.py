@@ -5,6 +5,14 @@ log per-prompt tables, summaries and image grids to MLflow.
         --prompts parti=../shared/data/PartiPrompts.tsv \\
         --prompts coco=../shared/data/coco2014_val_30k_captions.txt
 
+``--pipeline DIR`` scores a diffusers pipeline folder (SDXL, SD1.5, SD3/3.5, FLUX) with its model
+card's settings (``--model NAME``, else its family's flagship card; ``distar/config/pipelines.py``
+says each and where it is published), each overridable and recorded; ``--unet`` puts a released
+one-step UNet (DMD2, DI*, a ``distar.cli.export`` file) on its base pipeline:
+
+    python -m distar.cli.evaluate --pipeline /models/stable-diffusion-xl-base-1.0 \
+        --unet /models/DMD2 --model DMD2-SDXL --benchmark parti:1632 --device cuda
+
 ``--tiny`` builds a random tiny generator and tiny random metric models in the real file
 formats (offline; the numbers mean nothing, the pipeline is the real one). Without it, metric
 weights come from ``--weights KEY=PATH`` or the environment variables in
@@ -17,14 +25,18 @@ import argparse
 import tempfile
 from pathlib import Path
 
+from distar.config import paper
 from distar.config.benchmarks import FID_PROTOCOLS
 from distar.config.keys import K
+from distar.config.pipelines import MODEL_CARDS, PipelineConfig
 from distar.config.tree import Config, ConfigError, EvalConfig, parse_override
+from distar.evaluation.pipelines import WHERE, pipeline_family
 from distar.evaluation.preflight import preflight
 from distar.evaluation.sources import GeneratorSource
 from distar.evaluation.standalone import EvalJob, run_evaluation
 from distar.runtime.devices import check_cuda
-from distar.track.tracking import TrackingStoreError
+from distar.t2i.parts import check_dir
+from distar.track.tracking import EVALUATED_TAG, LABEL_TAG, TrackingStoreError
 from distar.util.refusals import Outputs, check_name, refusing
 from distar.worlds.builders import check_world
 
@@ -79,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="with --world: a config field, e.g. world.reference=/models/sdxl-base",
     )
+    add_pipeline_flags(p)
     p.add_argument(
         "--ray-workers",
         type=int,
@@ -92,11 +105,79 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--tracking-uri", default="sqlite:///runs/eval/mlflow.db")
     p.add_argument("--experiment", default="distar-eval")
-    p.add_argument("--run-name", default="evaluation")
+    p.add_argument("--run-name", help="default: --label's (a pipeline), else 'evaluation'")
     p.add_argument("--cache-dir", default=None, help="FID reference statistics cache")
     p.add_argument("--dry-run", action="store_true", help="print the resolved request, exit")
     p.add_argument("--smoke-test", action="store_true", help="--tiny, 8 Parti + 8 COCO prompts")
     return p
+
+
+# the flag of each PipelineConfig field ("path": --pipeline)
+PIPELINE_FLAGS = {
+    "path": "--pipeline",
+    "unet": "--unet",
+    "model": "--model",
+    "steps": "--steps",
+    "guidance": "--guidance",
+    "scheduler": "--scheduler",
+    "timesteps": "--timesteps",
+    "negative_prompt": "--negative-prompt",
+    "resolution": "--resolution",
+    "dtype": "--dtype",
+    "max_sequence_length": "--max-sequence-length",
+}
+
+
+def add_pipeline_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("a diffusers pipeline (unset settings: the model card's)")
+    g.add_argument("--pipeline", help="a diffusers pipeline folder (local; offline)")
+    g.add_argument("--unet", help="a UNet folder or state-dict file to sample on --pipeline")
+    g.add_argument("--model", help="a model card: " + ", ".join(MODEL_CARDS))
+    g.add_argument("--steps", type=int, default=0, help="sampling steps")
+    g.add_argument("--guidance", type=float, default=-1.0, help="diffusers' guidance_scale")
+    g.add_argument("--scheduler", default="", help="a diffusers *Scheduler, or 'folder'")
+    g.add_argument("--timesteps", default="", help="custom timesteps, e.g. 399")
+    g.add_argument("--negative-prompt", default="", help="one negative prompt for every image")
+    g.add_argument("--resolution", type=int, default=0, help="image side in px")
+    g.add_argument("--dtype", default="", help="bf16, fp16 or fp32")
+    g.add_argument("--max-sequence-length", type=int, default=0, help="T5 tokens (SD3, FLUX)")
+    g.add_argument("--label", help="the model's row name in Table 1 (default: --model, the folder)")
+
+
+def pipeline_request(args: argparse.Namespace) -> dict:
+    """``--pipeline DIR`` and its settings, validated and resolved against the model card now
+    (the folder's pipeline class says its family): the flat ``pipeline.*`` dict the run records."""
+    values = {k: getattr(args, f[2:].replace("-", "_")) for k, f in PIPELINE_FLAGS.items()}
+    if not args.pipeline:
+        given = [PIPELINE_FLAGS[k] for k, v in values.items() if v not in ("", 0, -1.0, None)]
+        if given:
+            raise ConfigError(f"{given[0]}: only with --pipeline")
+        return {}
+    if args.world or args.checkpoint:
+        raise ConfigError("--pipeline: give one of --pipeline, --world, --checkpoint")
+    try:
+        config = PipelineConfig(**{k: v for k, v in values.items() if v is not None})
+        path = check_dir(config.path, "--pipeline", ("model_index.json",), WHERE)
+        return config.resolved(pipeline_family(path)).to_flat()
+    except ConfigError as error:
+        raise flag_named(error, {f"pipeline.{k}": f for k, f in PIPELINE_FLAGS.items()}) from None
+
+
+def flag_named(error: ConfigError, flags: dict[str, str]) -> ConfigError:
+    """The error with its config field replaced by the flag that sets it."""
+    message = str(error)
+    field = message.partition(":")[0]
+    return ConfigError(flags.get(field, field) + message[len(field) :])
+
+
+def run_tags(args: argparse.Namespace, pipeline: dict) -> dict[str, str]:
+    """A model evaluation's row in Table 1: its label, and the paper's model when a card
+    names it (what ``analysis.table1`` reads back)."""
+    if not pipeline:
+        return {}
+    model = pipeline["pipeline.model"]
+    label = args.label or model or Path(pipeline["pipeline.unet"] or pipeline["pipeline.path"]).name
+    return {EVALUATED_TAG: "pipeline", LABEL_TAG: label, **({paper.METHOD: model} if model else {})}
 
 
 def resolve_job(args: argparse.Namespace) -> EvalJob:
@@ -112,9 +193,14 @@ def resolve_job(args: argparse.Namespace) -> EvalJob:
     if args.checkpoint and not Path(args.checkpoint).exists():
         raise ConfigError(f"--checkpoint: {args.checkpoint} does not exist")
     check_name(args.experiment, "--experiment")
-    check_name(args.run_name, "--run-name")
     world = world_request(args) or {}
-    source = GeneratorSource(args.checkpoint or "", world, args.generator_dir or "", args.seed)
+    pipeline = pipeline_request(args)
+    tags = run_tags(args, pipeline)
+    args.run_name = args.run_name or tags.get(LABEL_TAG, "evaluation")
+    check_name(args.run_name, "--run-name")
+    source = GeneratorSource(
+        args.checkpoint or "", world, pipeline, args.generator_dir or "", args.seed
+    )
     return EvalJob(
         eval_config(args),
         source,
@@ -124,6 +210,7 @@ def resolve_job(args: argparse.Namespace) -> EvalJob:
         args.experiment,
         args.run_name,
         args.cache_dir,
+        tags,
     )
 
 
@@ -142,9 +229,7 @@ def eval_config(args: argparse.Namespace) -> EvalConfig:
             fid_protocol=args.fid_protocol,
         )
     except ConfigError as error:
-        message = str(error)
-        field = message.partition(":")[0]
-        raise ConfigError(FLAGS.get(field, field) + message[len(field) :]) from None
+        raise flag_named(error, FLAGS) from None
 
 
 def world_request(args: argparse.Namespace) -> dict | None:

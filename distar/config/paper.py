@@ -173,18 +173,62 @@ TABLE2: tuple[AblationRow, ...] = (
     ),
 )
 
-# Table 1: the one-step SDXL methods distar trains, on Parti and COCO-2014 30k prompts
+
+@dataclass(frozen=True)
+class Table1Model:
+    """A model of the paper's Table 1: its sampling steps, network, size, and inference time per
+    10 images (seconds, on a GPU the paper does not name)."""
+
+    name: str
+    steps: int
+    network: str
+    params: str
+    infer_sec_per_10: float
+
+
+TABLE1_MODELS: tuple[Table1Model, ...] = (
+    Table1Model("SDXL-Base", 50, "UNet", "2.6B", 111),
+    Table1Model("SDXL-DPO", 50, "UNet", "2.6B", 111),
+    Table1Model("SD3.5-Large", 28, "DiT", "8B", 66.23),
+    Table1Model("FLUX-dev", 50, "DiT", "12B", 118.64),
+    *(
+        Table1Model(name, 1, "UNet", "2.6B", 2.22)
+        for name in (
+            "DMD2-SDXL",
+            "Diff-Instruct-SDXL",
+            "SIM-SDXL",
+            "DI++-SDXL",
+            "DI*-SDXL",
+            "DI*-SDXL (long train)",
+            "DI*-SDXL-DPO (long train)",
+        )
+    ),
+)
+# Table 1, on Parti and COCO-2014 30k prompts (the paper's rows, in its order; its COCO rows name
+# the long-trained models "longer training" and "-DPO", its Parti rows "long train" and "-DDPO")
 TABLE1: dict[tuple[str, str], Scores] = {
+    ("parti", "SDXL-Base"): Scores(0.887, 5.72, 0.2274, 32.72),
+    ("parti", "SDXL-DPO"): Scores(1.102, 5.77, 0.2290, 33.03),
+    ("parti", "SD3.5-Large"): Scores(1.133, 5.70, 0.2306, 32.70),
+    ("parti", "FLUX-dev"): Scores(1.132, 5.90, 0.2317, 31.70),
     ("parti", "DMD2-SDXL"): Scores(0.930, 5.51, 0.2249, 32.97),
     ("parti", "Diff-Instruct-SDXL"): Scores(1.058, 5.60, 0.2253, 33.02),
     ("parti", "SIM-SDXL"): Scores(1.049, 5.66, 0.2273, 32.93),
     ("parti", "DI++-SDXL"): Scores(1.061, 5.58, 0.2260, 32.94),
     ("parti", "DI*-SDXL"): Scores(1.067, 5.74, 0.2304, 32.82),
+    ("parti", "DI*-SDXL (long train)"): Scores(1.140, 5.83, 0.2331, 32.75),
+    ("parti", "DI*-SDXL-DPO (long train)"): Scores(1.210, 5.90, 0.2342, 32.91),
+    ("coco", "SDXL-Base"): Scores(0.825, 5.55, 0.2281, 31.86, 15.89),
+    ("coco", "SDXL-DPO"): Scores(0.950, 5.69, 0.2295, 32.17, 21.48),
+    ("coco", "SD3.5-Large"): Scores(1.048, 5.46, 0.2305, 31.85, 17.69),
+    ("coco", "FLUX-dev"): Scores(1.065, 5.64, 0.2333, 30.88, 24.77),
     ("coco", "DMD2-SDXL"): Scores(0.822, 5.42, 0.2251, 31.89, 15.80),
     ("coco", "Diff-Instruct-SDXL"): Scores(0.907, 5.48, 0.2264, 31.85, 21.62),
     ("coco", "SIM-SDXL"): Scores(0.925, 5.54, 0.2277, 31.90, 18.84),
     ("coco", "DI++-SDXL"): Scores(0.908, 5.53, 0.2265, 31.85, 21.42),
     ("coco", "DI*-SDXL"): Scores(0.933, 5.57, 0.2305, 31.75, 19.09),
+    ("coco", "DI*-SDXL (long train)"): Scores(0.983, 5.65, 0.2335, 31.57, 21.15),
+    ("coco", "DI*-SDXL-DPO (long train)"): Scores(1.034, 5.65, 0.2342, 31.58, 22.12),
 }
 # Table 3: HPSv2.1 per style of the same one-step methods
 HPS_STYLES = ("animation", "concept_art", "painting", "photo", "average")

@@ -22,6 +22,7 @@ from distar.evaluation.sources import (
     harness_options,
     metric_options,
 )
+from distar.evaluation.timing import InferenceTime, time_generation
 from distar.runtime.local_ray import start_ray
 
 LAST_SCORING_SECONDS = float("nan")
@@ -52,10 +53,16 @@ class EvalWorker:
             shard=(rank, size),
         )
 
+    def time(self) -> InferenceTime:
+        """This actor's inference time per 10 images (its models are warm by now)."""
+        prompts = benchmark_prompts(self.cfg, self.requests[0])
+        return time_generation(self.generator, prompts, harness_options(self.cfg, self.device))
+
 
 def evaluate_on_ray(
     cfg: EvalConfig, source: GeneratorSource, device: str, workers: int, cache_dir: str | None
-) -> list[BenchmarkResult]:
+) -> tuple[list[BenchmarkResult], InferenceTime]:
+    """Every benchmark's result, and the first actor's inference time per 10 images."""
     import ray
 
     start_ray(None)  # RAY_ADDRESS joins a cluster; else a fresh local Ray
@@ -76,6 +83,7 @@ def evaluate_on_ray(
         results.append(finish(benchmark_prompts(cfg, request), metrics, parts, options))
     global LAST_SCORING_SECONDS
     LAST_SCORING_SECONDS = time.perf_counter() - started  # read by benchmarks/eval_throughput.py
+    timing = ray.get(pool[0].time.remote())
     for w in pool:
         ray.kill(w)
-    return results
+    return results, timing

@@ -1,7 +1,8 @@
 """What an evaluation scores, built from its typed :class:`~distar.config.tree.EvalConfig` the same
 way in training, in ``python -m distar.cli.evaluate`` and on every Ray actor: the metric models
 (each built once, shared by the benchmarks), the prompts of each benchmark, the harness options
-and the generator (a distar run's checkpoint, a world preset's, or a random tiny one)."""
+and the generator (a distar run's checkpoint, a world preset's, a diffusers pipeline, or a random
+tiny one)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from distar.data.prompts import PromptSet
 from distar.evaluation.generators import GENERATORS
 from distar.evaluation.harness import HarnessOptions
 from distar.evaluation.metric_base import MetricOptions
+from distar.evaluation.pipelines import pipeline_generator
 from distar.evaluation.preflight import weight_paths
 from distar.evaluation.scorers import build_metric
 from distar.rewards.tiny_clip import tiny_text_encoder
@@ -57,11 +59,14 @@ def harness_options(cfg: EvalConfig, device: str, progress: bool = True) -> Harn
 class GeneratorSource:
     """Which generator ``python -m distar.cli.evaluate`` scores: a distar run's ``checkpoint`` (its
     checkpoints/ or step_* directory), a ``world`` preset's as configured (flat ``world.*``
-    keys; ``world.generator_init`` may name a UNet directory or state dict), or else the random
-    tiny text-to-image model (its CLIP text encoder from ``tiny_text_encoder`` or written)."""
+    keys; ``world.generator_init`` may name a UNet directory or state dict), a diffusers
+    ``pipeline`` (flat ``pipeline.*`` keys: :class:`~distar.config.pipelines.PipelineConfig`), or
+    else the random tiny text-to-image model (its CLIP text encoder from ``tiny_text_encoder`` or
+    written)."""
 
     checkpoint: str = ""
     world: dict[str, Any] = field(default_factory=dict)
+    pipeline: dict[str, Any] = field(default_factory=dict)
     tiny_text_encoder: str = ""
     seed: int = 0
 
@@ -69,6 +74,8 @@ class GeneratorSource:
 def build_generator(source: GeneratorSource, device: str, workdir: Path) -> EvalGenerator:
     if source.checkpoint:
         return checkpoint_generator(Path(source.checkpoint), device)
+    if source.pipeline:
+        return pipeline_generator(source.pipeline, device)
     if source.world:
         world = build_world(Config.from_flat(source.world).world, torch.device(device))
         return world.eval_generator()

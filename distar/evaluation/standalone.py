@@ -1,6 +1,6 @@
 """One evaluation outside training (``python -m distar.cli.evaluate``): build the generator and the
-metrics once, run every benchmark through the harness (in this process or on Ray actors), log
-everything into one MLflow run."""
+metrics once, run every benchmark through the harness (in this process or on Ray actors), time
+the generator's inference per 10 images, log everything into one MLflow run."""
 
 from __future__ import annotations
 
@@ -17,9 +17,10 @@ from distar.evaluation.in_training import BenchmarkEvaluator
 from distar.evaluation.mlflow_tables import log_benchmark
 from distar.evaluation.preflight import active_requests
 from distar.evaluation.ray_eval import evaluate_on_ray
-from distar.evaluation.sources import GeneratorSource, build_generator
+from distar.evaluation.sources import GeneratorSource, build_generator, harness_options
+from distar.evaluation.timing import InferenceTime, time_generation
 from distar.track import tracking
-from distar.track.tracking import ensure_experiment, local_artifact_root, log_params
+from distar.track.tracking import ensure_experiment, local_artifact_root, log_metrics, log_params
 
 
 @dataclass(frozen=True)
@@ -35,30 +36,39 @@ class EvalJob:
     experiment: str = "distar-eval"
     run_name: str = "evaluation"
     cache_dir: str | None = None  # FID reference statistics
+    tags: dict[str, str] = field(default_factory=dict)  # a released model's Table 1 row
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, default=str)
 
 
-def evaluate_here(job: EvalJob, workdir: Path) -> list[BenchmarkResult]:
-    """Every benchmark in this process: the training loop's evaluator on one generator."""
+def evaluate_here(job: EvalJob, workdir: Path) -> tuple[list[BenchmarkResult], InferenceTime]:
+    """Every benchmark in this process: the training loop's evaluator on one generator; then
+    its inference time on the first benchmark's prompts."""
     evaluator = BenchmarkEvaluator(job.eval, job.device, job.cache_dir or "", progress=True)
-    return evaluator.run(build_generator(job.source, job.device, workdir))
+    generator = build_generator(job.source, job.device, workdir)
+    results = evaluator.run(generator)
+    first = evaluator.requests[0].benchmark
+    options = harness_options(job.eval, job.device)
+    return results, time_generation(generator, evaluator.prompt_sets[first], options)
 
 
 def run_evaluation(job: EvalJob, workdir: Path) -> tuple[str, list[BenchmarkResult]]:
     client = tracking.client(job.tracking_uri)
     experiment_id = ensure_experiment(client, job.experiment, local_artifact_root(job.tracking_uri))
-    run = client.create_run(experiment_id, run_name=job.run_name)
+    run = client.create_run(experiment_id, run_name=job.run_name, tags=job.tags)
     log_params(client, run.info.run_id, job_params(job))
     try:
         if job.ray_workers > 0:
             args = (job.eval, job.source, job.device, job.ray_workers, job.cache_dir)
-            results = evaluate_on_ray(*args)
+            results, timing = evaluate_on_ray(*args)
         else:
-            results = evaluate_here(job, workdir)
+            results, timing = evaluate_here(job, workdir)
         for result in results:
             log_benchmark(client, run.info.run_id, result)
+        log_params(client, run.info.run_id, timing.params())
+        log_metrics(client, run.info.run_id, timing.metrics(), 0)
+        print(f"inference: {timing.seconds_per_10:.3f} s per 10 images on {timing.device}")
     except BaseException:
         client.set_terminated(run.info.run_id, status="FAILED")
         raise
@@ -83,6 +93,7 @@ def job_params(job: EvalJob) -> dict[str, Any]:
         "checkpoint": job.source.checkpoint or None,
         "ray_workers": job.ray_workers,
         **job.source.world,
+        **job.source.pipeline,
     }
     for r in active_requests(cfg):
         flat[f"benchmark.{r.benchmark}.n"] = r.n if r.n is not None else "all"

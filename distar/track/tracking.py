@@ -46,6 +46,9 @@ SHARED_VIEW_PREFIX = "mlflow.sharedViewState."
 # the units a run's scales are in (the report prints them)
 REWARD_UNITS_TAG = "distar.reward_units"
 CFG_CONVENTION_TAG = "distar.cfg_convention"
+# what an evaluation run scored: "pipeline" (a released model on a diffusers pipeline; Table 1's
+# rows), "" for a distar generator
+EVALUATED_TAG = "distar.evaluated"
 BATCH = 100  # MLflow accepts at most 100 params / 1000 metrics per log_batch
 UNLOGGED = "unlogged.jsonl"  # what the tracking store refused, beside a run's outputs
 

@@ -203,3 +203,34 @@ def basis(s: Setup) -> str:
     elif s.batch not in batches:
         why.append(f"batch {s.batch}")
     return f"extrapolated: {', '.join(why)}" if why else "measured"
+
+
+# Inference (a released model sampled for Table 1): weights in the sampling dtype, and per image
+# the VAE decoder's last level (~4 tensors of 128 x H x W in 16 bits at once: ~1 GiB at 1024 px,
+# an estimate; the denoiser's activations without autograd are far smaller)
+DECODE_GIB_1024 = 1.0
+# Seconds per denoiser call per image and per image besides (text encoders + VAE), fitted on the
+# paper's Table 1 times (a GPU it does not name): SDXL 111 s / 10 images at 50 steps x 2 (CFG)
+# and 2.22 s / 10 at one step give both SDXL numbers; SD3.5-Large (28 x 2) and FLUX-dev (50 x 1,
+# guidance-distilled) then give theirs with SDXL's per-image rest.
+_SDXL_CALL = (111 - 2.22) / (10 * 100 - 10)
+IMAGE_REST_SECONDS = 0.222 - _SDXL_CALL
+CALL_SECONDS = {
+    "sdxl": _SDXL_CALL,
+    "sd15": _SDXL_CALL / 4,  # est.: a third of SDXL's parameters on a quarter of its pixels
+    "sd35": (66.23 - 10 * IMAGE_REST_SECONDS) / (10 * 28 * 2),
+    "flux": (118.64 - 10 * IMAGE_REST_SECONDS) / (10 * 50),
+}
+
+
+def inference_gib(arch: str, weight_bytes: int, batch: int, resolution: int) -> float:
+    """Estimated peak GiB of sampling ``batch`` images: every network's weights, and the
+    decoder's activations per image."""
+    a = ARCHES[arch]
+    weights = (a.network + a.text_encoders + a.vae) * weight_bytes / GIB
+    return weights + batch * DECODE_GIB_1024 * (resolution / 1024) ** 2
+
+
+def inference_seconds(arch: str, calls_per_image: int, images: int) -> float:
+    """Estimated seconds to sample ``images`` on the paper's GPU (see CALL_SECONDS)."""
+    return images * (calls_per_image * CALL_SECONDS[arch] + IMAGE_REST_SECONDS)
