@@ -23,6 +23,7 @@ from distar.config.paper import TABLE2
 from distar.config.tree import Config
 from distar.raytune.grid import expand
 from distar.raytune.spec import SweepContext, TrialSpec
+from distar.track import tracking
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_CSV = ROOT.parent / "shared" / "data" / "paper_tables.csv"
@@ -656,6 +657,32 @@ def test_evaluation_of_a_checkpoint_on_two_ray_workers_equals_one_process(ray_ad
         # equal up to fp32 batch-composition rounding (a shard's batches hold other samples)
         pd.testing.assert_frame_equal(a.rows, b.rows, rtol=1e-4, atol=1e-5)
         assert a.summary == pytest.approx(b.summary, rel=1e-4, abs=1e-5)
+
+
+def test_a_pipeline_evaluated_on_two_ray_workers_equals_one_process(ray_address, tmp_path):
+    """``--pipeline DIR --ray-workers 2`` (a tiny FLUX-dev pipeline, fp32): each actor loads the
+    pipeline once; the rows are those of one process, and the first actor times inference."""
+    from distar.cli.evaluate import build_parser, resolve_job
+    from distar.evaluation.standalone import run_evaluation
+    from distar.worlds.flow.tiny_pipelines import resolve
+
+    args = [
+        *("--tiny", "--pipeline", resolve("tiny:flux"), "--steps", "3", "--dtype", "fp32"),
+        *("--resolution", "64", "--batch-size", "2", "--benchmark", "parti:3"),
+        *("--benchmark", "coco:2", "--prompts", BENCH_PROMPTS.split(",")[0]),
+        *("--prompts", BENCH_PROMPTS.split(",")[1]),
+        *("--tracking-uri", f"sqlite:///{tmp_path / 'eval.db'}"),
+    ]
+    _, one = run_evaluation(resolve_job(build_parser().parse_args(args)), tmp_path / "a")
+    job = resolve_job(build_parser().parse_args([*args, "--ray-workers", "2", "--run-name", "ray"]))
+    _, two = run_evaluation(job, tmp_path / "b")
+    for a, b in zip(one, two, strict=True):
+        pd.testing.assert_frame_equal(a.rows, b.rows, rtol=1e-4, atol=1e-5)
+    client = tracking.client(f"sqlite:///{tmp_path / 'eval.db'}")
+    (run,) = client.search_runs(
+        [client.get_experiment_by_name("distar-eval").experiment_id], "attributes.run_name = 'ray'"
+    )
+    assert run.data.metrics["infer_sec_per_10"] > 0 and run.data.params["pipeline.steps"] == "3"
 
 
 def test_text_presets_search_held_out_metrics_and_refuse_the_trained_reward():

@@ -124,7 +124,7 @@ def test_the_planner_reproduces_the_papers_inference_times():
         assert inference_seconds(card.arch, calls, 10) == pytest.approx(model.infer_sec_per_10)
 
 
-def test_the_dmd2_card_samples_the_worlds_one_step_generator(world_cache):
+def test_the_dmd2_card_samples_the_worlds_one_step_generator(world_cache, tmp_path):
     """LCMScheduler at t=399 with no guidance (the DMD2 / DI* release's sampling) on a UNet is
     the SD world's one-step generator G(z) = D(sqrt(1 + s^2) z; s) on the same UNet: one map,
     two code paths, equal in fp32."""
@@ -139,9 +139,23 @@ def test_the_dmd2_card_samples_the_worlds_one_step_generator(world_cache):
     prompts = ["a red cube on a table", "two cats", ""]
     a, b = ours(prompts, z), pipe(prompts, z)
     assert (a - b).abs().max() < FP32_TOLERANCE
-    assert (
-        a - pipe(prompts, noise(pipe.noise_shape, 3, seed=1))
-    ).abs().max() > 100 * FP32_TOLERANCE
+    other_noise = pipe(prompts, noise(pipe.noise_shape, 3, seed=1))
+    assert (a - other_noise).abs().max() > 100 * FP32_TOLERANCE
+    # the generator as distar.cli.export writes it (one safetensors state dict), put on the base
+    # pipeline with --unet: a trained generator (here: its weights perturbed) is what is sampled
+    from safetensors.torch import save_file
+
+    unet = world.generator.denoiser.unet
+    with torch.no_grad():
+        for p in unet.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    state = {k: v.contiguous() for k, v in unet.state_dict().items()}
+    save_file(state, tmp_path / "g.safetensors")
+    unet_file = str(tmp_path / "g.safetensors")
+    trained = generator(world_cache, "sdxl", model="DMD2-SDXL", dtype="fp32", unet=unet_file)
+    c = trained(prompts, z)
+    assert (ours(prompts, z) - c).abs().max() < FP32_TOLERANCE
+    assert (c - b).abs().max() > 100 * FP32_TOLERANCE
 
 
 @pytest.mark.parametrize(
@@ -290,3 +304,12 @@ def test_table1_from_tiny_sdxl_sd3_and_flux_pipelines(world_cache, tmp_path, cap
     assert " ± " in parti.loc["SD3.5-Large", "pickscore"]
     out = capsys.readouterr().out
     assert "## Table 1" in out and "checkpoint-level" in out
+    # a failed evaluation never counts: its row says so (the table rebuilt from the runs alone)
+    tags = {"distar.evaluated": "pipeline", "distar.label": "SDXL-DPO"}
+    failed = client.create_run(experiment.experiment_id, run_name="SDXL-DPO", tags=tags)
+    client.log_metric(failed.info.run_id, "parti/pickscore", 9.0)
+    client.set_terminated(failed.info.run_id, status="FAILED")
+    assert main(argv[2:6]) == 0  # --tracking-uri, --out: no evaluation
+    again = pd.read_csv(tmp_path / "out" / "table1.csv")
+    dpo = again[(again.benchmark == "parti") & (again.model == "SDXL-DPO")].iloc[0]
+    assert dpo["measured"] == "failed (1 runs)" and pd.isna(dpo["pickscore"])
