@@ -7,7 +7,9 @@ baseline() {  # the tests on an unmutated copy: they must pass, or no mutation r
 }
 run() {
   local name=$1 file=$2 from=$3 to=$4 tests=$5 copy
-  copy=$(mktemp -d)
+  # the copy sits beside a link to ../shared, as the checkout does (tests may read it)
+  copy=$(mktemp -d)/repo
+  mkdir "$copy" && ln -s "$ROOT/../shared" "$(dirname "$copy")/shared"
   git -C "$ROOT" ls-files -co --exclude-standard | tar -C "$ROOT" -cf - -T - | tar -C "$copy" -xf -
   if ! python - "$copy/$file" "$from" "$to" <<'PY'
 import sys
@@ -18,11 +20,11 @@ open(path, "w").write(text.replace(old, new))
 PY
   then
     echo "[$name] NOT APPLIED: the code moved, update the mutation"
-    rm -rf "$copy"
+    rm -rf "$(dirname "$copy")"
     return
   fi
   # shellcheck disable=SC2086
   (cd "$copy" && PYTHONPATH="$copy" timeout 900 python -m pytest -q -p no:cacheprovider $tests \
     2>&1 | tail -1 | sed "s/^/[$name] /")
-  rm -rf "$copy"
+  rm -rf "$(dirname "$copy")"
 }
