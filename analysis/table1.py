@@ -34,6 +34,7 @@ from analysis.runs import cell, check_store
 from distar.config import paper
 from distar.config.pipelines import MODEL_CARDS, ModelCard, PipelineConfig
 from distar.config.tree import ConfigError
+from distar.evaluation.preflight import active_requests
 from distar.track import tracking
 from distar.track.tracking import EVALUATED_TAG, LABEL_TAG, TrackingStoreError, read_table
 from distar.util.refusals import Outputs, check_writable_dir, refusing
@@ -116,7 +117,6 @@ def plan_line(model: Found, passed: list[str], args: argparse.Namespace) -> str:
 
 def images_per_benchmark(job) -> dict[str, int]:
     """Images per benchmark of an evaluation job (a benchmark without a count: its file's)."""
-    from distar.evaluation.preflight import active_requests
     from distar.evaluation.sources import benchmark_prompts
 
     per = job.eval.images_per_prompt

@@ -161,6 +161,27 @@ CASES = [
     (evaluate, ["--benchmark", "parti", "--set", "world.x=1"], "--set: only with --world"),
     (evaluate, ["--benchmark", "parti", "--checkpoint", "/nope/run"], "/nope/run does not exist"),
     (evaluate, ["--benchmark", "parti", "--metrics", "beauty"], "--metrics: unknown ['beauty']"),
+    (evaluate, ["--benchmark", "parti", "--steps", "4"], "--steps: only with --pipeline"),
+    (
+        evaluate,
+        ["--benchmark", "parti", "--pipeline", "/nope/sdxl"],
+        "--pipeline: /nope/sdxl is not",
+    ),
+    (
+        evaluate,
+        ["--benchmark", "parti", "--pipeline", ".", "--model", "SDXL"],
+        "--model: got 'SDXL'; allowed: one of 'SDXL-Base'",
+    ),
+    (
+        evaluate,
+        ["--benchmark", "parti", "--pipeline", ".", "--scheduler", "Euler"],
+        "--scheduler: got 'Euler'",
+    ),
+    (
+        evaluate,
+        ["--benchmark", "parti", "--pipeline", ".", "--timesteps", "399,999"],
+        "--timesteps: got '399,999'; allowed: decreasing integers",
+    ),
 ]
 
 

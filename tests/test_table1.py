@@ -31,7 +31,7 @@ def tiny(name: str) -> str:
 
 
 def generator(world_cache, name: str, **settings):
-    from distar.evaluation.pipelines import PipelineGenerator, load_pipeline
+    from distar.evaluation.pipeline_generator import PipelineGenerator, load_pipeline
 
     config = PipelineConfig(path=tiny(name), resolution=64, **settings)
     return PipelineGenerator(*load_pipeline(config, "cpu"))
@@ -185,7 +185,7 @@ def test_each_sample_is_fixed_by_its_noise_and_settings_reach_the_pipeline(
 def test_timing_is_ten_images_after_a_warm_up():
     from distar.data.prompts import Prompt, PromptSet
     from distar.evaluation.harness import HarnessOptions
-    from distar.evaluation.timing import time_generation
+    from distar.evaluation.inference_time import time_generation
 
     class Counting:
         noise_shape = (2,)

@@ -30,7 +30,7 @@ from distar.config.benchmarks import FID_PROTOCOLS
 from distar.config.keys import K
 from distar.config.pipelines import MODEL_CARDS, PipelineConfig
 from distar.config.tree import Config, ConfigError, EvalConfig, parse_override
-from distar.evaluation.pipelines import WHERE, pipeline_family
+from distar.evaluation.pipeline_generator import WHERE, pipeline_family
 from distar.evaluation.preflight import preflight
 from distar.evaluation.sources import GeneratorSource
 from distar.evaluation.standalone import EvalJob, run_evaluation

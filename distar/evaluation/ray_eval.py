@@ -13,6 +13,7 @@ from pathlib import Path
 
 from distar.config.tree import EvalConfig
 from distar.evaluation.harness import BenchmarkResult, Shard, finish, score_shard
+from distar.evaluation.inference_time import InferenceTime, time_generation
 from distar.evaluation.preflight import active_requests
 from distar.evaluation.sources import (
     GeneratorSource,
@@ -22,7 +23,6 @@ from distar.evaluation.sources import (
     harness_options,
     metric_options,
 )
-from distar.evaluation.timing import InferenceTime, time_generation
 from distar.runtime.local_ray import start_ray
 
 LAST_SCORING_SECONDS = float("nan")

@@ -19,7 +19,7 @@ from distar.data.prompts import PromptSet
 from distar.evaluation.generators import GENERATORS
 from distar.evaluation.harness import HarnessOptions
 from distar.evaluation.metric_base import MetricOptions
-from distar.evaluation.pipelines import pipeline_generator
+from distar.evaluation.pipeline_generator import pipeline_generator
 from distar.evaluation.preflight import weight_paths
 from distar.evaluation.scorers import build_metric
 from distar.rewards.tiny_clip import tiny_text_encoder

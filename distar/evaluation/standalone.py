@@ -14,11 +14,11 @@ from distar.config.keys import K
 from distar.config.tree import EvalConfig
 from distar.evaluation.harness import BenchmarkResult
 from distar.evaluation.in_training import BenchmarkEvaluator
+from distar.evaluation.inference_time import InferenceTime, time_generation
 from distar.evaluation.mlflow_tables import log_benchmark
 from distar.evaluation.preflight import active_requests
 from distar.evaluation.ray_eval import evaluate_on_ray
 from distar.evaluation.sources import GeneratorSource, build_generator, harness_options
-from distar.evaluation.timing import InferenceTime, time_generation
 from distar.track import tracking
 from distar.track.tracking import ensure_experiment, local_artifact_root, log_metrics, log_params
 

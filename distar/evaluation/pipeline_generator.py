@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from distar.config.pipelines import PIPELINE_FAMILIES, PipelineConfig
 from distar.config.tree import ConfigError
+from distar.rewards.heads import load_state_dict
 from distar.t2i.edm import DTYPES
 from distar.t2i.parts import WorldLoadError, check_dir, empty_model, weight_variant
 
@@ -62,8 +63,6 @@ def load_unet_override(spec: str, pipeline: Path, dtype: torch.dtype, files=()) 
     """The UNet that replaces the pipeline's: a folder through ``from_pretrained``, a state dict
     strictly into the pipeline's UNet config (DMD2 ships fp16 / fp32 ``.bin`` files)."""
     from diffusers import UNet2DConditionModel
-
-    from distar.rewards.heads import load_state_dict
 
     where = unet_location(spec, files)
     if where.is_dir():

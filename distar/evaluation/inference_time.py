@@ -1,7 +1,8 @@
 """Inference time per 10 images (the paper's Table 1 column), measured on the device the
 evaluation ran on: warm (the benchmarks already ran the generator at this batch size; one more
-untimed image first), synchronised (CUDA work is waited for before the clock stops), the evaluation's batch
-size, its first prompts and their noise. The device is named beside the number."""
+untimed image first), synchronised (CUDA work is waited for before the clock stops), at the
+evaluation's batch size, on its first prompts and their noise. The device is named beside the
+number."""
 
 from __future__ import annotations
 
