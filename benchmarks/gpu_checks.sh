@@ -7,8 +7,11 @@
 # chunked; offloaded; start-up and step peaks) and the memory planner is checked against it.
 # Results: OUT_DIR/sd_step.jsonl and the console. With "flow" as the second argument it runs the
 # flow worlds' checks instead (sd35-tiny / flux-tiny on cuda, sharded from the host, and the
-# real-size flow_step rows; ~8 minutes, estimated): OUT_DIR/flow_step.jsonl.
-#   bash benchmarks/gpu_checks.sh OUT_DIR [flow]
+# real-size flow_step rows; ~8 minutes, estimated): OUT_DIR/flow_step.jsonl. With "table1" it
+# writes a real-size random SDXL pipeline and runs the Table 1 command on it (SDXL-Base at 50
+# steps and DMD2-SDXL at one step, 10 Parti prompts, tiny metric models): inference time per 10
+# images on this GPU, OUT_DIR/table1/table1.md (~5 minutes, estimated).
+#   bash benchmarks/gpu_checks.sh OUT_DIR [flow|table1]
 set -u
 OUT=${1:-runs/gpu}
 MODE=${2:-sd}
@@ -21,6 +24,13 @@ run() {
   timeout 170 "$@" 2>&1 | grep -v "Loading weights\|kept in float32\|Writing model\|it/s\]" | tail -20
   echo "rc=${PIPESTATUS[0]}"
 }
+if [ "$MODE" = table1 ]; then
+  run python benchmarks/real_size_pipeline.py sdxl "$OUT/models"
+  timeout 400 python -m analysis.table1 --models-dir "$OUT/models" --tiny --device cuda \
+    --benchmark parti:10 --batch-size 10 --tracking-uri "sqlite:///$OUT/table1.db" \
+    --out "$OUT/table1" 2>&1 | grep -v "it/s\]" | tail -40
+  exit 0
+fi
 if [ "$MODE" = flow ]; then
   run python -m distar.cli.train --world sd35-tiny --smoke-test --set train.device=cuda \
     --set world.dtype=bf16 --set loss.cfg_scale=7.5 --set loss.reward_scale=10 --out "$OUT/sd35-tiny"
