@@ -177,6 +177,16 @@ def test_each_sample_is_fixed_by_its_noise_and_settings_reach_the_pipeline(
     alone = g(["a bowl of fruit"], z[1:])
     assert both.shape == (2, 3, 64, 64) and 0 <= both.min() and both.max() <= 1
     assert (both[1:] - alone).abs().max() < FP32_TOLERANCE
+    # the noise is the pipeline's initial latents (FLUX's packed by diffusers' own packing): a
+    # direct call with them and an unrelated generator makes the same images
+    latents = z if name != "flux" else g.pipe._pack_latents(z, 2, *z.shape[1:])
+    direct = g.pipe(
+        prompt=["a lighthouse at dusk", "a bowl of fruit"],
+        latents=latents,
+        generator=torch.Generator().manual_seed(123),
+        **g.call_options(2),
+    ).images
+    assert (both - direct).abs().max() < FP32_TOLERANCE
     other = generator(world_cache, name, steps=4, dtype="fp32", **setting)
     changed = other(["a lighthouse at dusk", "a bowl of fruit"], z)
     assert (changed - both).abs().max() > 100 * FP32_TOLERANCE
