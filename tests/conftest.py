@@ -1,8 +1,27 @@
 import os
+import tempfile
+from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+# Ray keeps a user's state under ~/.ray: since Ray 2.60 the first local ray.init() writes
+# ~/.ray/auth_token, and every later Ray session of that user then turns token authentication on
+# (and warns). The suite's Ray state lives in a home of its own, set before anything starts Ray
+# (every subprocess inherits it); pytest_sessionfinish fails the run if the user's home gained a
+# token anyway.
+USER_HOME = Path.home()
+USER_TOKEN = USER_HOME / ".ray" / "auth_token"
+_TOKEN_BEFORE = USER_TOKEN.exists()
+SUITE_HOME = Path(tempfile.mkdtemp(prefix="distar-tests-home-"))
+os.environ["HOME"] = str(SUITE_HOME)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if USER_TOKEN.exists() and not _TOKEN_BEFORE:
+        print(f"\nthe test run wrote {USER_TOKEN}: a test's Ray left the suite's home")
+        session.exitstatus = 1
 
 
 @pytest.fixture(scope="session")

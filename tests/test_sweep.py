@@ -659,6 +659,16 @@ def test_evaluation_of_a_checkpoint_on_two_ray_workers_equals_one_process(ray_ad
         assert a.summary == pytest.approx(b.summary, rel=1e-4, abs=1e-5)
 
 
+def test_the_suites_ray_keeps_its_state_in_the_suites_home(ray_address):
+    """Ray 2.60's first local ray.init() writes ~/.ray/auth_token, and every later Ray session of
+    that user turns token authentication on: the session's Ray wrote it under the suite's own
+    home (tests/conftest.py), never the user's."""
+    from conftest import SUITE_HOME, USER_HOME
+
+    assert Path.home() == SUITE_HOME != USER_HOME
+    assert (SUITE_HOME / ".ray" / "auth_token").is_file()
+
+
 def test_a_pipeline_evaluated_on_two_ray_workers_equals_one_process(ray_address, tmp_path):
     """``--pipeline DIR --ray-workers 2`` (a tiny FLUX-dev pipeline, fp32): each actor loads the
     pipeline once; the rows are those of one process, and the first actor times inference."""
