@@ -13,7 +13,8 @@
 # Ray's token authentication is on deliberately: RAY_AUTH_MODE=token with the token cluster.yaml
 # mounts at ~/distar-cluster/ray_auth_token (made where you run `ray up` by `ray get-auth-token
 # --generate`). Ports come from the node's environment when set (DISTAR_RAY_PORT,
-# DISTAR_DASHBOARD_PORT, DISTAR_MLFLOW_PORT), else Ray's and MLflow's usual 6379, 8265, 5000.
+# DISTAR_DASHBOARD_PORT, DISTAR_MLFLOW_PORT), else Ray's and MLflow's usual 6379, 8265, 5000;
+# DISTAR_RAY_CPUS, when set, is the CPUs the node offers Ray (else all it has).
 # Nothing here stops a process it did not start: no `ray stop` (it stops every Ray of the user
 # on the machine), no `pkill`.
 set -euo pipefail
@@ -23,6 +24,8 @@ VENV=${DISTAR_VENV:-$HOME/distar-venv}
 STATE=$HOME/distar-cluster  # the token, PID files and logs of this node's processes
 RUNS=$HOME/distar-runs      # the MLflow server's store and artifacts (head)
 RAY_PORT=${DISTAR_RAY_PORT:-6379}
+CPUS=()
+if [ -n "${DISTAR_RAY_CPUS:-}" ]; then CPUS=(--num-cpus="$DISTAR_RAY_CPUS"); fi
 DASHBOARD_PORT=${DISTAR_DASHBOARD_PORT:-8265}
 MLFLOW_PORT=${DISTAR_MLFLOW_PORT:-5000}
 export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=$STATE/ray_auth_token
@@ -109,7 +112,7 @@ start_head() {
     fi
     detach ray ray start --head --block --disable-usage-stats --node-ip-address="$ip" \
         --port="$RAY_PORT" --dashboard-host=127.0.0.1 --dashboard-port="$DASHBOARD_PORT" \
-        "${autoscaling[@]}"
+        "${CPUS[@]}" "${autoscaling[@]}"
     wait_until ray ray status --address "$ip:$RAY_PORT"
     # MLflow 3 answers 403 "Invalid Host header" to a Host it does not know: the head's address
     # (which need not be a private one) and the SSH tunnel's localhost are allowed;
@@ -126,7 +129,8 @@ start_worker() {
     mkdir -p "$STATE"
     stop_started ray
     raise_file_limit
-    detach ray ray start --block --disable-usage-stats --address="$RAY_HEAD_IP:$RAY_PORT"
+    detach ray ray start --block --disable-usage-stats --address="$RAY_HEAD_IP:$RAY_PORT" \
+        "${CPUS[@]}"
     wait_until ray ray status --address "$RAY_HEAD_IP:$RAY_PORT"
     echo "joined the Ray head at $RAY_HEAD_IP:$RAY_PORT"
 }

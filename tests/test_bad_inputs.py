@@ -207,6 +207,11 @@ def evaluate_run(argv):
 # The text worlds and the entry points' own flags (issue 19): "{in}" is a folder of bad inputs
 # (the ``inputs`` fixture); an --out / --storage in the arguments replaces the test's own.
 TEXT_CASES = [
+    (
+        evaluate,
+        ["--benchmark", "parti", "--pipeline", "{in}/sdxl-index", "--scheduler", "EulerScheduler"],
+        "--scheduler: got 'EulerScheduler'; diffusers has no such scheduler",
+    ),
     (train, ["--config", "{in}/bad.yaml"], "--config {in}/bad.yaml: not valid YAML"),
     (train, ["--config", "{in}/list.yaml"], "top level is a list; allowed: a mapping of sections"),
     (train, ["--config", "{in}/nope.yaml"], "--config: {in}/nope.yaml is not a file"),
@@ -350,6 +355,10 @@ def inputs(tmp_path_factory, world_cache):
     (d / "text.bin").write_text("hello\n")
     (d / "notdb.db").write_text("not a database\n")
     (d / "empty").mkdir()
+    (d / "sdxl-index").mkdir()  # a pipeline folder as far as its class goes
+    (d / "sdxl-index" / "model_index.json").write_text(
+        '{"_class_name": "StableDiffusionXLPipeline"}'
+    )
     (d / "dangling" / "checkpoints").mkdir(parents=True)
     (d / "dangling" / "checkpoints" / "latest").write_text("step_0000009")
     unet = UNet2DConditionModel.from_pretrained(resolve("tiny:sd15"), subfolder="unet")

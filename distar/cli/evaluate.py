@@ -30,7 +30,7 @@ from distar.config.benchmarks import FID_PROTOCOLS
 from distar.config.keys import K
 from distar.config.pipelines import MODEL_CARDS, PipelineConfig
 from distar.config.tree import Config, ConfigError, EvalConfig, parse_override
-from distar.evaluation.pipeline_generator import WHERE, pipeline_family
+from distar.evaluation.pipeline_generator import WHERE, pipeline_family, scheduler_class
 from distar.evaluation.preflight import preflight
 from distar.evaluation.sources import GeneratorSource
 from distar.evaluation.standalone import EvalJob, run_evaluation
@@ -158,7 +158,9 @@ def pipeline_request(args: argparse.Namespace) -> dict:
     try:
         config = PipelineConfig(**{k: v for k, v in values.items() if v is not None})
         path = check_dir(config.path, "--pipeline", ("model_index.json",), WHERE)
-        return config.resolved(pipeline_family(path)).to_flat()
+        resolved = config.resolved(pipeline_family(path))
+        scheduler_class(resolved.scheduler)
+        return resolved.to_flat()
     except ConfigError as error:
         raise flag_named(error, {f"pipeline.{k}": f for k, f in PIPELINE_FLAGS.items()}) from None
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from distar.config.pipelines import PIPELINE_FAMILIES, PipelineConfig
+from distar.config.pipelines import FOLDER_SCHEDULER, PIPELINE_FAMILIES, PipelineConfig
 from distar.config.tree import ConfigError
 from distar.rewards.heads import load_state_dict
 from distar.t2i.edm import DTYPES
@@ -80,6 +80,19 @@ def load_unet_override(spec: str, pipeline: Path, dtype: torch.dtype, files=()) 
     return unet.to(dtype)
 
 
+def scheduler_class(name: str):
+    """diffusers' scheduler class of that name (None: the folder's own); an unknown one is
+    refused naming the field."""
+    import diffusers
+
+    if name == FOLDER_SCHEDULER:
+        return None
+    found = getattr(diffusers, name, None)
+    if found is None or not hasattr(found, "from_config"):
+        raise ConfigError(f"pipeline.scheduler: got {name!r}; diffusers has no such scheduler")
+    return found
+
+
 def load_pipeline(cfg: PipelineConfig, device: str):
     """The pipeline folder, checked, then loaded (offline) in the resolved dtype with the
     resolved scheduler; returns ``(pipe, resolved settings)``."""
@@ -87,6 +100,7 @@ def load_pipeline(cfg: PipelineConfig, device: str):
 
     path = check_dir(cfg.path, "--pipeline", ("model_index.json",), WHERE)
     settings = cfg.resolved(pipeline_family(path))
+    scheduler = scheduler_class(settings.scheduler)  # before any weight loads
     dtype = DTYPES[settings.dtype]
     parts = {}
     if cfg.unet:
@@ -101,10 +115,7 @@ def load_pipeline(cfg: PipelineConfig, device: str):
         pipe = diffusers.DiffusionPipeline.from_pretrained(
             path, torch_dtype=dtype, variant=variant, local_files_only=True, **parts
         )
-    if settings.scheduler != "folder":
-        scheduler = getattr(diffusers, settings.scheduler, None)
-        if scheduler is None or not hasattr(scheduler, "from_config"):
-            raise ConfigError(f"pipeline.scheduler: diffusers has no {settings.scheduler!r}")
+    if scheduler is not None:
         pipe.scheduler = scheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device), settings

@@ -36,7 +36,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         # first of all: a node lost after this point cannot leak the group (seen when the
         # record came after the imports below and the node died during them)
         record_placement_group(out_dir)
-    timing.mark(out_dir, "worker_start")
+    timing.mark(out_dir, "worker_start", node=ray.util.get_node_ip_address())
     # a lost tracking server must not stall training in MLflow's minutes of retries
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")

@@ -15,9 +15,10 @@ from pathlib import Path
 FILE = "timings.jsonl"
 
 
-def mark(out_dir: str | Path, name: str) -> None:
-    """Append one wall-clock mark (``time.time()``: comparable across processes on a host)."""
-    write(out_dir, {"mark": name, "t": time.time(), "pid": os.getpid()})
+def mark(out_dir: str | Path, name: str, **facts: object) -> None:
+    """Append one wall-clock mark (``time.time()``: comparable across processes on a host), with
+    any ``facts`` (where it ran)."""
+    write(out_dir, {"mark": name, "t": time.time(), "pid": os.getpid(), **facts})
 
 
 def write(out_dir: str | Path, record: dict) -> None:
