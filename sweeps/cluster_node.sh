@@ -110,7 +110,11 @@ start_head() {
     if [ -f "$HOME/ray_bootstrap_config.yaml" ]; then  # written by `ray up`
         autoscaling=(--autoscaling-config="$HOME/ray_bootstrap_config.yaml")
     fi
-    detach ray ray start --head --block --disable-usage-stats --node-ip-address="$ip" \
+    # Ray 2.60's autoscaler v2 does not launch the worker_ips of an on-premise (local provider)
+    # cluster: it logs "Adding 1 nodes to satisfy min count" every 5 s and starts none (found
+    # by tests/test_cluster_netns.py); the v1 autoscaler sets them up over SSH
+    RAY_enable_autoscaler_v2=0 \
+        detach ray ray start --head --block --disable-usage-stats --node-ip-address="$ip" \
         --port="$RAY_PORT" --dashboard-host=127.0.0.1 --dashboard-port="$DASHBOARD_PORT" \
         "${CPUS[@]}" "${autoscaling[@]}"
     wait_until ray ray status --address "$ip:$RAY_PORT"
@@ -137,7 +141,13 @@ start_worker() {
 
 case "${1:-}" in
     setup)
-        [ -x "$VENV/bin/python" ] || python3 -m venv --system-site-packages "$VENV"
+        # the image's pip and setuptools when it has them (an offline node then installs the
+        # checkout from what the image holds: a venv's own bundled setuptools may be too old to
+        # build it without the index), else the venv's own
+        if [ ! -x "$VENV/bin/python" ]; then
+            python3 -m venv --system-site-packages --without-pip "$VENV"
+            "$VENV/bin/python" -m pip --version > /dev/null 2>&1 || "$VENV/bin/python" -m ensurepip -q
+        fi
         "$VENV/bin/python" -m pip install -q -e "$DISTAR_DIR[sweep,t2i]"
         ;;
     head) activate; start_head ;;
