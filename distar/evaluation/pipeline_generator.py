@@ -24,11 +24,16 @@ from distar.config.pipelines import FOLDER_SCHEDULER, PIPELINE_FAMILIES, Pipelin
 from distar.config.tree import ConfigError
 from distar.rewards.heads import load_state_dict
 from distar.t2i.edm import DTYPES
-from distar.t2i.parts import WorldLoadError, check_dir, empty_model, weight_variant
+from distar.t2i.parts import (
+    STATE_DICT_SUFFIXES,
+    WorldLoadError,
+    check_dir,
+    unet_from_state,
+    weight_variant,
+)
 
 WHERE = "a diffusers pipeline folder (hf download REPO --local-dir DIR)"
 UNET_WHERE = "a UNet folder (config.json), a pipeline folder with unet/, or a UNet state dict"
-STATE_DICT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 
 def pipeline_family(path: Path) -> str:
@@ -70,14 +75,7 @@ def load_unet_override(spec: str, pipeline: Path, dtype: torch.dtype, files=()) 
         return UNet2DConditionModel.from_pretrained(
             where, torch_dtype=dtype, variant=variant, local_files_only=True
         )
-    config = UNet2DConditionModel.load_config(pipeline, subfolder="unet")
-    unet = empty_model(UNet2DConditionModel, config)
-    try:
-        unet.load_state_dict(load_state_dict(where), strict=True, assign=True)
-    except RuntimeError as error:  # missing / unexpected keys or shapes of another architecture
-        first = " ".join(line.strip() for line in str(error).splitlines()[1:3])
-        raise WorldLoadError(f"--unet: {where} does not fit {pipeline}/unet ({first})") from None
-    return unet.to(dtype)
+    return unet_from_state(load_state_dict(where), where, pipeline, "--unet").to(dtype)
 
 
 def scheduler_class(name: str):

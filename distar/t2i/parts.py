@@ -166,6 +166,28 @@ def load_unet(
     )
 
 
+STATE_DICT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")  # what a UNet state dict may be
+
+
+def unet_from_state(state: dict, path: Path, reference: Path, key: str) -> nn.Module:
+    """A UNet state dict (read from ``path``) loaded strictly into the UNet config of the
+    pipeline folder ``reference``, its tensors assigned (no second copy); a misfit raises
+    :class:`WorldLoadError` naming ``key``."""
+    from diffusers import UNet2DConditionModel
+
+    config = UNet2DConditionModel.load_config(reference, subfolder="unet")
+    unet = empty_model(UNet2DConditionModel, config)
+    try:
+        unet.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as error:  # missing / unexpected keys, or shapes of another architecture
+        first = str(error).splitlines()[1:3]
+        raise WorldLoadError(
+            f"{key}: {path} does not fit the reference's UNet config "
+            f"({' '.join(line.strip() for line in first)})"
+        ) from None
+    return unet
+
+
 def load_schedule(pipeline: Path) -> tuple[torch.Tensor, str]:
     """``alphas_cumprod`` and ``prediction_type`` from the pipeline's scheduler config (any
     diffusers DDPM-family scheduler: DDIM, PNDM, Euler, ...)."""

@@ -24,12 +24,14 @@ from distar.rewards.heads import load_state_dict
 from distar.rewards.pickscore import load_pickscore
 from distar.t2i.edm import DTYPES
 from distar.t2i.parts import (
+    STATE_DICT_SUFFIXES,
     WorldLoadError,
     check_dir,
     empty_model,
     load_schedule,
     load_unet,
     load_vae,
+    unet_from_state,
     weight_variant,
 )
 from distar.t2i.text import TextEncoders
@@ -60,7 +62,6 @@ WHERE = {
     "sd15": "stable-diffusion-v1-5/stable-diffusion-v1-5 (hf download <repo> --local-dir DIR)",
     "sdxl": "stabilityai/stable-diffusion-xl-base-1.0 (hf download <repo> --local-dir DIR)",
 }
-STATE_DICT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 
 @dataclass
@@ -229,19 +230,11 @@ def load_generator_unet(paths: WorldPaths, empty: bool = False) -> nn.Module:
         return load_unet(
             paths.generator_init, torch.float32, subfolder=None, variant=variant, empty=empty
         )
-    config = UNet2DConditionModel.load_config(paths.reference, subfolder="unet")
-    unet = empty_model(UNet2DConditionModel, config)  # the state dict's tensors are assigned
     if empty:
-        return unet.float()
+        config = UNet2DConditionModel.load_config(paths.reference, subfolder="unet")
+        return empty_model(UNet2DConditionModel, config).float()
     state = load_state_dict(paths.generator_init)
-    try:
-        unet.load_state_dict(state, strict=True, assign=True)
-    except RuntimeError as error:  # missing / unexpected keys, or shapes of another architecture
-        first = str(error).splitlines()[1:3]
-        raise WorldLoadError(
-            f"world.generator_init: {paths.generator_init} does not fit the reference's UNet "
-            f"config ({' '.join(line.strip() for line in first)})"
-        ) from None
+    unet = unet_from_state(state, paths.generator_init, paths.reference, K.world.generator_init)
     return unet.float()
 
 
