@@ -7,7 +7,8 @@
 #   cluster_node.sh head        start Ray's head and the MLflow server (stopping the pair this
 #                               script started before, if any)
 #   cluster_node.sh worker      join the head at $RAY_HEAD_IP (the cluster launcher sets it)
-#   cluster_node.sh stop        stop what `head` / `worker` started, by the PIDs they wrote
+#   cluster_node.sh stop        stop what `head` / `worker` started, by the PIDs they wrote; on a
+#                               head `ray up` made, each worker_ip's first (over SSH, as `ray up`)
 #   cluster_node.sh run CMD...  run CMD in the checkout with that environment (`ray exec`, jobs)
 #
 # Ray's token authentication is on deliberately: RAY_AUTH_MODE=token with the token cluster.yaml
@@ -99,6 +100,28 @@ forget_address() {  # the address file `ray start` writes would direct later `ra
     if [ -f "$file" ] && grep -q ":$RAY_PORT\$" "$file"; then rm -f "$file"; fi
 }
 
+stop_workers() {  # on a `ray up` head: every worker_ip runs its own `stop`, over the launcher's SSH
+    local config=$HOME/ray_bootstrap_config.yaml user key ip
+    [ -f "$config" ] || return 0
+    activate
+    # `ray down` stops no on-premise worker (the local provider only forgets it): its Ray would
+    # outlive the cluster
+    python - "$config" << 'EOF' | while read -r user key ip; do
+import sys
+
+import yaml
+config = yaml.safe_load(open(sys.argv[1]))
+auth = config["auth"]
+for ip in config["provider"].get("worker_ips", []):
+    print(auth["ssh_user"], auth.get("ssh_private_key", "~/ray_bootstrap_key.pem"), ip)
+EOF
+        ssh -n -i "${key/#\~/$HOME}" -o IdentitiesOnly=yes -o BatchMode=yes -o ConnectTimeout=10 \
+            -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR \
+            "$user@$ip" 'bash ~/distar/sweeps/cluster_node.sh stop' ||
+            echo "cluster_node.sh: could not stop the worker at $ip; run 'cluster_node.sh stop' there" >&2
+    done
+}
+
 start_head() {
     local ip
     mkdir -p "$STATE" "$RUNS"
@@ -153,6 +176,7 @@ case "${1:-}" in
     head) activate; start_head ;;
     worker) activate; start_worker ;;
     stop)
+        stop_workers
         stop_started mlflow
         stop_started ray
         forget_address

@@ -283,3 +283,30 @@ def test_resume_with_a_different_grid_says_what_differs(tmp_path, capsys):
     assert "--resume: sweep 'table2' was started with other settings (added: " in err
     assert "-s2" in err and "changed: " in err
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "tune").exists()
+
+
+def test_an_attempt_writes_nothing_once_a_later_attempt_claims_its_trial(world_cache, tmp_path):
+    """The fencing token a partitioned worker meets (distar.raytune.fence): a retry claims the
+    trial at step 7 while this attempt still trains; this attempt stops at its next write (the
+    report of step 9), so its folder holds steps 3 and 6 only, and its last checkpoint is 6."""
+    from distar.config.tree import Config
+    from distar.loop.trainer import Trainer
+    from distar.raytune.fence import SUPERSEDED_FILE, Fence, SupersededError, claim
+    from distar.runtime.callbacks import Callback, JsonlLogger
+
+    sets = {**TINY, "train.steps": 12, "train.log_every": 3, "train.checkpoint_every": 3}
+    config = Config().with_overrides({**sets, "eval.plot": False, "train.out_dir": str(tmp_path)})
+
+    class RetryClaims(Callback):
+        def after_update(self, step: int) -> None:
+            if step == 7:
+                claim(tmp_path)
+
+    fence = Fence(tmp_path, claim(tmp_path))
+    trainer = Trainer(config, callbacks=[fence, JsonlLogger(tmp_path), RetryClaims()])
+    with pytest.raises(SupersededError, match="at step 9 .before its report"):
+        trainer.train()
+    assert jsonl_records(tmp_path) == [("train", 3), ("train", 6)]
+    assert (tmp_path / "checkpoints" / "latest").read_text().strip().endswith("_0000006")
+    (stopped,) = (tmp_path / SUPERSEDED_FILE).read_text().splitlines()
+    assert json.loads(stopped)["token"] == fence.token

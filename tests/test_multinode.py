@@ -1,6 +1,8 @@
 """A real two-node Ray cluster on this machine (``ray start --head`` plus ``ray start
 --address=...``, each with declared CPUs), the smoke sweep submitted as a Ray job, and the second
-node killed while one of its trials trains: the sweep still finishes and its report is complete."""
+node killed while one of its trials trains: the sweep still finishes on the head alone (no node
+replaces the lost one) and its report is complete. And the placement group a node's death used
+to leave holding the head's CPU (distar.raytune.placement), made on purpose and reaped."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 from sweeps_common import TINY, free_port
+from test_faults import assert_no_step_logged_twice
 
 ROOT = Path(__file__).resolve().parents[1]
 # dead nodes are noticed in seconds, not Ray's default ~30 s
@@ -81,6 +84,15 @@ def cluster_state(port: int, env: dict[str, str]) -> str:
     return out
 
 
+def forget_address(port: int) -> None:
+    """Nor the address `ray start --head` wrote, which `ray status` and the state API would try."""
+    from ray._common.utils import get_ray_address_file
+
+    address_file = Path(get_ray_address_file(None))
+    if address_file.exists() and address_file.read_text().endswith(f":{port}"):
+        address_file.unlink()
+
+
 @pytest.fixture
 def two_nodes(world_cache):
     # the cluster's own token (Ray's token auth stays on), for its nodes and the job client;
@@ -135,12 +147,7 @@ def two_nodes(world_cache):
                 os.killpg(node.pid, signal.SIGKILL)  # and nothing of it outlives the test
             except ProcessLookupError:
                 pass
-        # nor the address `ray start` wrote, which `ray status` and the state API would try
-        from ray._common.utils import get_ray_address_file
-
-        address_file = Path(get_ray_address_file(None))
-        if address_file.exists() and address_file.read_text().endswith(f":{port}"):
-            address_file.unlink()
+        forget_address(port)
 
 
 def test_the_smoke_sweep_survives_losing_a_node(two_nodes, tmp_path):
@@ -169,31 +176,119 @@ def test_the_smoke_sweep_survives_losing_a_node(two_nodes, tmp_path):
         ]
     )
     job = client.submit_job(entrypoint=entrypoint)
-    killed, replacement = set(), None
+    killed = set()
     deadline = time.time() + 360
-    try:
-        while time.time() < deadline:
-            status = client.get_job_status(job)
-            if status.is_terminal():
-                break
-            on_second = training_pids(storage) & node_pids(second) if not killed else set()
-            if on_second:  # a trial is training on the second node: lose that node
-                killed = on_second
-                os.killpg(second.pid, signal.SIGKILL)
-                # and a replacement joins, as a cluster's autoscaler brings one: with the head's
-                # one CPU alone, a placement group left when a node died (seen in 2
-                # of 4 full-suite runs, never alone) held that CPU and stalled the sweep
-                time.sleep(5)
-                replacement = start_node(["--address", f"127.0.0.1:{port}", "--num-cpus", "2"], env)
-            time.sleep(0.2)
-        logs = client.get_job_logs(job)
-        assert status.value == "SUCCEEDED", logs[-3000:] + cluster_state(port, env)
-    finally:
-        if replacement is not None:
-            os.killpg(replacement.pid, signal.SIGKILL)
+    while time.time() < deadline:
+        status = client.get_job_status(job)
+        if status.is_terminal():
+            break
+        on_second = training_pids(storage) & node_pids(second) if not killed else set()
+        if on_second:  # a trial is training on the second node: lose that node, for good
+            killed = on_second
+            os.killpg(second.pid, signal.SIGKILL)
+        time.sleep(0.2)
+    logs = client.get_job_logs(job)
+    # the head's one CPU alone finishes the sweep: no group the lost node's controllers made
+    # holds it (a reaped one is named in the logs)
+    assert status.value == "SUCCEEDED", logs[-3000:] + cluster_state(port, env)
     assert killed, "no trial ran on the second node before the sweep ended"
     runs = load_runs(f"sqlite:///{storage / 'mlflow.db'}", "distar-table2", "table2")
     assert len(runs) == 4 and set(runs["status"]) == {"FINISHED"}  # no duplicate, none lost
+    for run_id in runs["run_id"]:
+        assert_no_step_logged_twice(f"sqlite:///{storage / 'mlflow.db'}", run_id)
     report = summarise(runs, world_preset("gmm").metrics)
     assert list(report["seeds"]) == [2, 2] and not report["failed"].any()
     assert "| KL, no CFG | 2 |" in logs  # the printed report is complete
+
+
+# As Ray Train's controller does: an actor on the second node makes a 1-CPU placement group;
+# that node dies. Printed: where the group went and what the head's CPU is then; which groups
+# the reaper removed; the CPU after. A group the driver made (Tune's trial groups) and one whose
+# creator lives must stay.
+ORPHAN = r"""
+import json, os, signal, sys, time
+import ray
+from ray.util.placement_group import placement_group, placement_group_table
+from distar.raytune.placement import remove_orphaned_groups
+
+ray.init(address=sys.argv[1])
+second = int(sys.argv[2])
+
+@ray.remote(num_cpus=0)
+class Creator:
+    def make(self, resources):
+        group = placement_group([resources])
+        ray.get(group.ready())
+        return group.id.hex()
+
+def head_cpu():
+    return ray.available_resources().get("CPU", 0.0)
+
+dying = Creator.options(resources={"second": 0.1}).remote()
+orphan = ray.get(dying.make.remote({"CPU": 1}))
+living = Creator.options(resources={"head": 0.1}).remote()
+kept = [ray.get(living.make.remote({"memory": 1})), placement_group([{"memory": 1}]).id.hex()]
+os.killpg(second, signal.SIGKILL)
+deadline = time.time() + 60
+while len([n for n in ray.nodes() if n["Alive"]]) > 1 or head_cpu() > 0:
+    assert time.time() < deadline, "the group never moved to the head"
+    time.sleep(0.5)
+moved = placement_group_table()[orphan]["state"]
+removed = remove_orphaned_groups()
+deadline = time.time() + 30
+while head_cpu() < 1 and time.time() < deadline:
+    time.sleep(0.5)
+states = {k: placement_group_table()[k]["state"] for k in kept}
+print("RESULT", json.dumps({"orphan": orphan, "moved": moved, "removed": removed,
+                            "cpu": head_cpu(), "kept": states}))
+"""
+
+
+def test_a_group_whose_creator_died_with_its_node_is_reaped_and_frees_the_heads_cpu(tmp_path):
+    token = secrets.token_hex(32)
+    env = {**os.environ, **FAST_HEALTH, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+    env.pop("RAY_ADDRESS", None)
+    port = free_port()
+    head = start_node(
+        [
+            "--head",
+            "--port",
+            str(port),
+            "--num-cpus",
+            "1",
+            "--resources",
+            '{"head": 1}',
+            "--include-dashboard",
+            "false",
+            "--ray-client-server-port",
+            str(free_port()),
+        ],
+        env,
+    )
+    second = start_node(
+        ["--address", f"127.0.0.1:{port}", "--num-cpus", "2", "--resources", '{"second": 1}'],
+        env,
+    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", ORPHAN, f"127.0.0.1:{port}", str(second.pid)],
+            capture_output=True,
+            text=True,
+            timeout=240,
+            env=env,
+            cwd=ROOT,
+        )
+        assert "RESULT" in done.stdout, done.stdout[-2000:] + done.stderr[-3000:]
+        result = json.loads(done.stdout.split("RESULT", 1)[1])
+    finally:
+        for node in (second, head):
+            try:
+                os.killpg(node.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            node.wait(timeout=30)
+        forget_address(port)
+    # Ray moved the orphan onto the head, where it held the only CPU (why sweeps stalled)
+    assert result["moved"] == "CREATED"
+    assert result["removed"] == [result["orphan"]] and result["cpu"] == 1.0
+    assert set(result["kept"].values()) == {"CREATED"}

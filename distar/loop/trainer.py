@@ -205,6 +205,7 @@ class Trainer:
         """A full-state checkpoint: written by rank 0 alone (other ranks return None), or, with
         sharded networks, by every rank (its shards, DCP) and returned on every rank."""
         self.guard.check()
+        self._notify("before_checkpoint", self.step)
         state = {
             "torch_rng": torch.get_rng_state(),
             "callbacks": {cb.name: cb.state_dict() for cb in self._stateful()},

@@ -23,7 +23,7 @@ from typing import Any
 from distar.config.paper import ALPHA_CFG, ALPHA_REW
 from distar.config.tree import Config
 from distar.evaluation.preflight import active_requests
-from distar.raytune.placement import remove_placement_groups
+from distar.raytune.fence import claim, owns
 from distar.raytune.spec import TRIAL_DIR, Objective, SweepContext, TrialSpec, tune_result
 from distar.raytune.worker import FAILURE_FILE, FAILURE_TAG, TrialFailedError, train_worker
 from distar.runtime import timing
@@ -66,11 +66,11 @@ def trial_driver(params: dict[str, Any]) -> None:
         return
     row = {"label": spec.label, "seed": spec.seed, "huber_c": config.loss.huber_c}
     timing.mark(out_dir, "fit_start")
-    remove_placement_groups(out_dir)  # an earlier attempt's, if its driver died with its node
+    attempt = claim(out_dir)  # from here, an earlier attempt still running writes nothing
     try:
         benchmarks = len(active_requests(config.eval))
         fit_reporting(
-            make_torch_trainer(config, spec, sweep, run_id, row),
+            make_torch_trainer(config, spec, sweep, run_id, row, attempt),
             out_dir,
             sweep.objective,
             benchmarks,
@@ -81,14 +81,15 @@ def trial_driver(params: dict[str, Any]) -> None:
         # a dead worker, process or node (WorkerGroupError, or ControllerError when the
         # controller lost an actor on a dead node) is retried by Tune; a divergence is not
         # (failure.txt, written by the worker, fails every later attempt at once)
-        reason = str(error) if isinstance(error, TrialFailedError) else one_line(error)
-        safely(client.set_tag, run_id, FAILURE_TAG, reason)
-        safely(client.set_terminated, run_id, status="FAILED")
+        # (a superseded attempt, cut off by a partition, leaves the run to the one that owns it)
+        if owns(out_dir, attempt):
+            reason = str(error) if isinstance(error, TrialFailedError) else one_line(error)
+            safely(client.set_tag, run_id, FAILURE_TAG, reason)
+            safely(client.set_terminated, run_id, status="FAILED")
         raise
-    finally:
-        remove_placement_groups(out_dir)
     timing.mark(out_dir, "fit_end")
-    safely(client.set_terminated, run_id, status="FINISHED")
+    if owns(out_dir, attempt):
+        safely(client.set_terminated, run_id, status="FINISHED")
     timing.mark(out_dir, "driver_end")
 
 
@@ -222,7 +223,12 @@ def checkpoint_step(checkpoints: Path) -> int:
 
 
 def make_torch_trainer(
-    config: Config, spec: TrialSpec, sweep: SweepContext, run_id: str, row: dict[str, Any]
+    config: Config,
+    spec: TrialSpec,
+    sweep: SweepContext,
+    run_id: str,
+    row: dict[str, Any],
+    attempt: str,
 ):
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -235,6 +241,7 @@ def make_torch_trainer(
             "run_id": run_id,
             "row": row,
             "tracking_uri": sweep.tracking_uri,
+            "attempt": attempt,  # the fencing token (distar.raytune.fence)
         },
         torch_config=TorchConfig(backend=backend(res.use_gpu, res.cpu_offload)),
         scaling_config=ScalingConfig(

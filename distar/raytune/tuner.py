@@ -83,6 +83,7 @@ def build_tuner(
     from ray import tune
 
     from distar.raytune.console import SweepConsole
+    from distar.raytune.placement import OrphanReaper
 
     path = settings.storage / "tune" / settings.name
     trainable = tune.with_resources(trial_driver, driver_resources())
@@ -101,7 +102,8 @@ def build_tuner(
         name=settings.name,
         storage_path=str(path.parent),
         verbose=1 if settings.verbose else 0,
-        callbacks=[SweepConsole(total, console_metrics(trials))],
+        # the reaper frees what a Train controller that died with its node left holding
+        callbacks=[SweepConsole(total, console_metrics(trials)), OrphanReaper()],
         # a trial whose worker or driver died (a process, or its node) runs again and finds its
         # MLflow run and checkpoints; one that failed for good says so in failure.txt and
         # fails again at once

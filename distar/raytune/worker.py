@@ -10,7 +10,7 @@ from typing import Any
 
 from distar.config.tree import Config
 from distar.raytune.faults import FaultInjector
-from distar.raytune.placement import record_placement_group
+from distar.raytune.fence import Fence
 from distar.runtime import timing
 from distar.runtime.callbacks import Callback, JsonlLogger
 from distar.runtime.step_parts import NonFiniteLossError
@@ -32,10 +32,6 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     import ray.train
 
     rank0 = ray.train.get_context().get_world_rank() == 0
-    if rank0:
-        # first of all: a node lost after this point cannot leak the group (seen when the
-        # record came after the imports below and the node died during them)
-        record_placement_group(out_dir)
     timing.mark(out_dir, "worker_start", node=ray.util.get_node_ip_address())
     # a lost tracking server must not stall training in MLflow's minutes of retries
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
@@ -45,8 +41,9 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     from distar.loop.trainer import Trainer
     from distar.raytune.mlflow_logger import MlflowLogger
 
-    # no ray.train.report: the trial driver hands Tune each evaluation from metrics.jsonl
-    callbacks: list[Callback] = []
+    # no ray.train.report: the trial driver hands Tune each evaluation from metrics.jsonl.
+    # The fence first: an attempt that a later one superseded writes nothing more
+    callbacks: list[Callback] = [Fence(out_dir, loop_config["attempt"])]
     if rank0:
         uri, run_id = loop_config["tracking_uri"], loop_config["run_id"]
         callbacks.append(MlflowLogger(uri, run_id, loop_config["row"], out_dir))

@@ -50,6 +50,9 @@ class Callback:
 
     def on_eval(self, step: int, metrics: dict[str, float], artifacts: dict[str, Path]) -> None: ...
 
+    def before_checkpoint(self, step: int) -> None:
+        """Before a checkpoint is written (a callback may stop the run here: nothing written)."""
+
     def on_checkpoint(self, step: int, path: Path) -> None: ...
 
     def on_items(self, step: int, name: str, rows) -> None:
