@@ -8,7 +8,7 @@
 #                               script started before, if any)
 #   cluster_node.sh worker      join the head at $RAY_HEAD_IP (the cluster launcher sets it)
 #   cluster_node.sh stop        stop what `head` / `worker` started, by the PIDs they wrote; on a
-#                               head `ray up` made, each worker_ip's first (over SSH, as `ray up`)
+#                               head `ray up` made, each worker_ip's too (over SSH, as `ray up`)
 #   cluster_node.sh run CMD...  run CMD in the checkout with that environment (`ray exec`, jobs)
 #
 # Ray's token authentication is on deliberately: RAY_AUTH_MODE=token with the token cluster.yaml
@@ -176,10 +176,11 @@ case "${1:-}" in
     head) activate; start_head ;;
     worker) activate; start_worker ;;
     stop)
-        stop_workers
+        # the head first: its autoscaler, while it runs, restarts a worker it finds stopped
         stop_started mlflow
         stop_started ray
         forget_address
+        stop_workers
         ;;
     run)
         shift

@@ -1,4 +1,5 @@
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -9,19 +10,28 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Ray keeps a user's state under ~/.ray: since Ray 2.60 the first local ray.init() writes
 # ~/.ray/auth_token, and every later Ray session of that user then turns token authentication on
 # (and warns). The suite's Ray state lives in a home of its own, set before anything starts Ray
-# (every subprocess inherits it); pytest_sessionfinish fails the run if the user's home gained a
-# token anyway.
+# (every subprocess inherits it); pytest_sessionfinish fails the run if the user's ~/.ray changed
+# anyway (a token written or rewritten), and removes the suite's home.
 USER_HOME = Path.home()
-USER_TOKEN = USER_HOME / ".ray" / "auth_token"
-_TOKEN_BEFORE = USER_TOKEN.exists()
+USER_RAY = USER_HOME / ".ray"
+
+
+def ray_state(folder: Path) -> dict[str, tuple[int, int]]:
+    """Each file under ``folder``: (size, mtime in ns)."""
+    files = [p for p in folder.rglob("*") if p.is_file()] if folder.is_dir() else []
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in files}
+
+
+_RAY_BEFORE = ray_state(USER_RAY)
 SUITE_HOME = Path(tempfile.mkdtemp(prefix="distar-tests-home-"))
 os.environ["HOME"] = str(SUITE_HOME)
 
 
 def pytest_sessionfinish(session, exitstatus):
-    if USER_TOKEN.exists() and not _TOKEN_BEFORE:
-        print(f"\nthe test run wrote {USER_TOKEN}: a test's Ray left the suite's home")
+    if ray_state(USER_RAY) != _RAY_BEFORE:
+        print(f"\nthe test run changed {USER_RAY}: a test's Ray left the suite's home")
         session.exitstatus = 1
+    shutil.rmtree(SUITE_HOME, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -1,238 +1,379 @@
-"""`ray up cluster.yaml` the way the README runs it, against a real SSH server on 127.0.0.1.
+"""`ray up cluster.yaml` onto real separate hosts, the way the README runs it: a head and a worker,
+each in a network namespace of its own (tests/netns.py) with its own address and sshd, reached
+from this machine (the launcher) over a bridge. The project's cluster.yaml is rendered with those
+addresses; the worker joins the head over that network with Ray's token; then, on one cluster:
 
-The project's own cluster.yaml is rendered with its CHANGE-ME values filled (head 127.0.0.1, no
-workers, this machine's user and a fresh key), then: `ray get-auth-token --generate`, `ray up`,
-the smoke sweep through `ray job submit`, the MLflow server on the head checked for the parent
-run, every child run and the report, and the cluster stopped by `cluster_node.sh stop`, which
-stops what it started by PID. The machine is shared, so nothing here runs `ray stop` or
-`pkill`: a leftover is killed by the PIDs this test's processes wrote.
+1. the smoke sweep runs with trials on both nodes; MLflow on the head holds every run and the
+   report; a client without the token is turned away;
+2. the worker is killed mid-trial (every process on it but sshd): the sweep finishes on the
+   head alone, one MLflow run per trial, no step twice; the autoscaler restarts the worker;
+3. the worker is cut off mid-trial (its link down): the same, while the cut-off attempt, still
+   training, stops at the fence (distar.raytune.fence) once its retry claims the trial; when
+   the link comes back and the worker rejoins, nothing in MLflow or the trial folders changes;
+4. `cluster_node.sh stop` (the workers' Ray too) then `ray down` leave no process of theirs.
 
-How the SSH node is made without touching this machine's accounts: sshd (from Debian's
-openssh-server) listens on 127.0.0.1 on a free port with its own host key and authorized key,
-and gives the session a HOME of its own (SetEnv), so the node's ~/distar, ~/distar-venv and
-~/distar-runs live under the test's tmp folder. OpenSSH's client reads ~/.ssh/config from the
-passwd entry, not $HOME, so the port reaches `ray up` through Ray's `auth.ssh_proxy_command` (a
-relay to that port) instead of a client config entry. The node's login shell finds this
-machine's Python as a real node's finds its own (a ~/.bash_profile line); the node's ports come
-from its environment (DISTAR_RAY_PORT, ...), free ones, as a session Ray may hold Ray's usual.
+The nodes are offline (the namespaces have no route out): `cluster_node.sh setup` installs the
+checkout from what the image has (PIP_NO_INDEX in the nodes' environment, as an air-gapped
+cluster sets it). Each sshd runs in a PID and mount namespace of its own: `ray down`'s bare
+`ray stop` sees only its host's processes, and the host's passwd home (where OpenSSH expands
+`~`, e.g. the autoscaler's `~/ray_bootstrap_key.pem`) is the host's own folder. Every namespace,
+link and process is removed by the test's own handles (Lan.close checks it).
 """
 
 from __future__ import annotations
 
-import getpass
+import json
 import os
+import pwd
 import shutil
-import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import yaml
-from sweeps_common import TINY, free_port
+from netns import Lan, can_make_namespaces
+from sweeps_common import TINY
+from test_faults import assert_no_step_logged_twice, jsonl_records
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SSHD = Path("/usr/sbin/sshd")
-RELAY = """import socket, sys, threading
-s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
-def up():
-    while b := sys.stdin.buffer.raw.read(65536):
-        s.sendall(b)
-    s.shutdown(socket.SHUT_WR)
-threading.Thread(target=up, daemon=True).start()
-while b := s.recv(65536):
-    sys.stdout.buffer.write(b)
-    sys.stdout.buffer.flush()
-"""
-
-if not (SSHD.exists() and shutil.which("rsync")):
-    # CI installs both (.ci/run); elsewhere the test says what it needs
-    pytestmark = pytest.mark.skipif(
-        not os.environ.get("CI"), reason="needs openssh-server and rsync (apt-get install -y ...)"
-    )
+WHY_NOT = can_make_namespaces() or (
+    "" if SSHD.exists() and shutil.which("rsync") else "needs openssh-server and rsync"
+)
+pytestmark = pytest.mark.skipif(bool(WHY_NOT), reason=WHY_NOT)
+# dead nodes noticed in seconds, not Ray's default ~30 s (the nodes' environment, via sshd)
+FAST_HEALTH = {
+    "RAY_health_check_initial_delay_ms": "1000",
+    "RAY_health_check_period_ms": "1000",
+    "RAY_health_check_timeout_ms": "1000",
+    "RAY_health_check_failure_threshold": "3",
+}
+OFFLINE_NODE = {"PIP_NO_INDEX": "1", "PIP_NO_BUILD_ISOLATION": "0"}  # pip: "0" means off
+LONG_TRIALS = {**TINY, "train.steps": 400, "train.log_every": 20, "train.checkpoint_every": 40}
 
 
-def wait_for_port(port: int, seconds: float = 30) -> None:
-    import socket
+def ray(args: list[str], env: dict[str, str], timeout: float) -> tuple[str, float]:
+    start = time.time()
+    done = subprocess.run(
+        [str(BIN / "ray"), *args], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=timeout,
+    )  # fmt: skip
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, f"ray {args[0]} failed:\n{out[-5000:]}"
+    return out, time.time() - start
 
+
+def wait_for(address: str, port: int, seconds: float = 30) -> None:
     deadline = time.time() + seconds
     while time.time() < deadline:
         with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
+            s.settimeout(1)
+            if s.connect_ex((address, port)) == 0:
                 return
         time.sleep(0.2)
-    raise AssertionError(f"nothing listens on 127.0.0.1:{port}")
+    raise AssertionError(f"nothing listens on {address}:{port}")
 
 
-def start_sshd(tmp: Path, home: Path, ports: dict[str, int]) -> tuple[subprocess.Popen, int, Path]:
-    for name in ("host_key", "client_key"):
-        subprocess.run(
-            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp / name)], check=True
-        )
-    shutil.copy(tmp / "client_key.pub", tmp / "authorized_keys")
-    port = free_port()
-    env = " ".join(f"{k}={v}" for k, v in ports.items())
-    (tmp / "sshd_config").write_text(f"""ListenAddress 127.0.0.1
-Port {port}
+def start_sshd(lan: Lan, host: str, tmp: Path, home: Path, env: dict[str, str]) -> None:
+    """sshd on ``host``'s own address, in a PID and mount namespace of its own, where the passwd
+    home is ``home`` (with this machine's interpreter folder bound inside it)."""
+    settings = " ".join(f"{k}={v}" for k, v in env.items())
+    config = tmp / f"sshd_{host}"
+    config.write_text(f"""ListenAddress {lan.address[host]}
+Port 22
 HostKey {tmp / "host_key"}
-PidFile {tmp / "sshd.pid"}
+PidFile {tmp / f"sshd_{host}.pid"}
 AuthorizedKeysFile {tmp / "authorized_keys"}
 PermitRootLogin prohibit-password
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 UsePAM no
 StrictModes no
-SetEnv HOME={home} {env}
+SetEnv {settings}
 """)
-    Path("/run/sshd").mkdir(exist_ok=True)  # Debian's sshd refuses to start without it
-    sshd = subprocess.Popen(
-        [str(SSHD), "-D", "-e", "-f", str(tmp / "sshd_config")], stderr=open(tmp / "sshd.log", "w")
-    )
-    wait_for_port(port)
-    return sshd, port, tmp / "client_key"
+    Path("/run/sshd").mkdir(exist_ok=True)
+    passwd_home = Path(pwd.getpwuid(os.getuid()).pw_dir)  # conftest moved $HOME, not this
+    python_root = Path(sys.prefix).resolve()
+    binds = ""
+    if python_root.is_relative_to(passwd_home):
+        inside = home / python_root.relative_to(passwd_home)
+        binds = f"mkdir -p {inside} && mount --rbind {python_root} {inside} && "
+    script = f"{binds}mount --rbind {home} {passwd_home} && exec {SSHD} -D -e -f {config}"
+    isolated = ["unshare", "--pid", "--fork", "--mount-proc"]
+    log = open(tmp / f"sshd_{host}.log", "w")
+    lan.start(host, [*isolated, "bash", "-c", script], stderr=log)
+    wait_for(lan.address[host], 22)
 
 
-def render(tmp: Path, key: Path, ssh_port: int) -> Path:
-    """The project's cluster.yaml with its CHANGE-ME values filled for this machine."""
-    config = yaml.safe_load((ROOT / "cluster.yaml").read_text())
-    config["provider"].update(head_ip="127.0.0.1", worker_ips=[])
-    config["max_workers"] = 0
-    (tmp / "relay.py").write_text(RELAY)
-    relay = f"{sys.executable} {tmp / 'relay.py'} {ssh_port}"
-    config["auth"] = {
-        "ssh_user": getpass.getuser(),
-        "ssh_private_key": str(key),
-        "ssh_proxy_command": relay,
-    }
-    path = tmp / "cluster.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+@dataclass
+class Cluster:
+    lan: Lan
+    config: Path
+    name: str
+    homes: dict[str, Path]
+    env: dict[str, str]
+    ray_tmp: dict[str, Path]
+    took: dict[str, float] = field(default_factory=dict)
+    mlflow_uri: str = ""
+
+    def ray(self, *args: str, timeout: float = 300) -> str:
+        out, self.took[f"ray {args[0]}"] = ray([*args], self.env, timeout)
+        return out
+
+    def on_head(self, command: str) -> list[str]:
+        """`ray exec` arguments: ``command`` in a login shell on the head."""
+        return ["exec", "-n", self.name, str(self.config), command]
+
+    def nodes_alive(self) -> int:
+        count = "import ray; ray.init(); print('ALIVE', sum(n['Alive'] for n in ray.nodes()))"
+        out, _ = ray(self.on_head(f'{NODE} run python -c "{count}"'), self.env, 120)
+        return int(out.split("ALIVE ")[-1].split()[0])
+
+    def wait_for_nodes(self, count: int, seconds: float) -> float:
+        started = time.time()
+        while self.nodes_alive() != count:
+            assert time.time() < started + seconds, f"not {count} nodes:\n" + self.monitor_log()
+            time.sleep(5)
+        return time.time() - started
+
+    def monitor_log(self) -> str:
+        """The head's autoscaler log, without its repeats."""
+        logs = self.ray_tmp["head"] / "ray" / "session_latest" / "logs"
+        out = ""
+        for path in sorted(logs.glob("monitor*")):
+            lines = [x for x in path.read_text().splitlines() if "Adding 1 node" not in x]
+            out += f"--- {path.name}\n" + "\n".join(lines)[-6000:] + "\n"
+        return out
+
+    def sweep(self, name: str, sets: dict) -> subprocess.Popen:
+        """A smoke sweep on the head (`ray exec`), into the head's MLflow; storage every node
+        sees (this machine's filesystem) at ``storage(name)``."""
+        flags = " ".join(f"--set={k}={v}" for k, v in sets.items())
+        command = (
+            f"{NODE} run python sweeps/ablation_grid.py --smoke-test --name {name} "
+            f"--storage {self.storage(name)} --tracking-uri {self.mlflow_uri} {flags}"
+        )
+        return subprocess.Popen(
+            [str(BIN / "ray"), *self.on_head(command)], cwd=ROOT, env=self.env, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+    def storage(self, name: str) -> Path:
+        return self.homes["head"] / "shared-storage" / name
 
 
-def kill_started(home: Path) -> None:
-    """The test's own fallback: every process group a node's PID file names."""
-    for pid_file in (home / "distar-cluster").glob("*.pid"):
-        pid = int(pid_file.read_text())
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(pid, sig)
-            except ProcessLookupError:
-                break
-            time.sleep(2)
+NODE = "bash ~/distar/sweeps/cluster_node.sh"
 
 
-def alive(pid: int) -> bool:
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("netns-cluster")
+    for key in ("host_key", "client_key"):
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp / key)], check=True
+        )
+    shutil.copy(tmp / "client_key.pub", tmp / "authorized_keys")
+    homes = {h: tmp / f"{h}-home" for h in ("head", "worker", "local")}
+    for home in homes.values():
+        home.mkdir()
+        (home / ".bash_profile").write_text(f'export PATH="{BIN}:$PATH"\n')  # a node's Python
+    lan = Lan(["head", "worker"])
+    name = f"distar-netns-{os.getpid()}"
+    # each host keeps Ray's session files in a short folder of its own (socket paths < 108 B),
+    # and the launcher its temporary files (`ray up`'s config cache) in one of its own
+    hosts = ("head", "worker", "launcher")
+    ray_tmp = {h: Path(tempfile.mkdtemp(prefix="r", dir="/tmp")) for h in hosts}
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-
-
-@pytest.fixture
-def ssh_node(tmp_path):
-    home, local = tmp_path / "node-home", tmp_path / "local-home"
-    home.mkdir()
-    local.mkdir()
-    # the node's login shell finds a Python as a real node's does (there: the image's python3)
-    (home / ".bash_profile").write_text(f'export PATH="{BIN}:$PATH"\n')
-    ports = {
-        "DISTAR_RAY_PORT": free_port(),
-        "DISTAR_DASHBOARD_PORT": free_port(),
-        "DISTAR_MLFLOW_PORT": free_port(),
-    }
-    sshd, ssh_port, key = start_sshd(tmp_path, home, ports)
-    cluster = f"distar-ci-{os.getpid()}"
-    try:
-        yield render(tmp_path, key, ssh_port), cluster, home, local, ports
+        # one CPU on the head: trials use the worker's two as well, and the head alone
+        # finishes a sweep once the worker is gone (trial drivers hold no CPU)
+        for host, cpus in (("head", "1"), ("worker", "2")):
+            node_env = {**FAST_HEALTH, **OFFLINE_NODE, "DISTAR_RAY_CPUS": cpus}
+            start_sshd(lan, host, tmp, homes[host], {**node_env, "RAY_TMPDIR": str(ray_tmp[host])})
+        config = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+        config["provider"].update(head_ip=lan.address["head"], worker_ips=[lan.address["worker"]])
+        config["max_workers"] = 1
+        config["auth"] = {"ssh_user": "root", "ssh_private_key": str(tmp / "client_key")}
+        (tmp / "cluster.yaml").write_text(yaml.safe_dump(config))
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "MLFLOW_"))}
+        env.update(HOME=str(homes["local"]), RAY_AUTH_MODE="token", PATH=f"{BIN}:{env['PATH']}")
+        env["TMPDIR"] = str(ray_tmp["launcher"])
+        yield Cluster(lan, tmp / "cluster.yaml", name, homes, env, ray_tmp)
     finally:
-        kill_started(home)
-        sshd.terminate()
-        sshd.wait(timeout=30)
+        lan.close()  # every process on the hosts, by the namespaces' own lists
+        for folder in ray_tmp.values():
+            shutil.rmtree(folder, ignore_errors=True)
         from ray.autoscaler._private.local.config import get_lock_path, get_state_path
 
-        for path in (get_lock_path(cluster), get_state_path(cluster)):
+        for path in (get_lock_path(name), get_state_path(name)):
             Path(path).unlink(missing_ok=True)
+        forget_ssh_sockets(name)
 
 
-def ray(args: list[str], env: dict[str, str], timeout: float) -> tuple[str, float]:
-    start = time.time()
-    done = subprocess.run(
-        [str(BIN / "ray"), *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    out = done.stdout + done.stderr
-    assert done.returncode == 0, f"ray {args[0]} failed:\n{out[-5000:]}"
-    return out, time.time() - start
+def forget_ssh_sockets(cluster: str) -> None:
+    """The SSH control sockets Ray's launcher (and the head's autoscaler, on this machine's
+    /tmp) kept for the cluster: ``/tmp/ray_ssh_<user>/<cluster>``, fixed by Ray."""
+    import getpass
+    import hashlib
+
+    user, ours = (hashlib.sha256(x.encode()).hexdigest()[:10] for x in (getpass.getuser(), cluster))
+    folder = Path(f"/tmp/ray_ssh_{user}")
+    shutil.rmtree(folder / ours, ignore_errors=True)
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
 
 
-def test_ray_up_runs_the_smoke_sweep_into_the_heads_mlflow(ssh_node):
-    from analysis.runs import load_runs
+@pytest.fixture(scope="module")
+def up(cluster):
+    """The cluster up (`ray up`) with its worker joined; the timings printed at the end."""
+    cluster.ray("get-auth-token", "--generate", timeout=60)
+    out = cluster.ray("up", "-y", "--no-config-cache", "-n", cluster.name, str(cluster.config),
+                      timeout=900)  # fmt: skip
+    cluster.mlflow_uri = f"http://{cluster.lan.address['head']}:5000"
+    assert cluster.mlflow_uri in out
+    cluster.took["worker joined"] = cluster.wait_for_nodes(2, 300)
+    yield cluster
+    print("cluster timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in cluster.took.items()))
 
-    config, cluster, home, local, ports = ssh_node
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "MLFLOW_"))}
-    # the launcher's machine: its own home (the token), and Ray's token mode for the job client
-    env.update(HOME=str(local), RAY_AUTH_MODE="token", PATH=f"{BIN}:{env['PATH']}")
-    took = {}
-    _, took["token"] = ray(["get-auth-token", "--generate"], env, 60)
-    up, took["ray up"] = ray(
-        ["up", "-y", "--no-config-cache", "-n", cluster, str(config)], env, 900
-    )
-    mlflow_uri = f"http://127.0.0.1:{ports['DISTAR_MLFLOW_PORT']}"
-    assert mlflow_uri in up
-    assert (home / "distar" / "sweeps" / "cluster_node.sh").exists()
-    assert (home / "distar-venv" / "bin" / "python").exists()  # the environment setup named
-    assert not (home / "distar" / ".git").exists() and not (home / "distar" / "runs").exists()
-    flags = " ".join(f"--set={k}={v}" for k, v in TINY.items())
-    storage = home / "shared-storage"
-    sweep = (
-        f"bash ~/distar/sweeps/cluster_node.sh run python sweeps/ablation_grid.py "
-        f"--smoke-test --storage {storage} --tracking-uri {mlflow_uri} {flags}"
-    )
-    dashboard = f"http://127.0.0.1:{ports['DISTAR_DASHBOARD_PORT']}"
-    # `bash -c`: the entrypoint's ~ is the head's (a laptop's shell would expand its own)
-    logs, took["job"] = ray(
-        ["job", "submit", "--address", dashboard, "--", "bash", "-c", sweep], env, 900
-    )
-    assert "| KL, no CFG | 2 |" in logs  # the printed report is complete
 
-    runs = load_runs(mlflow_uri, "distar-table2", "table2")
-    assert len(runs) == 4 and set(runs["status"]) == {"FINISHED"}
+def trial_nodes(storage: Path) -> set[str]:
+    """The nodes the trials' rank-0 workers started on (their worker_start marks)."""
+    return {
+        record["node"]
+        for timings in storage.glob("trials/*/timings.jsonl")
+        for record in map(json.loads, timings.read_text().splitlines())
+        if record.get("mark") == "worker_start"
+    }
+
+
+def training_on(storage: Path, address: str) -> list[Path]:
+    """Trial folders whose latest attempt trains on ``address`` and has reported a step."""
+    found = []
+    for trial in storage.glob("trials/*"):
+        lines = (trial / "timings.jsonl").read_text().splitlines() if trial.is_dir() else []
+        marks = [json.loads(x) for x in lines if '"mark"' in x]
+        starts = [m for m in marks if m["mark"] == "worker_start"]
+        ended = any(m["mark"] == "worker_end" for m in marks)
+        if starts and starts[-1]["node"] == address and not ended:
+            if (trial / "metrics.jsonl").exists():
+                found.append(trial)
+    return found
+
+
+def finish(sweep: subprocess.Popen, seconds: float = 900) -> str:
+    out, _ = sweep.communicate(timeout=seconds)
+    assert sweep.returncode == 0, out[-5000:]
+    assert "| KL, no CFG | 2 |" in out  # the printed report is complete
+    return out
+
+
+def fault_mid_trial(cluster: Cluster, name: str, fault) -> tuple[str, Path]:
+    """A long smoke sweep; ``fault()`` once a trial trains on the worker. Returns its output
+    and the trial the fault hit."""
+    sweep = cluster.sweep(name, LONG_TRIALS)
+    started, hit = time.time(), []
+    while not hit and sweep.poll() is None and time.time() < started + 600:
+        hit = training_on(cluster.storage(name), cluster.lan.address["worker"])
+        time.sleep(0.2)
+    assert hit, "no trial trained on the worker"
+    fault()
+    return finish(sweep), hit[0]
+
+
+def check_every_trial_once(cluster: Cluster, name: str) -> dict[str, int]:
+    """One FINISHED MLflow run a trial, no step twice in MLflow or a trial's metrics.jsonl.
+    Returns each run's logged metric count (compared again after a rejoin)."""
     from mlflow import MlflowClient
 
-    client = MlflowClient(mlflow_uri)
+    from analysis.runs import load_runs
+
+    runs = load_runs(cluster.mlflow_uri, "distar-table2", name)
+    assert len(runs) == 4 and set(runs["status"]) == {"FINISHED"}
+    client, counts = MlflowClient(cluster.mlflow_uri), {}
+    for run_id in runs["run_id"]:
+        assert_no_step_logged_twice(cluster.mlflow_uri, run_id)
+        keys = client.get_run(run_id).data.metrics
+        counts[run_id] = sum(len(client.get_metric_history(run_id, k)) for k in keys)
+    for trial in cluster.storage(name).glob("trials/*"):
+        records = jsonl_records(trial)
+        assert len(records) == len(set(records)), (trial.name, records)
+    return counts
+
+
+def test_a_worker_joins_over_the_network_and_trials_run_on_both(up):
+    from mlflow import MlflowClient
+
+    storage = up.storage("table2")
+    started = time.time()
+    finish(up.sweep("table2", TINY))
+    up.took["sweep"] = time.time() - started
+    assert trial_nodes(storage) == {up.lan.address["head"], up.lan.address["worker"]}
+    check_every_trial_once(up, "table2")
+    client = MlflowClient(up.mlflow_uri)
     (parent,) = client.search_runs(
         [client.get_experiment_by_name("distar-table2").experiment_id],
-        "tags.`distar.role` = 'parent'",
+        "tags.`distar.role` = 'parent' and tags.`distar.sweep` = 'table2'",
     )
-    assert set(runs["tags.mlflow.parentRunId"]) == {parent.info.run_id}
-    report = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
-    assert "report/table2.md" in report
-    # the artifacts went through the server into the head's store, not the job's folder
-    assert list((home / "distar-runs" / "mlartifacts").rglob("table2.md"))
-
-    # token authentication is on: a client without the token is turned away
-    bare = {k: v for k, v in env.items() if k != "RAY_AUTH_MODE"}
-    bare["HOME"] = str(local / "elsewhere")
+    assert "report/table2.md" in {
+        a.path for a in client.list_artifacts(parent.info.run_id, "report")
+    }
+    assert list((up.homes["head"] / "distar-runs" / "mlartifacts").rglob("table2.md"))
+    head = up.homes["head"]  # what file_mounts copied: the checkout, without .git or runs/
+    assert (head / "distar" / "sweeps" / "cluster_node.sh").exists()
+    assert not (head / "distar" / ".git").exists() and not (head / "distar" / "runs").exists()
+    # token authentication is on: a client over the network without the token is turned away
+    bare = {**up.env, "HOME": str(up.homes["local"] / "elsewhere")}
+    bare.pop("RAY_AUTH_MODE")
+    gcs = f"{up.lan.address['head']}:6379"
     refused = subprocess.run(
-        [str(BIN / "ray"), "job", "list", "--address", dashboard],
-        env=bare,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+        [str(BIN / "ray"), "status", "--address", gcs], env=bare, capture_output=True,
+        text=True, timeout=120,
+    )  # fmt: skip
     assert refused.returncode != 0 and "token" in (refused.stdout + refused.stderr).lower()
 
-    pids = [int(p.read_text()) for p in (home / "distar-cluster").glob("*.pid")]
-    assert len(pids) == 2  # Ray's head and MLflow, each in a group of its own
-    _, took["stop"] = ray(
-        ["exec", "-n", cluster, str(config), "bash ~/distar/sweeps/cluster_node.sh stop"], env, 300
-    )
-    assert not any(alive(pid) for pid in pids)
-    print("cluster timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in took.items()))
+
+def test_a_killed_worker_costs_no_trial_and_the_autoscaler_brings_it_back(up):
+    def kill_worker() -> None:  # the host's every process but its sshd: its Ray, its trials
+        for pid, name in up.lan.processes_of("worker").items():
+            if name not in ("unshare", "sshd"):
+                os.kill(pid, 9)
+
+    started = time.time()
+    _, hit = fault_mid_trial(up, "killed", kill_worker)
+    up.took["sweep, worker killed"] = time.time() - started
+    check_every_trial_once(up, "killed")
+    assert (hit / "checkpoints" / "latest").exists()
+    up.took["worker back after the kill"] = up.wait_for_nodes(2, 300)
+
+
+def test_a_cut_off_worker_is_fenced_and_its_rejoining_duplicates_nothing(up):
+    started = time.time()
+    _, hit = fault_mid_trial(up, "cut", lambda: up.lan.link("worker", up=False))
+    up.took["sweep, worker cut off"] = time.time() - started
+    before = check_every_trial_once(up, "cut")
+    # the cut-off attempt trained on until its retry claimed the trial, then stopped at the fence
+    fenced = [json.loads(x) for x in (hit / "superseded.jsonl").read_text().splitlines()]
+    assert fenced, "the cut-off attempt was not fenced"
+    up.lan.link("worker", up=True)
+    up.took["worker back after the cut"] = up.wait_for_nodes(2, 300)
+    assert check_every_trial_once(up, "cut") == before
+
+
+def test_stop_then_ray_down_leave_no_process_of_theirs(up):
+    assert len(list((up.homes["head"] / "distar-cluster").glob("*.pid"))) == 2  # Ray, MLflow
+    assert len(list((up.homes["worker"] / "distar-cluster").glob("*.pid"))) == 1
+    said = up.ray(*up.on_head(f"{NODE} stop")) + up.ray("down", "-y", "-n", up.name, str(up.config))
+    for host in ("head", "worker"):
+        deadline = time.time() + 60  # an SSH session of the launcher's ends with ControlPersist
+        while set(up.lan.processes_of(host).values()) - {"unshare", "sshd"}:
+            log = up.homes[host] / "distar-cluster" / "ray.log"
+            assert time.time() < deadline, (
+                f"{host}: {up.lan.processes_of(host)}\n{said[-3000:]}\n"
+                + (log.read_text()[-3000:] if log.exists() else "")
+            )
+            time.sleep(1)

@@ -285,28 +285,35 @@ def test_resume_with_a_different_grid_says_what_differs(tmp_path, capsys):
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "tune").exists()
 
 
-def test_an_attempt_writes_nothing_once_a_later_attempt_claims_its_trial(world_cache, tmp_path):
-    """The fencing token a partitioned worker meets (distar.raytune.fence): a retry claims the
-    trial at step 7 while this attempt still trains; this attempt stops at its next write (the
-    report of step 9), so its folder holds steps 3 and 6 only, and its last checkpoint is 6."""
+@pytest.mark.parametrize(
+    ("claimed_at", "stops_at", "before", "reports"),
+    [(5, 6, "report", [3]), (7, 8, "checkpoint", [3, 6])],
+)
+def test_an_attempt_writes_nothing_once_a_later_attempt_claims_its_trial(
+    world_cache, tmp_path, claimed_at, stops_at, before, reports
+):
+    """The fencing token a cut-off worker meets (distar.raytune.fence): a retry claims the
+    trial after step ``claimed_at`` while this attempt still trains (reports every 3 steps,
+    checkpoints every 4); this attempt stops at its next write, a report or a checkpoint, so
+    its folder holds the reports and the checkpoint (step 4) from before the claim only."""
     from distar.config.tree import Config
     from distar.loop.trainer import Trainer
     from distar.raytune.fence import SUPERSEDED_FILE, Fence, SupersededError, claim
     from distar.runtime.callbacks import Callback, JsonlLogger
 
-    sets = {**TINY, "train.steps": 12, "train.log_every": 3, "train.checkpoint_every": 3}
+    sets = {**TINY, "train.steps": 12, "train.log_every": 3, "train.checkpoint_every": 4}
     config = Config().with_overrides({**sets, "eval.plot": False, "train.out_dir": str(tmp_path)})
 
     class RetryClaims(Callback):
         def after_update(self, step: int) -> None:
-            if step == 7:
+            if step == claimed_at:
                 claim(tmp_path)
 
     fence = Fence(tmp_path, claim(tmp_path))
     trainer = Trainer(config, callbacks=[fence, JsonlLogger(tmp_path), RetryClaims()])
-    with pytest.raises(SupersededError, match="at step 9 .before its report"):
+    with pytest.raises(SupersededError, match=f"at step {stops_at} .before its {before}"):
         trainer.train()
-    assert jsonl_records(tmp_path) == [("train", 3), ("train", 6)]
-    assert (tmp_path / "checkpoints" / "latest").read_text().strip().endswith("_0000006")
+    assert jsonl_records(tmp_path) == [("train", step) for step in reports]
+    assert (tmp_path / "checkpoints" / "latest").read_text().strip().endswith("_0000004")
     (stopped,) = (tmp_path / SUPERSEDED_FILE).read_text().splitlines()
     assert json.loads(stopped)["token"] == fence.token

@@ -191,6 +191,8 @@ def test_the_smoke_sweep_survives_losing_a_node(two_nodes, tmp_path):
     # the head's one CPU alone finishes the sweep: no group the lost node's controllers made
     # holds it (a reaped one is named in the logs)
     assert status.value == "SUCCEEDED", logs[-3000:] + cluster_state(port, env)
+    reaped = [line for line in logs.splitlines() if "removed placement group" in line]
+    print(f"placement groups reaped: {len(reaped)}", *reaped, sep="\n")
     assert killed, "no trial ran on the second node before the sweep ended"
     runs = load_runs(f"sqlite:///{storage / 'mlflow.db'}", "distar-table2", "table2")
     assert len(runs) == 4 and set(runs["status"]) == {"FINISHED"}  # no duplicate, none lost

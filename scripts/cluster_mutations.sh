@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The mutation checks of issue 35's tests: the reaper of orphaned placement groups
+# (tests/test_multinode.py), the fencing token (tests/test_faults.py) and the cluster over a
+# real network (tests/test_cluster_up.py). Each block below should end in "failed".
+# ~25 min (the cluster ones bring a cluster up each).
+#   bash scripts/cluster_mutations.sh [fast]    # fast: the first four only (~3 min)
+set -u
+source "$(dirname "$0")/mutation_lib.sh"
+PL=distar/raytune/placement.py
+FE=distar/raytune/fence.py
+M="tests/test_multinode.py -k reaped"
+F="tests/test_faults.py -k claims"
+baseline "$M $F"  # should end in "passed"
+run reaper-idle $PL "    for hex_id in orphans:" "    for hex_id in []:" "$M"
+run reaps-tune-groups $PL "            and group.creator_actor_id != by_a_driver" \
+  "            and True" "$M"
+run fence-open $FE "        if owns(self.out_dir, self.token):" "        if True:" "$F"
+run no-fence-before-checkpoint distar/loop/trainer.py \
+  '        self._notify("before_checkpoint", self.step)' "" \
+  "tests/test_faults.py -k claims"
+[ "${1:-}" = fast ] && exit 0
+C="-x tests/test_cluster_up.py"
+run no-reaper distar/raytune/tuner.py ", OrphanReaper()]" "]" "tests/test_multinode.py -k losing"
+run worker-never-fenced distar/raytune/worker.py \
+  '    callbacks: list[Callback] = [Fence(out_dir, loop_config["attempt"])]' \
+  '    callbacks: list[Callback] = []' "$C"
+run workers-not-stopped sweeps/cluster_node.sh "        stop_workers
+" "" "$C"
