@@ -1,4 +1,6 @@
-"""Gradient averaging in buckets: correct across ranks, and never a buffer of every gradient."""
+"""Collectives in buckets: gradient averaging correct across ranks and never a buffer of every
+gradient; the start-up broadcast, owned by the world, sends each tensor once, coalesced, and a
+rank that built its networks on the meta device ends up with rank 0's tensors."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from distar.runtime.distributed import average_gradients, broadcast_parameters, gradient_buckets
+from distar.runtime.distributed import average_gradients, broadcast_tensors, tensor_buckets
 
 SIZES = [(300,), (50, 4), (1000,), (7,), (64, 64)]  # bytes: 1200, 800, 4000, 28, 16384
 
@@ -25,7 +27,7 @@ def params_with_grads(rank: int) -> list[torch.nn.Parameter]:
 
 def test_buckets_stay_under_the_bound_except_single_large_tensors():
     grads = [p.grad for p in params_with_grads(0)]
-    buckets = list(gradient_buckets(grads, bucket_bytes=2048))
+    buckets = list(tensor_buckets(grads, bucket_bytes=2048))
     assert [g for b in buckets for g in b] == grads  # every gradient once, in order
     for b in buckets:
         size = sum(g.numel() * g.element_size() for g in b)
@@ -38,7 +40,7 @@ def _worker(rank: int, port: int, out) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=2)
     params = params_with_grads(rank)
     average_gradients(params, bucket_bytes=2048)
-    broadcast_parameters(params)
+    broadcast_tensors(params)
     # numpy arrays travel by value: a torch tensor travels as a shared-memory handle that the
     # parent can only open while this process lives (it failed "No such file" once it exited)
     grads = [p.grad.numpy().copy() for p in params]
@@ -66,6 +68,117 @@ def test_average_gradients_over_two_gloo_ranks():
         for rank in (0, 1):
             assert torch.all(results[rank][0][i] == 1.5 * (i + 1))  # mean of (1, 2) x (i + 1)
         assert torch.equal(results[0][1][i], results[1][1][i])  # rank 0's weights everywhere
+
+
+def spawn_two(target, *args) -> dict:
+    """``target(rank, port, out, *args)`` on two gloo ranks; what each put in ``out``."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=target, args=(r, port, out, *args)) for r in range(2)]
+    for p in procs:
+        p.start()
+    try:
+        results = dict(out.get(timeout=300) for _ in procs)
+    finally:
+        for p in procs:
+            p.join(timeout=60)
+            if p.is_alive():
+                p.kill()
+    assert "error" not in results, results["error"]
+    return results
+
+
+class Tied(torch.nn.Module):
+    """Two layers sharing one weight, a buffer, and an fp64 parameter (a bucket of its own)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = torch.nn.Linear(40, 40)
+        self.b = torch.nn.Linear(40, 40)
+        self.b.weight = self.a.weight
+        self.register_buffer("scale", torch.randn(40))
+        self.c = torch.nn.Parameter(torch.randn(10, dtype=torch.float64))
+
+
+def counted_broadcasts():
+    """Wrap ``torch.distributed.broadcast``: the list of (elements) of every call."""
+    calls: list[int] = []
+    original = dist.broadcast
+
+    def counting(tensor, *args, **kwargs):
+        calls.append(tensor.numel())
+        return original(tensor, *args, **kwargs)
+
+    dist.broadcast = counting
+    return calls
+
+
+def _broadcast_rank(rank: int, port: int, out) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        from distar.runtime.distributed import broadcast_networks
+
+        torch.manual_seed(0)
+        if rank == 0:
+            net = Tied()
+        else:  # built on the meta device, then uninitialised storage: only the broadcast fills it
+            with torch.device("meta"):
+                net = Tied()
+            net.to_empty(device="cpu")
+            net.b.weight = net.a.weight  # to_empty unties them
+        calls = counted_broadcasts()
+        broadcast_networks([net, net.b])  # net.b's tensors are net's too: sent once
+        state = {k: v.numpy().copy() for k, v in net.state_dict().items()}
+        out.put((rank, (state, calls)))
+    except BaseException as error:
+        out.put(("error", f"rank {rank}: {error!r}"))
+        raise
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_rank_built_on_meta_receives_rank_0s_tensors_each_sent_once_in_buckets():
+    results = spawn_two(_broadcast_rank)
+    (want, calls0), (got, calls1) = results[0], results[1]
+    for key, value in want.items():
+        assert (value == got[key]).all(), key
+    # c (fp64, the module's own parameter: first) alone; then one fp32 bucket: a.weight (1600,
+    # b's too), a.bias, b.bias and the buffer scale (40 each)
+    assert calls0 == calls1 == [10, 1600 + 3 * 40]
+
+
+def _trainer_rank(rank: int, port: int, out, root: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        from distar.config.tree import Config
+        from distar.loop.trainer import Trainer
+
+        calls = counted_broadcasts()
+        sets = {"train.out_dir": root, "train.batch_size": 8, "world.stage0_steps": 50}
+        trainer = Trainer(Config().with_overrides(sets))
+        world = trainer.world
+        owned = {id(t): t.numel() for n in (world.generator, world.assistant)
+                 for t in [*n.parameters(), *n.buffers()]}  # fmt: skip
+        out.put((rank, (calls, sum(owned.values()))))
+    except BaseException as error:
+        out.put(("error", f"rank {rank}: {error!r}"))
+        raise
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_trainer_starts_with_one_broadcast_of_the_worlds_networks(world_cache, tmp_path):
+    """The world owns the start-up broadcast: building a Trainer on two ranks sends every
+    tensor of the embedded world's networks once (the loop used to send the trained ones
+    again), in one bucket (they are small and all fp32)."""
+    results = spawn_two(_trainer_rank, str(tmp_path))
+    calls, elements = results[0]
+    assert calls == [elements] and results[1][0] == calls
 
 
 def test_offload_gets_a_group_that_reaches_host_tensors():

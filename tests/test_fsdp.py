@@ -264,16 +264,22 @@ def resume_exactly(rank: int, root: str) -> tuple[bool, dict[str, np.ndarray]]:
     return all(flags), saved
 
 
-def world_tensors(config: Config) -> dict[str, np.ndarray]:
-    """Every parameter and buffer of every network of a freshly built world."""
+def world_tensors(config: Config) -> tuple[dict[str, np.ndarray], list[int], int]:
+    """Every parameter and buffer of every network of a freshly built world; the elements of
+    each broadcast its build issued, and of every distinct tensor of its networks."""
+    from test_distributed import counted_broadcasts
+
     from distar.worlds.builders import build_world
 
+    calls = counted_broadcasts()
     world = build_world(config.world, torch.device("cpu"))
-    return {
+    tensors = {id(t): t for net in world.networks() for t in [*net.parameters(), *net.buffers()]}
+    named = {
         f"{i}.{name}": t.detach().float().numpy().copy()
         for i, net in enumerate(world.networks())
         for name, t in [*net.named_parameters(), *net.named_buffers()]
     }
+    return named, calls, sum(t.numel() for t in tensors.values())
 
 
 def run_two_ranks(root) -> dict:
@@ -398,10 +404,13 @@ def test_a_rank_that_reads_no_weights_receives_rank_0s(sharded, world_cache):
     empty = load_components(case_config(CASES[1], 1, "ddp", "unused").world, empty=True)
     assert all(p.is_meta for p in empty.generator.parameters())
     assert all(p.is_meta for p in empty.scorer.parameters())
-    (first,), (second,) = sharded["received0"], sharded["received1"]
+    ((first, calls, elements),), ((second, _, _),) = sharded["received0"], sharded["received1"]
     assert first.keys() == second.keys() and len(first) > 100
     for key, value in first.items():
         assert np.array_equal(value, second[key]), key
+    # the world's one start-up broadcast: each distinct tensor once, coalesced (bf16 and fp32
+    # runs of at most 64 MiB: a few calls for hundreds of tensors)
+    assert sum(calls) == elements and len(calls) < len(first) / 10
 
 
 def test_a_sharded_checkpoint_resumes_exactly(sharded):

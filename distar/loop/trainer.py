@@ -32,7 +32,6 @@ from distar.runtime.checkpoint import (
 from distar.runtime.devices import resolve_device
 from distar.runtime.distributed import (
     all_gather_objects,
-    broadcast_parameters,
     mean_across_ranks,
     rank,
     world_size,
@@ -43,7 +42,6 @@ from distar.runtime.step_parts import (
     check_noise_range,
     step_seed,
     to_floats,
-    trainable,
 )
 from distar.runtime.timing import Stopwatch
 from distar.worlds.base import EvalGenerator, World
@@ -102,9 +100,6 @@ class Trainer:
             self.world = world or build_world(config.world, self.device, init, self.sharded)
         check_noise_range(config.noise, self.world.sigma_range)
         self.rank = rank()
-        if self.world.placed:  # else its trained networks get rank 0's weights in shard()
-            broadcast_parameters(trainable(self.world.generator))
-            broadcast_parameters(trainable(self.world.assistant))
         if self.sharded:
             self._shard(config)
         self.draws = Draws(self.world, config.train.batch_size, self.rank, self.device)

@@ -53,27 +53,13 @@ def world_size() -> int:
     return dist.get_world_size() if is_distributed() else 1
 
 
-def broadcast_parameters(params: list[torch.Tensor]) -> None:
-    """Make every rank start from rank 0's weights."""
-    if is_distributed():
-        with torch.no_grad():
-            for p in params:
-                dist.broadcast(p.data, src=0)
-
-
-def broadcast_module(module: nn.Module) -> None:
-    """Every parameter and buffer (non-persistent ones too) of ``module`` from rank 0: how a
-    rank that built the module empty (meta device, then uninitialised storage) gets weights."""
-    broadcast_parameters([*module.parameters(), *module.buffers()])
-
-
 BUCKET_BYTES = 64 * 2**20
 
 
-def gradient_buckets(grads: list[torch.Tensor], bucket_bytes: int = BUCKET_BYTES):
-    """Consecutive runs of same-dtype, same-device gradients of at most ``bucket_bytes`` (a
-    larger tensor is a bucket of its own): all-reduce traffic in large messages without a
-    buffer the size of every gradient at once (~10 GB for one SDXL UNet in fp32)."""
+def tensor_buckets(grads: list[torch.Tensor], bucket_bytes: int = BUCKET_BYTES):
+    """Consecutive runs of same-dtype, same-device tensors of at most ``bucket_bytes`` (a
+    larger tensor is a bucket of its own): collective traffic in large messages without a
+    buffer the size of every tensor at once (~10 GB for one SDXL UNet in fp32)."""
     bucket: list[torch.Tensor] = []
     size = 0
     for g in grads:
@@ -95,7 +81,7 @@ def average_gradients(params: list[nn.Parameter], bucket_bytes: int = BUCKET_BYT
         return
     grads = [p.grad for p in params if p.grad is not None]
     n = dist.get_world_size()
-    for bucket in gradient_buckets(grads, bucket_bytes):
+    for bucket in tensor_buckets(grads, bucket_bytes):
         if len(bucket) == 1:
             dist.all_reduce(bucket[0])
             bucket[0].div_(n)
@@ -127,3 +113,36 @@ def mean_across_ranks(values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     dist.all_reduce(stacked)
     stacked /= dist.get_world_size()
     return dict(zip(values, stacked, strict=True))
+
+
+def broadcast_tensors(tensors: list[torch.Tensor], bucket_bytes: int = BUCKET_BYTES) -> None:
+    """Rank 0's values into ``tensors`` on every rank: one broadcast per bucket
+    (:func:`tensor_buckets`), each tensor sent once; a rank's own values (uninitialised
+    storage, for a network built on the meta device) are overwritten."""
+    if not is_distributed():
+        return
+    with torch.no_grad():
+        for bucket in tensor_buckets(tensors, bucket_bytes):
+            if len(bucket) == 1:
+                dist.broadcast(bucket[0], src=0)
+                continue
+            flat = torch.cat([t.reshape(-1) for t in bucket])
+            dist.broadcast(flat, src=0)
+            offset = 0
+            for t in bucket:
+                t.copy_(flat[offset : offset + t.numel()].view_as(t))
+                offset += t.numel()
+
+
+def broadcast_networks(networks: list[nn.Module]) -> None:
+    """Every parameter and buffer (non-persistent ones too) of ``networks`` from rank 0, each
+    tensor once however many networks hold it, in buckets: a world's start-up broadcast (the
+    world owns it: :class:`distar.worlds.base.World`, ``placed``)."""
+    seen: set[int] = set()
+    tensors = []
+    for network in networks:
+        for t in [*network.parameters(), *network.buffers()]:
+            if id(t) not in seen:
+                seen.add(id(t))
+                tensors.append(t)
+    broadcast_tensors(tensors)

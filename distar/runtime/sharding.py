@@ -20,7 +20,7 @@ import torch.distributed as dist
 from torch import nn
 
 from distar.config.sections import ConfigError
-from distar.runtime.distributed import backend, has_cpu_backend
+from distar.runtime.distributed import backend, broadcast_tensors, has_cpu_backend
 
 # reshard_after_forward per network, remembered for gathered() to restore
 _RESHARD: weakref.WeakKeyDictionary[nn.Module, bool] = weakref.WeakKeyDictionary()
@@ -98,9 +98,7 @@ def shard_from_rank0(
     options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
     set_model_state_dict(network, state, options=options)
     del state
-    with torch.no_grad():
-        for buffer in network.buffers():
-            dist.broadcast(buffer, src=0)
+    broadcast_tensors(list(network.buffers()))
     initialise_now(network)
 
 

@@ -128,8 +128,9 @@ def tiny_vae(latent_channels: int, scaling_factor: float, **options) -> nn.Modul
 
 def empty_model(cls, config) -> nn.Module:
     """``cls`` built from ``config`` with every tensor on the meta device: no memory, no weight
-    file read. The weights arrive from rank 0 (:func:`distar.runtime.distributed.broadcast_module`)
-    after :func:`place_module` gives the tensors storage."""
+    file read. The weights arrive from rank 0
+    (:func:`distar.runtime.distributed.broadcast_networks`) after :func:`place_module` gives the
+    tensors storage."""
     with torch.device("meta"):
         return cls.from_config(config) if hasattr(cls, "from_config") else cls(config)
 

@@ -38,8 +38,11 @@ class World(TrainingWorld, Protocol):
     and the evaluation harness call besides (sharding, metrics, plots, the eval generator)."""
 
     config: WorldConfig
-    # False for a world built to be sharded from the host (``build_world(..., sharded=True)``):
-    # its large networks reach the device, with rank 0's weights, only in shard()
+    # True: once built, every network is on the device and holds rank 0's weights on every
+    # rank; the world itself broadcasts them, once, in buckets
+    # (:func:`distar.runtime.distributed.broadcast_networks`), and nothing else does. False for
+    # a world built to be sharded from the host (``build_world(..., sharded=True)``): its large
+    # networks reach the device, with rank 0's weights, only in shard()
     placed: bool
 
     def shard(self, offload: bool) -> None:

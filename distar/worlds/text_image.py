@@ -19,7 +19,7 @@ from distar.config.tree import ConfigError
 from distar.data.prompts import training_prompts
 from distar.rewards.pickscore import pickscore_paths
 from distar.rewards.weights import MissingWeightsError
-from distar.runtime.distributed import broadcast_module
+from distar.runtime.distributed import broadcast_networks
 from distar.t2i.edm import DTYPES, autocast
 from distar.t2i.lora import SharedReference, add_lora
 from distar.t2i.parts import WorldLoadError, cast, place_module
@@ -96,10 +96,8 @@ class TextImageWorld:
         self.scorer = scorer
         if scorer is not None:
             place_module(scorer, self.device)
-        on_host = self.host_networks()
-        for network in self.networks():
-            if not any(network is n for n in on_host):  # those get rank 0's weights in shard()
-                broadcast_module(network)
+        on_host = self.host_networks()  # those get rank 0's weights in shard()
+        broadcast_networks([n for n in self.networks() if not any(n is h for h in on_host)])
         if scorer is not None:  # after the broadcast, which carries the fp32 logit scale
             scorer.cast(self.dtype)
         self.empty = self.text.encode([""])

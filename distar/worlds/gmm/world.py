@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from distar.config.gmm import GMMWorldConfig
 from distar.runtime.devices import to_device
+from distar.runtime.distributed import broadcast_networks
 from distar.runtime.sharding import shard_network
 from distar.worlds.base import WORLDS
 from distar.worlds.gmm.eval import GMMGenerator
@@ -60,6 +61,7 @@ class GMMWorld:
         fitted = self.generator if init == "stage0" else fresh
         self.stage0_path = load_or_fit(cfg, self.mixture, fitted, self.assistant)
         self._reward = GMM_REWARDS.get(cfg.reward)(self.mixture, cfg.reward_sharpness)
+        broadcast_networks([self.generator, self.assistant])  # the world contract: placed
 
     def reference(self, x: Tensor, sigma: Tensor, cond: Tensor) -> Tensor:
         return self.mixture.denoise(x, sigma, cond)
