@@ -10,7 +10,8 @@ PL=distar/raytune/placement.py
 FE=distar/raytune/fence.py
 M="tests/test_multinode.py -k reaped"
 F="tests/test_faults.py -k claims"
-baseline "$M $F"  # should end in "passed"
+baseline "$M"  # these two should end in "passed"
+baseline "$F"
 run reaper-idle $PL "    for hex_id in orphans:" "    for hex_id in []:" "$M"
 run reaps-tune-groups $PL "            and group.creator_actor_id != by_a_driver" \
   "            and True" "$M"
@@ -20,7 +21,7 @@ run no-fence-before-checkpoint distar/loop/trainer.py \
   "tests/test_faults.py -k claims"
 [ "${1:-}" = fast ] && exit 0
 C="-x tests/test_cluster_up.py"
-run no-reaper distar/raytune/tuner.py ", OrphanReaper()]" "]" "tests/test_multinode.py -k losing"
+run no-reaper distar/raytune/tuner.py ", OrphanReaper()]" "]" "tests/test_multinode.py -k losing"  # fails in some runs only (1 in 3 hit the stall)
 run worker-never-fenced distar/raytune/worker.py \
   '    callbacks: list[Callback] = [Fence(out_dir, loop_config["attempt"])]' \
   '    callbacks: list[Callback] = []' "$C"
