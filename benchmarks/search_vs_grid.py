@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from distar import timing  # noqa: E402
+from distar.runtime import timing  # noqa: E402
 from distar.raytune.spec import Objective  # noqa: E402
 
 

@@ -38,7 +38,7 @@ from distar.track import tracking
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from distar import timing  # noqa: E402
+from distar.runtime import timing  # noqa: E402
 from distar.runtime.local_ray import start_local_ray  # noqa: E402
 
 ROWS = (

@@ -403,3 +403,35 @@ def summary(graph: Graph) -> str:
 
 if __name__ == "__main__":
     print(summary(Graph.read(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT)))
+
+
+def top_level_names(path: Path) -> set[str]:
+    """What a module defines at its top level (functions, classes, assignments, imports)."""
+    names: set[str] = set()
+    for node in ast.parse(path.read_text(), str(path)).body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+    return names
+
+
+def test_every_import_of_the_project_names_something_it_has():
+    """``from distar import timing`` after timing moved to distar.runtime broke two benchmarks
+    that no test imports: every project import, in every folder, must resolve."""
+    modules = project_modules(ROOT)
+    broken = []
+    for path in modules.values():
+        for target, _, line in imports(path):
+            found = resolve(target, modules)
+            if found is None or found == target:
+                continue
+            rest, defined = target[len(found) + 1 :].split("."), top_level_names(modules[found])
+            if "__getattr__" in defined:  # a module's lazy attributes (PEP 562): not checked
+                continue
+            if len(rest) > 1 or rest[0] not in defined:
+                broken.append(f"{path.relative_to(ROOT)}:{line}: {target}")
+    assert not broken, "\n".join(broken)
