@@ -29,8 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from distar.runtime import timing  # noqa: E402
 from distar.raytune.spec import Objective  # noqa: E402
+from distar.runtime import timing  # noqa: E402
 
 
 def trial_outcomes(storage: Path, objective: Objective) -> list[dict]:

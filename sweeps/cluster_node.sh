@@ -117,7 +117,7 @@ for ip in config["provider"].get("worker_ips", []):
 EOF
         ssh -n -i "${key/#\~/$HOME}" -o IdentitiesOnly=yes -o BatchMode=yes -o ConnectTimeout=10 \
             -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR \
-            "$user@$ip" 'bash ~/distar/sweeps/cluster_node.sh stop' ||
+            "$user@$ip" 'bash ~/distar/sweeps/cluster_node.sh stop --this-node' ||
             echo "cluster_node.sh: could not stop the worker at $ip; run 'cluster_node.sh stop' there" >&2
     done
 }
@@ -180,7 +180,8 @@ case "${1:-}" in
         stop_started mlflow
         stop_started ray
         forget_address
-        stop_workers
+        # --this-node: a worker whose home is shared with the head sees its bootstrap file too
+        if [ "${2:-}" != --this-node ]; then stop_workers; fi
         ;;
     run)
         shift

@@ -53,6 +53,7 @@ class Lan:
         self.net = free_subnet()
         self.namespaces: list[str] = []
         self.root_link = f"{self.tag}r"
+        self.links: list[str] = []  # made in the root namespace (the rest go with a namespace)
         self.processes: list[subprocess.Popen] = []
         self.address = {h: str(self.net[i + 1]) for i, h in enumerate(hosts)}
         self.launcher = str(self.net[254])
@@ -83,6 +84,7 @@ class Lan:
         # the launcher's link: its peer lives in the bridge's namespace, so deleting that
         # namespace deletes this end too
         ip("link", "add", self.root_link, "type", "veth", "peer", "name", f"{self.tag}rb")
+        self.links.append(self.root_link)
         ip("link", "set", f"{self.tag}rb", "netns", bridge)
         ip("-n", bridge, "link", "set", f"{self.tag}rb", "master", "br0", "up")
         ip("addr", "add", f"{self.launcher}/24", "dev", self.root_link)
@@ -134,8 +136,10 @@ class Lan:
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=30)
-        if self.root_link in ip("-o", "link", "show"):
-            ip("link", "del", self.root_link)  # its peer goes with it; a namespace's links, too
+        for link in self.links:  # its peer goes with it; a namespace's links go with it
+            if link in self._link_names():
+                ip("link", "del", link)
+        self.links.clear()
         for name in reversed(self.namespaces):
             ip("netns", "del", name)
         self.namespaces.clear()
@@ -154,9 +158,15 @@ class Lan:
         """Our namespaces and links still present (empty after :meth:`close`)."""
         names = [n.split()[0] for n in ip("netns", "list").splitlines() if n.strip()]
         ours = [n for n in names if n.startswith(f"{self.tag}-")]
-        links = ip("-o", "link", "show").splitlines()
-        ours += [line.split(":")[1].strip() for line in links if f" {self.tag}" in line]
+        ours += [
+            n for n in self._link_names() if n.startswith(self.tag) and n[len(self.tag)] in "hbr"
+        ]
         return ours + ([f"{self.launcher} on this host"] if self._has_address() else [])
+
+    def _link_names(self) -> set[str]:
+        """The root namespace's link names (``eth0@if12`` -> ``eth0``)."""
+        lines = ip("-o", "link", "show").splitlines()
+        return {line.split(":")[1].strip().split("@")[0] for line in lines}
 
     def _has_address(self) -> bool:
         return f" {self.launcher}/" in ip("-4", "-o", "addr", "show")

@@ -183,6 +183,8 @@ def cluster(tmp_path_factory):
     for home in homes.values():
         home.mkdir()
         (home / ".bash_profile").write_text(f'export PATH="{BIN}:$PATH"\n')  # a node's Python
+    run_sshd = Path("/run/sshd")  # sshd's privilege-separation folder: removed if made here
+    made_run_sshd = not run_sshd.exists()
     lan = Lan(["head", "worker"])
     name = f"distar-netns-{os.getpid()}"
     # each host keeps Ray's session files in a short folder of its own (socket paths < 108 B),
@@ -213,6 +215,8 @@ def cluster(tmp_path_factory):
         for path in (get_lock_path(name), get_state_path(name)):
             Path(path).unlink(missing_ok=True)
         forget_ssh_sockets(name)
+        if made_run_sshd:
+            run_sshd.rmdir()
 
 
 def forget_ssh_sockets(cluster: str) -> None:
@@ -285,9 +289,10 @@ def fault_mid_trial(cluster: Cluster, name: str, fault) -> tuple[str, Path]:
     return finish(sweep), hit[0]
 
 
-def check_every_trial_once(cluster: Cluster, name: str) -> dict[str, int]:
+def check_every_trial_once(cluster: Cluster, name: str) -> dict[str, object]:
     """One FINISHED MLflow run a trial, no step twice in MLflow or a trial's metrics.jsonl.
-    Returns each run's logged metric count (compared again after a rejoin)."""
+    Returns each run's logged metric count and each trial's records (compared again after a
+    rejoin)."""
     from mlflow import MlflowClient
 
     from analysis.runs import load_runs
@@ -302,6 +307,7 @@ def check_every_trial_once(cluster: Cluster, name: str) -> dict[str, int]:
     for trial in cluster.storage(name).glob("trials/*"):
         records = jsonl_records(trial)
         assert len(records) == len(set(records)), (trial.name, records)
+        counts[trial.name] = (trial / "metrics.jsonl").read_text()
     return counts
 
 
@@ -361,19 +367,26 @@ def test_a_cut_off_worker_is_fenced_and_its_rejoining_duplicates_nothing(up):
     assert fenced, "the cut-off attempt was not fenced"
     up.lan.link("worker", up=True)
     up.took["worker back after the cut"] = up.wait_for_nodes(2, 300)
-    assert check_every_trial_once(up, "cut") == before
+    assert check_every_trial_once(up, "cut") == before  # MLflow and the trial folders
+
+
+def only_sshd_within(up: Cluster, host: str, seconds: float, said: str) -> None:
+    deadline = time.time() + seconds
+    while set(up.lan.processes_of(host).values()) - {"unshare", "sshd"}:
+        log = up.homes[host] / "distar-cluster" / "ray.log"
+        assert time.time() < deadline, f"{host}: {up.lan.processes_of(host)}\n{said[-3000:]}\n" + (
+            log.read_text()[-3000:] if log.exists() else ""
+        )
+        time.sleep(1)
 
 
 def test_stop_then_ray_down_leave_no_process_of_theirs(up):
     assert len(list((up.homes["head"] / "distar-cluster").glob("*.pid"))) == 2  # Ray, MLflow
     assert len(list((up.homes["worker"] / "distar-cluster").glob("*.pid"))) == 1
-    said = up.ray(*up.on_head(f"{NODE} stop")) + up.ray("down", "-y", "-n", up.name, str(up.config))
-    for host in ("head", "worker"):
-        deadline = time.time() + 60  # an SSH session of the launcher's ends with ControlPersist
-        while set(up.lan.processes_of(host).values()) - {"unshare", "sshd"}:
-            log = up.homes[host] / "distar-cluster" / "ray.log"
-            assert time.time() < deadline, (
-                f"{host}: {up.lan.processes_of(host)}\n{said[-3000:]}\n"
-                + (log.read_text()[-3000:] if log.exists() else "")
-            )
-            time.sleep(1)
+    said = up.ray(*up.on_head(f"{NODE} stop"))
+    # the worker's Ray stopped by `stop` itself, well before it would give up on the head's GCS
+    # by itself (Ray's 60 s reconnect timeout)
+    only_sshd_within(up, "worker", 20, said)
+    said += up.ray("down", "-y", "-n", up.name, str(up.config))
+    for host in ("head", "worker"):  # an SSH session of the launcher's ends with ControlPersist
+        only_sshd_within(up, host, 60, said)

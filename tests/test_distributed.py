@@ -70,8 +70,10 @@ def test_average_gradients_over_two_gloo_ranks():
         assert torch.equal(results[0][1][i], results[1][1][i])  # rank 0's weights everywhere
 
 
-def spawn_two(target, *args) -> dict:
-    """``target(rank, port, out, *args)`` on two gloo ranks; what each put in ``out``."""
+def spawn_two(target, *args, expect: int = 2, timeout: float = 300) -> dict:
+    """``target(rank, port, out, *args)`` on two gloo ranks: the ``expect`` entries
+    ``(key, *values)`` they put in ``out``, as ``{key: [values]}``; a rank's
+    ``("error", message)`` fails at once."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -80,14 +82,17 @@ def spawn_two(target, *args) -> dict:
     procs = [ctx.Process(target=target, args=(r, port, out, *args)) for r in range(2)]
     for p in procs:
         p.start()
+    results: dict = {}
     try:
-        results = dict(out.get(timeout=300) for _ in procs)
+        while len(results) < expect:
+            key, *values = out.get(timeout=timeout)
+            assert key != "error", values[0]
+            results[key] = values
     finally:
         for p in procs:
             p.join(timeout=60)
             if p.is_alive():
                 p.kill()
-    assert "error" not in results, results["error"]
     return results
 
 
@@ -143,7 +148,7 @@ def _broadcast_rank(rank: int, port: int, out) -> None:
 
 def test_a_rank_built_on_meta_receives_rank_0s_tensors_each_sent_once_in_buckets():
     results = spawn_two(_broadcast_rank)
-    (want, calls0), (got, calls1) = results[0], results[1]
+    ((want, calls0),), ((got, calls1),) = results[0], results[1]
     for key, value in want.items():
         assert (value == got[key]).all(), key
     # c (fp64, the module's own parameter: first) alone; then one fp32 bucket: a.weight (1600,
@@ -177,8 +182,8 @@ def test_a_trainer_starts_with_one_broadcast_of_the_worlds_networks(world_cache,
     tensor of the embedded world's networks once (the loop used to send the trained ones
     again), in one bucket (they are small and all fp32)."""
     results = spawn_two(_trainer_rank, str(tmp_path))
-    calls, elements = results[0]
-    assert calls == [elements] and results[1][0] == calls
+    ((calls, elements),), ((calls1, _),) = results[0], results[1]
+    assert calls == [elements] and calls1 == calls
 
 
 def test_offload_gets_a_group_that_reaches_host_tensors():

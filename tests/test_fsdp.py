@@ -23,14 +23,12 @@ Mutation checks (each breaks one fix and names the test that fails):
 from __future__ import annotations
 
 import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 from distar.config.tree import Config
 
@@ -185,7 +183,7 @@ def train(trainer, steps: int) -> list[dict[str, float]]:
     return [to_floats(mean_across_ranks(trainer.train_step())) for _ in range(steps)]
 
 
-def _rank(rank: int, port: int, root: str, out) -> None:
+def _rank(rank: int, port: int, out, root: str) -> None:
     import torch.distributed as dist
 
     from distar.loop.trainer import Trainer
@@ -283,26 +281,10 @@ def world_tensors(config: Config) -> tuple[dict[str, np.ndarray], list[int], int
 
 
 def run_two_ranks(root) -> dict:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    ctx = mp.get_context("spawn")
-    out = ctx.Queue()
-    procs = [ctx.Process(target=_rank, args=(r, port, str(root), out)) for r in range(2)]
-    for p in procs:
-        p.start()
-    results = {}
-    try:
-        while len(results) < len(CASES) + 3:  # the cases, "resume", "received0", "received1"
-            key, *value = out.get(timeout=600)
-            assert key != "error", value[0]
-            results[key] = value
-    finally:
-        for p in procs:
-            p.join(timeout=60)
-            if p.is_alive():
-                p.kill()
-    return results
+    from test_distributed import spawn_two
+
+    # the cases, "resume", "received0", "received1"
+    return spawn_two(_rank, str(root), expect=len(CASES) + 3, timeout=600)
 
 
 @pytest.fixture(scope="module")

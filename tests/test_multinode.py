@@ -47,6 +47,12 @@ def start_node(args: list[str], env: dict[str, str]) -> subprocess.Popen:
     )
 
 
+def start_head(port: int, env: dict[str, str], *extra: str) -> subprocess.Popen:
+    """A head node with 1 CPU on ``port``."""
+    common = ["--head", "--port", str(port), "--num-cpus", "1"]
+    return start_node([*common, "--ray-client-server-port", str(free_port()), *extra], env)
+
+
 def node_pids(node: subprocess.Popen) -> set[int]:
     try:
         return {p.pid for p in psutil.Process(node.pid).children(recursive=True)}
@@ -93,33 +99,26 @@ def forget_address(port: int) -> None:
         address_file.unlink()
 
 
-@pytest.fixture
-def two_nodes(world_cache):
-    # the cluster's own token (Ray's token auth stays on), for its nodes and the job client;
-    # never in this process's environment, where Ray would keep it for the other tests' Ray
+def cluster_env() -> tuple[dict[str, str], str]:
+    """The nodes' environment, with the cluster's own token (Ray's token auth stays on), and
+    that token; never this process's environment, where Ray would keep it for the other
+    tests' Ray."""
     token = secrets.token_hex(32)
     env = {**os.environ, **FAST_HEALTH, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
     env.pop("RAY_ADDRESS", None)
+    return env, token
+
+
+@pytest.fixture
+def two_nodes(world_cache):
+    env, token = cluster_env()
     port, dashboard = free_port(), free_port()
     # 1 CPU on the head: of the 2 trials running at once, at least one is on the second node
     # (with 3, Ray placed both on the head), and the head alone finishes the sweep once that
     # node is gone (trial drivers hold no CPU). cluster_state() prints the placement groups and
     # actors if the sweep does not finish.
-    head = start_node(
-        [
-            "--head",
-            "--port",
-            str(port),
-            "--num-cpus",
-            "1",
-            "--dashboard-host",
-            "127.0.0.1",
-            "--dashboard-port",
-            str(dashboard),
-            "--ray-client-server-port",
-            str(free_port()),
-        ],
-        env,
+    head = start_head(
+        port, env, "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard)
     )
     url = f"http://127.0.0.1:{dashboard}"
     from ray.job_submission import JobSubmissionClient
@@ -247,26 +246,9 @@ print("RESULT", json.dumps({"orphan": orphan, "moved": moved, "removed": removed
 
 
 def test_a_group_whose_creator_died_with_its_node_is_reaped_and_frees_the_heads_cpu(tmp_path):
-    token = secrets.token_hex(32)
-    env = {**os.environ, **FAST_HEALTH, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
-    env.pop("RAY_ADDRESS", None)
+    env, _ = cluster_env()
     port = free_port()
-    head = start_node(
-        [
-            "--head",
-            "--port",
-            str(port),
-            "--num-cpus",
-            "1",
-            "--resources",
-            '{"head": 1}',
-            "--include-dashboard",
-            "false",
-            "--ray-client-server-port",
-            str(free_port()),
-        ],
-        env,
-    )
+    head = start_head(port, env, "--resources", '{"head": 1}', "--include-dashboard", "false")
     second = start_node(
         ["--address", f"127.0.0.1:{port}", "--num-cpus", "2", "--resources", '{"second": 1}'],
         env,

@@ -37,7 +37,7 @@ def claim(out_dir: Path) -> str:
     """Make the calling attempt the trial's owner; returns its token."""
     token = f"{socket.gethostname()}-{os.getpid()}-{time.time_ns()}"
     out_dir.mkdir(parents=True, exist_ok=True)
-    staged = out_dir / f".{ATTEMPT_FILE}.{os.getpid()}"
+    staged = out_dir / f".{ATTEMPT_FILE}.{token}"
     staged.write_text(token)
     os.replace(staged, out_dir / ATTEMPT_FILE)  # readers see the old token or the new one
     return token

@@ -123,7 +123,7 @@ def broadcast_tensors(tensors: list[torch.Tensor], bucket_bytes: int = BUCKET_BY
         return
     with torch.no_grad():
         for bucket in tensor_buckets(tensors, bucket_bytes):
-            if len(bucket) == 1:
+            if len(bucket) == 1 and bucket[0].is_contiguous():  # no copy of a large tensor
                 dist.broadcast(bucket[0], src=0)
                 continue
             flat = torch.cat([t.reshape(-1) for t in bucket])
