@@ -58,9 +58,10 @@ class Fence(Callback):
     def check(self, step: int, before: str) -> None:
         if owns(self.out_dir, self.token):
             return
-        record = {"token": self.token, "step": step, "before": before, "pid": os.getpid()}
+        record = {"token": self.token, "step": step, "before": before, "pid": os.getpid(),
+                  "host": socket.gethostname()}  # fmt: skip
         with (self.out_dir / SUPERSEDED_FILE).open("a") as f:
-            f.write(json.dumps({**record, "host": socket.gethostname()}) + "\n")
+            f.write(json.dumps(record) + "\n")
         raise SupersededError(
             f"attempt {self.token} of trial {self.out_dir.name} stopped at step {step} "
             f"(before its {before}): a later attempt owns the trial"

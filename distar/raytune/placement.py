@@ -12,8 +12,8 @@ held the head's only CPU and the sweep waited forever (2 of 4 full-suite runs).
 
 An orphan here: a group of this job, not detached, not removed, made by an actor that is dead.
 No one uses such a group in a sweep (Ray Train hands its groups to no actor it does not own, and
-the workers die with their controller), so removing it is safe; the
-sweep driver (:class:`OrphanReaper`, a Tune callback) does so every few seconds.
+the workers die with their controller), so removing it is safe; the sweep driver
+(:class:`OrphanReaper`, a Tune callback) does so every few seconds.
 """
 
 from __future__ import annotations
