@@ -3,7 +3,7 @@
 # (tests/test_multinode.py), the fencing token (tests/test_faults.py) and the cluster over a
 # real network (tests/test_cluster_up.py). Each block below should end in "failed".
 # ~25 min (the cluster ones bring a cluster up each).
-#   bash scripts/cluster_mutations.sh [fast]    # fast: the first four only (~3 min)
+#   bash scripts/cluster_mutations.sh [fast]    # fast: the first seven only (~5 min)
 set -u
 source "$(dirname "$0")/mutation_lib.sh"
 PL=distar/raytune/placement.py
@@ -13,8 +13,13 @@ F="tests/test_faults.py -k claims"
 baseline "$M"  # these two should end in "passed"
 baseline "$F"
 run reaper-idle $PL "    for hex_id in orphans:" "    for hex_id in []:" "$M"
-run reaps-tune-groups $PL "            and group.creator_actor_id != by_a_driver" \
-  "            and True" "$M"
+run reaps-tune-groups $PL "            or group.creator_actor_id == by_a_driver" \
+  "            or False" "$M"
+run no-idle-rule $PL "        elif group.state == gcs_pb2.PlacementGroupTableData.CREATED and (" \
+  "        elif False and (" "$M"
+run no-grace $PL "            if now - idle_since.setdefault(hex_id, now) >= grace:" \
+  "            if True:" "$M"
+run actors-unseen $PL "        if actor.state != gcs_pb2.ActorTableData.DEAD" "        if False" "$M"
 run fence-open $FE "        if owns(self.out_dir, self.token):" "        if True:" "$F"
 run no-fence-before-checkpoint distar/loop/trainer.py \
   '        self._notify("before_checkpoint", self.step)' "" \

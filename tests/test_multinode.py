@@ -47,9 +47,9 @@ def start_node(args: list[str], env: dict[str, str]) -> subprocess.Popen:
     )
 
 
-def start_head(port: int, env: dict[str, str], *extra: str) -> subprocess.Popen:
-    """A head node with 1 CPU on ``port``."""
-    common = ["--head", "--port", str(port), "--num-cpus", "1"]
+def start_head(port: int, env: dict[str, str], *extra: str, cpus: int = 1) -> subprocess.Popen:
+    """A head node with ``cpus`` CPUs on ``port``."""
+    common = ["--head", "--port", str(port), "--num-cpus", str(cpus)]
     return start_node([*common, "--ray-client-server-port", str(free_port()), *extra], env)
 
 
@@ -74,20 +74,46 @@ def training_pids(storage: Path) -> set[int]:
     return pids
 
 
-def cluster_state(port: int, env: dict[str, str]) -> str:
-    """Placement groups (with their bundles) and actors (with their placement group), for a
-    sweep that did not finish: which group holds a CPU, and whether any actor lives in it."""
-    out = ""
-    for what in ("placement-groups", "actors"):
+def cluster_state(port: int, env: dict[str, str], storage: Path | None = None) -> str:
+    """For a sweep that did not finish, one line each: the live placement groups (where each
+    bundle is, what it holds, who made it), the actors not dead (class, pid, node, group), and
+    each trial's timing marks: which group holds a CPU, and whether any actor lives in it."""
+    lines = []
+    for what, keep in (("placement-groups", "state!=REMOVED"), ("actors", "state!=DEAD")):
         listed = subprocess.run(
-            ["ray", "list", what, "--detail", "--format", "yaml", "--address", f"127.0.0.1:{port}"],
+            ["ray", "list", what, "--detail", "--format", "json", "--limit", "1000"]
+            + ["--filter", keep, "--address", f"127.0.0.1:{port}"],
             capture_output=True,
             text=True,
             timeout=60,
             env=env,
         )
-        out += f"\n--- ray list {what}\n{listed.stdout[-6000:]}"
-    return out
+        lines.append(f"--- ray list {what} ({keep})")
+        try:
+            entries = json.loads(listed.stdout)
+        except json.JSONDecodeError:
+            lines.append(listed.stdout[-2000:] + listed.stderr[-2000:])
+            continue
+        for e in entries:
+            if what == "actors":
+                lines.append(
+                    f"{e['class_name']} {e['state']} pid={e.get('pid')} "
+                    f"node={str(e.get('node_id'))[:8]} group={e.get('placement_group_id')} "
+                    f"needs={e.get('required_resources')}"
+                )
+            else:
+                bundles = [(str(b.get("node_id"))[:8], b["unit_resources"]) for b in e["bundles"]]
+                lines.append(
+                    f"{e['placement_group_id']} {e['state']} creator_job={e['creator_job_id']}"
+                    f" bundles={bundles} attempts={e['stats'].get('scheduling_attempt')}"
+                )
+    for trial in sorted((storage / "trials").glob("*")) if storage else []:
+        from distar.runtime import timing
+
+        records = map(json.loads, (trial / timing.FILE).read_text().splitlines())
+        marks = [f"{r['mark']}({r.get('pid')})" for r in records if "mark" in r]
+        lines.append(f"{trial.name}: {' '.join(marks)}")
+    return "\n" + "\n".join(lines)
 
 
 def forget_address(port: int) -> None:
@@ -187,9 +213,10 @@ def test_the_smoke_sweep_survives_losing_a_node(two_nodes, tmp_path):
             os.killpg(second.pid, signal.SIGKILL)
         time.sleep(0.2)
     logs = client.get_job_logs(job)
+    (tmp_path / "job.log").write_text(logs)  # kept by pytest for the last runs
     # the head's one CPU alone finishes the sweep: no group the lost node's controllers made
     # holds it (a reaped one is named in the logs)
-    assert status.value == "SUCCEEDED", logs[-3000:] + cluster_state(port, env)
+    assert status.value == "SUCCEEDED", logs[-3000:] + cluster_state(port, env, storage)
     reaped = [line for line in logs.splitlines() if "removed placement group" in line]
     print(f"placement groups reaped: {len(reaped)}", *reaped, sep="\n")
     assert killed, "no trial ran on the second node before the sweep ended"
@@ -202,18 +229,23 @@ def test_the_smoke_sweep_survives_losing_a_node(two_nodes, tmp_path):
     assert "| KL, no CFG | 2 |" in logs  # the printed report is complete
 
 
-# As Ray Train's controller does: an actor on the second node makes a 1-CPU placement group;
-# that node dies. Printed: where the group went and what the head's CPU is then; which groups
-# the reaper removed; the CPU after. A group the driver made (Tune's trial groups) and one whose
-# creator lives must stay.
+# As Ray Train leaves them when a node dies, two 1-CPU placement groups on the second node (the
+# head's 2 CPUs held meanwhile): one made by an actor on that node (a controller that dies with
+# it: orphaned), one made by a living actor on the head, whose worker actor in it dies with the
+# node (a worker group dropped by a controller that lives on: abandoned). The node dies; Ray
+# moves both onto the head, where they hold its 2 CPUs. Printed: their states then, what each
+# reaping removed (the idle one only after GRACE seconds), the CPUs after. A group the driver
+# made (Tune's trial groups) and a living creator's group with an actor in it must stay.
 ORPHAN = r"""
 import json, os, signal, sys, time
 import ray
-from ray.util.placement_group import placement_group, placement_group_table
+from ray._raylet import PlacementGroupID
+from ray.util.placement_group import PlacementGroup, placement_group, placement_group_table
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from distar.raytune.placement import remove_orphaned_groups
 
 ray.init(address=sys.argv[1])
-second = int(sys.argv[2])
+second, grace = int(sys.argv[2]), float(sys.argv[3])
 
 @ray.remote(num_cpus=0)
 class Creator:
@@ -222,40 +254,66 @@ class Creator:
         ray.get(group.ready())
         return group.id.hex()
 
+@ray.remote
+class Worker:
+    def ready(self):
+        return True
+
+def worker_in(hex_id, cpus):
+    group = PlacementGroup(PlacementGroupID(bytes.fromhex(hex_id)))
+    strategy = PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=0)
+    worker = Worker.options(num_cpus=cpus, scheduling_strategy=strategy).remote()
+    ray.get(worker.ready.remote())
+    return worker
+
 def head_cpu():
     return ray.available_resources().get("CPU", 0.0)
 
+blocker = Worker.options(num_cpus=2, resources={"head": 0.1}).remote()
+ray.get(blocker.ready.remote())
 dying = Creator.options(resources={"second": 0.1}).remote()
 orphan = ray.get(dying.make.remote({"CPU": 1}))
 living = Creator.options(resources={"head": 0.1}).remote()
-kept = [ray.get(living.make.remote({"memory": 1})), placement_group([{"memory": 1}]).id.hex()]
+abandoned = ray.get(living.make.remote({"CPU": 1}))
+doomed = worker_in(abandoned, 1)
+busy = ray.get(living.make.remote({"memory": 1}))
+keep = worker_in(busy, 0)
+kept = [busy, placement_group([{"memory": 1}]).id.hex()]
+ray.kill(blocker)
 os.killpg(second, signal.SIGKILL)
 deadline = time.time() + 60
 while len([n for n in ray.nodes() if n["Alive"]]) > 1 or head_cpu() > 0:
-    assert time.time() < deadline, "the group never moved to the head"
+    assert time.time() < deadline, "the groups never moved to the head"
     time.sleep(0.5)
-moved = placement_group_table()[orphan]["state"]
-removed = remove_orphaned_groups()
+table = placement_group_table()
+moved = [table[orphan]["state"], table[abandoned]["state"]]
+idle_since = {}
+first = remove_orphaned_groups(idle_since, grace)
+time.sleep(grace)
+second_round = remove_orphaned_groups(idle_since, grace)
 deadline = time.time() + 30
-while head_cpu() < 1 and time.time() < deadline:
+while head_cpu() < 2 and time.time() < deadline:
     time.sleep(0.5)
 states = {k: placement_group_table()[k]["state"] for k in kept}
-print("RESULT", json.dumps({"orphan": orphan, "moved": moved, "removed": removed,
-                            "cpu": head_cpu(), "kept": states}))
+print("RESULT", json.dumps({"orphan": orphan, "abandoned": abandoned, "moved": moved,
+                            "first": first, "second": second_round, "cpu": head_cpu(),
+                            "kept": states}))
 """
 
 
-def test_a_group_whose_creator_died_with_its_node_is_reaped_and_frees_the_heads_cpu(tmp_path):
+def test_orphaned_and_abandoned_groups_are_reaped_and_free_the_heads_cpus(tmp_path):
     env, _ = cluster_env()
-    port = free_port()
-    head = start_head(port, env, "--resources", '{"head": 1}', "--include-dashboard", "false")
+    port, grace = free_port(), 3.0
+    head = start_head(
+        port, env, "--resources", '{"head": 1}', "--include-dashboard", "false", cpus=2
+    )
     second = start_node(
         ["--address", f"127.0.0.1:{port}", "--num-cpus", "2", "--resources", '{"second": 1}'],
         env,
     )
     try:
         done = subprocess.run(
-            [sys.executable, "-c", ORPHAN, f"127.0.0.1:{port}", str(second.pid)],
+            [sys.executable, "-c", ORPHAN, f"127.0.0.1:{port}", str(second.pid), str(grace)],
             capture_output=True,
             text=True,
             timeout=240,
@@ -272,7 +330,12 @@ def test_a_group_whose_creator_died_with_its_node_is_reaped_and_frees_the_heads_
                 pass
             node.wait(timeout=30)
         forget_address(port)
-    # Ray moved the orphan onto the head, where it held the only CPU (why sweeps stalled)
-    assert result["moved"] == "CREATED"
-    assert result["removed"] == [result["orphan"]] and result["cpu"] == 1.0
+    # Ray moved both onto the head, where they held both CPUs (why sweeps stalled)
+    assert result["moved"] == ["CREATED", "CREATED"]
+    # the orphan at once; the abandoned one only once idle for the grace, not before
+    assert (
+        list(result["first"]) == [result["orphan"]] and "died" in result["first"][result["orphan"]]
+    )
+    assert list(result["second"]) == [result["abandoned"]]
+    assert "no actor" in result["second"][result["abandoned"]] and result["cpu"] == 2.0
     assert set(result["kept"].values()) == {"CREATED"}
