@@ -24,8 +24,10 @@ from distar.config.keys import K
 from distar.config.tree import Config, ConfigError, parse_override, world_preset
 from distar.evaluation.preflight import active_requests
 from distar.raytune.searcher import (
+    PARAMETER,
     STOPPERS,
     paired_stopper,
+    paper_prior,
     pareto_front,
     search_space,
     search_tune_config,
@@ -72,6 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="the paper's alpha_cfg (uniform); Table 2 uses 0 to 7.5",
     )
     p.add_argument("--huber-c-range", type=float, nargs=2, default=[0.01, 1.0])
+    p.add_argument(
+        "--prior",
+        choices=["table2", "none"],
+        default="table2",
+        help="table2 (default): the paper's Table 2 DI* rows inside the ranges are the first "
+        "trials, best published ImageReward first, at the base loss.huber_c; none: the "
+        "sampler draws every trial",
+    )
     p.add_argument("--metric", help="maximised eval metric (default: the world preset's)")
     p.add_argument("--floor-metric", help="metric held above --floor (default: the preset's)")
     p.add_argument("--floor", type=float, help="the floor metric's floor (default: the preset's)")
@@ -230,6 +240,13 @@ def print_axes(objective: dict, base: Config) -> None:
         print(f"trained on (not an objective unless --allow-trained-reward): {', '.join(trained)}")
 
 
+def prior_line(points: list[dict]) -> str:
+    """The prior's points as (guidance, alpha_rew, alpha_cfg, huber_c) in order."""
+    names = ("guidance", "alpha_rew", "alpha_cfg", "huber_c")
+    values = [tuple(point[PARAMETER[n]] for n in names) for point in points]
+    return ", ".join(f"{g} {r:g}/{c:g} c={h:g}" for g, r, c, h in values) or "none"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return refusing(lambda outputs: run(args, outputs), extra=SWEEP_REFUSALS)
@@ -248,6 +265,8 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
     objective = objective_of(args, base)
     run_sd = run_sd_of(args, objective["metric"])  # refused here, before Ray starts
     preflight_sweep(base, args.dry_run)  # every file a trial reads, before Ray starts
+    ranges = (tuple(args.alpha_rew_range), tuple(args.alpha_cfg_range), tuple(args.huber_c_range))
+    prior = paper_prior(base.loss.huber_c, *ranges) if args.prior == "table2" else []
     if args.dry_run:
         print(base.to_yaml(), end="")
         print(
@@ -260,6 +279,7 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
             f"stopper {args.stopper}" + (f" (run sd {run_sd:g})" if args.stopper != "asha" else "")
         )
         print_axes(objective, base)
+        print(f"first trials (--prior {args.prior}): {prior_line(prior[: args.samples])}")
         return 0
     outputs.watch(settings.storage)
     from distar.raytune.tuner import run_sweep
@@ -271,11 +291,16 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
     if args.smoke_test:
         print(SMOKE_NOTE)
 
-    ranges = (tuple(args.alpha_rew_range), tuple(args.alpha_cfg_range), tuple(args.huber_c_range))
     space = search_space(base, args.seed, *ranges)
     pair = (objective["metric"], objective["floor_metric"])
     tune_config = search_tune_config(
-        args.samples, args.max_concurrent, args.seed, base.train.evaluations(), pair, args.stopper
+        args.samples,
+        args.max_concurrent,
+        args.seed,
+        base.train.evaluations(),
+        pair,
+        args.stopper,
+        prior[: args.samples],
     )
     stop = paired_stopper(
         args.stopper,
@@ -293,6 +318,7 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
         "seed": args.seed,
         "evals": args.evals,
         "stopper": args.stopper,
+        "prior": args.prior,
         "stop_alpha": args.stop_alpha,
         "stop_run_sd": args.stop_run_sd,
     }

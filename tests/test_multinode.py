@@ -165,7 +165,7 @@ def two_nodes(world_cache):
             if node.poll() is None:
                 os.killpg(node.pid, signal.SIGTERM)  # `ray start --block` stops its node
                 try:
-                    node.wait(timeout=30)
+                    node.wait(timeout=10)  # it often takes longer; what is left is killed
                 except subprocess.TimeoutExpired:
                     pass
             try:

@@ -556,6 +556,38 @@ def test_pareto_front_keeps_exactly_the_undominated():
     assert [r["key"] for r in pareto_front(rows, ("reward", "mmd"))] == ["b", "a"]
 
 
+def test_the_search_tries_table2s_di_star_rows_first_then_draws():
+    """The paper's prior: its Table 2 DI* rows inside the ranges are the first suggestions, in
+    order of published ImageReward (DI*-Out 1.082, DI*-In 100/7.5 1.067, ...), each landing in
+    the trial's spec as the grid's row would; then the sampler draws inside the ranges."""
+    from distar.raytune.searcher import paper_prior, search_space, search_tune_config
+
+    base = Config().with_overrides(TINY)
+    ranges = ((1.0, 300.0), (0.0, 11.25), (0.01, 1.0))
+    prior = paper_prior(0.1, *ranges)
+    wanted = [
+        (r.guidance, r.alpha_rew, r.alpha_cfg)
+        for r in sorted(TABLE2, key=lambda r: -r.published.image_reward)
+        if r.divergence == "score" and r.alpha_rew >= 1 and r.trains
+    ]
+    assert wanted[:2] == [("out", 100, 7.5), ("in", 100, 7.5)] and len(prior) == len(wanted)
+    searcher = search_tune_config(8, 2, 0, 2, ("reward", "precision"), prior=prior).search_alg
+    ctx = SweepContext("s", "sqlite:////tmp/x.db", "e", "/tmp/storage", "parent")
+    from ray.tune.utils.util import merge_dicts
+
+    space = search_space(base, 0, *ranges)(ctx)
+    searcher.set_search_properties(None, None, space)
+    got = []
+    for i in range(len(prior) + 1):  # as Tune fills the space with each suggestion
+        spec = TrialSpec.from_params(merge_dicts(space, searcher.suggest(f"t{i}")))[0]
+        flat = spec.flat_config
+        got.append((flat["loss.guidance"], spec.paper["alpha_rew"], spec.paper["alpha_cfg"]))
+        assert flat["loss.huber_c"] == (0.1 if i < len(prior) else flat["loss.huber_c"])
+    assert got[:-1] == wanted  # mutation: prior=None draws at random and fails here
+    assert got[-1] not in wanted and 1.0 <= got[-1][1] <= 300.0
+    assert paper_prior(5.0, *ranges)[0]["trial/flat_config/loss.huber_c"] == 1.0  # clipped
+
+
 def test_a_cell_is_rounded_to_two_significant_digits_of_its_ci():
     """Digits beyond the CI's second are noise: a mean shows no more than its CI supports."""
     from analysis.runs import cell

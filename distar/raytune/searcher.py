@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
+from distar.config import paper
 from distar.config.benchmarks import logged_name, lower_is_better
 from distar.config.keys import K
 from distar.config.tree import Config
@@ -40,6 +41,44 @@ def search_space(
 STOPPERS = ("asha", "paired", "both")  # what stops a searched trial early
 
 
+# Where Tune's flattened space ("/"-joined, as Optuna names its parameters) keeps each searched
+# value of :func:`search_space`
+PARAMETER = {
+    "huber_c": f"trial/flat_config/{K.loss.huber_c}",
+    "guidance": f"trial/flat_config/{K.loss.guidance}",
+    "alpha_rew": "trial/paper/alpha_rew",
+    "alpha_cfg": "trial/paper/alpha_cfg",
+}
+
+
+def paper_prior(
+    huber_c: float,
+    alpha_rew: tuple[float, float],
+    alpha_cfg: tuple[float, float],
+    huber_range: tuple[float, float],
+) -> list[dict[str, Any]]:
+    """Table 2's DI* rows (score divergence) inside the searched ranges, as the searcher's first
+    points, best published ImageReward first: what the paper found before any search. Each at
+    ``huber_c`` (the base config's, as the grid trains them; clipped into its range)."""
+    rows = [
+        row
+        for row in sorted(paper.TABLE2, key=lambda r: -r.published.image_reward)
+        if row.trains
+        and row.divergence == "score"
+        and alpha_rew[0] <= row.alpha_rew <= alpha_rew[1]
+        and alpha_cfg[0] <= row.alpha_cfg <= alpha_cfg[1]
+    ]
+    return [
+        {
+            PARAMETER["huber_c"]: min(max(huber_c, huber_range[0]), huber_range[1]),
+            PARAMETER["guidance"]: row.guidance,
+            PARAMETER["alpha_rew"]: float(row.alpha_rew),
+            PARAMETER["alpha_cfg"]: float(row.alpha_cfg),
+        }
+        for row in rows
+    ]
+
+
 def search_tune_config(
     num_samples: int,
     max_concurrent: int,
@@ -47,11 +86,13 @@ def search_tune_config(
     max_rungs: int,
     objectives: tuple[str, str],
     stopper: str = "asha",
+    prior: list[dict[str, Any]] | None = None,
 ):
     """Multi-objective Optuna (its TPE sampler, seeded) over two eval metrics, e.g. reward and
     a fidelity metric, so the search maps their Pareto front; with ``stopper`` asha or both,
     ASHA stops weak trials on the scalar ``objective`` (the first metric with a floor on the
-    second), one rung per eval (the paired stopper is :func:`paired_stopper`)."""
+    second), one rung per eval (the paired stopper is :func:`paired_stopper`). ``prior``
+    (:func:`paper_prior`): points tried first, before the sampler draws."""
     import optuna
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -62,7 +103,9 @@ def search_tune_config(
     # a random search. A quarter of the budget (at least 3) explores; TPE proposes the rest.
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(3, num_samples // 4))
     metrics = [logged_name(m) for m in objectives]
-    searcher = OptunaSearch(metric=metrics, mode=modes, sampler=sampler)
+    searcher = OptunaSearch(
+        metric=metrics, mode=modes, sampler=sampler, points_to_evaluate=prior or None
+    )
     scheduler = (
         ASHAScheduler(
             metric="objective",

@@ -13,6 +13,7 @@ the workers hold the real CPUs / GPUs.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import sys
 import threading
@@ -222,6 +223,29 @@ def checkpoint_step(checkpoints: Path) -> int:
     return int(latest.read_text().strip().rpartition("_")[2]) if latest.exists() else -1
 
 
+@functools.cache
+def trial_trainer_class():
+    """Ray Train's ``TorchTrainer`` without two actors a trial never uses, each a Python process
+    started (Ray imported) for every trial: the ``DatasetManager`` (made for every fit, datasets
+    or none; distar's workers read no Ray Data) and the detached ``PlacementGroupCleaner`` (the
+    sweep's :class:`~distar.raytune.placement.OrphanReaper` removes a group whose controller
+    died, which is all that cleaner does). ``benchmarks/sweep_overhead.py`` measures the saving.
+    """
+    from ray.train.torch import TorchTrainer
+    from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
+    from ray.train.v2._internal.callbacks.placement_group_callback import (
+        PlacementGroupCleanerCallback,
+    )
+
+    unused = (DatasetsCallback, PlacementGroupCleanerCallback)
+
+    class TrialTorchTrainer(TorchTrainer):
+        def _create_default_callbacks(self):
+            return [c for c in super()._create_default_callbacks() if not isinstance(c, unused)]
+
+    return TrialTorchTrainer
+
+
 def make_torch_trainer(
     config: Config,
     spec: TrialSpec,
@@ -231,10 +255,10 @@ def make_torch_trainer(
     attempt: str,
 ):
     from ray.train import FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train.torch import TorchConfig
 
     res = config.resources
-    return TorchTrainer(
+    return trial_trainer_class()(
         train_worker,
         train_loop_config={
             "config": config,  # the trial's Config itself: Ray pickles it to each worker
