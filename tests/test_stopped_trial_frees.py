@@ -1,7 +1,10 @@
-"""A trial that Tune stops (ASHA) must give its Ray Train workers' CPUs back. Ray Train's
-placement-group cleaner does that through the state API, which a ``ray_current_cluster`` file
-left by an earlier ``ray start`` used to misdirect: every stopped trial then held its CPU for
-good and a search on 2 CPUs stalled. Here a stale file is in place, as after the two-node test."""
+"""A trial that Tune stops (ASHA) must give its Ray Train workers' CPUs back. A trial's
+TorchTrainer runs without Ray Train's placement-group cleaner
+(:func:`distar.raytune.trial.trial_trainer_class`): the sweep's reaper
+(:mod:`distar.raytune.placement`) removes the group once the stopped driver's controller is dead.
+A ``ray_current_cluster`` file left by an earlier ``ray start`` used to misdirect Ray's cleaner
+(every stopped trial then held its CPU for good and a search on 2 CPUs stalled); a stale one is
+in place here too, as after the two-node test."""
 
 from __future__ import annotations
 
@@ -20,13 +23,15 @@ SCRIPT = r"""
 import os, sys, time
 import ray
 from ray.util.placement_group import placement_group_table
+from distar.raytune.placement import remove_orphaned_groups
+from distar.raytune.trial import trial_trainer_class
 from distar.runtime.local_ray import start_local_ray
 
 start_local_ray(num_cpus=2)
 
 MARK = sys.argv[1] + "/training"
 
-def train_fn():  # runs after Ray Train registered the placement group with its cleaner
+def train_fn():  # runs once the worker group has started
     open(MARK, "w").close()
     time.sleep(600)
 
@@ -34,9 +39,8 @@ def train_fn():  # runs after Ray Train registered the placement group with its 
 class Driver:
     def fit(self, storage):
         from ray.train import RunConfig, ScalingConfig
-        from ray.train.torch import TorchTrainer
-        TorchTrainer(train_fn, scaling_config=ScalingConfig(num_workers=1),
-                     run_config=RunConfig(storage_path=storage)).fit()
+        trial_trainer_class()(train_fn, scaling_config=ScalingConfig(num_workers=1),
+                              run_config=RunConfig(storage_path=storage)).fit()
 
 def worker_groups(state):
     return [pg for pg in placement_group_table().values()
@@ -49,8 +53,9 @@ while not os.path.exists(MARK) and time.time() < deadline:
     time.sleep(0.5)
 assert os.path.exists(MARK) and worker_groups("CREATED"), "the trainer never trained"
 ray.kill(driver)
-deadline = time.time() + 60
+deadline, idle_since = time.time() + 60, {}
 while worker_groups("CREATED") and time.time() < deadline:
+    remove_orphaned_groups(idle_since, 30.0)  # what the sweep's OrphanReaper does every 2 s
     time.sleep(0.5)
 print("left:", len(worker_groups("CREATED")), "removed:", len(worker_groups("REMOVED")))
 """
