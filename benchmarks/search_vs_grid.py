@@ -1,13 +1,13 @@
 """How much compute the search needs to match the grid's best objective within 1 %. Not a test.
 
     python benchmarks/search_vs_grid.py --steps 200 --samples 11      # runs both, then compares
-    python benchmarks/search_vs_grid.py --prior none                  # without the paper's prior
+    python benchmarks/search_vs_grid.py --prior table2                # the paper's rows first
     python benchmarks/search_vs_grid.py --grid runs/table2 --search runs/s0 runs/s1  # finished
 
 The search runs once per ``--search-seeds`` seed (default 0 to 4: one seed's figure is luck as
 much as method) and per ``--stoppers`` entry (default: ASHA, the default search's; also
 ``paired`` and ``both`` -- ``search.py --stopper``; the paired stopper's run sd is the world
-preset's unless ``--stop-run-sd``), with ``--prior`` (``search.py --prior``, default table2);
+preset's unless ``--stop-run-sd``), with ``--prior`` (``search.py --prior``, default none);
 the figure per seed, their median and their worst are printed per stopper.
 
 The objective is the search's scalar (``--metric`` minus ``--penalty`` per unit that
@@ -85,7 +85,7 @@ def main() -> None:
         default=["asha"],
         help="search.py --stopper values to compare (default: asha; also paired, both)",
     )
-    p.add_argument("--prior", default="table2", help="search.py --prior (table2 or none)")
+    p.add_argument("--prior", default="none", help="search.py --prior (none or table2)")
     p.add_argument("--stop-run-sd", type=float, help="search.py --stop-run-sd")
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--samples", type=int, default=11)

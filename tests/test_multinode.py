@@ -333,9 +333,8 @@ def test_orphaned_and_abandoned_groups_are_reaped_and_free_the_heads_cpus(tmp_pa
     # Ray moved both onto the head, where they held both CPUs (why sweeps stalled)
     assert result["moved"] == ["CREATED", "CREATED"]
     # the orphan at once; the abandoned one only once idle for the grace, not before
-    assert (
-        list(result["first"]) == [result["orphan"]] and "died" in result["first"][result["orphan"]]
-    )
-    assert list(result["second"]) == [result["abandoned"]]
-    assert "no actor" in result["second"][result["abandoned"]] and result["cpu"] == 2.0
+    orphan, abandoned = result["orphan"], result["abandoned"]
+    assert list(result["first"]) == [orphan] and "is dead" in result["first"][orphan]
+    assert list(result["second"]) == [abandoned] and "no actor" in result["second"][abandoned]
+    assert result["cpu"] == 2.0
     assert set(result["kept"].values()) == {"CREATED"}

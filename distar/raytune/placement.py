@@ -65,7 +65,9 @@ def orphaned_groups(idle_since: dict[str, float], grace: float) -> dict[str, str
             continue
         hex_id = group.placement_group_id.hex()
         if group.creator_actor_dead:
-            orphans[hex_id] = "its creator (a Ray Train controller) died with its node"
+            orphans[hex_id] = (
+                "its creator (a Ray Train controller) is dead: its trial stopped or its node died"
+            )
         elif group.state == gcs_pb2.PlacementGroupTableData.CREATED and (
             group.placement_group_id not in occupied
         ):
