@@ -55,7 +55,8 @@ assert os.path.exists(MARK) and worker_groups("CREATED"), "the trainer never tra
 ray.kill(driver)
 deadline, idle_since = time.time() + 60, {}
 while worker_groups("CREATED") and time.time() < deadline:
-    remove_orphaned_groups(idle_since, 30.0)  # what the sweep's OrphanReaper does every 2 s
+    # what the sweep's OrphanReaper does every 2 s; no idle grace: its creator's death alone
+    remove_orphaned_groups(idle_since, float("inf"))
     time.sleep(0.5)
 print("left:", len(worker_groups("CREATED")), "removed:", len(worker_groups("REMOVED")))
 """

@@ -5,10 +5,9 @@ placement group. A group made by a non-detached actor lives until its creator ac
 job are both dead (GCS: ``IsPlacementGroupLifetimeDone``), so when the node under the
 controller dies, the group outlives it for as long as the sweep (the job) runs. Ray then
 reschedules the group's bundles from the dead node onto a live one, where it holds a CPU (or
-GPU) with no actor in it. Ray Train's ``PlacementGroupCleaner`` removes a group only once the
-controller has registered it (after the worker group started); a group whose start the node's
-death cut short is known to nobody. Measured in ``tests/test_multinode.py``: a group left so
-held the head's only CPU and the sweep waited forever (2 of 4 full-suite runs).
+GPU) with no actor in it. A trial's TorchTrainer starts no ``PlacementGroupCleaner``
+(:func:`distar.raytune.trial.trial_trainer_class`), and Ray's would know a group only once its
+worker group had started: the reaper below is what removes such groups.
 
 An orphan here: a group of this job, not detached, not removed, made by an actor, that nobody
 will remove: its creator is dead, or its creator lives but the group is placed and has held no
@@ -16,8 +15,8 @@ actor that is not dead for ``IDLE_GRACE_SECONDS`` (abandoned). The second is wha
 leaves when a node dies while a worker group starts: a worker died after the group's state was
 built, so the start fails, the controller drops that worker group without shutting it down, and
 retries with a new group (``FailureConfig.controller_failure_limit`` is -1: for ever); Ray moves
-the dropped group onto a live node, where it holds the CPU the new group waits for (seen in a CI
-run: the sweep waited until the test's deadline). A worker group's actors are made as soon as
+the dropped group onto a live node, where it holds the CPU the new group waits for, and the
+sweep waits for ever. A worker group's actors are made as soon as
 its group is placed, and its shutdown removes the group just after killing them, so a healthy
 group is never without an actor for seconds. No one uses either kind in a sweep (Ray Train
 hands its groups to no actor it does not own, and the workers die with their controller), so
@@ -55,6 +54,8 @@ def orphaned_groups(idle_since: dict[str, float], grace: float) -> dict[str, str
         if actor.state != gcs_pb2.ActorTableData.DEAD
     }
     orphans, now, idle = {}, time.monotonic(), set()
+    # a group that lost a node and waits to be placed again still holds its other bundles
+    placed = (gcs_pb2.PlacementGroupTableData.CREATED, gcs_pb2.PlacementGroupTableData.RESCHEDULING)
     for group in map(gcs_pb2.PlacementGroupTableData.FromString, gcs.get_placement_group_table()):
         if (
             group.creator_job_id.hex() != job
@@ -68,9 +69,7 @@ def orphaned_groups(idle_since: dict[str, float], grace: float) -> dict[str, str
             orphans[hex_id] = (
                 "its creator (a Ray Train controller) is dead: its trial stopped or its node died"
             )
-        elif group.state == gcs_pb2.PlacementGroupTableData.CREATED and (
-            group.placement_group_id not in occupied
-        ):
+        elif group.state in placed and group.placement_group_id not in occupied:
             idle.add(hex_id)
             if now - idle_since.setdefault(hex_id, now) >= grace:
                 orphans[hex_id] = f"no actor has been in it for {now - idle_since[hex_id]:.0f} s"

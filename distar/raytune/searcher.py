@@ -29,10 +29,10 @@ def search_space(
     flat: dict[str, Any] = {**unset_paper_keys(base), K.train.seed: seed}
     flat[K.loss.huber_c] = tune.loguniform(*huber_c)
     flat[K.loss.guidance] = tune.choice(["in", "out"])
-    paper = {"alpha_rew": tune.loguniform(*alpha_rew), "alpha_cfg": tune.uniform(*alpha_cfg)}
+    scales = {"alpha_rew": tune.loguniform(*alpha_rew), "alpha_cfg": tune.uniform(*alpha_cfg)}
 
     def space(ctx: SweepContext) -> dict[str, Any]:
-        spec = TrialSpec("", "search", seed, flat, paper=paper)
+        spec = TrialSpec("", "search", seed, flat, paper=scales)
         return {"trial": asdict(spec), "sweep": asdict(ctx)}
 
     return space
