@@ -87,7 +87,6 @@ def remove_orphaned_groups(idle_since: dict[str, float], grace: float) -> dict[s
     orphans = orphaned_groups(idle_since, grace)
     for hex_id in orphans:
         remove_placement_group(PlacementGroup(PlacementGroupID(bytes.fromhex(hex_id))))
-        idle_since.pop(hex_id, None)
     return orphans
 
 
