@@ -5,10 +5,12 @@
     python benchmarks/search_vs_grid.py --grid runs/table2 --search runs/s0 runs/s1  # finished
 
 The search runs once per ``--search-seeds`` seed (default 0 to 4: one seed's figure is luck as
-much as method) and per ``--stoppers`` entry (default: ASHA, the default search's; also
-``paired`` and ``both`` -- ``search.py --stopper``; the paired stopper's run sd is the world
-preset's unless ``--stop-run-sd``), with ``--prior`` (``search.py --prior``, default none);
-the figure per seed, their median and their worst are printed per stopper.
+much as method), per ``--samplers`` entry (default: gp, the default search's; also tpe and
+pareto -- ``search.py --sampler``) and per ``--stoppers`` entry (default: ASHA, the default
+search's; also ``paired`` and ``both`` -- ``search.py --stopper``; the paired stopper's run sd
+is the world preset's unless ``--stop-run-sd``), with ``--prior`` (``search.py --prior``,
+default none);
+the figure per seed, their median and their worst are printed per sampler and stopper.
 
 The objective is the search's scalar (``--metric`` minus ``--penalty`` per unit that
 ``--floor-metric`` falls below ``--floor``; default: reward with precision >= 0.9), computed for
@@ -26,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from itertools import product
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,6 +88,13 @@ def main() -> None:
         default=["asha"],
         help="search.py --stopper values to compare (default: asha; also paired, both)",
     )
+    p.add_argument(
+        "--samplers",
+        nargs="+",
+        default=["gp"],
+        help="search.py --sampler values to compare (default: gp, the default search's; also "
+        "tpe, pareto)",
+    )
     p.add_argument("--prior", default="none", help="search.py --prior (none or table2)")
     p.add_argument("--stop-run-sd", type=float, help="search.py --stop-run-sd")
     p.add_argument("--steps", type=int, default=200)
@@ -100,30 +110,22 @@ def main() -> None:
         args.grid = tmp / "grid"
         run("ablation_grid.py", args.grid, ["--seeds", "0", "--steps", str(args.steps)])
     searches = {"given": args.search} if args.search else {}
-    for stopper in [] if args.search else args.stoppers:
-        searches[stopper] = []
+    for sampler, stopper in [] if args.search else product(args.samplers, args.stoppers):
+        name = f"{sampler}-{stopper}"
+        searches[name] = []
         for seed in args.search_seeds:
-            searches[stopper].append(tmp / f"search-{stopper}-s{seed}")
+            searches[name].append(tmp / f"search-{name}-s{seed}")
             run_sd = ["--stop-run-sd", str(args.stop_run_sd)] if args.stop_run_sd else []
-            run(
-                "search.py",
-                searches[stopper][-1],
-                [
-                    "--samples",
-                    str(args.samples),
-                    "--steps",
-                    str(args.steps),
-                    "--evals",
-                    str(args.evals),
-                    "--seed",
-                    str(seed),
-                    "--stopper",
-                    stopper,
-                    "--prior",
-                    args.prior,
-                    *run_sd,
-                ],
-            )
+            flags = {
+                "--samples": args.samples,
+                "--steps": args.steps,
+                "--evals": args.evals,
+                "--seed": seed,
+                "--sampler": sampler,
+                "--stopper": stopper,
+                "--prior": args.prior,
+            }
+            run("search.py", searches[name][-1], [*flat_flags(flags), *run_sd])
     objective = Objective(args.metric, args.floor_metric, args.floor, args.penalty)
     grid = trial_outcomes(args.grid, objective)
     grid_best = max(r["objective"] for r in grid if r["objective"] is not None)
@@ -139,6 +141,10 @@ def main() -> None:
             f"{name}: {share(median)} of the grid's compute (median over {len(fractions)} "
             f"searches), {share(worst)} in the worst, to come within 1 % of its best objective"
         )
+
+
+def flat_flags(flags: dict) -> list[str]:
+    return [str(x) for pair in flags.items() for x in pair]
 
 
 def share(fraction: float) -> str:

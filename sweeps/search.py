@@ -25,6 +25,7 @@ from distar.config.tree import Config, ConfigError, parse_override, world_preset
 from distar.evaluation.preflight import active_requests
 from distar.raytune.searcher import (
     PARAMETER,
+    SAMPLERS,
     STOPPERS,
     paired_stopper,
     paper_prior,
@@ -81,6 +82,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="table2: the paper's Table 2 DI* rows inside the ranges are the first trials, best "
         "published ImageReward first, at the base loss.huber_c; none (default): the sampler "
         "draws every trial (on the embedded world the prior made the search worse: README)",
+    )
+    p.add_argument(
+        "--sampler",
+        choices=SAMPLERS,
+        default="gp",
+        help="what proposes each trial: gp (default; Optuna's GPSampler) or tpe, modelling the "
+        "scalar objective ASHA stops on; pareto: multi-objective TPE over --metric and "
+        "--floor-metric, spreading trials along their front (README: which found the grid's "
+        "best soonest)",
     )
     p.add_argument("--metric", help="maximised eval metric (default: the world preset's)")
     p.add_argument("--floor-metric", help="metric held above --floor (default: the preset's)")
@@ -276,7 +286,8 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
         )
         print(
             f"objective: {objective}; {args.samples} samples, seed {args.seed}; "
-            f"stopper {args.stopper}" + (f" (run sd {run_sd:g})" if args.stopper != "asha" else "")
+            f"sampler {args.sampler}; stopper {args.stopper}"
+            + (f" (run sd {run_sd:g})" if args.stopper != "asha" else "")
         )
         print_axes(objective, base)
         print(f"first trials (--prior {args.prior}): {prior_line(prior[: args.samples])}")
@@ -301,6 +312,7 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
         pair,
         args.stopper,
         prior[: args.samples],
+        args.sampler,
     )
     stop = paired_stopper(
         args.stopper,
@@ -318,6 +330,7 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
         "seed": args.seed,
         "evals": args.evals,
         "stopper": args.stopper,
+        "sampler": args.sampler,
         "prior": args.prior,
         "stop_alpha": args.stop_alpha,
         "stop_run_sd": args.stop_run_sd,

@@ -589,6 +589,47 @@ def test_the_search_tries_table2s_di_star_rows_first_then_draws():
     assert paper_prior(5.0, *ranges)[0]["trial/flat_config/loss.huber_c"] == 1.0  # clipped
 
 
+def climb(sampler: str, seed: int, trials: int = 11) -> float:
+    """The best of ``trials`` suggestions of the search's searcher on a known objective: the
+    scalar ``objective`` rises with log alpha_rew and falls with huber_c away from 0.1, while
+    the trial's reward and precision (what the pareto sampler models) carry no such signal."""
+    import math
+
+    from ray.tune.utils.util import merge_dicts
+
+    from distar.raytune.searcher import search_space, search_tune_config
+
+    ranges = ((1.0, 300.0), (0.0, 11.25), (0.01, 1.0))
+    space = search_space(Config().with_overrides(TINY), seed, *ranges)(
+        SweepContext("s", "sqlite:////tmp/x.db", "e", "/tmp/storage", "parent")
+    )
+    searcher = search_tune_config(trials, 1, seed, 2, ("reward", "precision"), sampler=sampler)
+    searcher = searcher.search_alg
+    searcher.set_search_properties(None, None, space)
+    best = -math.inf
+    for i in range(trials):
+        spec = TrialSpec.from_params(merge_dicts(space, searcher.suggest(f"t{i}")))[0]
+        rew, c = spec.paper["alpha_rew"], spec.flat_config["loss.huber_c"]
+        value = math.log(rew) / math.log(300.0) - 0.1 * abs(math.log10(c / 0.1))
+        best = max(best, value)
+        noise = math.sin(7.0 * i + seed)  # reward and precision: no signal
+        result = {"objective": value, "eval/reward": noise, "eval/precision": -noise}
+        searcher.on_trial_complete(f"t{i}", result=result | {"training_iteration": 1})
+    return best
+
+
+def test_the_default_search_climbs_the_scalar_objective_the_stopper_and_benchmark_judge():
+    """The default sampler (gp) models ``objective`` (what ASHA stops on and
+    benchmarks/search_vs_grid.py judges), so 11 trials come near a known objective's top (1.0 at
+    alpha_rew 300, c 0.1) in every seed 0-4. Why 0.95: draws that ignore the objective reach it
+    rarely (alpha_rew >= 300^0.95 = 226 is 5 % of the log-uniform range); measured, gp's worst
+    of seeds 0-4 is 0.993, while TPE on the same objective (0.884) and the pareto sampler, which
+    models reward and precision (0.857), stay below 0.95 in some seed. The pareto sampler's
+    line below is the mutation check: modelling the wrong metrics must fail the bar."""
+    assert min(climb("gp", seed) for seed in range(5)) >= 0.95
+    assert min(climb("pareto", seed) for seed in range(5)) < 0.95
+
+
 def test_a_cell_is_rounded_to_two_significant_digits_of_its_ci():
     """Digits beyond the CI's second are noise: a mean shows no more than its CI supports."""
     from analysis.runs import cell

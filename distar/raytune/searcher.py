@@ -79,6 +79,41 @@ def paper_prior(
     ]
 
 
+SAMPLERS = ("gp", "tpe", "pareto")  # what proposes a searched trial's settings
+
+
+def optuna_searcher(
+    sampler: str,
+    num_samples: int,
+    seed: int,
+    objectives: tuple[str, str],
+    prior: list[dict[str, Any]] | None = None,
+):
+    """Tune's OptunaSearch with ``sampler`` (seeded): ``gp`` (Optuna's GPSampler) or ``tpe``
+    model the scalar ``objective`` that ASHA stops on and the search is judged by; ``pareto`` is
+    multi-objective TPE over the two ``objectives`` (e.g. reward and a fidelity metric), which
+    spreads its trials along their front instead of climbing the objective. ``prior``
+    (:func:`paper_prior`): points tried first, before the sampler draws."""
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler: got {sampler!r}; allowed: {', '.join(SAMPLERS)}")
+    # Optuna's default is 10 random draws before either model acts: a 12-trial search would be
+    # a random search. A quarter of the budget (at least 3) explores; the model proposes the rest.
+    startup = max(3, num_samples // 4)
+    if sampler == "gp":
+        chosen = optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)
+    else:
+        chosen = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
+    if sampler == "pareto":
+        metric = [logged_name(m) for m in objectives]
+        mode = ["min" if lower_is_better(m) else "max" for m in objectives]
+    else:
+        metric, mode = "objective", "max"
+    return OptunaSearch(metric=metric, mode=mode, sampler=chosen, points_to_evaluate=prior or None)
+
+
 def search_tune_config(
     num_samples: int,
     max_concurrent: int,
@@ -87,25 +122,15 @@ def search_tune_config(
     objectives: tuple[str, str],
     stopper: str = "asha",
     prior: list[dict[str, Any]] | None = None,
+    sampler: str = "gp",
 ):
-    """Multi-objective Optuna (its TPE sampler, seeded) over two eval metrics, e.g. reward and
-    a fidelity metric, so the search maps their Pareto front; with ``stopper`` asha or both,
-    ASHA stops weak trials on the scalar ``objective`` (the first metric with a floor on the
-    second), one rung per eval (the paired stopper is :func:`paired_stopper`). ``prior``
-    (:func:`paper_prior`): points tried first, before the sampler draws."""
-    import optuna
+    """The search's TuneConfig: :func:`optuna_searcher`; with ``stopper`` asha or both, ASHA
+    stops weak trials on the scalar ``objective`` (the first metric with a floor on the
+    second), one rung per eval (the paired stopper is :func:`paired_stopper`)."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search.optuna import OptunaSearch
 
-    modes = ["min" if lower_is_better(m) else "max" for m in objectives]
-    # Optuna's default is 10 random draws before TPE models anything: a 12-trial search would be
-    # a random search. A quarter of the budget (at least 3) explores; TPE proposes the rest.
-    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(3, num_samples // 4))
-    metrics = [logged_name(m) for m in objectives]
-    searcher = OptunaSearch(
-        metric=metrics, mode=modes, sampler=sampler, points_to_evaluate=prior or None
-    )
+    searcher = optuna_searcher(sampler, num_samples, seed, objectives, prior)
     scheduler = (
         ASHAScheduler(
             metric="objective",
