@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import torch
+from matplotlib.figure import Figure  # not pyplot: no global figure state, and lighter to import
+from torch import Tensor
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from torch import Tensor  # noqa: E402
-
-from distar.worlds.gmm.mixture import ConditionalGMM  # noqa: E402
+from distar.worlds.gmm.mixture import ConditionalGMM
 
 
 def plot_samples(
@@ -26,7 +23,8 @@ def plot_samples(
     gx, gy = torch.meshgrid(grid, grid, indexing="xy")
     points = torch.stack([gx.flatten(), gy.flatten()], 1)
     n = mixture.n_prompts
-    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.4), squeeze=False)
+    fig = Figure(figsize=(3.2 * n, 3.4))
+    axes = fig.subplots(1, n, squeeze=False)
     x, cond = x.detach().cpu(), cond.cpu()
     for p, ax in enumerate(axes[0]):
         cond_grid = torch.full((len(points),), p)
@@ -39,6 +37,5 @@ def plot_samples(
         ax.set_yticks([])
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    fig.savefig(path, dpi=90)  # Agg, chosen by the .png suffix
     return path
