@@ -313,6 +313,7 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
         args.stopper,
         prior[: args.samples],
         args.sampler,
+        objective["floor"],
     )
     stop = paired_stopper(
         args.stopper,

@@ -51,3 +51,13 @@ def ray_address(world_cache):
     start_local_ray(num_cpus=4)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def readme_sd15_smoke(ray_address, tmp_path_factory):
+    """The README's sd15-tiny smoke grid (4 trials through Ray), run once as written: the MLflow
+    UI test serves it and the sweep test reads its store, report and console (its storage, its
+    console output). Read only: neither test writes into it."""
+    from sweeps_common import readme_sd15_tiny_smoke
+
+    return readme_sd15_tiny_smoke(tmp_path_factory.mktemp("readme-sd15-tiny"))

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
 import pandas as pd
 
 from distar.config.paper import TABLE2
@@ -9,6 +16,8 @@ from distar.config.tree import Config
 from distar.raytune.grid import expand
 from distar.raytune.spec import TrialSpec
 from distar.runtime.local_ray import free_port  # noqa: F401  (the tests' ports, as Ray's)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TINY = {
     "train.steps": 6,
@@ -37,3 +46,42 @@ def child_runs(uri: str, sweep: str) -> pd.DataFrame:
     from analysis.runs import load_runs
 
     return load_runs(uri, "exp", sweep)
+
+
+def readme_command(needle: str) -> str:
+    """The README's one command line (in a ```bash block) that holds ``needle``."""
+    blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    (line,) = [line for block in blocks for line in block.splitlines() if needle in line]
+    return line
+
+
+def readme_sd15_tiny_smoke(tmp_path: Path) -> tuple[Path, str]:
+    """The README's sd15-tiny smoke grid, copied and run as written in a fresh folder (beside
+    a link to ``sweeps/``), with the shipped prompt files (no ``DISTAR_*_PROMPTS`` override):
+    its install names the extras that world and a sweep need (CI installs them all), its
+    command succeeds. Returns its storage and its console output."""
+    from distar.config import extras
+
+    install, _, command = readme_command("--world sd15-tiny --smoke-test").partition(" && ")
+    named = set(re.search(r'"\.\[([\w,]+)\]"', install)[1].split(","))
+    assert (
+        install.startswith("pip install -e ")
+        and {"sweep", Config.for_world("sd15-tiny").world.extra} <= named
+    ), install
+    assert not extras.missing(tuple(m for e in named for m in extras.EXTRAS[e]))
+    (tmp_path / "sweeps").symlink_to(ROOT / "sweeps")
+    assert command.startswith("python ")
+    env = dict(os.environ)
+    for variable in ("DISTAR_PARTI_PROMPTS", "DISTAR_COCO_CAPTIONS", "DISTAR_HPS_PROMPTS"):
+        env.pop(variable, None)
+    done = subprocess.run(
+        f"{shlex.quote(sys.executable)} {command.removeprefix('python ')}",
+        shell=True,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return tmp_path / "runs" / "table2", done.stdout

@@ -33,41 +33,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def readme_command(needle: str) -> str:
-    """The README's one command line (in a ```bash block) that holds ``needle``."""
-    blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
-    (line,) = [line for block in blocks for line in block.splitlines() if needle in line]
-    return line
-
-
-def readme_sd15_tiny_smoke(tmp_path: Path) -> tuple[Path, str]:
-    """The README's sd15-tiny smoke grid, copied and run as written in a fresh folder (beside
-    a link to ``sweeps/``): its install names the extras that world and a sweep need (CI
-    installs them all), its command succeeds. Returns its storage and its console output."""
-    from distar.config import extras
-    from distar.config.tree import Config
-
-    install, _, command = readme_command("--world sd15-tiny --smoke-test").partition(" && ")
-    named = set(re.search(r'"\.\[([\w,]+)\]"', install)[1].split(","))
-    assert (
-        install.startswith("pip install -e ")
-        and {"sweep", Config.for_world("sd15-tiny").world.extra} <= named
-    ), install
-    assert not extras.missing(tuple(m for e in named for m in extras.EXTRAS[e]))
-    (tmp_path / "sweeps").symlink_to(ROOT / "sweeps")
-    assert command.startswith("python ")
-    done = subprocess.run(
-        f"{shlex.quote(sys.executable)} {command.removeprefix('python ')}",
-        shell=True,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return tmp_path / "runs" / "table2", done.stdout
-
-
 @pytest.fixture(params=["gmm", "sd15-tiny"])
 def ui_over_a_smoke_sweep(request, ray_address, tmp_path, capsys):
     """A finished smoke sweep (through Ray, as a user runs it), the UI served on it as the
@@ -81,7 +46,7 @@ def ui_over_a_smoke_sweep(request, ray_address, tmp_path, capsys):
         assert script("ablation_grid")(["--smoke-test", "--storage", str(storage), *flags]) == 0
         out = capsys.readouterr().out
     else:
-        storage, out = readme_sd15_tiny_smoke(tmp_path)
+        storage, out = request.getfixturevalue("readme_sd15_smoke")  # conftest: run once
     assert "smoke test: it checks that the whole path runs" in out  # says what it is, at once
     (command,) = [
         line.removeprefix("MLflow: ").removesuffix(", then")

@@ -3,6 +3,7 @@ pseudo-Huber c and guidance mode, with ASHA stopping weak trials at evaluation r
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict
 from typing import Any
 
@@ -80,6 +81,24 @@ def paper_prior(
 
 
 SAMPLERS = ("gp", "tpe", "pareto")  # what proposes a searched trial's settings
+CONSTRAINT = "floor_shortfall"  # the constraint gp models (Optuna's Trial.set_constraint)
+
+
+class FloorShortfall:
+    """``result -> shortfall``: how far a trial's ``floor_metric`` is on the wrong side of
+    ``floor`` (<= 0: the floor holds; a ceiling for lower-is-better metrics such as FID), in
+    the metric's units; 1.0 (short) where the result has none (a trial stopped before its first
+    evaluation). A class, not a closure: Tune pickles the searcher into the sweep's
+    checkpoint."""
+
+    def __init__(self, floor_metric: str, floor: float) -> None:
+        self.key = logged_name(floor_metric)
+        self.sign = -1.0 if lower_is_better(floor_metric) else 1.0
+        self.floor = floor
+
+    def __call__(self, result: dict[str, Any] | None) -> float:
+        value = (result or {}).get(self.key)
+        return 1.0 if value is None else self.sign * (self.floor - float(value))
 
 
 def optuna_searcher(
@@ -87,31 +106,73 @@ def optuna_searcher(
     num_samples: int,
     seed: int,
     objectives: tuple[str, str],
+    floor: float | None,
     prior: list[dict[str, Any]] | None = None,
 ):
-    """Tune's OptunaSearch with ``sampler`` (seeded): ``gp`` (Optuna's GPSampler) or ``tpe``
-    model the scalar ``objective`` that ASHA stops on and the search is judged by; ``pareto`` is
-    multi-objective TPE over the two ``objectives`` (e.g. reward and a fidelity metric), which
-    spreads its trials along their front instead of climbing the objective. ``prior``
-    (:func:`paper_prior`): points tried first, before the sampler draws."""
+    """Tune's OptunaSearch with ``sampler`` (seeded), over ``objectives`` = (metric, floor
+    metric) and the floor the scalar objective holds (what ASHA stops on and the search is
+    judged by: the metric less a penalty per unit of shortfall below the floor):
+
+    - ``gp``: Optuna's GPSampler on the metric, with the floor as a constraint it models apart
+      (constrained expected improvement). Why not the scalar: a trial past the floor scores
+      the penalty (-0.3 to -0.9 where good trials score ~0.1, measured on the embedded world),
+      a cliff that a GP's smooth model of one scalar cannot follow;
+    - ``tpe``: TPE on the scalar objective (it ranks, so the cliff does not distort it);
+    - ``pareto``: multi-objective TPE over both metrics, which spreads its trials along their
+      front instead of climbing the objective.
+
+    ``prior`` (:func:`paper_prior`): points tried first, before the sampler draws."""
     import optuna
-    from ray.tune.search.optuna import OptunaSearch
 
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler: got {sampler!r}; allowed: {', '.join(SAMPLERS)}")
     # Optuna's default is 10 random draws before either model acts: a 12-trial search would be
     # a random search. A quarter of the budget (at least 3) explores; the model proposes the rest.
     startup = max(3, num_samples // 4)
+    metrics = [logged_name(m) for m in objectives]
+    modes = ["min" if lower_is_better(m) else "max" for m in objectives]
     if sampler == "gp":
-        chosen = optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)
-    else:
-        chosen = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
-    if sampler == "pareto":
-        metric = [logged_name(m) for m in objectives]
-        mode = ["min" if lower_is_better(m) else "max" for m in objectives]
-    else:
-        metric, mode = "objective", "max"
-    return OptunaSearch(metric=metric, mode=mode, sampler=chosen, points_to_evaluate=prior or None)
+        chosen = optuna.samplers.GPSampler(
+            seed=seed,
+            n_startup_trials=startup,
+        )
+        if floor is None:
+            raise ValueError("sampler gp: needs the floor metric's floor")
+        return floor_search_class()(
+            FloorShortfall(objectives[1], floor),
+            metric=metrics[0],
+            mode=modes[0],
+            sampler=chosen,
+            points_to_evaluate=prior or None,
+        )
+    chosen = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
+    metric, mode = (metrics, modes) if sampler == "pareto" else ("objective", "max")
+    return floor_search_class()(
+        None, metric=metric, mode=mode, sampler=chosen, points_to_evaluate=prior or None
+    )
+
+
+@functools.cache
+def floor_search_class():
+    """Tune's OptunaSearch, handing on each trial's floor shortfall (built on first use: Ray
+    Tune is heavy to import)."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    class FloorSearch(OptunaSearch):
+        """OptunaSearch that sets each finished trial's floor shortfall as its Optuna
+        constraint (what gp models beside the metric) before telling its value."""
+
+        def __init__(self, shortfall, **kwargs) -> None:
+            super().__init__(**kwargs)
+            self.shortfall = shortfall
+
+        def on_trial_complete(self, trial_id, result=None, error=False) -> None:
+            trial = self._ot_trials.get(trial_id)  # Ray 2.60's: pinned in pyproject.toml
+            if self.shortfall is not None and trial is not None:
+                trial.set_constraint(CONSTRAINT, self.shortfall(result))
+            super().on_trial_complete(trial_id, result, error)
+
+    return FloorSearch
 
 
 def search_tune_config(
@@ -123,14 +184,16 @@ def search_tune_config(
     stopper: str = "asha",
     prior: list[dict[str, Any]] | None = None,
     sampler: str = "gp",
+    floor: float | None = None,
 ):
-    """The search's TuneConfig: :func:`optuna_searcher`; with ``stopper`` asha or both, ASHA
+    """The search's TuneConfig: :func:`optuna_searcher` (``floor``: the floor metric's floor, or
+    ceiling); with ``stopper`` asha or both, ASHA
     stops weak trials on the scalar ``objective`` (the first metric with a floor on the
     second), one rung per eval (the paired stopper is :func:`paired_stopper`)."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    searcher = optuna_searcher(sampler, num_samples, seed, objectives, prior)
+    searcher = optuna_searcher(sampler, num_samples, seed, objectives, floor, prior)
     scheduler = (
         ASHAScheduler(
             metric="objective",
