@@ -2,9 +2,10 @@
 translated per world), pseudo-Huber c and guidance mode; ASHA early stopping; every trial a
 TorchTrainer tracked in MLflow.
 
-Optuna searches two objectives at once (the world preset's: on the embedded world its exact
+Optuna proposes each trial from two metrics (the world preset's: on the embedded world its exact
 reward and precision; on the text worlds held-out ones, Parti ImageReward and COCO CLIP score,
-never the PickScore the generator is trained on) and the run ends with their Pareto front. ASHA
+never the PickScore the generator is trained on): by default (--sampler gp) a GP models the
+first with the second's --floor as a constraint. The run ends with their Pareto front. ASHA
 stops trials on one scalar: the first metric while a floor holds on the second (a shortfall
 below --floor costs --penalty per unit; for FID the floor is a ceiling).
 

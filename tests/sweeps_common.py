@@ -42,10 +42,10 @@ def run(trials, tmp_path, name="t", uri=None, resume=False):
     return run_sweep(trials, SweepSettings(name, "exp", tmp_path, uri, 2, resume))
 
 
-def child_runs(uri: str, sweep: str) -> pd.DataFrame:
+def child_runs(uri: str, sweep: str, experiment: str = "exp") -> pd.DataFrame:
     from analysis.runs import load_runs
 
-    return load_runs(uri, "exp", sweep)
+    return load_runs(uri, experiment, sweep)
 
 
 def readme_command(needle: str) -> str:

@@ -256,7 +256,7 @@ def test_smoke_grid_on_the_tiny_sd_world_through_ray_into_mlflow(
     assert "finished KL, no CFG · seed 0: reward" in stdout and "Trial status" not in stdout
     assert "[4/4 done, 0 running, 0 failed" in stdout
     uri = f"sqlite:///{storage / 'mlflow.db'}"
-    runs = child_runs(uri, "table2")
+    runs = child_runs(uri, "table2", "distar-table2")
     assert len(runs) == 4 and set(runs["status"]) == {"FINISHED"}
     assert set(runs["params.world.name"]) == {"sd15"}
     best = runs[runs["tags.distar.label"] == TABLE2[-1].label].iloc[0]
