@@ -9,8 +9,8 @@ much as method), per ``--samplers`` entry (default: gp, the default search's; al
 pareto -- ``search.py --sampler``) and per ``--stoppers`` entry (default: ASHA, the default
 search's; also ``paired`` and ``both`` -- ``search.py --stopper``; the paired stopper's run sd
 is the world preset's unless ``--stop-run-sd``), with ``--prior`` (``search.py --prior``,
-default none);
-the figure per seed, their median and their worst are printed per sampler and stopper.
+default none); the figure per seed, their median and their worst are printed per sampler and
+stopper.
 
 The objective is the search's scalar (``--metric`` minus ``--penalty`` per unit that
 ``--floor-metric`` falls below ``--floor``; default: reward with precision >= 0.9), computed for

@@ -88,10 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--sampler",
         choices=SAMPLERS,
         default="gp",
-        help="what proposes each trial: gp (default; Optuna's GPSampler) or tpe, modelling the "
-        "scalar objective ASHA stops on; pareto: multi-objective TPE over --metric and "
-        "--floor-metric, spreading trials along their front (README: which found the grid's "
-        "best soonest)",
+        help="what proposes each trial: gp (default): Optuna's GPSampler on --metric with "
+        "--floor on --floor-metric as a constraint; tpe: TPE on the scalar objective ASHA "
+        "stops on; pareto: multi-objective TPE over both metrics, spreading trials along "
+        "their front (README: what each did against the grid)",
     )
     p.add_argument("--metric", help="maximised eval metric (default: the world preset's)")
     p.add_argument("--floor-metric", help="metric held above --floor (default: the preset's)")

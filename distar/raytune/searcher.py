@@ -132,12 +132,9 @@ def optuna_searcher(
     metrics = [logged_name(m) for m in objectives]
     modes = ["min" if lower_is_better(m) else "max" for m in objectives]
     if sampler == "gp":
-        chosen = optuna.samplers.GPSampler(
-            seed=seed,
-            n_startup_trials=startup,
-        )
         if floor is None:
             raise ValueError("sampler gp: needs the floor metric's floor")
+        chosen = optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)
         return floor_search_class()(
             FloorShortfall(objectives[1], floor),
             metric=metrics[0],
@@ -186,10 +183,10 @@ def search_tune_config(
     sampler: str = "gp",
     floor: float | None = None,
 ):
-    """The search's TuneConfig: :func:`optuna_searcher` (``floor``: the floor metric's floor, or
-    ceiling); with ``stopper`` asha or both, ASHA
-    stops weak trials on the scalar ``objective`` (the first metric with a floor on the
-    second), one rung per eval (the paired stopper is :func:`paired_stopper`)."""
+    """The search's TuneConfig: :func:`optuna_searcher` (``floor``: the floor metric's floor,
+    or ceiling); with ``stopper`` asha or both, ASHA stops weak trials on the scalar
+    ``objective`` (the first metric with a floor on the second), one rung per eval (the paired
+    stopper is :func:`paired_stopper`)."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
