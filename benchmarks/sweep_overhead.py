@@ -10,8 +10,10 @@ Each trial's driver and rank-0 worker append wall-clock marks and phase sums to
 - driver set-up: the Tune trial's MLflow child run, params, config artifact;
 - Ray Train start: the TorchTrainer's controller, worker processes, process group;
 - worker imports + world build: importing distar / torch on the worker, building the world;
-- training steps / evaluation / checkpoints / logging (callbacks): inside the training loop;
-- Ray Train stop: from the worker's return until ``fit()`` returns;
+- training steps / evaluation / checkpoints / logging (callbacks): inside the training loop
+  (rank 0 records to the trial's folder; the driver forwards the records to MLflow meanwhile);
+- Ray Train stop: from the worker's return until ``fit()`` returns and the driver has forwarded
+  the last records to MLflow;
 - driver finish: marking the MLflow run finished;
 - between trials: ``wall x concurrency / trials`` minus the mean driver time (Tune's own
   scheduling, actor start and result handling).

@@ -205,7 +205,7 @@ def test_a_trial_asks_ray_for_that_group(tmp_path):
     config = Config.for_world("gmm", sets)
     spec = TrialSpec("t0", "row", 0, config.to_flat())
     sweep = SweepContext("s", f"file:{tmp_path}/mlruns", "e", str(tmp_path), "parent")
-    trainer = make_torch_trainer(config, spec, sweep, "run", {}, "attempt-0")
+    trainer = make_torch_trainer(config, spec, sweep, "attempt-0")
     assert trainer.backend_config.backend == "cuda:nccl,cpu:gloo"
 
 

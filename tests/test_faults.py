@@ -180,6 +180,24 @@ def switch(outage: Outage, off: int, on: int | None):
     return Switch()
 
 
+def driver_polls(forwarder):
+    """A training callback standing in for the trial driver: it forwards the run's records after
+    each report (as the driver's thread does, every half second)."""
+    from distar.runtime.callbacks import Callback
+
+    class Poll(Callback):
+        def on_train_start(self, step, total_steps) -> None:
+            forwarder.sink.on_train_start(step, total_steps)
+
+        def on_step(self, step, metrics) -> None:
+            assert forwarder.poll()
+
+        def on_train_end(self, step, metrics) -> None:
+            assert forwarder.poll()
+
+    return Poll()
+
+
 @pytest.mark.parametrize("back_at", [8, None], ids=["store back mid-run", "store never back"])
 def test_a_lost_tracking_store_never_stops_training_and_nothing_is_lost(
     world_cache, tmp_path, back_at, capsys
@@ -188,8 +206,10 @@ def test_a_lost_tracking_store_never_stops_training_and_nothing_is_lost(
 
     from distar.config.tree import Config
     from distar.loop.trainer import Trainer
+    from distar.raytune.forward import RecordForwarder
     from distar.raytune.mlflow_logger import MlflowLogger
     from distar.raytune.tuner import report_unlogged
+    from distar.runtime.callbacks import JsonlLogger
     from distar.track.tracking import UNLOGGED
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -201,7 +221,9 @@ def test_a_lost_tracking_store_never_stops_training_and_nothing_is_lost(
     config = Config().with_overrides(
         {**TINY, "train.steps": 12, "train.log_every": 1, "train.out_dir": str(out)}
     )
-    Trainer(config, callbacks=[switch(outage, 3, back_at), logger]).train()  # trains through
+    forwarder = RecordForwarder(out, logger, attempt="only")
+    callbacks = [JsonlLogger(out), switch(outage, 3, back_at), driver_polls(forwarder)]
+    Trainer(config, callbacks=callbacks).train()  # trains through
     outage.down = False
     history = MlflowClient(uri).get_metric_history(run_id, "train/loss/generator")
     steps = sorted(m.step for m in history)
@@ -220,6 +242,54 @@ def test_a_lost_tracking_store_never_stops_training_and_nothing_is_lost(
     assert f"records of trial trial; kept in {tmp_path / 'trials' / 'trial' / UNLOGGED}" in (
         capsys.readouterr().err
     )
+
+
+def test_the_driver_forwards_each_record_once_and_nothing_once_superseded(world_cache, tmp_path):
+    """What rank 0 records reaches the trial's MLflow run through the driver's forwarder
+    (distar.raytune.forward): every train step once though the driver polls the growing records
+    again and again, the evaluations with their per-sample table and sample plot, the final
+    table, tag and loop seconds; and a driver whose attempt a later one superseded forwards
+    nothing more (a superseded driver leaves the run alone)."""
+    from mlflow.tracking import MlflowClient
+
+    from distar.config.tree import Config
+    from distar.loop.trainer import Trainer
+    from distar.raytune.fence import claim
+    from distar.raytune.forward import RecordForwarder
+    from distar.raytune.mlflow_logger import MlflowLogger
+    from distar.runtime.callbacks import JsonlLogger
+    from distar.track.tracking import FINAL_STEP_TAG, logged_steps
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    run_id = client.create_run(client.create_experiment("e")).info.run_id
+    out = tmp_path / "trial"
+    sets = {**TINY, "train.steps": 8, "train.log_every": 1, "train.eval_every": 4}
+    config = Config().with_overrides({**sets, "train.out_dir": str(out)})
+    forwarder = RecordForwarder(out, MlflowLogger(uri, run_id, {"label": "x"}, out), claim(out))
+    Trainer(config, callbacks=[JsonlLogger(out), driver_polls(forwarder)]).train()
+    assert forwarder.poll()  # a last round after the end: nothing new
+
+    history = client.get_metric_history(run_id, "train/loss/generator")
+    assert sorted(m.step for m in history) == list(range(1, 9))  # once each
+    logged, final = logged_steps(client, run_id)
+    assert final == "8" and client.get_run(run_id).data.tags[FINAL_STEP_TAG] == "8"
+    evals = [k for k in logged if k.startswith("eval/")]
+    assert evals and all(
+        sorted(m.step for m in client.get_metric_history(run_id, k)) == [4, 8] for k in evals
+    )
+    assert logged["train/seconds"] == 8
+    names = {a.path for a in client.list_artifacts(run_id, "eval")}
+    names |= {a.path for a in client.list_artifacts(run_id, "plots")}
+    assert {"eval/eval_samples.json", "plots/samples_step0000008.png"} <= names
+    table = json.loads(open(client.download_artifacts(run_id, "eval/eval_samples.json")).read())
+    steps = [row[table["columns"].index("step")] for row in table["data"]]
+    assert sorted(set(steps)) == [4, 8] and steps.count(4) == steps.count(8)
+
+    claim(out)  # a retry owns the trial now: this driver forwards nothing more
+    (out / "metrics.jsonl").open("a").write('{"kind": "train", "step": 9, "train/x": 1.0}\n')
+    assert not forwarder.poll()
+    assert "train/x" not in client.get_run(run_id).data.metrics
 
 
 class ReadOnlyServer(http.server.BaseHTTPRequestHandler):

@@ -122,6 +122,7 @@ def test_callbacks_and_jsonl_see_steps_evals_checkpoints(world_cache, tmp_path):
         ("eval", 2),
         ("train", 4),
         ("eval", 4),
+        ("end", 4),
     ]
 
 

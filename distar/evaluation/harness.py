@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -57,6 +58,7 @@ class BenchmarkResult:
     summary: dict[str, float]  # MLflow metric name -> value
     examples: Tensor  # the first few samples, for an image grid
     prompts_source: str = ""  # the prompt file (PromptSet.source: "shipped:..." or a path)
+    grid: Path | None = None  # its image grid drawn already (a result read from a run's records)
 
     @property
     def metric_columns(self) -> list[str]:

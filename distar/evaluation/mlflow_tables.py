@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from distar.evaluation.harness import BenchmarkResult
 from distar.evaluation.summary import CI_PREFIX, ci_table, group_table
+from distar.runtime.records import grid_file
 from distar.track.tracking import log_metrics, log_table
 from distar.util.images import image_grid
 
@@ -24,6 +25,8 @@ def log_benchmark(client, run_id: str, result: BenchmarkResult, step: int = 0) -
     log_metrics(client, run_id, summary, step)
     bounds = ci_table(result.summary, bench, result.metric_columns).assign(step=step)
     log_table(client, run_id, bounds, f"eval/{bench}_ci95.json")
-    if result.examples.ndim == 4 and result.examples.shape[1] == 3:
-        name = f"eval/{bench}_grid.png" if step == 0 else f"eval/{bench}_grid_step{step:07d}.png"
-        client.log_image(run_id, image_grid(result.examples), artifact_file=name)
+    if result.grid is not None:  # drawn by the run's rank 0, named by grid_file
+        client.log_artifact(run_id, str(result.grid), "eval")
+    elif result.examples.ndim == 4 and result.examples.shape[1] == 3:
+        artifact = f"eval/{grid_file(bench, step)}"
+        client.log_image(run_id, image_grid(result.examples), artifact_file=artifact)

@@ -1,5 +1,7 @@
-"""The training-loop callback that writes a trial's curves, evaluations, benchmark tables and
-final metric table into its MLflow run, and never stops training for a tracking store."""
+"""What writes a trial's curves, evaluations, benchmark tables and final metric table into its
+MLflow run: a training-loop callback that the trial driver feeds from the records rank 0 writes
+(:class:`~distar.raytune.forward.RecordForwarder`), so no training worker imports MLflow or
+waits on a tracking store."""
 
 from __future__ import annotations
 
@@ -24,9 +26,9 @@ from distar.track.tracking import (
 
 
 class MlflowLogger(Callback):
-    """Training-loop callback: curves, eval metrics, sample plots, final metric table.
+    """Callback: curves, eval metrics, sample plots, benchmark tables, final metric table.
 
-    It never stops training: what the tracking store refuses (down, read-only, unreachable) is
+    It never stops the run: what the tracking store refuses (down, read-only, unreachable) is
     kept in memory and in ``unlogged.jsonl`` beside the run's outputs, retried at every later
     report, and whatever is still unlogged at the end stays in that file (the sweep lists it).
     Steps the run already holds (a restarted trial replaying from its checkpoint) are skipped."""
@@ -45,7 +47,6 @@ class MlflowLogger(Callback):
         self.warned = False
 
     def on_train_start(self, step: int, total_steps: int) -> None:
-        self.started = time.perf_counter()
         try:
             self.logged, self.final_step = logged_steps(self.client, self.run_id)
         except TRACKING_ERRORS as error:
@@ -134,8 +135,6 @@ class MlflowLogger(Callback):
     def on_train_end(self, step: int, metrics: dict[str, float]) -> None:
         import pandas as pd
 
-        seconds = time.perf_counter() - self.started  # the loop alone, for overhead benchmarks
-        self._metrics({"train/seconds": seconds}, step)
         if self.final_step != str(step):  # not a replay of an end already logged
             row = {**self.table_row, "step": step, **metrics}
             self._call("log_table", pd.DataFrame([row]), "metrics_table.json")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
+import os
 import sys
 import threading
 import time
@@ -25,10 +25,13 @@ from distar.config.paper import ALPHA_CFG, ALPHA_REW
 from distar.config.tree import Config
 from distar.evaluation.preflight import active_requests
 from distar.raytune.fence import claim, owns
+from distar.raytune.forward import RecordForwarder
+from distar.raytune.mlflow_logger import MlflowLogger
 from distar.raytune.spec import TRIAL_DIR, Objective, SweepContext, TrialSpec, tune_result
 from distar.raytune.worker import FAILURE_FILE, FAILURE_TAG, TrialFailedError, train_worker
 from distar.runtime import timing
 from distar.runtime.distributed import backend
+from distar.runtime.records import read_records, record_values
 from distar.track import tracking
 
 
@@ -58,6 +61,9 @@ def trial_driver(params: dict[str, Any]) -> None:
     config = spec.config(sweep)
     out_dir = Path(config.train.out_dir)
     timing.mark(out_dir, "driver_start")
+    # a lost tracking server must not hold the trial in MLflow's minutes of retries
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     client = tracking.client(sweep.tracking_uri)
     run_id, created = child_run(client, spec, sweep, config)
     if (out_dir / FAILURE_FILE).exists():  # diverged before: retrying cannot help
@@ -70,11 +76,14 @@ def trial_driver(params: dict[str, Any]) -> None:
     attempt = claim(out_dir)  # from here, an earlier attempt still running writes nothing
     try:
         benchmarks = len(active_requests(config.eval))
+        logger = MlflowLogger(sweep.tracking_uri, run_id, row, out_dir)
+        forwarder = RecordForwarder(out_dir, logger, attempt)
         fit_reporting(
-            make_torch_trainer(config, spec, sweep, run_id, row, attempt),
+            make_torch_trainer(config, spec, sweep, attempt),
             out_dir,
             sweep.objective,
             benchmarks,
+            forwarder,
         )
         if (out_dir / FAILURE_FILE).exists():
             raise TrialFailedError((out_dir / FAILURE_FILE).read_text().strip())
@@ -140,18 +149,16 @@ def recorded_evaluations(out_dir: Path, benchmarks: int, finished: bool) -> list
     training metrics logged before it, its metrics with every benchmark's summary). The last
     one is left out while its benchmark rows may still come (fewer than ``benchmarks`` and the
     fit not ``finished``); a line still being written is not read."""
-    path = out_dir / "metrics.jsonl"
-    lines = path.read_text().split("\n")[:-1] if path.exists() else []
     train: dict[str, Any] = {}
     found: list[list] = []
-    for record in map(json.loads, lines):
-        kind, step = record.pop("kind"), record.pop("step")
+    for record in read_records(out_dir):
+        kind, step, values = record["kind"], record["step"], record_values(record)
         if kind == "train":
-            train.update(record)
+            train.update(values)
         elif kind == "eval":
-            found.append([step, dict(train), record, 0])
+            found.append([step, dict(train), values, 0])
         elif kind == "benchmark" and found:  # after the eval record of its step
-            found[-1][2].update(record)
+            found[-1][2].update(values)
             found[-1][3] += 1
     if found and found[-1][3] < benchmarks and not finished:
         found.pop()
@@ -174,7 +181,11 @@ def report_final(out_dir: Path, objective: dict[str, Any] | None) -> None:
 
 
 def fit_reporting(
-    trainer, out_dir: Path, objective: dict[str, Any] | None, benchmarks: int
+    trainer,
+    out_dir: Path,
+    objective: dict[str, Any] | None,
+    benchmarks: int,
+    forwarder: RecordForwarder,
 ) -> None:
     """``trainer.fit()`` in a thread while this (Tune's trainable) thread hands Tune each
     evaluation the trial records, as it completes; the fit's error is raised here.
@@ -183,9 +194,9 @@ def fit_reporting(
     Tune's main thread drains into a one-slot result queue it alone empties; a report forwarded
     after the function's own last report deadlocked a trial (Ray 2.60, seen in the full suite:
     both threads blocked in ``Queue.put``). Reports from one thread cannot cross. Evaluations up
-    to the checkpoint a retried attempt resumes from were reported by the attempt before."""
-    from ray import tune
-
+    to the checkpoint a retried attempt resumes from were reported by the attempt before. The
+    records go to MLflow in a thread of their own (``forwarder``), all of them before this
+    returns or raises."""
     done, failure = threading.Event(), []
 
     def fit() -> None:
@@ -198,6 +209,26 @@ def fit_reporting(
 
     resumed = checkpoint_step(out_dir / "checkpoints")
     threading.Thread(target=fit, name="torch-trainer-fit", daemon=True).start()
+    forwarder.follow(done, REPORT_POLL_SECONDS, resumed)
+    try:
+        report_evaluations(out_dir, objective, benchmarks, done, resumed)
+    finally:
+        done.set()  # the forwarder's last round: what the fit recorded, also if Tune stops us
+        forwarder.join()
+    if failure:
+        raise failure[0]
+
+
+def report_evaluations(
+    out_dir: Path,
+    objective: dict[str, Any] | None,
+    benchmarks: int,
+    done: threading.Event,
+    resumed: int,
+) -> None:
+    """Hand Tune each recorded evaluation after ``resumed`` until the fit is ``done``."""
+    from ray import tune
+
     reported: set[int] = set()
     while True:
         finished = done.wait(REPORT_POLL_SECONDS)
@@ -211,8 +242,6 @@ def fit_reporting(
                 reported.add(step)
         if finished:
             break
-    if failure:
-        raise failure[0]
     if not reported:  # a retry that resumed at its last step: Tune still needs a result
         report_final(out_dir, objective)
 
@@ -246,14 +275,7 @@ def trial_trainer_class():
     return TrialTorchTrainer
 
 
-def make_torch_trainer(
-    config: Config,
-    spec: TrialSpec,
-    sweep: SweepContext,
-    run_id: str,
-    row: dict[str, Any],
-    attempt: str,
-):
+def make_torch_trainer(config: Config, spec: TrialSpec, sweep: SweepContext, attempt: str):
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig
 
@@ -262,9 +284,6 @@ def make_torch_trainer(
         train_worker,
         train_loop_config={
             "config": config,  # the trial's Config itself: Ray pickles it to each worker
-            "run_id": run_id,
-            "row": row,
-            "tracking_uri": sweep.tracking_uri,
             "attempt": attempt,  # the fencing token (distar.raytune.fence)
         },
         torch_config=TorchConfig(backend=backend(res.use_gpu, res.cpu_offload)),

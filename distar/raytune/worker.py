@@ -1,10 +1,9 @@
 """Layer 3 of a sweep trial: what each TorchTrainer worker runs -- the plain
-:class:`distar.loop.trainer.Trainer`, with the callbacks that record to MLflow and to the trial's
-``metrics.jsonl`` (which the trial driver hands on to Tune)."""
+:class:`distar.loop.trainer.Trainer`, whose rank 0 records to the trial's folder
+(:mod:`distar.runtime.records`): the trial driver hands those records on to Tune and MLflow."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -33,20 +32,14 @@ def train_worker(loop_config: dict[str, Any]) -> None:
 
     rank0 = ray.train.get_context().get_world_rank() == 0
     timing.mark(out_dir, "worker_start", node=ray.util.get_node_ip_address())
-    # a lost tracking server must not stall training in MLflow's minutes of retries
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-    # torch and the evaluation stack load in the worker only, never in the trial driver
+    # the evaluation stack loads in the worker only, never in the trial driver
     from distar.evaluation.in_training import benchmark_evaluator
     from distar.loop.trainer import Trainer
-    from distar.raytune.mlflow_logger import MlflowLogger
 
-    # no ray.train.report: the trial driver hands Tune each evaluation from metrics.jsonl.
-    # The fence first: an attempt that a later one superseded writes nothing more
+    # no ray.train.report and no MLflow here: the trial driver hands the records to Tune and
+    # MLflow. The fence first: an attempt that a later one superseded writes nothing more
     callbacks: list[Callback] = [Fence(out_dir, loop_config["attempt"])]
     if rank0:
-        uri, run_id = loop_config["tracking_uri"], loop_config["run_id"]
-        callbacks.append(MlflowLogger(uri, run_id, loop_config["row"], out_dir))
         callbacks.append(JsonlLogger(out_dir))
         callbacks.append(FaultInjector(out_dir))  # last: the step it fires at is logged
     trainer = Trainer(config, callbacks=callbacks, benchmarks=benchmark_evaluator(config))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -18,6 +19,7 @@ from tqdm.auto import tqdm
 from distar.config.keys import K
 from distar.config.tree import Config
 from distar.runtime.checkpoint import GENERATOR_EMA
+from distar.runtime.records import ITEMS, META, RECORDS, grid_file, relative
 
 
 class Callback:
@@ -98,32 +100,37 @@ def keep_until(path: Path, step: int) -> None:
 
 
 class JsonlLogger(Callback):
-    """Appends every report to ``metrics.jsonl``: one JSON object a line, with its kind; and
-    every evaluation's per-sample rows (the world's, each benchmark's) to ``items/<name>.jsonl``,
-    one row a line with its step: the items ``distar.track.paired`` pairs on."""
+    """Appends every report to ``metrics.jsonl`` and every evaluation's per-sample rows (the
+    world's, each benchmark's) to ``items/<name>.jsonl`` (:mod:`distar.runtime.records`): what
+    ``distar.track.paired`` pairs on, and all a sweep's trial driver hands on to MLflow."""
 
     def __init__(self, out_dir: Path) -> None:
-        self.path = Path(out_dir) / "metrics.jsonl"
-        self.items = Path(out_dir) / "items"
+        self.out_dir = Path(out_dir)
+        self.path = self.out_dir / RECORDS
+        self.items = self.out_dir / ITEMS
+        self.started = time.perf_counter()
 
     def on_train_start(self, step: int, total_steps: int) -> None:
         """A run resumed at ``step`` replays what follows it: drop those records first. The
         folder is made here, not earlier: a run refused while it is built leaves nothing."""
+        self.started = time.perf_counter()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         for path in [self.path, *self.items.glob("*.jsonl")]:
             keep_until(path, step)
 
-    def _write(self, kind: str, step: int, metrics: dict[str, float]) -> None:
+    def _write(self, kind: str, step: int, metrics: dict[str, float], **meta: Any) -> None:
         clean = {k: (v if math.isfinite(v) else str(v)) for k, v in metrics.items()}
+        fields = {f"{META}{k}": v for k, v in meta.items() if v}
         self.path.parent.mkdir(parents=True, exist_ok=True)  # also without on_train_start
         with self.path.open("a") as f:
-            f.write(json.dumps({"kind": kind, "step": step, **clean}) + "\n")
+            f.write(json.dumps({"kind": kind, "step": step, **clean, **fields}) + "\n")
 
     def on_step(self, step: int, metrics: dict[str, float]) -> None:
         self._write("train", step, metrics)
 
     def on_eval(self, step: int, metrics: dict[str, float], artifacts: dict[str, Path]) -> None:
-        self._write("eval", step, metrics)
+        paths = {name: relative(path, self.out_dir) for name, path in artifacts.items()}
+        self._write("eval", step, metrics, artifacts=paths)
 
     def on_items(self, step: int, name: str, rows) -> None:
         self.items.mkdir(parents=True, exist_ok=True)
@@ -131,9 +138,22 @@ class JsonlLogger(Callback):
             rows.assign(step=step).to_json(f, orient="records", lines=True)
 
     def on_benchmarks(self, step: int, results: list) -> None:
-        for result in results:  # items first: a record read means its items are there
+        for result in results:  # items and grid first: a record read means they are there
             self.on_items(step, result.benchmark, result.rows)
-            self._write("benchmark", step, result.summary)
+            grid = None
+            if result.examples.ndim == 4 and result.examples.shape[1] == 3:
+                from distar.util.images import image_grid
+
+                grid = self.out_dir / "plots" / grid_file(result.benchmark, step)
+                grid.parent.mkdir(parents=True, exist_ok=True)
+                image_grid(result.examples).save(grid)
+            grid_path = relative(grid, self.out_dir) if grid else None
+            meta = {"benchmark": result.benchmark, "source": result.prompts_source}
+            self._write("benchmark", step, result.summary, **meta, grid=grid_path)
+
+    def on_train_end(self, step: int, metrics: dict[str, float]) -> None:
+        """The final evaluation's values, and the loop's seconds (for overhead benchmarks)."""
+        self._write("end", step, metrics, seconds=time.perf_counter() - self.started)
 
 
 def _local(tensor: torch.Tensor) -> torch.Tensor:
