@@ -9,7 +9,6 @@ training step. The driver forwards only while its attempt owns the trial (:mod:`
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +28,23 @@ class RecordForwarder:
         self.out_dir, self.sink, self.attempt = Path(out_dir), sink, attempt
         self.forwarded: set[tuple] = set()
 
-    def poll(self) -> bool:
-        """Forward what is new; False (and nothing forwarded) once a later attempt owns it."""
+    def start(self, step: int) -> None:
+        """Before the first poll: the attempt resumes at ``step`` (MlflowLogger: read the
+        steps its run holds)."""
+        self.sink.on_train_start(max(step, 0), 0)
+
+    def poll(self) -> list[dict[str, Any]]:
+        """Forward what is new, unless a later attempt owns the trial; returns the records read
+        (the driver reports to Tune from the very records it forwarded)."""
+        records = read_records(self.out_dir)
         if not owns(self.out_dir, self.attempt):
-            return False
-        for record in read_records(self.out_dir):
+            return records
+        for record in records:
             key = (record["kind"], record["step"], record.get(f"{META}benchmark"))
             if key not in self.forwarded:
                 self.forwarded.add(key)
                 self._forward(record)
-        return True
+        return records
 
     def _forward(self, record: dict[str, Any]) -> None:
         kind, step, values = record["kind"], record["step"], record_values(record)
@@ -70,28 +76,3 @@ class RecordForwarder:
             prompts_source=record.get(f"{META}source", ""),
             grid=self.out_dir / grid if grid else None,
         )
-
-    def follow(self, done: threading.Event, every: float, resumed: int) -> threading.Thread:
-        """Start the sink at step ``resumed`` and forward, in a thread of its own (a slow
-        tracking store must not hold Tune's reports), until ``done``, then once more;
-        :meth:`join` waits for it and raises its error."""
-        self.error: BaseException | None = None
-
-        def loop() -> None:
-            try:
-                self.sink.on_train_start(max(resumed, 0), 0)
-                while not done.wait(every):
-                    if not self.poll():
-                        return
-                self.poll()
-            except BaseException as error:  # raised in the driver's thread by join()
-                self.error = error
-
-        self.thread = threading.Thread(target=loop, name="mlflow-forwarder", daemon=True)
-        self.thread.start()
-        return self.thread
-
-    def join(self) -> None:
-        self.thread.join()
-        if self.error is not None:
-            raise self.error

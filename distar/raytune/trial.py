@@ -145,13 +145,17 @@ REPORT_POLL_SECONDS = 0.5
 
 
 def recorded_evaluations(out_dir: Path, benchmarks: int, finished: bool) -> list[tuple]:
-    """Each evaluation rank 0 wrote to the trial's ``metrics.jsonl``, in order: (step, the
-    training metrics logged before it, its metrics with every benchmark's summary). The last
-    one is left out while its benchmark rows may still come (fewer than ``benchmarks`` and the
-    fit not ``finished``); a line still being written is not read."""
+    """:func:`evaluations` in the trial's ``metrics.jsonl``."""
+    return evaluations(read_records(out_dir), benchmarks, finished)
+
+
+def evaluations(records: list[dict[str, Any]], benchmarks: int, finished: bool) -> list[tuple]:
+    """Each evaluation in rank 0's records, in order: (step, the training metrics logged
+    before it, its metrics with every benchmark's summary). The last one is left out while its
+    benchmark rows may still come (fewer than ``benchmarks`` and the fit not ``finished``)."""
     train: dict[str, Any] = {}
     found: list[list] = []
-    for record in read_records(out_dir):
+    for record in records:
         kind, step, values = record["kind"], record["step"], record_values(record)
         if kind == "train":
             train.update(values)
@@ -194,9 +198,9 @@ def fit_reporting(
     Tune's main thread drains into a one-slot result queue it alone empties; a report forwarded
     after the function's own last report deadlocked a trial (Ray 2.60, seen in the full suite:
     both threads blocked in ``Queue.put``). Reports from one thread cannot cross. Evaluations up
-    to the checkpoint a retried attempt resumes from were reported by the attempt before. The
-    records go to MLflow in a thread of their own (``forwarder``), all of them before this
-    returns or raises."""
+    to the checkpoint a retried attempt resumes from were reported by the attempt before. Each
+    round forwards the records to MLflow (``forwarder``) before Tune sees them: a trial that
+    Tune stops has its last evaluation in MLflow, as does a failed fit."""
     done, failure = threading.Event(), []
 
     def fit() -> None:
@@ -208,31 +212,30 @@ def fit_reporting(
             done.set()
 
     resumed = checkpoint_step(out_dir / "checkpoints")
+    forwarder.start(resumed)
     threading.Thread(target=fit, name="torch-trainer-fit", daemon=True).start()
-    forwarder.follow(done, REPORT_POLL_SECONDS, resumed)
-    try:
-        report_evaluations(out_dir, objective, benchmarks, done, resumed)
-    finally:
-        done.set()  # the forwarder's last round: what the fit recorded, also if Tune stops us
-        forwarder.join()
+    report_evaluations(forwarder, objective, benchmarks, done, resumed)
     if failure:
         raise failure[0]
 
 
 def report_evaluations(
-    out_dir: Path,
+    forwarder: RecordForwarder,
     objective: dict[str, Any] | None,
     benchmarks: int,
     done: threading.Event,
     resumed: int,
 ) -> None:
-    """Hand Tune each recorded evaluation after ``resumed`` until the fit is ``done``."""
+    """Forward the records, then hand Tune each evaluation after ``resumed`` among them, until
+    the fit is ``done`` (its last round reads what the fit wrote last)."""
     from ray import tune
 
+    out_dir = forwarder.out_dir
     reported: set[int] = set()
     while True:
         finished = done.wait(REPORT_POLL_SECONDS)
-        for step, train, evals in recorded_evaluations(out_dir, benchmarks, finished):
+        records = forwarder.poll()
+        for step, train, evals in evaluations(records, benchmarks, finished):
             if step > resumed and step not in reported:
                 result = tune_result(
                     train, evals, step, Objective(**objective) if objective else None
