@@ -222,7 +222,8 @@ def test_a_lost_tracking_store_never_stops_training_and_nothing_is_lost(
         {**TINY, "train.steps": 12, "train.log_every": 1, "train.out_dir": str(out)}
     )
     forwarder = RecordForwarder(out, logger, attempt="only")
-    callbacks = [JsonlLogger(out), switch(outage, 3, back_at), driver_polls(forwarder)]
+    records = JsonlLogger(out, attempt="only")
+    callbacks = [records, switch(outage, 3, back_at), driver_polls(forwarder)]
     Trainer(config, callbacks=callbacks).train()  # trains through
     outage.down = False
     history = MlflowClient(uri).get_metric_history(run_id, "train/loss/generator")
@@ -248,8 +249,9 @@ def test_the_driver_forwards_each_record_once_and_nothing_once_superseded(world_
     """What rank 0 records reaches the trial's MLflow run through the driver's forwarder
     (distar.raytune.forward): every train step once though the driver polls the growing records
     again and again, the evaluations with their per-sample table and sample plot, the final
-    table, tag and loop seconds; and a driver whose attempt a later one superseded forwards
-    nothing more (a superseded driver leaves the run alone)."""
+    table, tag and loop seconds. A retry's driver (resuming at step 4) hands on the earlier
+    attempt's records up to step 4 and the run skips what it holds: nothing twice. A driver
+    whose attempt a later one superseded forwards nothing more."""
     from mlflow.tracking import MlflowClient
 
     from distar.config.tree import Config
@@ -266,9 +268,18 @@ def test_the_driver_forwards_each_record_once_and_nothing_once_superseded(world_
     out = tmp_path / "trial"
     sets = {**TINY, "train.steps": 8, "train.log_every": 1, "train.eval_every": 4}
     config = Config().with_overrides({**sets, "train.out_dir": str(out)})
-    forwarder = RecordForwarder(out, MlflowLogger(uri, run_id, {"label": "x"}, out), claim(out))
-    Trainer(config, callbacks=[JsonlLogger(out), driver_polls(forwarder)]).train()
+
+    def driver(attempt: str) -> RecordForwarder:
+        return RecordForwarder(out, MlflowLogger(uri, run_id, {"label": "x"}, out), attempt)
+
+    first = claim(out)
+    forwarder = driver(first)
+    Trainer(config, callbacks=[JsonlLogger(out, first), driver_polls(forwarder)]).train()
     forwarder.poll()  # a last round after the end: nothing new
+
+    def samples_steps() -> list[int]:
+        table = json.loads(open(client.download_artifacts(run_id, "eval/eval_samples.json")).read())
+        return [row[table["columns"].index("step")] for row in table["data"]]
 
     history = client.get_metric_history(run_id, "train/loss/generator")
     assert sorted(m.step for m in history) == list(range(1, 9))  # once each
@@ -282,13 +293,19 @@ def test_the_driver_forwards_each_record_once_and_nothing_once_superseded(world_
     names = {a.path for a in client.list_artifacts(run_id, "eval")}
     names |= {a.path for a in client.list_artifacts(run_id, "plots")}
     assert {"eval/eval_samples.json", "plots/samples_step0000008.png"} <= names
-    table = json.loads(open(client.download_artifacts(run_id, "eval/eval_samples.json")).read())
-    steps = [row[table["columns"].index("step")] for row in table["data"]]
+    steps = samples_steps()
     assert sorted(set(steps)) == [4, 8] and steps.count(4) == steps.count(8)
 
-    claim(out)  # a retry owns the trial now: this driver forwards nothing more
+    retry = driver(claim(out))  # resumes at 4: the first attempt's records to 4 come again
+    retry.start(4)
+    retry.poll()
+    assert samples_steps() == steps  # held: not appended twice
+    assert len(client.get_metric_history(run_id, "train/loss/generator")) == 8
+    assert {k for k, _, _ in retry.forwarded} == {"train", "eval"}  # nothing after step 4
+    assert max(step for _, step, _ in retry.forwarded) == 4
+
     (out / "metrics.jsonl").open("a").write('{"kind": "train", "step": 9, "train/x": 1.0}\n')
-    forwarder.poll()
+    forwarder.poll()  # the first attempt's driver: superseded, it forwards nothing
     assert "train/x" not in client.get_run(run_id).data.metrics
 
 

@@ -5,6 +5,7 @@ Importing ``distar`` does not import this package; Ray loads only where a trial 
 ``spec`` (a trial as data; the paper's values translated once), ``grid`` (Table 2 -> trials),
 ``searcher`` (Optuna + ASHA), ``tuner`` (run a sweep), ``trial`` (layer 2: the Tune trial driver),
 ``worker`` (layer 3: a TorchTrainer worker running :class:`distar.loop.trainer.Trainer`),
-``mlflow_view`` (what a sweep shows in MLflow), ``mlflow_logger``, ``placement`` (the reaper of
+``mlflow_view`` (what a sweep shows in MLflow), ``mlflow_logger`` and ``forward`` (the driver
+hands the worker's records to the trial's MLflow run), ``placement`` (the reaper of
 placement groups a lost node left), ``fence`` (which attempt of a trial may write), ``console``,
 ``faults``."""

@@ -9,6 +9,7 @@ training step. The driver forwards only while its attempt owns the trial (:mod:`
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,31 +21,41 @@ from distar.runtime.records import META, read_items, read_records, record_values
 
 class RecordForwarder:
     """Hands each record of a trial's folder to ``sink`` as the loop would have: ``on_step``,
-    ``on_items`` + ``on_eval``, ``on_benchmarks``, ``on_train_end``. A record is handed on once
-    per driver (keyed by kind, step and benchmark); a record an earlier attempt wrote and its
-    driver forwarded is the sink's to skip (MlflowLogger: steps the run holds already)."""
+    ``on_items`` + ``on_eval``, ``on_benchmarks``, ``on_train_end``, once per driver (keyed by
+    kind, step and benchmark), each only while this attempt owns the trial.
+
+    Which records: this attempt's (``@attempt``), and earlier attempts' up to the step this one
+    resumes at (their drivers may have died before forwarding the last of them; the sink skips
+    what its run holds: MlflowLogger, steps already logged). An earlier attempt's records after
+    that step are this attempt's to write again: its worker drops them when it starts."""
 
     def __init__(self, out_dir: Path, sink: Callback, attempt: str) -> None:
         self.out_dir, self.sink, self.attempt = Path(out_dir), sink, attempt
         self.forwarded: set[tuple] = set()
+        self.resumed = 0
 
     def start(self, step: int) -> None:
         """Before the first poll: the attempt resumes at ``step`` (MlflowLogger: read the
         steps its run holds)."""
-        self.sink.on_train_start(max(step, 0), 0)
+        self.resumed = max(step, 0)
+        self.sink.on_train_start(self.resumed, 0)
 
     def poll(self) -> list[dict[str, Any]]:
         """Forward what is new, unless a later attempt owns the trial; returns the records read
         (the driver reports to Tune from the very records it forwarded)."""
         records = read_records(self.out_dir)
-        if not owns(self.out_dir, self.attempt):
-            return records
         for record in records:
             key = (record["kind"], record["step"], record.get(f"{META}benchmark"))
-            if key not in self.forwarded:
-                self.forwarded.add(key)
-                self._forward(record)
+            if key in self.forwarded or not self._ours(record):
+                continue
+            if not owns(self.out_dir, self.attempt):  # each record: a round can take long
+                break
+            self.forwarded.add(key)
+            self._forward(record)
         return records
+
+    def _ours(self, record: dict[str, Any]) -> bool:
+        return record.get(f"{META}attempt") == self.attempt or record["step"] <= self.resumed
 
     def _forward(self, record: dict[str, Any]) -> None:
         kind, step, values = record["kind"], record["step"], record_values(record)
@@ -57,20 +68,32 @@ class RecordForwarder:
             drawn = record.get(f"{META}artifacts", {})
             self.sink.on_eval(step, values, {k: self.out_dir / p for k, p in drawn.items()})
         elif kind == "benchmark":
-            self.sink.on_benchmarks(step, [self._benchmark(record, step, values)])
+            result = self._benchmark(record, step, values)
+            if result is not None:
+                self.sink.on_benchmarks(step, [result])
         elif kind == "end":
             self.sink.on_step(step, {"train/seconds": record[f"{META}seconds"]})
             self.sink.on_train_end(step, values)
 
     def _benchmark(self, record: dict[str, Any], step: int, summary: dict[str, float]):
+        """The benchmark's result as its tables need it; None (said) for a record without its
+        name or rows (written by a distar before records named their benchmark)."""
         import torch
 
         from distar.evaluation.harness import BenchmarkResult
 
-        name, grid = record[f"{META}benchmark"], record.get(f"{META}grid")
+        name, grid = record.get(f"{META}benchmark"), record.get(f"{META}grid")
+        rows = read_items(self.out_dir, name, step) if name else None
+        if rows is None:
+            print(
+                f"MLflow: a benchmark record at step {step} of {self.out_dir.name} names no "
+                "benchmark or has no rows; its tables are not forwarded",
+                file=sys.stderr,
+            )
+            return None
         return BenchmarkResult(
             benchmark=name,
-            rows=read_items(self.out_dir, name, step),
+            rows=rows,
             summary=summary,
             examples=torch.empty(0),
             prompts_source=record.get(f"{META}source", ""),

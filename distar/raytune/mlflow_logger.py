@@ -42,15 +42,31 @@ class MlflowLogger(Callback):
         self.spool = Path(out_dir) / UNLOGGED
         self.pending: list = []  # mlflow.entities.Metric
         self.pending_calls: list[tuple[str, tuple]] = []  # artifacts, tables, tags
-        self.logged: dict[str, int] = {}
+        self.logged: dict[str, int] | None = {}  # None: the run's history could not be read
+        self.resumed = 0
         self.final_step: str | None = None
         self.warned = False
 
     def on_train_start(self, step: int, total_steps: int) -> None:
+        self.resumed = step
         try:
             self.logged, self.final_step = logged_steps(self.client, self.run_id)
         except TRACKING_ERRORS as error:
             self._warn(error)
+            self.logged = None
+
+    def _held(self, key: str, step: int) -> bool:
+        """The run holds ``key`` at ``step`` already: an earlier attempt logged it (with its
+        history unread, everything up to the step this attempt resumed at counts as held)."""
+        if self.logged is None:
+            return step <= self.resumed
+        return step <= self.logged.get(key, -1)
+
+    def _evaluation_held(self, step: int) -> bool:
+        """The run holds the world's evaluation at ``step`` (its metrics, so its items and plot)."""
+        if self.logged is None:
+            return step <= self.resumed
+        return step <= max((v for k, v in self.logged.items() if k.startswith("eval/")), default=-1)
 
     def _warn(self, error: BaseException) -> None:
         if not self.warned:
@@ -68,7 +84,7 @@ class MlflowLogger(Callback):
         self.pending += [
             tracking.metric(k, float(v), now, step)
             for k, v in metrics.items()
-            if math.isfinite(v) and step > self.logged.get(k, -1)
+            if math.isfinite(v) and not self._held(k, step)
         ]
         self.flush()
 
@@ -106,13 +122,17 @@ class MlflowLogger(Callback):
 
     def on_eval(self, step: int, metrics: dict[str, float], artifacts: dict[str, Path]) -> None:
         self._metrics({f"eval/{k}": v for k, v in metrics.items()}, step)
-        for path in artifacts.values():  # same name at the same step: a replay overwrites
+        if self._evaluation_held(step):
+            return
+        for path in artifacts.values():
             self._call("log_artifact", str(path), "plots")
 
     def on_items(self, step: int, name: str, rows) -> None:
         """The world's per-sample values, appended (with their step) to the table a benchmark's
         would be: ``eval/<name>_samples.json``. Not spooled (a table, not a metric): a failed
         write is said and tagged, as a benchmark's is."""
+        if self._evaluation_held(step):  # an earlier attempt appended these rows
+            return
         try:
             log_table(self.client, self.run_id, rows.assign(step=step), f"eval/{name}_samples.json")
         except TRACKING_ERRORS as error:
@@ -123,7 +143,7 @@ class MlflowLogger(Callback):
         """Per-prompt and per-group tables (rows carry the step: later evaluations append),
         summary metrics with bootstrap CIs, an image grid per benchmark."""
         for result in results:
-            if step <= self.logged.get(next(iter(result.summary), ""), -1):
+            if self._held(next(iter(result.summary), ""), step):
                 continue  # a replayed evaluation: its tables are in the run already
             stepped = dataclasses.replace(result, rows=result.rows.assign(step=step))
             try:

@@ -26,7 +26,6 @@ from distar.config.tree import Config
 from distar.evaluation.preflight import active_requests
 from distar.raytune.fence import claim, owns
 from distar.raytune.forward import RecordForwarder
-from distar.raytune.mlflow_logger import MlflowLogger
 from distar.raytune.spec import TRIAL_DIR, Objective, SweepContext, TrialSpec, tune_result
 from distar.raytune.worker import FAILURE_FILE, FAILURE_TAG, TrialFailedError, train_worker
 from distar.runtime import timing
@@ -76,6 +75,8 @@ def trial_driver(params: dict[str, Any]) -> None:
     attempt = claim(out_dir)  # from here, an earlier attempt still running writes nothing
     try:
         benchmarks = len(active_requests(config.eval))
+        from distar.raytune.mlflow_logger import MlflowLogger  # MLflow's tables, pandas
+
         logger = MlflowLogger(sweep.tracking_uri, run_id, row, out_dir)
         forwarder = RecordForwarder(out_dir, logger, attempt)
         fit_reporting(

@@ -32,7 +32,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
 
     rank0 = ray.train.get_context().get_world_rank() == 0
     timing.mark(out_dir, "worker_start", node=ray.util.get_node_ip_address())
-    # the evaluation stack loads in the worker only, never in the trial driver
+    # the training and evaluation stack load in the worker only
     from distar.evaluation.in_training import benchmark_evaluator
     from distar.loop.trainer import Trainer
 
@@ -40,7 +40,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     # MLflow. The fence first: an attempt that a later one superseded writes nothing more
     callbacks: list[Callback] = [Fence(out_dir, loop_config["attempt"])]
     if rank0:
-        callbacks.append(JsonlLogger(out_dir))
+        callbacks.append(JsonlLogger(out_dir, attempt=loop_config["attempt"]))
         callbacks.append(FaultInjector(out_dir))  # last: the step it fires at is logged
     trainer = Trainer(config, callbacks=callbacks, benchmarks=benchmark_evaluator(config))
     if rank0:

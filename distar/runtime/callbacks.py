@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
@@ -20,6 +21,7 @@ from distar.config.keys import K
 from distar.config.tree import Config
 from distar.runtime.checkpoint import GENERATOR_EMA
 from distar.runtime.records import ITEMS, META, RECORDS, grid_file, relative
+from distar.util.images import image_grid
 
 
 class Callback:
@@ -93,10 +95,13 @@ class ProgressBar(Callback):
 
 
 def keep_until(path: Path, step: int) -> None:
-    """Drop the records of a JSON-lines file written after ``step``."""
+    """Drop the records of a JSON-lines file written after ``step``. Atomically: a trial's
+    driver reads the file meanwhile."""
     if path.exists():
         kept = [r for r in path.read_text().splitlines() if json.loads(r)["step"] <= step]
-        path.write_text("".join(line + "\n" for line in kept))
+        staged = path.with_name(f".{path.name}.{os.getpid()}")
+        staged.write_text("".join(line + "\n" for line in kept))
+        os.replace(staged, path)
 
 
 class JsonlLogger(Callback):
@@ -104,8 +109,9 @@ class JsonlLogger(Callback):
     world's, each benchmark's) to ``items/<name>.jsonl`` (:mod:`distar.runtime.records`): what
     ``distar.track.paired`` pairs on, and all a sweep's trial driver hands on to MLflow."""
 
-    def __init__(self, out_dir: Path) -> None:
+    def __init__(self, out_dir: Path, attempt: str = "") -> None:
         self.out_dir = Path(out_dir)
+        self.attempt = attempt  # a sweep trial's attempt (distar.raytune.fence), in each record
         self.path = self.out_dir / RECORDS
         self.items = self.out_dir / ITEMS
         self.started = time.perf_counter()
@@ -120,6 +126,7 @@ class JsonlLogger(Callback):
 
     def _write(self, kind: str, step: int, metrics: dict[str, float], **meta: Any) -> None:
         clean = {k: (v if math.isfinite(v) else str(v)) for k, v in metrics.items()}
+        meta["attempt"] = self.attempt
         fields = {f"{META}{k}": v for k, v in meta.items() if v}
         self.path.parent.mkdir(parents=True, exist_ok=True)  # also without on_train_start
         with self.path.open("a") as f:
@@ -142,8 +149,6 @@ class JsonlLogger(Callback):
             self.on_items(step, result.benchmark, result.rows)
             grid = None
             if result.examples.ndim == 4 and result.examples.shape[1] == 3:
-                from distar.util.images import image_grid
-
                 grid = self.out_dir / "plots" / grid_file(result.benchmark, step)
                 grid.parent.mkdir(parents=True, exist_ok=True)
                 image_grid(result.examples).save(grid)
