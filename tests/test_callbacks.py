@@ -9,6 +9,8 @@ rounding of ``lerp`` over a handful of steps stays within a few ulps of the weig
 (rtol 1e-6, atol 1e-7); a wrong decay (d vs 1 - d) is off by O(|p_t - p_0|), which is >1e-4
 here (lr 1e-3). Learning rates are products of Python floats: compared exactly."""
 
+import json
+
 import pytest
 import torch
 
@@ -118,3 +120,29 @@ def test_resuming_with_a_callback_the_checkpoint_lacks_names_its_field(world_cac
         resumed = Trainer(config(tmp_path, **{"train.steps": 2, key: value}))
         with pytest.raises(ConfigError, match=f"{key}: on, but checkpoint .* without it"):
             resumed.resume(tmp_path / "checkpoints")
+
+
+@pytest.mark.parametrize("total", [8, 4], ids=["mid-run", "at its last step"])
+def test_a_resumed_run_drops_the_records_it_will_write_again(tmp_path, total):
+    """Resumed at step 4 of ``total``: the records after 4 go (written again). Resumed at its
+    last step, the run evaluates again at 4: its evaluation's records and items at 4 go too (a
+    retry of a trial cut off after its worker finished recorded its final evaluation twice),
+    the train report at 4 stays (no step runs again)."""
+    from distar.runtime.callbacks import JsonlLogger
+
+    records = [("train", 2), ("eval", 2), ("train", 4), ("eval", 4), ("benchmark", 4)]
+    records += [("end", 4)] if total == 4 else [("train", 6), ("eval", 6)]
+    (tmp_path / "metrics.jsonl").write_text(
+        "".join(json.dumps({"kind": k, "step": s}) + "\n" for k, s in records)
+    )
+    (tmp_path / "items").mkdir()
+    items = tmp_path / "items" / "eval.jsonl"
+    items.write_text("".join(json.dumps({"step": s, "v": 1.0}) + "\n" for s in (2, 4, 6)))
+    JsonlLogger(tmp_path).on_train_start(4, total)
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    kept = [(r["kind"], r["step"]) for r in map(json.loads, lines)]
+    rows = [json.loads(x)["step"] for x in items.read_text().splitlines()]
+    if total == 4:
+        assert kept == [("train", 2), ("eval", 2), ("train", 4)] and rows == [2]
+    else:
+        assert kept == records[:5] and rows == [2, 4]

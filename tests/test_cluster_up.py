@@ -56,6 +56,10 @@ FAST_HEALTH = {
 }
 OFFLINE_NODE = {"PIP_NO_INDEX": "1", "PIP_NO_BUILD_ISOLATION": "0"}  # pip: "0" means off
 LONG_TRIALS = {**TINY, "train.steps": 400, "train.log_every": 20, "train.checkpoint_every": 40}
+# A cut-off attempt trains on (its records on the shared storage) until its retry claims the
+# trial, ~10-20 s after the cut: its trial must outlast that to meet the fence (400 steps take
+# ~9 s; 1600, ~35 s, well inside Ray's 60 s before the cut-off node gives up on its own)
+CUT_TRIALS = {**LONG_TRIALS, "train.steps": 1600}
 
 
 def ray(args: list[str], env: dict[str, str], timeout: float) -> tuple[str, float]:
@@ -276,10 +280,10 @@ def finish(sweep: subprocess.Popen, seconds: float = 900) -> str:
     return out
 
 
-def fault_mid_trial(cluster: Cluster, name: str, fault) -> tuple[str, Path]:
+def fault_mid_trial(cluster: Cluster, name: str, fault, sets: dict) -> tuple[str, Path]:
     """A long smoke sweep; ``fault()`` once a trial trains on the worker. Returns its output
     and the trial the fault hit."""
-    sweep = cluster.sweep(name, LONG_TRIALS)
+    sweep = cluster.sweep(name, sets)
     started, hit = time.time(), []
     while not hit and sweep.poll() is None and time.time() < started + 600:
         hit = training_on(cluster.storage(name), cluster.lan.address["worker"])
@@ -350,7 +354,7 @@ def test_a_killed_worker_costs_no_trial_and_the_autoscaler_brings_it_back(up):
                 os.kill(pid, 9)
 
     started = time.time()
-    _, hit = fault_mid_trial(up, "killed", kill_worker)
+    _, hit = fault_mid_trial(up, "killed", kill_worker, LONG_TRIALS)
     up.took["sweep, worker killed"] = time.time() - started
     check_every_trial_once(up, "killed")
     assert (hit / "checkpoints" / "latest").exists()
@@ -359,7 +363,7 @@ def test_a_killed_worker_costs_no_trial_and_the_autoscaler_brings_it_back(up):
 
 def test_a_cut_off_worker_is_fenced_and_its_rejoining_duplicates_nothing(up):
     started = time.time()
-    _, hit = fault_mid_trial(up, "cut", lambda: up.lan.link("worker", up=False))
+    _, hit = fault_mid_trial(up, "cut", lambda: up.lan.link("worker", up=False), CUT_TRIALS)
     up.took["sweep, worker cut off"] = time.time() - started
     before = check_every_trial_once(up, "cut")
     # the cut-off attempt trained on until its retry claimed the trial, then stopped at the fence

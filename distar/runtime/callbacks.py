@@ -94,13 +94,20 @@ class ProgressBar(Callback):
             self.bar.close()
 
 
-def keep_until(path: Path, step: int) -> None:
-    """Drop the records of a JSON-lines file written after ``step``. Atomically: a trial's
-    driver reads the file meanwhile."""
+def keep_until(path: Path, step: int, final: bool = False) -> None:
+    """Drop the records of a JSON-lines file written after ``step``; with ``final`` (a run
+    resumed at its last step evaluates again) also what its evaluation wrote at ``step``: every
+    record but the train report, every item row. Atomically: a trial's driver reads the file."""
+
+    def kept(record: dict) -> bool:
+        if final and record["step"] == step:
+            return record.get("kind") == "train"
+        return record["step"] <= step
+
     if path.exists():
-        kept = [r for r in path.read_text().splitlines() if json.loads(r)["step"] <= step]
+        lines = [r for r in path.read_text().splitlines() if kept(json.loads(r))]
         staged = path.with_name(f".{path.name}.{os.getpid()}")
-        staged.write_text("".join(line + "\n" for line in kept))
+        staged.write_text("".join(line + "\n" for line in lines))
         os.replace(staged, path)
 
 
@@ -117,12 +124,13 @@ class JsonlLogger(Callback):
         self.started = time.perf_counter()
 
     def on_train_start(self, step: int, total_steps: int) -> None:
-        """A run resumed at ``step`` replays what follows it: drop those records first. The
-        folder is made here, not earlier: a run refused while it is built leaves nothing."""
+        """A run resumed at ``step`` replays what follows it (at its last step: its final
+        evaluation): drop those records first. The folder is made here, not earlier: a run
+        refused while it is built leaves nothing."""
         self.started = time.perf_counter()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         for path in [self.path, *self.items.glob("*.jsonl")]:
-            keep_until(path, step)
+            keep_until(path, step, final=step >= total_steps)
 
     def _write(self, kind: str, step: int, metrics: dict[str, float], **meta: Any) -> None:
         clean = {k: (v if math.isfinite(v) else str(v)) for k, v in metrics.items()}
