@@ -155,10 +155,10 @@ class Cluster:
             out += f"--- {path.name}\n" + "\n".join(lines)[-6000:] + "\n"
         return out
 
-    def sweep(self, name: str, sets: dict) -> subprocess.Popen:
+    def sweep(self, name: str, sets: dict, more: str = "") -> subprocess.Popen:
         """A smoke sweep on the head (`ray exec`), into the head's MLflow; storage every node
         sees (this machine's filesystem) at ``storage(name)``."""
-        flags = " ".join(f"--set={k}={v}" for k, v in sets.items())
+        flags = " ".join([*(f"--set={k}={v}" for k, v in sets.items()), more])
         command = (
             f"{NODE} run python sweeps/ablation_grid.py --smoke-test --name {name} "
             f"--storage {self.storage(name)} --tracking-uri {self.mlflow_uri} {flags}"
@@ -320,7 +320,9 @@ def test_a_worker_joins_over_the_network_and_trials_run_on_both(up):
 
     storage = up.storage("table2")
     started = time.time()
-    finish(up.sweep("table2", TINY))
+    # 3 trials at once need 3 CPUs: the worker's 2 and the head's (with 2, both may land on
+    # the worker: seen once trials started faster)
+    finish(up.sweep("table2", TINY, "--max-concurrent 3"))
     up.took["sweep"] = time.time() - started
     assert trial_nodes(storage) == {up.lan.address["head"], up.lan.address["worker"]}
     check_every_trial_once(up, "table2")
