@@ -74,6 +74,24 @@ def training_pids(storage: Path) -> set[int]:
     return pids
 
 
+def wait_for_alive_nodes(count: int, port: int, env: dict[str, str], seconds: float) -> None:
+    deadline, alive = time.time() + seconds, 0
+    while time.time() < deadline:
+        listed = subprocess.run(
+            ["ray", "list", "nodes", "--format", "json", "--filter", "state=ALIVE"]
+            + ["--address", f"127.0.0.1:{port}"],
+            capture_output=True, text=True, timeout=60, env=env,
+        )  # fmt: skip
+        try:
+            alive = len(json.loads(listed.stdout))
+        except json.JSONDecodeError:
+            alive = 0
+        if alive >= count:
+            return
+        time.sleep(1)
+    raise AssertionError(f"{alive} of {count} Ray nodes alive after {seconds} s")
+
+
 def cluster_state(port: int, env: dict[str, str], storage: Path | None = None) -> str:
     """For a sweep that did not finish, one line each: the live placement groups (where each
     bundle is, what it holds, who made it), the actors not dead (class, pid, node, group), and
@@ -164,6 +182,9 @@ def two_nodes(world_cache):
     assert client is not None, "the head node's dashboard never came up"
     second = start_node(["--address", f"127.0.0.1:{port}", "--num-cpus", "2"], env)
     try:
+        # the sweep starts once the second node has joined: a node still starting on a loaded
+        # machine left a sweep running on the head alone (seen in a full-suite run)
+        wait_for_alive_nodes(2, port, env, 120)
         yield client, second, port, env
     finally:
         for node in (second, head):
