@@ -19,11 +19,16 @@ ITEMS = "items"
 META = "@"  # a record field that is not a value
 
 
-def read_records(out_dir: Path) -> list[dict[str, Any]]:
-    """Every complete record, in order (a line still being written is not read)."""
-    path = Path(out_dir) / RECORDS
+def complete_lines(path: Path) -> list[dict[str, Any]]:
+    """A JSON-lines file's objects, in order; none if it is missing, and a last line still
+    being written is not read."""
     lines = path.read_text().split("\n")[:-1] if path.exists() else []
     return [json.loads(line) for line in lines]
+
+
+def read_records(out_dir: Path) -> list[dict[str, Any]]:
+    """Every complete record, in order."""
+    return complete_lines(Path(out_dir) / RECORDS)
 
 
 def record_values(record: dict[str, Any]) -> dict[str, float]:
@@ -36,10 +41,7 @@ def read_items(out_dir: Path, name: str, step: int):
     such rows)."""
     import pandas as pd
 
-    path = Path(out_dir) / ITEMS / f"{name}.jsonl"
-    if not path.exists():
-        return None
-    rows = [r for r in map(json.loads, path.read_text().split("\n")[:-1]) if r["step"] == step]
+    rows = [r for r in complete_lines(Path(out_dir) / ITEMS / f"{name}.jsonl") if r["step"] == step]
     return pd.DataFrame(rows).drop(columns="step") if rows else None
 
 
