@@ -95,7 +95,8 @@ def main() -> None:
         help="search.py --sampler values to compare (default: gp, the default search's; also "
         "tpe, pareto)",
     )
-    p.add_argument("--prior", default="none", help="search.py --prior (none or table2)")
+    p.add_argument("--prior", default="none", help="search.py --prior (none, table2-best, table2)")
+    p.add_argument("--asha-reduction", type=int, help="search.py --asha-reduction")
     p.add_argument("--stop-run-sd", type=float, help="search.py --stop-run-sd")
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--samples", type=int, default=11)
@@ -116,6 +117,8 @@ def main() -> None:
         for seed in args.search_seeds:
             searches[name].append(tmp / f"search-{name}-s{seed}")
             run_sd = ["--stop-run-sd", str(args.stop_run_sd)] if args.stop_run_sd else []
+            if args.asha_reduction:
+                run_sd += ["--asha-reduction", str(args.asha_reduction)]
             flags = {
                 "--samples": args.samples,
                 "--steps": args.steps,

@@ -25,6 +25,7 @@ from distar.config.keys import K
 from distar.config.tree import Config, ConfigError, parse_override, world_preset
 from distar.evaluation.preflight import active_requests
 from distar.raytune.searcher import (
+    ASHA_REDUCTION,
     PARAMETER,
     SAMPLERS,
     STOPPERS,
@@ -36,6 +37,9 @@ from distar.raytune.searcher import (
 )
 from distar.raytune.settings import SWEEP_REFUSALS, SweepSettings, preflight_sweep
 from distar.util.refusals import Outputs, refusing
+
+# --prior: how many of Table 2's DI* rows (best published first) the search tries first
+PRIORS = {"none": 0, "table2-best": 1, "table2": None}
 
 # what the searcher draws or the flags set: a --set of one would be overwritten in every trial
 SEARCHED = {
@@ -78,11 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--huber-c-range", type=float, nargs=2, default=[0.01, 1.0])
     p.add_argument(
         "--prior",
-        choices=["table2", "none"],
+        choices=list(PRIORS),
         default="none",
         help="table2: the paper's Table 2 DI* rows inside the ranges are the first trials, best "
-        "published ImageReward first, at the base loss.huber_c; none (default): the sampler "
-        "draws every trial (on the embedded world the prior made the search worse: README)",
+        "published ImageReward first, at the base loss.huber_c; table2-best: the best of them "
+        "only; none (default): the sampler draws every trial (README: what each did)",
     )
     p.add_argument(
         "--sampler",
@@ -127,6 +131,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="paired stopper: the sd of --metric's mean between training runs of "
         "one setting, in its units (a grid's report prints it: 'run sd'); "
         "default: the world preset's measured value, where it has one",
+    )
+    p.add_argument(
+        "--asha-reduction",
+        type=int,
+        default=ASHA_REDUCTION,
+        help="ASHA's reduction factor: a trial goes on past a rung (evaluations 1, R, R**2, "
+        f"...) only in the best 1/R there (default {ASHA_REDUCTION}: with 4 evaluations, one "
+        "cut, at the first)",
     )
     SweepSettings.add_arguments(p, "distar-search", "search", "runs/search")
     p.add_argument("--dry-run", action="store_true", help="print base config and space, exit")
@@ -183,6 +195,8 @@ def check_flags(args: argparse.Namespace) -> None:
         raise ConfigError(f"--stop-run-sd: got {args.stop_run_sd}; allowed: 0 <= SD, finite")
     if args.stop_run_sd is not None and args.stopper == "asha":
         raise ConfigError("--stop-run-sd: only with --stopper paired or both (ASHA ignores it)")
+    if not 2 <= args.asha_reduction <= 1000:
+        raise ConfigError(f"--asha-reduction: got {args.asha_reduction}; allowed: 2 to 1000")
     if args.evals > args.steps:
         raise ConfigError(f"--evals: got {args.evals}; allowed: at most --steps ({args.steps})")
     for flag in ("alpha_rew_range", "alpha_cfg_range", "huber_c_range"):
@@ -277,7 +291,7 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
     run_sd = run_sd_of(args, objective["metric"])  # refused here, before Ray starts
     preflight_sweep(base, args.dry_run)  # every file a trial reads, before Ray starts
     ranges = (tuple(args.alpha_rew_range), tuple(args.alpha_cfg_range), tuple(args.huber_c_range))
-    prior = paper_prior(base.loss.huber_c, *ranges) if args.prior == "table2" else []
+    prior = paper_prior(base.loss.huber_c, *ranges)[: PRIORS[args.prior]]
     if args.dry_run:
         print(base.to_yaml(), end="")
         print(
@@ -288,6 +302,7 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
         print(
             f"objective: {objective}; {args.samples} samples, seed {args.seed}; "
             f"sampler {args.sampler}; stopper {args.stopper}"
+            + (f" (reduction {args.asha_reduction})" if args.stopper != "paired" else "")
             + (f" (run sd {run_sd:g})" if args.stopper != "asha" else "")
         )
         print_axes(objective, base)
@@ -315,6 +330,7 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
         prior[: args.samples],
         args.sampler,
         objective["floor"],
+        args.asha_reduction,
     )
     stop = paired_stopper(
         args.stopper,
@@ -334,6 +350,7 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
         "stopper": args.stopper,
         "sampler": args.sampler,
         "prior": args.prior,
+        "asha_reduction": args.asha_reduction,
         "stop_alpha": args.stop_alpha,
         "stop_run_sd": args.stop_run_sd,
     }

@@ -569,6 +569,9 @@ def test_the_search_tries_table2s_di_star_rows_first_then_draws():
     searcher.set_search_properties(None, None, space)
     got = []
     for i in range(len(prior) + 1):  # as Tune fills the space with each suggestion
+        if i == len(prior):  # the draws wait for the prior's first evaluations
+            for j in range(len(prior)):
+                searcher.on_trial_result(f"t{j}", {"eval/reward": 0.0, "training_iteration": 1})
         spec = TrialSpec.from_params(merge_dicts(space, searcher.suggest(f"t{i}")))[0]
         flat = spec.flat_config
         got.append((flat["loss.guidance"], spec.paper["alpha_rew"], spec.paper["alpha_cfg"]))
@@ -577,6 +580,62 @@ def test_the_search_tries_table2s_di_star_rows_first_then_draws():
     assert got[:-1] == wanted  # mutation: prior=None draws at random and fails here
     assert got[-1] not in wanted and 1.0 <= got[-1][1] <= 300.0
     assert paper_prior(5.0, *ranges)[0]["trial/flat_config/loss.huber_c"] == 1.0  # clipped
+
+
+def asha_stops(events: list[tuple[str, int, float]], **reduction) -> set[str]:
+    """The trials the search's ASHA (4 evaluations; its default reduction unless given) stops,
+    fed ``events`` (trial, evaluation, objective) in the order trials report them."""
+    from types import SimpleNamespace
+
+    from distar.raytune.searcher import search_tune_config
+
+    pair = ("reward", "precision")
+    asha = search_tune_config(9, 1, 0, 4, pair, floor=0.9, **reduction).scheduler
+    trials = {name: SimpleNamespace(trial_id=name) for name, _, _ in events}
+    for trial in trials.values():
+        asha.on_trial_add(None, trial)
+    stopped: set[str] = set()
+    for name, evaluation, value in events:
+        if name not in stopped:
+            result = {"training_iteration": evaluation, "objective": value}
+            if asha.on_trial_result(None, trials[name], result) == "STOP":
+                stopped.add(name)
+    return stopped
+
+
+def test_the_searchs_asha_cuts_at_the_first_evaluation_only():
+    """The default reduction (4), 4 evaluations: a trial weak at the first evaluation stops
+    there; one that passed it and then trails at the second and third (as settings that end
+    best do, behind those about to fall below the precision floor: measured curves, README)
+    goes on. Reduction 2 (the former default) stops it at the second (the mutation, run here)."""
+    ends_best = [0.040, 0.068, 0.094, 0.115]  # objective at steps 50..200 (search gp seed 1)
+    collapses = [0.043, 0.077, 0.110, -0.320]
+    events = [("ends_best", 1, ends_best[0]), ("collapses", 1, collapses[0])]
+    events += [("weak", 1, 0.005), ("weak", 2, 0.004)]
+    for i in (2, 3, 4):
+        events += [("collapses", i, collapses[i - 1]), ("ends_best", i, ends_best[i - 1])]
+    assert asha_stops(events) == {"weak"}
+    assert asha_stops(events, reduction=2) == {"weak", "ends_best"}
+
+
+def test_the_search_draws_only_once_the_priors_trials_are_evaluated():
+    """ASHA lets the first trial at a rung through unjudged: a draw must not start before the
+    prior's trials have reported (else it may reach the first evaluation first and train on).
+    Mutation: the gate removed, the second suggestion is a draw at once (run)."""
+    from distar.raytune.searcher import paper_prior, search_space, search_tune_config
+
+    ranges = ((1.0, 300.0), (0.0, 11.25), (0.01, 1.0))
+    prior = paper_prior(0.1, *ranges)[:1]
+    searcher = search_tune_config(
+        8, 2, 0, 4, ("reward", "precision"), prior=prior, floor=0.9
+    ).search_alg
+    ctx = SweepContext("s", "sqlite:////tmp/x.db", "e", "/tmp/storage", "parent")
+    searcher.set_search_properties(None, None, search_space(Config(), 0, *ranges)(ctx))
+    first = searcher.suggest("t0")
+    assert first["trial"]["paper"]["alpha_rew"] == 100.0
+    assert searcher.suggest("t1") is None and searcher.suggest("t1") is None
+    searcher.on_trial_result("t0", {"eval/reward": 0.02, "training_iteration": 1})
+    assert searcher.suggest("t1") is not None
 
 
 def climb(sampler: str, seed: int, trials: int = 11) -> float:
