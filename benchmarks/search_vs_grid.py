@@ -97,7 +97,6 @@ def main() -> None:
     )
     p.add_argument("--prior", default="none", help="search.py --prior (none, table2-best, table2)")
     p.add_argument("--asha-reduction", type=int, help="search.py --asha-reduction")
-    p.add_argument("--startup", help="search.py --startup (design or random)")
     p.add_argument("--stop-run-sd", type=float, help="search.py --stop-run-sd")
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--samples", type=int, default=11)
@@ -120,8 +119,6 @@ def main() -> None:
             run_sd = ["--stop-run-sd", str(args.stop_run_sd)] if args.stop_run_sd else []
             if args.asha_reduction:
                 run_sd += ["--asha-reduction", str(args.asha_reduction)]
-            if args.startup:
-                run_sd += ["--startup", args.startup]
             flags = {
                 "--samples": args.samples,
                 "--steps": args.steps,

@@ -27,7 +27,6 @@ from distar.evaluation.preflight import active_requests
 from distar.raytune.searcher import (
     ASHA_REDUCTION,
     PARAMETER,
-    initial_design,
     SAMPLERS,
     STOPPERS,
     paired_stopper,
@@ -35,7 +34,6 @@ from distar.raytune.searcher import (
     pareto_front,
     search_space,
     search_tune_config,
-    startup_size,
 )
 from distar.raytune.settings import SWEEP_REFUSALS, SweepSettings, preflight_sweep
 from distar.util.refusals import Outputs, refusing
@@ -133,14 +131,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="paired stopper: the sd of --metric's mean between training runs of "
         "one setting, in its units (a grid's report prints it: 'run sd'); "
         "default: the world preset's measured value, where it has one",
-    )
-    p.add_argument(
-        "--startup",
-        choices=["design", "random"],
-        default="design",
-        help="the exploring trials before the sampler's model proposes (a quarter of "
-        "--samples, at least 3): design (default): a seeded Latin hypercube over the ranges; "
-        "random: the sampler's independent draws",
     )
     p.add_argument(
         "--asha-reduction",
@@ -302,11 +292,6 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
     preflight_sweep(base, args.dry_run)  # every file a trial reads, before Ray starts
     ranges = (tuple(args.alpha_rew_range), tuple(args.alpha_cfg_range), tuple(args.huber_c_range))
     prior = paper_prior(base.loss.huber_c, *ranges)[: PRIORS[args.prior]]
-    design = (
-        initial_design(startup_size(args.samples), args.seed, *ranges)
-        if args.startup == "design"
-        else []
-    )
     if args.dry_run:
         print(base.to_yaml(), end="")
         print(
@@ -322,7 +307,6 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
         )
         print_axes(objective, base)
         print(f"first trials (--prior {args.prior}): {prior_line(prior[: args.samples])}")
-        print(f"then (--startup {args.startup}): {prior_line(design) if design else 'drawn'}")
         return 0
     outputs.watch(settings.storage)
     from distar.raytune.tuner import run_sweep
@@ -347,7 +331,6 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
         args.sampler,
         objective["floor"],
         args.asha_reduction,
-        design,
     )
     stop = paired_stopper(
         args.stopper,
@@ -368,7 +351,6 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
         "sampler": args.sampler,
         "prior": args.prior,
         "asha_reduction": args.asha_reduction,
-        "startup": args.startup,
         "stop_alpha": args.stop_alpha,
         "stop_run_sd": args.stop_run_sd,
     }

@@ -638,43 +638,6 @@ def test_the_search_draws_only_once_the_priors_trials_are_evaluated():
     assert searcher.suggest("t1") is not None
 
 
-def test_the_searchs_start_up_design_fills_each_range_then_the_model_proposes():
-    """--startup design: the exploring trials are a Latin hypercube, one point in each equal
-    slice of each range (log scale where drawn log-uniformly), tried after the prior's trial
-    has reported and before any draw. Mutation: independent draws (run: the slices fail)."""
-    import math
-
-    from distar.raytune.searcher import (
-        PARAMETER,
-        initial_design,
-        paper_prior,
-        search_space,
-        search_tune_config,
-    )
-
-    ranges = ((1.0, 300.0), (0.0, 11.25), (0.01, 1.0))
-    for seed in range(5):
-        design = initial_design(3, seed, *ranges)
-        rew = sorted(math.log(p[PARAMETER["alpha_rew"]]) / math.log(300.0) for p in design)
-        cfg = sorted(p[PARAMETER["alpha_cfg"]] / 11.25 for p in design)
-        c = sorted(math.log(p[PARAMETER["huber_c"]] / 0.01) / math.log(100.0) for p in design)
-        for values in (rew, cfg, c):
-            assert [int(3 * v) for v in values] == [0, 1, 2], (seed, values)
-    prior = paper_prior(0.1, *ranges)[:1]
-    design = initial_design(3, 0, *ranges)
-    searcher = search_tune_config(
-        8, 2, 0, 4, ("reward", "precision"), prior=prior, floor=0.9, design=design
-    ).search_alg
-    ctx = SweepContext("s", "sqlite:////tmp/x.db", "e", "/tmp/storage", "parent")
-    searcher.set_search_properties(None, None, search_space(Config(), 0, *ranges)(ctx))
-    assert searcher.suggest("t0")["trial"]["paper"]["alpha_rew"] == 100.0
-    assert searcher.suggest("t1") is None  # the design waits for the prior's first result
-    searcher.on_trial_result("t0", {"eval/reward": 0.02, "training_iteration": 1})
-    for i, point in enumerate(design, 1):
-        got = searcher.suggest(f"t{i}")["trial"]["paper"]["alpha_rew"]
-        assert got == pytest.approx(point[PARAMETER["alpha_rew"]])
-
-
 def climb(sampler: str, seed: int, trials: int = 11) -> float:
     """The best scalar objective (reward less 10 per unit of precision below 0.9, as the search
     scores a trial) among ``trials`` suggestions of the search's searcher on a known world:

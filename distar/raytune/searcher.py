@@ -4,7 +4,6 @@ pseudo-Huber c and guidance mode, with ASHA stopping weak trials at evaluation r
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import asdict
 from typing import Any
 
@@ -89,42 +88,6 @@ def paper_prior(
     ]
 
 
-def startup_size(num_samples: int) -> int:
-    """Trials that explore before the sampler's model proposes: a quarter of the budget, at
-    least 3 (Optuna's default of 10 would make a 12-trial search a random one)."""
-    return max(3, num_samples // 4)
-
-
-def initial_design(
-    n: int,
-    seed: int,
-    alpha_rew: tuple[float, float],
-    alpha_cfg: tuple[float, float],
-    huber_c: tuple[float, float],
-) -> list[dict[str, Any]]:
-    """``n`` exploring points as a Latin hypercube over the searched ranges (seeded; on the log
-    scale where drawn log-uniformly; guidance from the fourth coordinate): each range's n
-    equal slices hold one point each, where independent draws may all land in one corner
-    (measured: with alpha_rew log-uniform on 1-300, in 2 of 5 searcher seeds all three random
-    draws had alpha_rew < 20 and no reward)."""
-    from scipy.stats import qmc
-
-    def log_scale(u: float, low: float, high: float) -> float:
-        return min(max(math.exp(math.log(low) + u * math.log(high / low)), low), high)
-
-    points = []
-    for u in qmc.LatinHypercube(d=4, rng=seed).random(n):
-        points.append(
-            {
-                PARAMETER["huber_c"]: log_scale(u[2], *huber_c),
-                PARAMETER["guidance"]: "in" if u[3] < 0.5 else "out",
-                PARAMETER["alpha_rew"]: log_scale(u[0], *alpha_rew),
-                PARAMETER["alpha_cfg"]: alpha_cfg[0] + u[1] * (alpha_cfg[1] - alpha_cfg[0]),
-            }
-        )
-    return points
-
-
 SAMPLERS = ("gp", "tpe", "pareto")  # what proposes a searched trial's settings
 CONSTRAINT = "floor_shortfall"  # the constraint gp models (Optuna's Trial.set_constraint)
 
@@ -153,7 +116,6 @@ def optuna_searcher(
     objectives: tuple[str, str],
     floor: float | None,
     prior: list[dict[str, Any]] | None = None,
-    design: list[dict[str, Any]] | None = None,
 ):
     """Tune's OptunaSearch with ``sampler`` (seeded), over ``objectives`` = (metric, floor
     metric) and the floor the scalar objective holds (what ASHA stops on and the search is
@@ -167,17 +129,15 @@ def optuna_searcher(
     - ``pareto``: multi-objective TPE over both metrics, which spreads its trials along their
       front instead of climbing the objective.
 
-    ``prior`` (:func:`paper_prior`): points tried first; nothing else starts until each of
-    them has reported its first evaluation (:func:`floor_search_class`). ``design``
-    (:func:`initial_design`): the exploring points tried next, in place of the sampler's own
-    random start-up draws (without one: :func:`startup_size` random draws)."""
+    ``prior`` (:func:`paper_prior`): points tried first; the sampler's first draw waits until
+    each of them has reported its first evaluation (:func:`floor_search_class`)."""
     import optuna
 
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler: got {sampler!r}; allowed: {', '.join(SAMPLERS)}")
-    # with a design, the model proposes once the queued points are out and one trial is done
-    startup = 1 if design else startup_size(num_samples)
-    points = [*(prior or ()), *(design or ())] or None
+    # Optuna's default is 10 random draws before either model acts: a 12-trial search would be
+    # a random search. A quarter of the budget (at least 3) explores; the model proposes the rest.
+    startup = max(3, num_samples // 4)
     metrics = [logged_name(m) for m in objectives]
     modes = ["min" if lower_is_better(m) else "max" for m in objectives]
     if sampler == "gp":
@@ -190,7 +150,7 @@ def optuna_searcher(
             metric=metrics[0],
             mode=modes[0],
             sampler=chosen,
-            points_to_evaluate=points,
+            points_to_evaluate=prior or None,
         )
     chosen = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
     metric, mode = (metrics, modes) if sampler == "pareto" else ("objective", "max")
@@ -200,7 +160,7 @@ def optuna_searcher(
         metric=metric,
         mode=mode,
         sampler=chosen,
-        points_to_evaluate=points,
+        points_to_evaluate=prior or None,
     )
 
 
@@ -259,7 +219,6 @@ def search_tune_config(
     sampler: str = "gp",
     floor: float | None = None,
     reduction: int = ASHA_REDUCTION,
-    design: list[dict[str, Any]] | None = None,
 ):
     """The search's TuneConfig: :func:`optuna_searcher` (``floor``: the floor metric's floor,
     or ceiling); with ``stopper`` asha or both, ASHA stops weak trials on the scalar
@@ -268,7 +227,7 @@ def search_tune_config(
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    searcher = optuna_searcher(sampler, num_samples, seed, objectives, floor, prior, design)
+    searcher = optuna_searcher(sampler, num_samples, seed, objectives, floor, prior)
     scheduler = (
         ASHAScheduler(
             metric="objective",
