@@ -295,6 +295,7 @@ TEXT_CASES = [
     ("search", ["--alpha-rew-range", "0", "10"], "--alpha-rew-range: got 0.0 10.0"),
     ("search", ["--world", "sdxl", "--smoke-test"], "world.reference is not set"),
     ("search", ["--name", ""], "--name: got ''"),
+    ("search", ["--asha-reduction", "1"], "--asha-reduction: got 1; allowed: 2 to 1000"),
     (report, ["--tracking-uri", "sqlite:///{in}/notdb.db"], "cannot be read (DatabaseError"),
     (
         report,
