@@ -9,8 +9,8 @@ much as method), per ``--samplers`` entry (default: gp, the default search's; al
 pareto -- ``search.py --sampler``) and per ``--stoppers`` entry (default: ASHA, the default
 search's; also ``paired`` and ``both`` -- ``search.py --stopper``; the paired stopper's run sd
 is the world preset's unless ``--stop-run-sd``), with ``--prior`` (``search.py --prior``,
-default none); the figure per seed, their median and their worst are printed per sampler and
-stopper.
+default table2-best, the search's); the figure per seed, their median and their worst are
+printed per sampler and stopper.
 
 The objective is the search's scalar (``--metric`` minus ``--penalty`` per unit that
 ``--floor-metric`` falls below ``--floor``; default: reward with precision >= 0.9), computed for
@@ -95,7 +95,9 @@ def main() -> None:
         help="search.py --sampler values to compare (default: gp, the default search's; also "
         "tpe, pareto)",
     )
-    p.add_argument("--prior", default="none", help="search.py --prior (none, table2-best, table2)")
+    p.add_argument(
+        "--prior", default="table2-best", help="search.py --prior (table2-best, table2, none)"
+    )
     p.add_argument("--asha-reduction", type=int, help="search.py --asha-reduction")
     p.add_argument("--stop-run-sd", type=float, help="search.py --stop-run-sd")
     p.add_argument("--steps", type=int, default=200)

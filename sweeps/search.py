@@ -83,10 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--prior",
         choices=list(PRIORS),
-        default="none",
-        help="table2: the paper's Table 2 DI* rows inside the ranges are the first trials, best "
-        "published ImageReward first, at the base loss.huber_c; table2-best: the best of them "
-        "only; none (default): the sampler draws every trial (README: what each did)",
+        default="table2-best",
+        help="the first trials, at the base loss.huber_c: table2-best (default): the paper's "
+        "Table 2 DI* row with the best published ImageReward inside the ranges; table2: all of "
+        "them, best first; none: the sampler draws every trial (README: what each did)",
     )
     p.add_argument(
         "--sampler",
