@@ -176,9 +176,10 @@ def floor_search_class():
         constraint (what gp models beside the metric) before telling its value; its first
         ``prior`` suggestions are the enqueued prior points, and no drawn trial starts until
         each of those has reported a result. Why: ASHA lets the first trial to reach a rung
-        through with nothing to compare it to, so a draw started beside the prior's trial that
-        reported first ran on unjudged (measured: in 3 of 5 searcher seeds a random draw that
-        scored under a third of the prior trial's first evaluation trained all 200 steps)."""
+        through with nothing to compare it to, so a draw started beside the prior's trial ran
+        on unjudged whenever it reported first (measured: in 3 of 5 searcher seeds a random
+        draw that scored under a third of the prior trial's first evaluation trained all 200
+        steps)."""
 
         def __init__(self, shortfall, prior: int = 0, **kwargs) -> None:
             super().__init__(**kwargs)
