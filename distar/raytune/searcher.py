@@ -146,7 +146,6 @@ def optuna_searcher(
         chosen = optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)
         return floor_search_class()(
             FloorShortfall(objectives[1], floor),
-            len(prior or ()),
             metric=metrics[0],
             mode=modes[0],
             sampler=chosen,
@@ -155,12 +154,7 @@ def optuna_searcher(
     chosen = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
     metric, mode = (metrics, modes) if sampler == "pareto" else ("objective", "max")
     return floor_search_class()(
-        None,
-        len(prior or ()),
-        metric=metric,
-        mode=mode,
-        sampler=chosen,
-        points_to_evaluate=prior or None,
+        None, metric=metric, mode=mode, sampler=chosen, points_to_evaluate=prior or None
     )
 
 
@@ -174,17 +168,18 @@ def floor_search_class():
     class FloorSearch(OptunaSearch):
         """OptunaSearch that sets each finished trial's floor shortfall as its Optuna
         constraint (what gp models beside the metric) before telling its value; its first
-        ``prior`` suggestions are the enqueued prior points, and no drawn trial starts until
-        each of those has reported a result. Why: ASHA lets the first trial to reach a rung
-        through with nothing to compare it to, so a draw started beside the prior's trial ran
-        on unjudged whenever it reported first (measured: in 3 of 5 searcher seeds a random
-        draw that scored under a third of the prior trial's first evaluation trained all 200
-        steps)."""
+        suggestions are the prior's points (``points_to_evaluate``, queued in order), and no
+        drawn trial starts until each of those has reported a result. Why: ASHA lets the
+        first trial to reach a rung through with nothing to compare it to, so a draw started
+        beside the prior's trial ran on unjudged whenever it reported first (measured: in 3 of
+        5 searcher seeds a random draw that scored under a third of the prior trial's first
+        evaluation trained all 200 steps)."""
 
-        def __init__(self, shortfall, prior: int = 0, **kwargs) -> None:
+        def __init__(self, shortfall, **kwargs) -> None:
             super().__init__(**kwargs)
             self.shortfall = shortfall
-            self.prior_left = prior  # prior points not yet suggested
+            # prior points not yet suggested
+            self.prior_left = len(kwargs.get("points_to_evaluate") or ())
             self.prior_unseen: set[str] = set()  # prior trials without a result yet
 
         def suggest(self, trial_id):
