@@ -74,18 +74,25 @@ def training_pids(storage: Path) -> set[int]:
     return pids
 
 
+def ray_list(what: str, keep: str, port: int, env: dict[str, str], *more: str) -> list | str:
+    """``ray list WHAT --filter KEEP`` on the cluster at ``port``: its entries, or what it
+    printed where that was not JSON (the state API still starting)."""
+    listed = subprocess.run(
+        ["ray", "list", what, "--format", "json", "--filter", keep, *more]
+        + ["--address", f"127.0.0.1:{port}"],
+        capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    try:
+        return json.loads(listed.stdout)
+    except json.JSONDecodeError:
+        return listed.stdout[-2000:] + listed.stderr[-2000:]
+
+
 def wait_for_alive_nodes(count: int, port: int, env: dict[str, str], seconds: float) -> None:
     deadline, alive = time.time() + seconds, 0
     while time.time() < deadline:
-        listed = subprocess.run(
-            ["ray", "list", "nodes", "--format", "json", "--filter", "state=ALIVE"]
-            + ["--address", f"127.0.0.1:{port}"],
-            capture_output=True, text=True, timeout=60, env=env,
-        )  # fmt: skip
-        try:
-            alive = len(json.loads(listed.stdout))
-        except json.JSONDecodeError:
-            alive = 0
+        nodes = ray_list("nodes", "state=ALIVE", port, env)
+        alive = len(nodes) if isinstance(nodes, list) else 0
         if alive >= count:
             return
         time.sleep(1)
@@ -99,19 +106,10 @@ def cluster_state(port: int, env: dict[str, str], storage: Path | None = None) -
     it, and where each trial stopped."""
     lines = []
     for what, keep in (("placement-groups", "state!=REMOVED"), ("actors", "state!=DEAD")):
-        listed = subprocess.run(
-            ["ray", "list", what, "--detail", "--format", "json", "--limit", "1000"]
-            + ["--filter", keep, "--address", f"127.0.0.1:{port}"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=env,
-        )
+        entries = ray_list(what, keep, port, env, "--detail", "--limit", "1000")
         lines.append(f"--- ray list {what} ({keep})")
-        try:
-            entries = json.loads(listed.stdout)
-        except json.JSONDecodeError:
-            lines.append(listed.stdout[-2000:] + listed.stderr[-2000:])
+        if isinstance(entries, str):
+            lines.append(entries)
             continue
         for e in entries:
             if what == "actors":
