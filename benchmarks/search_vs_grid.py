@@ -118,9 +118,9 @@ def main() -> None:
         searches[name] = []
         for seed in args.search_seeds:
             searches[name].append(tmp / f"search-{name}-s{seed}")
-            run_sd = ["--stop-run-sd", str(args.stop_run_sd)] if args.stop_run_sd else []
+            optional = ["--stop-run-sd", str(args.stop_run_sd)] if args.stop_run_sd else []
             if args.asha_reduction:
-                run_sd += ["--asha-reduction", str(args.asha_reduction)]
+                optional += ["--asha-reduction", str(args.asha_reduction)]
             flags = {
                 "--samples": args.samples,
                 "--steps": args.steps,
@@ -130,7 +130,7 @@ def main() -> None:
                 "--stopper": stopper,
                 "--prior": args.prior,
             }
-            run("search.py", searches[name][-1], [*flat_flags(flags), *run_sd])
+            run("search.py", searches[name][-1], [*flat_flags(flags), *optional])
     objective = Objective(args.metric, args.floor_metric, args.floor, args.penalty)
     grid = trial_outcomes(args.grid, objective)
     grid_best = max(r["objective"] for r in grid if r["objective"] is not None)
