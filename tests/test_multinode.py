@@ -21,6 +21,7 @@ from sweeps_common import TINY, free_port
 from test_faults import assert_no_step_logged_twice
 
 ROOT = Path(__file__).resolve().parents[1]
+RAY = str(Path(sys.executable).parent / "ray")  # this interpreter's CLI, not PATH's
 # dead nodes are noticed in seconds, not Ray's default ~30 s
 FAST_HEALTH = {
     "RAY_health_check_initial_delay_ms": "1000",
@@ -39,7 +40,7 @@ def start_node(args: list[str], env: dict[str, str]) -> subprocess.Popen:
         "--runtime-env-agent-port",
         "--metrics-export-port",
     ]
-    argv = ["ray", "start", "--block", "--disable-usage-stats", *args]
+    argv = [RAY, "start", "--block", "--disable-usage-stats", *args]
     for flag in ports:
         argv += [flag, str(free_port())]
     return subprocess.Popen(
@@ -78,7 +79,7 @@ def ray_list(what: str, keep: str, port: int, env: dict[str, str], *more: str) -
     """``ray list WHAT --filter KEEP`` on the cluster at ``port``: its entries, or what it
     printed where that was not JSON (the state API still starting)."""
     listed = subprocess.run(
-        ["ray", "list", what, "--format", "json", "--filter", keep, *more]
+        [RAY, "list", what, "--format", "json", "--filter", keep, *more]
         + ["--address", f"127.0.0.1:{port}"],
         capture_output=True, text=True, timeout=60, env=env,
     )  # fmt: skip
