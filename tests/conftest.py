@@ -61,3 +61,23 @@ def readme_sd15_smoke(ray_address, tmp_path_factory):
     from sweeps_common import readme_sd15_tiny_smoke
 
     return readme_sd15_tiny_smoke(tmp_path_factory.mktemp("readme-sd15-tiny"))
+
+
+@pytest.fixture(scope="session")
+def gmm_smoke(ray_address, tmp_path_factory):
+    """The embedded world's smoke grid (``ablation_grid.py --smoke-test`` with the tiny
+    settings: 2 rows x 2 seeds), run once in this process through the session's Ray: the
+    MLflow UI test serves it and the sweep test reads its store, trials and report. Returns its
+    storage and console output. Read only: neither test writes into it."""
+    import contextlib
+    import io
+
+    from sweeps_common import TINY
+    from test_bad_inputs import script
+
+    storage = tmp_path_factory.mktemp("gmm-smoke") / "sweep"
+    flags = [f"--set={k}={v}" for k, v in TINY.items()]
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        code = script("ablation_grid")(["--smoke-test", "--storage", str(storage), *flags])
+    assert code == 0, out.getvalue()[-3000:]
+    return storage, out.getvalue()

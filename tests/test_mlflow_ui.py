@@ -21,7 +21,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from sweeps_common import TINY, free_port
+from sweeps_common import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -34,19 +34,12 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(params=["gmm", "sd15-tiny"])
-def ui_over_a_smoke_sweep(request, ray_address, tmp_path, capsys):
-    """A finished smoke sweep (through Ray, as a user runs it), the UI served on it as the
-    sweep says (``mlflow server --app-name distar``), and the MLflow links the sweep printed
-    (pointed at that server)."""
-    from test_bad_inputs import script
-
-    if request.param == "gmm":
-        storage = tmp_path / "sweep"
-        flags = [f"--set={k}={v}" for k, v in TINY.items()]
-        assert script("ablation_grid")(["--smoke-test", "--storage", str(storage), *flags]) == 0
-        out = capsys.readouterr().out
-    else:
-        storage, out = request.getfixturevalue("readme_sd15_smoke")  # conftest: run once
+def ui_over_a_smoke_sweep(request, tmp_path):
+    """A finished smoke sweep (through Ray, as a user runs it; conftest runs each once), the UI
+    served on it as the sweep says (``mlflow server --app-name distar``), and the MLflow links
+    the sweep printed (pointed at that server)."""
+    fixture = {"gmm": "gmm_smoke", "sd15-tiny": "readme_sd15_smoke"}[request.param]
+    storage, out = request.getfixturevalue(fixture)
     assert "smoke test: it checks that the whole path runs" in out  # says what it is, at once
     (command,) = [
         line.removeprefix("MLflow: ").removesuffix(", then")

@@ -159,20 +159,23 @@ def test_grid_translates_scales_and_validates_before_ray():
         edited.resolved()
 
 
-def test_smoke_sweep_ray_to_mlflow_to_report(ray_address, tmp_path):
+def test_smoke_sweep_ray_to_mlflow_to_report(gmm_smoke, tmp_path):
+    """The embedded world's smoke grid (conftest runs it once; the MLflow UI test serves the
+    same store): Ray -> MLflow -> the report, and every evaluation's per-sample values."""
     from mlflow.tracking import MlflowClient
 
     from analysis.report import build_report
     from distar.config.tree import world_preset
 
-    rows = run(tiny_trials(), tmp_path)
-    assert [r["error"] for r in rows] == ["", ""]
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    runs = child_runs(uri, "t")
+    storage, _ = gmm_smoke
+    uri = f"sqlite:///{storage / 'mlflow.db'}"
+    runs = child_runs(uri, "table2", "distar-table2")
     # the values that tell runs apart first: the paper's scales, the method, the seed
-    assert sorted(runs["tags.mlflow.runName"]) == ["0/0 KL s0", "0/0 KL s1"]
+    names = ["0/0 KL s0", "0/0 KL s1", "100/7.5 DI*-In s0", "100/7.5 DI*-In s1"]
+    assert sorted(runs["tags.mlflow.runName"]) == names
     assert set(runs["status"]) == {"FINISHED"} and runs["tags.mlflow.parentRunId"].nunique() == 1
-    assert runs["params.loss.divergence"].eq("kl").all()
+    kl = runs["tags.mlflow.runName"].str.contains("KL")
+    assert runs["params.loss.divergence"].eq("kl").eq(kl).all()
     client = MlflowClient(uri)
     run_id = runs["run_id"].iloc[0]
     assert len(client.get_metric_history(run_id, "train/loss/generator")) == 2  # steps 3 and 6
@@ -183,8 +186,9 @@ def test_smoke_sweep_ray_to_mlflow_to_report(ray_address, tmp_path):
     assert "label" in table["columns"] and "precision" in table["columns"]
     gmm = world_preset("gmm")
     report = build_report(runs, tmp_path / "report", gmm.metrics, gmm.pareto)
-    assert len(report) == 1 and report["seeds"].iloc[0] == 2
-    assert report["paper_pickscore"].iloc[0] == pytest.approx(0.2243)
+    assert len(report) == 2 and report["seeds"].eq(2).all()
+    # Table 2's published PickScore of the two rows (KL, no CFG; DI*-In alpha_rew 100, 7.5)
+    assert sorted(report["paper_pickscore"]) == pytest.approx([0.2243, 0.2304])
     assert (tmp_path / "report" / "pareto.png").stat().st_size > 0
     assert "KL, no CFG" in (tmp_path / "report" / "table2.md").read_text()
     # every evaluation's per-sample values, in MLflow and in the trial folder, whose means are
@@ -193,12 +197,12 @@ def test_smoke_sweep_ray_to_mlflow_to_report(ray_address, tmp_path):
     from distar.track.pairing import UnpairedError, paired_differences, read_items
 
     tables = {}
-    for _, r in runs.iterrows():
+    for _, r in runs[kl].iterrows():
         tables[r["tags.distar.seed"]] = items = samples(client, r["run_id"], "eval")
         assert len(items) == 4 * TINY["eval.samples_per_prompt"]  # 4 prompts
         assert items["reward"].mean() == pytest.approx(r["metrics.eval/reward"], rel=1e-5)
         assert items["precision"].mean() == pytest.approx(r["metrics.eval/precision"], rel=1e-5)
-        local_items = read_items(tmp_path / "trials" / r["tags.distar.trial"], "eval", 6)
+        local_items = read_items(storage / "trials" / r["tags.distar.trial"], "eval", 6)
         assert local_items["reward"].to_numpy() == pytest.approx(items["reward"].to_numpy())
     with pytest.raises(UnpairedError, match="eval.seed must match"):
         paired_differences(tables["0"], tables["1"], "reward")
