@@ -56,10 +56,13 @@ FAST_HEALTH = {
 }
 OFFLINE_NODE = {"PIP_NO_INDEX": "1", "PIP_NO_BUILD_ISOLATION": "0"}  # pip: "0" means off
 LONG_TRIALS = {**TINY, "train.steps": 400, "train.log_every": 20, "train.checkpoint_every": 40}
-# A cut-off attempt trains on (its records on the shared storage) until its retry claims the
-# trial, ~10-20 s after the cut: its trial must outlast that to meet the fence (400 steps take
-# ~9 s; 1600, ~35 s, well inside Ray's 60 s before the cut-off node gives up on its own)
-CUT_TRIALS = {**LONG_TRIALS, "train.steps": 1600}
+# A cut-off attempt runs on (its records on the shared storage) until its retry claims the
+# trial, ~10-20 s after the cut, and must write again after that, before its node gives up on
+# its own (Ray's 60 s), to meet the fence. A step count cannot say when in wall time: 1600
+# steps took 35 s on one 2-core machine and 11 s on another, where the attempt finished before
+# its retry claimed the trial. So each trial of the cut sweep pauses PAUSE_S seconds at step
+# PAUSE_AT (distar.raytune.faults), just after the step the cut waits for (its first record)
+PAUSE_AT, PAUSE_S = 40, 40.0
 
 
 def ray(args: list[str], env: dict[str, str], timeout: float) -> tuple[str, float]:
@@ -263,7 +266,8 @@ def training_on(storage: Path, address: str) -> list[Path]:
     """Trial folders whose latest attempt trains on ``address`` and has reported a step."""
     found = []
     for trial in storage.glob("trials/*"):
-        lines = (trial / "timings.jsonl").read_text().splitlines() if trial.is_dir() else []
+        timings = trial / "timings.jsonl"  # none yet where a fault file made the folder
+        lines = timings.read_text().splitlines() if timings.exists() else []
         marks = [json.loads(x) for x in lines if '"mark"' in x]
         starts = [m for m in marks if m["mark"] == "worker_start"]
         ended = any(m["mark"] == "worker_end" for m in marks)
@@ -273,27 +277,29 @@ def training_on(storage: Path, address: str) -> list[Path]:
     return found
 
 
-def finish(sweep: subprocess.Popen, seconds: float = 900) -> str:
+def finish(sweep: subprocess.Popen, seeds: int = 2, seconds: float = 900) -> str:
     out, _ = sweep.communicate(timeout=seconds)
     assert sweep.returncode == 0, out[-5000:]
-    assert "| KL, no CFG | 2 |" in out  # the printed report is complete
+    assert f"| KL, no CFG | {seeds} |" in out  # the printed report is complete
     return out
 
 
-def fault_mid_trial(cluster: Cluster, name: str, fault, sets: dict) -> tuple[str, Path]:
-    """A long smoke sweep; ``fault()`` once a trial trains on the worker. Returns its output
-    and the trial the fault hit."""
-    sweep = cluster.sweep(name, sets)
+def fault_mid_trial(
+    cluster: Cluster, name: str, fault, sets: dict, seeds: int = 2
+) -> tuple[str, Path]:
+    """A long smoke sweep (``seeds`` seeds of its 2 rows); ``fault()`` once a trial trains on
+    the worker. Returns its output and the trial the fault hit."""
+    sweep = cluster.sweep(name, sets, "--seeds " + " ".join(map(str, range(seeds))))
     started, hit = time.time(), []
     while not hit and sweep.poll() is None and time.time() < started + 600:
         hit = training_on(cluster.storage(name), cluster.lan.address["worker"])
         time.sleep(0.2)
     assert hit, "no trial trained on the worker"
     fault()
-    return finish(sweep), hit[0]
+    return finish(sweep, seeds), hit[0]
 
 
-def check_every_trial_once(cluster: Cluster, name: str) -> dict[str, object]:
+def check_every_trial_once(cluster: Cluster, name: str, trials: int) -> dict[str, object]:
     """One FINISHED MLflow run a trial, no step twice in MLflow or a trial's metrics.jsonl.
     Returns each run's logged metric count and each trial's records (compared again after a
     rejoin)."""
@@ -302,7 +308,7 @@ def check_every_trial_once(cluster: Cluster, name: str) -> dict[str, object]:
     from analysis.runs import load_runs
 
     runs = load_runs(cluster.mlflow_uri, "distar-table2", name)
-    assert len(runs) == 4 and set(runs["status"]) == {"FINISHED"}
+    assert len(runs) == trials and set(runs["status"]) == {"FINISHED"}
     client, counts = MlflowClient(cluster.mlflow_uri), {}
     for run_id in runs["run_id"]:
         assert_no_step_logged_twice(cluster.mlflow_uri, run_id)
@@ -325,7 +331,7 @@ def test_a_worker_joins_over_the_network_and_trials_run_on_both(up):
     finish(up.sweep("table2", TINY, "--max-concurrent 3"))
     up.took["sweep"] = time.time() - started
     assert trial_nodes(storage) == {up.lan.address["head"], up.lan.address["worker"]}
-    check_every_trial_once(up, "table2")
+    check_every_trial_once(up, "table2", 4)
     client = MlflowClient(up.mlflow_uri)
     (parent,) = client.search_runs(
         [client.get_experiment_by_name("distar-table2").experiment_id],
@@ -358,22 +364,42 @@ def test_a_killed_worker_costs_no_trial_and_the_autoscaler_brings_it_back(up):
     started = time.time()
     _, hit = fault_mid_trial(up, "killed", kill_worker, LONG_TRIALS)
     up.took["sweep, worker killed"] = time.time() - started
-    check_every_trial_once(up, "killed")
+    check_every_trial_once(up, "killed", 4)
     assert (hit / "checkpoints" / "latest").exists()
     up.took["worker back after the kill"] = up.wait_for_nodes(2, 300)
 
 
+def sweep_trial_keys(sets: dict, seeds: int) -> list[str]:
+    """The trial folders' names of a smoke sweep with ``sets`` (its --dry-run, here)."""
+    flags = [f"--set={k}={v}" for k, v in sets.items()]
+    dry = subprocess.run(
+        [sys.executable, str(ROOT / "sweeps" / "ablation_grid.py"), "--smoke-test", "--dry-run",
+         "--seeds", *map(str, range(seeds)), *flags],
+        capture_output=True, text=True, check=True, timeout=120,
+    )  # fmt: skip
+    return [line.split()[0] for line in dry.stdout.splitlines()[:-1]]
+
+
 def test_a_cut_off_worker_is_fenced_and_its_rejoining_duplicates_nothing(up):
+    from distar.raytune.faults import inject
+
+    # one seed: its 2 trials start at once, so the pauses overlap (a second seed's trials would
+    # pause one after the other on the head)
+    keys = sweep_trial_keys(LONG_TRIALS, seeds=1)
+    assert len(keys) == 2
+    for key in keys:  # the cut-off attempt pauses; its retry (the file consumed) runs through
+        inject(up.storage("cut") / "trials" / key, PAUSE_AT, "pause", PAUSE_S)
     started = time.time()
-    _, hit = fault_mid_trial(up, "cut", lambda: up.lan.link("worker", up=False), CUT_TRIALS)
+    cut = lambda: up.lan.link("worker", up=False)  # noqa: E731
+    _, hit = fault_mid_trial(up, "cut", cut, LONG_TRIALS, seeds=1)
     up.took["sweep, worker cut off"] = time.time() - started
-    before = check_every_trial_once(up, "cut")
+    before = check_every_trial_once(up, "cut", 2)
     # the cut-off attempt trained on until its retry claimed the trial, then stopped at the fence
     fenced = [json.loads(x) for x in (hit / "superseded.jsonl").read_text().splitlines()]
     assert fenced, "the cut-off attempt was not fenced"
     up.lan.link("worker", up=True)
     up.took["worker back after the cut"] = up.wait_for_nodes(2, 300)
-    assert check_every_trial_once(up, "cut") == before  # MLflow and the trial folders
+    assert check_every_trial_once(up, "cut", 2) == before  # MLflow and the trial folders
 
 
 def only_sshd_within(up: Cluster, host: str, seconds: float, said: str) -> None:

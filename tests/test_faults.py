@@ -65,6 +65,26 @@ def test_a_killed_worker_restarts_from_its_checkpoint_and_ends_like_an_undisturb
     assert len(records) == len(set(records)) and ("train", 12) in records
 
 
+def test_a_paused_worker_stops_once_for_its_seconds_then_goes_on(tmp_path, monkeypatch):
+    """The pause (tests/test_cluster_up.py's cut-off attempt) fires once, at its step, for its
+    seconds; the file is consumed, so a retry runs through; a pause needs its seconds."""
+    from distar.raytune import faults
+
+    slept = []
+    monkeypatch.setattr(faults.time, "sleep", slept.append)
+    inject(tmp_path, step=3, action="pause", seconds=2.5)
+    injector = faults.FaultInjector(tmp_path)
+    for step in range(1, 7):
+        injector.on_step(step, {})
+    assert slept == [2.5]
+    assert (tmp_path / "inject_fault.fired").exists()
+    assert not (tmp_path / faults.FAULT_FILE).exists()
+    assert faults.FaultInjector(tmp_path).fault is None  # the retry's: no fault
+    for action, seconds in (("pause", 0.0), ("kill", 1.0)):
+        with pytest.raises(ValueError, match="seconds"):
+            inject(tmp_path, step=3, action=action, seconds=seconds)
+
+
 def sweep_args(tmp_path: Path) -> list[str]:
     flags = [f"--set={k}={v}" for k, v in {**TINY, **LONGER}.items()]
     return [

@@ -4,7 +4,9 @@ A file ``inject_fault.json`` in a trial's directory, e.g. ``{"step": 12, "action
 makes the trial's rank-0 worker, once it has logged ``step``, do ``action``:
 
 - ``kill``: SIGKILL its own process (a worker or node lost mid-trial);
-- ``hang``: stop making progress (to kill the sweep's driver from outside at a known point).
+- ``hang``: stop making progress (to kill the sweep's driver from outside at a known point);
+- ``pause``: stop for ``seconds``, then go on (an attempt that is still running, in wall time
+  whatever the machine's speed, when something happens to its node).
 
 The file is consumed (deleted) before the fault fires, so the restarted trial runs through.
 Nothing reads it unless the file exists; the tests in ``tests/test_faults.py`` write it.
@@ -21,14 +23,17 @@ from pathlib import Path
 from distar.runtime.callbacks import Callback
 
 FAULT_FILE = "inject_fault.json"
-ACTIONS = ("kill", "hang")
+ACTIONS = ("kill", "hang", "pause")
 
 
-def inject(trial_dir: Path, step: int, action: str) -> None:
+def inject(trial_dir: Path, step: int, action: str, seconds: float = 0.0) -> None:
     if action not in ACTIONS:
         raise ValueError(f"action: got {action!r}; allowed: {ACTIONS}")
+    if (action == "pause") != (seconds > 0):
+        raise ValueError(f"seconds: got {seconds}; a pause (only) lasts > 0 s")
     trial_dir.mkdir(parents=True, exist_ok=True)
-    (trial_dir / FAULT_FILE).write_text(json.dumps({"step": step, "action": action}))
+    fault = {"step": step, "action": action, **({"seconds": seconds} if seconds else {})}
+    (trial_dir / FAULT_FILE).write_text(json.dumps(fault))
 
 
 class FaultInjector(Callback):
@@ -46,5 +51,9 @@ class FaultInjector(Callback):
         self.path.with_suffix(".fired").write_text(json.dumps({**self.fault, "pid": os.getpid()}))
         if self.fault["action"] == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
+        if self.fault["action"] == "pause":
+            time.sleep(self.fault["seconds"])
+            self.fault = None
+            return
         while True:  # hang
             time.sleep(3600)
