@@ -416,6 +416,9 @@ def test_stop_then_ray_down_leave_no_process_of_theirs(up):
     assert len(list((up.homes["head"] / "distar-cluster").glob("*.pid"))) == 2  # Ray, MLflow
     assert len(list((up.homes["worker"] / "distar-cluster").glob("*.pid"))) == 1
     said = up.ray(*up.on_head(f"{NODE} stop"))
+    # each process group went at its TERM (Ray's SIGTERM drain is off: cluster_node.sh)
+    stopped = [x for x in said.splitlines() if x.startswith("cluster_node.sh: ")]
+    assert len(stopped) == 3 and all(" stopped " in x for x in stopped), said[-3000:]
     # the worker's Ray stopped by `stop` itself, well before it would give up on the head's GCS
     # by itself (Ray's 60 s reconnect timeout)
     only_sshd_within(up, "worker", 20, said)
