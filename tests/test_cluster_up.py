@@ -8,8 +8,9 @@ addresses; the worker joins the head over that network with Ray's token; then, o
 2. the worker is killed mid-trial (every process on it but sshd): the sweep finishes on the
    head alone, one MLflow run per trial, no step twice; the autoscaler restarts the worker;
 3. the worker is cut off mid-trial (its link down): the same, while the cut-off attempt, still
-   training, stops at the fence (distar.raytune.fence) once its retry claims the trial; when
-   the link comes back and the worker rejoins, nothing in MLflow or the trial folders changes;
+   running (a pause it was given), stops at the fence (distar.raytune.fence) once its retry
+   claims the trial; when the link comes back and the worker rejoins, nothing in MLflow or the
+   trial folders changes;
 4. `cluster_node.sh stop` (the workers' Ray too) then `ray down` leave no process of theirs.
 
 The nodes are offline (the namespaces have no route out): `cluster_node.sh setup` installs the
@@ -394,9 +395,11 @@ def test_a_cut_off_worker_is_fenced_and_its_rejoining_duplicates_nothing(up):
     _, hit = fault_mid_trial(up, "cut", cut, LONG_TRIALS, seeds=1)
     up.took["sweep, worker cut off"] = time.time() - started
     before = check_every_trial_once(up, "cut", 2)
-    # the cut-off attempt trained on until its retry claimed the trial, then stopped at the fence
+    # the cut-off attempt ran on (its pause) until its retry claimed the trial, then stopped at
+    # the fence: at its first write after the pause
+    assert (hit / "inject_fault.fired").exists()
     fenced = [json.loads(x) for x in (hit / "superseded.jsonl").read_text().splitlines()]
-    assert fenced, "the cut-off attempt was not fenced"
+    assert fenced and fenced[0]["step"] >= PAUSE_AT, "the cut-off attempt was not fenced"
     up.lan.link("worker", up=True)
     up.took["worker back after the cut"] = up.wait_for_nodes(2, 300)
     assert check_every_trial_once(up, "cut", 2) == before  # MLflow and the trial folders
