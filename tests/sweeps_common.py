@@ -31,6 +31,24 @@ TINY = {
 }
 
 
+# Ray notices a dead node in seconds, not its default ~30 s (the multi-node tests' nodes)
+FAST_HEALTH = {
+    "RAY_health_check_initial_delay_ms": "1000",
+    "RAY_health_check_period_ms": "1000",
+    "RAY_health_check_timeout_ms": "1000",
+    "RAY_health_check_failure_threshold": "3",
+}
+
+
+def dry_run_keys(argv: list[str]) -> list[str]:
+    """The trial folders' names a sweep command's ``--dry-run`` prints (a trial a line, then
+    one summary line)."""
+    dry = subprocess.run(
+        [*argv, "--dry-run"], capture_output=True, text=True, check=True, timeout=120
+    )
+    return [line.split()[0] for line in dry.stdout.splitlines()[:-1]]
+
+
 def tiny_trials(rows=(TABLE2[1],), seeds=(0, 1), **flat) -> list[TrialSpec]:
     return expand(tuple(rows), Config().with_overrides({**TINY, **flat}), list(seeds))
 

@@ -38,7 +38,7 @@ from pathlib import Path
 import pytest
 import yaml
 from netns import Lan, can_make_namespaces
-from sweeps_common import TINY
+from sweeps_common import FAST_HEALTH, TINY, dry_run_keys
 from test_faults import assert_no_step_logged_twice, jsonl_records
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,13 +48,6 @@ WHY_NOT = can_make_namespaces() or (
     "" if SSHD.exists() and shutil.which("rsync") else "needs openssh-server and rsync"
 )
 pytestmark = pytest.mark.skipif(bool(WHY_NOT), reason=WHY_NOT)
-# dead nodes noticed in seconds, not Ray's default ~30 s (the nodes' environment, via sshd)
-FAST_HEALTH = {
-    "RAY_health_check_initial_delay_ms": "1000",
-    "RAY_health_check_period_ms": "1000",
-    "RAY_health_check_timeout_ms": "1000",
-    "RAY_health_check_failure_threshold": "3",
-}
 OFFLINE_NODE = {"PIP_NO_INDEX": "1", "PIP_NO_BUILD_ISOLATION": "0"}  # pip: "0" means off
 LONG_TRIALS = {**TINY, "train.steps": 400, "train.log_every": 20, "train.checkpoint_every": 40}
 # A cut-off attempt runs on (its records on the shared storage) until its retry claims the
@@ -203,6 +196,7 @@ def cluster(tmp_path_factory):
         # one CPU on the head: trials use the worker's two as well, and the head alone
         # finishes a sweep once the worker is gone (trial drivers hold no CPU)
         for host, cpus in (("head", "1"), ("worker", "2")):
+            # FAST_HEALTH reaches the nodes' Ray through sshd's SetEnv
             node_env = {**FAST_HEALTH, **OFFLINE_NODE, "DISTAR_RAY_CPUS": cpus}
             start_sshd(lan, host, tmp, homes[host], {**node_env, "RAY_TMPDIR": str(ray_tmp[host])})
         config = yaml.safe_load((ROOT / "cluster.yaml").read_text())
@@ -370,35 +364,36 @@ def test_a_killed_worker_costs_no_trial_and_the_autoscaler_brings_it_back(up):
     up.took["worker back after the kill"] = up.wait_for_nodes(2, 300)
 
 
-def sweep_trial_keys(sets: dict, seeds: int) -> list[str]:
-    """The trial folders' names of a smoke sweep with ``sets`` (its --dry-run, here)."""
-    flags = [f"--set={k}={v}" for k, v in sets.items()]
-    dry = subprocess.run(
-        [sys.executable, str(ROOT / "sweeps" / "ablation_grid.py"), "--smoke-test", "--dry-run",
-         "--seeds", *map(str, range(seeds)), *flags],
-        capture_output=True, text=True, check=True, timeout=120,
-    )  # fmt: skip
-    return [line.split()[0] for line in dry.stdout.splitlines()[:-1]]
-
-
 def test_a_cut_off_worker_is_fenced_and_its_rejoining_duplicates_nothing(up):
     from distar.raytune.faults import inject
 
     # one seed: its 2 trials start at once, so the pauses overlap (a second seed's trials would
     # pause one after the other on the head)
-    keys = sweep_trial_keys(LONG_TRIALS, seeds=1)
+    grid = [sys.executable, str(ROOT / "sweeps" / "ablation_grid.py"), "--smoke-test"]
+    keys = dry_run_keys(
+        [*grid, "--seeds", "0", *(f"--set={k}={v}" for k, v in LONG_TRIALS.items())]
+    )
     assert len(keys) == 2
     for key in keys:  # the cut-off attempt pauses; its retry (the file consumed) runs through
         inject(up.storage("cut") / "trials" / key, PAUSE_AT, "pause", PAUSE_S)
-    started = time.time()
-    cut = lambda: up.lan.link("worker", up=False)  # noqa: E731
+    started, cut_at = time.time(), []
+
+    def cut() -> None:
+        cut_at.append(time.time())
+        up.lan.link("worker", up=False)
+
     _, hit = fault_mid_trial(up, "cut", cut, LONG_TRIALS, seeds=1)
     up.took["sweep, worker cut off"] = time.time() - started
     before = check_every_trial_once(up, "cut", 2)
     # the cut-off attempt ran on (its pause) until its retry claimed the trial, then stopped at
-    # the fence: at its first write after the pause
+    # the fence: at its first write after the pause, which may come after the sweep ended (both
+    # trials on the worker: their retries had the head to themselves), and before its node
+    # gives up (60 s after the cut)
     assert (hit / "inject_fault.fired").exists()
-    fenced = [json.loads(x) for x in (hit / "superseded.jsonl").read_text().splitlines()]
+    superseded = hit / "superseded.jsonl"
+    while not superseded.exists() and time.time() < cut_at[0] + PAUSE_S + 15:
+        time.sleep(0.5)
+    fenced = [json.loads(x) for x in superseded.read_text().splitlines()]
     assert fenced and fenced[0]["step"] >= PAUSE_AT, "the cut-off attempt was not fenced"
     up.lan.link("worker", up=True)
     up.took["worker back after the cut"] = up.wait_for_nodes(2, 300)

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sweeps_common import TINY, child_runs, free_port, run, tiny_trials
+from sweeps_common import TINY, child_runs, dry_run_keys, free_port, run, tiny_trials
 
 from distar.config.paper import TABLE2
 from distar.raytune.faults import inject
@@ -112,8 +112,7 @@ def test_a_killed_sweep_driver_resumes_only_unfinished_trials_and_logs_no_step_t
     4); ``--resume`` does not re-run the finished trial, continues the other from step 4, makes
     no second MLflow run and logs no step twice."""
     args = sweep_args(tmp_path)
-    dry = subprocess.run([*args, "--dry-run"], capture_output=True, text=True, check=True)
-    keys = [line.split()[0] for line in dry.stdout.splitlines()[:-1]]
+    keys = dry_run_keys(args)
     assert len(keys) == 2
     inject(tmp_path / "trials" / keys[1], step=6, action="hang")
     env = {**os.environ, "RAY_ADDRESS": ray_address}

@@ -17,18 +17,11 @@ from pathlib import Path
 
 import psutil
 import pytest
-from sweeps_common import TINY, free_port
+from sweeps_common import FAST_HEALTH, TINY, free_port
 from test_faults import assert_no_step_logged_twice
 
 ROOT = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).parent / "ray")  # this interpreter's CLI, not PATH's
-# dead nodes are noticed in seconds, not Ray's default ~30 s
-FAST_HEALTH = {
-    "RAY_health_check_initial_delay_ms": "1000",
-    "RAY_health_check_period_ms": "1000",
-    "RAY_health_check_timeout_ms": "1000",
-    "RAY_health_check_failure_threshold": "3",
-}
 
 
 def start_node(args: list[str], env: dict[str, str]) -> subprocess.Popen:
