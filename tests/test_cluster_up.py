@@ -23,6 +23,7 @@ link and process is removed by the test's own handles (Lan.close checks it).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -354,7 +355,8 @@ def test_a_killed_worker_costs_no_trial_and_the_autoscaler_brings_it_back(up):
     def kill_worker() -> None:  # the host's every process but its sshd: its Ray, its trials
         for pid, name in up.lan.processes_of("worker").items():
             if name not in ("unshare", "sshd"):
-                os.kill(pid, 9)
+                with contextlib.suppress(ProcessLookupError):  # it exited since the listing
+                    os.kill(pid, 9)
 
     started = time.time()
     _, hit = fault_mid_trial(up, "killed", kill_worker, LONG_TRIALS)
