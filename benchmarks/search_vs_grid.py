@@ -100,6 +100,7 @@ def main() -> None:
     )
     p.add_argument("--asha-reduction", type=int, help="search.py --asha-reduction")
     p.add_argument("--stop-run-sd", type=float, help="search.py --stop-run-sd")
+    p.add_argument("--max-concurrent", type=int, help="search.py --max-concurrent")
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--samples", type=int, default=11)
     p.add_argument("--evals", type=int, default=4)
@@ -121,6 +122,8 @@ def main() -> None:
             optional = ["--stop-run-sd", str(args.stop_run_sd)] if args.stop_run_sd else []
             if args.asha_reduction:
                 optional += ["--asha-reduction", str(args.asha_reduction)]
+            if args.max_concurrent:
+                optional += ["--max-concurrent", str(args.max_concurrent)]
             flags = {
                 "--samples": args.samples,
                 "--steps": args.steps,
