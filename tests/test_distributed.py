@@ -70,6 +70,14 @@ def test_average_gradients_over_two_gloo_ranks():
         assert torch.equal(results[0][1][i], results[1][1][i])  # rank 0's weights everywhere
 
 
+def _one_thread(target, *args) -> None:
+    """``target(*args)`` on one intra-op thread, as torchrun starts each rank
+    (OMP_NUM_THREADS=1): two ranks of torch's default 2 threads each oversubscribe 2 cores
+    (measured: test_fsdp's sharded steps took 36 s that way, 24 s on one thread each)."""
+    torch.set_num_threads(1)
+    target(*args)
+
+
 def spawn_two(target, *args, expect: int = 2, timeout: float = 300) -> dict:
     """``target(rank, port, out, *args)`` on two gloo ranks: the ``expect`` entries
     ``(key, *values)`` they put in ``out``, as ``{key: [values]}``; a rank's
@@ -79,7 +87,7 @@ def spawn_two(target, *args, expect: int = 2, timeout: float = 300) -> dict:
         port = s.getsockname()[1]
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
-    procs = [ctx.Process(target=target, args=(r, port, out, *args)) for r in range(2)]
+    procs = [ctx.Process(target=_one_thread, args=(target, r, port, out, *args)) for r in range(2)]
     for p in procs:
         p.start()
     results: dict = {}

@@ -824,27 +824,31 @@ def test_a_pipeline_evaluated_on_two_ray_workers_equals_one_process(ray_address,
     assert run.data.metrics["infer_sec_per_10"] > 0 and run.data.params["pipeline.steps"] == "3"
 
 
-def test_text_presets_search_held_out_metrics_and_refuse_the_trained_reward():
+def test_text_presets_search_held_out_metrics_and_refuse_the_trained_reward(capsys):
     """``search.py --world sd15-tiny --dry-run``: a held-out objective (Parti ImageReward) and
     fidelity axis (COCO CLIP score), not the PickScore it trains on; asking for that is refused
-    unless --allow-trained-reward."""
-    search = [sys.executable, str(ROOT / "sweeps" / "search.py"), "--world", "sd15-tiny"]
-    done = subprocess.run([*search, "--dry-run"], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert "'metric': 'parti/imagereward', 'floor_metric': 'coco/clip_score'" in done.stdout
-    assert "pareto axes: parti/imagereward (maximised) vs coco/clip_score" in done.stdout
+    unless --allow-trained-reward. In this process, as test_bad_inputs runs the entry points
+    (a process per call cost ~3.7 s of imports each)."""
+    from test_bad_inputs import script
+
+    search = script("search")
+
+    def dry(*flags: str) -> tuple[int, str, str]:
+        code = search(["--dry-run", *flags])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, out, err = dry("--world", "sd15-tiny")
+    assert code == 0, err
+    assert "'metric': 'parti/imagereward', 'floor_metric': 'coco/clip_score'" in out
+    assert "pareto axes: parti/imagereward (maximised) vs coco/clip_score" in out
     for flags in (["--metric", "reward"], ["--floor-metric", "parti/pickscore"]):
-        refused = subprocess.run(
-            [*search, "--dry-run", *flags], capture_output=True, text=True, timeout=120
-        )
-        assert refused.returncode == 2 and "reward this world trains on" in refused.stderr
-        assert "Traceback" not in refused.stderr
-        allowed = [*search, "--dry-run", *flags, "--allow-trained-reward"]
-        assert subprocess.run(allowed, capture_output=True, timeout=120).returncode == 0
-    embedded = subprocess.run(
-        [*search[:2], "--dry-run"], capture_output=True, text=True, timeout=120
-    )
-    assert "'metric': 'reward', 'floor_metric': 'precision', 'floor': 0.9" in embedded.stdout
+        code, _, err = dry("--world", "sd15-tiny", *flags)
+        assert code == 2 and "reward this world trains on" in err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+        assert dry("--world", "sd15-tiny", *flags, "--allow-trained-reward")[0] == 0
+    _, embedded, _ = dry()
+    assert "'metric': 'reward', 'floor_metric': 'precision', 'floor': 0.9" in embedded
 
 
 def test_objective_floors_and_ceilings():
