@@ -72,8 +72,7 @@ def gmm_smoke(ray_address, tmp_path_factory):
     import contextlib
     import io
 
-    from sweeps_common import TINY
-    from test_bad_inputs import script
+    from sweeps_common import TINY, script
 
     storage = tmp_path_factory.mktemp("gmm-smoke") / "sweep"
     flags = [f"--set={k}={v}" for k, v in TINY.items()]

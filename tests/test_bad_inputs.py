@@ -4,7 +4,6 @@ storage). Table-driven: (entry point, arguments, expected message)."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -12,16 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
+from sweeps_common import script
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTI = ROOT.parent / "shared" / "data" / "PartiPrompts.tsv"
-
-
-def script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "sweeps" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
 
 
 def train(argv):

@@ -371,9 +371,9 @@ def test_a_cut_off_worker_is_fenced_and_its_rejoining_duplicates_nothing(up):
 
     # one seed: its 2 trials start at once, so the pauses overlap (a second seed's trials would
     # pause one after the other on the head)
-    grid = [sys.executable, str(ROOT / "sweeps" / "ablation_grid.py"), "--smoke-test"]
     keys = dry_run_keys(
-        [*grid, "--seeds", "0", *(f"--set={k}={v}" for k, v in LONG_TRIALS.items())]
+        "ablation_grid",
+        ["--smoke-test", "--seeds", "0", *(f"--set={k}={v}" for k, v in LONG_TRIALS.items())],
     )
     assert len(keys) == 2
     for key in keys:  # the cut-off attempt pauses; its retry (the file consumed) runs through

@@ -112,7 +112,7 @@ def test_a_killed_sweep_driver_resumes_only_unfinished_trials_and_logs_no_step_t
     4); ``--resume`` does not re-run the finished trial, continues the other from step 4, makes
     no second MLflow run and logs no step twice."""
     args = sweep_args(tmp_path)
-    keys = dry_run_keys(args)
+    keys = dry_run_keys("ablation_grid", args[2:])
     assert len(keys) == 2
     inject(tmp_path / "trials" / keys[1], step=6, action="hang")
     env = {**os.environ, "RAY_ADDRESS": ray_address}
@@ -354,7 +354,7 @@ def read_only_server():
 def test_a_dead_or_read_only_tracking_store_fails_fast_in_one_line(
     store, read_only_server, tmp_path, capsys
 ):
-    from test_bad_inputs import script
+    from sweeps_common import script
 
     uri = f"http://127.0.0.1:{free_port()}" if store == "unreachable" else read_only_server
     storage = tmp_path / "sweep"
@@ -372,7 +372,7 @@ def test_a_dead_or_read_only_tracking_store_fails_fast_in_one_line(
 
 
 def test_resume_with_a_different_grid_says_what_differs(tmp_path, capsys):
-    from test_bad_inputs import script
+    from sweeps_common import script
 
     from distar.raytune.definition import record_definition
     from distar.raytune.settings import SweepSettings

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from sweeps_common import TINY, child_runs, free_port, run, tiny_trials
+from sweeps_common import TINY, child_runs, dry_run, free_port, run, script, tiny_trials
 
 from distar.config.benchmarks import ROW_KEYS
 from distar.config.paper import TABLE2
@@ -375,25 +375,25 @@ def test_benchmarks_on_two_workers_equal_one_worker(ray_address, tmp_path):
         assert one[f"metrics.{m}"] == pytest.approx(two[f"metrics.{m}"], rel=1e-5, abs=1e-5), m
 
 
-def test_a_missing_weight_file_fails_the_sweep_before_ray_starts(tmp_path):
-    args = [
-        sys.executable,
-        str(ROOT / "sweeps" / "ablation_grid.py"),
-        "--world",
-        "sd15-tiny",
-        "--smoke-test",
-        "--storage",
-        str(tmp_path),
-        "--set",
-        "eval.benchmarks=parti:4",
-        "--set",
-        f"eval.prompts={BENCH_PROMPTS}",
-        "--set",
-        f"eval.weights=pickscore={tmp_path}/PickScore_v1",
-    ]
-    done = subprocess.run(args, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 2
-    assert f"{tmp_path}/PickScore_v1 not found" in done.stderr and "Traceback" not in done.stderr
+def test_a_missing_weight_file_fails_the_sweep_before_ray_starts(tmp_path, capsys):
+    code = script("ablation_grid")(
+        [
+            "--world",
+            "sd15-tiny",
+            "--smoke-test",
+            "--storage",
+            str(tmp_path),
+            "--set",
+            "eval.benchmarks=parti:4",
+            "--set",
+            f"eval.prompts={BENCH_PROMPTS}",
+            "--set",
+            f"eval.weights=pickscore={tmp_path}/PickScore_v1",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"{tmp_path}/PickScore_v1 not found" in err and "Traceback" not in err
     assert not (tmp_path / "tune").exists() and not (tmp_path / "mlflow.db").exists()
 
 
@@ -439,25 +439,10 @@ def test_logging_through_a_real_mlflow_server(ray_address, tmp_path):
 
 
 def test_sweep_entry_point_dry_run_and_bad_values():
-    dry = subprocess.run(
-        [sys.executable, str(ROOT / "sweeps" / "ablation_grid.py"), "--dry-run"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert f"{len(TABLE2) * 3} trials" in dry.stdout  # 3 seeds: a setting-level verdict
-    bad = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "sweeps" / "ablation_grid.py"),
-            "--dry-run",
-            "--set",
-            "loss.distance=up",
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert bad.returncode == 2 and "loss.distance: got 'up'" in bad.stderr
+    code, out, _ = dry_run("ablation_grid", [])
+    assert code == 0 and f"{len(TABLE2) * 3} trials" in out  # 3 seeds: a setting-level verdict
+    code, _, err = dry_run("ablation_grid", ["--set", "loss.distance=up"])
+    assert code == 2 and "loss.distance: got 'up'" in err
     assert asdict(TABLE2[0])["trains"] is False
 
 
@@ -824,30 +809,21 @@ def test_a_pipeline_evaluated_on_two_ray_workers_equals_one_process(ray_address,
     assert run.data.metrics["infer_sec_per_10"] > 0 and run.data.params["pipeline.steps"] == "3"
 
 
-def test_text_presets_search_held_out_metrics_and_refuse_the_trained_reward(capsys):
+def test_text_presets_search_held_out_metrics_and_refuse_the_trained_reward():
     """``search.py --world sd15-tiny --dry-run``: a held-out objective (Parti ImageReward) and
     fidelity axis (COCO CLIP score), not the PickScore it trains on; asking for that is refused
-    unless --allow-trained-reward. In this process, as test_bad_inputs runs the entry points
-    (a process per call cost ~3.7 s of imports each)."""
-    from test_bad_inputs import script
-
-    search = script("search")
-
-    def dry(*flags: str) -> tuple[int, str, str]:
-        code = search(["--dry-run", *flags])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    code, out, err = dry("--world", "sd15-tiny")
+    unless --allow-trained-reward."""
+    code, out, err = dry_run("search", ["--world", "sd15-tiny"])
     assert code == 0, err
     assert "'metric': 'parti/imagereward', 'floor_metric': 'coco/clip_score'" in out
     assert "pareto axes: parti/imagereward (maximised) vs coco/clip_score" in out
     for flags in (["--metric", "reward"], ["--floor-metric", "parti/pickscore"]):
-        code, _, err = dry("--world", "sd15-tiny", *flags)
+        code, _, err = dry_run("search", ["--world", "sd15-tiny", *flags])
         assert code == 2 and "reward this world trains on" in err
         assert "Traceback" not in err and len(err.strip().splitlines()) == 1
-        assert dry("--world", "sd15-tiny", *flags, "--allow-trained-reward")[0] == 0
-    _, embedded, _ = dry()
+        allowed = ["--world", "sd15-tiny", *flags, "--allow-trained-reward"]
+        assert dry_run("search", allowed)[0] == 0
+    embedded = dry_run("search", [])[1]
     assert "'metric': 'reward', 'floor_metric': 'precision', 'floor': 0.9" in embedded
 
 
