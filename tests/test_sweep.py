@@ -460,7 +460,8 @@ def test_optuna_asha_search_in_paper_units_maps_a_pareto_front(ray_address, tmp_
     base = Config().with_overrides({**TINY, "train.eval_every": 3, "eval.plot": False})
     space = search_space(base, 7, (1.0, 300.0), (0.0, 11.25), (0.01, 1.0))
     objective = {"metric": "reward", "floor_metric": "precision", "floor": 0.9, "penalty": 10.0}
-    settings = SweepSettings("search", "exp", tmp_path, None, 2, False)
+    # its 3 trials at once: one wave (the session's Ray has 4 CPUs)
+    settings = SweepSettings("search", "exp", tmp_path, None, 3, False)
     pair = ("reward", "precision")
     # ASHA and the paired stopper both: each result names its trial folder, whose items the
     # stopper pairs with the best trial's at the same step (the same eval seed: they pair)
@@ -468,7 +469,7 @@ def test_optuna_asha_search_in_paper_units_maps_a_pareto_front(ray_address, tmp_
     rows = run_sweep(
         [],
         settings,
-        search_tune_config(3, 2, 7, 2, pair, "both", floor=0.9),
+        search_tune_config(3, 3, 7, 2, pair, "both", floor=0.9),
         space,
         objective,
         stop=stop,
