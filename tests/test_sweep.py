@@ -208,11 +208,55 @@ def test_smoke_sweep_ray_to_mlflow_to_report(gmm_smoke, tmp_path):
         paired_differences(tables["0"], tables["1"], "reward")
 
 
-def test_data_parallel_trial_on_two_gloo_workers(ray_address, tmp_path):
-    trials = tiny_trials(seeds=(0,), **{"resources.num_workers": 2})
-    rows = run(trials, tmp_path, name="ddp")
-    assert rows[0]["error"] == "" and rows[0]["step"] == 6
-    trial_dir = tmp_path / "trials" / trials[0].key
+@pytest.fixture(scope="module")
+def gmm_ddp_via_server(ray_address, tmp_path_factory):
+    """One embedded-world trial on two gloo workers, logged through a real MLflow server
+    (``mlflow server``, SQLite behind it, its own artifact folder): the data-parallel test and
+    the server test read it (one sweep, not two: ~15 s). Yields the trial, its row, the
+    sweep's storage, the server's folder and its URI."""
+    root = tmp_path_factory.mktemp("gmm-ddp-server")
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{root / 'server.db'}",
+            "--artifacts-destination",
+            str(root / "server-artifacts"),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"{uri}/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.5)
+        (trial,) = tiny_trials(seeds=(0,), **{"resources.num_workers": 2})
+        (row,) = run([trial], root / "sweep", name="srv", uri=uri)
+        yield trial, row, root / "sweep", root, uri
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def test_data_parallel_trial_on_two_gloo_workers(gmm_ddp_via_server):
+    trial, row, storage, _, _ = gmm_ddp_via_server
+    assert row["error"] == "" and row["step"] == 6
+    trial_dir = storage / "trials" / trial.key
     assert (trial_dir / "checkpoints" / "latest").read_text() == "step_0000006"
 
 
@@ -223,11 +267,26 @@ def sd_trials(seeds=(0,), **flat) -> list[TrialSpec]:
     return expand((TABLE2[-1],), Config.for_world("sd15-tiny", smoke), list(seeds))
 
 
-def test_data_parallel_trial_on_two_gloo_workers_on_the_tiny_sd_world(ray_address, tmp_path):
-    trials = sd_trials(**{"resources.num_workers": 2, "world.assistant": "lora"})
-    rows = run(trials, tmp_path, name="sd-ddp")
-    assert rows[0]["error"] == "" and rows[0]["step"] == 4
-    trial_dir = tmp_path / "trials" / trials[0].key
+@pytest.fixture(scope="module")
+def sd_two_workers(ray_address, tmp_path_factory):
+    """One sweep on the tiny SD world (one, not two: ~20 s): a LoRA trial trained on two gloo
+    workers (``ddp``), and the init row (no training) scored on Parti by one worker (``one``)
+    and by two (``two``). Returns the trials by name, their rows by key and the storage."""
+    bench = {"eval.benchmarks": "parti:6", "eval.tiny_metrics": True, "eval.prompts": BENCH_PROMPTS}
+    base = Config.for_world("sd15-tiny", {"eval.plot": False, **bench})
+    (ddp,) = sd_trials(**{"resources.num_workers": 2, "world.assistant": "lora"})
+    (one,) = expand((TABLE2[0],), base, [0])
+    (two,) = expand((TABLE2[0],), base.with_overrides({"resources.num_workers": 2}), [1])
+    storage = tmp_path_factory.mktemp("sd-two-workers")
+    rows = run([ddp, one, two], storage, name="sd-shards")
+    return {"ddp": ddp, "one": one, "two": two}, {r["key"]: r for r in rows}, storage
+
+
+def test_data_parallel_trial_on_two_gloo_workers_on_the_tiny_sd_world(sd_two_workers):
+    trials, rows, storage = sd_two_workers
+    row = rows[trials["ddp"].key]
+    assert row["error"] == "" and row["step"] == 4
+    trial_dir = storage / "trials" / trials["ddp"].key
     assert (trial_dir / "checkpoints" / "latest").read_text() == "step_0000004"
     assert (trial_dir / "plots" / "samples_step0000004.png").stat().st_size > 0
 
@@ -355,19 +414,15 @@ def test_smoke_grid_on_the_tiny_sd_world_through_ray_into_mlflow(
     assert mlflow.MlflowClient().get_run(parent).data.params["sweep.world"] == "sd15-tiny"
 
 
-def test_benchmarks_on_two_workers_equal_one_worker(ray_address, tmp_path):
+def test_benchmarks_on_two_workers_equal_one_worker(sd_two_workers):
     """The init row (no training): its benchmark numbers do not depend on how many ranks
     shared the prompts."""
-    bench = {"eval.benchmarks": "parti:6", "eval.tiny_metrics": True, "eval.prompts": BENCH_PROMPTS}
-    base = Config.for_world("sd15-tiny", {"eval.plot": False, **bench})
-    trials = [
-        *expand((TABLE2[0],), base, [0]),
-        *expand((TABLE2[0],), base.with_overrides({"resources.num_workers": 2}), [1]),
-    ]
-    rows = run(trials, tmp_path, name="shards")
-    assert [r["error"] for r in rows] == ["", ""]
-    runs = child_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "shards")
-    one, two = (runs[runs["params.resources.num_workers"] == str(n)].iloc[0] for n in (1, 2))
+    trials, rows, storage = sd_two_workers
+    assert [rows[trials[n].key]["error"] for n in ("one", "two")] == ["", ""]
+    runs = child_runs(f"sqlite:///{storage / 'mlflow.db'}", "sd-shards")
+    runs = runs.set_index("tags.distar.trial")
+    one, two = (runs.loc[trials[n].key] for n in ("one", "two"))
+    assert (one["params.resources.num_workers"], two["params.resources.num_workers"]) == ("1", "2")
     # a shard scores 3 prompts per batch where one worker scores 6: with this install (torch
     # 2.14.1, transformers 5.24) fp32 batch composition moves the tiny CLIP score's mean by
     # 2e-6, at the old and the new code alike; a lost or repeated prompt moves it far more
@@ -397,45 +452,12 @@ def test_a_missing_weight_file_fails_the_sweep_before_ray_starts(tmp_path, capsy
     assert not (tmp_path / "tune").exists() and not (tmp_path / "mlflow.db").exists()
 
 
-def test_logging_through_a_real_mlflow_server(ray_address, tmp_path):
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'server.db'}",
-            "--artifacts-destination",
-            str(tmp_path / "server-artifacts"),
-            "--workers",
-            "1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f"{uri}/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.5)
-        rows = run(tiny_trials(seeds=(0,)), tmp_path / "sweep", name="srv", uri=uri)
-        assert rows[0]["error"] == ""
-        runs = child_runs(uri, "srv")
-        assert len(runs) == 1 and runs["metrics.eval/precision"].notna().all()
-        assert any((tmp_path / "server-artifacts").rglob("metrics_table.json"))
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+def test_logging_through_a_real_mlflow_server(gmm_ddp_via_server):
+    _, row, _, root, uri = gmm_ddp_via_server
+    assert row["error"] == ""
+    runs = child_runs(uri, "srv")
+    assert len(runs) == 1 and runs["metrics.eval/precision"].notna().all()
+    assert any((root / "server-artifacts").rglob("metrics_table.json"))
 
 
 def test_sweep_entry_point_dry_run_and_bad_values():
