@@ -166,10 +166,17 @@ def cached_tiny_metric_paths(cache_dir: str = "") -> dict[str, str]:
 
 TINY_METRICS_VERSION = "2"  # 2: ImageReward.pt with the publisher's unused tensors
 
-if __name__ == "__main__":  # python -m distar.evaluation.tiny_metrics metrics DIRECTORY
-    import sys
 
-    root = Path(sys.argv[2])
+def main(argv: list[str]) -> None:
+    """``metrics DIRECTORY``: every tiny metric and ``paths.json`` naming its files
+    (:func:`distar.util.cache.materialise`)."""
+    root = Path(argv[1])
     written = tiny_metric_paths(root)  # stored relative: the directory is renamed into place
     relative = {k: v.removeprefix(f"{root}/") for k, v in written.items()}
     (root / "paths.json").write_text(json.dumps(relative))
+
+
+if __name__ == "__main__":  # python -m distar.evaluation.tiny_metrics metrics DIRECTORY
+    import sys
+
+    main(sys.argv[1:])

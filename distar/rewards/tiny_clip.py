@@ -66,5 +66,10 @@ def tiny_text_encoder(directory: Path, seed: int = 0) -> Path:
 TINY_PICKSCORE = {"pickscore": (__name__, "2")}
 
 
+def main(argv: list[str]) -> None:
+    """``pickscore DIRECTORY``: write the tiny PickScore (:func:`distar.util.cache.materialise`)."""
+    tiny_clip(Path(argv[1]))
+
+
 if __name__ == "__main__":  # python -m distar.rewards.tiny_clip pickscore DIRECTORY
-    tiny_clip(Path(sys.argv[2]))
+    main(sys.argv[1:])

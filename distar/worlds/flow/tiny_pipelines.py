@@ -141,5 +141,10 @@ WRITERS = {
 }
 
 
+def main(argv: list[str]) -> None:
+    """``NAME DIRECTORY``: write that tiny pipeline (:func:`distar.util.cache.materialise`)."""
+    WRITERS[argv[0]](Path(argv[1]))
+
+
 if __name__ == "__main__":  # python -m distar.worlds.flow.tiny_pipelines NAME DIRECTORY
-    WRITERS[sys.argv[1]](Path(sys.argv[2]))
+    main(sys.argv[1:])

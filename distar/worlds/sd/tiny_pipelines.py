@@ -126,5 +126,10 @@ def write_sdxl(path: Path) -> None:
 WRITERS = {"sd15": write_sd15, "sdxl": write_sdxl}
 
 
+def main(argv: list[str]) -> None:
+    """``NAME DIRECTORY``: write that tiny pipeline (:func:`distar.util.cache.materialise`)."""
+    WRITERS[argv[0]](Path(argv[1]))
+
+
 if __name__ == "__main__":  # python -m distar.worlds.sd.tiny_pipelines NAME DIRECTORY
-    WRITERS[sys.argv[1]](Path(sys.argv[2]))
+    main(sys.argv[1:])
