@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from distar.util import cache
@@ -53,3 +54,21 @@ def test_a_fresh_process_writes_in_a_process_group_this_one_the_same_bytes_outsi
     fresh, here = files(fresh), files(here)
     assert fresh.keys() == here.keys() and any(k.endswith(".safetensors") for k in fresh)
     assert all(filecmp.cmp(fresh[k], here[k], shallow=False) for k in fresh), "bytes differ"
+
+
+def test_a_writers_stderr_shows_only_when_it_fails(tmp_path, monkeypatch, capsys):
+    """A refusal that first writes a tiny component stays one line (its progress bars are not
+    shown); a writer that fails shows what it printed, then its error."""
+    (tmp_path / "noisy_writer.py").write_text(
+        "import sys\n"
+        "def main(argv):\n"
+        "    print('progress 100%', file=sys.stderr)\n"
+        "    if argv[0] == 'fail':\n"
+        "        raise RuntimeError('disk full')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cache.write("noisy_writer", ["ok", str(tmp_path / "a")])
+    assert capsys.readouterr().err == ""
+    with pytest.raises(RuntimeError, match="disk full"):
+        cache.write("noisy_writer", ["fail", str(tmp_path / "b")])
+    assert capsys.readouterr().err == "progress 100%\n"

@@ -6,8 +6,10 @@ rank != 0, and a Ray Train worker is in one)."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import importlib
+import io
 import os
 import shutil
 import subprocess
@@ -35,15 +37,21 @@ def materialise(name: str, module: str, args: list[str], cache_dir: str = "") ->
 
 
 def write(module: str, argv: list[str]) -> None:
-    """``module.main(argv)`` in this process, its global RNG untouched by the writer's seeds;
-    ``python -m module *argv`` instead where this process is in an initialised torch.distributed
-    group. In this process the writer's imports (diffusers, transformers: ~7 s of a fresh
-    process's ~7.5 s) are mostly done already."""
+    """``module.main(argv)`` in this process, its global RNG untouched by the writer's seeds and
+    its stderr (save_pretrained's progress bars) shown only if it fails; ``python -m module
+    *argv`` instead where this process is in an initialised torch.distributed group. In this
+    process the writer's imports (diffusers, transformers: ~7 s of a fresh process's ~7.5 s)
+    are mostly done already."""
     import torch
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
         subprocess.run([sys.executable, "-m", module, *argv], check=True)
         return
-    with torch.random.fork_rng(devices=[]):
-        importlib.import_module(module).main(argv)
+    stderr = io.StringIO()
+    try:
+        with torch.random.fork_rng(devices=[]), contextlib.redirect_stderr(stderr):
+            importlib.import_module(module).main(argv)
+    except BaseException:
+        sys.stderr.write(stderr.getvalue())
+        raise
