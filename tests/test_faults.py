@@ -38,29 +38,48 @@ def jsonl_records(trial_dir: Path) -> list[tuple[str, int]]:
     return [(r["kind"], r["step"]) for r in map(json.loads, lines)]
 
 
+@pytest.fixture(scope="module")
+def killed_and_diverging(ray_address, tmp_path_factory):
+    """One sweep (one, not two: ~20 s) of three trials: one whose rank-0 worker is SIGKILLed at
+    step 6 (checkpoint at 4), its undisturbed twin, and one that diverges at step 0 (its
+    reward scale from its row's paper alpha_rew, x 0.01 on gmm: 1e38). Returns the trials by
+    name, their rows by key, the storage and the sweep's console output."""
+    import contextlib
+    import io
+
+    (trial,) = tiny_trials(seeds=(0,), **LONGER)
+    twin = dataclasses.replace(trial, key=trial.key + "-undisturbed", label="undisturbed")
+    exploding = dataclasses.replace(TABLE2[-1], alpha_rew=1e40)
+    (diverging,) = tiny_trials(rows=(exploding,), seeds=(0,))
+    storage = tmp_path_factory.mktemp("kill")
+    inject(storage / "trials" / trial.key, step=6, action="kill")
+    console = io.StringIO()
+    with contextlib.redirect_stdout(console):
+        rows = run([trial, twin, diverging], storage, name="kill")
+    trials = {"killed": trial, "twin": twin, "diverging": diverging}
+    return trials, {r["key"]: r for r in rows}, storage, console.getvalue()
+
+
 def test_a_killed_worker_restarts_from_its_checkpoint_and_ends_like_an_undisturbed_run(
-    ray_address, tmp_path
+    killed_and_diverging,
 ):
     """SIGKILL of the rank-0 worker at step 6 (checkpoint at 4): Tune retries the trial, it
     resumes at step 4, logs no step twice and ends on exactly the metrics of the same trial run
     without the fault."""
-    (trial,) = tiny_trials(seeds=(0,), **LONGER)
-    twin = dataclasses.replace(trial, key=trial.key + "-undisturbed", label="undisturbed")
-    inject(tmp_path / "trials" / trial.key, step=6, action="kill")
-    rows = {r["key"]: r for r in run([trial, twin], tmp_path, name="kill")}
-    assert [r["error"] for r in rows.values()] == ["", ""]
-    trial_dir = tmp_path / "trials" / trial.key
+    trials, rows, storage, _ = killed_and_diverging
+    trial, twin = trials["killed"], trials["twin"]
+    assert [rows[t.key]["error"] for t in (trial, twin)] == ["", ""]
+    trial_dir = storage / "trials" / trial.key
     assert (trial_dir / "inject_fault.fired").exists()  # the fault did fire
     resumed = [json.loads(x) for x in (trial_dir / "timings.jsonl").read_text().splitlines()]
     assert [r["resumed_at"] for r in resumed if "resumed_at" in r] == [4]
     killed, undisturbed = rows[trial.key], rows[twin.key]
     for metric in ("eval/reward", "eval/precision", "eval/mmd"):
         assert killed[metric] == pytest.approx(undisturbed[metric], rel=1e-6, abs=1e-9)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    runs = child_runs(uri, "kill")
-    assert len(runs) == 2 and set(runs["status"]) == {"FINISHED"}
-    run_id = runs.loc[runs["tags.distar.trial"] == trial.key, "run_id"].item()
-    assert_no_step_logged_twice(uri, run_id)
+    uri = f"sqlite:///{storage / 'mlflow.db'}"
+    runs = child_runs(uri, "kill").set_index("tags.distar.trial")
+    assert len(runs) == 3 and set(runs.loc[[trial.key, twin.key], "status"]) == {"FINISHED"}
+    assert_no_step_logged_twice(uri, runs.loc[trial.key, "run_id"])
     records = jsonl_records(trial_dir)
     assert len(records) == len(set(records)) and ("train", 12) in records
 
@@ -144,20 +163,17 @@ def test_a_killed_sweep_driver_resumes_only_unfinished_trials_and_logs_no_step_t
 
 
 def test_a_diverging_trial_fails_with_one_readable_line_and_the_others_finish(
-    ray_address, tmp_path, capsys
+    killed_and_diverging,
 ):
     from analysis.runs import summarise
 
-    # a trial's reward scale comes from its row's paper alpha_rew (x 0.01 on gmm: 1e38)
-    exploding = dataclasses.replace(TABLE2[-1], alpha_rew=1e40)
-    fine, diverging = tiny_trials(rows=(TABLE2[1], exploding), seeds=(0,))
-    rows = {r["key"]: r for r in run([fine, diverging], tmp_path, name="nan")}
-    assert rows[fine.key]["error"] == ""
+    trials, rows, storage, console = killed_and_diverging
+    fine, diverging = trials["killed"], trials["diverging"]  # fine: retried after its kill
+    assert rows[fine.key]["error"] == "" and rows[trials["twin"].key]["error"] == ""
     assert "diverged: step 0: generator" in rows[diverging.key]["error"]
-    console = capsys.readouterr().out
     failed = [line for line in console.splitlines() if " FAILED " in line]
     assert len(failed) == 1 and "diverged: step 0: generator" in failed[0]
-    runs = child_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "nan").set_index("tags.distar.trial")
+    runs = child_runs(f"sqlite:///{storage / 'mlflow.db'}", "kill").set_index("tags.distar.trial")
     assert runs.loc[diverging.key, "status"] == "FAILED"
     assert runs.loc[diverging.key, "tags.distar.failure"].startswith("diverged: step 0: ")
     assert "\n" not in runs.loc[diverging.key, "tags.distar.failure"]
