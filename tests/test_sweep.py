@@ -249,7 +249,7 @@ def gmm_ddp_via_server(ray_address, tmp_path_factory):
         (row,) = run([trial], root / "sweep", name="srv", uri=uri)
         yield trial, row, root / "sweep", root, uri
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
+        os.killpg(server.pid, signal.SIGKILL)  # its store is read no more (TERM waited ~5 s)
         server.wait(timeout=30)
 
 
