@@ -13,6 +13,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -71,7 +72,7 @@ def ui_over_a_smoke_sweep(request, tmp_path):
                 time.sleep(0.5)
         yield url, storage, links, request.param
     finally:
-        server.terminate()
+        os.killpg(server.pid, signal.SIGKILL)  # its store is read no more (TERM waited ~5 s)
         server.wait(timeout=30)
 
 
