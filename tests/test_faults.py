@@ -368,8 +368,6 @@ def read_only_server():
 def test_a_dead_or_read_only_tracking_store_fails_fast_in_one_line(
     store, read_only_server, tmp_path, capsys
 ):
-    from sweeps_common import script
-
     uri = f"http://127.0.0.1:{free_port()}" if store == "unreachable" else read_only_server
     storage = tmp_path / "sweep"
     start = time.monotonic()
@@ -386,8 +384,6 @@ def test_a_dead_or_read_only_tracking_store_fails_fast_in_one_line(
 
 
 def test_resume_with_a_different_grid_says_what_differs(tmp_path, capsys):
-    from sweeps_common import script
-
     from distar.raytune.definition import record_definition
     from distar.raytune.settings import SweepSettings
 

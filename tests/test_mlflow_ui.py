@@ -72,7 +72,7 @@ def ui_over_a_smoke_sweep(request, tmp_path):
                 time.sleep(0.5)
         yield url, storage, links, request.param
     finally:
-        os.killpg(server.pid, signal.SIGKILL)  # its store is read no more (TERM waited ~5 s)
+        os.killpg(server.pid, signal.SIGKILL)  # its whole group: terminate() reached the parent
         server.wait(timeout=30)
 
 
