@@ -34,36 +34,10 @@ def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(SUITE_HOME, ignore_errors=True)
 
 
-# The suite runs in two pytest-xdist workers (pyproject's addopts: ``-n 2 --dist loadgroup``):
-# on 2 cores one worker's Ray, MLflow and cluster tests spend much of their time waiting (on
-# processes starting, on a fault's pause) while the other computes. A module is one unit of work,
-# so its module fixtures are built once; the modules reading one session fixture (the smoke
-# grids) are one unit, so that fixture is built once. The longest units start first (their
-# minutes on 2 cores, in order), so none of them starts last and leaves one worker idle.
-SHARED_UNITS = {"test_sweep": "smoke-grids", "test_mlflow_ui": "smoke-grids"}
-LONGEST_FIRST = ("smoke-grids", "test_cluster_up", "test_fsdp", "test_faults", "test_multinode")
-
-
-def pytest_collection_modifyitems(config, items):
-    """Each test's xdist group: its module, or the unit it shares a session fixture with."""
-    for item in items:
-        module = item.path.stem
-        item.add_marker(pytest.mark.xdist_group(SHARED_UNITS.get(module, module)))
-
-    def rank(item):
-        unit = item.get_closest_marker("xdist_group").args[0]
-        return LONGEST_FIRST.index(unit) if unit in LONGEST_FIRST else len(LONGEST_FIRST)
-
-    items.sort(key=rank)  # stable: each module's tests keep their order
-
-
 @pytest.fixture(scope="session")
-def world_cache(tmp_path_factory, worker_id):
-    """One stage-0 cache per test run, shared by every test that builds a world, in both xdist
-    workers (its directories are written under a file lock and renamed into place)."""
-    root = tmp_path_factory.getbasetemp()
-    path = (root.parent if worker_id != "master" else root) / "distar-cache"
-    path.mkdir(exist_ok=True)
+def world_cache(tmp_path_factory):
+    """One stage-0 cache per test session, shared by every test that builds a world."""
+    path = tmp_path_factory.mktemp("distar-cache")
     os.environ["DISTAR_CACHE"] = str(path)
     return path
 
