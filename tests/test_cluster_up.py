@@ -55,9 +55,11 @@ LONG_TRIALS = {**TINY, "train.steps": 400, "train.log_every": 20, "train.checkpo
 # trial, ~10-20 s after the cut, and must write again after that, before its node gives up on
 # its own (Ray's 60 s), to meet the fence. A step count cannot say when in wall time: 1600
 # steps took 35 s on one 2-core machine and 11 s on another, where the attempt finished before
-# its retry claimed the trial. So each trial of the cut sweep pauses PAUSE_S seconds at step
-# PAUSE_AT (distar.raytune.faults), just after the step the cut waits for (its first record)
-PAUSE_AT, PAUSE_S = 40, 40.0
+# its retry claimed the trial. So a trial of the cut sweep on the worker pauses at step
+# PAUSE_AT (distar.raytune.faults), just after the step the cut waits for (its first record),
+# until its retry has claimed the trial, at most PAUSE_S seconds (a fixed 40 s pause idled
+# ~25 s of the test, and one on the head held its only CPU from the retries)
+PAUSE_AT, PAUSE_S = 40, 50.0
 
 
 def ray(args: list[str], env: dict[str, str], timeout: float) -> tuple[str, float]:
@@ -377,7 +379,8 @@ def test_a_cut_off_worker_is_fenced_and_its_rejoining_duplicates_nothing(up):
     )
     assert len(keys) == 2
     for key in keys:  # the cut-off attempt pauses; its retry (the file consumed) runs through
-        inject(up.storage("cut") / "trials" / key, PAUSE_AT, "pause", PAUSE_S)
+        worker = up.lan.address["worker"]
+        inject(up.storage("cut") / "trials" / key, PAUSE_AT, "pause", PAUSE_S, node=worker)
     started, cut_at = time.time(), []
 
     def cut() -> None:

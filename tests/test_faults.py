@@ -84,21 +84,36 @@ def test_a_killed_worker_restarts_from_its_checkpoint_and_ends_like_an_undisturb
     assert len(records) == len(set(records)) and ("train", 12) in records
 
 
-def test_a_paused_worker_stops_once_for_its_seconds_then_goes_on(tmp_path, monkeypatch):
-    """The pause (tests/test_cluster_up.py's cut-off attempt) fires once, at its step, for its
-    seconds; the file is consumed, so a retry runs through; a pause needs its seconds."""
+def test_a_paused_worker_stops_once_until_its_retry_claims_the_trial(tmp_path, monkeypatch):
+    """The pause (tests/test_cluster_up.py's cut-off attempt) fires once, at its step, on the
+    node it names; it lasts until a later attempt claims the trial folder, at most its seconds;
+    the file is consumed, so a retry runs through; a pause needs its seconds."""
     from distar.raytune import faults
+    from distar.raytune.fence import claim
 
-    slept = []
-    monkeypatch.setattr(faults.time, "sleep", slept.append)
+    clock, claim_at = [0.0], []
+
+    def sleep(seconds):  # a fake clock: the later attempt claims once it reads claim_at
+        clock[0] += seconds
+        if claim_at and clock[0] >= claim_at[0]:
+            claim(tmp_path)
+
+    monkeypatch.setattr(faults.time, "sleep", sleep)
+    monkeypatch.setattr(faults.time, "monotonic", lambda: clock[0])
+    claim(tmp_path)  # the attempt that pauses
     inject(tmp_path, step=3, action="pause", seconds=2.5)
     injector = faults.FaultInjector(tmp_path)
     for step in range(1, 7):
         injector.on_step(step, {})
-    assert slept == [2.5]
+    assert clock[0] == pytest.approx(2.5)  # nobody claimed it: all its seconds
     assert (tmp_path / "inject_fault.fired").exists()
     assert not (tmp_path / faults.FAULT_FILE).exists()
     assert faults.FaultInjector(tmp_path).fault is None  # the retry's: no fault
+    clock[0], claim_at[:] = 0.0, [1.0]
+    inject(tmp_path, step=3, action="pause", seconds=30.0, node="10.1.2.2")
+    assert faults.FaultInjector(tmp_path, "10.1.2.3").fault is None  # another node's
+    faults.FaultInjector(tmp_path, "10.1.2.2").on_step(3, {})
+    assert 1.0 <= clock[0] <= 1.2  # its retry claimed the trial after 1 s: it went on then
     for action, seconds in (("pause", 0.0), ("kill", 1.0)):
         with pytest.raises(ValueError, match="seconds"):
             inject(tmp_path, step=3, action=action, seconds=seconds)

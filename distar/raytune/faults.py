@@ -5,11 +5,14 @@ makes the trial's rank-0 worker, once it has logged ``step``, do ``action``:
 
 - ``kill``: SIGKILL its own process (a worker or node lost mid-trial);
 - ``hang``: stop making progress (to kill the sweep's driver from outside at a known point);
-- ``pause``: stop for ``seconds``, then go on (an attempt that is still running, in wall time
-  whatever the machine's speed, when something happens to its node).
+- ``pause``: stop until a later attempt claims the trial (:mod:`distar.raytune.fence`), for at
+  most ``seconds``, then go on (an attempt that is still running, in wall time whatever the
+  machine's speed, when its retry takes the trial over: its next write meets the fence).
 
-The file is consumed (deleted) before the fault fires, so the restarted trial runs through.
-Nothing reads it unless the file exists; the tests in ``tests/test_faults.py`` write it.
+``"node": IP`` in the file fires the fault only on the node of that address (the one a test
+cuts off); without it, on any. The file is consumed (deleted) before the fault fires, so the
+restarted trial runs through. Nothing reads it unless the file exists; the tests in
+``tests/test_faults.py`` and ``tests/test_cluster_up.py`` write it.
 """
 
 from __future__ import annotations
@@ -20,29 +23,32 @@ import signal
 import time
 from pathlib import Path
 
+from distar.raytune.fence import ATTEMPT_FILE, owns
 from distar.runtime.callbacks import Callback
 
 FAULT_FILE = "inject_fault.json"
 ACTIONS = ("kill", "hang", "pause")
 
 
-def inject(trial_dir: Path, step: int, action: str, seconds: float = 0.0) -> None:
+def inject(trial_dir: Path, step: int, action: str, seconds: float = 0.0, node: str = "") -> None:
     if action not in ACTIONS:
         raise ValueError(f"action: got {action!r}; allowed: {ACTIONS}")
     if (action == "pause") != (seconds > 0):
         raise ValueError(f"seconds: got {seconds}; a pause (only) lasts > 0 s")
     trial_dir.mkdir(parents=True, exist_ok=True)
     fault = {"step": step, "action": action, **({"seconds": seconds} if seconds else {})}
-    (trial_dir / FAULT_FILE).write_text(json.dumps(fault))
+    (trial_dir / FAULT_FILE).write_text(json.dumps({**fault, **({"node": node} if node else {})}))
 
 
 class FaultInjector(Callback):
-    """Fires the fault described by ``<out_dir>/inject_fault.json`` (if any) at its step."""
+    """Fires the fault described by ``<out_dir>/inject_fault.json`` (if any) at its step, on
+    ``node`` (this worker's node address) if the fault names a node."""
 
-    def __init__(self, out_dir: Path) -> None:
+    def __init__(self, out_dir: Path, node: str = "") -> None:
         path = Path(out_dir) / FAULT_FILE
         self.path = path
-        self.fault = json.loads(path.read_text()) if path.exists() else None
+        fault = json.loads(path.read_text()) if path.exists() else None
+        self.fault = fault if fault and fault.get("node", node) == node else None
 
     def on_step(self, step: int, metrics: dict[str, float]) -> None:
         if self.fault is None or step < self.fault["step"]:
@@ -52,8 +58,18 @@ class FaultInjector(Callback):
         if self.fault["action"] == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
         if self.fault["action"] == "pause":
-            time.sleep(self.fault["seconds"])
+            self.pause(self.fault["seconds"])
             self.fault = None
             return
         while True:  # hang
             time.sleep(3600)
+
+    def pause(self, seconds: float) -> None:
+        """Until the trial folder names a later attempt than the one this step ran under (the
+        fence, first of the callbacks, let this step through: the folder named it), for at
+        most ``seconds``."""
+        attempt = self.path.with_name(ATTEMPT_FILE)
+        token = attempt.read_text() if attempt.exists() else ""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and owns(self.path.parent, token):
+            time.sleep(min(0.2, max(deadline - time.monotonic(), 0.0)))

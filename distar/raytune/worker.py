@@ -31,7 +31,8 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     import ray.train
 
     rank0 = ray.train.get_context().get_world_rank() == 0
-    timing.mark(out_dir, "worker_start", node=ray.util.get_node_ip_address())
+    node = ray.util.get_node_ip_address()
+    timing.mark(out_dir, "worker_start", node=node)
     # the training and evaluation stack load in the worker only
     from distar.evaluation.in_training import benchmark_evaluator
     from distar.loop.trainer import Trainer
@@ -41,7 +42,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     callbacks: list[Callback] = [Fence(out_dir, loop_config["attempt"])]
     if rank0:
         callbacks.append(JsonlLogger(out_dir, attempt=loop_config["attempt"]))
-        callbacks.append(FaultInjector(out_dir))  # last: the step it fires at is logged
+        callbacks.append(FaultInjector(out_dir, node))  # last: the step it fires at is logged
     trainer = Trainer(config, callbacks=callbacks, benchmarks=benchmark_evaluator(config))
     if rank0:
         timing.mark(out_dir, "trainer_built")
