@@ -52,6 +52,7 @@ RAY_MODULES = (
 )
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the groups
 def pytest_collection_modifyitems(config, items):
     """Each test's xdist group: "ray" for the Ray modules (in RAY_MODULES' order), "rest"."""
     for item in items:
