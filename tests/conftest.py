@@ -34,45 +34,10 @@ def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(SUITE_HOME, ignore_errors=True)
 
 
-# Two pytest-xdist workers (pyproject's addopts: ``-n 2 --dist loadgroup``): the modules that
-# start Ray (a local one, nodes of their own, ``ray up``) run one after another in one of them,
-# every other module in the other. On 2 cores a Ray module waits a quarter of its time (on
-# processes starting, on a node lost or rejoining), which the other worker's computing fills:
-# measured, test_faults beside test_fsdp 203 s against 256 s one after the other; two Ray
-# modules at once thrashed (all modules spread over both workers: 25:45 against 18-21 min).
-# ``ray up`` comes last, by when the other worker is done: its faults run on a quiet machine.
-RAY_MODULES = (
-    "test_sweep",
-    "test_mlflow_ui",
-    "test_faults",
-    "test_multinode",
-    "test_stopped_trial_frees",
-    "test_bad_inputs",
-    "test_cluster_up",
-)
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the groups
-def pytest_collection_modifyitems(config, items):
-    """Each test's xdist group: "ray" for the Ray modules (in RAY_MODULES' order), "rest"."""
-    for item in items:
-        ray = item.path.stem in RAY_MODULES
-        item.add_marker(pytest.mark.xdist_group("ray" if ray else "rest"))
-
-    def order(item):
-        module = item.path.stem
-        return RAY_MODULES.index(module) if module in RAY_MODULES else -1
-
-    items.sort(key=order)  # stable: each module's tests keep their order
-
-
 @pytest.fixture(scope="session")
-def world_cache(tmp_path_factory, worker_id):
-    """One stage-0 cache per test run, shared by every test that builds a world, in both xdist
-    workers (its directories are written under a file lock and renamed into place)."""
-    root = tmp_path_factory.getbasetemp()
-    path = (root.parent if worker_id != "master" else root) / "distar-cache"
-    path.mkdir(exist_ok=True)
+def world_cache(tmp_path_factory):
+    """One stage-0 cache per test session, shared by every test that builds a world."""
+    path = tmp_path_factory.mktemp("distar-cache")
     os.environ["DISTAR_CACHE"] = str(path)
     return path
 
