@@ -57,8 +57,8 @@ LONG_TRIALS = {**TINY, "train.steps": 400, "train.log_every": 20, "train.checkpo
 # steps took 35 s on one 2-core machine and 11 s on another, where the attempt finished before
 # its retry claimed the trial. So a trial of the cut sweep on the worker pauses at step
 # PAUSE_AT (distar.raytune.faults), just after the step the cut waits for (its first record),
-# until its retry has claimed the trial, at most PAUSE_S seconds (a fixed 40 s pause idled
-# ~25 s of the test, and one on the head held its only CPU from the retries)
+# until its retry has claimed the trial, at most PAUSE_S seconds (a fixed 40 s on every trial
+# also paused a trial on the head, holding its one CPU; the claim came 9 s after the cut)
 PAUSE_AT, PAUSE_S = 40, 50.0
 
 
@@ -378,8 +378,8 @@ def test_a_cut_off_worker_is_fenced_and_its_rejoining_duplicates_nothing(up):
         ["--smoke-test", "--seeds", "0", *(f"--set={k}={v}" for k, v in LONG_TRIALS.items())],
     )
     assert len(keys) == 2
+    worker = up.lan.address["worker"]
     for key in keys:  # the cut-off attempt pauses; its retry (the file consumed) runs through
-        worker = up.lan.address["worker"]
         inject(up.storage("cut") / "trials" / key, PAUSE_AT, "pause", PAUSE_S, node=worker)
     started, cut_at = time.time(), []
 
