@@ -100,9 +100,9 @@ def test_a_paused_worker_stops_once_until_its_retry_claims_the_trial(tmp_path, m
 
     monkeypatch.setattr(faults.time, "sleep", sleep)
     monkeypatch.setattr(faults.time, "monotonic", lambda: clock[0])
-    claim(tmp_path)  # the attempt that pauses
+    token = claim(tmp_path)  # the attempt that pauses
     inject(tmp_path, step=3, action="pause", seconds=2.5)
-    injector = faults.FaultInjector(tmp_path)
+    injector = faults.FaultInjector(tmp_path, token)
     for step in range(1, 7):
         injector.on_step(step, {})
     assert clock[0] == pytest.approx(2.5)  # nobody claimed it: all its seconds
@@ -111,8 +111,8 @@ def test_a_paused_worker_stops_once_until_its_retry_claims_the_trial(tmp_path, m
     assert faults.FaultInjector(tmp_path).fault is None  # the retry's: no fault
     clock[0], claim_at[:] = 0.0, [1.0]
     inject(tmp_path, step=3, action="pause", seconds=30.0, node="10.1.2.2")
-    assert faults.FaultInjector(tmp_path, "10.1.2.3").fault is None  # another node's
-    faults.FaultInjector(tmp_path, "10.1.2.2").on_step(3, {})
+    assert faults.FaultInjector(tmp_path, token, "10.1.2.3").fault is None  # another node's
+    faults.FaultInjector(tmp_path, token, "10.1.2.2").on_step(3, {})
     assert 1.0 <= clock[0] <= 1.2  # its retry claimed the trial after 1 s: it went on then
     for action, seconds in (("pause", 0.0), ("kill", 1.0)):
         with pytest.raises(ValueError, match="seconds"):

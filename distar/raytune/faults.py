@@ -23,7 +23,7 @@ import signal
 import time
 from pathlib import Path
 
-from distar.raytune.fence import ATTEMPT_FILE, owns
+from distar.raytune.fence import owns
 from distar.runtime.callbacks import Callback
 
 FAULT_FILE = "inject_fault.json"
@@ -42,11 +42,12 @@ def inject(trial_dir: Path, step: int, action: str, seconds: float = 0.0, node: 
 
 class FaultInjector(Callback):
     """Fires the fault described by ``<out_dir>/inject_fault.json`` (if any) at its step, on
-    ``node`` (this worker's node address) if the fault names a node."""
+    ``node`` (this worker's node address) if the fault names a node; ``attempt``: this attempt's
+    fencing token (a pause ends once the trial folder names another)."""
 
-    def __init__(self, out_dir: Path, node: str = "") -> None:
+    def __init__(self, out_dir: Path, attempt: str = "", node: str = "") -> None:
         path = Path(out_dir) / FAULT_FILE
-        self.path = path
+        self.path, self.attempt = path, attempt
         fault = json.loads(path.read_text()) if path.exists() else None
         self.fault = fault if fault and fault.get("node", node) == node else None
 
@@ -65,11 +66,7 @@ class FaultInjector(Callback):
             time.sleep(3600)
 
     def pause(self, seconds: float) -> None:
-        """Until the trial folder names a later attempt than the one this step ran under (the
-        fence, first of the callbacks, let this step through: the folder named it), for at
-        most ``seconds``."""
-        attempt = self.path.with_name(ATTEMPT_FILE)
-        token = attempt.read_text() if attempt.exists() else ""
+        """Until a later attempt claims the trial folder, for at most ``seconds``."""
         deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline and owns(self.path.parent, token):
+        while time.monotonic() < deadline and owns(self.path.parent, self.attempt):
             time.sleep(min(0.2, max(deadline - time.monotonic(), 0.0)))

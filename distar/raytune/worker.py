@@ -42,7 +42,8 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     callbacks: list[Callback] = [Fence(out_dir, loop_config["attempt"])]
     if rank0:
         callbacks.append(JsonlLogger(out_dir, attempt=loop_config["attempt"]))
-        callbacks.append(FaultInjector(out_dir, node))  # last: the step it fires at is logged
+        # last: the step it fires at is logged
+        callbacks.append(FaultInjector(out_dir, loop_config["attempt"], node))
     trainer = Trainer(config, callbacks=callbacks, benchmarks=benchmark_evaluator(config))
     if rank0:
         timing.mark(out_dir, "trainer_built")
