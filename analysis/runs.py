@@ -15,6 +15,7 @@ from distar.config.tree import ConfigError
 from distar.track import tracking
 from distar.track.tracking import (
     check_tracking_server,
+    finished,
     missing_store,
     setting_label,
 )
@@ -89,14 +90,6 @@ def swept_columns(runs: pd.DataFrame) -> list[str]:
     params = [c for c in runs.columns if c.startswith("params.") and c not in NOT_SWEPT]
     by_label = runs.groupby("tags.distar.label")[params].nunique(dropna=False)
     return [c for c in params if (by_label[c] > 1).any()]
-
-
-def finished(group: pd.DataFrame) -> pd.Series:
-    """Runs that finished training (status FINISHED and the final-step tag): the only seeds."""
-    done = group["status"] == "FINISHED"
-    if "tags.distar.final_step" in group:
-        done &= group["tags.distar.final_step"].notna() & (group["tags.distar.final_step"] != "")
-    return done
 
 
 def summarise(

@@ -6,7 +6,9 @@
 
 The search runs once per ``--search-seeds`` seed (default 0 to 4: one seed's figure is luck as
 much as method), per ``--samplers`` entry (default: gp, the default search's; also tpe and
-pareto -- ``search.py --sampler``) and per ``--stoppers`` entry (default: ASHA, the default
+pareto -- ``search.py --sampler``), warm-started from the grid's finished runs with
+``--warm-start`` (its figure is then the compute a search adds after the grid), and per
+``--stoppers`` entry (default: ASHA, the default
 search's; also ``paired`` and ``both`` -- ``search.py --stopper``; the paired stopper's run sd
 is the world preset's unless ``--stop-run-sd``), with ``--prior`` (``search.py --prior``,
 default table2-best, the search's); the figure per seed, their median and their worst are
@@ -98,6 +100,12 @@ def main() -> None:
     p.add_argument(
         "--prior", default="table2-best", help="search.py --prior (table2-best, table2, none)"
     )
+    p.add_argument(
+        "--warm-start",
+        action="store_true",
+        help="each search starts from the grid's finished runs (search.py --warm-start GRID): "
+        "its compute is then what the search adds after the grid",
+    )
     p.add_argument("--asha-reduction", type=int, help="search.py --asha-reduction")
     p.add_argument("--stop-run-sd", type=float, help="search.py --stop-run-sd")
     p.add_argument("--max-concurrent", type=int, help="search.py --max-concurrent")
@@ -115,7 +123,7 @@ def main() -> None:
         run("ablation_grid.py", args.grid, ["--seeds", "0", "--steps", str(args.steps)])
     searches = {"given": args.search} if args.search else {}
     for sampler, stopper in [] if args.search else product(args.samplers, args.stoppers):
-        name = f"{sampler}-{stopper}"
+        name = f"{sampler}-{stopper}" + ("-warm" if args.warm_start else "")
         searches[name] = []
         for seed in args.search_seeds:
             searches[name].append(tmp / f"search-{name}-s{seed}")
@@ -124,6 +132,8 @@ def main() -> None:
                 optional += ["--asha-reduction", str(args.asha_reduction)]
             if args.max_concurrent:
                 optional += ["--max-concurrent", str(args.max_concurrent)]
+            if args.warm_start:
+                optional += ["--warm-start", str(args.grid)]
             flags = {
                 "--samples": args.samples,
                 "--steps": args.steps,

@@ -36,6 +36,7 @@ from distar.raytune.searcher import (
     search_tune_config,
 )
 from distar.raytune.settings import SWEEP_REFUSALS, SweepSettings, preflight_sweep
+from distar.raytune.warm import untrained
 from distar.util.refusals import Outputs, refusing
 
 # --prior: how many of Table 2's DI* rows (best published first) the search tries first
@@ -140,6 +141,14 @@ def build_parser() -> argparse.ArgumentParser:
         f"...) only in the best 1/R there (default {ASHA_REDUCTION}: with 4 evaluations, one "
         "cut, at the first)",
     )
+    p.add_argument(
+        "--warm-start",
+        metavar="STORE",
+        help="a finished sweep's MLflow store (its --storage folder, e.g. runs/table2, or a "
+        "tracking URI): its finished runs trained as this search's trials are (same world, "
+        "loss, optimiser, --steps) at a setting inside the ranges are the GP's first "
+        "observations, and the --prior points among them are not trained again (--sampler gp)",
+    )
     SweepSettings.add_arguments(p, "distar-search", "search", "runs/search")
     p.add_argument("--dry-run", action="store_true", help="print base config and space, exit")
     p.add_argument(
@@ -195,6 +204,8 @@ def check_flags(args: argparse.Namespace) -> None:
         raise ConfigError(f"--stop-run-sd: got {args.stop_run_sd}; allowed: 0 <= SD, finite")
     if args.stop_run_sd is not None and args.stopper == "asha":
         raise ConfigError("--stop-run-sd: only with --stopper paired or both (ASHA ignores it)")
+    if args.warm_start is not None and args.sampler != "gp":
+        raise ConfigError(f"--warm-start: only with --sampler gp, not {args.sampler}")
     if not 2 <= args.asha_reduction <= 1000:
         raise ConfigError(f"--asha-reduction: got {args.asha_reduction}; allowed: 2 to 1000")
     if args.evals > args.steps:
@@ -272,6 +283,37 @@ def prior_line(points: list[dict]) -> str:
     return ", ".join(f"{g} {r:g}/{c:g} c={h:g}" for g, r, c, h in values) or "none"
 
 
+def warm_start(args: argparse.Namespace, base: Config, ranges: tuple, objective: dict) -> list:
+    """--warm-start's observations (:mod:`distar.raytune.warm`), printed with every run left
+    out and why; a store that is missing, unreadable or holds none is refused naming the flag."""
+    if args.warm_start is None:
+        return []
+    from distar.raytune.warm import read_runs, store_uri, warm_points
+    from distar.track import tracking
+
+    uri = store_uri(args.warm_start)
+    missing = tracking.missing_store(uri)
+    if missing:
+        raise ConfigError(f"--warm-start: no MLflow store at {missing} (a finished sweep's)")
+    try:
+        tracking.check_tracking_server(uri)
+        runs = read_runs(uri)
+    except (tracking.TrackingStoreError, *tracking.TRACKING_ERRORS) as error:
+        raise ConfigError(f"--warm-start: {uri} cannot be read ({type(error).__name__})") from None
+    flat = base.to_flat()
+    points, skipped = ([], []) if runs.empty else warm_points(runs, flat, ranges, objective)
+    if not points:
+        why = "; ".join(skipped[:3]) or "no trial runs"
+        raise ConfigError(f"--warm-start: no run at {uri} observes this search's trials ({why})")
+    print(f"warm start from {uri}: {len(points)} finished runs, observed before the first trial:")
+    for p in points:
+        shown = f"{objective['metric']} {p.value:.4g}, floor shortfall {p.shortfall:.4g}"
+        print(f"  {p.label}: {shown}")
+    for line in skipped:
+        print(f"  left out: {line}")
+    return points
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return refusing(lambda outputs: run(args, outputs), extra=SWEEP_REFUSALS)
@@ -292,6 +334,8 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
     preflight_sweep(base, args.dry_run)  # every file a trial reads, before Ray starts
     ranges = (tuple(args.alpha_rew_range), tuple(args.alpha_cfg_range), tuple(args.huber_c_range))
     prior = paper_prior(base.loss.huber_c, *ranges)[: PRIORS[args.prior]]
+    warm = warm_start(args, base, ranges, objective)
+    prior = untrained(prior, warm)  # a warm run observed it: not trained again
     if args.dry_run:
         print(base.to_yaml(), end="")
         print(
@@ -331,6 +375,7 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
         args.sampler,
         objective["floor"],
         args.asha_reduction,
+        warm,
     )
     stop = paired_stopper(
         args.stopper,
@@ -351,6 +396,8 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
         "sampler": args.sampler,
         "prior": args.prior,
         "asha_reduction": args.asha_reduction,
+        "warm_start": args.warm_start,
+        "warm_runs": len(warm),
         "stop_alpha": args.stop_alpha,
         "stop_run_sd": args.stop_run_sd,
     }

@@ -116,6 +116,7 @@ def optuna_searcher(
     objectives: tuple[str, str],
     floor: float | None,
     prior: list[dict[str, Any]] | None = None,
+    warm: list | None = None,
 ):
     """Tune's OptunaSearch with ``sampler`` (seeded), over ``objectives`` = (metric, floor
     metric) and the floor the scalar objective holds (what ASHA stops on and the search is
@@ -130,7 +131,9 @@ def optuna_searcher(
       front instead of climbing the objective.
 
     ``prior`` (:func:`paper_prior`): points tried first; the sampler's first draw waits until
-    each of them has reported its first evaluation (:func:`floor_search_class`)."""
+    each of them has reported its first evaluation (:func:`floor_search_class`). ``warm``
+    (gp only; :class:`distar.raytune.warm.WarmPoint`): finished runs the GP observes before the
+    first trial; its random first draws count them."""
     import optuna
 
     if sampler not in SAMPLERS:
@@ -140,12 +143,15 @@ def optuna_searcher(
     startup = max(3, num_samples // 4)
     metrics = [logged_name(m) for m in objectives]
     modes = ["min" if lower_is_better(m) else "max" for m in objectives]
+    if warm and sampler != "gp":
+        raise ValueError(f"warm start: only with sampler gp, not {sampler!r}")
     if sampler == "gp":
         if floor is None:
             raise ValueError("sampler gp: needs the floor metric's floor")
         chosen = optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)
         return floor_search_class()(
             FloorShortfall(objectives[1], floor),
+            warm=warm,
             metric=metrics[0],
             mode=modes[0],
             sampler=chosen,
@@ -175,12 +181,31 @@ def floor_search_class():
         5 searcher seeds a random draw that scored under a third of the prior trial's first
         evaluation trained all 200 steps)."""
 
-        def __init__(self, shortfall, **kwargs) -> None:
+        def __init__(self, shortfall, warm=None, **kwargs) -> None:
             super().__init__(**kwargs)
             self.shortfall = shortfall
+            self.warm = list(warm or ())
             # prior points not yet suggested
             self.prior_left = len(kwargs.get("points_to_evaluate") or ())
             self.prior_unseen: set[str] = set()  # prior trials without a result yet
+
+        def _setup_study(self, mode):
+            """The study, then each warm run told as a finished trial with its constraint,
+            before the prior's points are queued (Optuna asks queued points first)."""
+            from ray.tune.utils.util import validate_warmstart
+
+            queued, self._points_to_evaluate = self._points_to_evaluate, []
+            super()._setup_study(mode)  # the study, nothing queued
+            for point in self.warm:
+                self._ot_study.enqueue_trial(point.params)
+                trial = self._ot_study.ask(self._space)
+                trial.set_constraint(CONSTRAINT, point.shortfall)
+                self._ot_study.tell(trial, point.value)
+            self._points_to_evaluate = queued
+            if queued:
+                validate_warmstart(self._space, queued)  # as OptunaSearch's own would
+                for point in queued:
+                    self._ot_study.enqueue_trial(point)
 
         def suggest(self, trial_id):
             if not self.prior_left and self.prior_unseen:
@@ -215,6 +240,7 @@ def search_tune_config(
     sampler: str = "gp",
     floor: float | None = None,
     reduction: int = ASHA_REDUCTION,
+    warm: list | None = None,
 ):
     """The search's TuneConfig: :func:`optuna_searcher` (``floor``: the floor metric's floor,
     or ceiling); with ``stopper`` asha or both, ASHA stops weak trials on the scalar
@@ -223,7 +249,7 @@ def search_tune_config(
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    searcher = optuna_searcher(sampler, num_samples, seed, objectives, floor, prior)
+    searcher = optuna_searcher(sampler, num_samples, seed, objectives, floor, prior, warm)
     scheduler = (
         ASHAScheduler(
             metric="objective",

@@ -89,6 +89,16 @@ def runs_frame(uri: str, experiment_ids: list[str], search_filter: str):
     return mlflow.search_runs(experiment_ids, search_filter, output_format="pandas")
 
 
+def finished(runs):
+    """Runs of a :func:`runs_frame` that finished training (status FINISHED and the final-step
+    tag): the only seeds a table counts, the only observations a warm start takes."""
+    done = runs["status"] == "FINISHED"
+    if f"tags.{FINAL_STEP_TAG}" in runs:
+        tag = runs[f"tags.{FINAL_STEP_TAG}"]
+        done &= tag.notna() & (tag != "")
+    return done
+
+
 def setting_label(label: str, values: dict[str, object]) -> str:
     """A row at one setting of its swept parameters, ``label · loss.huber_c=0.05``: the report's
     row name, and the runs-table group (``GROUP_TAG``) of a grid that crosses them."""

@@ -1,0 +1,120 @@
+"""Warm start: a finished sweep's runs (the Table 2 grid's, an earlier search's) as the search's
+first observations, so its sampler models from its first trial instead of drawing at random.
+
+A run counts only where it is an observation of the function the search samples: the same
+world, loss, noise, optimiser and training length as the search's trials (its ``params.*`` equal
+the search's base config), a setting inside the searched ranges, finished, with both searched
+metrics. Its value is the metric at its final evaluation, as a searched trial's is."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from distar.config import paper
+from distar.config.benchmarks import logged_name
+from distar.raytune.searcher import PARAMETER, FloorShortfall
+from distar.track import tracking
+
+# Config keys a warm run may differ in from the search's base: what the searcher sets, and what
+# decides where, how often or how precisely a run was measured, not what it trained.
+SEARCHED = ("loss.huber_c", "loss.guidance", "loss.reward_scale", "loss.cfg_scale")
+SEARCHED += ("loss.cfg_convention", "train.seed")
+HOW_RUN = ("train.out_dir", "train.device", "train.log_every", "train.eval_every")
+HOW_RUN += ("train.checkpoint_every", "resources.use_gpu", "resources.cpus_per_worker")
+HOW_RUN += ("resources.max_failures", "resources.strategy", "resources.cpu_offload")
+HOW_RUN += ("world.cache_dir",)
+# evaluation size and seed change a metric's noise, not its expectation; plotting changes neither
+MEASURED = ("eval.samples_per_prompt", "eval.images_per_prompt", "eval.batch_size")
+MEASURED += ("eval.seed", "eval.plot")
+NOT_COMPARED = frozenset(SEARCHED + HOW_RUN + MEASURED)
+
+
+@dataclass(frozen=True)
+class WarmPoint:
+    """One finished run as the searcher sees it: its setting (Optuna parameter names,
+    :data:`PARAMETER`), its metric and its floor shortfall (<= 0: the floor held)."""
+
+    params: dict[str, Any]
+    value: float
+    shortfall: float
+    label: str
+
+
+def store_uri(source: str) -> str:
+    """``--warm-start``: a tracking URI as given, or a sweep's ``--storage`` folder (its
+    ``mlflow.db``)."""
+    if "://" in source:
+        return source
+    return tracking.default_tracking_uri(Path(source))
+
+
+def read_runs(uri: str):
+    """Every trial run of every experiment in the store (MLflow's frame)."""
+    experiments = tracking.client(uri).search_experiments()
+    ids = [e.experiment_id for e in experiments]
+    return tracking.runs_frame(uri, ids, "tags.`distar.trial` != ''")
+
+
+def warm_points(
+    runs, base_flat: dict[str, Any], ranges: tuple, objective: dict
+) -> tuple[list[WarmPoint], list[str]]:
+    """The runs that observe the searched function (module docstring), as :class:`WarmPoint`;
+    and one line per run left out, saying why. ``ranges``: (alpha_rew, alpha_cfg, huber_c)."""
+    metric = f"metrics.{logged_name(objective['metric'])}"
+    floor = f"metrics.{logged_name(objective['floor_metric'])}"
+    shortfall = FloorShortfall(objective["floor_metric"], objective["floor"])
+    points, skipped = [], []
+    for (_, run), done in zip(runs.iterrows(), tracking.finished(runs), strict=True):
+        label = run.get("tags.distar.label") or run.get("run_id", "?")
+        why = unusable(run, done, base_flat, ranges, (metric, floor))
+        if why:
+            skipped.append(f"{label}: {why}")
+            continue
+        setting = {
+            PARAMETER["guidance"]: run["params.loss.guidance"],
+            PARAMETER["alpha_rew"]: float(run[f"params.{paper.ALPHA_REW}"]),
+            PARAMETER["alpha_cfg"]: float(run[f"params.{paper.ALPHA_CFG}"]),
+            PARAMETER["huber_c"]: float(run["params.loss.huber_c"]),
+        }
+        result = {logged_name(objective["floor_metric"]): float(run[floor])}
+        points.append(WarmPoint(setting, float(run[metric]), shortfall(result), str(label)))
+    return points, skipped
+
+
+def unusable(
+    run, done: bool, base_flat: dict[str, Any], ranges: tuple, metrics: tuple[str, str]
+) -> str:
+    """Why ``run`` (``done``: it finished training) is no observation of the searched function
+    ('' where it is one)."""
+    if not done:
+        return f"not finished ({run.get('status')})"
+    for column in metrics:
+        value = run.get(column)
+        if value is None or not math.isfinite(float(value)):
+            return f"no {column.removeprefix('metrics.')}"
+    for key, value in base_flat.items():
+        if key not in NOT_COMPARED and run.get(f"params.{key}") != str(value):
+            return f"{key} {run.get(f'params.{key}')} (the search's: {value})"
+    names = (paper.ALPHA_REW, paper.ALPHA_CFG, "loss.huber_c")
+    for name, (low, high) in zip(names, ranges, strict=True):
+        value = float(run.get(f"params.{name}", "nan"))
+        if not low <= value <= high:
+            return f"{name} {value:g} outside the searched {low:g} to {high:g}"
+    if run.get("params.loss.guidance") not in ("in", "out"):
+        return f"loss.guidance {run.get('params.loss.guidance')}"
+    return ""
+
+
+def untrained(prior: list[dict[str, Any]], warm: list[WarmPoint]) -> list[dict[str, Any]]:
+    """The prior's points that no warm run already observed (those are not trained again)."""
+
+    def same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+        return all(
+            a[k] == b[k] if isinstance(a[k], str) else math.isclose(a[k], b[k], rel_tol=1e-9)
+            for k in PARAMETER.values()
+        )
+
+    return [p for p in prior if not any(same(p, w.params) for w in warm)]
