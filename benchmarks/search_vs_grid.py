@@ -6,13 +6,13 @@
 
 The search runs once per ``--search-seeds`` seed (default 0 to 4: one seed's figure is luck as
 much as method), per ``--samplers`` entry (default: gp, the default search's; also tpe and
-pareto -- ``search.py --sampler``), warm-started from the grid's finished runs with
-``--warm-start`` (its figure is then the compute a search adds after the grid), and per
-``--stoppers`` entry (default: ASHA, the default
+pareto -- ``search.py --sampler``) and per ``--stoppers`` entry (default: ASHA, the default
 search's; also ``paired`` and ``both`` -- ``search.py --stopper``; the paired stopper's run sd
 is the world preset's unless ``--stop-run-sd``), with ``--prior`` (``search.py --prior``,
 default table2-best, the search's); the figure per seed, their median and their worst are
-printed per sampler and stopper.
+printed per sampler and stopper. ``--warm-start`` starts each search from the grid's finished
+runs (``search.py --warm-start GRID``): its figure is then the compute a search adds after the
+grid.
 
 The objective is the search's scalar (``--metric`` minus ``--penalty`` per unit that
 ``--floor-metric`` falls below ``--floor``; default: reward with precision >= 0.9), computed for

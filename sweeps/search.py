@@ -284,27 +284,13 @@ def prior_line(points: list[dict]) -> str:
 
 
 def warm_start(args: argparse.Namespace, base: Config, ranges: tuple, objective: dict) -> list:
-    """--warm-start's observations (:mod:`distar.raytune.warm`), printed with every run left
-    out and why; a store that is missing, unreadable or holds none is refused naming the flag."""
+    """--warm-start's observations (:func:`distar.raytune.warm.load`), printed with every run
+    left out and why."""
     if args.warm_start is None:
         return []
-    from distar.raytune.warm import read_runs, store_uri, warm_points
-    from distar.track import tracking
+    from distar.raytune.warm import load
 
-    uri = store_uri(args.warm_start)
-    missing = tracking.missing_store(uri)
-    if missing:
-        raise ConfigError(f"--warm-start: no MLflow store at {missing} (a finished sweep's)")
-    try:
-        tracking.check_tracking_server(uri)
-        runs = read_runs(uri)
-    except (tracking.TrackingStoreError, *tracking.TRACKING_ERRORS) as error:
-        raise ConfigError(f"--warm-start: {uri} cannot be read ({type(error).__name__})") from None
-    flat = base.to_flat()
-    points, skipped = ([], []) if runs.empty else warm_points(runs, flat, ranges, objective)
-    if not points:
-        why = "; ".join(skipped[:3]) or "no trial runs"
-        raise ConfigError(f"--warm-start: no run at {uri} observes this search's trials ({why})")
+    uri, points, skipped = load(args.warm_start, base.to_flat(), ranges, objective)
     print(f"warm start from {uri}: {len(points)} finished runs, observed before the first trial:")
     for p in points:
         shown = f"{objective['metric']} {p.value:.4g}, floor shortfall {p.shortfall:.4g}"
@@ -396,11 +382,11 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
         "sampler": args.sampler,
         "prior": args.prior,
         "asha_reduction": args.asha_reduction,
-        "warm_start": args.warm_start,
-        "warm_runs": len(warm),
         "stop_alpha": args.stop_alpha,
         "stop_run_sd": args.stop_run_sd,
     }
+    if warm:  # only then: a search started before --warm-start existed still resumes
+        definition |= {"warm_start": args.warm_start, "warm_runs": len(warm)}
     rows = run_sweep([], settings, tune_config, space, objective, definition, stop)
     if stop is not None:
         for trial, why in stop.stopped.items():

@@ -203,7 +203,7 @@ def floor_search_class():
                 self._ot_study.tell(trial, point.value)
             self._points_to_evaluate = queued
             if queued:
-                validate_warmstart(self._space, queued)  # as OptunaSearch's own would
+                validate_warmstart(self._space, queued, None)  # as OptunaSearch's own would
                 for point in queued:
                     self._ot_study.enqueue_trial(point)
 

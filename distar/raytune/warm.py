@@ -15,6 +15,7 @@ from typing import Any
 
 from distar.config import paper
 from distar.config.benchmarks import logged_name
+from distar.config.tree import ConfigError
 from distar.raytune.searcher import PARAMETER, FloorShortfall
 from distar.track import tracking
 
@@ -51,11 +52,27 @@ def store_uri(source: str) -> str:
     return tracking.default_tracking_uri(Path(source))
 
 
-def read_runs(uri: str):
-    """Every trial run of every experiment in the store (MLflow's frame)."""
-    experiments = tracking.client(uri).search_experiments()
-    ids = [e.experiment_id for e in experiments]
-    return tracking.runs_frame(uri, ids, "tags.`distar.trial` != ''")
+def load(
+    source: str, base_flat: dict[str, Any], ranges: tuple, objective: dict
+) -> tuple[str, list[WarmPoint], list[str]]:
+    """``--warm-start source``: its store's URI, its runs that observe the searched function
+    (:func:`warm_points`) and why each other run is left out. A store that is missing,
+    unreadable or holds no such run is refused naming the flag."""
+    uri = store_uri(source)
+    missing = tracking.missing_store(uri)
+    if missing:
+        raise ConfigError(f"--warm-start: no MLflow store at {missing} (a finished sweep's)")
+    try:
+        tracking.check_tracking_server(uri)
+        ids = [e.experiment_id for e in tracking.client(uri).search_experiments()]
+        runs = tracking.runs_frame(uri, ids, "tags.`distar.trial` != ''")
+    except (tracking.TrackingStoreError, *tracking.TRACKING_ERRORS) as error:
+        raise ConfigError(f"--warm-start: {uri} cannot be read ({type(error).__name__})") from None
+    points, skipped = ([], []) if runs.empty else warm_points(runs, base_flat, ranges, objective)
+    if not points:
+        why = "; ".join(skipped[:3]) or "no trial runs"
+        raise ConfigError(f"--warm-start: no run at {uri} observes this search's trials ({why})")
+    return uri, points, skipped
 
 
 def warm_points(
