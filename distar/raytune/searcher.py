@@ -182,9 +182,9 @@ def floor_search_class():
         evaluation trained all 200 steps)."""
 
         def __init__(self, shortfall, warm=None, **kwargs) -> None:
+            self.warm = list(warm or ())  # first: OptunaSearch sets up a study given a space
             super().__init__(**kwargs)
             self.shortfall = shortfall
-            self.warm = list(warm or ())
             # prior points not yet suggested
             self.prior_left = len(kwargs.get("points_to_evaluate") or ())
             self.prior_unseen: set[str] = set()  # prior trials without a result yet
