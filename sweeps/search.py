@@ -294,6 +294,8 @@ def warm_start(args: argparse.Namespace, base: Config, ranges: tuple, objective:
     print(f"warm start from {uri}: {len(points)} finished runs, observed before the first trial:")
     for p in points:
         shown = f"{objective['metric']} {p.value:.4g}, floor shortfall {p.shortfall:.4g}"
+        if p.rungs:  # ASHA's rungs record them (searcher.record_warm_rungs)
+            shown += "; objective at its evaluations " + ", ".join(f"{r:.4g}" for r in p.rungs)
         print(f"  {p.label}: {shown}")
     for line in skipped:
         print(f"  left out: {line}")

@@ -8,8 +8,9 @@ metrics. Its value is the metric at its final evaluation, as a searched trial's 
 
 from __future__ import annotations
 
+import contextlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from distar.config import paper
 from distar.config.benchmarks import logged_name
 from distar.config.tree import ConfigError
 from distar.raytune.searcher import PARAMETER, FloorShortfall
+from distar.raytune.spec import Objective
 from distar.track import tracking
 
 # Config keys a warm run may differ in from the search's base: what the searcher sets, and what
@@ -42,6 +44,8 @@ class WarmPoint:
     value: float
     shortfall: float
     label: str
+    run_id: str = ""  # where its evaluations fall where the search's do (else "")
+    rungs: tuple[float, ...] = ()  # the scalar objective at each of those evaluations
 
 
 def store_uri(source: str) -> str:
@@ -56,23 +60,60 @@ def load(
     source: str, base_flat: dict[str, Any], ranges: tuple, objective: dict
 ) -> tuple[str, list[WarmPoint], list[str]]:
     """``--warm-start source``: its store's URI, its runs that observe the searched function
-    (:func:`warm_points`) and why each other run is left out. A store that is missing,
-    unreadable or holds no such run is refused naming the flag."""
+    (:func:`warm_points`, with their objective at each evaluation where those fall where the
+    search's do) and why each other run is left out. A store that is missing, unreadable or
+    holds no such run is refused naming the flag."""
     uri = store_uri(source)
     missing = tracking.missing_store(uri)
     if missing:
         raise ConfigError(f"--warm-start: no MLflow store at {missing} (a finished sweep's)")
-    try:
+    with readable(uri):
         tracking.check_tracking_server(uri)
-        ids = [e.experiment_id for e in tracking.client(uri).search_experiments()]
+        client = tracking.client(uri)
+        ids = [e.experiment_id for e in client.search_experiments()]
         runs = tracking.runs_frame(uri, ids, "tags.`distar.trial` != ''")
-    except (tracking.TrackingStoreError, *tracking.TRACKING_ERRORS) as error:
-        raise ConfigError(f"--warm-start: {uri} cannot be read ({type(error).__name__})") from None
     points, skipped = ([], []) if runs.empty else warm_points(runs, base_flat, ranges, objective)
     if not points:
         why = "; ".join(skipped[:3]) or "no trial runs"
         raise ConfigError(f"--warm-start: no run at {uri} observes this search's trials ({why})")
+    steps, every = base_flat["train.steps"], base_flat["train.eval_every"]
+    with readable(uri):
+        points = [
+            replace(p, rungs=rung_values(client, p.run_id, steps, every, objective))
+            if p.run_id
+            else p
+            for p in points
+        ]
     return uri, points, skipped
+
+
+@contextlib.contextmanager
+def readable(uri: str):
+    """What reading the store raises (down, unreachable, not MLflow's) as one line naming
+    ``--warm-start``."""
+    try:
+        yield
+    except (tracking.TrackingStoreError, *tracking.TRACKING_ERRORS) as error:
+        raise ConfigError(f"--warm-start: {uri} cannot be read ({type(error).__name__})") from None
+
+
+def rung_values(client, run_id: str, steps: int, every: int, objective: dict) -> tuple[float, ...]:
+    """The run's scalar objective (:class:`Objective`) at each evaluation of a run of ``steps``
+    evaluated every ``every`` steps (and at the end), as ASHA's rungs record a trial's; up to
+    the first evaluation the run has no record of."""
+    score = Objective(**objective)
+    names = (objective["metric"], objective["floor_metric"])
+    history = {
+        n: {m.step: m.value for m in client.get_metric_history(run_id, logged_name(n))}
+        for n in names
+    }
+    values = []
+    for k in range(1, -(-steps // every) + 1):
+        step = min(k * every, steps)
+        if any(step not in history[n] for n in names):
+            break
+        values.append(score({n: history[n][step] for n in names}))
+    return tuple(values)
 
 
 def warm_points(
@@ -97,7 +138,9 @@ def warm_points(
             PARAMETER["huber_c"]: float(run["params.loss.huber_c"]),
         }
         result = {logged_name(objective["floor_metric"]): float(run[floor])}
-        points.append(WarmPoint(setting, float(run[metric]), shortfall(result), str(label)))
+        same = run.get("params.train.eval_every") == str(base_flat["train.eval_every"])
+        run_id = str(run["run_id"]) if same else ""
+        points.append(WarmPoint(setting, float(run[metric]), shortfall(result), str(label), run_id))
     return points, skipped
 
 
