@@ -147,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="a finished sweep's MLflow store (its --storage folder, e.g. runs/table2, or a "
         "tracking URI): its finished runs trained as this search's trials are (same world, "
         "loss, optimiser, --steps) at a setting inside the ranges are the GP's first "
-        "observations, and the --prior points among them are not trained again (--sampler gp)",
+        "observations and ASHA's first records at each evaluation; the --prior points among "
+        "them are not trained again (--sampler gp)",
     )
     SweepSettings.add_arguments(p, "distar-search", "search", "runs/search")
     p.add_argument("--dry-run", action="store_true", help="print base config and space, exit")

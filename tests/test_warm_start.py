@@ -46,6 +46,7 @@ def fake_run(base: dict, label: str, **changes) -> dict:
     metric_keys = ("reward", "precision", "status")
     row = {f"params.{k}": str(v) for k, v in params.items() if k not in metric_keys}
     return row | {
+        "run_id": label,
         "status": changes.get("status", "FINISHED"),
         "tags.distar.final_step": str(params["train.steps"]),
         "tags.distar.label": label,
@@ -64,12 +65,14 @@ def test_a_warm_start_observes_only_runs_trained_as_the_searchs_trials():
     runs = pd.DataFrame(
         [
             fake_run(base, "kept", **{"loss.guidance": "out", "loss.huber_c": 0.3}),
-            # another seed, folder and evaluation size: the same function, measured again
+            # another seed, folder, evaluation size and schedule: the same function, measured
+            # again (at other steps: no objective at the search's evaluations)
             fake_run(
                 base,
                 "other seed",
                 precision=0.95,
                 **{"train.seed": 4, "train.out_dir": "/x", "eval.samples_per_prompt": 7},
+                **{"train.eval_every": 2},
             ),
             fake_run(base, "kl", **{"loss.divergence": "kl"}),
             fake_run(base, "sim", **{"paper.alpha_rew": 0.0}),
@@ -85,6 +88,7 @@ def test_a_warm_start_observes_only_runs_trained_as_the_searchs_trials():
     assert points[0].params == setting("out", 100.0, 7.5, 0.3)
     assert points[0].value == 0.05 and points[0].shortfall == pytest.approx(0.9 - 0.93)
     assert points[1].shortfall == pytest.approx(-0.05)  # precision 0.95: 0.05 above the floor
+    assert [p.run_id for p in points] == ["kept", ""]  # only where the evaluations fall alike
     why = dict(line.split(": ", 1) for line in skipped)
     assert why["kl"].startswith("loss.divergence kl (the search's: score)")
     assert "paper.alpha_rew 0 outside" in why["sim"] and "loss.huber_c 3 outside" in why["c"]
@@ -95,6 +99,58 @@ def test_a_warm_start_observes_only_runs_trained_as_the_searchs_trials():
     # the prior's point a warm run observed is not trained again; the others are
     prior = paper_prior(0.1, *RANGES)[:2]  # DI*-Out 100/7.5, DI*-In 100/7.5
     assert untrained(prior, [WarmPoint(setting("out", 100.0, 7.5), 0.0, 0.0, "")]) == prior[1:]
+
+
+def test_a_warm_runs_objective_at_each_evaluation_of_the_searchs_schedule():
+    """From the run's metric history at the search's evaluation steps (every 3 of 7 steps: 3,
+    6 and the end, 7), the scalar objective (reward less 10 per unit of precision below 0.9);
+    a history that stops early gives the evaluations up to there."""
+    from types import SimpleNamespace
+
+    from distar.raytune.warm import rung_values
+
+    histories = {
+        "eval/reward": {3: 0.02, 6: 0.05, 7: 0.06, 5: 9.0},
+        "eval/precision": {3: 0.95, 6: 0.92, 7: 0.89, 5: 0.0},
+    }
+
+    class Client:
+        def get_metric_history(self, run_id, key):
+            return [SimpleNamespace(step=k, value=v) for k, v in histories[key].items()]
+
+    assert rung_values(Client(), "r", 7, 3, OBJECTIVE) == pytest.approx((0.02, 0.05, -0.04))
+    del histories["eval/precision"][7]
+    assert rung_values(Client(), "r", 7, 3, OBJECTIVE) == pytest.approx((0.02, 0.05))
+
+
+def test_asha_judges_the_first_trials_against_the_warm_runs_too():
+    """The GP's first two trials start together; the one about to fall below the floor has the
+    higher first evaluation (measured: 0.0382 against 0.0358, searcher seed 6). Judged against
+    it alone, the other is cut; judged against the warm runs' first evaluations as well (the
+    grid's, 0.008-0.025) it goes on, while a weak trial is still cut. Mutation, run here: the
+    same events without the warm runs cut it."""
+    rungs = [(0.0223,), (0.0218,), (0.0101,), (0.0077,), (0.0250,)]
+    warm = [WarmPoint(setting("in", 1.0, 0.0), 0.0, 0.0, "", "r", r) for r in rungs]
+    events = [("collapses", 1, 0.0382), ("ends_best", 1, 0.0358), ("weak", 1, 0.009)]
+    assert warm_asha_stops(events, warm) == {"weak"}
+    assert warm_asha_stops(events, []) == {"ends_best", "weak"}
+
+
+def warm_asha_stops(events: list[tuple[str, int, float]], warm: list[WarmPoint]) -> set[str]:
+    """The trials the search's ASHA stops, given ``warm`` runs and fed ``events`` (trial,
+    evaluation, objective) in the order trials report them."""
+    from types import SimpleNamespace
+
+    asha = search_tune_config(11, 2, 0, 4, ("reward", "precision"), floor=0.9, warm=warm)
+    asha = asha.scheduler
+    stopped: set[str] = set()
+    for name, evaluation, value in events:
+        trial = SimpleNamespace(trial_id=name)
+        asha.on_trial_add(None, trial)
+        result = {"training_iteration": evaluation, "objective": value}
+        if asha.on_trial_result(None, trial, result) == "STOP":
+            stopped.add(name)
+    return stopped
 
 
 def first_suggestion(seed: int, warm: list[WarmPoint] | None, prior=None) -> TrialSpec:
@@ -139,12 +195,15 @@ def test_the_search_reads_a_grids_store_and_refuses_what_it_cannot_use(gmm_smoke
     storage, _ = gmm_smoke
     # the smoke grid's config: TINY over the preset's smoke settings (assistant fit 200 steps)
     sets = [f"--set={k}={v}" for k, v in TINY.items() if k != "train.steps"]
-    flags = ["--steps", "6", "--evals", "2", "--samples", "3", *sets]
+    # --evals 6: every step, as the smoke grid's schedule (steps // 4 = 1)
+    flags = ["--steps", "6", "--evals", "6", "--samples", "3", *sets]
     same = [*flags, "--set=world.assistant_fit_steps=200", "--warm-start", str(storage)]
     code, out, err = dry_run("search", same)
     assert code == 0, err
     assert "2 finished runs, observed before the first trial" in out
-    assert out.count("  DI*-In α_rew 100, α_cfg 7.5: reward ") == 2
+    kept = [x for x in out.splitlines() if x.startswith("  DI*-In α_rew 100, α_cfg 7.5: reward ")]
+    assert len(kept) == 2  # and each with its objective at the 6 evaluations, from its history
+    assert all(len(x.split("objective at its evaluations ")[1].split(", ")) == 6 for x in kept)
     assert out.count("left out: KL, no CFG: loss.divergence kl (the search's: score)") == 2
     code, _, err = dry_run("search", [*flags, "--warm-start", str(storage)])
     assert code == 2 and "--warm-start: no run at sqlite:///" in err
