@@ -144,11 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--warm-start",
         metavar="STORE",
-        help="a finished sweep's MLflow store (its --storage folder, e.g. runs/table2, or a "
-        "tracking URI): its finished runs trained as this search's trials are (same world, "
-        "loss, optimiser, --steps) at a setting inside the ranges are the GP's first "
-        "observations and ASHA's first records at each evaluation; the --prior points among "
-        "them are not trained again (--sampler gp)",
+        help="a finished sweep's store (its --storage, e.g. runs/table2, or tracking URI): "
+        "its runs trained as this search's trials are, inside the ranges, are the GP's first "
+        "observations and ASHA's first records; --prior points among them are not retrained",
     )
     SweepSettings.add_arguments(p, "distar-search", "search", "runs/search")
     p.add_argument("--dry-run", action="store_true", help="print base config and space, exit")
@@ -289,17 +287,10 @@ def warm_start(args: argparse.Namespace, base: Config, ranges: tuple, objective:
     left out and why."""
     if args.warm_start is None:
         return []
-    from distar.raytune.warm import load
+    from distar.raytune.warm import describe, load
 
     uri, points, skipped = load(args.warm_start, base.to_flat(), ranges, objective)
-    print(f"warm start from {uri}: {len(points)} finished runs, observed before the first trial:")
-    for p in points:
-        shown = f"{objective['metric']} {p.value:.4g}, floor shortfall {p.shortfall:.4g}"
-        if p.rungs:  # ASHA's rungs record them (searcher.record_warm_rungs)
-            shown += "; objective at its evaluations " + ", ".join(f"{r:.4g}" for r in p.rungs)
-        print(f"  {p.label}: {shown}")
-    for line in skipped:
-        print(f"  left out: {line}")
+    print("\n".join(describe(uri, points, skipped, objective["metric"])))
     return points
 
 

@@ -200,7 +200,7 @@ def test_the_search_reads_a_grids_store_and_refuses_what_it_cannot_use(gmm_smoke
     same = [*flags, "--set=world.assistant_fit_steps=200", "--warm-start", str(storage)]
     code, out, err = dry_run("search", same)
     assert code == 0, err
-    assert "2 finished runs, observed before the first trial" in out
+    assert "2 finished runs, observed before any trial" in out
     kept = [x for x in out.splitlines() if x.startswith("  DI*-In α_rew 100, α_cfg 7.5: reward ")]
     assert len(kept) == 2  # and each with its objective at the 6 evaluations, from its history
     assert all(len(x.split("objective at its evaluations ")[1].split(", ")) == 6 for x in kept)

@@ -168,6 +168,18 @@ def unusable(
     return ""
 
 
+def describe(uri: str, points: list[WarmPoint], skipped: list[str], metric: str) -> list[str]:
+    """The console's lines: each observation (with what ASHA's rungs record of it), then each
+    run left out and why."""
+    lines = [f"warm start from {uri}: {len(points)} finished runs, observed before any trial:"]
+    for p in points:
+        shown = f"{metric} {p.value:.4g}, floor shortfall {p.shortfall:.4g}"
+        if p.rungs:  # ASHA's rungs record them (searcher.record_warm_rungs)
+            shown += "; objective at its evaluations " + ", ".join(f"{r:.4g}" for r in p.rungs)
+        lines.append(f"  {p.label}: {shown}")
+    return lines + [f"  left out: {line}" for line in skipped]
+
+
 def untrained(prior: list[dict[str, Any]], warm: list[WarmPoint]) -> list[dict[str, Any]]:
     """The prior's points that no warm run already observed (those are not trained again)."""
 
