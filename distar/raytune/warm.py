@@ -1,5 +1,6 @@
 """Warm start: a finished sweep's runs (the Table 2 grid's, an earlier search's) as the search's
-first observations, so its sampler models from its first trial instead of drawing at random.
+first observations (its GP models from its first trial instead of drawing at random) and as the
+first records of ASHA's rungs (a trial is cut against them too, not against one rival).
 
 A run counts only where it is an observation of the function the search samples: the same
 world, loss, noise, optimiser and training length as the search's trials (its ``params.*`` equal
