@@ -36,7 +36,7 @@ from distar.raytune.searcher import (
     search_tune_config,
 )
 from distar.raytune.settings import SWEEP_REFUSALS, SweepSettings, preflight_sweep
-from distar.raytune.warm import untrained
+from distar.raytune.warm import describe, load, untrained
 from distar.util.refusals import Outputs, refusing
 
 # --prior: how many of Table 2's DI* rows (best published first) the search tries first
@@ -287,8 +287,6 @@ def warm_start(args: argparse.Namespace, base: Config, ranges: tuple, objective:
     left out and why."""
     if args.warm_start is None:
         return []
-    from distar.raytune.warm import describe, load
-
     uri, points, skipped = load(args.warm_start, base.to_flat(), ranges, objective)
     print("\n".join(describe(uri, points, skipped, objective["metric"])))
     return points
