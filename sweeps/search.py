@@ -287,7 +287,7 @@ def warm_start(args: argparse.Namespace, base: Config, ranges: tuple, objective:
     left out and why."""
     if args.warm_start is None:
         return []
-    uri, points, skipped = load(args.warm_start, base.to_flat(), ranges, objective)
+    uri, points, skipped = load(args.warm_start, base, ranges, objective)
     print("\n".join(describe(uri, points, skipped, objective["metric"])))
     return points
 

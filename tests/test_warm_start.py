@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sweeps_common import TINY, dry_run
 
-from distar.config.tree import Config
+from distar.config.tree import Config, TrainConfig
 from distar.raytune.searcher import PARAMETER, paper_prior, search_space, search_tune_config
 from distar.raytune.spec import SweepContext, TrialSpec
 from distar.raytune.warm import WarmPoint, untrained, warm_points
@@ -118,9 +118,11 @@ def test_a_warm_runs_objective_at_each_evaluation_of_the_searchs_schedule():
         def get_metric_history(self, run_id, key):
             return [SimpleNamespace(step=k, value=v) for k, v in histories[key].items()]
 
-    assert rung_values(Client(), "r", 7, 3, OBJECTIVE) == pytest.approx((0.02, 0.05, -0.04))
+    schedule = TrainConfig(steps=7, eval_every=3).evaluation_steps()
+    assert schedule == [3, 6, 7]
+    assert rung_values(Client(), "r", schedule, OBJECTIVE) == pytest.approx((0.02, 0.05, -0.04))
     del histories["eval/precision"][7]
-    assert rung_values(Client(), "r", 7, 3, OBJECTIVE) == pytest.approx((0.02, 0.05))
+    assert rung_values(Client(), "r", schedule, OBJECTIVE) == pytest.approx((0.02, 0.05))
 
 
 def test_asha_judges_the_first_trials_against_the_warm_runs_too():

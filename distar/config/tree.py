@@ -206,12 +206,16 @@ class TrainConfig(Section):
         check_range("train.generator_chunk", self.generator_chunk, 0, 1 << 20)
         check_range("train.ema", self.ema, 0.0, 1.0, high_open=True)
 
+    def evaluation_steps(self) -> list[int]:
+        """The steps a run evaluates at: every ``eval_every`` steps before the last, and the
+        last (the trainer's schedule; 0 or less: the last only)."""
+        every = self.eval_every if self.eval_every > 0 else self.steps or 1
+        return [*range(every, self.steps, every), self.steps]
+
     def evaluations(self) -> int:
-        """How many evaluations a run makes: at every ``eval_every`` steps before the last, and
-        at the end (the trainer's schedule; a paired stopper corrects for exactly these)."""
-        if self.eval_every <= 0 or self.steps == 0:
-            return 1
-        return -(-self.steps // self.eval_every)
+        """How many evaluations a run makes (:meth:`evaluation_steps`; a paired stopper
+        corrects for exactly these)."""
+        return len(self.evaluation_steps())
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import Any
 
 from distar.config import paper
 from distar.config.benchmarks import logged_name
-from distar.config.tree import ConfigError
+from distar.config.tree import Config, ConfigError
 from distar.raytune.searcher import PARAMETER, FloorShortfall
 from distar.raytune.spec import Objective
 from distar.track import tracking
@@ -58,12 +58,12 @@ def store_uri(source: str) -> str:
 
 
 def load(
-    source: str, base_flat: dict[str, Any], ranges: tuple, objective: dict
+    source: str, base: Config, ranges: tuple, objective: dict
 ) -> tuple[str, list[WarmPoint], list[str]]:
-    """``--warm-start source``: its store's URI, its runs that observe the searched function
-    (:func:`warm_points`, with their objective at each evaluation where those fall where the
-    search's do) and why each other run is left out. A store that is missing, unreadable or
-    holds no such run is refused naming the flag."""
+    """``--warm-start source``: its store's URI, its runs that observe the function the search
+    on ``base`` samples (:func:`warm_points`, with their objective at each evaluation where
+    those fall where the search's do) and why each other run is left out. A store that is
+    missing, unreadable or holds no such run is refused naming the flag."""
     uri = store_uri(source)
     missing = tracking.missing_store(uri)
     if missing:
@@ -73,16 +73,15 @@ def load(
         client = tracking.client(uri)
         ids = [e.experiment_id for e in client.search_experiments()]
         runs = tracking.runs_frame(uri, ids, "tags.`distar.trial` != ''")
-    points, skipped = ([], []) if runs.empty else warm_points(runs, base_flat, ranges, objective)
+    flat = base.to_flat()
+    points, skipped = ([], []) if runs.empty else warm_points(runs, flat, ranges, objective)
     if not points:
         why = "; ".join(skipped[:3]) or "no trial runs"
         raise ConfigError(f"--warm-start: no run at {uri} observes this search's trials ({why})")
-    steps, every = base_flat["train.steps"], base_flat["train.eval_every"]
+    steps = base.train.evaluation_steps()
     with readable(uri):
         points = [
-            replace(p, rungs=rung_values(client, p.run_id, steps, every, objective))
-            if p.run_id
-            else p
+            replace(p, rungs=rung_values(client, p.run_id, steps, objective)) if p.run_id else p
             for p in points
         ]
     return uri, points, skipped
@@ -98,10 +97,10 @@ def readable(uri: str):
         raise ConfigError(f"--warm-start: {uri} cannot be read ({type(error).__name__})") from None
 
 
-def rung_values(client, run_id: str, steps: int, every: int, objective: dict) -> tuple[float, ...]:
-    """The run's scalar objective (:class:`Objective`) at each evaluation of a run of ``steps``
-    evaluated every ``every`` steps (and at the end), as ASHA's rungs record a trial's; up to
-    the first evaluation the run has no record of."""
+def rung_values(client, run_id: str, steps: list[int], objective: dict) -> tuple[float, ...]:
+    """The run's scalar objective (:class:`Objective`) at each of the evaluation ``steps``
+    (:meth:`TrainConfig.evaluation_steps`), as ASHA's rungs record a trial's; up to the first
+    of them the run has no record of."""
     score = Objective(**objective)
     names = (objective["metric"], objective["floor_metric"])
     history = {
@@ -109,8 +108,7 @@ def rung_values(client, run_id: str, steps: int, every: int, objective: dict) ->
         for n in names
     }
     values = []
-    for k in range(1, -(-steps // every) + 1):
-        step = min(k * every, steps)
+    for step in steps:
         if any(step not in history[n] for n in names):
             break
         values.append(score({n: history[n][step] for n in names}))
