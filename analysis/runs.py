@@ -64,9 +64,7 @@ def read_runs(args) -> pd.DataFrame:
     try:
         return load_runs(uri, args.experiment, args.sweep)
     except tracking.TRACKING_ERRORS as error:  # MLflow's classes: imported when needed
-        why = " ".join(str(error).split())[:160]
-        what = f"{type(error).__name__}: {why}"
-        raise ConfigError(f"--tracking-uri: {uri} cannot be read ({what})") from None
+        raise tracking.unreadable("--tracking-uri", uri, error) from None
 
 
 def mean_ci(values: pd.Series) -> tuple[float, float]:

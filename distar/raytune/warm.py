@@ -94,7 +94,7 @@ def readable(uri: str):
     try:
         yield
     except (tracking.TrackingStoreError, *tracking.TRACKING_ERRORS) as error:
-        raise ConfigError(f"--warm-start: {uri} cannot be read ({type(error).__name__})") from None
+        raise tracking.unreadable("--warm-start", uri, error) from None
 
 
 def rung_values(client, run_id: str, steps: list[int], objective: dict) -> tuple[float, ...]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from distar.config.benchmarks import ROW_KEYS
-from distar.config.tree import Config
+from distar.config.tree import Config, ConfigError
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -87,6 +87,13 @@ def runs_frame(uri: str, experiment_ids: list[str], search_filter: str):
 
     mlflow.set_tracking_uri(uri)
     return mlflow.search_runs(experiment_ids, search_filter, output_format="pandas")
+
+
+def unreadable(flag: str, uri: str, error: Exception) -> ConfigError:
+    """The refusal of the store ``flag`` names, which raised ``error`` when read (one of
+    ``TRACKING_ERRORS``): one line with MLflow's class and the start of its message."""
+    why = " ".join(str(error).split())[:160]
+    return ConfigError(f"{flag}: {uri} cannot be read ({type(error).__name__}: {why})")
 
 
 def finished(runs):
