@@ -37,9 +37,8 @@ def smooth_images(n, h, w, seed=0):
     return nn.functional.interpolate(coarse, (h, w), mode="bilinear")
 
 
-def test_real_clip_bpe_tokenizer_matches_open_clip(tmp_path):
-    tokenizer = clip_tokenizer(write_clip_bpe_tokenizer(tmp_path))
-    ours = tokenizer(
+def assert_tokenises_as_open_clip(directory: Path) -> None:
+    ours = clip_tokenizer(directory)(
         PROMPTS, padding="max_length", truncation=True, max_length=77, return_tensors="pt"
     ).input_ids
     reference = open_clip.tokenize(PROMPTS)
@@ -47,6 +46,28 @@ def test_real_clip_bpe_tokenizer_matches_open_clip(tmp_path):
         n = int((b != 0).sum())  # open_clip pads with 0, transformers with <|endoftext|>
         assert torch.equal(a[:n], b[:n])
     assert reference[3, -1] == 49407 and ours[3, -1] == 49407  # truncated, still ends in EOT
+
+
+def test_real_clip_bpe_tokenizer_matches_open_clip(tmp_path):
+    assert_tokenises_as_open_clip(write_clip_bpe_tokenizer(tmp_path))
+
+
+@pytest.mark.parametrize("name", ["sd15", "sdxl", "sd35", "flux"])
+def test_the_tiny_pipelines_tokenizers_are_the_hubs_files(world_cache, name):
+    """vocab.json + merges.txt in every tokenizer folder, as the SD1.5 / SDXL hub folders hold
+    them (not the one tokenizer.json transformers 5 saves: ~6x slower to load), tokenising as
+    open_clip does."""
+    from distar.worlds.flow.tiny_pipelines import resolve as flow_folder
+    from distar.worlds.sd.tiny_pipelines import resolve as sd_folder
+
+    writer = {"sd15": sd_folder, "sdxl": sd_folder, "sd35": flow_folder, "flux": flow_folder}
+    folder = Path(writer[name](f"tiny:{name}", str(world_cache)))
+    tokenizers = sorted(folder.glob("tokenizer*"))
+    assert len(tokenizers) == {"sd15": 1, "sdxl": 2, "sd35": 3, "flux": 2}[name]
+    for directory in tokenizers:
+        files = sorted(p.name for p in directory.iterdir())
+        assert files == ["merges.txt", "tokenizer_config.json", "vocab.json"], directory
+        assert_tokenises_as_open_clip(directory)
 
 
 @pytest.mark.parametrize("name", SAMPLE_METRICS)

@@ -17,11 +17,15 @@ from pathlib import Path
 
 import torch
 
-from distar.rewards.clip_common import clip_tokenizer, write_clip_bpe_tokenizer
+from distar.rewards.clip_common import (
+    clip_tokenizer,
+    hub_layout_tokenizers,
+    write_clip_bpe_tokenizer,
+)
 from distar.rewards.tiny_clip import TINY_PICKSCORE, tiny_clip_config
 from distar.t2i.parts import tiny_folder, tiny_vae
 
-TINY_VERSION = "1"  # bump when a tiny component changes, so stale caches are not reused
+TINY_VERSION = "2"  # bump when a tiny component changes, so stale caches are not reused
 TINY_WRITERS = {n: (__name__, TINY_VERSION) for n in ("sd35", "flux", "flux_schnell")}
 TINY_WRITERS |= TINY_PICKSCORE
 CLIP_WIDTH = 32  # the tiny CLIP text encoders' hidden and projection width
@@ -98,6 +102,7 @@ def write_sd35(path: Path) -> None:
         tokenizer_3=tok,
     )
     pipe.save_pretrained(path)
+    hub_layout_tokenizers(path, path / "_tok")
     shutil.rmtree(path / "_tok")
 
 
@@ -131,6 +136,7 @@ def write_flux(path: Path, guidance: bool = True) -> None:
         transformer=transformer,
     )
     pipe.save_pretrained(path)
+    hub_layout_tokenizers(path, path / "_tok")
     shutil.rmtree(path / "_tok")
 
 

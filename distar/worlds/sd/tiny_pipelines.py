@@ -15,11 +15,15 @@ from pathlib import Path
 
 import torch
 
-from distar.rewards.clip_common import clip_tokenizer, write_clip_bpe_tokenizer
+from distar.rewards.clip_common import (
+    clip_tokenizer,
+    hub_layout_tokenizers,
+    write_clip_bpe_tokenizer,
+)
 from distar.rewards.tiny_clip import TINY_PICKSCORE, tiny_clip_config
 from distar.t2i.parts import tiny_folder, tiny_vae
 
-TINY_VERSION = "2"  # bump when a tiny component changes, so stale caches are not reused
+TINY_VERSION = "3"  # bump when a tiny component changes, so stale caches are not reused
 TINY_WRITERS = {
     "sd15": (__name__, TINY_VERSION),
     "sdxl": (__name__, TINY_VERSION),
@@ -83,6 +87,7 @@ def write_sd15(path: Path) -> None:
         requires_safety_checker=False,
     )
     pipe.save_pretrained(path)
+    hub_layout_tokenizers(path, path / "_tok")
     shutil.rmtree(path / "_tok")
 
 
@@ -120,6 +125,7 @@ def write_sdxl(path: Path) -> None:
         scheduler=scheduler,
     )
     pipe.save_pretrained(path)
+    hub_layout_tokenizers(path, path / "_tok")
     shutil.rmtree(path / "_tok")
 
 
