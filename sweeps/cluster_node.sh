@@ -151,10 +151,14 @@ start_head() {
     wait_until ray ray status --address "$ip:$RAY_PORT"
     # MLflow 3 answers 403 "Invalid Host header" to a Host it does not know: the head's address
     # (which need not be a private one) and the SSH tunnel's localhost are allowed;
-    # --app-name distar: its UI opens in the training layout (distar/track/mlflow_app.py)
-    detach mlflow mlflow server --app-name distar --host "$ip" --port "$MLFLOW_PORT" \
-        --allowed-hosts "$ip,$ip:$MLFLOW_PORT,localhost:*,127.0.0.1:*" \
-        --backend-store-uri "sqlite:///$RUNS/mlflow.db" --artifacts-destination "$RUNS/mlartifacts"
+    # --app-name distar: its UI opens in the training layout (distar/track/mlflow_app.py);
+    # MLflow's server-side jobs (GenAI evaluation, prompt optimisation) are off unless asked
+    # for: distar runs none, and they are 8 Python processes more on the head
+    MLFLOW_SERVER_ENABLE_JOB_EXECUTION=${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false} \
+        detach mlflow mlflow server --app-name distar --host "$ip" --port "$MLFLOW_PORT" \
+            --allowed-hosts "$ip,$ip:$MLFLOW_PORT,localhost:*,127.0.0.1:*" \
+            --backend-store-uri "sqlite:///$RUNS/mlflow.db" \
+            --artifacts-destination "$RUNS/mlartifacts"
     wait_until mlflow python -c "import urllib.request as u; u.urlopen('http://$ip:$MLFLOW_PORT/health', timeout=5)"
     echo "Ray head: $ip:$RAY_PORT (dashboard 127.0.0.1:$DASHBOARD_PORT)"
     echo "MLflow: http://$ip:$MLFLOW_PORT (store $RUNS)"

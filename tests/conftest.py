@@ -6,6 +6,10 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# MLflow 3's server starts its job runner and 7 job consumers (server-side GenAI jobs, which
+# distar never runs) by default: ~15 s of CPU and ~3 s more before /health answers, for each
+# of the suite's servers (sweeps/cluster_node.sh turns them off on the head the same way)
+os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
 
 # Ray keeps a user's state under ~/.ray: since Ray 2.60 the first local ray.init() writes
 # ~/.ray/auth_token, and every later Ray session of that user then turns token authentication on
