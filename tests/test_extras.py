@@ -52,26 +52,50 @@ CASES = [  # (blocked modules, entry point, its arguments, the extra, words the 
 ]
 
 
-@pytest.mark.parametrize(
-    ("blocked", "entry", "args", "extra", "words"), CASES, ids=[f"{c[1]}-{c[0]}" for c in CASES]
-)
-def test_a_missing_extra_is_one_line_naming_it(blocked, entry, args, extra, words, tmp_path):
-    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
-    storage = tmp_path / "out"
-    if entry in (GRID, SEARCH):
-        args += ["--storage", str(storage)]
-    elif entry == "distar.cli.train":
-        args += ["--out", str(storage)]
-    done = subprocess.run(
-        [sys.executable, "-c", RUN_BLOCKED, blocked, entry, *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    lines = done.stderr.strip().splitlines()
-    assert done.returncode == 2, done.stderr[-3000:]
-    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+IDS = [f"{c[1]}-{c[0]}" for c in CASES]
+
+
+@pytest.fixture(scope="module")
+def started(tmp_path_factory):
+    """Every case's entry point, started at once: each is mostly one interpreter's imports on
+    one core (~25 s one after another on 2 cores, ~14 s side by side). Yields, per case id,
+    the process and the folder it must not create."""
+    runs = {}
+    try:
+        for name, (blocked, entry, args, _, _) in zip(IDS, CASES, strict=True):
+            tmp = tmp_path_factory.mktemp("extra")
+            args = [a.replace("{tmp}", str(tmp)) for a in args]
+            storage = tmp / "out"
+            if entry in (GRID, SEARCH):
+                args += ["--storage", str(storage)]
+            elif entry == "distar.cli.train":
+                args += ["--out", str(storage)]
+            process = subprocess.Popen(
+                [sys.executable, "-c", RUN_BLOCKED, blocked, entry, *args],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            runs[name] = (process, storage)
+        yield runs
+    finally:
+        for process, _ in runs.values():
+            if process.poll() is None:
+                process.kill()
+            process.stdout.close()
+            process.stderr.close()
+            process.wait()
+
+
+@pytest.mark.parametrize(("name", "case"), zip(IDS, CASES, strict=True), ids=IDS)
+def test_a_missing_extra_is_one_line_naming_it(started, name, case):
+    _, _, _, extra, words = case
+    process, storage = started[name]
+    _, stderr = process.communicate(timeout=300)
+    lines = stderr.strip().splitlines()
+    assert process.returncode == 2, stderr[-3000:]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr[-3000:]
     assert lines[0].startswith("missing dependency: ") and words in lines[0], lines[0]
     assert lines[0].endswith(f'pip install -e ".[{extra}]"'), lines[0]
     assert not storage.exists()  # refused before anything started
