@@ -129,13 +129,14 @@ def write_clip_bpe_tokenizer(directory: str | Path) -> Path:
 
 def hub_layout_tokenizers(pipeline: Path, slow: Path) -> None:
     """Each ``tokenizer*/`` folder ``save_pretrained`` wrote into ``pipeline`` becomes a copy of
-    ``slow`` (:func:`write_clip_bpe_tokenizer`'s files): the layout the SD1.5 / SDXL hub
-    folders ship. transformers 5 saves one 3.6 MB ``tokenizer.json`` instead, which loads in
-    ~0.3 s against ~0.05 s for these files (same ids, tested); the tests build a tiny world
-    hundreds of times."""
+    ``slow`` (:func:`write_clip_bpe_tokenizer`'s files; ``slow`` is removed after): the layout
+    the SD1.5 / SDXL hub folders ship. transformers 5 saves one 3.6 MB ``tokenizer.json``
+    instead, which loads in ~0.3 s against ~0.05 s for these files (same ids, tested); the
+    tests build a tiny world hundreds of times."""
     for folder in sorted(pipeline.glob("tokenizer*")):
         shutil.rmtree(folder)
         shutil.copytree(slow, folder)
+    shutil.rmtree(slow)
 
 
 def clip_tokenizer(directory: str | Path):

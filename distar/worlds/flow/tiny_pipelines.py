@@ -11,7 +11,6 @@ ids). ``flux_schnell`` is FLUX without the guidance embedding (FLUX.1-schnell's 
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
@@ -103,7 +102,6 @@ def write_sd35(path: Path) -> None:
     )
     pipe.save_pretrained(path)
     hub_layout_tokenizers(path, path / "_tok")
-    shutil.rmtree(path / "_tok")
 
 
 def write_flux(path: Path, guidance: bool = True) -> None:
@@ -137,7 +135,6 @@ def write_flux(path: Path, guidance: bool = True) -> None:
     )
     pipe.save_pretrained(path)
     hub_layout_tokenizers(path, path / "_tok")
-    shutil.rmtree(path / "_tok")
 
 
 WRITERS = {

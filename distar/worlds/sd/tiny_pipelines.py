@@ -9,7 +9,6 @@ vocabulary (from open_clip's package), so any prompt tokenises.
 
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
@@ -88,7 +87,6 @@ def write_sd15(path: Path) -> None:
     )
     pipe.save_pretrained(path)
     hub_layout_tokenizers(path, path / "_tok")
-    shutil.rmtree(path / "_tok")
 
 
 def write_sdxl(path: Path) -> None:
@@ -126,7 +124,6 @@ def write_sdxl(path: Path) -> None:
     )
     pipe.save_pretrained(path)
     hub_layout_tokenizers(path, path / "_tok")
-    shutil.rmtree(path / "_tok")
 
 
 WRITERS = {"sd15": write_sd15, "sdxl": write_sdxl}
