@@ -10,7 +10,8 @@ pareto -- ``search.py --sampler``) and per ``--stoppers`` entry (default: ASHA, 
 search's; also ``paired`` and ``both`` -- ``search.py --stopper``; the paired stopper's run sd
 is the world preset's unless ``--stop-run-sd``), with ``--prior`` (``search.py --prior``,
 default table2-best, the search's); the figure per seed, their median and their worst are
-printed per sampler and stopper. ``--warm-start`` starts each search from the grid's finished
+printed per sampler and stopper (``--huber-c-range``: each searches c too, ``search.py
+--huber-c-range``). ``--warm-start`` starts each search from the grid's finished
 runs (``search.py --warm-start GRID``): its figure is then the compute a search adds after the
 grid.
 
@@ -107,6 +108,12 @@ def main() -> None:
         "its compute is then what the search adds after the grid",
     )
     p.add_argument("--asha-reduction", type=int, help="search.py --asha-reduction")
+    p.add_argument(
+        "--huber-c-range",
+        type=float,
+        nargs=2,
+        help="search.py --huber-c-range (default: c not searched, the grid's, as the search's)",
+    )
     p.add_argument("--stop-run-sd", type=float, help="search.py --stop-run-sd")
     p.add_argument("--max-concurrent", type=int, help="search.py --max-concurrent")
     p.add_argument("--steps", type=int, default=200)
@@ -124,12 +131,15 @@ def main() -> None:
     searches = {"given": args.search} if args.search else {}
     for sampler, stopper in [] if args.search else product(args.samplers, args.stoppers):
         name = f"{sampler}-{stopper}" + ("-warm" if args.warm_start else "")
+        name += "-c" if args.huber_c_range else ""
         searches[name] = []
         for seed in args.search_seeds:
             searches[name].append(tmp / f"search-{name}-s{seed}")
             optional = ["--stop-run-sd", str(args.stop_run_sd)] if args.stop_run_sd else []
             if args.asha_reduction:
                 optional += ["--asha-reduction", str(args.asha_reduction)]
+            if args.huber_c_range:
+                optional += ["--huber-c-range", *map(str, args.huber_c_range)]
             if args.max_concurrent:
                 optional += ["--max-concurrent", str(args.max_concurrent)]
             if args.warm_start:

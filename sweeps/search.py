@@ -1,6 +1,6 @@
 """Search DI* settings: Optuna over the paper's alpha_rew and alpha_cfg (the grid's units,
-translated per world), pseudo-Huber c and guidance mode; ASHA early stopping; every trial a
-TorchTrainer tracked in MLflow.
+translated per world) and guidance mode (and pseudo-Huber c with --huber-c-range); ASHA early
+stopping; every trial a TorchTrainer tracked in MLflow.
 
 Optuna proposes each trial from two metrics (the world preset's: on the embedded world its exact
 reward and precision; on the text worlds held-out ones, Parti ImageReward and COCO CLIP score,
@@ -47,7 +47,7 @@ SEARCHED = {
     K.loss.reward_scale: "--alpha-rew-range (the paper's alpha_rew)",
     K.loss.cfg_scale: "--alpha-cfg-range (the paper's alpha_cfg)",
     K.loss.cfg_convention: "--alpha-cfg-range (the paper's alpha_cfg, distar's convention)",
-    K.loss.huber_c: "--huber-c-range",
+    K.loss.huber_c: "--huber-c-range (or leave that out: then --set sets every trial's c)",
     K.loss.guidance: "nothing: the searcher draws in and out",
     K.train.seed: "--seed",
     K.train.steps: "--steps",
@@ -80,7 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=[0.0, 11.25],
         help="the paper's alpha_cfg (uniform); Table 2 uses 0 to 7.5",
     )
-    p.add_argument("--huber-c-range", type=float, nargs=2, default=[0.01, 1.0])
+    p.add_argument(
+        "--huber-c-range",
+        type=float,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        help="search the pseudo-Huber c (log-uniform; e.g. 0.01 1); default: not searched, "
+        "every trial at the base loss.huber_c (the grid's; --set loss.huber_c=C moves it). "
+        "Why: a fourth axis costs the default 12-trial search its reliability (README)",
+    )
     p.add_argument(
         "--prior",
         choices=list(PRIORS),
@@ -194,7 +202,7 @@ def check_flags(args: argparse.Namespace) -> None:
         if not 1 <= value <= high:
             raise ConfigError(f"--{flag}: got {value}; allowed: 1 to {high}")
     for key, _ in (parse_override(o) for o in args.overrides):
-        if key in SEARCHED:
+        if key in SEARCHED and not (key == K.loss.huber_c and args.huber_c_range is None):
             use = SEARCHED[key]
             raise ConfigError(f"--set {key}: the search sets it in every trial; use {use}")
     if not 0 < args.stop_alpha < 1:
@@ -210,6 +218,8 @@ def check_flags(args: argparse.Namespace) -> None:
     if args.evals > args.steps:
         raise ConfigError(f"--evals: got {args.evals}; allowed: at most --steps ({args.steps})")
     for flag in ("alpha_rew_range", "alpha_cfg_range", "huber_c_range"):
+        if getattr(args, flag) is None:  # huber c, not searched
+            continue
         low, high = getattr(args, flag)
         if not (math.isfinite(low) and math.isfinite(high) and 0 <= low < high):
             name = "--" + flag.replace("_", "-")
@@ -275,10 +285,13 @@ def print_axes(objective: dict, base: Config) -> None:
         print(f"trained on (not an objective unless --allow-trained-reward): {', '.join(trained)}")
 
 
-def prior_line(points: list[dict]) -> str:
-    """The prior's points as (guidance, alpha_rew, alpha_cfg, huber_c) in order."""
-    names = ("guidance", "alpha_rew", "alpha_cfg", "huber_c")
-    values = [tuple(point[PARAMETER[n]] for n in names) for point in points]
+def prior_line(points: list[dict], huber_c: float) -> str:
+    """The prior's points as (guidance, alpha_rew, alpha_cfg, huber_c) in order (``huber_c``:
+    the base config's, where a point does not set it)."""
+    names = ("guidance", "alpha_rew", "alpha_cfg")
+    values = [
+        (*(p[PARAMETER[n]] for n in names), p.get(PARAMETER["huber_c"], huber_c)) for p in points
+    ]
     return ", ".join(f"{g} {r:g}/{c:g} c={h:g}" for g, r, c, h in values) or "none"
 
 
@@ -310,7 +323,8 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
     objective = objective_of(args, base)
     run_sd = run_sd_of(args, objective["metric"])  # refused here, before Ray starts
     preflight_sweep(base, args.dry_run)  # every file a trial reads, before Ray starts
-    ranges = (tuple(args.alpha_rew_range), tuple(args.alpha_cfg_range), tuple(args.huber_c_range))
+    c_range = None if args.huber_c_range is None else tuple(args.huber_c_range)
+    ranges = (tuple(args.alpha_rew_range), tuple(args.alpha_cfg_range), c_range)
     prior = paper_prior(base.loss.huber_c, *ranges)[: PRIORS[args.prior]]
     warm = warm_start(args, base, ranges, objective)
     prior = untrained(prior, warm)  # a warm run observed it: not trained again
@@ -319,7 +333,12 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
         print(
             f"search: {paper.ALPHA_REW} ~ loguniform{tuple(args.alpha_rew_range)}, "
             f"{paper.ALPHA_CFG} ~ uniform{tuple(args.alpha_cfg_range)}, "
-            f"loss.huber_c ~ loguniform{tuple(args.huber_c_range)}, loss.guidance in (in, out)"
+            + (
+                f"loss.huber_c ~ loguniform{c_range}"
+                if c_range
+                else f"loss.huber_c {base.loss.huber_c:g} (not searched: --huber-c-range)"
+            )
+            + ", loss.guidance in (in, out)"
         )
         print(
             f"objective: {objective}; {args.samples} samples, seed {args.seed}; "
@@ -328,7 +347,8 @@ def run(args: argparse.Namespace, outputs: Outputs) -> int:
             + (f" (run sd {run_sd:g})" if args.stopper != "asha" else "")
         )
         print_axes(objective, base)
-        print(f"first trials (--prior {args.prior}): {prior_line(prior[: args.samples])}")
+        shown = prior_line(prior[: args.samples], base.loss.huber_c)
+        print(f"first trials (--prior {args.prior}): {shown}")
         return 0
     outputs.watch(settings.storage)
     from distar.raytune.tuner import run_sweep

@@ -594,6 +594,38 @@ def test_the_search_tries_table2s_di_star_rows_first_then_draws():
     assert paper_prior(5.0, *ranges)[0]["trial/flat_config/loss.huber_c"] == 1.0  # clipped
 
 
+def test_the_default_search_trains_every_trial_at_the_base_c():
+    """Without --huber-c-range, c is not searched: no draw sets it, every trial (the prior's
+    and the sampler's) trains at the base config's c, which --set moves (refused only where c
+    is searched). Mutation: search_space drawing c in its former default range (0.01 to 1)
+    puts draws off 0.2 (run: the last assertion fails)."""
+    from ray.tune.utils.util import merge_dicts
+
+    from distar.raytune.searcher import PARAMETER, paper_prior, search_space, search_tune_config
+
+    code, out, err = dry_run("search", ["--set", "loss.huber_c=0.2"])
+    assert code == 0, err
+    assert "loss.huber_c 0.2 (not searched: --huber-c-range)" in out
+    assert "first trials (--prior table2-best): out 100/7.5 c=0.2" in out
+    code, _, err = dry_run("search", ["--set", "loss.huber_c=0.2", "--huber-c-range", "0.01", "1"])
+    assert code == 2 and "--set loss.huber_c: the search sets it" in err
+    ranges = ((1.0, 300.0), (0.0, 11.25), None)
+    prior = paper_prior(0.2, *ranges)[:1]
+    assert PARAMETER["huber_c"] not in prior[0]
+    searcher = search_tune_config(6, 1, 0, 2, ("reward", "precision"), floor=0.9)
+    searcher = searcher.search_alg
+    ctx = SweepContext("s", "sqlite:////tmp/x.db", "e", "/tmp/storage", "parent")
+    space = search_space(Config().with_overrides({**TINY, "loss.huber_c": 0.2}), 0, *ranges)(ctx)
+    searcher.set_search_properties(None, None, space)
+    cs = []
+    for i in range(4):  # random draws, then the GP's
+        spec = TrialSpec.from_params(merge_dicts(space, searcher.suggest(f"t{i}")))[0]
+        cs.append(spec.flat_config["loss.huber_c"])
+        result = {"objective": 0.01, "eval/reward": 0.01, "eval/precision": 0.95}
+        searcher.on_trial_complete(f"t{i}", result=result | {"training_iteration": 1})
+    assert cs == [0.2] * 4
+
+
 def asha_stops(events: list[tuple[str, int, float]], **reduction) -> set[str]:
     """The trials the search's ASHA (4 evaluations; its default reduction unless given) stops,
     fed ``events`` (trial, evaluation, objective) in the order trials report them."""

@@ -101,6 +101,28 @@ def test_a_warm_start_observes_only_runs_trained_as_the_searchs_trials():
     assert untrained(prior, [WarmPoint(setting("out", 100.0, 7.5), 0.0, 0.0, "")]) == prior[1:]
 
 
+def test_where_c_is_not_searched_a_warm_run_must_have_the_base_c():
+    """The default search trains every trial at the base config's c: a run at another c
+    observes another function and is left out naming it; a run at the base c is an
+    observation without a c parameter (the GP's space has none), and the prior's point it
+    observed is not trained again. Mutation: ``loss.huber_c`` left out of the comparison
+    (as where c is searched) keeps the c 0.3 run (run)."""
+    base = Config().with_overrides({**TINY, "loss.divergence": "score"}).to_flat()
+    runs = pd.DataFrame(
+        [
+            fake_run(base, "base c", **{"loss.guidance": "out"}),
+            fake_run(base, "other c", **{"loss.huber_c": 0.3}),
+        ]
+    )
+    ranges = (*RANGES[:2], None)
+    points, skipped = warm_points(runs, base, ranges, OBJECTIVE)
+    assert [p.label for p in points] == ["base c"]
+    assert skipped == ["other c: loss.huber_c 0.3 (the search's: 0.1)"]
+    assert PARAMETER["huber_c"] not in points[0].params
+    prior = paper_prior(0.1, *ranges)[:2]  # DI*-Out 100/7.5 (the run's), DI*-In 100/7.5
+    assert untrained(prior, points) == prior[1:]
+
+
 def test_a_warm_runs_objective_at_each_evaluation_of_the_searchs_schedule():
     """From the run's metric history at the search's evaluation steps (every 3 of 7 steps: 3,
     6 and the end, 7), the scalar objective (reward less 10 per unit of precision below 0.9);

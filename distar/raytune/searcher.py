@@ -20,15 +20,17 @@ def search_space(
     seed: int,
     alpha_rew: tuple[float, float],
     alpha_cfg: tuple[float, float],
-    huber_c: tuple[float, float],
+    huber_c: tuple[float, float] | None,
 ):
     """``space(ctx)`` for :func:`distar.raytune.tuner.run_sweep`: the base config with the
     searched leaves. Reward and CFG scales are drawn in the paper's units (alpha_rew, alpha_cfg,
-    as the grid's rows) and translated per world in the trial driver (:meth:`TrialSpec.config`)."""
+    as the grid's rows) and translated per world in the trial driver (:meth:`TrialSpec.config`).
+    ``huber_c`` None: not searched, every trial at the base config's (as the grid's rows)."""
     from ray import tune
 
     flat: dict[str, Any] = {**unset_paper_keys(base), K.train.seed: seed}
-    flat[K.loss.huber_c] = tune.loguniform(*huber_c)
+    if huber_c is not None:
+        flat[K.loss.huber_c] = tune.loguniform(*huber_c)
     flat[K.loss.guidance] = tune.choice(["in", "out"])
     scales = {"alpha_rew": tune.loguniform(*alpha_rew), "alpha_cfg": tune.uniform(*alpha_cfg)}
 
@@ -64,11 +66,12 @@ def paper_prior(
     huber_c: float,
     alpha_rew: tuple[float, float],
     alpha_cfg: tuple[float, float],
-    huber_range: tuple[float, float],
+    huber_range: tuple[float, float] | None,
 ) -> list[dict[str, Any]]:
     """Table 2's DI* rows (score divergence) inside the searched ranges, as the searcher's first
     points, best published ImageReward first: what the paper found before any search. Each at
-    ``huber_c`` (the base config's, as the grid trains them; clipped into its range)."""
+    ``huber_c`` (the base config's, as the grid trains them; clipped into ``huber_range``, and
+    not a point's value where c is not searched: None)."""
     rows = [
         row
         for row in sorted(paper.TABLE2, key=lambda r: -r.published.image_reward)
@@ -77,9 +80,14 @@ def paper_prior(
         and alpha_rew[0] <= row.alpha_rew <= alpha_rew[1]
         and alpha_cfg[0] <= row.alpha_cfg <= alpha_cfg[1]
     ]
+    c = (
+        {}
+        if huber_range is None
+        else {PARAMETER["huber_c"]: min(max(huber_c, huber_range[0]), huber_range[1])}
+    )
     return [
-        {
-            PARAMETER["huber_c"]: min(max(huber_c, huber_range[0]), huber_range[1]),
+        c
+        | {
             PARAMETER["guidance"]: row.guidance,
             PARAMETER["alpha_rew"]: float(row.alpha_rew),
             PARAMETER["alpha_cfg"]: float(row.alpha_cfg),

@@ -119,7 +119,8 @@ def warm_points(
     runs, base_flat: dict[str, Any], ranges: tuple, objective: dict
 ) -> tuple[list[WarmPoint], list[str]]:
     """The runs that observe the searched function (module docstring), as :class:`WarmPoint`;
-    and one line per run left out, saying why. ``ranges``: (alpha_rew, alpha_cfg, huber_c)."""
+    and one line per run left out, saying why. ``ranges``: (alpha_rew, alpha_cfg, huber_c; None
+    where c is not searched: a run then observes the search only at the base config's c)."""
     metric = f"metrics.{logged_name(objective['metric'])}"
     floor = f"metrics.{logged_name(objective['floor_metric'])}"
     shortfall = FloorShortfall(objective["floor_metric"], objective["floor"])
@@ -134,8 +135,9 @@ def warm_points(
             PARAMETER["guidance"]: run["params.loss.guidance"],
             PARAMETER["alpha_rew"]: float(run[f"params.{paper.ALPHA_REW}"]),
             PARAMETER["alpha_cfg"]: float(run[f"params.{paper.ALPHA_CFG}"]),
-            PARAMETER["huber_c"]: float(run["params.loss.huber_c"]),
         }
+        if ranges[2] is not None:  # c searched
+            setting[PARAMETER["huber_c"]] = float(run["params.loss.huber_c"])
         result = {logged_name(objective["floor_metric"]): float(run[floor])}
         same = run.get("params.train.eval_every") == str(base_flat["train.eval_every"])
         run_id = str(run["run_id"]) if same else ""
@@ -154,11 +156,15 @@ def unusable(
         value = run.get(column)
         if value is None or not math.isfinite(float(value)):
             return f"no {column.removeprefix('metrics.')}"
+    fixed_c = {"loss.huber_c"} if ranges[2] is None else set()  # then compared as the rest
     for key, value in base_flat.items():
-        if key not in NOT_COMPARED and run.get(f"params.{key}") != str(value):
+        if (key not in NOT_COMPARED or key in fixed_c) and run.get(f"params.{key}") != str(value):
             return f"{key} {run.get(f'params.{key}')} (the search's: {value})"
     names = (paper.ALPHA_REW, paper.ALPHA_CFG, "loss.huber_c")
-    for name, (low, high) in zip(names, ranges, strict=True):
+    for name, bounds in zip(names, ranges, strict=True):
+        if bounds is None:
+            continue
+        low, high = bounds
         value = float(run.get(f"params.{name}", "nan"))
         if not low <= value <= high:
             return f"{name} {value:g} outside the searched {low:g} to {high:g}"
@@ -185,7 +191,7 @@ def untrained(prior: list[dict[str, Any]], warm: list[WarmPoint]) -> list[dict[s
     def same(a: dict[str, Any], b: dict[str, Any]) -> bool:
         return all(
             a[k] == b[k] if isinstance(a[k], str) else math.isclose(a[k], b[k], rel_tol=1e-9)
-            for k in PARAMETER.values()
+            for k in a  # the searched parameters: c only where it is searched
         )
 
     return [p for p in prior if not any(same(p, w.params) for w in warm)]
