@@ -662,10 +662,13 @@ def test_the_searchs_asha_cuts_at_the_first_evaluation_only():
     assert asha_stops(events, reduction=2) == {"weak", "ends_best"}
 
 
-def test_the_search_draws_only_once_the_priors_trials_are_evaluated():
+def test_the_search_draws_only_once_the_priors_trials_have_ended():
     """ASHA lets the first trial at a rung through unjudged: a draw must not start before the
-    prior's trials have reported (else it may reach the first evaluation first and train on).
-    Mutation: the gate removed, the second suggestion is a draw at once (run)."""
+    prior's trials have ended (else it may reach the first evaluation first and train on), and
+    the GP then models from the prior's trial instead of drawing a quarter of the budget at
+    random. Mutations (run): the gate removed, the second suggestion is a draw at once; the gate
+    opened on a first result, a draw starts beside the prior's trial; the GP's random start left
+    at max(3, samples / 4), the last assertion fails."""
     from distar.raytune.searcher import paper_prior, search_space, search_tune_config
 
     ranges = ((1.0, 300.0), (0.0, 11.25), (0.01, 1.0))
@@ -678,8 +681,12 @@ def test_the_search_draws_only_once_the_priors_trials_are_evaluated():
     first = searcher.suggest("t0")
     assert first["trial"]["paper"]["alpha_rew"] == 100.0
     assert searcher.suggest("t1") is None and searcher.suggest("t1") is None
-    searcher.on_trial_result("t0", {"eval/reward": 0.02, "training_iteration": 1})
+    result = {"eval/reward": 0.02, "eval/precision": 0.95, "training_iteration": 1}
+    searcher.on_trial_result("t0", result)
+    assert searcher.suggest("t1") is None
+    searcher.on_trial_complete("t0", result)
     assert searcher.suggest("t1") is not None
+    assert searcher._sampler._n_startup_trials == 1
 
 
 def climb(sampler: str, seed: int, trials: int = 11) -> float:

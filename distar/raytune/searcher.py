@@ -139,7 +139,8 @@ def optuna_searcher(
       front instead of climbing the objective.
 
     ``prior`` (:func:`paper_prior`): points tried first; the sampler's first draw waits until
-    each of them has reported its first evaluation (:func:`floor_search_class`). ``warm``
+    each of them has ended (:func:`floor_search_class`), and gp then models from them instead
+    of drawing max(3, samples / 4) trials at random first. ``warm``
     (gp only; :class:`distar.raytune.warm.WarmPoint`): finished runs the GP observes before the
     first trial; its random first draws count them."""
     import optuna
@@ -156,7 +157,9 @@ def optuna_searcher(
     if sampler == "gp":
         if floor is None:
             raise ValueError("sampler gp: needs the floor metric's floor")
-        chosen = optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)
+        # With a prior, its ended trial is the GP's first observation: it models from there
+        # rather than after a quarter of the budget drawn at random (README, the search table).
+        chosen = optuna.samplers.GPSampler(seed=seed, n_startup_trials=1 if prior else startup)
         return floor_search_class()(
             FloorShortfall(objectives[1], floor),
             warm=warm,
@@ -175,19 +178,20 @@ def optuna_searcher(
 @functools.cache
 def floor_search_class():
     """Tune's OptunaSearch, handing on each trial's floor shortfall and holding its draws back
-    until the prior's trials have been evaluated once (built on first use: Ray Tune is heavy to
-    import)."""
+    until the prior's trials have ended (built on first use: Ray Tune is heavy to import)."""
     from ray.tune.search.optuna import OptunaSearch
 
     class FloorSearch(OptunaSearch):
         """OptunaSearch that sets each finished trial's floor shortfall as its Optuna
         constraint (what gp models beside the metric) before telling its value; its first
         suggestions are the prior's points (``points_to_evaluate``, queued in order), and no
-        drawn trial starts until each of those has reported a result. Why: ASHA lets the
-        first trial to reach a rung through with nothing to compare it to, so a draw started
-        beside the prior's trial ran on unjudged whenever it reported first (measured: in 3 of
-        5 searcher seeds a random draw that scored under a third of the prior trial's first
-        evaluation trained all 200 steps)."""
+        drawn trial starts until each of those has ended. Why: ASHA lets the first trial to
+        reach a rung through with nothing to compare it to, so a draw started beside the prior's
+        trial ran on unjudged whenever it reported first (measured: in 3 of 5 searcher seeds a
+        random draw that scored under a third of the prior trial's first evaluation trained
+        all 200 steps); and a draw started once the prior's trial had only reported its first
+        evaluation was judged against that one trial (README: "draws wait until the prior's
+        trials have ended")."""
 
         def __init__(self, shortfall, warm=None, **kwargs) -> None:
             self.warm = list(warm or ())  # first: OptunaSearch sets up a study given a space
@@ -222,10 +226,6 @@ def floor_search_class():
                 self.prior_left -= 1
                 self.prior_unseen.add(trial_id)
             return super().suggest(trial_id)
-
-        def on_trial_result(self, trial_id, result) -> None:
-            self.prior_unseen.discard(trial_id)
-            super().on_trial_result(trial_id, result)
 
         def on_trial_complete(self, trial_id, result=None, error=False) -> None:
             self.prior_unseen.discard(trial_id)
