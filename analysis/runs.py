@@ -14,9 +14,7 @@ from distar.config.extras import require
 from distar.config.tree import ConfigError
 from distar.track import tracking
 from distar.track.tracking import (
-    check_tracking_server,
     finished,
-    missing_store,
     setting_label,
 )
 
@@ -50,10 +48,7 @@ def check_store(uri: str) -> None:
     """A store to read: missing or unreachable ones are refused naming ``--tracking-uri``
     (reading never creates one); MLflow itself first (one line naming its extra)."""
     require("sweep", "reading runs from MLflow", ("mlflow",))
-    missing = missing_store(uri)
-    if missing:
-        raise ConfigError(f"--tracking-uri: no MLflow store at {missing}")
-    check_tracking_server(uri)  # seconds, not MLflow's minutes of retries
+    tracking.require_store(uri, "--tracking-uri")  # seconds, not MLflow's minutes of retries
 
 
 def read_runs(args) -> pd.DataFrame:

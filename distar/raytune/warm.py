@@ -65,11 +65,8 @@ def load(
     those fall where the search's do) and why each other run is left out. A store that is
     missing, unreadable or holds no such run is refused naming the flag."""
     uri = store_uri(source)
-    missing = tracking.missing_store(uri)
-    if missing:
-        raise ConfigError(f"--warm-start: no MLflow store at {missing} (a finished sweep's)")
     with readable(uri):
-        tracking.check_tracking_server(uri)
+        tracking.require_store(uri, "--warm-start", " (a finished sweep's)")
         client = tracking.client(uri)
         ids = [e.experiment_id for e in client.search_experiments()]
         runs = tracking.runs_frame(uri, ids, "tags.`distar.trial` != ''")

@@ -360,6 +360,15 @@ def check_tracking_server(uri: str, timeout: float = 5.0) -> None:
         raise TrackingStoreError(f"--tracking-uri {uri}: unreachable ({reason})") from None
 
 
+def require_store(uri: str, flag: str, hint: str = "") -> None:
+    """A store to read: a local one that does not exist is refused naming ``flag`` (reading
+    never creates one), then a server must answer (:func:`check_tracking_server`)."""
+    missing = missing_store(uri)
+    if missing:
+        raise ConfigError(f"{flag}: no MLflow store at {missing}{hint}")
+    check_tracking_server(uri)
+
+
 def unit_tags(config: Config) -> dict[str, str]:
     """The units of a run's reward and CFG scales as tags: the world's reward unit
     (:meth:`WorldConfig.reward_unit`) and ``loss.cfg_convention``."""
