@@ -78,12 +78,10 @@ def check_flags(args: argparse.Namespace) -> None:
     for flag in ("alpha_rew_range", "alpha_cfg_range", "huber_c_range"):
         if getattr(args, flag) is None:  # huber c, not searched
             continue
-        low, high = getattr(args, flag)
+        (low, high), name = getattr(args, flag), "--" + flag.replace("_", "-")
         if not (math.isfinite(low) and math.isfinite(high) and 0 <= low < high):
-            name = "--" + flag.replace("_", "-")
             raise ConfigError(f"{name}: got {low} {high}; allowed: finite, 0 <= LOW < HIGH")
         if flag != "alpha_cfg_range" and low <= 0:  # drawn log-uniformly
-            name = "--" + flag.replace("_", "-")
             raise ConfigError(f"{name}: got {low} {high}; allowed: 0 < LOW < HIGH (log-uniform)")
 
 
