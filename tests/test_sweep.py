@@ -689,6 +689,31 @@ def test_the_search_draws_only_once_the_priors_trials_have_ended():
     assert searcher._sampler._n_startup_trials == 1
 
 
+def test_a_drawn_point_that_a_finished_trial_holds_is_answered_not_trained():
+    """The GP re-proposes a corner it has run (the trials share the search's seed: the same
+    result). Such a proposal is told its twin's value and constraint and the model asked
+    again. Mutation (run): the answering loop removed, the second suggestion is the first's
+    point."""
+    from optuna.trial import TrialState
+
+    from distar.raytune.searcher import CONSTRAINT, search_space, search_tune_config
+
+    ranges = ((1.0, 300.0), (0.0, 11.25), None)
+    searcher = search_tune_config(8, 2, 0, 4, ("reward", "precision"), floor=0.9).search_alg
+    ctx = SweepContext("s", "sqlite:////tmp/x.db", "e", "/tmp/storage", "parent")
+    searcher.set_search_properties(None, None, search_space(Config(), 0, *ranges)(ctx))
+    first = searcher.suggest("t0")
+    point = searcher._ot_trials["t0"].params
+    searcher.on_trial_complete("t0", {"eval/reward": 0.05, "eval/precision": 0.85})
+    searcher._ot_study.enqueue_trial(point)  # what the model proposes next: the same point
+    second = searcher.suggest("t1")
+    assert second != first and searcher._ot_trials["t1"].params != point
+    done = searcher._ot_study.get_trials(states=(TrialState.COMPLETE,))
+    assert [(t.params == point, t.value, t.constraints) for t in done] == [
+        (True, 0.05, {CONSTRAINT: pytest.approx(0.05)})
+    ] * 2
+
+
 def climb(sampler: str, seed: int, trials: int = 11) -> float:
     """The best scalar objective (reward less 10 per unit of precision below 0.9, as the search
     scores a trial) among ``trials`` suggestions of the search's searcher on a known world:

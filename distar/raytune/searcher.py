@@ -97,6 +97,9 @@ def paper_prior(
 
 
 SAMPLERS = ("gp", "tpe", "pareto")  # what proposes a searched trial's settings
+# How often a model's proposal of a point already finished is answered from that trial's record
+# and the model asked again (:func:`floor_search_class`), before the proposal is trained anyway
+REPEATS_ANSWERED = 3
 CONSTRAINT = "floor_shortfall"  # the constraint gp models (Optuna's Trial.set_constraint)
 
 
@@ -191,7 +194,9 @@ def floor_search_class():
         random draw that scored under a third of the prior trial's first evaluation trained
         all 200 steps); and a draw started once the prior's trial had only reported its first
         evaluation was judged against that one trial (README: "draws wait until the prior's
-        trials have ended")."""
+        trials have ended"). A drawn point that a finished trial already holds is answered
+        from that trial, not trained again (:meth:`answer`): the GP re-proposed the corner it
+        had just run in 5 of 10 searcher seeds."""
 
         def __init__(self, shortfall, warm=None, **kwargs) -> None:
             self.warm = list(warm or ())  # first: OptunaSearch sets up a study given a space
@@ -225,7 +230,31 @@ def floor_search_class():
             if self.prior_left:
                 self.prior_left -= 1
                 self.prior_unseen.add(trial_id)
-            return super().suggest(trial_id)
+                return super().suggest(trial_id)
+            for _ in range(REPEATS_ANSWERED):
+                params = super().suggest(trial_id)
+                twin = self.finished_twin(self._ot_trials[trial_id])
+                if twin is None:
+                    return params
+                self.answer(self._ot_trials.pop(trial_id), twin)
+            return super().suggest(trial_id)  # the model insists: it has converged there
+
+        def finished_twin(self, trial):
+            """A finished trial of the study (run, warm or answered) at exactly ``trial``'s
+            point, else None."""
+            from optuna.trial import TrialState
+
+            done = self._ot_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            return next((t for t in done if t.params == trial.params), None)
+
+        def answer(self, trial, twin) -> None:
+            """Tell ``trial`` its twin's value and constraints: a search's trials share its
+            seed, so a point run again ends exactly as it did (measured: the same four
+            evaluations to the last digit; a warm twin's record is what the GP holds for the
+            point anyway), and training it would spend a trial on nothing."""
+            for key, value in twin.constraints.items():
+                trial.set_constraint(key, value)
+            self._ot_study.tell(trial, twin.values)
 
         def on_trial_complete(self, trial_id, result=None, error=False) -> None:
             self.prior_unseen.discard(trial_id)
