@@ -581,9 +581,10 @@ def test_the_search_tries_table2s_di_star_rows_first_then_draws():
     searcher.set_search_properties(None, None, space)
     got = []
     for i in range(len(prior) + 1):  # as Tune fills the space with each suggestion
-        if i == len(prior):  # the draws wait for the prior's first evaluations
+        if i == len(prior):  # the draws wait until the prior's trials have ended
             for j in range(len(prior)):
-                searcher.on_trial_result(f"t{j}", {"eval/reward": 0.0, "training_iteration": 1})
+                result = {"eval/reward": 0.0, "eval/precision": 0.95, "training_iteration": 4}
+                searcher.on_trial_complete(f"t{j}", result)
         spec = TrialSpec.from_params(merge_dicts(space, searcher.suggest(f"t{i}")))[0]
         flat = spec.flat_config
         got.append((flat["loss.guidance"], spec.paper["alpha_rew"], spec.paper["alpha_cfg"]))
