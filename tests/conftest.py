@@ -31,6 +31,14 @@ SUITE_HOME = Path(tempfile.mkdtemp(prefix="distar-tests-home-"))
 os.environ["HOME"] = str(SUITE_HOME)
 
 
+def pytest_collection_modifyitems(items):
+    """The modules that use the session's Ray (``ray_address``) run last, in file order: that
+    Ray starts with the first of them and idles through no other module (measured: an idle
+    local Ray's 20 processes take ~3 CPU-s a minute, 5 % of a core, that the suite shares)."""
+    on_ray = {item.module.__name__ for item in items if "ray_address" in item.fixturenames}
+    items.sort(key=lambda item: item.module.__name__ in on_ray)  # stable: file order kept
+
+
 def pytest_sessionfinish(session, exitstatus):
     if ray_state(USER_RAY) != _RAY_BEFORE:
         print(f"\nthe test run changed {USER_RAY}: a test's Ray left the suite's home")

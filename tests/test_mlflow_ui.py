@@ -35,10 +35,11 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(params=["gmm", "sd15-tiny"])
-def ui_over_a_smoke_sweep(request, tmp_path):
+def ui_over_a_smoke_sweep(request, tmp_path, ray_address):
     """A finished smoke sweep (through Ray, as a user runs it; conftest runs each once), the UI
     served on it as the sweep says (``mlflow server --app-name distar``), and the MLflow links
-    the sweep printed (pointed at that server)."""
+    the sweep printed (pointed at that server). ``ray_address``: both smoke fixtures start the
+    session's Ray, named here so that conftest orders this module with the others on it."""
     fixture = {"gmm": "gmm_smoke", "sd15-tiny": "readme_sd15_smoke"}[request.param]
     storage, out = request.getfixturevalue(fixture)
     assert "smoke test: it checks that the whole path runs" in out  # says what it is, at once
