@@ -124,7 +124,12 @@ def main() -> None:
     p.add_argument("--floor", type=float, default=0.9)
     p.add_argument("--penalty", type=float, default=10.0)
     args = p.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="distar-search-vs-grid-"))
+    # where runs go; comparing finished runs (--grid and --search) makes no folder
+    tmp = (
+        None
+        if args.grid and args.search
+        else Path(tempfile.mkdtemp(prefix="distar-search-vs-grid-"))
+    )
     if args.grid is None:
         args.grid = tmp / "grid"
         run("ablation_grid.py", args.grid, ["--seeds", "0", "--steps", str(args.steps)])
