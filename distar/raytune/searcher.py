@@ -195,8 +195,8 @@ def floor_search_class():
         all 200 steps); and a draw started once the prior's trial had only reported its first
         evaluation was judged against that one trial (README: "draws wait until the prior's
         trials have ended"). A drawn point that a finished trial already holds is answered
-        from that trial, not trained again (:meth:`answer`): the GP re-proposed the corner it
-        had just run in 5 of 10 searcher seeds."""
+        from that trial, not trained again (:meth:`answer`): the GP re-proposed a point it
+        had run in 7 of 10 searcher seeds (a full trial each)."""
 
         def __init__(self, shortfall, warm=None, **kwargs) -> None:
             self.warm = list(warm or ())  # first: OptunaSearch sets up a study given a space
