@@ -690,14 +690,20 @@ def test_the_search_draws_only_once_the_priors_trials_have_ended():
     assert searcher._sampler._n_startup_trials == 1
 
 
-def test_a_drawn_point_that_a_finished_trial_holds_is_answered_not_trained():
+def test_a_drawn_point_that_a_finished_trial_holds_is_answered_not_trained(capsys):
     """The GP re-proposes a corner it has run (the trials share the search's seed: the same
     result). Such a proposal is told its twin's value and constraint and the model asked
-    again. Mutation (run): the answering loop removed, the second suggestion is the first's
-    point."""
+    again; a model that insists has converged, and the search ends. Mutations (run): the
+    answering loop removed, the second suggestion is the first's point; the end replaced by
+    training the point, or twins compared exactly, the last assertions fail."""
     from optuna.trial import TrialState
 
-    from distar.raytune.searcher import CONSTRAINT, search_space, search_tune_config
+    from distar.raytune.searcher import (
+        CONSTRAINT,
+        REPEATS_ANSWERED,
+        search_space,
+        search_tune_config,
+    )
 
     ranges = ((1.0, 300.0), (0.0, 11.25), None)
     searcher = search_tune_config(8, 2, 0, 4, ("reward", "precision"), floor=0.9).search_alg
@@ -713,6 +719,12 @@ def test_a_drawn_point_that_a_finished_trial_holds_is_answered_not_trained():
     assert [(t.params == point, t.value, t.constraints) for t in done] == [
         (True, 0.05, {CONSTRAINT: pytest.approx(0.05)})
     ] * 2
+    # a model that proposes nothing else, the point as it comes back through a log scale
+    near = {k: v * (1 + 1e-15) if isinstance(v, float) else v for k, v in point.items()}
+    for _ in range(REPEATS_ANSWERED + 1):
+        searcher._ot_study.enqueue_trial(near)
+    assert searcher.suggest("t2") == searcher.FINISHED
+    assert "it has converged there; no more trials start" in capsys.readouterr().out
 
 
 def climb(sampler: str, seed: int, trials: int = 11) -> float:

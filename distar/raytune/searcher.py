@@ -4,6 +4,7 @@ pseudo-Huber c and guidance mode, with ASHA stopping weak trials at evaluation r
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import asdict
 from typing import Any
 
@@ -97,8 +98,9 @@ def paper_prior(
 
 
 SAMPLERS = ("gp", "tpe", "pareto")  # what proposes a searched trial's settings
-# How often a model's proposal of a point already finished is answered from that trial's record
-# and the model asked again (:func:`floor_search_class`), before the proposal is trained anyway
+# How often in a row a model's proposal of a finished trial's point is answered from that
+# trial's record and the model asked again (:func:`floor_search_class`); once more, and the
+# search ends: the model has converged
 REPEATS_ANSWERED = 3
 CONSTRAINT = "floor_shortfall"  # the constraint gp models (Optuna's Trial.set_constraint)
 
@@ -196,7 +198,8 @@ def floor_search_class():
         evaluation was judged against that one trial (README: "draws wait until the prior's
         trials have ended"). A drawn point that a finished trial already holds is answered
         from that trial, not trained again (:meth:`answer`): the GP re-proposed a point it
-        had run in 7 of 10 searcher seeds (a full trial each)."""
+        had run in 7 of 10 searcher seeds (a full trial each). A model that proposes such
+        points ``REPEATS_ANSWERED + 1`` times in a row has converged: the search ends."""
 
         def __init__(self, shortfall, warm=None, **kwargs) -> None:
             self.warm = list(warm or ())  # first: OptunaSearch sets up a study given a space
@@ -231,21 +234,40 @@ def floor_search_class():
                 self.prior_left -= 1
                 self.prior_unseen.add(trial_id)
                 return super().suggest(trial_id)
-            for _ in range(REPEATS_ANSWERED):
+            for _ in range(REPEATS_ANSWERED + 1):
                 params = super().suggest(trial_id)
                 twin = self.finished_twin(self._ot_trials[trial_id])
                 if twin is None:
                     return params
                 self.answer(self._ot_trials.pop(trial_id), twin)
-            return super().suggest(trial_id)  # the model insists: it has converged there
+            # the model insists on a point it has run: it has converged there, and a trial
+            # more would repeat that one
+            print(
+                f"search: the model proposed {twin.params} {REPEATS_ANSWERED + 1} times in a "
+                "row, each answered from the trial that ran it: it has converged there; no "
+                "more trials start"
+            )
+            return self.FINISHED
 
         def finished_twin(self, trial):
-            """A finished trial of the study (run, warm or answered) at exactly ``trial``'s
-            point, else None."""
+            """A finished trial of the study (run, warm or answered) at ``trial``'s point
+            (floats equal to 1e-9: a corner reached through a log scale comes back as
+            299.99999999999994 as well as 300), else None."""
             from optuna.trial import TrialState
 
+            def same(a, b) -> bool:
+                if isinstance(a, float) and isinstance(b, float):
+                    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+                return a == b
+
+            def twins(t) -> bool:
+                keys = t.params.keys()
+                return keys == trial.params.keys() and all(
+                    same(t.params[k], trial.params[k]) for k in keys
+                )
+
             done = self._ot_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            return next((t for t in done if t.params == trial.params), None)
+            return next((t for t in done if twins(t)), None)
 
         def answer(self, trial, twin) -> None:
             """Tell ``trial`` its twin's value and constraints: a search's trials share its
