@@ -49,7 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--world", default="gmm")
-    p.add_argument("--samples", type=int, help="trials the searcher proposes (default 12)")
+    p.add_argument(
+        "--samples",
+        type=int,
+        help="trials the searcher proposes at most (fewer once its model converges; default 12)",
+    )
     p.add_argument("--steps", type=int, help="generator steps per trial (default 600)")
     p.add_argument("--evals", type=int, help="evaluations per trial = ASHA rungs (default 4)")
     p.add_argument("--seed", type=int, default=0, help="seeds the searcher and every trial")
