@@ -97,6 +97,14 @@ def paper_prior(
     ]
 
 
+def same_point(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """``b`` holds ``a``'s searched parameters (a key of each): names equal, numbers to 1e-9
+    (a corner reached through a log scale comes back as 299.99999999999994 as well as 300)."""
+    return all(
+        a[k] == b[k] if isinstance(a[k], str) else math.isclose(a[k], b[k], rel_tol=1e-9) for k in a
+    )
+
+
 SAMPLERS = ("gp", "tpe", "pareto")  # what proposes a searched trial's settings
 # How often in a row a model's proposal of a finished trial's point is answered from that
 # trial's record and the model asked again (:func:`floor_search_class`); once more, and the
@@ -251,23 +259,11 @@ def floor_search_class():
 
         def finished_twin(self, trial):
             """A finished trial of the study (run, warm or answered) at ``trial``'s point
-            (floats equal to 1e-9: a corner reached through a log scale comes back as
-            299.99999999999994 as well as 300), else None."""
+            (:func:`same_point`), else None."""
             from optuna.trial import TrialState
 
-            def same(a, b) -> bool:
-                if isinstance(a, float) and isinstance(b, float):
-                    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
-                return a == b
-
-            def twins(t) -> bool:
-                keys = t.params.keys()
-                return keys == trial.params.keys() and all(
-                    same(t.params[k], trial.params[k]) for k in keys
-                )
-
             done = self._ot_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            return next((t for t in done if twins(t)), None)
+            return next((t for t in done if same_point(trial.params, t.params)), None)
 
         def answer(self, trial, twin) -> None:
             """Tell ``trial`` its twin's value and constraints: a search's trials share its

@@ -18,7 +18,7 @@ from typing import Any
 from distar.config import paper
 from distar.config.benchmarks import logged_name
 from distar.config.tree import Config, ConfigError
-from distar.raytune.searcher import PARAMETER, FloorShortfall
+from distar.raytune.searcher import PARAMETER, FloorShortfall, same_point
 from distar.raytune.spec import Objective
 from distar.track import tracking
 
@@ -183,12 +183,6 @@ def describe(uri: str, points: list[WarmPoint], skipped: list[str], metric: str)
 
 
 def untrained(prior: list[dict[str, Any]], warm: list[WarmPoint]) -> list[dict[str, Any]]:
-    """The prior's points that no warm run already observed (those are not trained again)."""
-
-    def same(a: dict[str, Any], b: dict[str, Any]) -> bool:
-        return all(
-            a[k] == b[k] if isinstance(a[k], str) else math.isclose(a[k], b[k], rel_tol=1e-9)
-            for k in a  # the searched parameters: c only where it is searched
-        )
-
-    return [p for p in prior if not any(same(p, w.params) for w in warm)]
+    """The prior's points that no warm run already observed (those are not trained again;
+    compared on the searched parameters, c only where it is searched)."""
+    return [p for p in prior if not any(same_point(p, w.params) for w in warm)]
